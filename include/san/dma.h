@@ -1,0 +1,75 @@
+/* DMA adapters (DEVICE_DESCRIPTION, IoGetDmaAdapter, DMA_OPERATIONS): common buffers,
+ * scatter-gather lists with map registers (bounce buffers), and the device's bus-master accesses. */
+#ifndef SAN_DMA_H
+#define SAN_DMA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <san/mdl.h>
+#include <san/phys.h>
+#include <san/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct san_device_description {
+    uint32_t version; /* 0..3 */
+    bool master, scatter_gather, dma32, dma64;
+    uint32_t dma_address_width; /* version 3 only: 1..64 */
+    uint32_t max_length;        /* bytes per transfer */
+};
+
+struct san_sg_element {
+    san_laddr_t addr;
+    uint32_t length;
+};
+struct san_sg_list {
+    uint32_t nr;
+    struct san_sg_element elem[];
+};
+
+struct san_dma_ops;
+struct san_dma_adapter {
+    uint32_t version;
+    const struct san_dma_ops *ops;
+};
+
+struct san_dma_ops {
+    /* Releases the adapter. Common buffers or scatter-gather lists still outstanding are logged
+     * and leaked, never freed: the device might still use them. */
+    void (*put_dma_adapter)(struct san_dma_adapter *a);
+    /* Physically contiguous whole pages the device reaches; *logical == physical address. */
+    int (*allocate_common_buffer)(struct san_dma_adapter *a, uint32_t len, san_laddr_t *logical,
+                                  bool cache_enabled, void **va);
+    /* Every argument must match the allocation: -EINVAL otherwise, nothing freed. */
+    int (*free_common_buffer)(struct san_dma_adapter *a, uint32_t len, san_laddr_t logical, void *va,
+                              bool cache_enabled);
+    /* Maps [offset, offset+len) of a locked MDL for one transfer; unreachable pages are bounced
+     * through map registers. -EAGAIN when map registers run out (nothing held). */
+    int (*get_scatter_gather_list)(struct san_dma_adapter *a, struct san_mdl *mdl, size_t offset,
+                                   size_t len, bool to_device, struct san_sg_list **out);
+    /* Ends the transfer: bounced data from the device is copied back, map registers released. */
+    void (*put_scatter_gather_list)(struct san_dma_adapter *a, struct san_sg_list *sg,
+                                    bool to_device);
+};
+
+/* IoGetDmaAdapter: reads a zeroed-then-filled description. *nr_map_registers is in/out: the number
+ * wanted (0: as many as max_length needs) and the number granted. */
+int san_get_dma_adapter(struct san_machine *m, const struct san_device_description *desc,
+                        uint32_t *nr_map_registers, struct san_dma_adapter **out);
+
+/* The device's own bus-master accesses by logical address. Beyond the adapter's address width, or
+ * to a frame that is not allocated, locked or a bounce page in use: -EFAULT and a DMA fault is
+ * counted; a device write into memory locked without SAN_MEM_WRITE: -EACCES. Nothing is copied on
+ * failure. */
+int san_dma_read(struct san_dma_adapter *a, san_laddr_t src, void *dst, size_t len);
+int san_dma_write(struct san_dma_adapter *a, san_laddr_t dst, const void *src, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

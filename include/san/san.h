@@ -1,0 +1,11 @@
+/* sanproxy: everything public. */
+#ifndef SAN_SAN_H
+#define SAN_SAN_H
+
+#include <san/types.h>
+#include <san/error.h>
+#include <san/phys.h>
+#include <san/mdl.h>
+#include <san/dma.h>
+
+#endif

@@ -1,0 +1,26 @@
+/* A pool of fixed-size objects: allocation and release are a pointer swap on a free list; memory
+ * comes from malloc in chunks that grow geometrically and is returned only when the pool is
+ * destroyed. Used for metadata that churns on hot paths (free extents, frame records). No locking:
+ * the owner serialises. */
+#ifndef SAN_COMMON_POOL_H
+#define SAN_COMMON_POOL_H
+
+#include <stddef.h>
+
+struct san_pool {
+    size_t obj_size;
+    size_t next_chunk; /* objects in the next chunk */
+    void *free;        /* singly linked through the first word of each free object */
+    void *chunks;      /* singly linked list of chunks */
+    size_t in_use, capacity;
+};
+
+void san_pool_init(struct san_pool *p, size_t obj_size);
+void san_pool_destroy(struct san_pool *p);
+/* NULL when memory runs out. */
+void *san_pool_get(struct san_pool *p);
+void san_pool_put(struct san_pool *p, void *obj);
+/* Makes sure n more objects can be got without allocating: 0 or -ENOMEM. */
+int san_pool_reserve(struct san_pool *p, size_t n);
+
+#endif

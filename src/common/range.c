@@ -1,0 +1,94 @@
+/* Range tree on top of the AVL tree (see range.h). */
+#include "common/range.h"
+
+void san_range_augment(struct san_tree_node *n)
+{
+    struct san_range *r = san_range_of(n);
+    uint64_t max_len = r->len, max_end = san_range_end(r);
+
+    for (int i = 0; i < 2; i++) {
+        struct san_range *c = san_range_of(i ? n->right : n->left);
+        if (!c)
+            continue;
+        if (c->max_len > max_len)
+            max_len = c->max_len;
+        if (c->max_end > max_end)
+            max_end = c->max_end;
+    }
+    r->max_len = max_len;
+    r->max_end = max_end;
+}
+
+void san_range_insert(struct san_tree *t, struct san_range *r)
+{
+    struct san_tree_node **link = &t->root, *parent = NULL;
+
+    while (*link) {
+        parent = *link;
+        link = r->start < san_range_of(parent)->start ? &parent->left : &parent->right;
+    }
+    san_tree_link(t, &r->node, parent, link);
+}
+
+struct san_range *san_range_floor(const struct san_tree *t, uint64_t addr)
+{
+    struct san_tree_node *n = t->root;
+    struct san_range *best = NULL;
+
+    while (n) {
+        struct san_range *r = san_range_of(n);
+        if (r->start <= addr) {
+            best = r;
+            n = n->right;
+        } else {
+            n = n->left;
+        }
+    }
+    return best;
+}
+
+struct san_range *san_range_lookup(const struct san_tree *t, uint64_t addr)
+{
+    struct san_range *r = san_range_floor(t, addr);
+    return r && addr - r->start < r->len ? r : NULL;
+}
+
+/* Lowest-start range in the subtree at n that overlaps [start, end). */
+static struct san_range *first_overlap_in(struct san_tree_node *n, uint64_t start, uint64_t end)
+{
+    while (n) {
+        struct san_range *r = san_range_of(n);
+        struct san_range *l = san_range_of(n->left);
+        if (r->max_end <= start)
+            return NULL;
+        if (l && l->max_end > start) {
+            /* Something on the left ends after start; it overlaps unless it begins at or after
+             * end, and every left range begins before r does. */
+            struct san_range *found = first_overlap_in(n->left, start, end);
+            if (found)
+                return found;
+        }
+        if (r->start >= end)
+            return NULL;
+        if (san_range_end(r) > start)
+            return r;
+        n = n->right;
+    }
+    return NULL;
+}
+
+struct san_range *san_range_first_overlap(const struct san_tree *t, uint64_t start, uint64_t len)
+{
+    if (len == 0)
+        return NULL;
+    return first_overlap_in(t->root, start, start + len);
+}
+
+struct san_range *san_range_next_overlap(const struct san_range *r, uint64_t start, uint64_t len)
+{
+    uint64_t end = start + len;
+    for (r = san_range_next(r); r && r->start < end; r = san_range_next(r))
+        if (san_range_end(r) > start)
+            return (struct san_range *)r;
+    return NULL;
+}

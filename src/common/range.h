@@ -1,0 +1,76 @@
+/* Ranges [start, start+len) in a san_tree, keyed by start: the range/interval tree every module
+ * uses (free extents and frame records in phys, registrations in mr, the client's registration
+ * cache). Each node keeps two subtree summaries: the longest range (allocator searches prune on it)
+ * and the highest end (overlap queries on trees whose ranges may overlap prune on it).
+ * No locking: the owner of the tree serialises. */
+#ifndef SAN_COMMON_RANGE_H
+#define SAN_COMMON_RANGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/tree.h"
+
+struct san_range {
+    struct san_tree_node node;
+    uint64_t start, len;
+    uint64_t max_len; /* longest len in this subtree */
+    uint64_t max_end; /* highest start + len in this subtree */
+};
+
+static inline uint64_t san_range_end(const struct san_range *r)
+{
+    return r->start + r->len;
+}
+
+static inline struct san_range *san_range_of(const struct san_tree_node *n)
+{
+    return n ? san_container_of(n, struct san_range, node) : NULL;
+}
+
+void san_range_augment(struct san_tree_node *n);
+
+static inline void san_range_tree_init(struct san_tree *t)
+{
+    san_tree_init(t, san_range_augment);
+}
+
+/* Inserts r (start and len set). Equal starts go after the existing ones. */
+void san_range_insert(struct san_tree *t, struct san_range *r);
+static inline void san_range_erase(struct san_tree *t, struct san_range *r)
+{
+    san_tree_erase(t, &r->node);
+}
+/* After changing r->len, or r->start without passing a neighbour's start. */
+static inline void san_range_changed(struct san_tree *t, struct san_range *r)
+{
+    san_tree_propagate(t, &r->node);
+}
+
+/* The range with the greatest start <= addr, or NULL. */
+struct san_range *san_range_floor(const struct san_tree *t, uint64_t addr);
+/* In a tree of disjoint ranges: the range that contains addr, or NULL. */
+struct san_range *san_range_lookup(const struct san_tree *t, uint64_t addr);
+/* In any tree: the range with the lowest start that overlaps [start, start+len), or NULL. */
+struct san_range *san_range_first_overlap(const struct san_tree *t, uint64_t start, uint64_t len);
+/* The next range in start order that overlaps [start, start+len) after r, or NULL. */
+struct san_range *san_range_next_overlap(const struct san_range *r, uint64_t start, uint64_t len);
+
+static inline struct san_range *san_range_first(const struct san_tree *t)
+{
+    return san_range_of(san_tree_first(t));
+}
+static inline struct san_range *san_range_last(const struct san_tree *t)
+{
+    return san_range_of(san_tree_last(t));
+}
+static inline struct san_range *san_range_next(const struct san_range *r)
+{
+    return san_range_of(san_tree_next(&r->node));
+}
+static inline struct san_range *san_range_prev(const struct san_range *r)
+{
+    return san_range_of(san_tree_prev(&r->node));
+}
+
+#endif

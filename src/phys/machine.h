@@ -1,0 +1,116 @@
+/* Internals of the emulated machine, shared by phys, mdl and dma.
+ *
+ * Memory: one MAP_NORESERVE anonymous image holds all RAM; segment i (a maximal run of RAM in the
+ * map) lives at image + seg[i].host_off, linearly. Metadata: two range trees. free_tree holds the
+ * free extents (disjoint, never adjacent: freed neighbours coalesce; never spanning a hole because
+ * segments are never adjacent). used_tree holds the frame records (struct san_frames): who uses
+ * which frames, and how a device may touch them. Both grow with the number of extents and records,
+ * never with the number of frames.
+ *
+ * Locking: m->lock is a reader-writer lock. Allocation and release of frames take it for writing;
+ * device accesses (dma) take it for reading for the whole copy, so a frame cannot be freed while a
+ * device writes it and devices do not serialise each other. Counters that devices bump are atomic.
+ * Functions ending in _locked expect the write lock held. */
+#ifndef SAN_PHYS_MACHINE_H
+#define SAN_PHYS_MACHINE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include <san/phys.h>
+
+#include "common/pool.h"
+#include "common/range.h"
+
+#define SAN_4G (UINT64_C(1) << 32)
+
+struct san_ram_seg {
+    san_paddr_t base;
+    uint64_t size;
+    uint64_t host_off; /* offset of base in the image */
+};
+
+enum san_frames_kind {
+    SAN_FRAMES_CONTIG = 1, /* san_alloc_contiguous */
+    SAN_FRAMES_COMMON,     /* a DMA adapter's common buffer */
+    SAN_FRAMES_LOCKED,     /* pages of a locked buffer; the bytes live in the owner's memory */
+    SAN_FRAMES_BOUNCE,     /* map registers of a DMA adapter */
+};
+
+/* Whose pages locked frames are: this process (pid 0) or a client reached through its pidfd. */
+struct san_page_owner {
+    pid_t pid;
+    int pidfd;
+};
+
+/* A frame record: a run of frames in use. */
+struct san_frames {
+    struct san_range r; /* physical range, whole pages */
+    uint8_t kind;       /* enum san_frames_kind */
+    uint8_t cache;      /* enum san_cache_type */
+    uint8_t access;     /* SAN_MEM_* the device has; reads are always allowed */
+    bool busy;          /* BOUNCE: a map register in use */
+    void *tag;          /* who asked: the adapter (COMMON, BOUNCE), the MDL (LOCKED) */
+    const struct san_page_owner *owner; /* LOCKED: whose pages */
+    uint64_t owner_va;                  /* LOCKED: owner's address of r.start */
+};
+
+struct san_machine {
+    pthread_rwlock_t lock;
+    uint8_t *image;
+    uint64_t image_size;
+    struct san_ram_seg *seg;
+    size_t nr_seg;
+    bool nolowmem;
+
+    struct san_tree free_tree; /* struct san_range */
+    struct san_tree used_tree; /* struct san_frames */
+    struct san_pool pool; /* free extents and frame records: both struct san_frames */
+
+    uint64_t ram_bytes, free_bytes, low_free_bytes;
+    uint64_t allocations, allocated_bytes, locked_bytes;
+    atomic_uint_fast64_t dma_faults, bounce_bytes, map_registers_in_use;
+};
+
+/* CPU address of physical address pa, which must be RAM. */
+static inline void *san_phys_host(const struct san_machine *m, const struct san_ram_seg *s,
+                                  san_paddr_t pa)
+{
+    return m->image + s->host_off + (pa - s->base);
+}
+/* The segment holding pa, or NULL for a hole. O(log segments). */
+const struct san_ram_seg *san_phys_seg(const struct san_machine *m, san_paddr_t pa);
+/* CPU address of pa, or NULL when pa is not RAM. */
+void *san_phys_to_host(const struct san_machine *m, san_paddr_t pa);
+/* Physical address of a CPU address inside the image: 0 or -EINVAL. */
+int san_phys_from_host(const struct san_machine *m, const void *va, san_paddr_t *pa);
+
+/* Allocates bytes (whole pages) of contiguous frames in [lowest, highest] not crossing boundary,
+ * highest first, NOLOWMEM applied; records them as kind. Returns the record or NULL with *err. */
+struct san_frames *san_phys_alloc_locked(struct san_machine *m, uint64_t bytes, san_paddr_t lowest,
+                                         san_paddr_t highest, uint64_t boundary,
+                                         enum san_frames_kind kind, int *err);
+/* Allocates the highest free run of at most bytes (whole pages) in [lowest, highest], NOLOWMEM
+ * applied: the piecewise allocation locked pages use. NULL with -ENOMEM when nothing is free. */
+struct san_frames *san_phys_alloc_piece_locked(struct san_machine *m, uint64_t bytes,
+                                               san_paddr_t lowest, san_paddr_t highest,
+                                               enum san_frames_kind kind);
+/* Frees a frame record and its frames (scrubbing low frames on a NOLOWMEM machine). */
+void san_phys_free_locked(struct san_machine *m, struct san_frames *f);
+/* The frame record containing pa, or NULL. */
+static inline struct san_frames *san_phys_frames_at(const struct san_machine *m, san_paddr_t pa)
+{
+    struct san_range *r = san_range_lookup(&m->used_tree, pa);
+    return r ? san_container_of(r, struct san_frames, r) : NULL;
+}
+
+static inline uint64_t san_low_part(uint64_t start, uint64_t len)
+{
+    if (start >= SAN_4G)
+        return 0;
+    return start + len <= SAN_4G ? len : SAN_4G - start;
+}
+
+#endif

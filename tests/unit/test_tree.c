@@ -1,0 +1,134 @@
+/* The shared AVL/range tree: ordering, balance, summaries and overlap queries against a brute-force
+ * model over a fixed-seed random sequence of inserts and erases. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include "common/range.h"
+
+#define N 2000
+
+static uint64_t rng = 88172645463325252u;
+static uint64_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+/* Checks parent links, AVL balance and both summaries; returns the height. */
+static int check(struct san_tree_node *n, struct san_tree_node *parent, uint64_t *max_len,
+                 uint64_t *max_end)
+{
+    if (!n) {
+        *max_len = *max_end = 0;
+        return 0;
+    }
+    assert_ptr_equal(n->parent, parent);
+    uint64_t ll, le, rl, re;
+    int hl = check(n->left, n, &ll, &le), hr = check(n->right, n, &rl, &re);
+    assert_true(abs(hl - hr) <= 1);
+    assert_int_equal(n->height, 1 + (hl > hr ? hl : hr));
+    struct san_range *r = san_range_of(n);
+    uint64_t ml = r->len, me = san_range_end(r);
+    ml = ll > ml ? ll : ml;
+    ml = rl > ml ? rl : ml;
+    me = le > me ? le : me;
+    me = re > me ? re : me;
+    assert_int_equal(r->max_len, ml);
+    assert_int_equal(r->max_end, me);
+    *max_len = ml;
+    *max_end = me;
+    return n->height;
+}
+
+static void test_random_against_model(void **state)
+{
+    (void)state;
+    static struct san_range nodes[N];
+    static bool in[N];
+    struct san_tree t;
+    san_range_tree_init(&t);
+
+    for (int step = 0; step < 20000; step++) {
+        int i = (int)(rnd() % N);
+        if (in[i]) {
+            san_range_erase(&t, &nodes[i]);
+            in[i] = false;
+        } else {
+            nodes[i].start = rnd() % 100000;
+            nodes[i].len = 1 + rnd() % 500;
+            san_range_insert(&t, &nodes[i]);
+            in[i] = true;
+        }
+        if (step % 97 == 0) {
+            uint64_t a, b;
+            check(t.root, NULL, &a, &b);
+        }
+        /* Overlap query against brute force. */
+        uint64_t qs = rnd() % 100000, ql = 1 + rnd() % 300;
+        struct san_range *want = NULL;
+        size_t count = 0;
+        for (int k = 0; k < N; k++)
+            if (in[k] && nodes[k].start < qs + ql && san_range_end(&nodes[k]) > qs) {
+                count++;
+                if (!want || nodes[k].start < want->start)
+                    want = &nodes[k];
+            }
+        struct san_range *got = san_range_first_overlap(&t, qs, ql);
+        if (!want) {
+            assert_null(got);
+        } else {
+            assert_non_null(got);
+            assert_int_equal(got->start, want->start);
+        }
+        size_t seen = 0;
+        for (struct san_range *r = got; r; r = san_range_next_overlap(r, qs, ql))
+            seen++;
+        assert_int_equal(seen, count);
+    }
+    /* In-order walk is sorted and complete. */
+    size_t count = 0;
+    uint64_t last = 0;
+    for (struct san_range *r = san_range_first(&t); r; r = san_range_next(r)) {
+        assert_true(r->start >= last);
+        last = r->start;
+        count++;
+    }
+    assert_int_equal(count, t.count);
+    size_t back = 0;
+    for (struct san_range *r = san_range_last(&t); r; r = san_range_prev(r))
+        back++;
+    assert_int_equal(back, count);
+}
+
+static void test_floor_and_lookup(void **state)
+{
+    (void)state;
+    struct san_range r[3] = {{.start = 10, .len = 5}, {.start = 20, .len = 5}, {.start = 30, .len = 1}};
+    struct san_tree t;
+    san_range_tree_init(&t);
+    for (int i = 0; i < 3; i++)
+        san_range_insert(&t, &r[i]);
+    assert_null(san_range_floor(&t, 9));
+    assert_ptr_equal(san_range_floor(&t, 17), &r[0]);
+    assert_null(san_range_lookup(&t, 17));
+    assert_ptr_equal(san_range_lookup(&t, 24), &r[1]);
+    assert_ptr_equal(san_range_lookup(&t, 30), &r[2]);
+    assert_null(san_range_lookup(&t, 31));
+    assert_int_equal(r[1].max_len, 5); /* root after three inserts is the middle one */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_random_against_model),
+        cmocka_unit_test(test_floor_and_lookup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,43 @@
+/* sanperf: shared pieces of the benchmark suites. Every timing is printed next to a baseline
+ * measured in the same run; suites print one JSON object per case with --json, a table otherwise. */
+#ifndef SANPERF_PERF_H
+#define SANPERF_PERF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+struct perf_opts {
+    bool json;
+    int argc; /* the suite's own arguments (after the suite name) */
+    char **argv;
+};
+
+/* One suite: name, one-line help, entry point (0 on success). */
+struct perf_suite {
+    const char *name;
+    const char *help;
+    int (*run)(const struct perf_opts *o);
+};
+
+static inline uint64_t perf_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Sorts samples in place and returns the q-quantile (0..1). */
+uint64_t perf_quantile(uint64_t *samples, size_t n, double q);
+/* Parses a size with an optional K/M/G/T suffix (powers of 1024): 0 or -EINVAL. */
+int perf_parse_size(const char *s, uint64_t *out);
+/* Progress on stderr when it is a terminal; silent otherwise. done == total ends the line. */
+void perf_progress(const char *what, uint64_t done, uint64_t total);
+/* Prints a JSON line from printf-style "key": value pairs the caller formats. */
+void perf_json(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Suites (one file each). */
+int perf_contig(const struct perf_opts *o);
+
+#endif
