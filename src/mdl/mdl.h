@@ -1,0 +1,69 @@
+/* Internals of memory descriptor lists, shared by mdl, dma and the daemon.
+ *
+ * An MDL describes a locked buffer: its owner (this process, pid 0, or a client process), the
+ * owner's virtual range, the access a device has, and its page list. The page list is a short
+ * array of pieces: each piece is one SAN_FRAMES_LOCKED frame record of the machine (a run of
+ * physically contiguous frames) covering consecutive pages of the buffer, so page i is found by a
+ * binary search over the pieces (O(log pieces)) and a transfer walks whole pieces, never pages.
+ *
+ * Locking: an MDL is immutable between lock and unlock; any thread may read it. Locking and
+ * unlocking take m->lock for writing (frames) and, for this process, a process-wide mutex that
+ * makes mlock/munlock of overlapping MDLs nest (a page stays pinned while any MDL covers it). */
+#ifndef SAN_MDL_MDL_H
+#define SAN_MDL_MDL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <san/mdl.h>
+
+#include "common/range.h"
+#include "phys/machine.h"
+
+/* Pieces held inline; more go to a separately allocated array. */
+#define SAN_MDL_INLINE_PIECES 4
+
+struct san_mdl_piece {
+    size_t first_page;    /* index of the buffer page the piece starts at */
+    size_t nr_pages;      /* pages in the piece */
+    struct san_frames *f; /* the frame record: f->r.start is the piece's physical address */
+};
+
+struct san_mdl {
+    struct san_machine *m;
+    struct san_page_owner owner; /* frames' owner points here; pidfd is the caller's, not dup'd */
+    uint64_t va;                 /* as asked: first byte of the buffer in the owner's space */
+    size_t len;                  /* as asked: bytes */
+    unsigned access;             /* SAN_MEM_* */
+    uint64_t page_va;            /* va rounded down to a page */
+    size_t nr_pages;
+    atomic_uint maps;     /* scatter-gather lists outstanding on this MDL (dma) */
+    struct san_range pin; /* pid 0: the pinned page range, in the process-wide pin tree */
+    size_t nr_pieces, cap_pieces;
+    struct san_mdl_piece *pieces; /* inline_pieces or a heap array */
+    struct san_mdl_piece inline_pieces[SAN_MDL_INLINE_PIECES];
+};
+
+/* Locks [va, va+len) of owner's address space, as san_mdl_lock does, for the daemon.
+ * owner->pid == 0: this process; the range is checked (mapped, and readable, or writable when
+ * access has SAN_MEM_WRITE) and pinned with mlock.
+ * owner->pid != 0: a client that has already mlocked its pages; the range is checked readable
+ * with process_vm_readv on owner->pid and not pinned here. owner is copied; owner->pidfd must stay
+ * open until the MDL is unlocked. Devices reach the pages with process_vm_readv/writev.
+ * Errors: len 0, access not 1..3, NULL arguments: -EINVAL; a range that is not mapped (or wraps,
+ * or lacks the access): -EFAULT; frames running out: -ENOMEM; mlock refused: -EPERM (no
+ * privilege, RLIMIT_MEMLOCK 0) or -ENOBUFS (RLIMIT_MEMLOCK reached); process_vm_readv refused:
+ * -EPERM or -ESRCH. On failure nothing is held. Blocks in mlock (page faults). */
+int san_mdl_lock_for(struct san_machine *m, const struct san_page_owner *owner, uint64_t va,
+                     size_t len, unsigned access, struct san_mdl **out);
+
+/* The range and access the MDL was locked with (va and len as asked, not rounded to pages). */
+uint64_t san_mdl_va(const struct san_mdl *mdl);
+size_t san_mdl_len(const struct san_mdl *mdl);
+unsigned san_mdl_access(const struct san_mdl *mdl);
+
+/* The index of the piece holding buffer page i (i < nr_pages). O(log pieces). */
+size_t san_mdl_piece_of(const struct san_mdl *mdl, size_t page);
+
+#endif
