@@ -3,20 +3,12 @@
 
 void san_range_augment(struct san_tree_node *n)
 {
-    struct san_range *r = san_range_of(n);
-    uint64_t max_len = r->len, max_end = san_range_end(r);
+    san_range_summarise(n, true);
+}
 
-    for (int i = 0; i < 2; i++) {
-        struct san_range *c = san_range_of(i ? n->right : n->left);
-        if (!c)
-            continue;
-        if (c->max_len > max_len)
-            max_len = c->max_len;
-        if (c->max_end > max_end)
-            max_end = c->max_end;
-    }
-    r->max_len = max_len;
-    r->max_end = max_end;
+void san_range_augment_disjoint(struct san_tree_node *n)
+{
+    san_range_summarise(n, false);
 }
 
 void san_range_insert(struct san_tree *t, struct san_range *r)
@@ -81,6 +73,14 @@ struct san_range *san_range_first_overlap(const struct san_tree *t, uint64_t sta
 {
     if (len == 0)
         return NULL;
+    if (san_range_tree_is_disjoint(t)) {
+        /* Only the range at or below start can reach into the query from below. */
+        struct san_range *r = san_range_floor(t, start);
+        if (r && san_range_end(r) > start)
+            return r;
+        r = r ? san_range_next(r) : san_range_first(t);
+        return r && r->start < start + len ? r : NULL;
+    }
     return first_overlap_in(t->root, start, start + len);
 }
 

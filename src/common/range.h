@@ -1,7 +1,8 @@
 /* Ranges [start, start+len) in a san_tree, keyed by start: the range/interval tree every module
  * uses (free extents and frame records in phys, registrations in mr, the client's registration
  * cache). Each node keeps two subtree summaries: the longest range (allocator searches prune on it)
- * and the highest end (overlap queries on trees whose ranges may overlap prune on it).
+ * and the highest end (overlap queries on trees whose ranges may overlap prune on it). A tree
+ * made with san_range_tree_init_disjoint keeps only the first (max_end is then unused).
  * No locking: the owner of the tree serialises. */
 #ifndef SAN_COMMON_RANGE_H
 #define SAN_COMMON_RANGE_H
@@ -28,11 +29,54 @@ static inline struct san_range *san_range_of(const struct san_tree_node *n)
     return n ? san_container_of(n, struct san_range, node) : NULL;
 }
 
+/* Summary callbacks: san_range_augment keeps max_len and max_end (trees whose ranges may
+ * overlap); san_range_augment_disjoint keeps max_len only (trees whose ranges never overlap: free
+ * extents, frame records), where max_end would only be the last range's end, changing along the
+ * whole right spine whenever that range does. Queries work on both kinds. */
 void san_range_augment(struct san_tree_node *n);
+void san_range_augment_disjoint(struct san_tree_node *n);
+
+/* The same, returning whether the summary changed (the tree uses these to stop early). */
+static inline bool san_range_summarise(struct san_tree_node *n, bool with_end)
+{
+    struct san_range *r = san_range_of(n), *c;
+    uint64_t max_len = r->len, max_end = san_range_end(r);
+
+    if (n->left) {
+        c = san_range_of(n->left);
+        max_len = c->max_len > max_len ? c->max_len : max_len;
+        max_end = c->max_end > max_end ? c->max_end : max_end;
+    }
+    if (n->right) {
+        c = san_range_of(n->right);
+        max_len = c->max_len > max_len ? c->max_len : max_len;
+        max_end = c->max_end > max_end ? c->max_end : max_end;
+    }
+    if (!with_end) {
+        if (r->max_len == max_len)
+            return false;
+        r->max_len = max_len;
+        return true;
+    }
+    bool changed = r->max_len != max_len || r->max_end != max_end;
+    r->max_len = max_len;
+    r->max_end = max_end;
+    return changed;
+}
 
 static inline void san_range_tree_init(struct san_tree *t)
 {
     san_tree_init(t, san_range_augment);
+}
+
+static inline void san_range_tree_init_disjoint(struct san_tree *t)
+{
+    san_tree_init(t, san_range_augment_disjoint);
+}
+
+static inline bool san_range_tree_is_disjoint(const struct san_tree *t)
+{
+    return t->augment == san_range_augment_disjoint;
 }
 
 /* Inserts r (start and len set). Equal starts go after the existing ones. */
@@ -51,7 +95,8 @@ static inline void san_range_changed(struct san_tree *t, struct san_range *r)
 struct san_range *san_range_floor(const struct san_tree *t, uint64_t addr);
 /* In a tree of disjoint ranges: the range that contains addr, or NULL. */
 struct san_range *san_range_lookup(const struct san_tree *t, uint64_t addr);
-/* In any tree: the range with the lowest start that overlaps [start, start+len), or NULL. */
+/* In any tree (either kind): the range with the lowest start that overlaps [start, start+len), or
+ * NULL. */
 struct san_range *san_range_first_overlap(const struct san_tree *t, uint64_t start, uint64_t len);
 /* The next range in start order that overlaps [start, start+len) after r, or NULL. */
 struct san_range *san_range_next_overlap(const struct san_range *r, uint64_t start, uint64_t len);

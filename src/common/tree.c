@@ -1,19 +1,40 @@
-/* Augmented AVL tree with parent pointers (see tree.h). Rebalancing walks from the changed node to
- * the root, recomputing height and summary on the way, so summaries stay exact without special
- * cases: the walk is O(log n) either way. */
+/* Augmented AVL tree with parent pointers (see tree.h). Rebalancing walks from the changed node
+ * towards the root, recomputing height and summary on the way. When the summary callback can say
+ * whether it changed (the range layer's can), the walk stops at the first node whose height and
+ * summary came out as they were and where no rotation happened: its ancestors saw exactly those
+ * values, so they are still exact. Otherwise every walk goes to the root. Either way O(log n). */
 #include "common/tree.h"
+#include "common/range.h"
 
 static inline int height(const struct san_tree_node *n)
 {
     return n ? n->height : 0;
 }
 
-static inline void pull(struct san_tree *t, struct san_tree_node *n)
+/* Recomputes n's summary; true when it may have changed. The range layer's summaries are
+ * inlined here and say whether they changed; another callback is assumed to change. */
+static inline bool summarise(struct san_tree *t, struct san_tree_node *n)
+{
+    if (t->augment == san_range_augment_disjoint)
+        return san_range_summarise(n, false);
+    if (t->augment == san_range_augment)
+        return san_range_summarise(n, true);
+    if (t->augment) {
+        t->augment(n);
+        return true;
+    }
+    return false;
+}
+
+/* Recomputes n's height and summary; true when either may have changed. */
+static inline bool pull(struct san_tree *t, struct san_tree_node *n)
 {
     int l = height(n->left), r = height(n->right);
-    n->height = 1 + (l > r ? l : r);
-    if (t->augment)
-        t->augment(n);
+    int h = 1 + (l > r ? l : r);
+    bool changed = h != n->height;
+
+    n->height = h;
+    return summarise(t, n) || changed;
 }
 
 static inline void replace_child(struct san_tree *t, struct san_tree_node *parent,
@@ -59,27 +80,41 @@ static struct san_tree_node *rotate_right(struct san_tree *t, struct san_tree_no
     return y;
 }
 
-static struct san_tree_node *rebalance(struct san_tree *t, struct san_tree_node *n)
+/* Restores n's balance; returns the root of the subtree that was n's and sets *changed when that
+ * subtree's height or summary may differ from what n's parent last saw. */
+static struct san_tree_node *rebalance(struct san_tree *t, struct san_tree_node *n, bool *changed)
 {
-    pull(t, n);
+    *changed = pull(t, n);
     int bf = height(n->left) - height(n->right);
     if (bf > 1) {
         if (height(n->left->left) < height(n->left->right))
             rotate_left(t, n->left);
+        *changed = true;
         return rotate_right(t, n);
     }
     if (bf < -1) {
         if (height(n->right->right) < height(n->right->left))
             rotate_right(t, n->right);
+        *changed = true;
         return rotate_left(t, n);
     }
     return n;
 }
 
-static void fix_up(struct san_tree *t, struct san_tree_node *n)
+/* Rebalances from n upwards. force is a node whose stored height and summary mean nothing to its
+ * parent (a new leaf, or a node moved into an erased node's place): the walk goes at least
+ * through it, and counts it as changed. */
+static void fix_up(struct san_tree *t, struct san_tree_node *n, struct san_tree_node *force)
 {
     while (n) {
-        n = rebalance(t, n);
+        bool forced = n == force, changed;
+        n = rebalance(t, n, &changed);
+        if (forced) {
+            force = NULL;
+            changed = true;
+        }
+        if (!changed && !force)
+            return;
         n = n->parent;
     }
 }
@@ -92,12 +127,12 @@ void san_tree_link(struct san_tree *t, struct san_tree_node *n, struct san_tree_
     n->height = 1;
     *link = n;
     t->count++;
-    fix_up(t, n);
+    fix_up(t, n, n);
 }
 
 void san_tree_erase(struct san_tree *t, struct san_tree_node *n)
 {
-    struct san_tree_node *fix;
+    struct san_tree_node *fix, *force = NULL;
 
     t->count--;
     if (n->left && n->right) {
@@ -120,6 +155,7 @@ void san_tree_erase(struct san_tree *t, struct san_tree_node *n)
         s->parent = n->parent;
         s->height = n->height;
         replace_child(t, n->parent, n, s);
+        force = s;
     } else {
         struct san_tree_node *child = n->left ? n->left : n->right;
         fix = n->parent;
@@ -127,15 +163,14 @@ void san_tree_erase(struct san_tree *t, struct san_tree_node *n)
             child->parent = fix;
         replace_child(t, fix, n, child);
     }
-    fix_up(t, fix);
+    fix_up(t, fix, force);
 }
 
 void san_tree_propagate(struct san_tree *t, struct san_tree_node *n)
 {
-    if (!t->augment)
-        return;
-    for (; n; n = n->parent)
-        t->augment(n);
+    /* n's stored summary is what its parent saw: once one comes out unchanged, stop. */
+    for (; n && summarise(t, n); n = n->parent)
+        ;
 }
 
 struct san_tree_node *san_tree_first(const struct san_tree *t)

@@ -16,12 +16,15 @@ struct san_tree_node {
 
 struct san_tree {
     struct san_tree_node *root;
-    /* Recomputes n's summary from n and its children (which are up to date). May be NULL. */
+    /* Recomputes n's summary from n and its children (which are up to date). May be NULL. The
+     * range layer's summaries (san_range_augment, san_range_augment_disjoint) are known to the
+     * tree, which then learns whether a summary changed and stops updating at the first ancestor
+     * whose height and summary came out unchanged; any other callback is called up to the root. */
     void (*augment)(struct san_tree_node *n);
     size_t count;
 };
 
-#define san_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define san_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 static inline void san_tree_init(struct san_tree *t, void (*augment)(struct san_tree_node *))
 {
@@ -30,7 +33,8 @@ static inline void san_tree_init(struct san_tree *t, void (*augment)(struct san_
     t->count = 0;
 }
 
-/* Links n at *link (a NULL child pointer of parent, or &t->root when parent is NULL) and rebalances. */
+/* Links n at *link (a NULL child pointer of parent, or &t->root when parent is NULL) and
+ * rebalances. */
 void san_tree_link(struct san_tree *t, struct san_tree_node *n, struct san_tree_node *parent,
                    struct san_tree_node **link);
 /* Unlinks n and rebalances. */

@@ -8,8 +8,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#define MIB (UINT64_C(1) << 20)
-#define GIB (UINT64_C(1) << 30)
+#define MIB  (UINT64_C(1) << 20)
+#define GIB  (UINT64_C(1) << 30)
 #define PAGE ((uint64_t)SAN_PAGE_SIZE)
 
 static int cmp_range(const void *a, const void *b)
@@ -97,8 +97,8 @@ int san_machine_create(const struct san_machine_config *cfg, struct san_machine 
     }
     if ((err = -pthread_rwlock_init(&m->lock, NULL)))
         goto fail_map;
-    san_range_tree_init(&m->free_tree);
-    san_range_tree_init(&m->used_tree);
+    san_range_tree_init_disjoint(&m->free_tree);
+    san_range_tree_init_disjoint(&m->used_tree);
     san_pool_init(&m->pool, sizeof(struct san_frames));
 
     for (size_t i = 0; i < m->nr_seg; i++) {

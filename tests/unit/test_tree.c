@@ -57,7 +57,12 @@ static void test_random_against_model(void **state)
 
     for (int step = 0; step < 20000; step++) {
         int i = (int)(rnd() % N);
-        if (in[i]) {
+        if (in[i] && rnd() % 4 == 0) {
+            /* Change a length in place: summaries must follow (san_range_changed stops early
+             * once they come out unchanged, so a stale one would show up in check()). */
+            nodes[i].len = rnd() % 3 ? 1 + rnd() % 500 : 1 + rnd() % 5000;
+            san_range_changed(&t, &nodes[i]);
+        } else if (in[i]) {
             san_range_erase(&t, &nodes[i]);
             in[i] = false;
         } else {
@@ -66,7 +71,7 @@ static void test_random_against_model(void **state)
             san_range_insert(&t, &nodes[i]);
             in[i] = true;
         }
-        if (step % 97 == 0) {
+        if (step % 97 == 0 || step < 500) {
             uint64_t a, b;
             check(t.root, NULL, &a, &b);
         }
@@ -110,7 +115,8 @@ static void test_random_against_model(void **state)
 static void test_floor_and_lookup(void **state)
 {
     (void)state;
-    struct san_range r[3] = {{.start = 10, .len = 5}, {.start = 20, .len = 5}, {.start = 30, .len = 1}};
+    struct san_range r[3] = {
+        {.start = 10, .len = 5}, {.start = 20, .len = 5}, {.start = 30, .len = 1}};
     struct san_tree t;
     san_range_tree_init(&t);
     for (int i = 0; i < 3; i++)
@@ -124,11 +130,52 @@ static void test_floor_and_lookup(void **state)
     assert_int_equal(r[1].max_len, 5); /* root after three inserts is the middle one */
 }
 
+/* A tree of disjoint ranges keeps max_len only; overlap queries still match brute force. */
+static void test_disjoint(void **state)
+{
+    (void)state;
+    enum { SLOTS = 1000, SLOT = 100 };
+    static struct san_range nodes[SLOTS];
+    static bool in[SLOTS];
+    struct san_tree t;
+    san_range_tree_init_disjoint(&t);
+    assert_true(san_range_tree_is_disjoint(&t));
+
+    for (int step = 0; step < 20000; step++) {
+        int i = (int)(rnd() % SLOTS);
+        if (in[i] && rnd() % 3 == 0) {
+            nodes[i].len = 1 + rnd() % (SLOT / 2); /* stays inside its slot */
+            san_range_changed(&t, &nodes[i]);
+        } else if (in[i]) {
+            san_range_erase(&t, &nodes[i]);
+            in[i] = false;
+        } else {
+            nodes[i].start = (uint64_t)i * SLOT + rnd() % (SLOT / 2);
+            nodes[i].len = 1 + rnd() % (SLOT / 2);
+            san_range_insert(&t, &nodes[i]);
+            in[i] = true;
+        }
+        struct san_range *root = san_range_of(t.root);
+        uint64_t max_len = 0;
+        for (int k = 0; k < SLOTS; k++)
+            if (in[k] && nodes[k].len > max_len)
+                max_len = nodes[k].len;
+        assert_int_equal(root ? root->max_len : 0, max_len);
+        uint64_t qs = rnd() % (SLOTS * SLOT), ql = 1 + rnd() % 300;
+        struct san_range *want = NULL;
+        for (int k = 0; k < SLOTS && !want; k++)
+            if (in[k] && nodes[k].start < qs + ql && san_range_end(&nodes[k]) > qs)
+                want = &nodes[k];
+        assert_ptr_equal(san_range_first_overlap(&t, qs, ql), want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_random_against_model),
         cmocka_unit_test(test_floor_and_lookup),
+        cmocka_unit_test(test_disjoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
