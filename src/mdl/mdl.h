@@ -43,6 +43,7 @@ struct san_mdl {
     size_t nr_pieces, cap_pieces;
     struct san_mdl_piece *pieces; /* inline_pieces or a heap array */
     struct san_mdl_piece inline_pieces[SAN_MDL_INLINE_PIECES];
+    struct san_mdl *leak_next; /* unlocked while still mapped: kept on a list, never freed */
 };
 
 /* Locks [va, va+len) of owner's address space, as san_mdl_lock does, for the daemon.

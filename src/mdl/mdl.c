@@ -1,0 +1,367 @@
+/* Memory descriptor lists: MmProbeAndLockPages / MmUnlockPages on the emulated machine.
+ *
+ * Locking a buffer checks that the owner's range is mapped with the access asked for, gives its
+ * pages frames of the machine (SAN_FRAMES_LOCKED records from san_phys_alloc_piece_locked, highest
+ * memory first, NOLOWMEM honoured by phys) and, for this process, pins the pages. The frames say
+ * whose page they are (owner, owner_va), so a device access reaches the owner's bytes: memcpy for
+ * this process, process_vm_readv/writev for a client (see dma/bus.c).
+ *
+ * Pinning in this process: the range is first faulted in and checked with
+ * madvise(MADV_POPULATE_READ or _WRITE) (unmapped or lacking the access: -EFAULT, before anything
+ * is pinned), then locked with mlock2(MLOCK_ONFAULT), which locks the pages just populated without
+ * walking them a second time. mlock is not reference counted by the kernel, so every pinned range
+ * sits in a process-wide tree of possibly overlapping ranges (common/range): unlocking munlocks
+ * only the parts no other MDL still covers.
+ *
+ * Locking: pin_lock (process-wide) serialises mlock/munlock with the pin tree, so a page is never
+ * munlocked while an MDL covering it is being created. m->lock is taken for writing around frame
+ * allocation and release, never while pin_lock is held. An MDL is immutable once returned. */
+#include "mdl/mdl.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define PAGE ((uint64_t)SAN_PAGE_SIZE)
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+#ifndef MLOCK_ONFAULT
+#define MLOCK_ONFAULT 0x01
+#endif
+
+static pthread_mutex_t pin_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct san_tree pin_tree = {.augment = san_range_augment};
+/* MDLs unlocked while a device could still use them: kept reachable, never freed. */
+static pthread_mutex_t leak_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct san_mdl *leaked;
+
+/* 1: MADV_POPULATE_* works, 0: it does not (kernel before 5.14), -1: not probed yet. */
+static atomic_int populate_ok = -1;
+static _Alignas(4096) unsigned char probe_page[4096];
+
+static bool have_populate(void)
+{
+    int ok = atomic_load_explicit(&populate_ok, memory_order_relaxed);
+    if (ok < 0) {
+        ok = madvise(probe_page, sizeof(probe_page), MADV_POPULATE_WRITE) == 0;
+        atomic_store_explicit(&populate_ok, ok, memory_order_relaxed);
+    }
+    return ok;
+}
+
+/* True when every page of [start, start+len) is mapped. */
+static bool range_mapped(uint64_t start, uint64_t len)
+{
+    unsigned char vec[256];
+    for (uint64_t done = 0; done < len; done += sizeof(vec) * PAGE) {
+        uint64_t n = len - done < sizeof(vec) * PAGE ? len - done : sizeof(vec) * PAGE;
+        if (mincore((void *)(uintptr_t)(start + done), n, vec) && errno == ENOMEM)
+            return false;
+    }
+    return true;
+}
+
+/* Checks [start, start+len) of this process (page-aligned) before anything is pinned: mapped,
+ * readable, and writable when a device may write. Faults the pages in as a side effect. */
+static int check_own_range(uint64_t start, uint64_t len, unsigned access)
+{
+    if (!have_populate())
+        return range_mapped(start, len) ? 0 : -EFAULT;
+    int advice = access & SAN_MEM_WRITE ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
+    while (madvise((void *)(uintptr_t)start, len, advice)) {
+        switch (errno) {
+        case EINTR:
+        case EAGAIN:
+            continue;
+        case ENOMEM: /* not mapped */
+        case EINVAL: /* mapped without the access (or not populatable, like VM_IO) */
+        case EFAULT: /* would SIGBUS */
+        case EHWPOISON:
+            return -EFAULT;
+        default:
+            return -errno;
+        }
+    }
+    return 0;
+}
+
+/* Pins [start, start+len) of this process. pin_lock held. */
+static int pin_locked(uint64_t start, uint64_t len)
+{
+    void *p = (void *)(uintptr_t)start;
+    int rc = mlock2(p, len, MLOCK_ONFAULT);
+    if (rc && (errno == ENOSYS || errno == EINVAL))
+        rc = mlock(p, len); /* a kernel without mlock2 or MLOCK_ONFAULT */
+    if (!rc)
+        return 0;
+    int e = errno;
+    switch (e) {
+    case EPERM: /* no CAP_IPC_LOCK and RLIMIT_MEMLOCK is 0 */
+        return -EPERM;
+    case ENOMEM:
+        /* Either part of the range went away since it was checked, or RLIMIT_MEMLOCK. mlock may
+         * have locked a prefix: undo what no other MDL covers. */
+        if (!range_mapped(start, len))
+            return -EFAULT;
+        return -ENOBUFS;
+    case EAGAIN:
+        return -ENOMEM;
+    default:
+        return -e;
+    }
+}
+
+/* Munlocks the parts of [start, end) no MDL in the pin tree covers. pin_lock held. */
+static void unpin_uncovered_locked(uint64_t start, uint64_t end)
+{
+    uint64_t cur = start;
+    for (struct san_range *r = san_range_first_overlap(&pin_tree, start, end - start);
+         r && cur < end; r = san_range_next_overlap(r, start, end - start)) {
+        if (r->start > cur)
+            munlock((void *)(uintptr_t)cur, r->start - cur);
+        if (san_range_end(r) > cur)
+            cur = san_range_end(r);
+    }
+    if (cur < end)
+        munlock((void *)(uintptr_t)cur, end - cur);
+}
+
+static void free_frames(struct san_mdl *mdl)
+{
+    struct san_machine *m = mdl->m;
+    pthread_rwlock_wrlock(&m->lock);
+    for (size_t i = 0; i < mdl->nr_pieces; i++)
+        san_phys_free_locked(m, mdl->pieces[i].f);
+    pthread_rwlock_unlock(&m->lock);
+    mdl->nr_pieces = 0;
+}
+
+static void free_mdl(struct san_mdl *mdl)
+{
+    if (mdl->pieces != mdl->inline_pieces)
+        free(mdl->pieces);
+    free(mdl);
+}
+
+/* Gives every page of mdl a frame, in pieces, highest memory first. -ENOMEM with nothing held. */
+static int assign_frames(struct san_mdl *mdl)
+{
+    struct san_machine *m = mdl->m;
+    size_t page = 0;
+    int err = 0;
+
+    pthread_rwlock_wrlock(&m->lock);
+    while (page < mdl->nr_pages) {
+        if (mdl->nr_pieces == mdl->cap_pieces) {
+            size_t cap = mdl->cap_pieces * 2;
+            struct san_mdl_piece *p = mdl->pieces == mdl->inline_pieces
+                                          ? malloc(cap * sizeof(*p))
+                                          : realloc(mdl->pieces, cap * sizeof(*p));
+            if (!p) {
+                err = -ENOMEM;
+                break;
+            }
+            if (mdl->pieces == mdl->inline_pieces)
+                memcpy(p, mdl->inline_pieces, sizeof(mdl->inline_pieces));
+            mdl->pieces = p;
+            mdl->cap_pieces = cap;
+        }
+        uint64_t want = (uint64_t)(mdl->nr_pages - page) * PAGE;
+        struct san_frames *f =
+            san_phys_alloc_piece_locked(m, want, 0, UINT64_MAX, SAN_FRAMES_LOCKED);
+        if (!f) {
+            err = -ENOMEM;
+            break;
+        }
+        f->access = (uint8_t)mdl->access;
+        f->tag = mdl;
+        f->owner = &mdl->owner;
+        f->owner_va = mdl->page_va + (uint64_t)page * PAGE;
+        size_t n = (size_t)(f->r.len / PAGE);
+        mdl->pieces[mdl->nr_pieces++] = (struct san_mdl_piece){page, n, f};
+        page += n;
+    }
+    if (err) {
+        for (size_t i = 0; i < mdl->nr_pieces; i++)
+            san_phys_free_locked(m, mdl->pieces[i].f);
+        mdl->nr_pieces = 0;
+    }
+    pthread_rwlock_unlock(&m->lock);
+    return err;
+}
+
+/* Checks that a client's range is mapped and readable, reading one byte of every page through
+ * process_vm_readv. The client pinned the pages itself. */
+static int check_client_range(pid_t pid, uint64_t start, size_t pages)
+{
+    enum { BATCH = 512 };
+    struct iovec remote[BATCH];
+    unsigned char sink[BATCH];
+
+    for (size_t done = 0; done < pages;) {
+        size_t n = pages - done < BATCH ? pages - done : BATCH;
+        for (size_t i = 0; i < n; i++)
+            remote[i] = (struct iovec){(void *)(uintptr_t)(start + (done + i) * PAGE), 1};
+        struct iovec local = {sink, n};
+        ssize_t got = process_vm_readv(pid, &local, 1, remote, n, 0);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EFAULT ? -EFAULT : -errno;
+        }
+        if ((size_t)got != n)
+            return -EFAULT;
+        done += n;
+    }
+    return 0;
+}
+
+int san_mdl_lock_for(struct san_machine *m, const struct san_page_owner *owner, uint64_t va,
+                     size_t len, unsigned access, struct san_mdl **out)
+{
+    struct san_mdl *mdl;
+    int err;
+
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!m || !owner || !len || access < SAN_MEM_READ || access > SAN_MEM_READWRITE)
+        return -EINVAL;
+    if (va > UINT64_MAX - len || va + len > UINT64_MAX - PAGE)
+        return -EFAULT; /* wraps: cannot be mapped */
+    uint64_t start = va & ~(PAGE - 1), end = (va + len + PAGE - 1) & ~(PAGE - 1);
+    if (owner->pid == 0 && end > (uint64_t)UINTPTR_MAX)
+        return -EFAULT;
+
+    mdl = calloc(1, sizeof(*mdl));
+    if (!mdl)
+        return -ENOMEM;
+    mdl->m = m;
+    mdl->owner = *owner;
+    mdl->va = va;
+    mdl->len = len;
+    mdl->access = access;
+    mdl->page_va = start;
+    mdl->nr_pages = (size_t)((end - start) / PAGE);
+    mdl->cap_pieces = SAN_MDL_INLINE_PIECES;
+    mdl->pieces = mdl->inline_pieces;
+    mdl->pin.start = start;
+    mdl->pin.len = end - start;
+
+    if (owner->pid == 0)
+        err = check_own_range(start, end - start, access);
+    else
+        err = check_client_range(owner->pid, start, mdl->nr_pages);
+    if (err)
+        goto fail_check;
+    if ((err = assign_frames(mdl)))
+        goto fail_check;
+    if (owner->pid == 0) {
+        pthread_mutex_lock(&pin_lock);
+        err = pin_locked(start, end - start);
+        if (err)
+            unpin_uncovered_locked(start, end); /* mlock may have locked a prefix */
+        else
+            san_range_insert(&pin_tree, &mdl->pin);
+        pthread_mutex_unlock(&pin_lock);
+        if (err)
+            goto fail_pin;
+    }
+    *out = mdl;
+    return 0;
+
+fail_pin:
+    free_frames(mdl);
+fail_check:
+    free_mdl(mdl);
+    return err;
+}
+
+int san_mdl_lock(struct san_machine *m, void *va, size_t len, unsigned access, struct san_mdl **out)
+{
+    static const struct san_page_owner self = {.pid = 0, .pidfd = -1};
+    if (!va && out) {
+        *out = NULL;
+        return len ? -EFAULT : -EINVAL; /* page 0 is never mapped */
+    }
+    return san_mdl_lock_for(m, &self, (uint64_t)(uintptr_t)va, len, access, out);
+}
+
+void san_mdl_unlock(struct san_mdl *mdl)
+{
+    if (!mdl)
+        return;
+    unsigned maps = atomic_load(&mdl->maps);
+    if (maps) {
+        /* A device may still write these pages: keep them pinned and their frames allocated. */
+        fprintf(stderr,
+                "sanproxy: san_mdl_unlock: %u scatter-gather list(s) still map the MDL of "
+                "[%#llx, +%zu); leaking it\n",
+                maps, (unsigned long long)mdl->va, mdl->len);
+        pthread_mutex_lock(&leak_lock);
+        mdl->leak_next = leaked;
+        leaked = mdl;
+        pthread_mutex_unlock(&leak_lock);
+        return;
+    }
+    if (mdl->owner.pid == 0) {
+        uint64_t start = mdl->pin.start, end = san_range_end(&mdl->pin);
+        pthread_mutex_lock(&pin_lock);
+        san_range_erase(&pin_tree, &mdl->pin);
+        unpin_uncovered_locked(start, end);
+        pthread_mutex_unlock(&pin_lock);
+    }
+    free_frames(mdl);
+    free_mdl(mdl);
+}
+
+size_t san_mdl_page_count(const struct san_mdl *mdl)
+{
+    return mdl ? mdl->nr_pages : 0;
+}
+
+size_t san_mdl_piece_of(const struct san_mdl *mdl, size_t page)
+{
+    size_t lo = 0, hi = mdl->nr_pieces;
+    while (hi - lo > 1) { /* last piece whose first_page <= page */
+        size_t mid = lo + (hi - lo) / 2;
+        if (mdl->pieces[mid].first_page <= page)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+san_paddr_t san_mdl_page(const struct san_mdl *mdl, size_t i)
+{
+    if (!mdl || i >= mdl->nr_pages)
+        return 0;
+    const struct san_mdl_piece *p = &mdl->pieces[san_mdl_piece_of(mdl, i)];
+    return p->f->r.start + (uint64_t)(i - p->first_page) * PAGE;
+}
+
+uint64_t san_mdl_va(const struct san_mdl *mdl)
+{
+    return mdl ? mdl->va : 0;
+}
+
+size_t san_mdl_len(const struct san_mdl *mdl)
+{
+    return mdl ? mdl->len : 0;
+}
+
+unsigned san_mdl_access(const struct san_mdl *mdl)
+{
+    return mdl ? mdl->access : 0;
+}
