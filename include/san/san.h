@@ -7,5 +7,6 @@
 #include <san/phys.h>
 #include <san/mdl.h>
 #include <san/dma.h>
+#include <san/client.h>
 
 #endif

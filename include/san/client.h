@@ -1,0 +1,66 @@
+/* libsan: the client side of sanproxyd (the WSD SAN service provider's proxy calls). A context is
+ * one connection to the daemon; everything it holds (allocations, registrations) is released when
+ * it is closed or when the process dies. */
+#ifndef SAN_CLIENT_H
+#define SAN_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <san/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct san_ctx;
+struct san_mr;
+
+/* Connects to sanproxyd at socket_path (NULL: $SANPROXY_SOCKET, else
+ * $XDG_RUNTIME_DIR/sanproxy.sock, else /tmp/sanproxy.sock) and checks the protocol version.
+ * -ENOENT/-ECONNREFUSED when no daemon listens, -EPROTO on a version mismatch. Blocks for one round
+ * trip. */
+int san_open(const char *socket_path, struct san_ctx **out);
+/* Releases everything the context holds: its allocations are unmapped, its registrations dropped
+ * (every struct san_mr of it becomes invalid), the connection closed. NULL is a no-op. */
+void san_close(struct san_ctx *ctx);
+
+enum { SAN_ALLOC_LOW = 1, SAN_ALLOC_CONTIGUOUS = 2 }; /* LOW: below 4 GiB, even on NOLOWMEM */
+/* Allocates proxy memory (frames of the emulated machine, physically contiguous, zeroed), rounded
+ * up to whole pages and mapped read-write into this process. Unknown flags or bytes 0: -EINVAL;
+ * no memory: -ENOMEM; over the per-client allocation limit: -ENOBUFS. Blocks for one round trip. */
+int san_alloc(struct san_ctx *ctx, size_t bytes, unsigned flags, void **va);
+/* Frees what san_alloc returned (the exact address): -EINVAL otherwise. */
+int san_free(struct san_ctx *ctx, void *va);
+/* Physical address of a byte of san_alloc memory (no round trip) or of registered memory (one
+ * round trip). -EINVAL for an address that is neither. */
+int san_physical_address(struct san_ctx *ctx, const void *va, san_paddr_t *pa);
+
+/* Size of the descriptor san_register_rdma writes. */
+#define SAN_RDMA_DESC_SIZE 40u
+
+/* WSPRegisterMemory: locks [addr, addr+len) (whole pages) and registers it for local use. The same
+ * range and access registered again returns the same keys (a reference is added); every successful
+ * call gives its own struct san_mr to deregister. Bad arguments: -EINVAL; an unmapped page:
+ * -EFAULT; over a per-client limit: -ENOBUFS; no frames: -ENOMEM. Blocks for one round trip. */
+int san_register(struct san_ctx *ctx, void *addr, size_t len, unsigned access, struct san_mr **out);
+/* WSPRegisterRdmaMemory: as san_register, and the registration gets a remote key usable by the
+ * connected peer. Writes an opaque descriptor (SAN_RDMA_DESC_SIZE bytes) to desc; if *desc_len is
+ * too small, nothing is registered: -EFAULT and *desc_len = the size needed. */
+int san_register_rdma(struct san_ctx *ctx, void *addr, size_t len, unsigned access, void *desc,
+                      size_t *desc_len, struct san_mr **out);
+/* Drops the reference mr holds; the last one unlocks and unregisters. -EBUSY while an operation
+ * still uses the memory (mr stays valid then); otherwise mr is freed. */
+int san_deregister(struct san_mr *mr);
+uint32_t san_mr_lkey(const struct san_mr *mr);
+uint32_t san_mr_rkey(const struct san_mr *mr); /* 0 for local registrations */
+
+/* WSPMemoryRegistrationCacheCallback: the memory at [addr, addr+len) is going away. -EINVAL when
+ * nothing registered by this context overlaps it. */
+int san_cache_invalidate(struct san_ctx *ctx, void *addr, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,526 @@
+/* libsan: the client side of sanproxyd (the SAN service provider's calls into its proxy).
+ *
+ * Sits on proto (one request, one reply on the SOCK_SEQPACKET control socket) and the shared range
+ * tree: the context keeps its allocations by address and its registrations by page range. Proxy
+ * memory arrives as a memfd (SCM_RIGHTS) and is mapped here. Registration pins the pages with mlock
+ * before the daemon is asked (the daemon validates the range through the pidfd and gives it
+ * frames); mlock does not nest, so the last deregistration unlocks only the pages no other
+ * registration of this context still covers.
+ *
+ * Locking: ctx->lock serialises everything on a context (the socket round trip and both trees), so
+ * a context may be shared by threads. A struct san_mr belongs to its context and is freed by
+ * san_deregister or san_close. Contexts do not know each other: two contexts of one process that
+ * register overlapping pages each unlock their own (documented limitation). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <san/client.h>
+
+#include "common/range.h"
+#include "proto/proto.h"
+
+#define PAGE       ((uint64_t)SAN_PAGE_SIZE)
+#define DESC_MAGIC 0x444e4153u /* "SAND" */
+
+struct client_alloc {
+    struct san_range r; /* mapped address, bytes */
+    uint64_t handle;
+    san_paddr_t pa;
+};
+
+/* One registration of the daemon, as this context sees it. */
+struct client_reg {
+    struct san_range r; /* whole pages */
+    uint64_t va, len;   /* as asked */
+    uint32_t lkey, rkey;
+    uint32_t refs;
+    unsigned access;
+    bool rdma;
+};
+
+struct san_mr {
+    struct san_ctx *ctx;
+    struct client_reg *reg;
+    struct san_mr *next, *prev;
+};
+
+struct san_ctx {
+    pthread_mutex_t lock;
+    int fd;
+    uint64_t next_id;
+    uint64_t host_id;
+    uint32_t client_id;
+    struct san_tree allocs;
+    struct san_tree regs;
+    struct san_mr mrs; /* list head of outstanding handles */
+};
+
+struct san_rdma_desc {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t access;
+    uint64_t host_id; /* the daemon that holds the registration */
+    uint64_t va, len;
+    uint32_t rkey;
+    uint32_t client_id; /* the registering client, on that daemon */
+};
+static_assert(sizeof(struct san_rdma_desc) == SAN_RDMA_DESC_SIZE, "descriptor layout");
+
+/* One round trip: sends req, waits for its reply. Returns the reply's status (or a transport
+ * error). fd, if not NULL, receives a descriptor that came with a successful reply (-1 if none).
+ * Caller holds ctx->lock. */
+static int call(struct san_ctx *ctx, struct san_msg *req, struct san_msg *rep, int *fd)
+{
+    size_t len;
+    int err, got = -1, derr;
+
+    if (fd)
+        *fd = -1;
+    req->hdr.id = ++ctx->next_id;
+    if ((err = san_proto_send(ctx->fd, req, -1, 0)))
+        return err == -EPIPE ? -ECONNRESET : err;
+    for (;;) {
+        err = san_proto_recv(ctx->fd, rep, &len, fd ? &got : NULL, 0);
+        if (err)
+            return err;
+        if (san_proto_decode(rep, len, true, &derr) != SAN_DECODE_OK ||
+            (rep->hdr.opcode & ~SAN_OP_REPLY) != (req->hdr.opcode & ~SAN_OP_REPLY)) {
+            if (got >= 0)
+                close(got);
+            return -EPROTO;
+        }
+        if (rep->hdr.id == req->hdr.id)
+            break;
+        if (got >= 0) /* a reply to a request that was given up on: drop it */
+            close(got);
+        got = -1;
+    }
+    if (rep->hdr.status) {
+        if (got >= 0)
+            close(got);
+        return rep->hdr.status;
+    }
+    if (fd)
+        *fd = got;
+    else if (got >= 0)
+        close(got);
+    return 0;
+}
+
+int san_open(const char *socket_path, struct san_ctx **out)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct san_msg req, rep;
+    struct san_ctx *ctx;
+    int err;
+
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!socket_path || !*socket_path)
+        socket_path = getenv("SANPROXY_SOCKET");
+    if (socket_path && *socket_path) {
+        if (strlen(socket_path) >= sizeof(sa.sun_path))
+            return -ENAMETOOLONG;
+        strcpy(sa.sun_path, socket_path);
+    } else if ((err = san_proto_default_path(sa.sun_path, sizeof(sa.sun_path)))) {
+        return err;
+    }
+    ctx = calloc(1, sizeof(*ctx));
+    if (!ctx)
+        return -ENOMEM;
+    ctx->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (ctx->fd < 0) {
+        err = -errno;
+        goto fail_ctx;
+    }
+    if (connect(ctx->fd, (struct sockaddr *)&sa, sizeof(sa))) {
+        err = -errno;
+        goto fail_fd;
+    }
+    pthread_mutex_init(&ctx->lock, NULL);
+    san_range_tree_init(&ctx->allocs);
+    san_range_tree_init(&ctx->regs);
+    ctx->mrs.next = ctx->mrs.prev = &ctx->mrs;
+    san_proto_init(&req, SAN_OP_HELLO, 0);
+    req.u.hello_req.version = SAN_PROTO_VERSION;
+    if ((err = call(ctx, &req, &rep, NULL)))
+        goto fail_lock;
+    if (rep.u.hello_rep.version != SAN_PROTO_VERSION || rep.u.hello_rep.page_size != PAGE) {
+        err = -EPROTO;
+        goto fail_lock;
+    }
+    ctx->host_id = rep.u.hello_rep.host_id;
+    ctx->client_id = rep.u.hello_rep.client_id;
+    *out = ctx;
+    return 0;
+
+fail_lock:
+    pthread_mutex_destroy(&ctx->lock);
+fail_fd:
+    close(ctx->fd);
+fail_ctx:
+    free(ctx);
+    return err;
+}
+
+static struct client_alloc *alloc_of(struct san_range *r)
+{
+    return r ? san_container_of(r, struct client_alloc, r) : NULL;
+}
+static struct client_reg *reg_of(struct san_range *r)
+{
+    return r ? san_container_of(r, struct client_reg, r) : NULL;
+}
+
+/* munlocks the pages of [start, start+len) that no registration in ctx->regs covers. */
+static void unpin_uncovered(struct san_ctx *ctx, uint64_t start, uint64_t len)
+{
+    uint64_t at = start, end = start + len;
+    for (struct san_range *r = san_range_first_overlap(&ctx->regs, start, len); r;
+         r = san_range_next_overlap(r, start, len)) {
+        if (r->start > at)
+            munlock((void *)(uintptr_t)at, r->start - at);
+        if (san_range_end(r) > at)
+            at = san_range_end(r);
+        if (at >= end)
+            return;
+    }
+    if (at < end)
+        munlock((void *)(uintptr_t)at, end - at);
+}
+
+void san_close(struct san_ctx *ctx)
+{
+    struct san_range *r;
+
+    if (!ctx)
+        return;
+    /* Closing the socket is the cleanup request: the daemon releases everything we held. */
+    close(ctx->fd);
+    while ((r = san_range_first(&ctx->allocs))) {
+        san_range_erase(&ctx->allocs, r);
+        munmap((void *)(uintptr_t)r->start, r->len);
+        free(alloc_of(r));
+    }
+    while ((r = san_range_first(&ctx->regs))) {
+        san_range_erase(&ctx->regs, r);
+        unpin_uncovered(ctx, r->start, r->len);
+        free(reg_of(r));
+    }
+    while (ctx->mrs.next != &ctx->mrs) {
+        struct san_mr *mr = ctx->mrs.next;
+        ctx->mrs.next = mr->next;
+        free(mr);
+    }
+    pthread_mutex_destroy(&ctx->lock);
+    free(ctx);
+}
+
+int san_alloc(struct san_ctx *ctx, size_t bytes, unsigned flags, void **va)
+{
+    struct san_msg req, rep;
+    struct client_alloc *a;
+    int err, fd;
+
+    if (!ctx || !va || !bytes || (flags & ~(unsigned)SAN_ALLOC_FLAGS_ALL))
+        return -EINVAL;
+    if (bytes > SIZE_MAX - PAGE)
+        return -ENOMEM;
+    a = calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    san_proto_init(&req, SAN_OP_ALLOC, 0);
+    req.u.alloc_req.bytes = bytes;
+    req.u.alloc_req.flags = flags;
+    pthread_mutex_lock(&ctx->lock);
+    if ((err = call(ctx, &req, &rep, &fd)))
+        goto fail;
+    if (fd < 0) {
+        err = -EPROTO;
+        goto fail_free_remote;
+    }
+    void *p = mmap(NULL, rep.u.alloc_rep.bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        err = -ENOMEM;
+        goto fail_free_remote;
+    }
+    a->r.start = (uintptr_t)p;
+    a->r.len = rep.u.alloc_rep.bytes;
+    a->handle = rep.u.alloc_rep.handle;
+    a->pa = rep.u.alloc_rep.paddr;
+    san_range_insert(&ctx->allocs, &a->r);
+    pthread_mutex_unlock(&ctx->lock);
+    *va = p;
+    return 0;
+
+fail_free_remote:
+    san_proto_init(&req, SAN_OP_FREE, 0);
+    req.u.free_req.handle = rep.u.alloc_rep.handle;
+    call(ctx, &req, &rep, NULL);
+fail:
+    pthread_mutex_unlock(&ctx->lock);
+    free(a);
+    return err;
+}
+
+int san_free(struct san_ctx *ctx, void *va)
+{
+    struct san_msg req, rep;
+    int err;
+
+    if (!ctx || !va)
+        return -EINVAL;
+    pthread_mutex_lock(&ctx->lock);
+    struct client_alloc *a = alloc_of(san_range_lookup(&ctx->allocs, (uintptr_t)va));
+    if (!a || a->r.start != (uintptr_t)va) {
+        pthread_mutex_unlock(&ctx->lock);
+        return -EINVAL;
+    }
+    san_proto_init(&req, SAN_OP_FREE, 0);
+    req.u.free_req.handle = a->handle;
+    err = call(ctx, &req, &rep, NULL);
+    if (!err || err == -EINVAL) {
+        /* Gone on the daemon's side (or never known there): forget it here too. */
+        san_range_erase(&ctx->allocs, &a->r);
+        munmap(va, a->r.len);
+        free(a);
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    return err;
+}
+
+/* The registration of ctx whose asked range holds va, or NULL. */
+static struct client_reg *reg_at(struct san_ctx *ctx, uint64_t va)
+{
+    for (struct san_range *r = san_range_first_overlap(&ctx->regs, va, 1); r;
+         r = san_range_next_overlap(r, va, 1)) {
+        struct client_reg *g = reg_of(r);
+        if (va >= g->va && va - g->va < g->len)
+            return g;
+    }
+    return NULL;
+}
+
+int san_physical_address(struct san_ctx *ctx, const void *va, san_paddr_t *pa)
+{
+    struct san_msg req, rep;
+    uint64_t p = (uintptr_t)va;
+    int err = -EINVAL;
+
+    if (!ctx || !va || !pa)
+        return -EINVAL;
+    pthread_mutex_lock(&ctx->lock);
+    struct client_alloc *a = alloc_of(san_range_lookup(&ctx->allocs, p));
+    if (a) {
+        *pa = a->pa + (p - a->r.start);
+        err = 0;
+    } else {
+        struct client_reg *g = reg_at(ctx, p);
+        if (g) {
+            san_proto_init(&req, SAN_OP_PADDR, 0);
+            req.u.paddr_req.lkey = g->lkey;
+            req.u.paddr_req.offset = p - g->va;
+            if (!(err = call(ctx, &req, &rep, NULL)))
+                *pa = rep.u.paddr_rep.paddr;
+        }
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    return err;
+}
+
+/* The same registration (range, access, kind) that ctx already holds, or NULL. */
+static struct client_reg *reg_same(struct san_ctx *ctx, uint64_t va, uint64_t len, unsigned access,
+                                   bool rdma)
+{
+    for (struct san_range *r = san_range_first_overlap(&ctx->regs, va, len); r;
+         r = san_range_next_overlap(r, va, len)) {
+        struct client_reg *g = reg_of(r);
+        if (g->va == va && g->len == len && g->access == access && g->rdma == rdma)
+            return g;
+    }
+    return NULL;
+}
+
+/* Maps an mlock failure to the error convention: an unmapped page is -EFAULT. */
+static int pin_error(int e, uint64_t start, uint64_t len)
+{
+    unsigned char vec[1];
+    if (e == ENOMEM) {
+        for (uint64_t at = start; at < start + len; at += PAGE)
+            if (mincore((void *)(uintptr_t)at, PAGE, vec) && errno == ENOMEM)
+                return -EFAULT;
+        return -ENOBUFS; /* RLIMIT_MEMLOCK */
+    }
+    return e == EPERM ? -EPERM : -ENOMEM;
+}
+
+static int do_register(struct san_ctx *ctx, void *addr, size_t len, unsigned access, bool rdma,
+                       struct san_mr **out)
+{
+    struct san_msg req, rep;
+    struct client_reg *g, *fresh = NULL;
+    struct san_mr *mr;
+    uint64_t va = (uintptr_t)addr;
+    int err;
+
+    if (!ctx || !addr || !len || !out || va + len < va || va + len > UINT64_MAX - PAGE)
+        return -EINVAL;
+    if (access != SAN_MEM_READ && access != SAN_MEM_WRITE && access != SAN_MEM_READWRITE)
+        return -EINVAL;
+    uint64_t start = va & ~(PAGE - 1), end = (va + len + PAGE - 1) & ~(PAGE - 1);
+    mr = calloc(1, sizeof(*mr));
+    if (!mr)
+        return -ENOMEM;
+
+    pthread_mutex_lock(&ctx->lock);
+    g = reg_same(ctx, va, len, access, rdma);
+    if (!g) {
+        /* MmProbeAndLockPages, our half: pin the pages so the daemon can give them frames. */
+        if (mlock((void *)(uintptr_t)start, end - start)) {
+            err = pin_error(errno, start, end - start);
+            goto fail_pin;
+        }
+        fresh = calloc(1, sizeof(*fresh));
+        if (!fresh) {
+            err = -ENOMEM;
+            goto fail_unpin;
+        }
+    }
+    san_proto_init(&req, SAN_OP_REGISTER, 0);
+    req.u.register_req = (struct san_register_req){
+        .va = va, .len = len, .access = access, .flags = rdma ? SAN_REG_RDMA : 0};
+    if ((err = call(ctx, &req, &rep, NULL)))
+        goto fail_unpin;
+    if (!g) {
+        g = fresh;
+        *g = (struct client_reg){.r = {.start = start, .len = end - start},
+                                 .va = va,
+                                 .len = len,
+                                 .lkey = rep.u.register_rep.lkey,
+                                 .rkey = rep.u.register_rep.rkey,
+                                 .access = access,
+                                 .rdma = rdma};
+        san_range_insert(&ctx->regs, &g->r);
+    }
+    g->refs = rep.u.register_rep.refs;
+    mr->ctx = ctx;
+    mr->reg = g;
+    mr->next = ctx->mrs.next;
+    mr->prev = &ctx->mrs;
+    ctx->mrs.next->prev = mr;
+    ctx->mrs.next = mr;
+    pthread_mutex_unlock(&ctx->lock);
+    *out = mr;
+    return 0;
+
+fail_unpin:
+    if (fresh || !g)
+        unpin_uncovered(ctx, start, end - start);
+fail_pin:
+    pthread_mutex_unlock(&ctx->lock);
+    free(fresh);
+    free(mr);
+    return err;
+}
+
+int san_register(struct san_ctx *ctx, void *addr, size_t len, unsigned access, struct san_mr **out)
+{
+    return do_register(ctx, addr, len, access, false, out);
+}
+
+int san_register_rdma(struct san_ctx *ctx, void *addr, size_t len, unsigned access, void *desc,
+                      size_t *desc_len, struct san_mr **out)
+{
+    struct san_mr *mr;
+    int err;
+
+    if (!desc_len)
+        return -EINVAL;
+    if (*desc_len < SAN_RDMA_DESC_SIZE) {
+        *desc_len = SAN_RDMA_DESC_SIZE;
+        return -EFAULT;
+    }
+    if (!desc)
+        return -EFAULT;
+    if ((err = do_register(ctx, addr, len, access, true, &mr)))
+        return err;
+    struct san_rdma_desc d = {
+        .magic = DESC_MAGIC,
+        .version = 1,
+        .access = (uint16_t)access,
+        .host_id = ctx->host_id,
+        .va = (uintptr_t)addr,
+        .len = len,
+        .rkey = mr->reg->rkey,
+        .client_id = ctx->client_id,
+    };
+    memcpy(desc, &d, sizeof(d));
+    *desc_len = sizeof(d);
+    *out = mr;
+    return 0;
+}
+
+int san_deregister(struct san_mr *mr)
+{
+    struct san_msg req, rep;
+    int err;
+
+    if (!mr || !mr->ctx)
+        return -EINVAL;
+    struct san_ctx *ctx = mr->ctx;
+    pthread_mutex_lock(&ctx->lock);
+    struct client_reg *g = mr->reg;
+    san_proto_init(&req, SAN_OP_DEREGISTER, 0);
+    req.u.deregister_req.lkey = g->lkey;
+    err = call(ctx, &req, &rep, NULL);
+    if (err == -EINVAL) {
+        /* The daemon no longer knows it (it cannot happen while the connection lives): forget it
+         * here as if it had been the last reference. */
+        rep.u.deregister_rep.refs = 0;
+        err = 0;
+    }
+    if (!err) {
+        g->refs = rep.u.deregister_rep.refs;
+        if (!g->refs) {
+            san_range_erase(&ctx->regs, &g->r);
+            unpin_uncovered(ctx, g->r.start, g->r.len);
+            free(g);
+        }
+        mr->prev->next = mr->next;
+        mr->next->prev = mr->prev;
+        mr->ctx = NULL;
+        free(mr);
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    return err;
+}
+
+uint32_t san_mr_lkey(const struct san_mr *mr)
+{
+    return mr && mr->reg ? mr->reg->lkey : 0;
+}
+
+uint32_t san_mr_rkey(const struct san_mr *mr)
+{
+    return mr && mr->reg ? mr->reg->rkey : 0;
+}
+
+int san_cache_invalidate(struct san_ctx *ctx, void *addr, size_t len)
+{
+    uint64_t va = (uintptr_t)addr;
+    if (!ctx || !len || va + len < va)
+        return -EINVAL;
+    /* No cache yet: registrations live until deregistered; say whether any overlaps. */
+    pthread_mutex_lock(&ctx->lock);
+    bool any = san_range_first_overlap(&ctx->regs, va, len) != NULL;
+    pthread_mutex_unlock(&ctx->lock);
+    return any ? 0 : -EINVAL;
+}

@@ -1,0 +1,212 @@
+/* sanproxyd's configuration: built-in defaults for every key, overridden by an INI file (libinih).
+ *
+ * Keys (DESIGN section 8): [machine] ram_size, nolowmem; [nic] dma_address_width, scatter_gather,
+ * max_length; [limits] locked_bytes, registrations, allocations; [daemon] socket. An unknown
+ * section or key, or a value out of its domain, is an error naming the key and its line; the
+ * first error wins. No locking: used once at start-up. */
+#include "daemon/daemon.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define KIB (UINT64_C(1) << 10)
+#define MIB (UINT64_C(1) << 20)
+#define GIB (UINT64_C(1) << 30)
+
+void san_config_defaults(struct san_daemon_config *c)
+{
+    *c = (struct san_daemon_config){
+        .ram_size = 8 * GIB,
+        .nolowmem = false,
+        .dma_address_width = 64,
+        .scatter_gather = true,
+        .max_length = 1 * MIB,
+        .limit_locked_bytes = 1 * GIB,
+        .limit_registrations = 65536,
+        .limit_allocations = 4096,
+    };
+}
+
+int san_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned shift = 0;
+
+    while (*s == ' ' || *s == '\t')
+        s++;
+    if (*s < '0' || *s > '9')
+        return -EINVAL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return -EINVAL;
+    switch (*end) {
+    case 'k':
+    case 'K':
+        shift = 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        shift = 40;
+        end++;
+        break;
+    default:
+        break;
+    }
+    if (shift && *end == 'i' && end[1] == 'B')
+        end += 2;
+    else if (*end == 'B')
+        end++;
+    if (*end || (shift && v > (UINT64_MAX >> shift)))
+        return -EINVAL;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"}, *const no[] = {"false", "no",
+                                                                                "off", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        if (!strcasecmp(s, yes[i])) {
+            *out = true;
+            return 0;
+        }
+        if (!strcasecmp(s, no[i])) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+struct parse_state {
+    struct san_daemon_config *c;
+    char msg[256]; /* first error, without the line */
+    char key[64];  /* the key it names */
+};
+
+static int fail(struct parse_state *st, const char *section, const char *key, const char *what,
+                const char *value)
+{
+    if (!st->msg[0]) {
+        snprintf(st->msg, sizeof(st->msg), "[%s] %s: %s (got \"%s\")", section, key, what, value);
+        snprintf(st->key, sizeof(st->key), "%s", key);
+    }
+    return 0; /* tells inih: error on this line */
+}
+
+static int handler(void *user, const char *section, const char *key, const char *value)
+{
+    struct parse_state *st = user;
+    struct san_daemon_config *c = st->c;
+    uint64_t v;
+
+    if (st->msg[0])
+        return 1; /* report the first error only; later lines still parse */
+    if (!key)
+        return 1; /* a section header alone */
+#define IS(s, k) (!strcmp(section, s) && !strcmp(key, k))
+    if (IS("machine", "ram_size")) {
+        if (san_parse_size(value, &v) || v < 16 * MIB || v % SAN_PAGE_SIZE ||
+            v > (UINT64_C(1) << 50))
+            return fail(st, section, key, "a size from 16M to 1024T, whole 4K pages", value);
+        c->ram_size = v;
+    } else if (IS("machine", "nolowmem")) {
+        if (parse_bool(value, &c->nolowmem))
+            return fail(st, section, key, "true or false", value);
+    } else if (IS("nic", "dma_address_width")) {
+        char *end;
+        errno = 0;
+        unsigned long w = strtoul(value, &end, 10);
+        if (errno || end == value || *end || w < 1 || w > 64)
+            return fail(st, section, key, "a number of bits from 1 to 64", value);
+        c->dma_address_width = (uint32_t)w;
+    } else if (IS("nic", "scatter_gather")) {
+        if (parse_bool(value, &c->scatter_gather))
+            return fail(st, section, key, "true or false", value);
+    } else if (IS("nic", "max_length")) {
+        if (san_parse_size(value, &v) || v < SAN_PAGE_SIZE || v > UINT32_MAX)
+            return fail(st, section, key, "a size from 4K to 4G-1", value);
+        c->max_length = v;
+    } else if (IS("limits", "locked_bytes")) {
+        if (san_parse_size(value, &v))
+            return fail(st, section, key, "a size (K/M/G/T suffixes)", value);
+        c->limit_locked_bytes = v;
+    } else if (IS("limits", "registrations") || IS("limits", "allocations")) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(value, &end, 10);
+        if (errno || end == value || *end || value[0] == '-' || n > UINT32_MAX)
+            return fail(st, section, key, "a count from 0 to 4294967295", value);
+        if (!strcmp(key, "registrations"))
+            c->limit_registrations = n;
+        else
+            c->limit_allocations = n;
+    } else if (IS("daemon", "socket")) {
+        size_t n = strlen(value);
+        if (!n || n >= sizeof(c->socket))
+            return fail(st, section, key, "a path of 1 to 107 bytes", value);
+        memcpy(c->socket, value, n + 1);
+    } else {
+        return fail(st, section, key, "unknown key", value);
+    }
+#undef IS
+    return 1;
+}
+
+/* Whether line (1-based) of f starts with key: inih reports the first bad line, which may be a
+ * syntax error before the key the handler refused. */
+static bool line_has_key(FILE *f, int line, const char *key)
+{
+    char buf[512];
+    rewind(f);
+    for (int i = 1; fgets(buf, sizeof(buf), f); i++) {
+        if (i < line)
+            continue;
+        const char *p = buf + strspn(buf, " \t");
+        size_t n = strlen(key);
+        return !strncmp(p, key, n) && strchr(" \t=:", p[n]);
+    }
+    return false;
+}
+
+int san_config_load(struct san_daemon_config *c, const char *path, char *err, size_t err_size)
+{
+    struct parse_state st = {.c = c};
+    FILE *f = fopen(path, "r");
+
+    if (!f) {
+        int e = errno;
+        snprintf(err, err_size, "%s: %s", path, strerror(e));
+        return -e;
+    }
+    int line = ini_parse_file(f, handler, &st);
+    bool keyed = line > 0 && st.msg[0] && line_has_key(f, line, st.key);
+    fclose(f);
+    if (line == 0)
+        return 0;
+    if (line < 0)
+        snprintf(err, err_size, "%s: cannot parse (error %d)", path, line);
+    else if (keyed)
+        snprintf(err, err_size, "%s:%d: %s", path, line, st.msg);
+    else
+        snprintf(err, err_size, "%s:%d: syntax error (expected [section] or key = value)", path,
+                 line);
+    return -EINVAL;
+}

@@ -1,0 +1,111 @@
+/* sanproxyd internals: configuration, logging, the server loop and the request handlers.
+ *
+ * The daemon is one thread running one epoll loop (server.c): the listening socket, a signalfd for
+ * SIGTERM/SIGINT, and per client its control socket and its pidfd. Requests are handled to the end
+ * before the next event (ops.c), so client state needs no lock; the machine and the registration
+ * table have their own locks for the NIC engine that later issues add. */
+#ifndef SAN_DAEMON_DAEMON_H
+#define SAN_DAEMON_DAEMON_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/un.h>
+
+#include "common/range.h"
+#include "mr/mr.h"
+#include "phys/machine.h"
+#include "proto/proto.h"
+
+/* --- configuration (config.c) ---------------------------------------------------------------- */
+
+struct san_daemon_config {
+    uint64_t ram_size;          /* [machine] ram_size */
+    bool nolowmem;              /* [machine] nolowmem */
+    uint32_t dma_address_width; /* [nic] */
+    bool scatter_gather;
+    uint64_t max_length;
+    uint64_t limit_locked_bytes; /* [limits] locked_bytes */
+    uint64_t limit_registrations;
+    uint64_t limit_allocations;
+    char socket[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* [daemon] socket; "" = default */
+};
+
+/* The built-in defaults (every key has one). */
+void san_config_defaults(struct san_daemon_config *c);
+/* Reads an INI file over c. On error writes "FILE:LINE: message naming the key" to err and
+ * returns -EINVAL (-errno when the file cannot be read). */
+int san_config_load(struct san_daemon_config *c, const char *path, char *err, size_t err_size);
+/* Parses a size with an optional K/M/G/T suffix (powers of 1024, optional "B"/"iB"). */
+int san_parse_size(const char *s, uint64_t *out);
+
+/* --- logging (log.c) ------------------------------------------------------------------------- */
+
+enum san_log_level { SAN_LOG_ERROR, SAN_LOG_WARN, SAN_LOG_INFO, SAN_LOG_DEBUG };
+extern enum san_log_level san_log_threshold;
+void san_log(enum san_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define log_error(...) san_log(SAN_LOG_ERROR, __VA_ARGS__)
+#define log_warn(...)  san_log(SAN_LOG_WARN, __VA_ARGS__)
+#define log_info(...)  san_log(SAN_LOG_INFO, __VA_ARGS__)
+#define log_debug(...)                                                                             \
+    do {                                                                                           \
+        if (san_log_threshold >= SAN_LOG_DEBUG)                                                    \
+            san_log(SAN_LOG_DEBUG, __VA_ARGS__);                                                   \
+    } while (0)
+
+/* --- daemon state ---------------------------------------------------------------------------- */
+
+/* A proxy allocation: frames of the machine exported to one client through a memfd. */
+struct san_daemon_alloc {
+    struct san_range r; /* start = handle, len = 1: the client's allocations by handle */
+    void *host;         /* in the machine's image */
+    uint64_t bytes;     /* whole pages */
+    san_paddr_t paddr;
+    unsigned flags;
+};
+
+struct san_client {
+    struct san_client *next, *prev;
+    struct san_daemon *d;
+    int fd, pidfd;
+    uint32_t id;
+    pid_t pid;
+    uid_t uid;
+    gid_t gid;
+    bool dead;
+    struct san_page_owner owner;
+    struct san_mr_set mrs;
+    struct san_tree allocs; /* struct san_daemon_alloc by handle */
+    uint64_t next_handle;
+    uint64_t nr_allocs, alloc_bytes;
+};
+
+struct san_daemon {
+    struct san_daemon_config cfg;
+    struct san_machine *m;
+    struct san_mr_registry *mr;
+    struct san_dma_adapter *nic; /* the NIC's DMA adapter, NULL until dma is available */
+    uint64_t host_id;
+    int epfd, lfd, sigfd;
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    struct san_client clients;    /* list head; sorted by id */
+    struct san_client *graveyard; /* clients to free after the current batch of events */
+    uint32_t next_client_id;
+    uint64_t nr_clients, nr_allocs, alloc_bytes;
+    bool stopping;
+};
+
+/* server.c: sets up the machine, the socket and the loop, runs until SIGTERM/SIGINT. ready_fd, if
+ * >= 0, gets "ready\n" once the socket accepts connections and is then closed. Returns the exit
+ * status: 0 after a clean stop, 1 when setup failed. */
+int san_daemon_run(const struct san_daemon_config *cfg, int ready_fd);
+
+/* ops.c: handles one decoded request of c and fills the reply (hdr and body); *fd gets a
+ * descriptor to pass with it, or stays -1. */
+void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct san_msg *rep,
+                       int *fd);
+/* Releases everything c holds (allocations, registrations). */
+void san_daemon_release_client(struct san_client *c);
+
+#endif

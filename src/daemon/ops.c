@@ -1,0 +1,277 @@
+/* sanproxyd's requests: what each opcode does to the machine, the registration table and the
+ * requesting client's state, and the cleanup of a client (IRP_MJ_CLEANUP).
+ *
+ * Sits on phys (san_alloc_contiguous and the memfd export of export.c), mr, and the decoded
+ * requests of proto (every field here has already been validated by san_proto_decode). Handles
+ * are per client: an allocation handle or an lkey of another client is simply not found.
+ * Locking: runs on the daemon's one thread; phys and mr take their own locks. */
+#include "daemon/daemon.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <san/client.h>
+
+#include "phys/export.h"
+
+#define PAGE ((uint64_t)SAN_PAGE_SIZE)
+
+static struct san_daemon_alloc *alloc_of(struct san_range *r)
+{
+    return r ? san_container_of(r, struct san_daemon_alloc, r) : NULL;
+}
+
+/* Frees an allocation: the memfd stops backing the frames, then the frames go back. */
+static void alloc_release(struct san_client *c, struct san_daemon_alloc *a)
+{
+    struct san_daemon *d = c->d;
+    int err = san_phys_unexport(d->m, a->host, a->bytes);
+    if (err) {
+        /* The client's memfd may still reach these frames: never hand them out again. */
+        log_error("client %u: allocation at %#llx cannot be unexported (%s): leaked", c->id,
+                  (unsigned long long)a->paddr, strerror(-err));
+    } else if ((err = san_free_contiguous(d->m, a->host, a->bytes, SAN_CACHED))) {
+        log_error("client %u: free of %#llx failed: %s", c->id, (unsigned long long)a->paddr,
+                  strerror(-err));
+    }
+    san_range_erase(&c->allocs, &a->r);
+    c->nr_allocs--;
+    c->alloc_bytes -= a->bytes;
+    d->nr_allocs--;
+    d->alloc_bytes -= a->bytes;
+    free(a);
+}
+
+static int op_alloc(struct san_client *c, const struct san_alloc_req *q, struct san_alloc_rep *r,
+                    int *fd)
+{
+    struct san_daemon *d = c->d;
+    struct san_daemon_alloc *a;
+    int err;
+
+    if (q->bytes > UINT64_MAX - PAGE)
+        return -EINVAL;
+    if (d->cfg.limit_allocations && c->nr_allocs >= d->cfg.limit_allocations)
+        return -ENOBUFS;
+    if (c->next_handle > UINT32_MAX)
+        return -ENOBUFS;
+    uint64_t bytes = (q->bytes + PAGE - 1) & ~(PAGE - 1);
+    if (bytes > (size_t)-1 || bytes > d->cfg.ram_size)
+        return -ENOMEM;
+    a = calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    /* Highest suitable memory first; LOW asks for the zone below 4 GiB, which NOLOWMEM keeps for
+     * exactly such requests. Every allocation is physically contiguous, so CONTIGUOUS holds. */
+    san_paddr_t highest = (q->flags & SAN_ALLOC_LOW) ? SAN_4G - 1 : UINT64_MAX;
+    err = san_alloc_contiguous(d->m, bytes, 0, highest, 0, SAN_CACHED, &a->host);
+    if (err)
+        goto fail_free;
+    if ((err = san_phys_export(d->m, a->host, bytes, fd)))
+        goto fail_contig;
+    if ((err = san_get_physical_address(d->m, a->host, &a->paddr)))
+        goto fail_export;
+    a->bytes = bytes;
+    a->flags = q->flags;
+    a->r.start = c->next_handle++;
+    a->r.len = 1;
+    san_range_insert(&c->allocs, &a->r);
+    c->nr_allocs++;
+    c->alloc_bytes += bytes;
+    d->nr_allocs++;
+    d->alloc_bytes += bytes;
+    *r = (struct san_alloc_rep){.handle = a->r.start, .bytes = bytes, .paddr = a->paddr};
+    log_debug("client %u: alloc %llu bytes at %#llx (handle %llu)", c->id,
+              (unsigned long long)bytes, (unsigned long long)a->paddr,
+              (unsigned long long)a->r.start);
+    return 0;
+
+fail_export:
+    close(*fd);
+    *fd = -1;
+    san_phys_unexport(d->m, a->host, bytes);
+fail_contig:
+    san_free_contiguous(d->m, a->host, bytes, SAN_CACHED);
+fail_free:
+    free(a);
+    return err;
+}
+
+static int op_free(struct san_client *c, const struct san_free_req *q)
+{
+    struct san_daemon_alloc *a = alloc_of(san_range_lookup(&c->allocs, q->handle));
+    if (!a)
+        return -EINVAL;
+    alloc_release(c, a);
+    return 0;
+}
+
+static int op_register(struct san_client *c, const struct san_register_req *q,
+                       struct san_register_rep *r)
+{
+    struct san_daemon *d = c->d;
+    struct san_mr_limits lim = {.locked_bytes = d->cfg.limit_locked_bytes,
+                                .registrations = d->cfg.limit_registrations};
+    int err = san_mr_register(d->mr, &c->mrs, q->va, q->len, q->access, q->flags & SAN_REG_RDMA,
+                              &lim, &r->lkey, &r->rkey, &r->refs);
+    if (err)
+        log_debug("client %u: register %#llx+%llu: %s", c->id, (unsigned long long)q->va,
+                  (unsigned long long)q->len, strerror(-err));
+    return err;
+}
+
+static void fill_stats(struct san_daemon *d, struct san_stats_rep *r)
+{
+    struct san_machine_stats ms;
+    uint64_t regs, locked;
+
+    san_machine_stats(d->m, &ms);
+    san_mr_registry_counts(d->mr, &regs, &locked);
+    *r = (struct san_stats_rep){
+        .clients = d->nr_clients,
+        .allocations = d->nr_allocs,
+        .allocated_bytes = d->alloc_bytes,
+        .locked_bytes = ms.locked_bytes,
+        .registrations = regs,
+        .ram_bytes = ms.ram_bytes,
+        .free_bytes = ms.free_bytes,
+        .low_free_bytes = ms.low_free_bytes,
+        .dma_faults = ms.dma_faults,
+        .bounce_bytes = ms.bounce_bytes,
+        .map_registers_in_use = ms.map_registers_in_use,
+        .nolowmem = d->cfg.nolowmem,
+    };
+}
+
+/* Clients page by id: cursor = first id wanted. */
+static void list_clients(struct san_daemon *d, uint64_t cursor, struct san_clients_rep *r)
+{
+    memset(r, 0, sizeof(*r));
+    for (struct san_client *c = d->clients.next; c != &d->clients; c = c->next) {
+        if (c->id < cursor)
+            continue;
+        if (r->nr == SAN_LIST_MAX) {
+            r->next = c->id;
+            return;
+        }
+        r->c[r->nr++] = (struct san_client_info){
+            .id = c->id,
+            .pid = c->pid,
+            .uid = c->uid,
+            .gid = c->gid,
+            .allocations = c->nr_allocs,
+            .allocated_bytes = c->alloc_bytes,
+            .registrations = c->mrs.registrations,
+            .locked_bytes = c->mrs.locked_bytes,
+        };
+    }
+}
+
+/* Allocations page by (client id, handle): cursor = id << 32 | first handle wanted. */
+static void list_allocs(struct san_daemon *d, uint64_t cursor, struct san_allocations_rep *r)
+{
+    uint32_t cid = (uint32_t)(cursor >> 32);
+    uint64_t h = cursor & UINT32_MAX;
+
+    memset(r, 0, sizeof(*r));
+    for (struct san_client *c = d->clients.next; c != &d->clients; c = c->next) {
+        if (c->id < cid)
+            continue;
+        struct san_range *x = san_range_first(&c->allocs);
+        if (c->id == cid && h) {
+            x = san_range_floor(&c->allocs, h);
+            if (x && x->start < h)
+                x = san_range_next(x);
+            else if (!x)
+                x = san_range_first(&c->allocs);
+        }
+        for (; x; x = san_range_next(x)) {
+            struct san_daemon_alloc *a = alloc_of(x);
+            if (r->nr == SAN_LIST_MAX) {
+                r->next = (uint64_t)c->id << 32 | a->r.start;
+                return;
+            }
+            r->a[r->nr++] = (struct san_alloc_info){
+                .client_id = c->id,
+                .pid = c->pid,
+                .flags = a->flags,
+                .handle = a->r.start,
+                .paddr = a->paddr,
+                .bytes = a->bytes,
+            };
+        }
+    }
+}
+
+void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct san_msg *rep,
+                       int *fd)
+{
+    struct san_daemon *d = c->d;
+    int err = 0;
+
+    *fd = -1;
+    san_proto_reply(rep, &req->hdr, 0);
+    switch (req->hdr.opcode) {
+    case SAN_OP_HELLO:
+        rep->u.hello_rep = (struct san_hello_rep){
+            .version = SAN_PROTO_VERSION,
+            .page_size = SAN_PAGE_SIZE,
+            .host_id = d->host_id,
+            .client_id = c->id,
+        };
+        break;
+    case SAN_OP_ALLOC:
+        err = op_alloc(c, &req->u.alloc_req, &rep->u.alloc_rep, fd);
+        break;
+    case SAN_OP_FREE:
+        err = op_free(c, &req->u.free_req);
+        break;
+    case SAN_OP_REGISTER:
+        err = op_register(c, &req->u.register_req, &rep->u.register_rep);
+        break;
+    case SAN_OP_DEREGISTER:
+        rep->u.deregister_rep = (struct san_deregister_rep){0};
+        err = san_mr_deregister(d->mr, &c->mrs, req->u.deregister_req.lkey,
+                                &rep->u.deregister_rep.refs);
+        break;
+    case SAN_OP_PADDR:
+        err = san_mr_paddr(d->mr, &c->mrs, req->u.paddr_req.lkey, req->u.paddr_req.offset,
+                           &rep->u.paddr_rep.paddr);
+        break;
+    case SAN_OP_STATS:
+        fill_stats(d, &rep->u.stats_rep);
+        break;
+    case SAN_OP_CLIENTS:
+        list_clients(d, req->u.list_req.cursor, &rep->u.clients_rep);
+        break;
+    case SAN_OP_ALLOCATIONS:
+        list_allocs(d, req->u.list_req.cursor, &rep->u.allocations_rep);
+        break;
+    case SAN_OP_CHECK_LOWMEM:
+        rep->u.lowmem_rep = (struct san_lowmem_rep){.nolowmem = d->cfg.nolowmem};
+        if (d->cfg.nolowmem)
+            err = san_machine_check_lowmem(d->m, &rep->u.lowmem_rep.dirty_frames);
+        break;
+    default:
+        err = -EOPNOTSUPP; /* the decoder lets no such opcode through */
+        break;
+    }
+    if (err) {
+        if (*fd >= 0) {
+            close(*fd);
+            *fd = -1;
+        }
+        san_proto_reply(rep, &req->hdr, err);
+    }
+}
+
+void san_daemon_release_client(struct san_client *c)
+{
+    struct san_range *r;
+
+    san_mr_set_release(c->d->mr, &c->mrs);
+    while ((r = san_range_first(&c->allocs)))
+        alloc_release(c, alloc_of(r));
+}

@@ -1,0 +1,354 @@
+/* sanproxyd's server: the machine, the control socket, one epoll loop, clients and shutdown.
+ *
+ * Sits on phys (the emulated machine), mr (the registration table), proto (framing and the
+ * decoder) and ops.c (what each request does). Each client is identified at accept time by
+ * SO_PEERCRED and a pidfd (SO_PEERPIDFD, else pidfd_open on the credential's pid); the pidfd is in
+ * the epoll set too, so a client whose process died is cleaned up even while a forked child keeps
+ * its socket open. Garbage (no valid header) costs the sender its connection; a well-framed bad
+ * request gets an error reply. A client that does not read its replies (its socket buffer is full)
+ * is disconnected rather than blocking the loop.
+ *
+ * Locking: single-threaded. Clients dropped while a batch of events is being handled go to a
+ * graveyard freed after the batch, because a later event of the same batch may still name them.
+ * SIGTERM/SIGINT arrive through a signalfd: the listener closes first, then every client is
+ * released, then the machine goes. */
+#include "daemon/daemon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
+#define TAG_LISTEN ((uint64_t)1)
+#define TAG_SIGNAL ((uint64_t)2)
+#define TAG_PIDFD  ((uint64_t)1) /* low bit of a client pointer: its pidfd fired */
+
+static int epoll_add(int epfd, int fd, uint64_t data)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = data};
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) ? -errno : 0;
+}
+
+/* Binds and listens on path, mode 0660. A live daemon on it: -EADDRINUSE; a stale socket file is
+ * replaced. */
+static int listen_on(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd, err;
+
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    strcpy(sa.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (!lstat(path, &st)) {
+        if (!S_ISSOCK(st.st_mode)) {
+            err = -EEXIST;
+            goto fail;
+        }
+        int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        if (probe >= 0 && !connect(probe, (struct sockaddr *)&sa, sizeof(sa))) {
+            close(probe);
+            err = -EADDRINUSE;
+            goto fail;
+        }
+        if (probe >= 0)
+            close(probe);
+        unlink(path);
+    }
+    mode_t old = umask(0117);
+    err = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) ? -errno : 0;
+    umask(old);
+    if (err)
+        goto fail;
+    if (chmod(path, 0660) || listen(fd, 128)) {
+        err = -errno;
+        unlink(path);
+        goto fail;
+    }
+    return fd;
+fail:
+    close(fd);
+    return err;
+}
+
+static int peer_pidfd(int fd, pid_t pid)
+{
+    int pidfd;
+    socklen_t len = sizeof(pidfd);
+    if (!getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) && len == sizeof(pidfd))
+        return pidfd;
+    pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd >= 0)
+        fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+    return pidfd;
+}
+
+static void accept_client(struct san_daemon *d)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    struct san_client *c;
+    int fd;
+
+    fd = accept4(d->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            log_warn("accept: %s", strerror(errno));
+        return;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) || cred.pid <= 0) {
+        log_warn("client without credentials refused");
+        goto fail_fd;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        log_error("out of memory accepting pid %d", (int)cred.pid);
+        goto fail_fd;
+    }
+    c->pidfd = peer_pidfd(fd, cred.pid);
+    if (c->pidfd < 0) {
+        log_warn("pid %d: no pidfd (%s): refused", (int)cred.pid, strerror(errno));
+        goto fail_client;
+    }
+    c->d = d;
+    c->fd = fd;
+    c->pid = cred.pid;
+    c->uid = cred.uid;
+    c->gid = cred.gid;
+    c->id = ++d->next_client_id;
+    c->owner = (struct san_page_owner){.pid = cred.pid, .pidfd = c->pidfd};
+    c->next_handle = 1;
+    san_mr_set_init(&c->mrs, &c->owner);
+    san_range_tree_init(&c->allocs);
+    if (epoll_add(d->epfd, fd, (uint64_t)(uintptr_t)c) ||
+        epoll_add(d->epfd, c->pidfd, (uint64_t)(uintptr_t)c | TAG_PIDFD)) {
+        log_error("epoll: %s", strerror(errno));
+        epoll_ctl(d->epfd, EPOLL_CTL_DEL, fd, NULL);
+        goto fail_pidfd;
+    }
+    c->prev = d->clients.prev;
+    c->next = &d->clients;
+    d->clients.prev->next = c;
+    d->clients.prev = c;
+    d->nr_clients++;
+    log_debug("client %u connected: pid %d uid %u", c->id, (int)c->pid, (unsigned)c->uid);
+    return;
+
+fail_pidfd:
+    close(c->pidfd);
+fail_client:
+    free(c);
+fail_fd:
+    close(fd);
+}
+
+/* IRP_MJ_CLEANUP: the client is gone; everything it held is released now. */
+static void drop_client(struct san_daemon *d, struct san_client *c, const char *why)
+{
+    if (c->dead)
+        return;
+    c->dead = true;
+    epoll_ctl(d->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    epoll_ctl(d->epfd, EPOLL_CTL_DEL, c->pidfd, NULL);
+    close(c->fd);
+    if (c->nr_allocs || c->mrs.registrations)
+        log_info("client %u (pid %d) %s: releasing %llu allocations, %llu registrations", c->id,
+                 (int)c->pid, why, (unsigned long long)c->nr_allocs,
+                 (unsigned long long)c->mrs.registrations);
+    else
+        log_debug("client %u (pid %d) %s", c->id, (int)c->pid, why);
+    san_daemon_release_client(c);
+    close(c->pidfd);
+    c->prev->next = c->next;
+    c->next->prev = c->prev;
+    d->nr_clients--;
+    c->next = d->graveyard;
+    d->graveyard = c;
+}
+
+static void client_readable(struct san_daemon *d, struct san_client *c)
+{
+    struct san_msg req, rep;
+    size_t len;
+    int err, fd = -1;
+
+    err = san_proto_recv(c->fd, &req, &len, NULL, MSG_DONTWAIT);
+    if (err == -EAGAIN)
+        return;
+    if (err) {
+        drop_client(d, c, err == -ECONNRESET ? "disconnected" : "lost");
+        return;
+    }
+    switch (san_proto_decode(&req, len, false, &err)) {
+    case SAN_DECODE_GARBAGE:
+        log_warn("client %u (pid %d): garbage on the socket (%zu bytes): disconnected", c->id,
+                 (int)c->pid, len);
+        drop_client(d, c, "sent garbage");
+        return;
+    case SAN_DECODE_REJECT:
+        log_debug("client %u: request refused: %s", c->id, strerror(-err));
+        san_proto_reply(&rep, &req.hdr, err);
+        break;
+    case SAN_DECODE_OK:
+        san_daemon_handle(c, &req, &rep, &fd);
+        break;
+    }
+    err = san_proto_send(c->fd, &rep, fd, MSG_DONTWAIT);
+    if (fd >= 0)
+        close(fd);
+    if (err) {
+        /* The reply could not go out: -EAGAIN means the client does not read its replies. A
+         * failed allocation reply leaves an allocation the client never learnt of; cleanup
+         * releases it with the rest. */
+        drop_client(d, c, err == -EAGAIN ? "not reading replies" : "unreachable");
+    }
+}
+
+static void reap(struct san_daemon *d)
+{
+    while (d->graveyard) {
+        struct san_client *c = d->graveyard;
+        d->graveyard = c->next;
+        free(c);
+    }
+}
+
+static int setup(struct san_daemon *d, int *sigfd)
+{
+    struct san_machine_config mc = {.ram_size = d->cfg.ram_size, .nolowmem = d->cfg.nolowmem};
+    sigset_t set;
+    int err;
+
+    if (d->cfg.socket[0]) {
+        strcpy(d->path, d->cfg.socket);
+    } else if ((err = san_proto_default_path(d->path, sizeof(d->path)))) {
+        log_error("default socket path too long: set [daemon] socket or --socket");
+        return err;
+    }
+    if (getrandom(&d->host_id, sizeof(d->host_id), 0) != sizeof(d->host_id))
+        d->host_id = (uint64_t)getpid() << 32 ^ (uint64_t)time(NULL);
+    if ((err = san_machine_create(&mc, &d->m))) {
+        log_error("machine (ram_size %llu): %s", (unsigned long long)d->cfg.ram_size,
+                  strerror(-err));
+        return err;
+    }
+    if ((err = san_mr_registry_create(d->m, &d->mr))) {
+        log_error("registration table: %s", strerror(-err));
+        return err;
+    }
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    *sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    d->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (*sigfd < 0 || d->epfd < 0) {
+        log_error("signalfd/epoll: %s", strerror(errno));
+        return -errno;
+    }
+    d->lfd = listen_on(d->path);
+    if (d->lfd < 0) {
+        log_error("socket %s: %s", d->path, strerror(-d->lfd));
+        return d->lfd;
+    }
+    if ((err = epoll_add(d->epfd, d->lfd, TAG_LISTEN)) ||
+        (err = epoll_add(d->epfd, *sigfd, TAG_SIGNAL))) {
+        log_error("epoll: %s", strerror(-err));
+        return err;
+    }
+    return 0;
+}
+
+static void teardown(struct san_daemon *d)
+{
+    if (d->lfd >= 0) {
+        close(d->lfd);
+        unlink(d->path);
+        d->lfd = -1;
+    }
+    while (d->clients.next != &d->clients)
+        drop_client(d, d->clients.next, "released at shutdown");
+    reap(d);
+    san_mr_registry_destroy(d->mr);
+    san_machine_destroy(d->m);
+    if (d->epfd >= 0)
+        close(d->epfd);
+    if (d->sigfd >= 0)
+        close(d->sigfd);
+}
+
+int san_daemon_run(const struct san_daemon_config *cfg, int ready_fd)
+{
+    struct san_daemon d = {.cfg = *cfg, .epfd = -1, .lfd = -1, .sigfd = -1};
+    struct epoll_event ev[64];
+
+    d.clients.next = d.clients.prev = &d.clients;
+    if (setup(&d, &d.sigfd)) {
+        teardown(&d);
+        return 1;
+    }
+    log_info("ready on %s: ram %llu MiB%s, limits: locked %llu MiB, %llu registrations, "
+             "%llu allocations per client",
+             d.path, (unsigned long long)(cfg->ram_size >> 20), cfg->nolowmem ? " (nolowmem)" : "",
+             (unsigned long long)(cfg->limit_locked_bytes >> 20),
+             (unsigned long long)cfg->limit_registrations,
+             (unsigned long long)cfg->limit_allocations);
+    if (ready_fd >= 0) {
+        ssize_t w = write(ready_fd, "ready\n", 6);
+        (void)w;
+        close(ready_fd);
+    }
+    while (!d.stopping) {
+        int n = epoll_wait(d.epfd, ev, 64, -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            log_error("epoll_wait: %s", strerror(errno));
+            break;
+        }
+        for (int i = 0; i < n && !d.stopping; i++) {
+            uint64_t data = ev[i].data.u64;
+            if (data == TAG_LISTEN) {
+                accept_client(&d);
+            } else if (data == TAG_SIGNAL) {
+                struct signalfd_siginfo si;
+                if (read(d.sigfd, &si, sizeof(si)) == sizeof(si)) {
+                    log_info("signal %u: stopping", si.ssi_signo);
+                    d.stopping = true;
+                }
+            } else {
+                struct san_client *c = (struct san_client *)(uintptr_t)(data & ~TAG_PIDFD);
+                if (c->dead)
+                    continue;
+                if (data & TAG_PIDFD)
+                    drop_client(&d, c, "exited");
+                else if (ev[i].events & EPOLLIN)
+                    client_readable(&d, c);
+                else
+                    drop_client(&d, c, "hung up");
+            }
+        }
+        reap(&d);
+    }
+    teardown(&d);
+    log_info("stopped");
+    return d.stopping ? 0 : 1;
+}

@@ -1,0 +1,251 @@
+/* The control protocol's decoder, message construction and the send/receive helpers.
+ *
+ * Sits on the wire structs of proto.h and the socket calls only. The decoder is a pure function: it
+ * checks framing first (a datagram that does not even carry our header is garbage and costs the
+ * sender its connection), then version, opcode and exact body size (each refused with an error
+ * reply), then every field with a fixed domain. No locking: nothing here has state. */
+#include "proto/proto.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <san/client.h>
+#include <san/types.h>
+
+long san_proto_body_size(unsigned opcode)
+{
+    bool reply = opcode & SAN_OP_REPLY;
+    switch (opcode & ~SAN_OP_REPLY) {
+    case SAN_OP_HELLO:
+        return reply ? sizeof(struct san_hello_rep) : sizeof(struct san_hello_req);
+    case SAN_OP_ALLOC:
+        return reply ? sizeof(struct san_alloc_rep) : sizeof(struct san_alloc_req);
+    case SAN_OP_FREE:
+        return reply ? 0 : sizeof(struct san_free_req);
+    case SAN_OP_REGISTER:
+        return reply ? sizeof(struct san_register_rep) : sizeof(struct san_register_req);
+    case SAN_OP_DEREGISTER:
+        return reply ? sizeof(struct san_deregister_rep) : sizeof(struct san_deregister_req);
+    case SAN_OP_PADDR:
+        return reply ? sizeof(struct san_paddr_rep) : sizeof(struct san_paddr_req);
+    case SAN_OP_STATS:
+        return reply ? sizeof(struct san_stats_rep) : 0;
+    case SAN_OP_CLIENTS:
+        return reply ? sizeof(struct san_clients_rep) : sizeof(struct san_list_req);
+    case SAN_OP_ALLOCATIONS:
+        return reply ? sizeof(struct san_allocations_rep) : sizeof(struct san_list_req);
+    case SAN_OP_CHECK_LOWMEM:
+        return reply ? sizeof(struct san_lowmem_rep) : 0;
+    default:
+        return -1;
+    }
+}
+
+static bool access_ok(uint32_t a)
+{
+    return a == SAN_MEM_READ || a == SAN_MEM_WRITE || a == SAN_MEM_READWRITE;
+}
+
+/* Field domains of a request body whose size is already right. */
+static int check_request(const struct san_msg *m)
+{
+    switch (m->hdr.opcode) {
+    case SAN_OP_HELLO:
+        return m->u.hello_req.version && !m->u.hello_req.reserved ? 0 : -EBADMSG;
+    case SAN_OP_ALLOC:
+        if (!m->u.alloc_req.bytes || m->u.alloc_req.reserved ||
+            (m->u.alloc_req.flags & ~SAN_ALLOC_FLAGS_ALL))
+            return -EINVAL;
+        return 0;
+    case SAN_OP_FREE:
+        return m->u.free_req.handle ? 0 : -EINVAL;
+    case SAN_OP_REGISTER: {
+        const struct san_register_req *r = &m->u.register_req;
+        if (!r->va || !r->len || r->va + r->len < r->va || !access_ok(r->access) ||
+            (r->flags & ~SAN_REG_RDMA))
+            return -EINVAL;
+        return 0;
+    }
+    case SAN_OP_DEREGISTER:
+        return m->u.deregister_req.lkey && !m->u.deregister_req.reserved ? 0 : -EINVAL;
+    case SAN_OP_PADDR:
+        return m->u.paddr_req.lkey && !m->u.paddr_req.reserved ? 0 : -EINVAL;
+    default:
+        return 0;
+    }
+}
+
+static int check_reply(const struct san_msg *m)
+{
+    switch (m->hdr.opcode & ~SAN_OP_REPLY) {
+    case SAN_OP_CLIENTS:
+        return m->u.clients_rep.nr <= SAN_LIST_MAX ? 0 : -EBADMSG;
+    case SAN_OP_ALLOCATIONS:
+        return m->u.allocations_rep.nr <= SAN_LIST_MAX ? 0 : -EBADMSG;
+    case SAN_OP_ALLOC:
+        return m->u.alloc_rep.bytes && !(m->u.alloc_rep.bytes % SAN_PAGE_SIZE) ? 0 : -EBADMSG;
+    default:
+        return 0;
+    }
+}
+
+enum san_decode san_proto_decode(const void *buf, size_t len, bool reply, int *err)
+{
+    const struct san_msg *m = buf;
+    *err = 0;
+
+    if (len < sizeof(struct san_msg_hdr) || len > sizeof(struct san_msg))
+        return SAN_DECODE_GARBAGE;
+    if (m->hdr.magic != SAN_PROTO_MAGIC || m->hdr.length != len)
+        return SAN_DECODE_GARBAGE;
+    if (m->hdr.version != SAN_PROTO_VERSION) {
+        *err = -EPROTO;
+        return SAN_DECODE_REJECT;
+    }
+    if (!!(m->hdr.opcode & SAN_OP_REPLY) != reply) {
+        *err = -EBADMSG;
+        return SAN_DECODE_REJECT;
+    }
+    long body = san_proto_body_size(m->hdr.opcode);
+    if (body < 0) {
+        *err = -EOPNOTSUPP;
+        return SAN_DECODE_REJECT;
+    }
+    if (reply && m->hdr.status) {
+        /* An error reply: a negative errno, no body. */
+        if (m->hdr.status > 0 || m->hdr.status < -4095 || len != sizeof(struct san_msg_hdr)) {
+            *err = -EBADMSG;
+            return SAN_DECODE_REJECT;
+        }
+        return SAN_DECODE_OK;
+    }
+    if (!reply && m->hdr.status) {
+        *err = -EBADMSG;
+        return SAN_DECODE_REJECT;
+    }
+    if (len != sizeof(struct san_msg_hdr) + (size_t)body) {
+        *err = -EBADMSG;
+        return SAN_DECODE_REJECT;
+    }
+    *err = reply ? check_reply(m) : check_request(m);
+    return *err ? SAN_DECODE_REJECT : SAN_DECODE_OK;
+}
+
+void san_proto_init(struct san_msg *m, unsigned opcode, uint64_t id)
+{
+    long body = san_proto_body_size(opcode);
+    m->hdr = (struct san_msg_hdr){
+        .magic = SAN_PROTO_MAGIC,
+        .version = SAN_PROTO_VERSION,
+        .opcode = (uint16_t)opcode,
+        .length = (uint32_t)(sizeof(struct san_msg_hdr) + (body > 0 ? (size_t)body : 0)),
+        .id = id,
+    };
+    if (body > 0)
+        memset(m->u.raw, 0, (size_t)body);
+}
+
+void san_proto_reply(struct san_msg *m, const struct san_msg_hdr *req, int status)
+{
+    unsigned op = (req->opcode & ~SAN_OP_REPLY) | SAN_OP_REPLY;
+    long body = status ? 0 : san_proto_body_size(op);
+    m->hdr = (struct san_msg_hdr){
+        .magic = SAN_PROTO_MAGIC,
+        .version = SAN_PROTO_VERSION,
+        .opcode = (uint16_t)op,
+        .length = (uint32_t)(sizeof(struct san_msg_hdr) + (body > 0 ? (size_t)body : 0)),
+        .status = status,
+        .id = req->id,
+    };
+    if (body > 0)
+        memset(m->u.raw, 0, (size_t)body);
+}
+
+int san_proto_send(int sock, const struct san_msg *m, int fd, int flags)
+{
+    struct iovec iov = {.iov_base = (void *)m, .iov_len = m->hdr.length};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+
+    if (fd >= 0) {
+        memset(&ctl, 0, sizeof(ctl));
+        mh.msg_control = ctl.buf;
+        mh.msg_controllen = sizeof(ctl.buf);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    }
+    for (;;) {
+        ssize_t n = sendmsg(sock, &mh, flags | MSG_NOSIGNAL);
+        if (n >= 0)
+            return (size_t)n == m->hdr.length ? 0 : -EMSGSIZE;
+        if (errno == EINTR)
+            continue;
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+}
+
+int san_proto_recv(int sock, struct san_msg *m, size_t *len, int *fd, int flags)
+{
+    struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * 4)];
+        struct cmsghdr align;
+    } ctl;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    ssize_t n;
+
+    if (fd)
+        *fd = -1;
+    mh.msg_control = ctl.buf;
+    mh.msg_controllen = sizeof(ctl.buf);
+    for (;;) {
+        n = recvmsg(sock, &mh, flags | MSG_TRUNC | MSG_CMSG_CLOEXEC);
+        if (n >= 0)
+            break;
+        if (errno == EINTR)
+            continue;
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+    /* Take what descriptors came; keep the first only where one is expected. */
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < nfd; i++) {
+            int got;
+            memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            if (fd && *fd < 0)
+                *fd = got;
+            else
+                close(got);
+        }
+    }
+    if (n == 0)
+        return -ECONNRESET;
+    *len = (size_t)n;
+    return 0;
+}
+
+int san_proto_default_path(char *buf, size_t size)
+{
+    const char *dir = getenv("XDG_RUNTIME_DIR");
+    int n;
+    if (dir && *dir)
+        n = snprintf(buf, size, "%s/sanproxy.sock", dir);
+    else
+        n = snprintf(buf, size, "/tmp/sanproxy.sock");
+    if (n < 0 || (size_t)n >= size || (size_t)n >= sizeof(((struct sockaddr_un *)0)->sun_path))
+        return -ENAMETOOLONG;
+    return 0;
+}

@@ -1,0 +1,244 @@
+/* The control protocol between libsan / sanctl and sanproxyd.
+ *
+ * Every message on the SOCK_SEQPACKET control socket is one datagram: a fixed header followed by a
+ * fixed-size body whose size the opcode decides. Requests and replies share the header; a reply has
+ * SAN_OP_REPLY set in its opcode, the request's id, and a status (0 or a negative errno). An error
+ * reply carries no body. All integers are little-endian in practice (both ends are on one host) and
+ * wire structs hold only fixed-width integers, offsets, sizes and keys, never pointers; their
+ * layout is pinned with static_assert. The allocation reply carries the allocation's memfd as
+ * SCM_RIGHTS.
+ *
+ * san_proto_decode is the one place that validates a received message: magic, version, opcode,
+ * length and every body field that has a fixed domain (flags, access bits, reserved words). Nothing
+ * reads a body before it passed. The helpers below it (send/recv one message) are thin blocking or
+ * non-blocking wrappers around sendmsg/recvmsg; they keep no state and take no locks. */
+#ifndef SAN_PROTO_PROTO_H
+#define SAN_PROTO_PROTO_H
+
+#include <assert.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SAN_PROTO_MAGIC   0x504e4153u /* "SANP" */
+#define SAN_PROTO_VERSION 1u
+
+enum san_opcode {
+    SAN_OP_HELLO = 1,         /* version check, daemon identity */
+    SAN_OP_ALLOC = 2,         /* proxy memory: reply carries a memfd */
+    SAN_OP_FREE = 3,          /* release an allocation by handle */
+    SAN_OP_REGISTER = 4,      /* lock + register a range of the caller */
+    SAN_OP_DEREGISTER = 5,    /* drop one reference of a registration */
+    SAN_OP_PADDR = 6,         /* physical address of a byte of registered memory */
+    SAN_OP_STATS = 7,         /* daemon-wide figures */
+    SAN_OP_CLIENTS = 8,       /* list clients, a page at a time */
+    SAN_OP_ALLOCATIONS = 9,   /* list allocations, a page at a time */
+    SAN_OP_CHECK_LOWMEM = 10, /* NOLOWMEM pattern check */
+    SAN_OP_MAX = SAN_OP_CHECK_LOWMEM,
+};
+#define SAN_OP_REPLY 0x8000u
+
+struct san_msg_hdr {
+    uint32_t magic;   /* SAN_PROTO_MAGIC */
+    uint16_t version; /* SAN_PROTO_VERSION */
+    uint16_t opcode;  /* enum san_opcode, | SAN_OP_REPLY in replies */
+    uint32_t length;  /* whole message: header + body */
+    int32_t status;   /* replies: 0 or -errno; requests: 0 */
+    uint64_t id;      /* chosen by the requester, echoed in the reply */
+};
+static_assert(sizeof(struct san_msg_hdr) == 24, "wire layout");
+static_assert(offsetof(struct san_msg_hdr, id) == 16, "wire layout");
+
+/* --- bodies ----------------------------------------------------------------------------------- */
+
+struct san_hello_req {
+    uint32_t version; /* highest protocol version the client speaks */
+    uint32_t reserved;
+};
+struct san_hello_rep {
+    uint32_t version;   /* protocol version in use */
+    uint32_t page_size; /* of the emulated machine */
+    uint64_t host_id;   /* identifies this daemon instance in RDMA descriptors */
+    uint32_t client_id; /* the daemon's number for this connection */
+    uint32_t reserved;
+};
+
+#define SAN_ALLOC_FLAGS_ALL 3u /* SAN_ALLOC_LOW | SAN_ALLOC_CONTIGUOUS */
+struct san_alloc_req {
+    uint64_t bytes;
+    uint32_t flags; /* SAN_ALLOC_* */
+    uint32_t reserved;
+};
+struct san_alloc_rep {
+    uint64_t handle; /* names the allocation in SAN_OP_FREE; per client */
+    uint64_t bytes;  /* whole pages: the size of the memfd */
+    uint64_t paddr;  /* physical address of the first byte; the allocation is contiguous */
+};
+
+struct san_free_req {
+    uint64_t handle;
+};
+
+#define SAN_REG_RDMA 1u /* also usable by the connected peer: an rkey is issued */
+struct san_register_req {
+    uint64_t va; /* in the caller's address space (already mlocked by the caller) */
+    uint64_t len;
+    uint32_t access; /* SAN_MEM_READ / WRITE / READWRITE */
+    uint32_t flags;  /* SAN_REG_* */
+};
+struct san_register_rep {
+    uint32_t lkey;
+    uint32_t rkey; /* 0 unless SAN_REG_RDMA */
+    uint32_t refs; /* reference count after this call: 1 for a new registration */
+    uint32_t reserved;
+};
+
+struct san_deregister_req {
+    uint32_t lkey;
+    uint32_t reserved;
+};
+struct san_deregister_rep {
+    uint32_t refs; /* references left: 0 when the registration is gone */
+    uint32_t reserved;
+};
+
+struct san_paddr_req {
+    uint32_t lkey;
+    uint32_t reserved;
+    uint64_t offset; /* from the registration's va */
+};
+struct san_paddr_rep {
+    uint64_t paddr;
+};
+
+struct san_stats_rep {
+    uint64_t clients, allocations, allocated_bytes, locked_bytes, registrations;
+    uint64_t ram_bytes, free_bytes, low_free_bytes, dma_faults, bounce_bytes;
+    uint64_t map_registers_in_use;
+    uint32_t nolowmem;
+    uint32_t reserved;
+};
+
+/* Listings: the request names where to start, the reply holds up to SAN_LIST_MAX entries and the
+ * cursor of the next page (0 when done). */
+#define SAN_LIST_MAX 16
+struct san_list_req {
+    uint64_t cursor;
+};
+struct san_client_info {
+    uint32_t id;
+    int32_t pid;
+    uint32_t uid;
+    uint32_t gid;
+    uint64_t allocations, allocated_bytes;
+    uint64_t registrations, locked_bytes;
+};
+struct san_clients_rep {
+    uint64_t next;
+    uint32_t nr;
+    uint32_t reserved;
+    struct san_client_info c[SAN_LIST_MAX];
+};
+struct san_alloc_info {
+    uint32_t client_id;
+    int32_t pid;
+    uint32_t flags;
+    uint32_t reserved;
+    uint64_t handle, paddr, bytes;
+};
+struct san_allocations_rep {
+    uint64_t next;
+    uint32_t nr;
+    uint32_t reserved;
+    struct san_alloc_info a[SAN_LIST_MAX];
+};
+
+struct san_lowmem_rep {
+    uint64_t dirty_frames;
+    uint32_t nolowmem; /* 0: the check does not apply (nothing is scrubbed) */
+    uint32_t reserved;
+};
+
+static_assert(sizeof(struct san_hello_req) == 8, "wire layout");
+static_assert(sizeof(struct san_hello_rep) == 24, "wire layout");
+static_assert(sizeof(struct san_alloc_req) == 16, "wire layout");
+static_assert(sizeof(struct san_alloc_rep) == 24, "wire layout");
+static_assert(sizeof(struct san_free_req) == 8, "wire layout");
+static_assert(sizeof(struct san_register_req) == 24, "wire layout");
+static_assert(sizeof(struct san_register_rep) == 16, "wire layout");
+static_assert(sizeof(struct san_deregister_req) == 8, "wire layout");
+static_assert(sizeof(struct san_deregister_rep) == 8, "wire layout");
+static_assert(sizeof(struct san_paddr_req) == 16, "wire layout");
+static_assert(sizeof(struct san_paddr_rep) == 8, "wire layout");
+static_assert(sizeof(struct san_stats_rep) == 96, "wire layout");
+static_assert(sizeof(struct san_list_req) == 8, "wire layout");
+static_assert(sizeof(struct san_client_info) == 48, "wire layout");
+static_assert(sizeof(struct san_clients_rep) == 16 + 48 * SAN_LIST_MAX, "wire layout");
+static_assert(sizeof(struct san_alloc_info) == 40, "wire layout");
+static_assert(sizeof(struct san_allocations_rep) == 16 + 40 * SAN_LIST_MAX, "wire layout");
+static_assert(sizeof(struct san_lowmem_rep) == 16, "wire layout");
+
+/* The largest message either side ever sends; a datagram longer than this is garbage. */
+#define SAN_MSG_MAX (sizeof(struct san_msg_hdr) + sizeof(struct san_clients_rep))
+
+/* A message as it travels: the header and room for the largest body. */
+struct san_msg {
+    struct san_msg_hdr hdr;
+    union {
+        uint8_t raw[SAN_MSG_MAX - sizeof(struct san_msg_hdr)];
+        struct san_hello_req hello_req;
+        struct san_hello_rep hello_rep;
+        struct san_alloc_req alloc_req;
+        struct san_alloc_rep alloc_rep;
+        struct san_free_req free_req;
+        struct san_register_req register_req;
+        struct san_register_rep register_rep;
+        struct san_deregister_req deregister_req;
+        struct san_deregister_rep deregister_rep;
+        struct san_paddr_req paddr_req;
+        struct san_paddr_rep paddr_rep;
+        struct san_stats_rep stats_rep;
+        struct san_list_req list_req;
+        struct san_clients_rep clients_rep;
+        struct san_allocations_rep allocations_rep;
+        struct san_lowmem_rep lowmem_rep;
+    } u;
+};
+
+/* What the decoder concluded about a received datagram. */
+enum san_decode {
+    SAN_DECODE_OK = 0,  /* valid: the body may be used */
+    SAN_DECODE_REJECT,  /* well framed but unacceptable: send an error reply with *err */
+    SAN_DECODE_GARBAGE, /* not our protocol (bad magic, truncated header, length lies): disconnect
+                         */
+};
+
+/* Size of the body of opcode (requests, or replies with SAN_OP_REPLY set); -1 for unknown. */
+long san_proto_body_size(unsigned opcode);
+
+/* Validates a received datagram of len bytes at buf (len may exceed SAN_MSG_MAX: then it is
+ * garbage). reply says whether a reply is expected (client side) or a request (daemon side).
+ * On SAN_DECODE_REJECT, *err is the status for the error reply (-EPROTO: version, -EOPNOTSUPP:
+ * opcode, -EBADMSG: size or a field out of its domain). A reply with a non-zero status is accepted
+ * with an empty body. Pure function: no side effects, no allocation. */
+enum san_decode san_proto_decode(const void *buf, size_t len, bool reply, int *err);
+
+/* Fills hdr for a message of opcode with a body of the opcode's size. */
+void san_proto_init(struct san_msg *m, unsigned opcode, uint64_t id);
+/* Turns request header req into the header of its reply with status; the body size follows
+ * (empty when status != 0). */
+void san_proto_reply(struct san_msg *m, const struct san_msg_hdr *req, int status);
+
+/* Sends m (its hdr.length bytes) and, if fd >= 0, the descriptor as SCM_RIGHTS. flags are
+ * sendmsg flags (MSG_DONTWAIT on the daemon side). 0 or -errno. */
+int san_proto_send(int sock, const struct san_msg *m, int fd, int flags);
+/* Receives one datagram into m. *len gets its real length (which exceeds sizeof(*m) for an
+ * oversized one, whose tail is dropped); *fd a descriptor passed with it, or -1 (fd may be NULL:
+ * descriptors are then refused and closed). 0, -EAGAIN, -ECONNRESET on end of stream, or -errno. */
+int san_proto_recv(int sock, struct san_msg *m, size_t *len, int *fd, int flags);
+
+/* The default socket path: $XDG_RUNTIME_DIR/sanproxy.sock, else /tmp/sanproxy.sock. Writes into
+ * buf (size bytes); -ENAMETOOLONG when it does not fit. */
+int san_proto_default_path(char *buf, size_t size);
+
+#endif

@@ -1,0 +1,265 @@
+/* sanctl: the administrator's view of sanproxyd over its control socket.
+ * `sanctl [--socket PATH] stats|clients|allocations|check-lowmem [--json]`. Readable tables by
+ * default, one JSON object (stats, check-lowmem) or array (clients, allocations) with --json.
+ * Exit status: 0 on success, 1 when the daemon cannot be reached or refuses, 2 on usage errors;
+ * check-lowmem exits 3 when dirty low frames were found. Sits on proto only (no libsan context:
+ * sanctl holds nothing). */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <san/error.h>
+
+#include "proto/proto.h"
+
+static const char *sock_path;
+static char path_buf[sizeof(((struct sockaddr_un *)0)->sun_path)];
+
+static int connect_daemon(void)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    const char *p = sock_path;
+    int fd, err;
+
+    if (!p)
+        p = getenv("SANPROXY_SOCKET");
+    if (!p || !*p) {
+        if ((err = san_proto_default_path(path_buf, sizeof(path_buf))))
+            return err;
+        p = path_buf;
+    }
+    sock_path = p;
+    if (strlen(p) >= sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    strcpy(sa.sun_path, p);
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+        err = -errno;
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
+static int call(int fd, unsigned op, uint64_t cursor, struct san_msg *rep)
+{
+    static uint64_t id;
+    struct san_msg req;
+    size_t len;
+    int err;
+
+    san_proto_init(&req, op, ++id);
+    if (san_proto_body_size(op) == sizeof(struct san_list_req))
+        req.u.list_req.cursor = cursor;
+    if ((err = san_proto_send(fd, &req, -1, 0)) || (err = san_proto_recv(fd, rep, &len, NULL, 0)))
+        return err;
+    if (san_proto_decode(rep, len, true, &err) != SAN_DECODE_OK || rep->hdr.id != id ||
+        rep->hdr.opcode != (op | SAN_OP_REPLY))
+        return -EPROTO;
+    return rep->hdr.status;
+}
+
+static void fail(const char *what, int err)
+{
+    fprintf(stderr, "sanctl: %s: %s\n", what, san_strerror(err));
+    if (err == -ENOENT || err == -ECONNREFUSED)
+        fprintf(stderr, "sanctl: is sanproxyd running on %s? (--socket PATH)\n", sock_path);
+    exit(1);
+}
+
+static void human(char *buf, size_t n, uint64_t v)
+{
+    static const char *const u[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double d = (double)v;
+    int i = 0;
+    while (d >= 1024 && i < 5) {
+        d /= 1024;
+        i++;
+    }
+    snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", d, u[i]);
+}
+
+static int cmd_stats(int fd, bool json)
+{
+    struct san_msg rep;
+    int err = call(fd, SAN_OP_STATS, 0, &rep);
+    if (err)
+        fail("stats", err);
+    const struct san_stats_rep *s = &rep.u.stats_rep;
+    if (json) {
+        printf("{\"clients\": %" PRIu64 ", \"allocations\": %" PRIu64
+               ", \"allocated_bytes\": %" PRIu64 ", \"locked_bytes\": %" PRIu64
+               ", \"registrations\": %" PRIu64 ", \"ram_bytes\": %" PRIu64
+               ", \"free_bytes\": %" PRIu64 ", \"low_free_bytes\": %" PRIu64
+               ", \"dma_faults\": %" PRIu64 ", \"bounce_bytes\": %" PRIu64
+               ", \"map_registers_in_use\": %" PRIu64 ", \"nolowmem\": %s}\n",
+               s->clients, s->allocations, s->allocated_bytes, s->locked_bytes, s->registrations,
+               s->ram_bytes, s->free_bytes, s->low_free_bytes, s->dma_faults, s->bounce_bytes,
+               s->map_registers_in_use, s->nolowmem ? "true" : "false");
+        return 0;
+    }
+    char a[32], b[32];
+    printf("sanproxyd on %s\n", sock_path);
+    printf("  clients          %" PRIu64 " (this one included)\n", s->clients);
+    human(a, sizeof(a), s->allocated_bytes);
+    printf("  allocations      %" PRIu64 " (%s)\n", s->allocations, a);
+    human(a, sizeof(a), s->locked_bytes);
+    printf("  registrations    %" PRIu64 " (%s locked)\n", s->registrations, a);
+    human(a, sizeof(a), s->ram_bytes);
+    human(b, sizeof(b), s->free_bytes);
+    printf("  RAM              %s, %s free%s\n", a, b, s->nolowmem ? ", NOLOWMEM" : "");
+    human(a, sizeof(a), s->low_free_bytes);
+    printf("  free below 4 GiB %s\n", a);
+    human(a, sizeof(a), s->bounce_bytes);
+    printf("  DMA faults       %" PRIu64 "\n  bounced          %s\n", s->dma_faults, a);
+    return 0;
+}
+
+static int cmd_clients(int fd, bool json)
+{
+    struct san_msg rep;
+    uint64_t cursor = 0;
+    bool first = true;
+
+    if (json)
+        printf("[");
+    else
+        printf("%6s %8s %6s %6s %8s %12s %8s %12s\n", "id", "pid", "uid", "gid", "allocs", "bytes",
+               "regs", "locked");
+    do {
+        int err = call(fd, SAN_OP_CLIENTS, cursor, &rep);
+        if (err)
+            fail("clients", err);
+        for (uint32_t i = 0; i < rep.u.clients_rep.nr; i++) {
+            const struct san_client_info *c = &rep.u.clients_rep.c[i];
+            if (json)
+                printf("%s{\"id\": %u, \"pid\": %d, \"uid\": %u, \"gid\": %u, \"allocations\": "
+                       "%" PRIu64 ", \"allocated_bytes\": %" PRIu64 ", \"registrations\": %" PRIu64
+                       ", \"locked_bytes\": %" PRIu64 "}",
+                       first ? "" : ", ", c->id, c->pid, c->uid, c->gid, c->allocations,
+                       c->allocated_bytes, c->registrations, c->locked_bytes);
+            else
+                printf("%6u %8d %6u %6u %8" PRIu64 " %12" PRIu64 " %8" PRIu64 " %12" PRIu64 "\n",
+                       c->id, c->pid, c->uid, c->gid, c->allocations, c->allocated_bytes,
+                       c->registrations, c->locked_bytes);
+            first = false;
+        }
+        cursor = rep.u.clients_rep.next;
+    } while (cursor);
+    if (json)
+        printf("]\n");
+    return 0;
+}
+
+static int cmd_allocations(int fd, bool json)
+{
+    struct san_msg rep;
+    uint64_t cursor = 0, n = 0;
+
+    if (json)
+        printf("[");
+    else
+        printf("%6s %8s %8s %18s %12s %s\n", "client", "pid", "handle", "paddr", "bytes", "flags");
+    do {
+        int err = call(fd, SAN_OP_ALLOCATIONS, cursor, &rep);
+        if (err)
+            fail("allocations", err);
+        for (uint32_t i = 0; i < rep.u.allocations_rep.nr; i++, n++) {
+            const struct san_alloc_info *a = &rep.u.allocations_rep.a[i];
+            if (json)
+                printf("%s{\"client\": %u, \"pid\": %d, \"handle\": %" PRIu64
+                       ", \"paddr\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"low\": %s, "
+                       "\"contiguous\": %s}",
+                       n ? ", " : "", a->client_id, a->pid, a->handle, a->paddr, a->bytes,
+                       a->flags & 1 ? "true" : "false", a->flags & 2 ? "true" : "false");
+            else
+                printf("%6u %8d %8" PRIu64 " %#18" PRIx64 " %12" PRIu64 " %s%s\n", a->client_id,
+                       a->pid, a->handle, a->paddr, a->bytes, a->flags & 1 ? "low " : "",
+                       a->flags & 2 ? "contiguous" : "");
+        }
+        cursor = rep.u.allocations_rep.next;
+    } while (cursor);
+    if (json)
+        printf("]\n");
+    else if (!n)
+        printf("(no allocations)\n");
+    return 0;
+}
+
+static int cmd_lowmem(int fd, bool json)
+{
+    struct san_msg rep;
+    int err = call(fd, SAN_OP_CHECK_LOWMEM, 0, &rep);
+    if (err)
+        fail("check-lowmem", err);
+    const struct san_lowmem_rep *l = &rep.u.lowmem_rep;
+    if (json)
+        printf("{\"nolowmem\": %s, \"dirty_frames\": %" PRIu64 "}\n",
+               l->nolowmem ? "true" : "false", l->dirty_frames);
+    else if (!l->nolowmem)
+        printf("not a NOLOWMEM machine: low memory is not kept scrubbed, nothing to check\n");
+    else
+        printf("%" PRIu64 " free frame(s) below 4 GiB were written%s\n", l->dirty_frames,
+               l->dirty_frames ? " (a device or driver truncated an address?)" : ": clean");
+    return l->dirty_frames ? 3 : 0;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: sanctl [--socket PATH] <command> [--json]\n"
+               "commands:\n"
+               "  stats         daemon-wide figures (clients, memory, registrations, DMA)\n"
+               "  clients       connected clients and what each holds\n"
+               "  allocations   proxy allocations of every client\n"
+               "  check-lowmem  NOLOWMEM pattern check of free low memory (exit 3 if dirty)\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *cmd = NULL;
+    bool json = false;
+
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--socket") && i + 1 < argc) {
+            sock_path = argv[++i];
+        } else if (!strcmp(argv[i], "--json")) {
+            json = true;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!cmd && argv[i][0] != '-') {
+            cmd = argv[i];
+        } else {
+            fprintf(stderr, "sanctl: unexpected argument: %s\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!cmd) {
+        usage(stderr);
+        return 2;
+    }
+    int (*run)(int, bool) = !strcmp(cmd, "stats")          ? cmd_stats
+                            : !strcmp(cmd, "clients")      ? cmd_clients
+                            : !strcmp(cmd, "allocations")  ? cmd_allocations
+                            : !strcmp(cmd, "check-lowmem") ? cmd_lowmem
+                                                           : NULL;
+    if (!run) {
+        fprintf(stderr, "sanctl: unknown command: %s\n", cmd);
+        usage(stderr);
+        return 2;
+    }
+    int fd = connect_daemon();
+    if (fd < 0)
+        fail("connect", fd);
+    int rc = run(fd, json);
+    close(fd);
+    return rc;
+}
