@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -349,15 +350,19 @@ static struct client_reg *reg_same(struct san_ctx *ctx, uint64_t va, uint64_t le
     return NULL;
 }
 
-/* Maps an mlock failure to the error convention: an unmapped page is -EFAULT. */
+/* Maps an mlock failure to the error convention: a page that is not mapped or not readable is
+ * -EFAULT (checked page by page with process_vm_readv on ourselves, only on this slow path); a
+ * mapped range mlock refuses is the RLIMIT_MEMLOCK case, -ENOBUFS. */
 static int pin_error(int e, uint64_t start, uint64_t len)
 {
-    unsigned char vec[1];
-    if (e == ENOMEM) {
-        for (uint64_t at = start; at < start + len; at += PAGE)
-            if (mincore((void *)(uintptr_t)at, PAGE, vec) && errno == ENOMEM)
+    if (e == ENOMEM || e == EAGAIN) {
+        char byte;
+        for (uint64_t at = start; at < start + len; at += PAGE) {
+            struct iovec local = {&byte, 1}, remote = {(void *)(uintptr_t)at, 1};
+            if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) != 1)
                 return -EFAULT;
-        return -ENOBUFS; /* RLIMIT_MEMLOCK */
+        }
+        return e == ENOMEM ? -ENOBUFS : -ENOMEM;
     }
     return e == EPERM ? -EPERM : -ENOMEM;
 }
@@ -385,8 +390,9 @@ static int do_register(struct san_ctx *ctx, void *addr, size_t len, unsigned acc
     if (!g) {
         /* MmProbeAndLockPages, our half: pin the pages so the daemon can give them frames. */
         if (mlock((void *)(uintptr_t)start, end - start)) {
+            /* mlock may have locked part of the range before failing. */
             err = pin_error(errno, start, end - start);
-            goto fail_pin;
+            goto fail_unpin;
         }
         fresh = calloc(1, sizeof(*fresh));
         if (!fresh) {
@@ -422,9 +428,8 @@ static int do_register(struct san_ctx *ctx, void *addr, size_t len, unsigned acc
     return 0;
 
 fail_unpin:
-    if (fresh || !g)
+    if (!g)
         unpin_uncovered(ctx, start, end - start);
-fail_pin:
     pthread_mutex_unlock(&ctx->lock);
     free(fresh);
     free(mr);

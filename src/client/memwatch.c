@@ -34,6 +34,7 @@ void san_memwatch_init(struct san_memwatch *mw, const struct san_memwatch_ops *o
     memset(mw, 0, sizeof(*mw));
     mw->ops = *ops;
     mw->uffd = mw->stopfd = -1;
+    mw->queue_cap = SAN_MEMWATCH_QUEUE;
     san_range_tree_init(&mw->spans);
 }
 
@@ -73,7 +74,7 @@ static bool covered_locked(struct san_memwatch *mw, uint64_t page)
 static void queue_item(struct san_memwatch *mw, size_t *n, bool *overflow, uint64_t start,
                        uint64_t len, int kind)
 {
-    if (*n == SAN_MEMWATCH_QUEUE) {
+    if (*n >= mw->queue_cap) {
         *overflow = true;
         return;
     }

@@ -1,15 +1,15 @@
 /* memwatch: tells its owner (the registration cache) when watched memory of this process goes away,
- * without the application's help. Built on a userfaultfd in non-cooperative event mode: every watched
- * page span is registered with the userfaultfd (missing-page mode, user faults only), and the kernel
- * reports each munmap, mremap, madvise(DONTNEED/REMOVE) and brk shrink that touches a registered span
- * as an event. The thread that unmaps blocks in the kernel until its event is read; the handler
- * thread takes the owner's lock before it reads, so the unmapping thread cannot return (and map and
- * register the same address again) before the owner has dropped what it cached there.
+ * without the application's help. Built on a userfaultfd in non-cooperative event mode: every
+ * watched page span is registered with the userfaultfd (missing-page mode, user faults only), and
+ * the kernel reports each munmap, mremap, madvise(DONTNEED/REMOVE) and brk shrink that touches a
+ * registered span as an event. The thread that unmaps blocks in the kernel until its event is read;
+ * the handler thread takes the owner's lock before it reads, so the unmapping thread cannot return
+ * (and map and register the same address again) before the owner has dropped what it cached there.
  *
  * Locking: every function here except init/destroy expects the owner's lock held (for writing); the
  * handler thread takes that same lock through ops->lock before it reads events and calls
- * ops->invalidate_locked with it held. The owner must never munmap or free memory while it holds the
- * lock (that would wait for the handler, which waits for the lock). */
+ * ops->invalidate_locked with it held. The owner must never munmap or free memory while it holds
+ * the lock (that would wait for the handler, which waits for the lock). */
 #ifndef SAN_CLIENT_MEMWATCH_H
 #define SAN_CLIENT_MEMWATCH_H
 
@@ -49,12 +49,12 @@ struct san_memwatch_span {
 
 /* Counters, read with the owner's lock held. */
 struct san_memwatch_stats {
-    uint64_t events;      /* messages read from the userfaultfd */
+    uint64_t events; /* messages read from the userfaultfd */
     uint64_t unmaps, remaps, removes, faults;
-    uint64_t batches;     /* times the handler took the lock and drained the queue */
-    uint64_t overflows;   /* drains whose queue overflowed (everything was invalidated) */
-    uint64_t unreg_fail;  /* UFFDIO_UNREGISTER failures (range already gone: harmless) */
-    uint64_t watch_fail;  /* spans the kernel refused (file mappings, holes, another userfaultfd) */
+    uint64_t batches;    /* times the handler took the lock and drained the queue */
+    uint64_t overflows;  /* drains whose queue overflowed (everything was invalidated) */
+    uint64_t unreg_fail; /* UFFDIO_UNREGISTER failures (range already gone: harmless) */
+    uint64_t watch_fail; /* spans the kernel refused (file mappings, holes, another userfaultfd) */
 };
 
 /* Capacity of the pending-invalidation queue one drain fills before it processes anything. */
@@ -69,9 +69,10 @@ struct san_memwatch_item {
 
 struct san_memwatch {
     struct san_memwatch_ops ops;
-    int uffd, stopfd;  /* -1 until started */
-    pid_t pid;         /* process that started it (a forked child must not touch the uffd) */
+    int uffd, stopfd; /* -1 until started */
+    pid_t pid;        /* process that started it (a forked child must not touch the uffd) */
     bool started, broken;
+    size_t queue_cap; /* <= SAN_MEMWATCH_QUEUE; tests lower it to provoke overflow */
     int start_err;
     pthread_t thread;
     struct san_tree spans; /* struct san_memwatch_span, overlapping allowed */
@@ -87,10 +88,10 @@ void san_memwatch_init(struct san_memwatch *mw, const struct san_memwatch_ops *o
  * userfaultfd, which unregisters every span. In a forked child it only closes descriptors: the
  * userfaultfd still belongs to the parent's address space. */
 void san_memwatch_destroy(struct san_memwatch *mw);
-/* Starts watching [start, start + len) (whole pages; pages must be present: populate them first, the
- * kernel cannot fault in a page of a registered span for a system call). Starts the handler on first
- * use. 0; -EINVAL for memory that cannot be watched (file mappings, holes); -EBUSY when another
- * userfaultfd watches it; -ENOSYS/-EPERM when userfaultfd is unavailable (then always). */
+/* Starts watching [start, start + len) (whole pages; pages must be present: populate them first,
+ * the kernel cannot fault in a page of a registered span for a system call). Starts the handler on
+ * first use. 0; -EINVAL for memory that cannot be watched (file mappings, holes); -EBUSY when
+ * another userfaultfd watches it; -ENOSYS/-EPERM when userfaultfd is unavailable (then always). */
 int san_memwatch_watch_locked(struct san_memwatch *mw, struct san_memwatch_span *s, uint64_t start,
                               uint64_t len);
 /* Stops watching s; pages no other span covers are unregistered (waking any faulting thread). */

@@ -305,10 +305,10 @@ int san_daemon_run(const struct san_daemon_config *cfg, int ready_fd)
         teardown(&d);
         return 1;
     }
-    log_info("ready on %s: ram %llu MiB%s, limits: locked %llu MiB, %llu registrations, "
+    log_info("ready on %s: ram %llu MiB%s, limits: locked %llu KiB, %llu registrations, "
              "%llu allocations per client",
              d.path, (unsigned long long)(cfg->ram_size >> 20), cfg->nolowmem ? " (nolowmem)" : "",
-             (unsigned long long)(cfg->limit_locked_bytes >> 20),
+             (unsigned long long)(cfg->limit_locked_bytes >> 10),
              (unsigned long long)cfg->limit_registrations,
              (unsigned long long)cfg->limit_allocations);
     if (ready_fd >= 0) {

@@ -111,18 +111,18 @@ enum san_decode san_proto_decode(const void *buf, size_t len, bool reply, int *e
         *err = -EBADMSG;
         return SAN_DECODE_REJECT;
     }
-    long body = san_proto_body_size(m->hdr.opcode);
-    if (body < 0) {
-        *err = -EOPNOTSUPP;
-        return SAN_DECODE_REJECT;
-    }
     if (reply && m->hdr.status) {
-        /* An error reply: a negative errno, no body. */
+        /* An error reply: a negative errno, no body; it may answer an opcode we do not know. */
         if (m->hdr.status > 0 || m->hdr.status < -4095 || len != sizeof(struct san_msg_hdr)) {
             *err = -EBADMSG;
             return SAN_DECODE_REJECT;
         }
         return SAN_DECODE_OK;
+    }
+    long body = san_proto_body_size(m->hdr.opcode);
+    if (body < 0) {
+        *err = -EOPNOTSUPP;
+        return SAN_DECODE_REJECT;
     }
     if (!reply && m->hdr.status) {
         *err = -EBADMSG;

@@ -36,7 +36,7 @@ struct test_daemon {
 static struct test_daemon *test_current;
 static pid_t test_main_pid;
 
-static void test_daemon_kill(void)
+static inline void test_daemon_kill(void)
 {
     if (test_current && test_current->pid > 0 && getpid() == test_main_pid) {
         kill(test_current->pid, SIGKILL);
@@ -45,24 +45,25 @@ static void test_daemon_kill(void)
     }
 }
 
-static void test_dump_log(void)
+static inline void test_dump_log(void)
 {
     if (!test_current || !test_current->log[0])
         return;
     FILE *f = fopen(test_current->log, "r");
     if (!f)
         return;
-    char line[512];
+    static char lines[40][256];
     int n = 0;
-    fprintf(stderr, "--- daemon log (last lines) ---\n");
-    while (fgets(line, sizeof(line), f))
-        if (n++ < 200)
-            fputs(line, stderr);
+    while (fgets(lines[n % 40], sizeof(lines[0]), f))
+        n++;
     fclose(f);
+    fprintf(stderr, "--- daemon log (last lines) ---\n");
+    for (int i = n > 40 ? n - 40 : 0; i < n; i++)
+        fputs(lines[i % 40], stderr);
 }
 
-__attribute__((format(printf, 3, 4), noreturn)) static void test_fail(const char *file, int line,
-                                                                      const char *fmt, ...)
+__attribute__((format(printf, 3, 4), noreturn)) static inline void
+test_fail(const char *file, int line, const char *fmt, ...)
 {
     va_list ap;
     fprintf(stderr, "FAIL %s:%d: ", file, line);
@@ -91,14 +92,14 @@ __attribute__((format(printf, 3, 4), noreturn)) static void test_fail(const char
                       san_strerror((int)got_), want_, san_strerror((int)want_));                   \
     } while (0)
 
-static void test_on_signal(int sig)
+static inline void test_on_signal(int sig)
 {
     test_daemon_kill();
     signal(sig, SIG_DFL);
     raise(sig);
 }
 
-static void test_init(void)
+static inline void test_init(void)
 {
     test_main_pid = getpid();
     signal(SIGABRT, test_on_signal);
@@ -112,7 +113,8 @@ static void test_init(void)
 }
 
 /* Starts sanproxyd with the given config text (NULL: no config file) and extra arguments. */
-static void test_daemon_start_args(struct test_daemon *d, const char *config, const char *extra)
+static inline void test_daemon_start_args(struct test_daemon *d, const char *config,
+                                          const char *extra)
 {
     const char *bin = getenv("SAN_BIN");
     char exe[512], conf[200], fdbuf[16];
@@ -173,13 +175,13 @@ static void test_daemon_start_args(struct test_daemon *d, const char *config, co
     setenv("SANPROXY_SOCKET", d->sock, 1);
 }
 
-static void test_daemon_start(struct test_daemon *d, const char *config)
+static inline void test_daemon_start(struct test_daemon *d, const char *config)
 {
     test_daemon_start_args(d, config, NULL);
 }
 
 /* SIGTERM, wait, and return the exit status (or 128 + signal). Removes the directory. */
-static int test_daemon_stop(struct test_daemon *d)
+static inline int test_daemon_stop(struct test_daemon *d)
 {
     int st = 0;
     CHECK(d->pid > 0);
@@ -194,7 +196,7 @@ static int test_daemon_stop(struct test_daemon *d)
 }
 
 /* A raw connection to the daemon (for protocol-level tests). */
-static int test_connect(const struct test_daemon *d)
+static inline int test_connect(const struct test_daemon *d)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     strcpy(sa.sun_path, d->sock);
@@ -205,7 +207,7 @@ static int test_connect(const struct test_daemon *d)
 }
 
 /* One raw request: fills the header, sends, receives the reply. Returns its status. */
-static int test_call(int fd, struct san_msg *req, struct san_msg *rep)
+static inline int test_call(int fd, struct san_msg *req, struct san_msg *rep)
 {
     size_t len;
     int err;
@@ -217,7 +219,7 @@ static int test_call(int fd, struct san_msg *req, struct san_msg *rep)
     return rep->hdr.status;
 }
 
-static void test_stats(const struct test_daemon *d, struct san_stats_rep *s)
+static inline void test_stats(const struct test_daemon *d, struct san_stats_rep *s)
 {
     struct san_msg req, rep;
     int fd = test_connect(d);
@@ -228,7 +230,7 @@ static void test_stats(const struct test_daemon *d, struct san_stats_rep *s)
 }
 
 /* Whether the daemon is back at its idle figures (idle taken right after start). */
-static bool test_is_idle(const struct san_stats_rep *s, const struct san_stats_rep *idle)
+static inline bool test_is_idle(const struct san_stats_rep *s, const struct san_stats_rep *idle)
 {
     return s->clients == 1 && !s->allocations && !s->allocated_bytes && !s->registrations &&
            s->locked_bytes == idle->locked_bytes && s->free_bytes == idle->free_bytes &&
@@ -236,7 +238,7 @@ static bool test_is_idle(const struct san_stats_rep *s, const struct san_stats_r
 }
 
 /* Polls the stats until idle (the daemon handles a hang-up on its own schedule), up to 10 s. */
-static void test_wait_idle(const struct test_daemon *d, const struct san_stats_rep *idle)
+static inline void test_wait_idle(const struct test_daemon *d, const struct san_stats_rep *idle)
 {
     struct san_stats_rep s;
     for (int i = 0; i < 10000; i++) {

@@ -1,0 +1,796 @@
+/* rcache: the registration cache (see rcache.h, docs/rcache.md). Sits on the range tree (entries
+ * keyed by the exact registered range; overlapping entries allowed), on memwatch (automatic
+ * invalidation) and on the caller's register/deregister/set_remote callbacks.
+ *
+ * Locking, outermost first:
+ *   miss_lock  (mutex)   serialises registrations: one do_register at a time, so two misses on the
+ *                        same range do not both register it, and a registration that memory changes
+ *                        under (a doomed entry) is released before the next one starts.
+ *   lock       (rwlock)  the tree, the LRU list, the graveyard and orphan lists, the memwatch
+ * spans, the counters. Hits take it for reading (writer-preferring, so the memwatch handler is
+ * never starved); everything that changes the index takes it for writing, and so does the memwatch
+ * handler while it reads and applies events. do_deregister runs under it (the daemon registration
+ * is gone before the lock is released, so the address cannot be registered anew in between).
+ *   remote_lock (per RDMA entry) exposure transitions (set_remote), taken after `lock` or alone.
+ * Reference counts are atomic; bit 31 (DEAD) is set, under the write lock, when an entry leaves the
+ * index. Whoever drops the last reference of a DEAD entry frees it; the handler never frees (idle
+ * dead entries go to the graveyard, which API calls empty outside the lock). Nothing allocates,
+ * frees or unmaps memory while holding `lock`: an unmap of watched memory waits for the handler,
+ * which waits for `lock`. */
+#include "client/rcache.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include <san/types.h>
+
+#include "client/memwatch.h"
+#include "common/range.h"
+
+#define PAGE ((uint64_t)SAN_PAGE_SIZE)
+#define DEAD (UINT32_C(1) << 31)
+
+enum entry_state { E_PENDING = 1, E_READY, E_DEAD, E_UNCACHED };
+
+struct lru_link {
+    struct lru_link *prev, *next;
+};
+
+struct san_rcache_entry {
+    struct san_range r; /* exact range; in the tree while PENDING or READY */
+    struct san_memwatch_span span;
+    struct lru_link lru;                 /* READY: LRU list; DEAD with references: orphan list */
+    struct san_rcache_entry *grave_next; /* graveyard (idle dead entries) */
+    _Atomic uint32_t refs;               /* references | DEAD */
+    _Atomic uint64_t stamp;              /* LRU clock at the last put */
+    uint64_t qstamp;                     /* stamp the entry had when placed at its LRU position */
+    unsigned access;
+    bool rdma, uncached;
+    uint8_t state;
+    bool doomed;  /* PENDING, and its memory changed while it was being registered */
+    bool exposed; /* RDMA: reachable by peers; under remote_lock */
+    pthread_mutex_t remote_lock;
+    struct san_rcache_reg reg;
+};
+
+struct san_rcache {
+    pthread_rwlock_t lock;
+    pthread_mutex_t miss_lock;
+    struct san_tree tree;
+    struct lru_link lru;     /* READY entries, oldest qstamp first */
+    struct lru_link orphans; /* dead entries still referenced */
+    struct san_rcache_entry *graveyard;
+    _Atomic size_t graves;
+    size_t count;
+    uint64_t bytes;
+    size_t max_entries;
+    uint64_t max_bytes;
+    bool disabled;
+    _Atomic uint64_t clock;
+    _Atomic uint64_t remote_toggles;
+    unsigned fork_gen;
+    struct san_rcache_ops ops;
+    void *ctx;
+    struct san_rcache_stats st; /* misses, uncached, evictions, invalidations, doomed */
+    struct san_memwatch mw;
+    struct san_rcache *reg_prev, *reg_next; /* fork registry */
+};
+
+/* ---- fork: every cache is locked across fork(); a child gets fresh locks and a new generation, so
+ * that its calls fail with -ECHILD without a system call on the hit path. */
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct san_rcache *registry;
+static _Atomic unsigned fork_gen;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (struct san_rcache *rc = registry; rc; rc = rc->reg_next) {
+        pthread_mutex_lock(&rc->miss_lock);
+        pthread_rwlock_wrlock(&rc->lock);
+    }
+}
+
+static void atfork_parent(void)
+{
+    for (struct san_rcache *rc = registry; rc; rc = rc->reg_next) {
+        pthread_rwlock_unlock(&rc->lock);
+        pthread_mutex_unlock(&rc->miss_lock);
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void init_locks(struct san_rcache *rc)
+{
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&rc->lock, &a);
+    pthread_rwlockattr_destroy(&a);
+    pthread_mutex_init(&rc->miss_lock, NULL);
+}
+
+static void atfork_child(void)
+{
+    /* The write lock is owned by the parent's thread id: unlocking it here would be taken for a
+     * read unlock. The child never uses these caches again (only frees them): start afresh. */
+    atomic_fetch_add(&fork_gen, 1);
+    for (struct san_rcache *rc = registry; rc; rc = rc->reg_next)
+        init_locks(rc);
+    pthread_mutex_init(&registry_lock, NULL);
+}
+
+static void atfork_register(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+bool san_rcache_forked(const struct san_rcache *rc)
+{
+    return atomic_load_explicit(&fork_gen, memory_order_relaxed) != rc->fork_gen;
+}
+
+/* ---- LRU list */
+
+static void link_init(struct lru_link *h)
+{
+    h->prev = h->next = h;
+}
+
+static void link_del(struct lru_link *l)
+{
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+    l->prev = l->next = l;
+}
+
+static void link_after(struct lru_link *pos, struct lru_link *l)
+{
+    l->prev = pos;
+    l->next = pos->next;
+    pos->next->prev = l;
+    pos->next = l;
+}
+
+static struct san_rcache_entry *entry_of_lru(struct lru_link *l)
+{
+    return san_container_of(l, struct san_rcache_entry, lru);
+}
+
+/* Keeps the list sorted by qstamp: walks back from the tail (requeued entries are recent). */
+static void lru_insert_sorted_locked(struct san_rcache *rc, struct san_rcache_entry *e)
+{
+    struct lru_link *pos = rc->lru.prev;
+    while (pos != &rc->lru && entry_of_lru(pos)->qstamp > e->qstamp)
+        pos = pos->prev;
+    link_after(pos, &e->lru);
+}
+
+/* The least recently released idle entry, or NULL when every entry is in use. Entries used since
+ * they were queued move to their place (their last release), so the head is exact LRU. */
+static struct san_rcache_entry *lru_victim_locked(struct san_rcache *rc)
+{
+    for (size_t i = 0; i <= 2 * rc->count && rc->lru.next != &rc->lru; i++) {
+        struct san_rcache_entry *e = entry_of_lru(rc->lru.next);
+        uint32_t refs = atomic_load_explicit(&e->refs, memory_order_acquire);
+        uint64_t stamp = atomic_load_explicit(&e->stamp, memory_order_relaxed);
+        if (!refs && stamp == e->qstamp)
+            return e;
+        link_del(&e->lru);
+        e->qstamp = refs ? atomic_fetch_add_explicit(&rc->clock, 1, memory_order_relaxed) : stamp;
+        lru_insert_sorted_locked(rc, e);
+    }
+    return NULL;
+}
+
+/* ---- entries */
+
+static struct san_rcache_entry *entry_new(void)
+{
+    struct san_rcache_entry *e = calloc(1, sizeof(*e));
+    if (!e)
+        return NULL;
+    pthread_mutex_init(&e->remote_lock, NULL);
+    link_init(&e->lru);
+    return e;
+}
+
+static void entry_free(struct san_rcache_entry *e, bool child)
+{
+    if (!child)
+        pthread_mutex_destroy(&e->remote_lock);
+    free(e);
+}
+
+/* Frees idle dead entries; called by API paths, without the lock (never by the handler). */
+static void reap(struct san_rcache *rc)
+{
+    if (!atomic_load_explicit(&rc->graves, memory_order_acquire))
+        return;
+    pthread_rwlock_wrlock(&rc->lock);
+    struct san_rcache_entry *list = rc->graveyard;
+    rc->graveyard = NULL;
+    atomic_store(&rc->graves, 0);
+    pthread_rwlock_unlock(&rc->lock);
+    while (list) {
+        struct san_rcache_entry *next = list->grave_next;
+        entry_free(list, false);
+        list = next;
+    }
+}
+
+/* Takes e out of the index and releases its registration now. A PENDING entry (its registration
+ * in flight) is only marked doomed: the miss path releases it when the registration returns. */
+static void kill_locked(struct san_rcache *rc, struct san_rcache_entry *e)
+{
+    if (e->state == E_PENDING) {
+        if (!e->doomed)
+            rc->st.doomed++;
+        e->doomed = true;
+        return;
+    }
+    san_range_erase(&rc->tree, &e->r);
+    link_del(&e->lru);
+    san_memwatch_unwatch_locked(&rc->mw, &e->span);
+    rc->count--;
+    rc->bytes -= e->r.len;
+    e->state = E_DEAD;
+    struct san_rcache_reg reg = e->reg;
+
+    if (e->rdma)
+        pthread_mutex_lock(&e->remote_lock);
+    uint32_t old = atomic_fetch_or_explicit(&e->refs, DEAD, memory_order_acq_rel);
+    if (old) /* still referenced: the last put frees it; until then it is an orphan */
+        link_after(&rc->orphans, &e->lru);
+    if (e->rdma)
+        pthread_mutex_unlock(&e->remote_lock);
+    /* From here e may be freed by a concurrent last put unless it was idle. */
+    rc->ops.do_deregister(rc->ctx, &reg);
+    if (!old) {
+        e->grave_next = rc->graveyard;
+        rc->graveyard = e;
+        atomic_fetch_add_explicit(&rc->graves, 1, memory_order_release);
+    }
+}
+
+/* Kills every entry overlapping [start, start + len); returns how many it found. */
+static size_t invalidate_range_locked(struct san_rcache *rc, uint64_t start, uint64_t len)
+{
+    size_t n = 0;
+    struct san_range *r = san_range_first_overlap(&rc->tree, start, len);
+    while (r) {
+        struct san_range *next = san_range_next_overlap(r, start, len);
+        kill_locked(rc, san_container_of(r, struct san_rcache_entry, r));
+        n++;
+        r = next;
+    }
+    return n;
+}
+
+static void mw_lock(void *arg)
+{
+    pthread_rwlock_wrlock(&((struct san_rcache *)arg)->lock);
+}
+
+static void mw_unlock(void *arg)
+{
+    pthread_rwlock_unlock(&((struct san_rcache *)arg)->lock);
+}
+
+static void mw_invalidate_locked(void *arg, uint64_t start, uint64_t len, enum san_memwatch_why why)
+{
+    struct san_rcache *rc = arg;
+    if (why == SAN_MEMWATCH_ALL)
+        len = UINT64_MAX - start;
+    rc->st.invalidations += invalidate_range_locked(rc, start, len);
+}
+
+/* Evicts idle entries (LRU first) until one more entry of len bytes fits. False if it cannot. */
+static bool make_room_locked(struct san_rcache *rc, uint64_t len)
+{
+    if (len > rc->max_bytes)
+        return false;
+    while (rc->count + 1 > rc->max_entries || rc->bytes + len > rc->max_bytes) {
+        struct san_rcache_entry *v = lru_victim_locked(rc);
+        if (!v)
+            return false;
+        kill_locked(rc, v);
+        rc->st.evictions++;
+    }
+    return true;
+}
+
+/* Evicts every idle entry (the daemon refused a registration for lack of room). */
+static size_t evict_idle(struct san_rcache *rc)
+{
+    size_t n = 0;
+    pthread_rwlock_wrlock(&rc->lock);
+    struct lru_link *l = rc->lru.next;
+    while (l != &rc->lru) {
+        struct lru_link *next = l->next;
+        struct san_rcache_entry *e = entry_of_lru(l);
+        if (!atomic_load_explicit(&e->refs, memory_order_acquire)) {
+            kill_locked(rc, e);
+            rc->st.evictions++;
+            n++;
+        }
+        l = next;
+    }
+    pthread_rwlock_unlock(&rc->lock);
+    reap(rc);
+    return n;
+}
+
+static struct san_rcache_entry *lookup_locked(struct san_rcache *rc, uint64_t start, uint64_t len,
+                                              unsigned access, bool rdma)
+{
+    uint64_t end = start + len;
+    for (struct san_range *r = san_range_first_overlap(&rc->tree, start, len);
+         r && r->start <= start; r = san_range_next_overlap(r, start, len)) {
+        struct san_rcache_entry *e = san_container_of(r, struct san_rcache_entry, r);
+        if (e->state == E_READY && san_range_end(r) >= end && (e->access & access) == access &&
+            e->rdma == rdma)
+            return e;
+    }
+    return NULL;
+}
+
+static struct san_rcache_entry *lookup_get(struct san_rcache *rc, uint64_t start, uint64_t len,
+                                           unsigned access, bool rdma)
+{
+    pthread_rwlock_rdlock(&rc->lock);
+    struct san_rcache_entry *e = lookup_locked(rc, start, len, access, rdma);
+    if (e)
+        atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+    pthread_rwlock_unlock(&rc->lock);
+    return e;
+}
+
+static bool cacheable(const struct san_rcache *rc, uint64_t len, bool rdma)
+{
+    return !rc->disabled && len <= rc->max_bytes && (!rdma || rc->ops.set_remote);
+}
+
+/* The slow path: registers, and caches when it can. *hit tells that another thread cached the
+ * range meanwhile (the reference is taken; RDMA exposure is the caller's). */
+static int miss(struct san_rcache *rc, void *addr, size_t len, unsigned access, bool rdma,
+                struct san_rcache_entry **out, bool *hit)
+{
+    uint64_t start = (uint64_t)(uintptr_t)addr;
+    uint64_t pstart = start & ~(PAGE - 1), pend = (start + len + PAGE - 1) & ~(PAGE - 1);
+    bool can_cache = cacheable(rc, len, rdma) && pend > pstart;
+    int err;
+
+    struct san_rcache_entry *e = entry_new();
+    if (!e)
+        return -ENOMEM;
+    *hit = false;
+    pthread_mutex_lock(&rc->miss_lock);
+    for (int attempt = 0;; attempt++) {
+        if (can_cache) {
+            struct san_rcache_entry *h = lookup_get(rc, start, len, access, rdma);
+            if (h) {
+                *hit = true;
+                *out = h;
+                err = 0;
+                break;
+            }
+        }
+        /* Pages must be present before the span is watched: the kernel cannot fault in a page of a
+         * watched span for a system call (mlock, the daemon's process_vm_readv). */
+        bool watched = false;
+        if (can_cache && !madvise((void *)(uintptr_t)pstart, pend - pstart, MADV_POPULATE_READ)) {
+            pthread_rwlock_wrlock(&rc->lock);
+            e->r.start = start;
+            e->r.len = len;
+            e->state = E_PENDING;
+            e->doomed = false;
+            if (!san_memwatch_watch_locked(&rc->mw, &e->span, pstart, pend - pstart)) {
+                san_range_insert(&rc->tree, &e->r);
+                watched = true;
+            }
+            pthread_rwlock_unlock(&rc->lock);
+        }
+
+        err = rc->ops.do_register(rc->ctx, addr, len, access, rdma, &e->reg);
+        if (err == -ENOBUFS && evict_idle(rc))
+            err = rc->ops.do_register(rc->ctx, addr, len, access, rdma, &e->reg);
+
+        pthread_rwlock_wrlock(&rc->lock);
+        if (watched && (err || e->doomed)) {
+            san_range_erase(&rc->tree, &e->r);
+            san_memwatch_unwatch_locked(&rc->mw, &e->span);
+        }
+        if (err) {
+            pthread_rwlock_unlock(&rc->lock);
+            break;
+        }
+        if (watched && e->doomed) {
+            /* The memory was unmapped or changed during the registration: release it before anyone
+             * can register that address again, then start over (it may be a new mapping now). */
+            rc->ops.do_deregister(rc->ctx, &e->reg);
+            pthread_rwlock_unlock(&rc->lock);
+            if (attempt < 3)
+                continue;
+            err = -EAGAIN;
+            break;
+        }
+        if (watched && !make_room_locked(rc, len)) {
+            san_range_erase(&rc->tree, &e->r);
+            san_memwatch_unwatch_locked(&rc->mw, &e->span);
+            watched = false;
+        }
+        e->access = access;
+        e->rdma = rdma;
+        e->exposed = rdma;
+        atomic_store_explicit(&e->refs, 1, memory_order_relaxed);
+        rc->st.misses++;
+        if (watched) {
+            e->state = E_READY;
+            e->qstamp = atomic_fetch_add_explicit(&rc->clock, 1, memory_order_relaxed);
+            atomic_store_explicit(&e->stamp, e->qstamp, memory_order_relaxed);
+            link_after(rc->lru.prev, &e->lru);
+            rc->count++;
+            rc->bytes += len;
+        } else {
+            e->state = E_UNCACHED;
+            e->uncached = true;
+            rc->st.uncached++;
+        }
+        pthread_rwlock_unlock(&rc->lock);
+        *out = e;
+        e = NULL;
+        break;
+    }
+    pthread_mutex_unlock(&rc->miss_lock);
+    if (e)
+        entry_free(e, false);
+    reap(rc);
+    return err;
+}
+
+/* RDMA hit: make the registration reachable by peers again. -ESTALE when it died meanwhile. */
+static int expose(struct san_rcache *rc, struct san_rcache_entry *e)
+{
+    int err = 0;
+    pthread_mutex_lock(&e->remote_lock);
+    if (atomic_load_explicit(&e->refs, memory_order_acquire) & DEAD) {
+        err = -ESTALE;
+    } else if (!e->exposed) {
+        err = rc->ops.set_remote(rc->ctx, &e->reg, true);
+        atomic_fetch_add_explicit(&rc->remote_toggles, 1, memory_order_relaxed);
+        if (!err)
+            e->exposed = true;
+    }
+    pthread_mutex_unlock(&e->remote_lock);
+    return err;
+}
+
+static bool args_ok(const void *addr, size_t len)
+{
+    return addr && len && (uint64_t)(uintptr_t)addr + len > (uint64_t)(uintptr_t)addr;
+}
+
+int san_rcache_get(struct san_rcache *rc, void *addr, size_t len, unsigned access, bool rdma,
+                   struct san_rcache_entry **out)
+{
+    if (!rc || !out || !args_ok(addr, len) || access < SAN_MEM_READ || access > SAN_MEM_READWRITE)
+        return -EINVAL;
+    if (san_rcache_forked(rc))
+        return -ECHILD;
+    uint64_t start = (uint64_t)(uintptr_t)addr;
+
+    for (;;) {
+        struct san_rcache_entry *e = NULL;
+        bool hit = true;
+        if (cacheable(rc, len, rdma))
+            e = lookup_get(rc, start, len, access, rdma);
+        if (!e) {
+            int err = miss(rc, addr, len, access, rdma, &e, &hit);
+            if (err)
+                return err;
+        }
+        if (hit && rdma) {
+            int err = expose(rc, e);
+            if (err) {
+                san_rcache_put(rc, e);
+                if (err == -ESTALE)
+                    continue;
+                return err;
+            }
+        }
+        *out = e;
+        return 0;
+    }
+}
+
+static void free_orphan(struct san_rcache *rc, struct san_rcache_entry *e)
+{
+    pthread_rwlock_wrlock(&rc->lock);
+    link_del(&e->lru);
+    pthread_rwlock_unlock(&rc->lock);
+    entry_free(e, false);
+}
+
+int san_rcache_put(struct san_rcache *rc, struct san_rcache_entry *e)
+{
+    if (!rc || !e)
+        return -EINVAL;
+    if (san_rcache_forked(rc))
+        return -ECHILD;
+    uint32_t old;
+
+    if (e->uncached) {
+        if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1) {
+            rc->ops.do_deregister(rc->ctx, &e->reg);
+            entry_free(e, false);
+        }
+        return 0;
+    }
+    uint64_t now = atomic_fetch_add_explicit(&rc->clock, 1, memory_order_relaxed);
+    if (!e->rdma) {
+        atomic_store_explicit(&e->stamp, now, memory_order_relaxed);
+        old = atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel);
+        if (old == (DEAD | 1))
+            free_orphan(rc, e);
+        return 0;
+    }
+
+    /* RDMA: hide the registration from peers when the last reference goes, deciding under
+     * remote_lock so that a concurrent hit exposes it again after us, never before. */
+    bool failed = false;
+    pthread_mutex_lock(&e->remote_lock);
+    atomic_store_explicit(&e->stamp, now, memory_order_relaxed);
+    if (atomic_load_explicit(&e->refs, memory_order_acquire) == 1 && e->exposed) {
+        atomic_fetch_add_explicit(&rc->remote_toggles, 1, memory_order_relaxed);
+        if (rc->ops.set_remote(rc->ctx, &e->reg, false))
+            failed = true;
+        else
+            e->exposed = false;
+    }
+    if (!failed)
+        old = atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel);
+    pthread_mutex_unlock(&e->remote_lock);
+    if (failed) {
+        /* It cannot be hidden: it must not stay cached. Our reference keeps e alive. */
+        pthread_rwlock_wrlock(&rc->lock);
+        if (!(atomic_load(&e->refs) & DEAD)) {
+            kill_locked(rc, e);
+            rc->st.invalidations++;
+        }
+        pthread_rwlock_unlock(&rc->lock);
+        old = atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel);
+    }
+    if (old == (DEAD | 1))
+        free_orphan(rc, e);
+    reap(rc);
+    return 0;
+}
+
+const struct san_rcache_reg *san_rcache_entry_reg(const struct san_rcache_entry *e)
+{
+    return &e->reg;
+}
+
+bool san_rcache_entry_valid(const struct san_rcache_entry *e)
+{
+    return !(atomic_load_explicit(&e->refs, memory_order_acquire) & DEAD);
+}
+
+int san_rcache_invalidate(struct san_rcache *rc, void *addr, size_t len)
+{
+    if (!rc || !args_ok(addr, len))
+        return -EINVAL;
+    if (san_rcache_forked(rc))
+        return -ECHILD;
+    pthread_rwlock_wrlock(&rc->lock);
+    size_t n = invalidate_range_locked(rc, (uint64_t)(uintptr_t)addr, len);
+    rc->st.invalidations += n;
+    pthread_rwlock_unlock(&rc->lock);
+    reap(rc);
+    return n ? 0 : -EINVAL;
+}
+
+/* ---- creation, bounds, stats */
+
+static int env_size(const char *name, uint64_t *out, bool *set)
+{
+    const char *s = getenv(name);
+    *set = false;
+    if (!s || !*s)
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *s == '-')
+        return -EINVAL;
+    unsigned shift = 0;
+    switch (*end) {
+    case 'k':
+    case 'K':
+        shift = 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        shift = 40;
+        end++;
+        break;
+    default:
+        break;
+    }
+    if (*end || (shift && v > (UINT64_MAX >> shift)))
+        return -EINVAL;
+    *out = (uint64_t)v << shift;
+    *set = true;
+    return 0;
+}
+
+int san_rcache_create(const struct san_rcache_opts *opts, const struct san_rcache_ops *ops,
+                      void *ctx, struct san_rcache **out)
+{
+    static const struct san_rcache_opts none;
+    uint64_t v;
+    bool set;
+    int err;
+
+    if (!ops || !ops->do_register || !ops->do_deregister || !out)
+        return -EINVAL;
+    if (!opts)
+        opts = &none;
+    struct san_rcache *rc = calloc(1, sizeof(*rc));
+    if (!rc)
+        return -ENOMEM;
+    rc->max_entries = SAN_RCACHE_DEFAULT_ENTRIES;
+    rc->max_bytes = SAN_RCACHE_DEFAULT_BYTES;
+    if ((err = env_size("SAN_RCACHE_MAX_ENTRIES", &v, &set)))
+        goto fail;
+    if (set) {
+        rc->max_entries = v > SIZE_MAX ? SIZE_MAX : (size_t)v;
+        rc->disabled = v == 0;
+    }
+    if ((err = env_size("SAN_RCACHE_MAX_BYTES", &v, &set)))
+        goto fail;
+    if (set)
+        rc->max_bytes = v;
+    if (opts->max_entries) {
+        rc->max_entries = opts->max_entries;
+        rc->disabled = false;
+    }
+    if (opts->max_bytes)
+        rc->max_bytes = opts->max_bytes;
+    if (opts->disable || !rc->max_bytes)
+        rc->disabled = true;
+
+    rc->ops = *ops;
+    rc->ctx = ctx;
+    san_range_tree_init(&rc->tree);
+    link_init(&rc->lru);
+    link_init(&rc->orphans);
+    init_locks(rc);
+    struct san_memwatch_ops mops = {
+        .arg = rc, .lock = mw_lock, .unlock = mw_unlock, .invalidate_locked = mw_invalidate_locked};
+    san_memwatch_init(&rc->mw, &mops);
+
+    pthread_once(&atfork_once, atfork_register);
+    pthread_mutex_lock(&registry_lock);
+    rc->fork_gen = atomic_load(&fork_gen);
+    rc->reg_next = registry;
+    if (registry)
+        registry->reg_prev = rc;
+    registry = rc;
+    pthread_mutex_unlock(&registry_lock);
+    *out = rc;
+    return 0;
+
+fail:
+    free(rc);
+    return err;
+}
+
+void san_rcache_destroy(struct san_rcache *rc)
+{
+    if (!rc)
+        return;
+    bool child = san_rcache_forked(rc);
+
+    pthread_mutex_lock(&registry_lock);
+    if (rc->reg_prev)
+        rc->reg_prev->reg_next = rc->reg_next;
+    else
+        registry = rc->reg_next;
+    if (rc->reg_next)
+        rc->reg_next->reg_prev = rc->reg_prev;
+    pthread_mutex_unlock(&registry_lock);
+
+    /* Collect every entry: cached ones, dead ones still referenced, idle dead ones. */
+    struct san_rcache_entry *all = NULL;
+    if (!child)
+        pthread_rwlock_wrlock(&rc->lock);
+    while (rc->tree.root) {
+        struct san_rcache_entry *e =
+            san_container_of(san_range_first(&rc->tree), struct san_rcache_entry, r);
+        if (child || e->state == E_PENDING) {
+            /* PENDING: a registration still in flight (a caller bug): leave it to its thread. */
+            san_range_erase(&rc->tree, &e->r);
+            if (!child)
+                continue;
+            link_del(&e->lru);
+            e->grave_next = all;
+            all = e;
+            continue;
+        }
+        kill_locked(rc, e); /* releases the registration; e ends on the graveyard or orphans */
+    }
+    while (rc->orphans.next != &rc->orphans) {
+        struct san_rcache_entry *e = entry_of_lru(rc->orphans.next);
+        link_del(&e->lru);
+        e->grave_next = all;
+        all = e;
+    }
+    while (rc->graveyard) {
+        struct san_rcache_entry *e = rc->graveyard;
+        rc->graveyard = e->grave_next;
+        e->grave_next = all;
+        all = e;
+    }
+    if (!child)
+        pthread_rwlock_unlock(&rc->lock);
+
+    san_memwatch_destroy(&rc->mw); /* in a child: closes its copies of the descriptors only */
+    while (all) {
+        struct san_rcache_entry *next = all->grave_next;
+        entry_free(all, child);
+        all = next;
+    }
+    if (!child) {
+        pthread_rwlock_destroy(&rc->lock);
+        pthread_mutex_destroy(&rc->miss_lock);
+    }
+    free(rc);
+}
+
+void san_rcache_bounds(const struct san_rcache *rc, size_t *max_entries, uint64_t *max_bytes)
+{
+    *max_entries = rc->disabled ? 0 : rc->max_entries;
+    *max_bytes = rc->max_bytes;
+}
+
+void san_rcache_stats(struct san_rcache *rc, struct san_rcache_stats *out)
+{
+    pthread_rwlock_wrlock(&rc->lock);
+    *out = rc->st;
+    out->entries = rc->count;
+    out->bytes = rc->bytes;
+    out->in_use = 0;
+    for (struct lru_link *l = rc->lru.next; l != &rc->lru; l = l->next)
+        if (atomic_load(&entry_of_lru(l)->refs))
+            out->in_use++;
+    out->remote_toggles = atomic_load(&rc->remote_toggles);
+    out->watching = san_memwatch_running_locked(&rc->mw);
+    const struct san_memwatch_stats *m = &rc->mw.stats;
+    out->events = m->events;
+    out->unmaps = m->unmaps;
+    out->remaps = m->remaps;
+    out->removes = m->removes;
+    out->faults = m->faults;
+    out->overflows = m->overflows;
+    out->watch_fail = m->watch_fail;
+    pthread_rwlock_unlock(&rc->lock);
+}

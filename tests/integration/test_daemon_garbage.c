@@ -1,0 +1,191 @@
+/* Garbage on the control socket: malformed framing disconnects that client only; well-framed bad
+ * requests (version, opcode, size, fields) get error replies and the connection stays usable;
+ * passed descriptors are not kept; a client that never reads its replies is dropped without
+ * blocking others; random bytes never stop the daemon. */
+#include "harness.h"
+
+#include <dirent.h>
+#include <poll.h>
+
+/* Whether the daemon closed fd: a recv that returns end of stream. */
+static bool closed_by_daemon(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    CHECK(poll(&p, 1, 5000) == 1);
+    char b[64];
+    ssize_t n = recv(fd, b, sizeof(b), 0);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+static void send_raw(int fd, const void *buf, size_t len)
+{
+    CHECK(send(fd, buf, len, MSG_NOSIGNAL) == (ssize_t)len);
+}
+
+/* Sends a raw datagram and expects an error reply with status want (connection kept). */
+static void expect_reply(int fd, const struct san_msg *m, size_t len, int want)
+{
+    struct san_msg rep;
+    size_t rlen;
+    int err;
+    send_raw(fd, m, len);
+    CHECK_EQ(san_proto_recv(fd, &rep, &rlen, NULL, 0), 0);
+    CHECK(san_proto_decode(&rep, rlen, true, &err) == SAN_DECODE_OK);
+    CHECK(rep.hdr.id == m->hdr.id);
+    CHECK_EQ(rep.hdr.status, want);
+}
+
+static int count_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    int n = 0;
+    CHECK(d);
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+/* Waits (up to 5 s) until the daemon has handled the hang-ups of closed connections. */
+static bool fds_settle(pid_t pid, int want)
+{
+    for (int i = 0; i < 5000; i++) {
+        if (count_fds(pid) == want)
+            return true;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    fprintf(stderr, "daemon has %d descriptors, want %d\n", count_fds(pid), want);
+    return false;
+}
+
+int main(void)
+{
+    struct test_daemon d;
+    struct san_stats_rep idle, s;
+    struct san_msg m;
+
+    test_init();
+    test_daemon_start(&d, NULL);
+    int base_fds = count_fds(d.pid); /* no connection yet */
+    test_stats(&d, &idle);
+
+    /* Well framed, bad content: error replies, connection stays. */
+    int fd = test_connect(&d);
+    san_proto_init(&m, SAN_OP_STATS, 7);
+    m.hdr.version = 2;
+    expect_reply(fd, &m, m.hdr.length, -EPROTO);
+    san_proto_init(&m, SAN_OP_STATS, 8);
+    m.hdr.opcode = 99;
+    expect_reply(fd, &m, m.hdr.length, -EOPNOTSUPP);
+    san_proto_init(&m, SAN_OP_STATS, 8);
+    m.hdr.opcode = 0;
+    expect_reply(fd, &m, m.hdr.length, -EOPNOTSUPP);
+    san_proto_init(&m, SAN_OP_REGISTER, 9);
+    m.hdr.length -= 8; /* body too short for the opcode */
+    expect_reply(fd, &m, m.hdr.length, -EBADMSG);
+    san_proto_init(&m, SAN_OP_STATS, 10);
+    m.hdr.opcode |= SAN_OP_REPLY; /* a reply where a request belongs */
+    expect_reply(fd, &m, m.hdr.length, -EBADMSG);
+    san_proto_init(&m, SAN_OP_STATS, 11);
+    m.hdr.status = -5;
+    expect_reply(fd, &m, m.hdr.length, -EBADMSG);
+    san_proto_init(&m, SAN_OP_ALLOC, 12);
+    m.u.alloc_req.bytes = 4096;
+    m.u.alloc_req.flags = 0x80;
+    expect_reply(fd, &m, m.hdr.length, -EINVAL);
+    san_proto_init(&m, SAN_OP_REGISTER, 13);
+    m.u.register_req = (struct san_register_req){.va = 4096, .len = 4096, .access = 7};
+    expect_reply(fd, &m, m.hdr.length, -EINVAL);
+    san_proto_init(&m, SAN_OP_REGISTER, 14);
+    m.u.register_req = (struct san_register_req){.va = UINT64_MAX - 10, .len = 4096, .access = 1};
+    expect_reply(fd, &m, m.hdr.length, -EINVAL);
+    san_proto_init(&m, SAN_OP_REGISTER, 15); /* unmapped in our address space */
+    m.u.register_req = (struct san_register_req){.va = 4096, .len = 4096, .access = 1};
+    expect_reply(fd, &m, m.hdr.length, -EFAULT);
+    san_proto_init(&m, SAN_OP_FREE, 16);
+    m.u.free_req.handle = 12345;
+    expect_reply(fd, &m, m.hdr.length, -EINVAL);
+    san_proto_init(&m, SAN_OP_STATS, 17);
+    expect_reply(fd, &m, m.hdr.length, 0); /* still usable */
+
+    /* Descriptors sent to the daemon are not kept. */
+    struct san_msg req;
+    san_proto_init(&req, SAN_OP_STATS, 18);
+    for (int i = 0; i < 20; i++) {
+        int pfd[2];
+        CHECK(!pipe(pfd));
+        CHECK_EQ(san_proto_send(fd, &req, pfd[0], 0), 0);
+        size_t len;
+        CHECK_EQ(san_proto_recv(fd, &m, &len, NULL, 0), 0);
+        close(pfd[0]);
+        close(pfd[1]);
+    }
+    CHECK(fds_settle(d.pid, base_fds + 2)); /* this connection: socket and pidfd */
+    close(fd);
+
+    /* Framing garbage: the sender is disconnected. */
+    static const char junk[] = "GET / HTTP/1.0\r\n\r\n";
+    fd = test_connect(&d);
+    send_raw(fd, junk, sizeof(junk));
+    CHECK(closed_by_daemon(fd));
+    close(fd);
+    fd = test_connect(&d);
+    send_raw(fd, "abc", 3); /* shorter than a header */
+    CHECK(closed_by_daemon(fd));
+    close(fd);
+    fd = test_connect(&d);
+    san_proto_init(&m, SAN_OP_STATS, 1);
+    m.hdr.length = 1000; /* length that lies */
+    send_raw(fd, &m, sizeof(m.hdr));
+    CHECK(closed_by_daemon(fd));
+    close(fd);
+    fd = test_connect(&d);
+    static char big[65536];
+    san_proto_init((struct san_msg *)big, SAN_OP_STATS, 1);
+    send_raw(fd, big, sizeof(big)); /* oversized */
+    CHECK(closed_by_daemon(fd));
+    close(fd);
+
+    /* A client that sends without reading: dropped, and the loop does not block on it. */
+    fd = test_connect(&d);
+    san_proto_init(&req, SAN_OP_CLIENTS, 1);
+    int flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+    for (int i = 0; i < 100000; i++) {
+        ssize_t n = send(fd, &req, req.hdr.length, flags);
+        if (n < 0)
+            break; /* our send buffer filled up, or the daemon dropped us */
+    }
+    test_stats(&d, &s); /* served meanwhile */
+    close(fd);
+
+    /* Random datagrams, some with a valid header and random body. */
+    uint64_t seed = 42;
+    for (int round = 0; round < 300; round++) {
+        fd = test_connect(&d);
+        for (int k = 0; k < 4; k++) {
+            size_t len = 1 + (seed = seed * 6364136223846793005u + 1442695040888963407u) % 900;
+            for (size_t i = 0; i < len; i++) {
+                seed = seed * 6364136223846793005u + 1442695040888963407u;
+                ((unsigned char *)&m)[i] = (unsigned char)(seed >> 33);
+            }
+            if (round & 1 && len >= sizeof(m.hdr)) {
+                m.hdr.magic = SAN_PROTO_MAGIC;
+                m.hdr.version = SAN_PROTO_VERSION;
+                m.hdr.length = (uint32_t)len;
+                m.hdr.opcode = (uint16_t)(m.hdr.opcode % 12);
+                m.hdr.status = 0;
+            }
+            if (send(fd, &m, len, MSG_NOSIGNAL) < 0)
+                break;
+        }
+        close(fd);
+    }
+    test_wait_idle(&d, &idle);
+    CHECK(fds_settle(d.pid, base_fds));
+    CHECK_EQ(test_daemon_stop(&d), 0);
+    printf("ok\n");
+    return 0;
+}

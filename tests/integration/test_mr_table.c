@@ -1,0 +1,158 @@
+/* The registration table below the daemon: key generations (a stale key is refused, never
+ * aliased, slots retire instead of wrapping), -EBUSY while an operation uses a registration,
+ * per-set limits, and release waiting for uses to drain. */
+#include "harness.h"
+
+#include <pthread.h>
+#include <sys/mman.h>
+
+#include "mr/mr.h"
+
+static void keytab(void)
+{
+    struct san_keytab t;
+    int obj;
+    uint32_t key, first = 0;
+    enum { N = 3 * SAN_KEY_GEN_MAX };
+    static uint32_t keys[N];
+
+    san_keytab_init(&t);
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(san_keytab_alloc(&t, &obj, &key), 0);
+        CHECK(key != 0);
+        CHECK(san_keytab_lookup(&t, key) == &obj);
+        if (!i)
+            first = key;
+        keys[i] = key;
+        san_keytab_free(&t, key);
+        CHECK(san_keytab_lookup(&t, key) == NULL);
+    }
+    /* One slot reused until its generation ran out, then retired: no key ever repeats. */
+    CHECK(san_key_index(first) == 0);
+    CHECK(t.retired >= 2);
+    for (int i = 1; i < N; i++)
+        CHECK(keys[i] != keys[i - 1]);
+    CHECK(san_key_index(keys[SAN_KEY_GEN_MAX - 1]) == 0);
+    CHECK(san_key_index(keys[SAN_KEY_GEN_MAX]) != 0);
+    /* Keys that were never issued. */
+    CHECK(san_keytab_lookup(&t, 0) == NULL);
+    CHECK(san_keytab_lookup(&t, 0xfffff) == NULL);
+    /* FIFO reuse: with two slots free, the older one comes back first. */
+    uint32_t a, b, c;
+    CHECK_EQ(san_keytab_alloc(&t, &obj, &a), 0);
+    CHECK_EQ(san_keytab_alloc(&t, &obj, &b), 0);
+    san_keytab_free(&t, a);
+    san_keytab_free(&t, b);
+    CHECK_EQ(san_keytab_alloc(&t, &obj, &c), 0);
+    CHECK(san_key_index(c) == san_key_index(a) && c != a);
+    san_keytab_destroy(&t);
+}
+
+struct user {
+    struct san_mr_registry *reg;
+    struct san_mr_entry *e;
+};
+
+static void *late_put(void *arg)
+{
+    struct user *u = arg;
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL); /* an operation in flight for a while */
+    san_mr_put(u->reg, u->e);
+    return NULL;
+}
+
+static void registry(void)
+{
+    struct san_machine *m;
+    struct san_mr_registry *reg;
+    struct san_page_owner owner = {.pid = getpid(), .pidfd = -1};
+    struct san_mr_set set, other;
+    uint32_t lkey, rkey, refs, k2, r2;
+    size_t len = 64 * 1024;
+    char *buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    CHECK(buf != MAP_FAILED);
+    CHECK(!mlock(buf, len));
+    CHECK_EQ(san_machine_create(NULL, &m), 0);
+    CHECK_EQ(san_mr_registry_create(m, &reg), 0);
+    san_mr_set_init(&set, &owner);
+    san_mr_set_init(&other, &owner);
+
+    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, len, SAN_MEM_READWRITE, true, NULL, &lkey,
+                             &rkey, &refs),
+             0);
+    CHECK(refs == 1 && rkey);
+    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, len, SAN_MEM_READWRITE, true, NULL, &k2,
+                             &r2, &refs),
+             0);
+    CHECK(refs == 2 && k2 == lkey && r2 == rkey);
+
+    /* An operation in flight: the last deregistration is refused, earlier ones are not. */
+    struct san_mr_entry *e = san_mr_get_rkey(reg, rkey);
+    CHECK(e);
+    CHECK(san_mr_get_lkey(reg, &other, lkey) == NULL); /* not the other set's key */
+    CHECK_EQ(san_mr_deregister(reg, &set, lkey, &refs), 0);
+    CHECK(refs == 1);
+    CHECK_EQ(san_mr_deregister(reg, &set, lkey, &refs), -EBUSY);
+    CHECK_EQ(san_mr_deregister(reg, &other, lkey, &refs), -EINVAL);
+    san_mr_put(reg, e);
+    CHECK_EQ(san_mr_deregister(reg, &set, lkey, &refs), 0);
+    CHECK(refs == 0);
+    CHECK(san_mr_get_rkey(reg, rkey) == NULL);
+    CHECK_EQ(san_mr_deregister(reg, &set, lkey, &refs), -EINVAL);
+
+    /* Limits: registrations and locked bytes per set, -ENOBUFS. */
+    struct san_mr_limits lim = {.registrations = 2, .locked_bytes = 40 * 1024};
+    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, 32 * 1024, SAN_MEM_READ, false, &lim, &lkey,
+                             &rkey, &refs),
+             0);
+    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, 16 * 1024, SAN_MEM_READ, false, &lim, &k2,
+                             &r2, &refs),
+             -ENOBUFS); /* 48K > 40K */
+    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, 8 * 1024, SAN_MEM_READ, false, &lim, &k2,
+                             &r2, &refs),
+             0);
+    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf + 8192, 100, SAN_MEM_READ, false, &lim, &k2,
+                             &r2, &refs),
+             -ENOBUFS); /* a third registration */
+    /* The same registration again is no new registration: allowed at the limit. */
+    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, 32 * 1024, SAN_MEM_READ, false, &lim, &k2,
+                             &r2, &refs),
+             0);
+    CHECK(k2 == lkey && refs == 2);
+    /* The other set has its own limits. */
+    CHECK_EQ(san_mr_register(reg, &other, (uintptr_t)buf, 32 * 1024, SAN_MEM_READ, false, &lim, &k2,
+                             &r2, &refs),
+             0);
+    CHECK(k2 != lkey);
+
+    /* Release waits for an operation in flight. */
+    struct user u = {reg, san_mr_get_lkey(reg, &set, lkey)};
+    CHECK(u.e);
+    pthread_t t;
+    CHECK(!pthread_create(&t, NULL, late_put, &u));
+    san_mr_set_release(reg, &set);
+    pthread_join(t, NULL);
+    CHECK(set.registrations == 0 && set.locked_bytes == 0);
+    san_mr_set_release(reg, &other);
+    uint64_t regs, locked;
+    san_mr_registry_counts(reg, &regs, &locked);
+    CHECK(regs == 0 && locked == 0);
+    struct san_machine_stats ms;
+    san_machine_stats(m, &ms);
+    CHECK(ms.locked_bytes == 0 && ms.free_bytes == ms.ram_bytes);
+
+    san_mr_registry_destroy(reg);
+    san_machine_destroy(m);
+    munmap(buf, len);
+}
+
+int main(void)
+{
+    test_init();
+    keytab();
+    registry();
+    printf("ok\n");
+    return 0;
+}

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# sanproxyd and sanctl as a user meets them: config errors (exit 2, key and line named), the socket
+# (mode 0660, a second daemon refused), sanctl's commands and failures, SIGTERM (exit 0, socket
+# removed), detaching without --foreground. Never leaves a daemon behind (trap on every exit).
+set -euo pipefail
+bin=${SAN_BIN:?SAN_BIN not set}
+tmp=$(mktemp -d /tmp/santest.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; [ -f "$tmp/log" ] && tail -20 "$tmp/log" >&2; exit 1; }
+
+# --- config errors: exit 2, message names the key and the line ---
+expect_config_error() { # $1 = config text, $2 = pattern the message must match
+  printf '%b' "$1" >"$tmp/bad.ini"
+  set +e
+  "$bin/sanproxyd" --foreground --socket "$tmp/never" --config "$tmp/bad.ini" 2>"$tmp/err"
+  local rc=$?
+  set -e
+  [ $rc -eq 2 ] || fail "config '$1': exit $rc, want 2"
+  grep -qE "$2" "$tmp/err" || fail "config '$1': message '$(cat "$tmp/err")' lacks /$2/"
+  [ ! -e "$tmp/never" ] || fail "a socket was created despite a bad config"
+}
+expect_config_error '[machine]\nram_size = 8Q\n' 'bad.ini:2:.*ram_size'
+expect_config_error '# comment\n[machine]\nnolowmem = maybe\n' 'bad.ini:3:.*nolowmem'
+expect_config_error '[nic]\ndma_address_width = 65\n' 'bad.ini:2:.*dma_address_width'
+expect_config_error '[limits]\nlocked_bytes = 1G\nregistrations = -1\n' 'bad.ini:3:.*registrations'
+expect_config_error '[limits]\nallocation = 4\n' 'bad.ini:2:.*allocation.*unknown key'
+expect_config_error '[bogus]\nx = 1\n' 'bad.ini:2:.*\[bogus\] x'
+expect_config_error '[machine]\nthis line has no equals sign\n' 'bad.ini:2:.*syntax'
+expect_config_error '[machine]\njunk\nram_size = 1Q\n' 'bad.ini:2:.*syntax'
+set +e
+"$bin/sanproxyd" --config "$tmp/does-not-exist.ini" --socket "$tmp/never" 2>"$tmp/err"; rc=$?
+"$bin/sanproxyd" --bogus 2>/dev/null; rc2=$?
+set -e
+[ $rc -eq 2 ] && grep -q "does-not-exist" "$tmp/err" || fail "missing config file: exit $rc"
+[ $rc2 -eq 2 ] || fail "unknown option: exit $rc2"
+
+# --- a good config with every key; readiness through a FIFO, no sleeps ---
+cat >"$tmp/good.ini" <<INI
+; every key, with suffixes
+[machine]
+ram_size = 6GiB
+nolowmem = yes
+[nic]
+dma_address_width = 32
+scatter_gather = false
+max_length = 64K
+[limits]
+locked_bytes = 256M
+registrations = 100
+allocations = 10
+[daemon]
+socket = $tmp/from-config.sock
+INI
+mkfifo "$tmp/ready"
+"$bin/sanproxyd" --foreground --config "$tmp/good.ini" --ready-fd 3 3>"$tmp/ready" 2>"$tmp/log" &
+pid=$!
+pids+=("$pid")
+read -r line <"$tmp/ready" || fail "daemon did not become ready"
+[ "$line" = ready ] || fail "readiness line '$line'"
+sock=$tmp/from-config.sock
+[ -S "$sock" ] || fail "no socket at the configured path"
+mode=$(stat -c %a "$sock")
+[ "$mode" = 660 ] || fail "socket mode $mode, want 660"
+
+# --- sanctl ---
+json=$("$bin/sanctl" --socket "$sock" stats --json)
+for k in clients allocations allocated_bytes locked_bytes registrations ram_bytes free_bytes \
+         low_free_bytes dma_faults bounce_bytes; do
+  echo "$json" | grep -q "\"$k\": [0-9]" || fail "stats --json lacks $k: $json"
+done
+echo "$json" | grep -q '"ram_bytes": 6442450944' || fail "ram_size not applied: $json"
+echo "$json" | grep -q '"nolowmem": true' || fail "nolowmem not applied: $json"
+if command -v python3 >/dev/null; then
+  echo "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["clients"]==1 and d["allocations"]==0' \
+    || fail "stats --json is not the JSON expected: $json"
+fi
+"$bin/sanctl" --socket "$sock" stats | grep -q "clients" || fail "readable stats"
+SANPROXY_SOCKET=$sock "$bin/sanctl" clients | grep -qE "^ +[0-9]+ +[0-9]+" || fail "clients table"
+"$bin/sanctl" --socket "$sock" clients --json | grep -q '"pid"' || fail "clients --json"
+"$bin/sanctl" --socket "$sock" allocations | grep -q "no allocations" || fail "allocations"
+[ "$("$bin/sanctl" --socket "$sock" allocations --json)" = "[]" ] || fail "allocations --json"
+"$bin/sanctl" --socket "$sock" check-lowmem | grep -q "clean" || fail "check-lowmem"
+"$bin/sanctl" --socket "$sock" check-lowmem --json | grep -q '"dirty_frames": 0' || fail "check-lowmem --json"
+set +e
+"$bin/sanctl" --socket "$tmp/nothing-here" stats 2>"$tmp/err"; rc=$?
+"$bin/sanctl" --socket "$sock" frobnicate 2>/dev/null; rc2=$?
+"$bin/sanctl" 2>/dev/null; rc3=$?
+set -e
+[ $rc -eq 1 ] && grep -q "sanctl: connect" "$tmp/err" || fail "sanctl without daemon: exit $rc"
+[ $rc2 -eq 2 ] && [ $rc3 -eq 2 ] || fail "sanctl usage errors: $rc2 $rc3"
+
+# --- a second daemon on a live socket is refused; the first keeps running ---
+set +e
+"$bin/sanproxyd" --foreground --socket "$sock" 2>"$tmp/err2"; rc=$?
+set -e
+[ $rc -eq 1 ] || fail "second daemon on a live socket: exit $rc"
+"$bin/sanctl" --socket "$sock" stats >/dev/null || fail "first daemon hurt by the second"
+
+# --- SIGTERM: exit 0, socket removed ---
+kill -TERM "$pid"
+set +e
+wait "$pid"; rc=$?
+set -e
+[ $rc -eq 0 ] || fail "SIGTERM: exit $rc"
+[ ! -e "$sock" ] || fail "socket left behind after SIGTERM"
+grep -q "info: stopped" "$tmp/log" || fail "no 'stopped' in the log"
+
+# --- without --foreground: detaches once ready; a stale socket file is replaced ---
+touch "$tmp/log2"
+python3 - "$tmp/stale.sock" <<'PY' 2>/dev/null || true
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.bind(sys.argv[1])
+PY
+"$bin/sanproxyd" --socket "$tmp/stale.sock" 2>"$tmp/log2" || fail "detached start failed"
+"$bin/sanctl" --socket "$tmp/stale.sock" stats --json >/dev/null || fail "detached daemon not answering"
+dpid=$(grep -o 'sanproxyd\[[0-9]*\]: info: ready' "$tmp/log2" | grep -o '[0-9]*' | head -1)
+[ -n "$dpid" ] || fail "no ready line from the detached daemon"
+pids+=("$dpid")
+kill -TERM "$dpid"
+timeout 10 tail --pid="$dpid" -f /dev/null || true
+kill -0 "$dpid" 2>/dev/null && fail "detached daemon ignored SIGTERM"
+[ ! -e "$tmp/stale.sock" ] || fail "socket left behind"
+echo ok
