@@ -85,7 +85,9 @@ static inline void san_range_erase(struct san_tree *t, struct san_range *r)
 {
     san_tree_erase(t, &r->node);
 }
-/* After changing r->len, or r->start without passing a neighbour's start. */
+/* After changing r->len, or r->start without passing a neighbour's start. Call it before any
+ * other insert or erase in the tree: their rotations recompute summaries locally and would hide
+ * the change from the ancestors. */
 static inline void san_range_changed(struct san_tree *t, struct san_range *r)
 {
     san_tree_propagate(t, &r->node);

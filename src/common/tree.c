@@ -1,14 +1,18 @@
-/* Augmented AVL tree with parent pointers (see tree.h). Rebalancing walks from the changed node
- * towards the root, recomputing height and summary on the way. When the summary callback can say
- * whether it changed (the range layer's can), the walk stops at the first node whose height and
- * summary came out as they were and where no rotation happened: its ancestors saw exactly those
- * values, so they are still exact. Otherwise every walk goes to the root. Either way O(log n). */
+/* Augmented red-black tree with parent pointers (see tree.h).
+ *
+ * Summaries are brought up to date before the colours are fixed: a change (a new leaf, a removed
+ * node, a range whose length changed) is propagated from where it happened towards the root, and
+ * the walk stops at the first node whose summary came out as it was, since its ancestors saw
+ * exactly that value (the range layer's summaries say whether they changed; any other callback
+ * is assumed to change and walks to the root). Rotations then keep the summaries exact locally:
+ * a rotation does not change which nodes a subtree holds, so only the two rotated nodes are
+ * recomputed. */
 #include "common/tree.h"
 #include "common/range.h"
 
-static inline int height(const struct san_tree_node *n)
+static inline bool is_red(const struct san_tree_node *n)
 {
-    return n ? n->height : 0;
+    return n && n->red;
 }
 
 /* Recomputes n's summary; true when it may have changed. The range layer's summaries are
@@ -26,15 +30,22 @@ static inline bool summarise(struct san_tree *t, struct san_tree_node *n)
     return false;
 }
 
-/* Recomputes n's height and summary; true when either may have changed. */
-static inline bool pull(struct san_tree *t, struct san_tree_node *n)
+/* Recomputes summaries from n up. force is a node whose stored summary means nothing to its
+ * parent (a new leaf, a node moved into an erased node's place), or NULL: the walk goes at least
+ * through force, counting it as changed, and stops at the first unchanged node after it. */
+static void update_up(struct san_tree *t, struct san_tree_node *n, struct san_tree_node *force)
 {
-    int l = height(n->left), r = height(n->right);
-    int h = 1 + (l > r ? l : r);
-    bool changed = h != n->height;
-
-    n->height = h;
-    return summarise(t, n) || changed;
+    if (!t->augment)
+        return;
+    for (; n; n = n->parent) {
+        bool changed = summarise(t, n);
+        if (n == force) {
+            force = NULL;
+            changed = true;
+        }
+        if (!changed && !force)
+            return;
+    }
 }
 
 static inline void replace_child(struct san_tree *t, struct san_tree_node *parent,
@@ -48,75 +59,34 @@ static inline void replace_child(struct san_tree *t, struct san_tree_node *paren
         parent->right = new;
 }
 
-static struct san_tree_node *rotate_left(struct san_tree *t, struct san_tree_node *x)
+static void rotate_left(struct san_tree *t, struct san_tree_node *x)
 {
-    struct san_tree_node *y = x->right, *p = x->parent;
+    struct san_tree_node *y = x->right;
 
     x->right = y->left;
     if (y->left)
         y->left->parent = x;
+    y->parent = x->parent;
+    replace_child(t, x->parent, x, y);
     y->left = x;
     x->parent = y;
-    y->parent = p;
-    replace_child(t, p, x, y);
-    pull(t, x);
-    pull(t, y);
-    return y;
+    summarise(t, x);
+    summarise(t, y);
 }
 
-static struct san_tree_node *rotate_right(struct san_tree *t, struct san_tree_node *x)
+static void rotate_right(struct san_tree *t, struct san_tree_node *x)
 {
-    struct san_tree_node *y = x->left, *p = x->parent;
+    struct san_tree_node *y = x->left;
 
     x->left = y->right;
     if (y->right)
         y->right->parent = x;
+    y->parent = x->parent;
+    replace_child(t, x->parent, x, y);
     y->right = x;
     x->parent = y;
-    y->parent = p;
-    replace_child(t, p, x, y);
-    pull(t, x);
-    pull(t, y);
-    return y;
-}
-
-/* Restores n's balance; returns the root of the subtree that was n's and sets *changed when that
- * subtree's height or summary may differ from what n's parent last saw. */
-static struct san_tree_node *rebalance(struct san_tree *t, struct san_tree_node *n, bool *changed)
-{
-    *changed = pull(t, n);
-    int bf = height(n->left) - height(n->right);
-    if (bf > 1) {
-        if (height(n->left->left) < height(n->left->right))
-            rotate_left(t, n->left);
-        *changed = true;
-        return rotate_right(t, n);
-    }
-    if (bf < -1) {
-        if (height(n->right->right) < height(n->right->left))
-            rotate_right(t, n->right);
-        *changed = true;
-        return rotate_left(t, n);
-    }
-    return n;
-}
-
-/* Rebalances from n upwards. force is a node whose stored height and summary mean nothing to its
- * parent (a new leaf, or a node moved into an erased node's place): the walk goes at least
- * through it, and counts it as changed. */
-static void fix_up(struct san_tree *t, struct san_tree_node *n, struct san_tree_node *force)
-{
-    while (n) {
-        bool forced = n == force, changed;
-        n = rebalance(t, n, &changed);
-        if (forced) {
-            force = NULL;
-            changed = true;
-        }
-        if (!changed && !force)
-            return;
-        n = n->parent;
-    }
+    summarise(t, x);
+    summarise(t, y);
 }
 
 void san_tree_link(struct san_tree *t, struct san_tree_node *n, struct san_tree_node *parent,
@@ -124,53 +94,159 @@ void san_tree_link(struct san_tree *t, struct san_tree_node *n, struct san_tree_
 {
     n->left = n->right = NULL;
     n->parent = parent;
-    n->height = 1;
+    n->red = 1;
     *link = n;
     t->count++;
-    fix_up(t, n, n);
+    update_up(t, n, n);
+
+    /* n is red; repair a red parent. */
+    struct san_tree_node *p, *g, *u;
+    while ((p = n->parent) && p->red) {
+        g = p->parent; /* exists: the root is black */
+        if (p == g->left) {
+            u = g->right;
+            if (is_red(u)) {
+                p->red = u->red = 0;
+                g->red = 1;
+                n = g;
+                continue;
+            }
+            if (n == p->right) {
+                rotate_left(t, p);
+                n = p;
+                p = n->parent;
+            }
+            p->red = 0;
+            g->red = 1;
+            rotate_right(t, g);
+        } else {
+            u = g->left;
+            if (is_red(u)) {
+                p->red = u->red = 0;
+                g->red = 1;
+                n = g;
+                continue;
+            }
+            if (n == p->left) {
+                rotate_right(t, p);
+                n = p;
+                p = n->parent;
+            }
+            p->red = 0;
+            g->red = 1;
+            rotate_left(t, g);
+        }
+    }
+    t->root->red = 0;
 }
 
-void san_tree_erase(struct san_tree *t, struct san_tree_node *n)
+/* x (possibly NULL) under parent xp carries one black too few: restore the black heights. */
+static void erase_fixup(struct san_tree *t, struct san_tree_node *x, struct san_tree_node *xp)
 {
-    struct san_tree_node *fix, *force = NULL;
+    struct san_tree_node *w;
+
+    while (x != t->root && !is_red(x)) {
+        if (x == xp->left) {
+            w = xp->right; /* not NULL: its side has a black more */
+            if (w->red) {
+                w->red = 0;
+                xp->red = 1;
+                rotate_left(t, xp);
+                w = xp->right;
+            }
+            if (!is_red(w->left) && !is_red(w->right)) {
+                w->red = 1;
+                x = xp;
+                xp = x->parent;
+                continue;
+            }
+            if (!is_red(w->right)) {
+                w->left->red = 0;
+                w->red = 1;
+                rotate_right(t, w);
+                w = xp->right;
+            }
+            w->red = xp->red;
+            xp->red = 0;
+            w->right->red = 0;
+            rotate_left(t, xp);
+        } else {
+            w = xp->left;
+            if (w->red) {
+                w->red = 0;
+                xp->red = 1;
+                rotate_right(t, xp);
+                w = xp->left;
+            }
+            if (!is_red(w->left) && !is_red(w->right)) {
+                w->red = 1;
+                x = xp;
+                xp = x->parent;
+                continue;
+            }
+            if (!is_red(w->left)) {
+                w->right->red = 0;
+                w->red = 1;
+                rotate_left(t, w);
+                w = xp->left;
+            }
+            w->red = xp->red;
+            xp->red = 0;
+            w->left->red = 0;
+            rotate_right(t, xp);
+        }
+        x = t->root;
+    }
+    if (x)
+        x->red = 0;
+}
+
+void san_tree_erase(struct san_tree *t, struct san_tree_node *z)
+{
+    struct san_tree_node *x, *xp, *force = NULL;
+    bool removed_red;
 
     t->count--;
-    if (n->left && n->right) {
-        /* Put the in-order successor s where n was. */
-        struct san_tree_node *s = n->right;
-        while (s->left)
-            s = s->left;
-        if (s->parent == n) {
-            fix = s;
-        } else {
-            fix = s->parent;
-            fix->left = s->right;
-            if (s->right)
-                s->right->parent = fix;
-            s->right = n->right;
-            n->right->parent = s;
-        }
-        s->left = n->left;
-        n->left->parent = s;
-        s->parent = n->parent;
-        s->height = n->height;
-        replace_child(t, n->parent, n, s);
-        force = s;
+    if (!z->left || !z->right) {
+        x = z->left ? z->left : z->right;
+        xp = z->parent;
+        removed_red = z->red;
+        if (x)
+            x->parent = xp;
+        replace_child(t, xp, z, x);
     } else {
-        struct san_tree_node *child = n->left ? n->left : n->right;
-        fix = n->parent;
-        if (child)
-            child->parent = fix;
-        replace_child(t, fix, n, child);
+        /* The in-order successor y takes z's place and colour; y's old place loses a node. */
+        struct san_tree_node *y = z->right;
+        while (y->left)
+            y = y->left;
+        removed_red = y->red;
+        x = y->right;
+        if (y->parent == z) {
+            xp = y;
+        } else {
+            xp = y->parent;
+            xp->left = x;
+            if (x)
+                x->parent = xp;
+            y->right = z->right;
+            z->right->parent = y;
+        }
+        y->left = z->left;
+        z->left->parent = y;
+        y->parent = z->parent;
+        y->red = z->red;
+        replace_child(t, z->parent, z, y);
+        force = y;
     }
-    fix_up(t, fix, force);
+    update_up(t, xp, force);
+    if (!removed_red)
+        erase_fixup(t, x, xp);
 }
 
 void san_tree_propagate(struct san_tree *t, struct san_tree_node *n)
 {
     /* n's stored summary is what its parent saw: once one comes out unchanged, stop. */
-    for (; n && summarise(t, n); n = n->parent)
-        ;
+    update_up(t, n, NULL);
 }
 
 struct san_tree_node *san_tree_first(const struct san_tree *t)

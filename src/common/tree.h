@@ -1,9 +1,12 @@
-/* An intrusive, augmented AVL tree: the one balanced tree of the project.
+/* An intrusive, augmented red-black tree: the one balanced tree of the project.
  *
  * The caller embeds struct san_tree_node in its own struct, finds the insertion link itself (it
  * knows its key), and may keep per-subtree summaries (the augment callback recomputes a node's
  * summary from its children; the tree calls it on every node whose subtree changed). Every
- * operation is O(log n) and allocates nothing. No locking: the owner of the tree serialises. */
+ * operation is O(log n) worst case and allocates nothing; rebalancing after an insert or erase is
+ * O(1) amortised (red-black, not AVL: an AVL tree can rebalance up to the root on every one of a
+ * repeated insert/erase at the same place, the allocator's commonest pattern). No locking: the
+ * owner of the tree serialises. */
 #ifndef SAN_COMMON_TREE_H
 #define SAN_COMMON_TREE_H
 
@@ -11,7 +14,7 @@
 
 struct san_tree_node {
     struct san_tree_node *left, *right, *parent;
-    int height;
+    int red; /* colour; the tree's own */
 };
 
 struct san_tree {

@@ -200,9 +200,11 @@ void san_phys_free_locked(struct san_machine *m, struct san_frames *f)
     bool join_next = next && next->start == end;
 
     if (join_prev && join_next) {
-        prev->len += next->len + (end - start);
+        /* Erase first: a change not yet propagated would be lost in the erase's rotations. */
+        uint64_t next_len = next->len;
         san_range_erase(&m->free_tree, next);
         san_pool_put(&m->pool, next);
+        prev->len += next_len + (end - start);
         san_range_changed(&m->free_tree, prev);
     } else if (join_prev) {
         prev->len += end - start;

@@ -1,5 +1,5 @@
 /* The shared AVL/range tree: ordering, balance, summaries and overlap queries against a brute-force
- * model over a fixed-seed random sequence of inserts and erases. */
+ * model over a fixed-seed random sequence of inserts, erases and in-place length changes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,19 +21,25 @@ static uint64_t rnd(void)
     return rng;
 }
 
-/* Checks parent links, AVL balance and both summaries; returns the height. */
+/* Checks parent links, the red-black rules (no red node with a red child, the same number of
+ * black nodes on every path) and both summaries; returns the black height. */
 static int check(struct san_tree_node *n, struct san_tree_node *parent, uint64_t *max_len,
                  uint64_t *max_end)
 {
     if (!n) {
         *max_len = *max_end = 0;
-        return 0;
+        return 1;
     }
     assert_ptr_equal(n->parent, parent);
+    if (!parent)
+        assert_false(n->red);
+    if (n->red) {
+        assert_false(n->left && n->left->red);
+        assert_false(n->right && n->right->red);
+    }
     uint64_t ll, le, rl, re;
     int hl = check(n->left, n, &ll, &le), hr = check(n->right, n, &rl, &re);
-    assert_true(abs(hl - hr) <= 1);
-    assert_int_equal(n->height, 1 + (hl > hr ? hl : hr));
+    assert_int_equal(hl, hr);
     struct san_range *r = san_range_of(n);
     uint64_t ml = r->len, me = san_range_end(r);
     ml = ll > ml ? ll : ml;
@@ -44,7 +50,7 @@ static int check(struct san_tree_node *n, struct san_tree_node *parent, uint64_t
     assert_int_equal(r->max_end, me);
     *max_len = ml;
     *max_end = me;
-    return n->height;
+    return hl + !n->red;
 }
 
 static void test_random_against_model(void **state)
