@@ -1,18 +1,20 @@
 /* sanproxyd's server: the machine, the control socket, one epoll loop, clients and shutdown.
  *
- * Sits on phys (the emulated machine), mr (the registration table), proto (framing and the
- * decoder) and ops.c (what each request does). Each client is identified at accept time by
- * SO_PEERCRED and a pidfd (SO_PEERPIDFD, else pidfd_open on the credential's pid); the pidfd is in
- * the epoll set too, so a client whose process died is cleaned up even while a forked child keeps
- * its socket open. Garbage (no valid header) costs the sender its connection; a well-framed bad
- * request gets an error reply. A client that does not read its replies (its socket buffer is full)
- * is disconnected rather than blocking the loop.
+ * Sits on phys (the emulated machine), dma (the NIC's adapter), mr (the registration table), proto
+ * (framing and the decoder) and ops.c (what each request does). Each client is identified at accept
+ * time by SO_PEERCRED and a pidfd (SO_PEERPIDFD, else pidfd_open on the credential's pid); the
+ * pidfd is in the epoll set too, so a client whose process died is cleaned up even while a forked
+ * child keeps its socket open. Garbage (no valid header) costs the sender its connection; a
+ * well-framed bad request gets an error reply. A client that does not read its replies (its socket
+ * buffer is full) is disconnected rather than blocking the loop.
  *
  * Locking: single-threaded. Clients dropped while a batch of events is being handled go to a
  * graveyard freed after the batch, because a later event of the same batch may still name them.
  * SIGTERM/SIGINT arrive through a signalfd: the listener closes first, then every client is
  * released, then the machine goes. */
 #include "daemon/daemon.h"
+
+#include <san/dma.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -249,6 +251,24 @@ static int setup(struct san_daemon *d, int *sigfd)
                   strerror(-err));
         return err;
     }
+    /* The NIC's DMA adapter (IoGetDmaAdapter with the NIC's DEVICE_DESCRIPTION). */
+    struct san_device_description desc = {
+        .version = 3,
+        .master = true,
+        .scatter_gather = d->cfg.scatter_gather,
+        .dma32 = d->cfg.dma_address_width <= 32,
+        .dma64 = d->cfg.dma_address_width > 32,
+        .dma_address_width = d->cfg.dma_address_width,
+        .max_length = (uint32_t)d->cfg.max_length,
+    };
+    uint32_t map_registers = 0;
+    if ((err = san_get_dma_adapter(d->m, &desc, &map_registers, &d->nic))) {
+        log_error("NIC DMA adapter (dma_address_width %u, max_length %llu): %s",
+                  d->cfg.dma_address_width, (unsigned long long)d->cfg.max_length, strerror(-err));
+        return err;
+    }
+    log_debug("NIC: %u-bit, %s, %u map registers", d->cfg.dma_address_width,
+              d->cfg.scatter_gather ? "scatter-gather" : "no scatter-gather", map_registers);
     if ((err = san_mr_registry_create(d->m, &d->mr))) {
         log_error("registration table: %s", strerror(-err));
         return err;
@@ -288,6 +308,8 @@ static void teardown(struct san_daemon *d)
         drop_client(d, d->clients.next, "released at shutdown");
     reap(d);
     san_mr_registry_destroy(d->mr);
+    if (d->nic)
+        d->nic->ops->put_dma_adapter(d->nic);
     san_machine_destroy(d->m);
     if (d->epfd >= 0)
         close(d->epfd);
