@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -95,13 +96,20 @@ static int check_own_range(uint64_t start, uint64_t len, unsigned access)
     return 0;
 }
 
+/* mlock, mlock2 and munlock go to the kernel directly: sanitizer runtimes intercept mlock and
+ * munlock as no-ops (but not mlock2), which would leave pages locked forever. */
+static void sys_munlock(uint64_t start, uint64_t len)
+{
+    syscall(SYS_munlock, (void *)(uintptr_t)start, len);
+}
+
 /* Pins [start, start+len) of this process. pin_lock held. */
 static int pin_locked(uint64_t start, uint64_t len)
 {
     void *p = (void *)(uintptr_t)start;
-    int rc = mlock2(p, len, MLOCK_ONFAULT);
+    long rc = syscall(SYS_mlock2, p, len, MLOCK_ONFAULT);
     if (rc && (errno == ENOSYS || errno == EINVAL))
-        rc = mlock(p, len); /* a kernel without mlock2 or MLOCK_ONFAULT */
+        rc = syscall(SYS_mlock, p, len); /* a kernel without mlock2 or MLOCK_ONFAULT */
     if (!rc)
         return 0;
     int e = errno;
@@ -128,12 +136,12 @@ static void unpin_uncovered_locked(uint64_t start, uint64_t end)
     for (struct san_range *r = san_range_first_overlap(&pin_tree, start, end - start);
          r && cur < end; r = san_range_next_overlap(r, start, end - start)) {
         if (r->start > cur)
-            munlock((void *)(uintptr_t)cur, r->start - cur);
+            sys_munlock(cur, r->start - cur);
         if (san_range_end(r) > cur)
             cur = san_range_end(r);
     }
     if (cur < end)
-        munlock((void *)(uintptr_t)cur, end - cur);
+        sys_munlock(cur, end - cur);
 }
 
 static void free_frames(struct san_mdl *mdl)
