@@ -10,7 +10,7 @@
 
 static const struct perf_suite suites[] = {
     {"contig", "contiguous allocator (--ram SIZE, --ops N, --scaling)", perf_contig},
-    {"dma", "DMA transfers direct and bounced, SG lists, MDL locking (--rounds N, --ops N)", perf_dma},
+    {"dma", "DMA direct and bounced, SG lists, MDL locking (--rounds N, --ops N)", perf_dma},
 };
 #define NR_SUITES (sizeof(suites) / sizeof(suites[0]))
 
