@@ -19,7 +19,34 @@ void san_range_insert(struct san_tree *t, struct san_range *r)
         parent = *link;
         link = r->start < san_range_of(parent)->start ? &parent->left : &parent->right;
     }
+    r->node.user = 0;
     san_tree_link(t, &r->node, parent, link);
+}
+
+void san_range_insert_after(struct san_tree *t, struct san_range *pos, struct san_range *r)
+{
+    struct san_tree_node *n = &pos->node;
+
+    if (!n->right) {
+        san_tree_link(t, &r->node, n, &n->right);
+        return;
+    }
+    for (n = n->right; n->left;)
+        n = n->left;
+    san_tree_link(t, &r->node, n, &n->left);
+}
+
+void san_range_insert_before(struct san_tree *t, struct san_range *pos, struct san_range *r)
+{
+    struct san_tree_node *n = &pos->node;
+
+    if (!n->left) {
+        san_tree_link(t, &r->node, n, &n->left);
+        return;
+    }
+    for (n = n->left; n->right;)
+        n = n->right;
+    san_tree_link(t, &r->node, n, &n->right);
 }
 
 struct san_range *san_range_floor(const struct san_tree *t, uint64_t addr)

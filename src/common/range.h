@@ -12,6 +12,11 @@
 
 #include "common/tree.h"
 
+/* In node.user: the range is ordered and found like any other but does not count in max_len
+ * (phys keeps its frame records among the free extents this way; searches prune on the longest
+ * free one). Set it before inserting, or call san_range_changed after setting or clearing it. */
+#define SAN_RANGE_INERT 1u
+
 struct san_range {
     struct san_tree_node node;
     uint64_t start, len;
@@ -40,7 +45,7 @@ void san_range_augment_disjoint(struct san_tree_node *n);
 static inline bool san_range_summarise(struct san_tree_node *n, bool with_end)
 {
     struct san_range *r = san_range_of(n), *c;
-    uint64_t max_len = r->len, max_end = san_range_end(r);
+    uint64_t max_len = n->user & SAN_RANGE_INERT ? 0 : r->len, max_end = san_range_end(r);
 
     if (n->left) {
         c = san_range_of(n->left);
@@ -79,7 +84,8 @@ static inline bool san_range_tree_is_disjoint(const struct san_tree *t)
     return t->augment == san_range_augment_disjoint;
 }
 
-/* Inserts r (start and len set). Equal starts go after the existing ones. */
+/* Inserts r (start and len set) as a plain range (node.user cleared). Equal starts go after the
+ * existing ones. */
 void san_range_insert(struct san_tree *t, struct san_range *r);
 static inline void san_range_erase(struct san_tree *t, struct san_range *r)
 {
@@ -92,6 +98,11 @@ static inline void san_range_changed(struct san_tree *t, struct san_range *r)
 {
     san_tree_propagate(t, &r->node);
 }
+
+/* Links r (start, len and node.user set) right after pos in the order, or right before it: the
+ * caller knows that r belongs there. No search: O(1) amortised plus the rebalancing. */
+void san_range_insert_after(struct san_tree *t, struct san_range *pos, struct san_range *r);
+void san_range_insert_before(struct san_tree *t, struct san_range *pos, struct san_range *r);
 
 /* The range with the greatest start <= addr, or NULL. */
 struct san_range *san_range_floor(const struct san_tree *t, uint64_t addr);

@@ -14,7 +14,8 @@
 
 struct san_tree_node {
     struct san_tree_node *left, *right, *parent;
-    int red; /* colour; the tree's own */
+    unsigned char red;  /* colour: the tree's own */
+    unsigned char user; /* free for the layer above (the range layer: SAN_RANGE_INERT) */
 };
 
 struct san_tree {

@@ -1,18 +1,117 @@
 /* The frame allocator of the emulated machine: constrained, highest-first searches over the free
- * extents, carving, release with coalescing, and the frame records.
+ * extents, carving, release with coalescing, and the frame records with their index.
  *
- * Free extents and frame records are the same object (struct san_frames; a free extent is a record
- * of kind 0 in free_tree), drawn from one pool, so releasing frames never allocates: the record
- * becomes the free extent or goes back to the pool when it coalesces. Searches descend the free
- * tree from the highest address, pruning subtrees whose longest extent is too short or which lie
- * outside the window: O(log n) for the usual request.
- * Locking: every function here expects m->lock held for writing (see machine.h). */
+ * Free extents and frame records are the same object (struct san_frames, kind 0 for a free
+ * extent), drawn from one pool and kept in one address-ordered range tree (see machine.h), so:
+ * - a search descends from the highest address, pruning subtrees whose longest free extent is too
+ *   short (max_len ignores the records, which are SAN_RANGE_INERT) or which lie outside the
+ *   window: O(log n) for the usual request;
+ * - carving links the new record next to the extent it came from, without a search; a request
+ *   that takes a whole extent turns the extent into the record;
+ * - freeing finds the record through the index (O(1)) and its free neighbours as its tree
+ *   neighbours; releasing never allocates (the record becomes a free extent or goes back to the
+ *   pool when it coalesces).
+ * Locking: every function here expects m->lock held for writing (see machine.h), except
+ * san_phys_frames_at, which only reads. */
 #include "phys/machine.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 
 #define PAGE ((uint64_t)SAN_PAGE_SIZE)
+
+static inline struct san_frames *frames_of(struct san_range *r)
+{
+    return r ? san_container_of(r, struct san_frames, r) : NULL;
+}
+
+static inline bool is_free(const struct san_range *r)
+{
+    return !(r->node.user & SAN_RANGE_INERT);
+}
+
+/* ---- the index: frame records by start address ------------------------------------------- */
+
+static inline size_t slot_of(const struct san_machine *m, san_paddr_t pa)
+{
+    return (size_t)(((pa >> 12) * UINT64_C(0x9e3779b97f4a7c15)) >> m->index_shift);
+}
+
+static inline size_t index_slots(const struct san_machine *m)
+{
+    return m->index ? (size_t)1 << (64 - m->index_shift) : 0;
+}
+
+static struct san_frames *index_find(const struct san_machine *m, san_paddr_t pa)
+{
+    if (!m->index)
+        return NULL;
+    size_t mask = index_slots(m) - 1;
+    for (size_t i = slot_of(m, pa);; i = (i + 1) & mask) {
+        struct san_frames *f = m->index[i];
+        if (!f || f->r.start == pa)
+            return f;
+    }
+}
+
+static void index_put(struct san_machine *m, struct san_frames *f)
+{
+    size_t mask = index_slots(m) - 1, i = slot_of(m, f->r.start);
+    while (m->index[i])
+        i = (i + 1) & mask;
+    m->index[i] = f;
+    m->index_count++;
+}
+
+/* Makes room for one more record (load at most one half): 0 or -ENOMEM, nothing changed. */
+static int index_reserve(struct san_machine *m)
+{
+    size_t slots = index_slots(m);
+    if (m->index_count + 1 <= slots / 2)
+        return 0;
+    unsigned shift = slots ? m->index_shift - 1 : 64 - 6;
+    struct san_frames **old = m->index, **fresh = calloc((size_t)1 << (64 - shift), sizeof(*fresh));
+    if (!fresh)
+        return -ENOMEM;
+    m->index = fresh;
+    m->index_shift = shift;
+    m->index_count = 0;
+    for (size_t i = 0; i < slots; i++)
+        if (old[i])
+            index_put(m, old[i]);
+    free(old);
+    return 0;
+}
+
+/* Removes f, closing the gap so that every probe sequence stays unbroken. */
+static void index_del(struct san_machine *m, const struct san_frames *f)
+{
+    size_t mask = index_slots(m) - 1, i = slot_of(m, f->r.start);
+    while (m->index[i] != f)
+        i = (i + 1) & mask;
+    for (size_t j = (i + 1) & mask; m->index[j]; j = (j + 1) & mask) {
+        size_t home = slot_of(m, m->index[j]->r.start);
+        /* Move j back into the hole at i unless its home lies cyclically in (i, j]. */
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            m->index[i] = m->index[j];
+            i = j;
+        }
+    }
+    m->index[i] = NULL;
+    m->index_count--;
+}
+
+struct san_frames *san_phys_frames_at(const struct san_machine *m, san_paddr_t pa)
+{
+    struct san_frames *f = index_find(m, pa);
+    if (f)
+        return f;
+    struct san_range *r = san_range_lookup(&m->frames, pa);
+    return r && !is_free(r) ? frames_of(r) : NULL;
+}
+
+/* ---- searching ----------------------------------------------------------------------------- */
 
 struct window {
     uint64_t lo, hi; /* [lo, hi), page-aligned */
@@ -42,24 +141,34 @@ static bool place(const struct san_range *e, const struct window *w, uint64_t *a
     return true;
 }
 
+/* The highest free extent in the tree with a placement, and the placement: a depth-first walk
+ * from the right, pruning subtrees whose longest free extent is too short, right subtrees that
+ * start above the window and left subtrees that end below it. Iterative: the stack holds the
+ * nodes whose right subtree is being searched (at most the tree's height). */
 static struct san_range *search(struct san_tree_node *n, const struct window *w, uint64_t *at)
 {
-    while (n) {
+    struct san_tree_node *stack[2 * 64];
+    size_t sp = 0;
+
+    for (;;) {
         struct san_range *r = san_range_of(n);
-        if (r->max_len < w->bytes)
-            return NULL;
-        if (r->start < w->hi && n->right) {
-            struct san_range *found = search(n->right, w, at);
-            if (found)
-                return found;
+        if (n && r->max_len >= w->bytes) {
+            if (r->start < w->hi && n->right) {
+                stack[sp++] = n;
+                n = n->right;
+                continue;
+            }
+        } else {
+            if (!sp)
+                return NULL;
+            n = stack[--sp]; /* its right subtree had nothing: n itself, then its left */
+            r = san_range_of(n);
         }
-        if (r->len >= w->bytes && place(r, w, at))
+        if (is_free(r) && r->len >= w->bytes && place(r, w, at))
             return r;
-        if (r->start <= w->lo)
-            return NULL; /* everything to the left ends at or below r->start */
-        n = n->left;
+        /* Everything to the left ends at or below r->start. */
+        n = r->start > w->lo ? n->left : NULL;
     }
-    return NULL;
 }
 
 /* Window of a request: [lowest, highest] inclusive to page-aligned [lo, hi), NOLOWMEM applied. */
@@ -79,6 +188,8 @@ static bool make_window(const struct san_machine *m, san_paddr_t lowest, san_pad
     w->hi = hi;
     return true;
 }
+
+/* ---- carving and releasing ----------------------------------------------------------------- */
 
 static void account(struct san_machine *m, const struct san_frames *f, int sign)
 {
@@ -104,36 +215,64 @@ static void account(struct san_machine *m, const struct san_frames *f, int sign)
     }
 }
 
-/* Takes [at, at+len) out of free extent e and records it as a frame record of kind. The pool must
- * hold two spare objects. */
+/* Makes f a record of kind (0: a free extent) over [start, start+len), every other field cleared,
+ * keeping its links and summary (what its parent saw: san_range_changed compares with it). */
+static void reinit(struct san_frames *f, uint64_t start, uint64_t len, unsigned kind)
+{
+    struct san_range keep = f->r;
+    *f = (struct san_frames){.kind = (uint8_t)kind};
+    f->r = keep;
+    f->r.start = start;
+    f->r.len = len;
+    f->r.node.user = kind ? SAN_RANGE_INERT : 0;
+}
+
+/* Takes [at, at+len) out of free extent e and records it as a frame record of kind. The pool
+ * must hold two spare objects and the index room for one more record. Every change to an
+ * existing node is propagated before the next link (see san_range_changed). */
 static struct san_frames *carve(struct san_machine *m, struct san_range *e, uint64_t at,
                                 uint64_t len, enum san_frames_kind kind)
 {
-    uint64_t end = at + len, e_end = san_range_end(e);
+    uint64_t end = at + len, e_start = e->start, e_end = san_range_end(e);
+    struct san_frames *f;
 
-    if (at == e->start && end == e_end) {
-        san_range_erase(&m->free_tree, e);
-        san_pool_put(&m->pool, e);
-    } else if (at == e->start) {
-        e->start = end; /* its order among disjoint extents is unchanged */
+    if (at == e_start && end == e_end) {
+        /* The whole extent: it becomes the record, in place. */
+        f = frames_of(e);
+        reinit(f, at, len, kind);
+        san_range_changed(&m->frames, &f->r);
+        m->free_extents--;
+    } else if (at == e_start) {
+        e->start = end; /* its order among disjoint ranges is unchanged */
         e->len = e_end - end;
-        san_range_changed(&m->free_tree, e);
+        san_range_changed(&m->frames, e);
+        f = san_pool_get(&m->pool);
+        reinit(f, at, len, kind);
+        san_range_insert_before(&m->frames, e, &f->r);
     } else {
-        e->len = at - e->start;
-        san_range_changed(&m->free_tree, e);
+        e->len = at - e_start;
+        san_range_changed(&m->frames, e);
+        f = san_pool_get(&m->pool);
+        reinit(f, at, len, kind);
+        san_range_insert_after(&m->frames, e, &f->r);
         if (end != e_end) {
-            struct san_range *tail = san_pool_get(&m->pool);
-            tail->start = end;
-            tail->len = e_end - end;
-            san_range_insert(&m->free_tree, tail);
+            struct san_frames *tail = san_pool_get(&m->pool);
+            reinit(tail, end, e_end - end, 0);
+            san_range_insert_after(&m->frames, &f->r, &tail->r);
+            m->free_extents++;
         }
     }
-
-    struct san_frames *f = san_pool_get(&m->pool);
-    *f = (struct san_frames){.r = {.start = at, .len = len}, .kind = (uint8_t)kind};
-    san_range_insert(&m->used_tree, &f->r);
+    index_put(m, f);
     account(m, f, +1);
     return f;
+}
+
+/* Everything an allocation needs before anything changes: 0 or -ENOMEM. */
+static int reserve(struct san_machine *m)
+{
+    if (san_pool_reserve(&m->pool, 2) || index_reserve(m))
+        return -ENOMEM;
+    return 0;
 }
 
 struct san_frames *san_phys_alloc_locked(struct san_machine *m, uint64_t bytes, san_paddr_t lowest,
@@ -148,11 +287,11 @@ struct san_frames *san_phys_alloc_locked(struct san_machine *m, uint64_t bytes, 
         *err = -EINVAL;
         return NULL;
     }
-    if (san_pool_reserve(&m->pool, 2)) {
+    if (!make_window(m, lowest, highest, &w) || !(e = search(m->frames.root, &w, &at))) {
         *err = -ENOMEM;
         return NULL;
     }
-    if (!make_window(m, lowest, highest, &w) || !(e = search(m->free_tree.root, &w, &at))) {
+    if (reserve(m)) {
         *err = -ENOMEM;
         return NULL;
     }
@@ -167,9 +306,11 @@ struct san_frames *san_phys_alloc_piece_locked(struct san_machine *m, uint64_t b
     uint64_t at;
     struct san_range *e;
 
-    if (!bytes || bytes % PAGE || san_pool_reserve(&m->pool, 2))
+    if (!bytes || bytes % PAGE)
         return NULL;
-    if (!make_window(m, lowest, highest, &w) || !(e = search(m->free_tree.root, &w, &at)))
+    if (!make_window(m, lowest, highest, &w) || !(e = search(m->frames.root, &w, &at)))
+        return NULL;
+    if (reserve(m))
         return NULL;
     /* e has at least a page in the window, ending at at + PAGE: take up to bytes below that. */
     uint64_t end = at + PAGE, s = e->start > w.lo ? e->start : w.lo;
@@ -188,36 +329,49 @@ static void scrub(struct san_machine *m, const struct san_frames *f)
 
 void san_phys_free_locked(struct san_machine *m, struct san_frames *f)
 {
-    uint64_t start = f->r.start, end = san_range_end(&f->r);
+    struct san_range *r = &f->r, *prev = NULL, *next = NULL;
+    uint64_t start = r->start, len = r->len, end = start + len;
+    const struct san_ram_seg *seg = san_phys_seg(m, start);
 
-    san_range_erase(&m->used_tree, &f->r);
+    /* Neighbours only within the segment: at its edges there is nothing to join (and the walk to
+     * the neighbour would be the longest at the top of RAM, where most allocations are). */
+    if (start != seg->base)
+        prev = san_range_prev(r);
+    if (end != seg->base + seg->size)
+        next = san_range_next(r);
+    bool join_prev = prev && is_free(prev) && san_range_end(prev) == start;
+    bool join_next = next && is_free(next) && next->start == end;
+
+    index_del(m, f);
     account(m, f, -1);
     scrub(m, f);
 
-    struct san_range *prev = san_range_floor(&m->free_tree, start);
-    struct san_range *next = prev ? san_range_next(prev) : san_range_first(&m->free_tree);
-    bool join_prev = prev && san_range_end(prev) == start;
-    bool join_next = next && next->start == end;
-
+    /* Erase before growing a neighbour: a change not yet propagated would be lost in the erase's
+     * rotations (see san_range_changed). */
     if (join_prev && join_next) {
-        /* Erase first: a change not yet propagated would be lost in the erase's rotations. */
         uint64_t next_len = next->len;
-        san_range_erase(&m->free_tree, next);
+        san_range_erase(&m->frames, r);
+        san_range_erase(&m->frames, next);
+        san_pool_put(&m->pool, f);
         san_pool_put(&m->pool, next);
-        prev->len += next_len + (end - start);
-        san_range_changed(&m->free_tree, prev);
+        prev->len += len + next_len;
+        san_range_changed(&m->frames, prev);
+        m->free_extents--;
     } else if (join_prev) {
-        prev->len += end - start;
-        san_range_changed(&m->free_tree, prev);
+        san_range_erase(&m->frames, r);
+        san_pool_put(&m->pool, f);
+        prev->len += len;
+        san_range_changed(&m->frames, prev);
     } else if (join_next) {
-        next->start = start;
-        next->len += end - start;
-        san_range_changed(&m->free_tree, next);
+        san_range_erase(&m->frames, r);
+        san_pool_put(&m->pool, f);
+        next->start = start; /* still after prev, which ends before start */
+        next->len += len;
+        san_range_changed(&m->frames, next);
     } else {
-        /* The record itself becomes the free extent. */
-        *f = (struct san_frames){.r = {.start = start, .len = end - start}};
-        san_range_insert(&m->free_tree, &f->r);
-        return;
+        /* The record itself becomes the free extent, in place. */
+        reinit(f, start, len, 0);
+        san_range_changed(&m->frames, r);
+        m->free_extents++;
     }
-    san_pool_put(&m->pool, f);
 }

@@ -97,16 +97,17 @@ int san_machine_create(const struct san_machine_config *cfg, struct san_machine 
     }
     if ((err = -pthread_rwlock_init(&m->lock, NULL)))
         goto fail_map;
-    san_range_tree_init_disjoint(&m->free_tree);
-    san_range_tree_init_disjoint(&m->used_tree);
+    san_range_tree_init_disjoint(&m->frames);
     san_pool_init(&m->pool, sizeof(struct san_frames));
 
     for (size_t i = 0; i < m->nr_seg; i++) {
-        struct san_range *e = san_pool_get(&m->pool); /* a struct san_frames of kind 0 */
-        if (!e) {
+        struct san_frames *f = san_pool_get(&m->pool);
+        if (!f) {
             err = -ENOMEM;
             goto fail_pools;
         }
+        *f = (struct san_frames){.kind = 0}; /* a free extent */
+        struct san_range *e = &f->r;
         e->start = m->seg[i].base;
         e->len = m->seg[i].size;
         if (e->start == 0) {
@@ -116,12 +117,13 @@ int san_machine_create(const struct san_machine_config *cfg, struct san_machine 
         }
         m->ram_bytes += m->seg[i].size;
         if (!e->len) {
-            san_pool_put(&m->pool, e);
+            san_pool_put(&m->pool, f);
             continue;
         }
         m->free_bytes += e->len;
         m->low_free_bytes += san_low_part(e->start, e->len);
-        san_range_insert(&m->free_tree, e);
+        m->free_extents++;
+        san_range_insert(&m->frames, e);
     }
     *out = m;
     return 0;
@@ -144,6 +146,7 @@ void san_machine_destroy(struct san_machine *m)
     munmap(m->image, m->image_size);
     san_pool_destroy(&m->pool);
     pthread_rwlock_destroy(&m->lock);
+    free(m->index);
     free(m->seg);
     free(m);
 }
@@ -163,7 +166,7 @@ int san_machine_stats(struct san_machine *m, struct san_machine_stats *out)
         .locked_bytes = m->locked_bytes,
         .bounce_bytes = atomic_load(&m->bounce_bytes),
         .map_registers_in_use = atomic_load(&m->map_registers_in_use),
-        .free_extents = m->free_tree.count,
+        .free_extents = m->free_extents,
     };
     pthread_rwlock_unlock(&m->lock);
     return 0;
@@ -250,8 +253,10 @@ int san_machine_check_lowmem(struct san_machine *m, uint64_t *dirty_frames)
     if (!m->nolowmem)
         return -EINVAL; /* only a NOLOWMEM machine keeps free low memory scrubbed */
     pthread_rwlock_rdlock(&m->lock);
-    for (struct san_range *e = san_range_first(&m->free_tree); e && e->start < SAN_4G;
+    for (struct san_range *e = san_range_first(&m->frames); e && e->start < SAN_4G;
          e = san_range_next(e)) {
+        if (san_phys_is_record(san_container_of(e, struct san_frames, r)))
+            continue;
         uint64_t len = san_low_part(e->start, e->len);
         unsigned char *host = san_phys_to_host(m, e->start);
         for (uint64_t done = 0; done < len; done += (uint64_t)CHUNK_PAGES * PAGE) {

@@ -1,16 +1,19 @@
 /* Internals of the emulated machine, shared by phys, mdl and dma.
  *
  * Memory: one MAP_NORESERVE anonymous image holds all RAM; segment i (a maximal run of RAM in the
- * map) lives at image + seg[i].host_off, linearly. Metadata: two range trees. free_tree holds the
- * free extents (disjoint, never adjacent: freed neighbours coalesce; never spanning a hole because
- * segments are never adjacent). used_tree holds the frame records (struct san_frames): who uses
- * which frames, and how a device may touch them. Both grow with the number of extents and records,
- * never with the number of frames.
+ * map) lives at image + seg[i].host_off, linearly. Metadata: one range tree, m->frames, holds every
+ * free extent (struct san_frames of kind 0) and every frame record (kind != 0, marked
+ * SAN_RANGE_INERT so that the tree's max_len summary is the longest free extent below a node), in
+ * address order. Free extents are never adjacent (freed neighbours coalesce) and never span a hole
+ * (segments are never adjacent), so a record's neighbours in the tree are the extents it carves
+ * from and coalesces with: allocating and freeing need no second search. Records are also indexed
+ * by start address in a hash table (m->index), for the exact lookups of frees. Everything grows
+ * with the number of extents and records, never with the number of frames.
  *
  * Locking: m->lock is a reader-writer lock. Allocation and release of frames take it for writing;
  * device accesses (dma) take it for reading for the whole copy, so a frame cannot be freed while a
  * device writes it and devices do not serialise each other. Counters that devices bump are atomic.
- * Functions ending in _locked expect the write lock held. */
+ * Functions ending in _locked expect the write lock held; san_phys_frames_at needs either. */
 #ifndef SAN_PHYS_MACHINE_H
 #define SAN_PHYS_MACHINE_H
 
@@ -65,11 +68,13 @@ struct san_machine {
     size_t nr_seg;
     bool nolowmem;
 
-    struct san_tree free_tree; /* struct san_range */
-    struct san_tree used_tree; /* struct san_frames */
-    struct san_pool pool; /* free extents and frame records: both struct san_frames */
+    struct san_tree frames;    /* struct san_frames: free extents and frame records, by address */
+    struct san_pool pool;      /* both kinds of struct san_frames */
+    struct san_frames **index; /* frame records by start: open addressing, linear probing */
+    unsigned index_shift;      /* 64 - log2(slots); slots = 0 until the first record */
+    size_t index_count;
 
-    uint64_t ram_bytes, free_bytes, low_free_bytes;
+    uint64_t ram_bytes, free_bytes, low_free_bytes, free_extents;
     uint64_t allocations, allocated_bytes, locked_bytes;
     atomic_uint_fast64_t dma_faults, bounce_bytes, map_registers_in_use;
 };
@@ -99,11 +104,15 @@ struct san_frames *san_phys_alloc_piece_locked(struct san_machine *m, uint64_t b
                                                enum san_frames_kind kind);
 /* Frees a frame record and its frames (scrubbing low frames on a NOLOWMEM machine). */
 void san_phys_free_locked(struct san_machine *m, struct san_frames *f);
-/* The frame record containing pa, or NULL. */
-static inline struct san_frames *san_phys_frames_at(const struct san_machine *m, san_paddr_t pa)
+/* The frame record containing pa, or NULL (also for free frames and holes). O(1) for the first
+ * frame of a record, O(log n) otherwise. The record's successor in address order is
+ * san_range_next(&f->r), which may be a free extent (kind 0) or a record that does not start
+ * where f ends (a hole lies between). */
+struct san_frames *san_phys_frames_at(const struct san_machine *m, san_paddr_t pa);
+/* True for a frame record, false for a free extent. */
+static inline bool san_phys_is_record(const struct san_frames *f)
 {
-    struct san_range *r = san_range_lookup(&m->used_tree, pa);
-    return r ? san_container_of(r, struct san_frames, r) : NULL;
+    return f->kind != 0;
 }
 
 static inline uint64_t san_low_part(uint64_t start, uint64_t len)
