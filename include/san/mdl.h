@@ -14,13 +14,21 @@ extern "C" {
 
 struct san_mdl;
 
-/* Locks [va, va+len) of the calling process: pins the pages (mlock) and gives each page a frame of
- * m (highest memory first, NOLOWMEM honoured). Whole pages are locked when va or len is unaligned.
- * Devices may always read the buffer; they may write it only with SAN_MEM_WRITE in access.
- * len 0 or unknown access bits: -EINVAL; an unmapped page: -EFAULT; no frames: -ENOMEM. On failure
- * nothing is held. The MDL must be unlocked before m is destroyed. */
-int san_mdl_lock(struct san_machine *m, void *va, size_t len, unsigned access, struct san_mdl **out);
-/* Unpins the pages and frees the frames. NULL is a no-op. */
+/* Locks [va, va+len) of the calling process (MmProbeAndLockPages): checks that every page is
+ * mapped with the access asked for (readable; writable too with SAN_MEM_WRITE), pins the pages
+ * (mlock) and gives each page a frame of m (highest memory first, NOLOWMEM honoured). Whole pages
+ * are locked when va or len is unaligned. Devices may always read the buffer; they may write it
+ * only with SAN_MEM_WRITE in access. Overlapping locks nest: a page stays pinned while any MDL
+ * covers it.
+ * Errors (nothing is held after any of them): len 0, access not 1..3 or NULL arguments: -EINVAL;
+ * a page unmapped or without the access: -EFAULT; no frames left: -ENOMEM; mlock refused for lack
+ * of privilege with RLIMIT_MEMLOCK 0: -EPERM, or over RLIMIT_MEMLOCK: -ENOBUFS.
+ * The MDL must be unlocked before m is destroyed. Blocks in page faults; thread-safe. */
+int san_mdl_lock(struct san_machine *m, void *va, size_t len, unsigned access,
+                 struct san_mdl **out);
+/* Unpins the pages (those no other MDL covers) and frees the frames. NULL is a no-op. An MDL
+ * that a scatter-gather list still maps is logged and leaked, pages and frames kept: a device may
+ * still write them. */
 void san_mdl_unlock(struct san_mdl *mdl);
 /* Number of pages the lock covers. */
 size_t san_mdl_page_count(const struct san_mdl *mdl);
