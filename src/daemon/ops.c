@@ -236,6 +236,11 @@ void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct s
         err = san_mr_deregister(d->mr, &c->mrs, req->u.deregister_req.lkey,
                                 &rep->u.deregister_rep.refs);
         break;
+    case SAN_OP_SET_REMOTE:
+        rep->u.set_remote_rep = (struct san_set_remote_rep){0};
+        err = san_mr_set_remote(d->mr, &c->mrs, req->u.set_remote_req.lkey,
+                                req->u.set_remote_req.exposed, &rep->u.set_remote_rep.rkey);
+        break;
     case SAN_OP_PADDR:
         err = san_mr_paddr(d->mr, &c->mrs, req->u.paddr_req.lkey, req->u.paddr_req.offset,
                            &rep->u.paddr_rep.paddr);

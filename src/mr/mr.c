@@ -158,6 +158,9 @@ int san_mr_register(struct san_mr_registry *reg, struct san_mr_set *set, uint64_
             err = -ENOBUFS;
             goto out_unlock;
         }
+        /* A registration the cache hid (rkey revoked) is reachable again once registered again. */
+        if (e->rdma && !e->rkey && (err = san_keytab_alloc(&reg->rtab, e, &e->rkey)))
+            goto out_unlock;
         e->refs++;
         goto done;
     }
@@ -219,6 +222,29 @@ static struct san_mr_entry *own_locked(struct san_mr_registry *reg, const struct
 {
     struct san_mr_entry *e = san_keytab_lookup(&reg->ltab, lkey);
     return e && e->set == set ? e : NULL;
+}
+
+int san_mr_set_remote(struct san_mr_registry *reg, struct san_mr_set *set, uint32_t lkey,
+                      bool exposed, uint32_t *rkey)
+{
+    int err = 0;
+
+    if (!reg || !set || !rkey)
+        return -EINVAL;
+    pthread_mutex_lock(&reg->lock);
+    struct san_mr_entry *e = own_locked(reg, set, lkey);
+    if (!e || !e->rdma) {
+        err = -EINVAL;
+    } else if (!exposed && e->rkey) {
+        san_keytab_free(&reg->rtab, e->rkey);
+        e->rkey = 0;
+    } else if (exposed && !e->rkey) {
+        err = san_keytab_alloc(&reg->rtab, e, &e->rkey);
+    }
+    if (!err)
+        *rkey = e->rkey;
+    pthread_mutex_unlock(&reg->lock);
+    return err;
 }
 
 int san_mr_deregister(struct san_mr_registry *reg, struct san_mr_set *set, uint32_t lkey,

@@ -114,6 +114,13 @@ int san_mr_register(struct san_mr_registry *reg, struct san_mr_set *set, uint64_
  * last reference and an operation still uses it (nothing changes then). */
 int san_mr_deregister(struct san_mr_registry *reg, struct san_mr_set *set, uint32_t lkey,
                       uint32_t *refs);
+/* RDMA registrations only: revokes the rkey of set's registration lkey (exposed false: peers can no
+ * longer name it; operations in flight finish) or issues a new one if it is revoked (exposed true);
+ * *rkey gets the current rkey (0 when revoked). -EINVAL for a key set does not hold or a local
+ * registration; -ENOBUFS when keys run out. Used by libsan's registration cache for idle entries.
+ */
+int san_mr_set_remote(struct san_mr_registry *reg, struct san_mr_set *set, uint32_t lkey,
+                      bool exposed, uint32_t *rkey);
 /* Physical address of byte offset of set's registration lkey. -EINVAL (key, offset). */
 int san_mr_paddr(struct san_mr_registry *reg, struct san_mr_set *set, uint32_t lkey,
                  uint64_t offset, san_paddr_t *pa);

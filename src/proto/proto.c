@@ -41,6 +41,8 @@ long san_proto_body_size(unsigned opcode)
         return reply ? sizeof(struct san_allocations_rep) : sizeof(struct san_list_req);
     case SAN_OP_CHECK_LOWMEM:
         return reply ? sizeof(struct san_lowmem_rep) : 0;
+    case SAN_OP_SET_REMOTE:
+        return reply ? sizeof(struct san_set_remote_rep) : sizeof(struct san_set_remote_req);
     default:
         return -1;
     }
@@ -75,6 +77,8 @@ static int check_request(const struct san_msg *m)
         return m->u.deregister_req.lkey && !m->u.deregister_req.reserved ? 0 : -EINVAL;
     case SAN_OP_PADDR:
         return m->u.paddr_req.lkey && !m->u.paddr_req.reserved ? 0 : -EINVAL;
+    case SAN_OP_SET_REMOTE:
+        return m->u.set_remote_req.lkey && m->u.set_remote_req.exposed <= 1 ? 0 : -EINVAL;
     default:
         return 0;
     }

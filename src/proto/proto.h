@@ -34,7 +34,8 @@ enum san_opcode {
     SAN_OP_CLIENTS = 8,       /* list clients, a page at a time */
     SAN_OP_ALLOCATIONS = 9,   /* list allocations, a page at a time */
     SAN_OP_CHECK_LOWMEM = 10, /* NOLOWMEM pattern check */
-    SAN_OP_MAX = SAN_OP_CHECK_LOWMEM,
+    SAN_OP_SET_REMOTE = 11,   /* revoke / re-issue the rkey of an RDMA registration (cache) */
+    SAN_OP_MAX = SAN_OP_SET_REMOTE,
 };
 #define SAN_OP_REPLY 0x8000u
 
@@ -99,6 +100,17 @@ struct san_deregister_req {
 };
 struct san_deregister_rep {
     uint32_t refs; /* references left: 0 when the registration is gone */
+    uint32_t reserved;
+};
+
+/* libsan's registration cache keeps idle RDMA registrations: it revokes the rkey while nobody
+ * holds the registration (peers cannot reach it) and has a new one issued on its next use. */
+struct san_set_remote_req {
+    uint32_t lkey;
+    uint32_t exposed; /* 0: revoke the rkey; 1: issue one if it is revoked */
+};
+struct san_set_remote_rep {
+    uint32_t rkey; /* current rkey, 0 when revoked */
     uint32_t reserved;
 };
 
@@ -168,6 +180,8 @@ static_assert(sizeof(struct san_register_req) == 24, "wire layout");
 static_assert(sizeof(struct san_register_rep) == 16, "wire layout");
 static_assert(sizeof(struct san_deregister_req) == 8, "wire layout");
 static_assert(sizeof(struct san_deregister_rep) == 8, "wire layout");
+static_assert(sizeof(struct san_set_remote_req) == 8, "wire layout");
+static_assert(sizeof(struct san_set_remote_rep) == 8, "wire layout");
 static_assert(sizeof(struct san_paddr_req) == 16, "wire layout");
 static_assert(sizeof(struct san_paddr_rep) == 8, "wire layout");
 static_assert(sizeof(struct san_stats_rep) == 96, "wire layout");
@@ -195,6 +209,8 @@ struct san_msg {
         struct san_register_rep register_rep;
         struct san_deregister_req deregister_req;
         struct san_deregister_rep deregister_rep;
+        struct san_set_remote_req set_remote_req;
+        struct san_set_remote_rep set_remote_rep;
         struct san_paddr_req paddr_req;
         struct san_paddr_rep paddr_rep;
         struct san_stats_rep stats_rep;
