@@ -55,13 +55,38 @@ static void mark_locked(struct san_adapter *a, uint32_t first, uint32_t n, bool 
     }
 }
 
-/* Length of the run of free registers at r, not past end. a->lock held. */
+/* Length of the run of free registers at r, not past end. a->lock held. Whole free words are
+ * skipped 64 at a time. */
 static uint32_t free_run(const struct san_adapter *a, uint32_t r, uint32_t end)
 {
     uint32_t s = r;
-    while (r < end && !reg_busy(a, r))
+    while (r < end) {
+        if (r % 64 == 0 && end - r >= 64 &&
+            atomic_load_explicit(&a->busy[r / 64], memory_order_relaxed) == 0) {
+            r += 64;
+            continue;
+        }
+        if (reg_busy(a, r))
+            break;
         r++;
+    }
     return r - s;
+}
+
+/* Skips busy registers from r: the next register at or after r that is free, or end. */
+static uint32_t skip_busy(const struct san_adapter *a, uint32_t r, uint32_t end)
+{
+    while (r < end) {
+        if (r % 64 == 0 && end - r >= 64 &&
+            atomic_load_explicit(&a->busy[r / 64], memory_order_relaxed) == ~UINT64_C(0)) {
+            r += 64;
+            continue;
+        }
+        if (!reg_busy(a, r))
+            break;
+        r++;
+    }
+    return r;
 }
 
 int san_regs_get(struct san_adapter *a, uint32_t n, bool contiguous, struct san_reg_run *runs,
@@ -82,7 +107,7 @@ int san_regs_get(struct san_adapter *a, uint32_t n, bool contiguous, struct san_
         for (uint32_t r = p->first; r < end && got < n;) {
             uint32_t len = free_run(a, r, end);
             if (!len) {
-                r++;
+                r = skip_busy(a, r, end);
                 continue;
             }
             if (contiguous) {

@@ -9,8 +9,8 @@
  *
  * Locking: a->lock (a mutex) guards register allocation (free_regs and bitmap writes). Common
  * buffer bookkeeping (a->common) is guarded by m->lock held for writing, as the frames are.
- * Device accesses take m->lock for reading for the whole copy (phys/machine.h). Lock order:
- * a->lock, then m->lock. */
+ * Device accesses take m->lock for reading for the whole copy (phys/machine.h). a->lock and
+ * m->lock are never held together. */
 #ifndef SAN_DMA_DMA_H
 #define SAN_DMA_DMA_H
 

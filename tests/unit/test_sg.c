@@ -400,6 +400,75 @@ static void test_register_exhaustion(void **state)
     san_machine_destroy(m);
 }
 
+/* 257 map registers (more than one bitmap word): filled one page at a time, then every other one
+ * given back: a scatter-gather transfer takes the scattered registers (one element each), a
+ * device without scatter-gather needs a run and waits. */
+static void test_many_registers(void **state)
+{
+    enum { REGS = 257, PAGES = 300 };
+    struct san_machine *m = machine(8 * GIB, true);
+    uint32_t nr = 0, nr1 = 0;
+    struct san_dma_adapter *a = adapter(m, 32, true, MIB, &nr);
+    struct san_dma_adapter *b = adapter(m, 32, false, MIB, &nr1);
+    assert_int_equal(nr, REGS);
+    assert_int_equal(nr1, REGS);
+    uint8_t *buf = map_pages(PAGES), *dev = malloc(PAGES * PAGE);
+    struct san_mdl *mdl;
+    struct san_sg_list *one[REGS], *sg;
+    assert_non_null(dev);
+    fill(buf, PAGES * PAGE, 40);
+    assert_int_equal(san_mdl_lock(m, buf, PAGES * PAGE, SAN_MEM_READWRITE, &mdl), 0);
+
+    for (uint32_t i = 0; i < REGS; i++) {
+        assert_int_equal(a->ops->get_scatter_gather_list(a, mdl, i * PAGE, PAGE, true, &one[i]), 0);
+        assert_int_equal(one[i]->nr, 1);
+        assert_int_equal(one[i]->elem[0].addr, san_reg_paddr(san_adapter_of(a), i));
+    }
+    assert_int_equal(stats(m).map_registers_in_use, REGS);
+    assert_int_equal(a->ops->get_scatter_gather_list(a, mdl, 0, 1, true, &sg), -EAGAIN);
+    for (uint32_t i = 0; i < REGS; i += 2)
+        a->ops->put_scatter_gather_list(a, one[i], true);
+    assert_int_equal(stats(m).map_registers_in_use, REGS / 2);
+
+    assert_int_equal(a->ops->get_scatter_gather_list(a, mdl, 10 * PAGE, 64 * PAGE, true, &sg), 0);
+    assert_int_equal(sg->nr, 64);
+    assert_reachable(sg, 4 * GIB - 1);
+    for (uint32_t i = 0; i < 64; i++)
+        assert_int_equal(sg->elem[i].addr, san_reg_paddr(san_adapter_of(a), 2 * i));
+    device_read_list(a, sg, dev);
+    assert_int_equal(memcmp(dev, buf + 10 * PAGE, 64 * PAGE), 0);
+    assert_int_equal(a->ops->get_scatter_gather_list(a, mdl, 0, 66 * PAGE, true, &one[0]), -EAGAIN);
+    a->ops->put_scatter_gather_list(a, sg, true);
+    for (uint32_t i = 1; i < REGS; i += 2)
+        a->ops->put_scatter_gather_list(a, one[i], true);
+
+    /* The same pattern on the adapter without scatter-gather: a run of 2 is not there. */
+    for (uint32_t i = 0; i < REGS; i++)
+        assert_int_equal(b->ops->get_scatter_gather_list(b, mdl, i * PAGE, PAGE, true, &one[i]), 0);
+    for (uint32_t i = 0; i < REGS; i += 2)
+        b->ops->put_scatter_gather_list(b, one[i], true);
+    assert_int_equal(b->ops->get_scatter_gather_list(b, mdl, 0, 2 * PAGE, true, &sg), -EAGAIN);
+    assert_int_equal(b->ops->get_scatter_gather_list(b, mdl, 0, PAGE, true, &sg), 0);
+    b->ops->put_scatter_gather_list(b, sg, true);
+    for (uint32_t i = 1; i < REGS; i += 2)
+        b->ops->put_scatter_gather_list(b, one[i], true);
+    assert_int_equal(b->ops->get_scatter_gather_list(b, mdl, 100, MIB, false, &sg), 0);
+    assert_int_equal(sg->nr, 1);
+    assert_int_equal(stats(m).map_registers_in_use, REGS);
+    fill(dev, MIB, 41);
+    device_write_list(b, sg, dev);
+    b->ops->put_scatter_gather_list(b, sg, false);
+    assert_int_equal(memcmp(buf + 100, dev, MIB), 0);
+    assert_int_equal(stats(m).map_registers_in_use, 0);
+
+    san_mdl_unlock(mdl);
+    a->ops->put_dma_adapter(a);
+    b->ops->put_dma_adapter(b);
+    free(dev);
+    munmap(buf, PAGES * PAGE);
+    san_machine_destroy(m);
+}
+
 /* Without scatter-gather the registers must be one run: fragmented by use, -EAGAIN. */
 static void test_no_sg_register_runs(void **state)
 {
@@ -655,6 +724,7 @@ int main(void)
         cmocka_unit_test(test_no_scatter_gather),
         cmocka_unit_test(test_register_exhaustion),
         cmocka_unit_test(test_no_sg_register_runs),
+        cmocka_unit_test(test_many_registers),
         cmocka_unit_test(test_outstanding_lists),
         cmocka_unit_test(test_client_buffer),
         cmocka_unit_test(test_concurrent),
