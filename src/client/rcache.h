@@ -30,9 +30,10 @@ struct san_rcache_ops {
     /* Releases a registration. Runs under the cache lock, possibly on the memwatch handler thread:
      * must not allocate or free memory, munmap, nor call back into the cache. */
     void (*do_deregister)(void *ctx, const struct san_rcache_reg *reg);
-    /* RDMA registrations: makes reg reachable by peers (exposed) or not. NULL: idle RDMA
-     * registrations are not kept (released at reference count 0). */
-    int (*set_remote)(void *ctx, const struct san_rcache_reg *reg, bool exposed);
+    /* RDMA registrations: makes reg reachable by peers (exposed) or not, updating reg->rkey (a
+     * re-exposed registration gets a new rkey). Called with the entry's exposure lock held, not the
+     * cache lock. NULL: RDMA registrations are not cached. */
+    int (*set_remote)(void *ctx, struct san_rcache_reg *reg, bool exposed);
 };
 
 /* Bounds. A zero field takes the environment ($SAN_RCACHE_MAX_ENTRIES, $SAN_RCACHE_MAX_BYTES with

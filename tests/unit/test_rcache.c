@@ -89,7 +89,7 @@ static void fake_deregister(void *ctx, const struct san_rcache_reg *reg)
     }
 }
 
-static int fake_set_remote(void *ctx, const struct san_rcache_reg *reg, bool exposed)
+static int fake_set_remote(void *ctx, struct san_rcache_reg *reg, bool exposed)
 {
     struct fake *f = ctx;
     (void)reg;
