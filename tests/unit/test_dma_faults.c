@@ -170,6 +170,9 @@ static void test_nth_allocation_fails(void **state)
     print_message("%u injected failures, all -ENOMEM with nothing held\n", failures);
 #endif
     assert_int_equal(sequence(m, buf, dev), 0);
+    struct san_machine_stats end = stats(m);
+    assert_int_equal(end.free_bytes, idle.free_bytes);
+    assert_int_equal(end.allocations, idle.allocations);
     for (unsigned i = 0; i < nr_hold; i++)
         if (hold[i])
             assert_int_equal(san_free_contiguous(m, hold[i], PAGE, SAN_CACHED), 0);
