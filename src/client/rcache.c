@@ -54,6 +54,7 @@ struct san_rcache_entry {
     bool doomed;  /* PENDING, and its memory changed while it was being registered */
     bool exposed; /* RDMA: reachable by peers; under remote_lock */
     pthread_mutex_t remote_lock;
+    struct san_rcache *rc;
     struct san_rcache_reg reg;
 };
 
@@ -251,7 +252,8 @@ static void kill_locked(struct san_rcache *rc, struct san_rcache_entry *e)
     if (e->rdma)
         pthread_mutex_unlock(&e->remote_lock);
     /* From here e may be freed by a concurrent last put unless it was idle. */
-    rc->ops.do_deregister(rc->ctx, &reg);
+    if (rc->ops.do_deregister(rc->ctx, &reg))
+        rc->st.release_fail++;
     if (!old) {
         e->grave_next = rc->graveyard;
         rc->graveyard = e;
@@ -370,6 +372,7 @@ static int miss(struct san_rcache *rc, void *addr, size_t len, unsigned access, 
     struct san_rcache_entry *e = entry_new();
     if (!e)
         return -ENOMEM;
+    e->rc = rc;
     *hit = false;
     pthread_mutex_lock(&rc->miss_lock);
     for (int attempt = 0;; attempt++) {
@@ -414,7 +417,8 @@ static int miss(struct san_rcache *rc, void *addr, size_t len, unsigned access, 
         if (watched && e->doomed) {
             /* The memory was unmapped or changed during the registration: release it before anyone
              * can register that address again, then start over (it may be a new mapping now). */
-            rc->ops.do_deregister(rc->ctx, &e->reg);
+            if (rc->ops.do_deregister(rc->ctx, &e->reg))
+                rc->st.release_fail++;
             pthread_rwlock_unlock(&rc->lock);
             if (attempt < 3)
                 continue;
@@ -527,10 +531,11 @@ int san_rcache_put(struct san_rcache *rc, struct san_rcache_entry *e)
     uint32_t old;
 
     if (e->uncached) {
-        if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1) {
-            rc->ops.do_deregister(rc->ctx, &e->reg);
-            entry_free(e, false);
-        }
+        /* Exactly one reference (every uncached get makes its own entry). */
+        int err = rc->ops.do_deregister(rc->ctx, &e->reg);
+        if (err)
+            return err;
+        entry_free(e, false);
         return 0;
     }
     uint64_t now = atomic_fetch_add_explicit(&rc->clock, 1, memory_order_relaxed);
@@ -571,6 +576,11 @@ int san_rcache_put(struct san_rcache *rc, struct san_rcache_entry *e)
         free_orphan(rc, e);
     reap(rc);
     return 0;
+}
+
+struct san_rcache *san_rcache_entry_cache(const struct san_rcache_entry *e)
+{
+    return e->rc;
 }
 
 const struct san_rcache_reg *san_rcache_entry_reg(const struct san_rcache_entry *e)

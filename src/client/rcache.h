@@ -27,9 +27,11 @@ struct san_rcache_ops {
     /* Registers (locks and registers) [addr, addr + len); 0 or a negative errno. May block. */
     int (*do_register)(void *ctx, void *addr, size_t len, unsigned access, bool rdma,
                        struct san_rcache_reg *out);
-    /* Releases a registration. Runs under the cache lock, possibly on the memwatch handler thread:
-     * must not allocate or free memory, munmap, nor call back into the cache. */
-    void (*do_deregister)(void *ctx, const struct san_rcache_reg *reg);
+    /* Releases a registration: 0 or a negative errno (-EBUSY: an operation still uses it). Runs
+     * under the cache lock, possibly on the memwatch handler thread: must not allocate or free
+     * memory, munmap, nor call back into the cache. For a cached registration the cache cannot act
+     * on a failure (it is counted); for one served uncached, san_rcache_put returns it. */
+    int (*do_deregister)(void *ctx, const struct san_rcache_reg *reg);
     /* RDMA registrations: makes reg reachable by peers (exposed) or not, updating reg->rkey (a
      * re-exposed registration gets a new rkey). Called with the entry's exposure lock held, not the
      * cache lock. NULL: RDMA registrations are not cached. */
@@ -53,6 +55,7 @@ struct san_rcache_stats {
     uint64_t uncached;       /* of those, registrations served without caching */
     uint64_t evictions, invalidations, doomed;
     uint64_t remote_toggles; /* set_remote round trips */
+    uint64_t release_fail;   /* do_deregister failures on cached entries */
     bool watching;           /* memwatch handler running */
     /* memwatch counters */
     uint64_t events, unmaps, remaps, removes, faults, overflows, watch_fail;
@@ -78,10 +81,13 @@ void san_rcache_destroy(struct san_rcache *rc);
 int san_rcache_get(struct san_rcache *rc, void *addr, size_t len, unsigned access, bool rdma,
                    struct san_rcache_entry **out);
 /* Drops a reference. At 0 the entry stays cached (RDMA: hidden from peers), or is released if it
- * was invalidated or never cached. Never fails for a valid entry; -EINVAL for NULL. */
+ * was invalidated or never cached. Fails only for a registration served uncached whose release
+ * fails (do_deregister's error, e.g. -EBUSY: the reference stays, try again); -EINVAL for NULL. */
 int san_rcache_put(struct san_rcache *rc, struct san_rcache_entry *e);
 /* The registration behind a reference. Valid while the reference is held. */
 const struct san_rcache_reg *san_rcache_entry_reg(const struct san_rcache_entry *e);
+/* The cache an entry belongs to. */
+struct san_rcache *san_rcache_entry_cache(const struct san_rcache_entry *e);
 /* False once the entry was invalidated (its registration released: the keys no longer work). */
 bool san_rcache_entry_valid(const struct san_rcache_entry *e);
 

@@ -48,9 +48,10 @@ static _Atomic uint64_t next_gen = 1;
 
 struct fake {
     _Atomic int regs, deregs, toggles;
-    _Atomic int live; /* registrations not released */
-    _Atomic int fail_next;
-    bool mlock; /* pin like libsan does */
+    _Atomic int live;       /* registrations not released */
+    _Atomic int fail_next;  /* error for the next do_register */
+    _Atomic int fail_dereg; /* error for the next do_deregister */
+    bool mlock;             /* pin like libsan does */
 };
 
 static int fake_register(void *ctx, void *addr, size_t len, unsigned access, bool rdma,
@@ -77,9 +78,12 @@ static int fake_register(void *ctx, void *addr, size_t len, unsigned access, boo
     return 0;
 }
 
-static void fake_deregister(void *ctx, const struct san_rcache_reg *reg)
+static int fake_deregister(void *ctx, const struct san_rcache_reg *reg)
 {
     struct fake *f = ctx;
+    int inj = atomic_exchange(&f->fail_dereg, 0);
+    if (inj)
+        return inj;
     atomic_fetch_add(&f->deregs, 1);
     atomic_fetch_sub(&f->live, 1);
     if (f->mlock) {
@@ -87,6 +91,7 @@ static void fake_deregister(void *ctx, const struct san_rcache_reg *reg)
         uint64_t end = (reg->addr + reg->len + PG - 1) & ~(uint64_t)(PG - 1);
         syscall(SYS_munlock, (void *)(uintptr_t)start, end - start);
     }
+    return 0;
 }
 
 static int fake_set_remote(void *ctx, struct san_rcache_reg *reg, bool exposed)
@@ -627,6 +632,13 @@ static void test_unwatchable_memory_passes_through(void **state)
     assert_int_equal(f.regs, 2);
     assert_int_equal(f.deregs, 2);
     assert_int_equal(stats(rc).uncached, 2);
+    /* An uncached release the registering layer refuses keeps the reference. */
+    assert_int_equal(san_rcache_get(rc, m, PG, SAN_MEM_READ, false, &e), 0);
+    f.fail_dereg = -EBUSY;
+    assert_int_equal(san_rcache_put(rc, e), -EBUSY);
+    assert_int_equal(f.live, 1);
+    assert_int_equal(san_rcache_put(rc, e), 0);
+    assert_int_equal(f.live, 0);
     munmap(m, PG);
     fclose(t);
     /* A failing registration is reported and leaves nothing behind. */

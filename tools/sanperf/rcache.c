@@ -1,0 +1,270 @@
+/* sanperf rcache: what libsan's registration cache saves. In one run, against one private
+ * sanproxyd:
+ *   hit        san_register + san_deregister of a cached 64 KiB range (no round trip, no system
+ *              call); timed in batches of HIT_BATCH operations, reported per operation;
+ *   miss       the same through a context whose cache is disabled (SAN_RCACHE_MAX_ENTRIES=0 at
+ *              san_open): two round trips, mlock/munlock and the daemon's work; timed one by one;
+ *   cold       a miss on a caching context followed by san_cache_invalidate: what a first use
+ *              costs with the cache on (populate, userfaultfd registration, release);
+ *   rdma_idle  san_register_rdma + san_deregister of an idle cached RDMA range: the rkey is
+ *              re-issued on the hit and revoked on the release (two round trips);
+ *   rdma_held  the same while another reference is held (no round trip).
+ * Samples of every case are taken in alternating rounds so they see the same machine noise;
+ * ratio = miss p50 / hit p50 (the target: hit <= 200 ns and ratio >= 50).
+ * The daemon is a child (fork + exec of the sanproxyd next to sanperf, --ready-fd) that never
+ * outlives the suite. Single-threaded. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <san/san.h>
+
+#include "perf.h"
+
+#define BYTES          (64 * 1024)
+#define HIT_BATCH      256
+#define DEFAULT_ROUNDS 200
+#define MISS_PER_ROUND 8
+
+struct rc_daemon {
+    pid_t pid;
+    char dir[64], sock[96];
+};
+
+static int rc_start_daemon(struct rc_daemon *d)
+{
+    char exe[PATH_MAX], path[PATH_MAX + 16], fdbuf[16];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    int p[2];
+
+    if (n <= 0)
+        return -errno;
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return -ENOENT;
+    *slash = 0;
+    snprintf(path, sizeof(path), "%s/sanproxyd", exe);
+    if (access(path, X_OK)) {
+        fprintf(stderr, "sanperf rcache: no sanproxyd next to sanperf (%s)\n", path);
+        return -ENOENT;
+    }
+    strcpy(d->dir, "/tmp/sanperf-rc.XXXXXX");
+    if (!mkdtemp(d->dir))
+        return -errno;
+    snprintf(d->sock, sizeof(d->sock), "%s/sock", d->dir);
+    if (pipe(p))
+        return -errno;
+    pid_t parent = getpid();
+    d->pid = fork();
+    if (d->pid < 0)
+        return -errno;
+    if (!d->pid) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        close(p[0]);
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0 && !getenv("SANPERF_DAEMON_LOG"))
+            dup2(null, 2);
+        snprintf(fdbuf, sizeof(fdbuf), "%d", p[1]);
+        execl(path, path, "--foreground", "--socket", d->sock, "--ready-fd", fdbuf, (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    char buf[8] = {0};
+    n = read(p[0], buf, sizeof(buf));
+    close(p[0]);
+    if (n <= 0) {
+        waitpid(d->pid, NULL, 0);
+        rmdir(d->dir);
+        return -ECHILD;
+    }
+    return 0;
+}
+
+static void rc_stop_daemon(struct rc_daemon *d)
+{
+    kill(d->pid, SIGTERM);
+    waitpid(d->pid, NULL, 0);
+    rmdir(d->dir);
+}
+
+/* Opens a context whose cache is disabled, whatever the environment says. */
+static int open_uncached(const char *sock, struct san_ctx **out)
+{
+    char *old = getenv("SAN_RCACHE_MAX_ENTRIES");
+    char *saved = old ? strdup(old) : NULL;
+    setenv("SAN_RCACHE_MAX_ENTRIES", "0", 1);
+    int err = san_open(sock, out);
+    if (saved)
+        setenv("SAN_RCACHE_MAX_ENTRIES", saved, 1);
+    else
+        unsetenv("SAN_RCACHE_MAX_ENTRIES");
+    free(saved);
+    return err;
+}
+
+static int reg_dereg(struct san_ctx *ctx, void *buf)
+{
+    struct san_mr *mr;
+    int err = san_register(ctx, buf, BYTES, SAN_MEM_READWRITE, &mr);
+    return err ? err : san_deregister(mr);
+}
+
+static int rdma_reg_dereg(struct san_ctx *ctx, void *buf)
+{
+    unsigned char desc[SAN_RDMA_DESC_SIZE];
+    size_t dlen = sizeof(desc);
+    struct san_mr *mr;
+    int err = san_register_rdma(ctx, buf, BYTES, SAN_MEM_READWRITE, desc, &dlen, &mr);
+    return err ? err : san_deregister(mr);
+}
+
+enum { C_HIT, C_MISS, C_COLD, C_RDMA_IDLE, C_RDMA_HELD, NR_CASES };
+static const char *const case_names[NR_CASES] = {"hit", "miss", "cold", "rdma_idle", "rdma_held"};
+
+int perf_rcache(const struct perf_opts *o)
+{
+    uint64_t rounds = DEFAULT_ROUNDS;
+    struct rc_daemon d;
+    struct san_ctx *cached = NULL, *uncached = NULL;
+    struct san_mr *held = NULL;
+    uint64_t *samples[NR_CASES] = {0};
+    size_t nr[NR_CASES] = {0};
+    char *mem = MAP_FAILED;
+    int err;
+
+    for (int i = 0; i < o->argc; i++) {
+        const char *a = o->argv[i];
+        if (!strcmp(a, "--json"))
+            continue;
+        if (!strcmp(a, "--rounds") && i + 1 < o->argc) {
+            char *end;
+            errno = 0;
+            rounds = strtoull(o->argv[++i], &end, 10);
+            if (!errno && !*end && rounds >= 1 && rounds <= 1000000)
+                continue;
+        }
+        fprintf(stderr,
+                "usage: sanperf rcache [--json] [--rounds N]\n"
+                "  registration cache: hit vs miss (cache disabled) of 64 KiB through a\n"
+                "  private sanproxyd, plus cold misses and RDMA hits (default %d rounds)\n",
+                DEFAULT_ROUNDS);
+        return 1;
+    }
+    for (int c = 0; c < NR_CASES; c++)
+        if (!(samples[c] = calloc(rounds * MISS_PER_ROUND, sizeof(uint64_t)))) {
+            err = -ENOMEM;
+            goto out_samples;
+        }
+    if ((err = rc_start_daemon(&d))) {
+        fprintf(stderr, "sanperf rcache: cannot start sanproxyd: %s\n", san_strerror(err));
+        goto out_samples;
+    }
+    if ((err = san_open(d.sock, &cached)) || (err = open_uncached(d.sock, &uncached)))
+        goto out_ctx;
+    /* Separate 64 KiB buffers per case (two contexts must not pin the same pages). */
+    mem = mmap(NULL, 6 * BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) {
+        err = -ENOMEM;
+        goto out_ctx;
+    }
+    memset(mem, 1, 6 * BYTES);
+    char *hit_buf = mem, *miss_buf = mem + BYTES, *cold_buf = mem + 2 * BYTES;
+    char *rdma_idle_buf = mem + 3 * BYTES, *rdma_held_buf = mem + 4 * BYTES;
+    /* Warm up: the first use of each cached buffer is a miss. */
+    unsigned char desc[SAN_RDMA_DESC_SIZE];
+    size_t dlen = sizeof(desc);
+    if ((err = reg_dereg(cached, hit_buf)) || (err = rdma_reg_dereg(cached, rdma_idle_buf)) ||
+        (err = san_register_rdma(cached, rdma_held_buf, BYTES, SAN_MEM_READWRITE, desc, &dlen,
+                                 &held)))
+        goto out_mem;
+
+    for (uint64_t r = 0; r < rounds; r++) {
+        uint64_t t0 = perf_now_ns();
+        for (int i = 0; i < HIT_BATCH; i++)
+            if ((err = reg_dereg(cached, hit_buf)))
+                goto out_held;
+        samples[C_HIT][nr[C_HIT]++] = (perf_now_ns() - t0) / HIT_BATCH;
+
+        t0 = perf_now_ns();
+        for (int i = 0; i < HIT_BATCH; i++)
+            if ((err = rdma_reg_dereg(cached, rdma_held_buf)))
+                goto out_held;
+        samples[C_RDMA_HELD][nr[C_RDMA_HELD]++] = (perf_now_ns() - t0) / HIT_BATCH;
+
+        for (int i = 0; i < MISS_PER_ROUND; i++) {
+            t0 = perf_now_ns();
+            if ((err = reg_dereg(uncached, miss_buf)))
+                goto out_held;
+            uint64_t t1 = perf_now_ns();
+            samples[C_MISS][nr[C_MISS]++] = t1 - t0;
+
+            if ((err = reg_dereg(cached, cold_buf)) ||
+                (err = san_cache_invalidate(cached, cold_buf, BYTES)))
+                goto out_held;
+            uint64_t t2 = perf_now_ns();
+            samples[C_COLD][nr[C_COLD]++] = t2 - t1;
+
+            if ((err = rdma_reg_dereg(cached, rdma_idle_buf)))
+                goto out_held;
+            samples[C_RDMA_IDLE][nr[C_RDMA_IDLE]++] = perf_now_ns() - t2;
+        }
+        perf_progress("rcache", r + 1, rounds);
+    }
+
+    uint64_t p50[NR_CASES], p99[NR_CASES];
+    for (int c = 0; c < NR_CASES; c++) {
+        p50[c] = perf_quantile(samples[c], nr[c], 0.5);
+        p99[c] = perf_quantile(samples[c], nr[c], 0.99);
+    }
+    double ratio = p50[C_HIT] ? (double)p50[C_MISS] / (double)p50[C_HIT] : 0;
+    bool ok = p50[C_HIT] <= 200 && ratio >= 50;
+    if (o->json) {
+        for (int c = 0; c < NR_CASES; c++)
+            perf_json(
+                "\"suite\": \"rcache\", \"case\": \"%s\", \"bytes\": %d, \"samples\": %zu"
+                ", \"per_sample_ops\": %d, \"p50_ns\": %" PRIu64 ", \"p99_ns\": %" PRIu64
+                ", \"baseline\": \"miss\", \"baseline_p50_ns\": %" PRIu64 ", \"ratio_p50\": %.2f",
+                case_names[c], BYTES, nr[c], c == C_HIT || c == C_RDMA_HELD ? HIT_BATCH : 1, p50[c],
+                p99[c], p50[C_MISS], p50[c] ? (double)p50[C_MISS] / (double)p50[c] : 0.0);
+        perf_json("\"suite\": \"rcache\", \"case\": \"summary\", \"hit_ns\": %" PRIu64
+                  ", \"miss_ns\": %" PRIu64 ", \"ratio\": %.1f, \"target_hit_ns\": 200"
+                  ", \"target_ratio\": 50, \"ok\": %s",
+                  p50[C_HIT], p50[C_MISS], ratio, ok ? "true" : "false");
+    } else {
+        printf("%-10s %9s %9s %9s\n", "case", "p50_ns", "p99_ns", "miss/case");
+        for (int c = 0; c < NR_CASES; c++)
+            printf("%-10s %9" PRIu64 " %9" PRIu64 " %9.1f\n", case_names[c], p50[c], p99[c],
+                   p50[c] ? (double)p50[C_MISS] / (double)p50[c] : 0.0);
+        printf("hit %" PRIu64 " ns, miss %" PRIu64
+               " ns, ratio %.1f (targets: <= 200 ns, >= 50): %s\n",
+               p50[C_HIT], p50[C_MISS], ratio, ok ? "met" : "NOT met");
+    }
+
+out_held:
+    if (held)
+        san_deregister(held);
+out_mem:
+    munmap(mem, 6 * BYTES);
+out_ctx:
+    san_close(uncached);
+    san_close(cached);
+    rc_stop_daemon(&d);
+out_samples:
+    for (int c = 0; c < NR_CASES; c++)
+        free(samples[c]);
+    if (err)
+        fprintf(stderr, "sanperf rcache: %s\n", san_strerror(err));
+    return err ? 1 : 0;
+}
