@@ -56,7 +56,8 @@ struct san_dma_ops {
      * exactly one element. len 0, past the MDL or above max_length: -EINVAL; a device write
      * (!to_device) into an MDL locked without SAN_MEM_WRITE: -EACCES; map registers busy now:
      * -EAGAIN; more map registers (or, without scatter-gather, a longer run) than the adapter
-     * was granted: -ENOMEM. Nothing is held on failure. */
+     * was granted: -ENOMEM; a client's pages unreadable while copying in: -EFAULT. Nothing is
+     * held on failure. */
     int (*get_scatter_gather_list)(struct san_dma_adapter *a, struct san_mdl *mdl, size_t offset,
                                    size_t len, bool to_device, struct san_sg_list **out);
     /* Ends the transfer: bounced data from the device is copied back, map registers released.
