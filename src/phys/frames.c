@@ -171,6 +171,35 @@ static struct san_range *search(struct san_tree_node *n, const struct window *w,
     }
 }
 
+/* The search hint. A search for window w that found extent e proves that no free extent above e
+ * has a placement for w. That stays true while the extents above e only shrink or vanish, so the
+ * same request again (drivers ask for the same buffer shape over and over) is answered by e
+ * alone, as long as e still has a placement; otherwise a full search runs. Whatever could make an
+ * extent above e appear or grow, or e stop being a free extent, drops the hint: a carve from e
+ * that leaves a free tail above the record or takes all of e, a free that creates or grows an
+ * extent above e, a coalesce that erases e. */
+static inline bool hint_matches(const struct san_machine *m, const struct window *w)
+{
+    return m->hint && m->hint_bytes == w->bytes && m->hint_lo == w->lo && m->hint_hi == w->hi &&
+           m->hint_boundary == w->boundary;
+}
+
+static inline void hint_set(struct san_machine *m, struct san_range *e, const struct window *w)
+{
+    m->hint = frames_of(e);
+    m->hint_bytes = w->bytes;
+    m->hint_lo = w->lo;
+    m->hint_hi = w->hi;
+    m->hint_boundary = w->boundary;
+}
+
+/* A free extent x grew or appeared. */
+static inline void hint_grown(struct san_machine *m, const struct san_range *x)
+{
+    if (m->hint && &m->hint->r != x && x->start > m->hint->r.start)
+        m->hint = NULL;
+}
+
 /* Window of a request: [lowest, highest] inclusive to page-aligned [lo, hi), NOLOWMEM applied. */
 static bool make_window(const struct san_machine *m, san_paddr_t lowest, san_paddr_t highest,
                         struct window *w)
@@ -236,6 +265,8 @@ static struct san_frames *carve(struct san_machine *m, struct san_range *e, uint
     uint64_t end = at + len, e_start = e->start, e_end = san_range_end(e);
     struct san_frames *f;
 
+    if (m->hint && &m->hint->r == e && (at == e_start) == (end == e_end))
+        m->hint = NULL; /* all of it, or a free tail above the record */
     if (at == e_start && end == e_end) {
         /* The whole extent: it becomes the record, in place. */
         f = frames_of(e);
@@ -287,9 +318,20 @@ struct san_frames *san_phys_alloc_locked(struct san_machine *m, uint64_t bytes, 
         *err = -EINVAL;
         return NULL;
     }
-    if (!make_window(m, lowest, highest, &w) || !(e = search(m->frames.root, &w, &at))) {
+    if (!make_window(m, lowest, highest, &w)) {
         *err = -ENOMEM;
         return NULL;
+    }
+    if (hint_matches(m, &w) && place(&m->hint->r, &w, &at)) {
+        e = &m->hint->r;
+    } else {
+        e = search(m->frames.root, &w, &at);
+        m->hint = NULL;
+        if (!e) {
+            *err = -ENOMEM;
+            return NULL;
+        }
+        hint_set(m, e, &w);
     }
     if (reserve(m)) {
         *err = -ENOMEM;
@@ -348,6 +390,8 @@ void san_phys_free_locked(struct san_machine *m, struct san_frames *f)
 
     /* Erase before growing a neighbour: a change not yet propagated would be lost in the erase's
      * rotations (see san_range_changed). */
+    if (join_next && m->hint && next == &m->hint->r && join_prev)
+        m->hint = NULL; /* next is about to be erased */
     if (join_prev && join_next) {
         uint64_t next_len = next->len;
         san_range_erase(&m->frames, r);
@@ -356,22 +400,26 @@ void san_phys_free_locked(struct san_machine *m, struct san_frames *f)
         san_pool_put(&m->pool, next);
         prev->len += len + next_len;
         san_range_changed(&m->frames, prev);
+        hint_grown(m, prev);
         m->free_extents--;
     } else if (join_prev) {
         san_range_erase(&m->frames, r);
         san_pool_put(&m->pool, f);
         prev->len += len;
         san_range_changed(&m->frames, prev);
+        hint_grown(m, prev);
     } else if (join_next) {
         san_range_erase(&m->frames, r);
         san_pool_put(&m->pool, f);
         next->start = start; /* still after prev, which ends before start */
         next->len += len;
         san_range_changed(&m->frames, next);
+        hint_grown(m, next);
     } else {
         /* The record itself becomes the free extent, in place. */
         reinit(f, start, len, 0);
         san_range_changed(&m->frames, r);
+        hint_grown(m, r);
         m->free_extents++;
     }
 }

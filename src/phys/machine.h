@@ -74,6 +74,10 @@ struct san_machine {
     unsigned index_shift;      /* 64 - log2(slots); slots = 0 until the first record */
     size_t index_count;
 
+    /* The search hint (frames.c): the free extent the last full search found, and its request. */
+    struct san_frames *hint;
+    uint64_t hint_lo, hint_hi, hint_bytes, hint_boundary;
+
     uint64_t ram_bytes, free_bytes, low_free_bytes, free_extents;
     uint64_t allocations, allocated_bytes, locked_bytes;
     atomic_uint_fast64_t dma_faults, bounce_bytes, map_registers_in_use;

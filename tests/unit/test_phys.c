@@ -360,6 +360,47 @@ static void test_highest_first(void **state)
     san_machine_destroy(m);
 }
 
+/* The same request again and again is answered from a hint (frames.c); whatever changes the
+ * answer must still be seen: a free tail left above by another request, a free above, a merge. */
+static void test_repeated_requests(void **state)
+{
+    (void)state;
+    struct san_machine *m = make(NULL, 0, 8 * GIB, false);
+    uint64_t top = 4 * GIB + (8 * GIB - (3 * GIB - MIB));
+
+    void *a = alloc(m, 64 * KIB, ANY);
+    assert_int_equal(pa_of(m, a), top - 64 * KIB);
+    assert_int_equal(san_free_contiguous(m, a, 64 * KIB, SAN_CACHED), 0);
+    /* Another request takes a block from the middle of the top extent: a free tail above it. */
+    void *b = alloc(m, 64 * KIB, 0, top - MIB - 1, 0);
+    assert_int_equal(pa_of(m, b), top - MIB - 64 * KIB);
+    void *c = alloc(m, 64 * KIB, ANY);
+    assert_int_equal(pa_of(m, c), top - 64 * KIB);
+    void *d = alloc(m, 64 * KIB, ANY);
+    assert_int_equal(pa_of(m, d), top - 128 * KIB);
+    /* A free above the last answer: the freed block is the highest again. */
+    assert_int_equal(san_free_contiguous(m, c, 64 * KIB, SAN_CACHED), 0);
+    c = alloc(m, 64 * KIB, ANY);
+    assert_int_equal(pa_of(m, c), top - 64 * KIB);
+    /* Fill the tail completely, then free in an order that merges extents. */
+    void *t[14];
+    for (int i = 0; i < 14; i++) {
+        t[i] = alloc(m, 64 * KIB, ANY);
+        assert_int_equal(pa_of(m, t[i]), top - (uint64_t)(3 + i) * 64 * KIB);
+    }
+    void *e = alloc(m, 64 * KIB, ANY); /* the tail is full: below b */
+    assert_int_equal(pa_of(m, e), top - MIB - 128 * KIB);
+    assert_int_equal(san_free_contiguous(m, b, 64 * KIB, SAN_CACHED), 0);
+    void *f = alloc(m, 64 * KIB, ANY);
+    assert_int_equal(pa_of(m, f), top - MIB - 64 * KIB);
+    assert_int_equal(san_free_contiguous(m, f, 64 * KIB, SAN_CACHED), 0);
+    assert_int_equal(san_free_contiguous(m, t[13], 64 * KIB, SAN_CACHED), 0);
+    assert_int_equal(san_free_contiguous(m, t[12], 64 * KIB, SAN_CACHED), 0);
+    f = alloc(m, 64 * KIB, ANY);
+    assert_int_equal(pa_of(m, f), top - 15 * 64 * KIB); /* the top of the merged extent */
+    san_machine_destroy(m);
+}
+
 /* Takes every free page in [lo, hi] with decreasing sizes; returns how many bytes it took. */
 static uint64_t exhaust(struct san_machine *m, san_paddr_t lo, san_paddr_t hi, void **held,
                         size_t *sizes, size_t *n, size_t cap)
@@ -690,6 +731,7 @@ int main(void)
         cmocka_unit_test(test_never_spans_a_hole),
         cmocka_unit_test(test_memory_is_real),
         cmocka_unit_test(test_highest_first),
+        cmocka_unit_test(test_repeated_requests),
         cmocka_unit_test(test_nolowmem),
         cmocka_unit_test(test_lowmem_pattern_check),
         cmocka_unit_test(test_custom_maps),

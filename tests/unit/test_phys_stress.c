@@ -226,8 +226,48 @@ static void tag_check(const struct held *h)
     assert_int_equal(b, h->tag);
 }
 
+/* A few request shapes that come back again and again, as a driver's do (the allocator keeps
+ * a hint for a repeated request; the model checks that it still answers with the highest
+ * placement). */
+struct shape {
+    size_t bytes;
+    san_paddr_t lowest, highest;
+    uint64_t boundary;
+};
+static struct shape shapes[4];
+
 static void do_alloc(struct san_machine *m, struct model *md, struct held *held, size_t *n)
 {
+    if (rnd() % 2) {
+        const struct shape *sh = &shapes[rnd() % 4];
+        enum san_cache_type cache = (enum san_cache_type)(rnd() % 3);
+        uint64_t len = (sh->bytes + PAGE - 1) / PAGE * PAGE;
+        san_paddr_t want_pa = 0;
+        bool fits = model_place(md, len, sh->lowest, sh->highest, sh->boundary, &want_pa);
+        void *va = NULL;
+        int err =
+            san_alloc_contiguous(m, sh->bytes, sh->lowest, sh->highest, sh->boundary, cache, &va);
+        assert_int_equal(err, fits ? 0 : -ENOMEM);
+        if (err)
+            return;
+        san_paddr_t pa;
+        assert_int_equal(san_get_physical_address(m, va, &pa), 0);
+        assert_int_equal(pa, want_pa);
+        model_mark(md, want_pa, len, USED);
+        md->allocations++;
+        md->allocated_bytes += len;
+        if (*n == MAX_HELD) {
+            assert_int_equal(san_free_contiguous(m, va, sh->bytes, cache), 0);
+            model_mark(md, want_pa, len, FREE);
+            md->allocations--;
+            md->allocated_bytes -= len;
+            return;
+        }
+        struct held *h = &held[(*n)++];
+        *h = (struct held){va, want_pa, sh->bytes, len, cache, rnd()};
+        tag_write(h);
+        return;
+    }
     uint64_t pages = rnd() % 4 ? 1 + rnd() % 16 : 1 + rnd() % 512;
     size_t bytes = (size_t)(pages * PAGE - (rnd() % 2 ? rnd() % PAGE : 0));
     if (bytes < 2 * sizeof(uint64_t))
@@ -355,6 +395,17 @@ static void run_machine(const struct san_ram_range *ram, size_t nr, bool nolow, 
     size_t n = 0;
 
     rng = seed;
+    for (int i = 0; i < 4; i++) {
+        shapes[i] = (struct shape){(size_t)(1 + rnd() % 8) * PAGE, 0, UINT64_MAX, 0};
+        if (i == 1)
+            shapes[i].highest = G4 - 1;
+        if (i == 2)
+            shapes[i].boundary = 4 * shapes[i].bytes;
+        if (i == 3) {
+            shapes[i].lowest = ram[nr / 2].base;
+            shapes[i].highest = ram[nr - 1].base + ram[nr - 1].size / 2;
+        }
+    }
     assert_int_equal(san_machine_create(&cfg, &m), 0);
     model_init(&md, ram, nr, nolow);
     check_stats(m, &md, true);
