@@ -68,7 +68,7 @@ struct san_dma_ops {
 
 /* IoGetDmaAdapter: reads a zeroed-then-filled description. Versions 0..3 (else -EINVAL); version 3
  * uses dma_address_width (1..64, else -EINVAL); otherwise dma64 gives 64 bits (over dma32), else 32
- * bits. max_length 0: -EINVAL. *nr_map_registers (may be NULL) is in/out: the number wanted (0 or
+ * bits. *nr_map_registers (may be NULL) is in/out: the number wanted (0 or
  * more than needed: the pages of max_length + 1) and the number granted, which is lower when
  * memory the device reaches runs short. Map registers are bounce pages reserved now. */
 int san_get_dma_adapter(struct san_machine *m, const struct san_device_description *desc,

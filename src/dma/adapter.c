@@ -230,7 +230,7 @@ int san_get_dma_adapter(struct san_machine *m, const struct san_device_descripti
     if (!out)
         return -EINVAL;
     *out = NULL;
-    if (!m || !desc || desc->version > 3 || !desc->max_length)
+    if (!m || !desc || desc->version > 3)
         return -EINVAL;
     if (desc->version == 3) {
         if (desc->dma_address_width < 1 || desc->dma_address_width > 64)
@@ -239,7 +239,8 @@ int san_get_dma_adapter(struct san_machine *m, const struct san_device_descripti
     } else {
         width = desc->dma64 ? 64 : 32; /* dma64 wins over dma32; neither is a 32-bit master */
     }
-    /* The pages max_length can span, plus one for an unaligned start. */
+    /* The pages max_length can span, plus one for an unaligned start (max_length 0: one map
+     * register, and no list can be mapped; common buffers and bus accesses still work). */
     uint32_t needed = (uint32_t)(((uint64_t)desc->max_length + PAGE - 1) / PAGE) + 1;
     uint32_t want = nr_map_registers && *nr_map_registers && *nr_map_registers < needed
                         ? *nr_map_registers

@@ -41,8 +41,16 @@ static void test_description_rules(void **state)
     d.dma_address_width = 65;
     assert_int_equal(san_get_dma_adapter(m, &d, &n, &a), -EINVAL);
     d.dma_address_width = 64;
-    d.max_length = 0;
-    assert_int_equal(san_get_dma_adapter(m, &d, &n, &a), -EINVAL);
+    d.max_length = 0; /* accepted: common buffers and bus accesses only */
+    assert_int_equal(san_get_dma_adapter(m, &d, &n, &a), 0);
+    assert_int_equal(n, 1);
+    san_laddr_t l0;
+    void *v0;
+    assert_int_equal(a->ops->allocate_common_buffer(a, PAGE, &l0, true, &v0), 0);
+    assert_int_equal(san_dma_write(a, l0, "x", 1), 0);
+    assert_int_equal(a->ops->free_common_buffer(a, PAGE, l0, v0, true), 0);
+    a->ops->put_dma_adapter(a);
+    a = (struct san_dma_adapter *)1;
     d.max_length = 64 * KIB;
     assert_int_equal(san_get_dma_adapter(NULL, &d, &n, &a), -EINVAL);
     assert_int_equal(san_get_dma_adapter(m, NULL, &n, &a), -EINVAL);
