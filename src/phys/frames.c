@@ -256,9 +256,24 @@ static void reinit(struct san_frames *f, uint64_t start, uint64_t len, unsigned 
     f->r.node.user = kind ? SAN_RANGE_INERT : 0;
 }
 
+/* The pending shrink. Carving from the top or the bottom of a free extent shrinks it, and telling
+ * its ancestors (max_len) takes a walk up the tree; the commonest next step, freeing that record
+ * again, grows it back and takes the same walk. So the shrink is left pending: the extent's length
+ * is already right, its ancestors still see the old one (an over-estimate: a search could only
+ * look in vain, never miss). Every operation starts by settling a pending shrink (one walk, as
+ * before), except a free that merges the record back into that very extent without rotations (a
+ * red leaf): that regrows the extent first and then settles it, usually in one step. Nothing
+ * else changes the tree while a shrink is pending, so no rotation ever sees it. */
+static void settle(struct san_machine *m)
+{
+    if (m->pending) {
+        san_range_changed(&m->frames, &m->pending->r);
+        m->pending = NULL;
+    }
+}
+
 /* Takes [at, at+len) out of free extent e and records it as a frame record of kind. The pool
- * must hold two spare objects and the index room for one more record. Every change to an
- * existing node is propagated before the next link (see san_range_changed). */
+ * must hold two spare objects and the index room for one more record; no shrink is pending. */
 static struct san_frames *carve(struct san_machine *m, struct san_range *e, uint64_t at,
                                 uint64_t len, enum san_frames_kind kind)
 {
@@ -273,25 +288,30 @@ static struct san_frames *carve(struct san_machine *m, struct san_range *e, uint
         reinit(f, at, len, kind);
         san_range_changed(&m->frames, &f->r);
         m->free_extents--;
-    } else if (at == e_start) {
-        e->start = end; /* its order among disjoint ranges is unchanged */
-        e->len = e_end - end;
-        san_range_changed(&m->frames, e);
+    } else if (at == e_start || end == e_end) {
+        /* From the bottom or the top: link the record next to e (e unchanged so far, so the
+         * rebalancing sees consistent summaries), then shrink e, pending. */
         f = san_pool_get(&m->pool);
         reinit(f, at, len, kind);
-        san_range_insert_before(&m->frames, e, &f->r);
+        if (at == e_start) {
+            san_range_insert_before(&m->frames, e, &f->r);
+            e->start = end; /* its order among disjoint ranges is unchanged */
+            e->len = e_end - end;
+        } else {
+            san_range_insert_after(&m->frames, e, &f->r);
+            e->len = at - e_start;
+        }
+        m->pending = frames_of(e);
     } else {
         e->len = at - e_start;
         san_range_changed(&m->frames, e);
         f = san_pool_get(&m->pool);
         reinit(f, at, len, kind);
         san_range_insert_after(&m->frames, e, &f->r);
-        if (end != e_end) {
-            struct san_frames *tail = san_pool_get(&m->pool);
-            reinit(tail, end, e_end - end, 0);
-            san_range_insert_after(&m->frames, &f->r, &tail->r);
-            m->free_extents++;
-        }
+        struct san_frames *tail = san_pool_get(&m->pool);
+        reinit(tail, end, e_end - end, 0);
+        san_range_insert_after(&m->frames, &f->r, &tail->r);
+        m->free_extents++;
     }
     index_put(m, f);
     account(m, f, +1);
@@ -318,6 +338,7 @@ struct san_frames *san_phys_alloc_locked(struct san_machine *m, uint64_t bytes, 
         *err = -EINVAL;
         return NULL;
     }
+    settle(m);
     if (!make_window(m, lowest, highest, &w)) {
         *err = -ENOMEM;
         return NULL;
@@ -350,6 +371,7 @@ struct san_frames *san_phys_alloc_piece_locked(struct san_machine *m, uint64_t b
 
     if (!bytes || bytes % PAGE)
         return NULL;
+    settle(m);
     if (!make_window(m, lowest, highest, &w) || !(e = search(m->frames.root, &w, &at)))
         return NULL;
     if (reserve(m))
@@ -387,6 +409,25 @@ void san_phys_free_locked(struct san_machine *m, struct san_frames *f)
     index_del(m, f);
     account(m, f, -1);
     scrub(m, f);
+
+    struct san_range *pending = m->pending ? &m->pending->r : NULL;
+    if (pending && join_prev != join_next && pending == (join_prev ? prev : next) &&
+        !r->node.left && !r->node.right && r->node.red) {
+        /* Back into the extent it was just carved from, and erasing a red leaf rotates nothing:
+         * regrow the extent, then unlink the record, then settle (see settle). */
+        if (join_prev) {
+            prev->len += len;
+        } else {
+            next->start = start;
+            next->len += len;
+        }
+        san_range_erase(&m->frames, r);
+        san_pool_put(&m->pool, f);
+        settle(m);
+        hint_grown(m, pending);
+        return;
+    }
+    settle(m);
 
     /* Erase before growing a neighbour: a change not yet propagated would be lost in the erase's
      * rotations (see san_range_changed). */

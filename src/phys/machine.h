@@ -74,6 +74,7 @@ struct san_machine {
     unsigned index_shift;      /* 64 - log2(slots); slots = 0 until the first record */
     size_t index_count;
 
+    struct san_frames *pending; /* a free extent whose shrink its ancestors do not know yet */
     /* The search hint (frames.c): the free extent the last full search found, and its request. */
     struct san_frames *hint;
     uint64_t hint_lo, hint_hi, hint_bytes, hint_boundary;
