@@ -15,8 +15,11 @@
  * san_phys_frames_at, which only reads. */
 #include "phys/machine.h"
 
+#include <assert.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #define PAGE ((uint64_t)SAN_PAGE_SIZE)
@@ -49,18 +52,18 @@ static struct san_frames *index_find(const struct san_machine *m, san_paddr_t pa
         return NULL;
     size_t mask = index_slots(m) - 1;
     for (size_t i = slot_of(m, pa);; i = (i + 1) & mask) {
-        struct san_frames *f = m->index[i];
-        if (!f || f->r.start == pa)
-            return f;
+        const struct san_index_slot *s = &m->index[i];
+        if (!s->f || s->start == pa)
+            return s->f;
     }
 }
 
 static void index_put(struct san_machine *m, struct san_frames *f)
 {
     size_t mask = index_slots(m) - 1, i = slot_of(m, f->r.start);
-    while (m->index[i])
+    while (m->index[i].f)
         i = (i + 1) & mask;
-    m->index[i] = f;
+    m->index[i] = (struct san_index_slot){f->r.start, f};
     m->index_count++;
 }
 
@@ -71,15 +74,16 @@ static int index_reserve(struct san_machine *m)
     if (m->index_count + 1 <= slots / 2)
         return 0;
     unsigned shift = slots ? m->index_shift - 1 : 64 - 6;
-    struct san_frames **old = m->index, **fresh = calloc((size_t)1 << (64 - shift), sizeof(*fresh));
+    struct san_index_slot *old = m->index,
+                          *fresh = calloc((size_t)1 << (64 - shift), sizeof(*fresh));
     if (!fresh)
         return -ENOMEM;
     m->index = fresh;
     m->index_shift = shift;
     m->index_count = 0;
     for (size_t i = 0; i < slots; i++)
-        if (old[i])
-            index_put(m, old[i]);
+        if (old[i].f)
+            index_put(m, old[i].f);
     free(old);
     return 0;
 }
@@ -88,17 +92,17 @@ static int index_reserve(struct san_machine *m)
 static void index_del(struct san_machine *m, const struct san_frames *f)
 {
     size_t mask = index_slots(m) - 1, i = slot_of(m, f->r.start);
-    while (m->index[i] != f)
+    while (m->index[i].f != f)
         i = (i + 1) & mask;
-    for (size_t j = (i + 1) & mask; m->index[j]; j = (j + 1) & mask) {
-        size_t home = slot_of(m, m->index[j]->r.start);
+    for (size_t j = (i + 1) & mask; m->index[j].f; j = (j + 1) & mask) {
+        size_t home = slot_of(m, m->index[j].start);
         /* Move j back into the hole at i unless its home lies cyclically in (i, j]. */
         if (((j - home) & mask) >= ((j - i) & mask)) {
             m->index[i] = m->index[j];
             i = j;
         }
     }
-    m->index[i] = NULL;
+    m->index[i] = (struct san_index_slot){0, NULL};
     m->index_count--;
 }
 
@@ -246,11 +250,13 @@ static void account(struct san_machine *m, const struct san_frames *f, int sign)
 
 /* Makes f a record of kind (0: a free extent) over [start, start+len), every other field cleared,
  * keeping its links and summary (what its parent saw: san_range_changed compares with it). */
+static_assert(offsetof(struct san_frames, r) == 0, "reinit clears what follows the range");
+
 static void reinit(struct san_frames *f, uint64_t start, uint64_t len, unsigned kind)
 {
-    struct san_range keep = f->r;
-    *f = (struct san_frames){.kind = (uint8_t)kind};
-    f->r = keep;
+    /* Everything after the range, whatever fields it has (a fixed-size memset, no rep stos). */
+    memset((char *)f + sizeof(f->r), 0, sizeof(*f) - sizeof(f->r));
+    f->kind = (uint8_t)kind;
     f->r.start = start;
     f->r.len = len;
     f->r.node.user = kind ? SAN_RANGE_INERT : 0;

@@ -60,6 +60,12 @@ struct san_frames {
     uint64_t owner_va;                  /* LOCKED: owner's address of r.start */
 };
 
+/* A slot of the record index; the start is kept here so that probing never touches a record. */
+struct san_index_slot {
+    san_paddr_t start;
+    struct san_frames *f; /* NULL: empty */
+};
+
 struct san_machine {
     pthread_rwlock_t lock;
     uint8_t *image;
@@ -68,10 +74,10 @@ struct san_machine {
     size_t nr_seg;
     bool nolowmem;
 
-    struct san_tree frames;    /* struct san_frames: free extents and frame records, by address */
-    struct san_pool pool;      /* both kinds of struct san_frames */
-    struct san_frames **index; /* frame records by start: open addressing, linear probing */
-    unsigned index_shift;      /* 64 - log2(slots); slots = 0 until the first record */
+    struct san_tree frames; /* struct san_frames: free extents and frame records, by address */
+    struct san_pool pool;   /* both kinds of struct san_frames */
+    struct san_index_slot *index; /* frame records by start: open addressing, linear probing */
+    unsigned index_shift;         /* 64 - log2(slots); slots = 0 until the first record */
     size_t index_count;
 
     struct san_frames *pending; /* a free extent whose shrink its ancestors do not know yet */
