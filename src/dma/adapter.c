@@ -242,6 +242,8 @@ int san_get_dma_adapter(struct san_machine *m, const struct san_device_descripti
     /* The pages max_length can span, plus one for an unaligned start (max_length 0: one map
      * register, and no list can be mapped; common buffers and bus accesses still work). */
     uint32_t needed = (uint32_t)(((uint64_t)desc->max_length + PAGE - 1) / PAGE) + 1;
+    if (needed > SAN_DMA_MAX_MAP_REGISTERS)
+        needed = SAN_DMA_MAX_MAP_REGISTERS;
     uint32_t want = nr_map_registers && *nr_map_registers && *nr_map_registers < needed
                         ? *nr_map_registers
                         : needed;

@@ -24,6 +24,11 @@
 #include "mdl/mdl.h"
 #include "phys/machine.h"
 
+/* Map registers one adapter may hold at most (64 MiB of bounce pages): a description with a huge
+ * max_length must not take all the memory its device reaches. Bounced transfers needing more
+ * fail with -ENOMEM; direct transfers need none. */
+#define SAN_DMA_MAX_MAP_REGISTERS 16384u
+
 /* A run of map registers: physically contiguous bounce pages. */
 struct san_bounce_piece {
     struct san_frames *f; /* f->r.start: physical address of register first */
