@@ -18,8 +18,11 @@ struct san_mr;
 
 /* Connects to sanproxyd at socket_path (NULL: $SANPROXY_SOCKET, else
  * $XDG_RUNTIME_DIR/sanproxy.sock, else /tmp/sanproxy.sock) and checks the protocol version.
- * -ENOENT/-ECONNREFUSED when no daemon listens, -EPROTO on a version mismatch. Blocks for one round
- * trip. */
+ * -ENOENT/-ECONNREFUSED when no daemon listens, -EPROTO on a version mismatch, -EINVAL for a
+ * malformed $SAN_RCACHE_MAX_ENTRIES / $SAN_RCACHE_MAX_BYTES (the registration cache's bounds).
+ * Blocks for one round trip. A context belongs to the process that opened it: in a forked child
+ * every call on it returns -ECHILD, except san_close (which frees the child's copy and releases
+ * nothing of the parent's). */
 int san_open(const char *socket_path, struct san_ctx **out);
 /* Releases everything the context holds: its allocations are unmapped, its registrations dropped
  * (every struct san_mr of it becomes invalid), the connection closed. NULL is a no-op. */
@@ -39,24 +42,33 @@ int san_physical_address(struct san_ctx *ctx, const void *va, san_paddr_t *pa);
 /* Size of the descriptor san_register_rdma writes. */
 #define SAN_RDMA_DESC_SIZE 40u
 
-/* WSPRegisterMemory: locks [addr, addr+len) (whole pages) and registers it for local use. The same
- * range and access registered again returns the same keys (a reference is added); every successful
- * call gives its own struct san_mr to deregister. Bad arguments: -EINVAL; an unmapped page:
- * -EFAULT; over a per-client limit: -ENOBUFS; no frames: -ENOMEM. Blocks for one round trip. */
+/* WSPRegisterMemory: locks [addr, addr+len) (whole pages) and registers it for local use. Goes
+ * through the registration cache (docs/rcache.md): a cached registration that covers the range with
+ * at least this access serves it (same keys, no round trip, no system call); registrations stay
+ * cached after their last san_deregister until evicted or until the memory is unmapped. A call may
+ * return the same handle as an earlier one; every successful call needs its own san_deregister.
+ * Bad arguments: -EINVAL; an unmapped page: -EFAULT; over a per-client limit: -ENOBUFS; no frames:
+ * -ENOMEM. A miss blocks for one round trip. */
 int san_register(struct san_ctx *ctx, void *addr, size_t len, unsigned access, struct san_mr **out);
 /* WSPRegisterRdmaMemory: as san_register, and the registration gets a remote key usable by the
  * connected peer. Writes an opaque descriptor (SAN_RDMA_DESC_SIZE bytes) to desc; if *desc_len is
- * too small, nothing is registered: -EFAULT and *desc_len = the size needed. */
+ * too small, nothing is registered: -EFAULT and *desc_len = the size needed. A cached RDMA
+ * registration nobody holds has no rkey (peers cannot reach it); a hit on it gets a new rkey (one
+ * round trip). */
 int san_register_rdma(struct san_ctx *ctx, void *addr, size_t len, unsigned access, void *desc,
                       size_t *desc_len, struct san_mr **out);
-/* Drops the reference mr holds; the last one unlocks and unregisters. -EBUSY while an operation
- * still uses the memory (mr stays valid then); otherwise mr is freed. */
+/* Drops the reference mr holds. At the last one the registration stays cached (locked and
+ * registered; RDMA: its rkey revoked) until it is evicted or invalidated; one served uncached
+ * (cache full of held entries, file mappings, cache disabled) is released: -EBUSY while an
+ * operation still uses the memory (mr stays valid then). */
 int san_deregister(struct san_mr *mr);
 uint32_t san_mr_lkey(const struct san_mr *mr);
 uint32_t san_mr_rkey(const struct san_mr *mr); /* 0 for local registrations */
 
-/* WSPMemoryRegistrationCacheCallback: the memory at [addr, addr+len) is going away. -EINVAL when
- * nothing registered by this context overlaps it. */
+/* WSPMemoryRegistrationCacheCallback: the memory at [addr, addr+len) is going away. Every cached
+ * registration overlapping it is released now (handles still held become invalid: their keys no
+ * longer work; they are still deregistered). -EINVAL when nothing registered by this context
+ * overlaps it. Unmapping the memory does the same on its own (docs/rcache.md). */
 int san_cache_invalidate(struct san_ctx *ctx, void *addr, size_t len);
 
 #ifdef __cplusplus

@@ -24,6 +24,7 @@
 #include <san/client.h>
 
 #include "common/range.h"
+#include "client/rcache.h"
 #include "proto/proto.h"
 
 #define PAGE       ((uint64_t)SAN_PAGE_SIZE)
@@ -45,10 +46,13 @@ struct client_reg {
     bool rdma;
 };
 
+/* A registration as the daemon gave it. The application's handles are registration cache entries
+ * (see the end of this file); the cache holds one of these per daemon registration it keeps. */
 struct san_mr {
     struct san_ctx *ctx;
     struct client_reg *reg;
     struct san_mr *next, *prev;
+    bool free_reg; /* released by the cache: reg goes with it when it is freed */
 };
 
 struct san_ctx {
@@ -60,6 +64,9 @@ struct san_ctx {
     struct san_tree allocs;
     struct san_tree regs;
     struct san_mr mrs; /* list head of outstanding handles */
+    struct san_rcache *rc;
+    struct san_mr *dead; /* released by the cache, freed later (the cache's thread never frees) */
+    bool closing;        /* san_close: the socket's end releases everything at once */
 };
 
 struct san_rdma_desc {
@@ -72,6 +79,11 @@ struct san_rdma_desc {
     uint32_t client_id; /* the registering client, on that daemon */
 };
 static_assert(sizeof(struct san_rdma_desc) == SAN_RDMA_DESC_SIZE, "descriptor layout");
+
+/* The registration cache's side (at the end of this file). */
+static const struct san_rcache_ops rcache_ops;
+static bool forked(const struct san_ctx *ctx);
+static void reap_dead(struct san_ctx *ctx);
 
 /* One round trip: sends req, waits for its reply. Returns the reply's status (or a transport
  * error). fd, if not NULL, receives a descriptor that came with a successful reply (-1 if none).
@@ -159,6 +171,8 @@ int san_open(const char *socket_path, struct san_ctx **out)
     }
     ctx->host_id = rep.u.hello_rep.host_id;
     ctx->client_id = rep.u.hello_rep.client_id;
+    if ((err = san_rcache_create(NULL, &rcache_ops, ctx, &ctx->rc)))
+        goto fail_lock;
     *out = ctx;
     return 0;
 
@@ -203,6 +217,15 @@ void san_close(struct san_ctx *ctx)
 
     if (!ctx)
         return;
+    /* The cache first: it stops its watcher, and its releases are no-ops (the socket's end
+     * releases everything). In a forked child it frees its copy and releases nothing. */
+    if (!forked(ctx)) {
+        pthread_mutex_lock(&ctx->lock);
+        ctx->closing = true;
+        pthread_mutex_unlock(&ctx->lock);
+    }
+    reap_dead(ctx);
+    san_rcache_destroy(ctx->rc);
     /* Closing the socket is the cleanup request: the daemon releases everything we held. */
     close(ctx->fd);
     while ((r = san_range_first(&ctx->allocs))) {
@@ -232,6 +255,8 @@ int san_alloc(struct san_ctx *ctx, size_t bytes, unsigned flags, void **va)
 
     if (!ctx || !va || !bytes || (flags & ~(unsigned)SAN_ALLOC_FLAGS_ALL))
         return -EINVAL;
+    if (forked(ctx))
+        return -ECHILD;
     if (bytes > SIZE_MAX - PAGE)
         return -ENOMEM;
     a = calloc(1, sizeof(*a));
@@ -279,6 +304,8 @@ int san_free(struct san_ctx *ctx, void *va)
 
     if (!ctx || !va)
         return -EINVAL;
+    if (forked(ctx))
+        return -ECHILD;
     pthread_mutex_lock(&ctx->lock);
     struct client_alloc *a = alloc_of(san_range_lookup(&ctx->allocs, (uintptr_t)va));
     if (!a || a->r.start != (uintptr_t)va) {
@@ -288,13 +315,17 @@ int san_free(struct san_ctx *ctx, void *va)
     san_proto_init(&req, SAN_OP_FREE, 0);
     req.u.free_req.handle = a->handle;
     err = call(ctx, &req, &rep, NULL);
-    if (!err || err == -EINVAL) {
-        /* Gone on the daemon's side (or never known there): forget it here too. */
+    /* Gone on the daemon's side (or never known there): forget it here too. */
+    bool gone = !err || err == -EINVAL;
+    if (gone)
         san_range_erase(&ctx->allocs, &a->r);
+    pthread_mutex_unlock(&ctx->lock);
+    if (gone) {
+        /* After the lock: unmapping memory the registration cache watches waits for its handler,
+         * which may need ctx->lock to release the registration. */
         munmap(va, a->r.len);
         free(a);
     }
-    pthread_mutex_unlock(&ctx->lock);
     return err;
 }
 
@@ -318,6 +349,8 @@ int san_physical_address(struct san_ctx *ctx, const void *va, san_paddr_t *pa)
 
     if (!ctx || !va || !pa)
         return -EINVAL;
+    if (forked(ctx))
+        return -ECHILD;
     pthread_mutex_lock(&ctx->lock);
     struct client_alloc *a = alloc_of(san_range_lookup(&ctx->allocs, p));
     if (a) {
@@ -436,44 +469,9 @@ fail_unpin:
     return err;
 }
 
-int san_register(struct san_ctx *ctx, void *addr, size_t len, unsigned access, struct san_mr **out)
-{
-    return do_register(ctx, addr, len, access, false, out);
-}
-
-int san_register_rdma(struct san_ctx *ctx, void *addr, size_t len, unsigned access, void *desc,
-                      size_t *desc_len, struct san_mr **out)
-{
-    struct san_mr *mr;
-    int err;
-
-    if (!desc_len)
-        return -EINVAL;
-    if (*desc_len < SAN_RDMA_DESC_SIZE) {
-        *desc_len = SAN_RDMA_DESC_SIZE;
-        return -EFAULT;
-    }
-    if (!desc)
-        return -EFAULT;
-    if ((err = do_register(ctx, addr, len, access, true, &mr)))
-        return err;
-    struct san_rdma_desc d = {
-        .magic = DESC_MAGIC,
-        .version = 1,
-        .access = (uint16_t)access,
-        .host_id = ctx->host_id,
-        .va = (uintptr_t)addr,
-        .len = len,
-        .rkey = mr->reg->rkey,
-        .client_id = ctx->client_id,
-    };
-    memcpy(desc, &d, sizeof(d));
-    *desc_len = sizeof(d);
-    *out = mr;
-    return 0;
-}
-
-int san_deregister(struct san_mr *mr)
+/* Drops mr's daemon reference (the cache calls it with defer: mr, and its client_reg when this
+ * was the last reference, go to ctx->dead instead of being freed). */
+static int release_mr(struct san_mr *mr, bool defer)
 {
     struct san_msg req, rep;
     int err;
@@ -494,36 +492,191 @@ int san_deregister(struct san_mr *mr)
     }
     if (!err) {
         g->refs = rep.u.deregister_rep.refs;
-        if (!g->refs) {
+        bool last = !g->refs;
+        if (last) {
             san_range_erase(&ctx->regs, &g->r);
             unpin_uncovered(ctx, g->r.start, g->r.len);
-            free(g);
+            if (!defer)
+                free(g);
         }
         mr->prev->next = mr->next;
         mr->next->prev = mr->prev;
         mr->ctx = NULL;
-        free(mr);
+        if (defer) {
+            mr->free_reg = last;
+            mr->next = ctx->dead;
+            ctx->dead = mr;
+        } else {
+            free(mr);
+        }
     }
     pthread_mutex_unlock(&ctx->lock);
     return err;
 }
 
+/* ---- The registration cache (client/rcache.h, docs/rcache.md). Every registration goes through
+ * it: a hit returns a cached registration with no round trip; a miss comes back here through
+ * rc_register (do_register above) and the cache keeps the result. The handle the application gets
+ * is the cache entry itself (struct san_mr * is an opaque pointer to it); several calls served by
+ * one cached registration return the same handle, each still deregistered once. The callbacks
+ * take ctx->lock, always after the cache's own locks; they never free memory (rc_deregister may
+ * run on the cache's watcher thread): released handles wait on ctx->dead for reap_dead. */
+
+static bool forked(const struct san_ctx *ctx)
+{
+    return san_rcache_forked(ctx->rc);
+}
+
+/* Frees what the cache released. Called without any lock held. */
+static void reap_dead(struct san_ctx *ctx)
+{
+    struct san_mr *list;
+    if (forked(ctx)) { /* the child may not take a lock the fork caught held */
+        list = ctx->dead;
+    } else {
+        pthread_mutex_lock(&ctx->lock);
+        list = ctx->dead;
+        pthread_mutex_unlock(&ctx->lock);
+    }
+    ctx->dead = NULL;
+    while (list) {
+        struct san_mr *next = list->next;
+        if (list->free_reg)
+            free(list->reg);
+        free(list);
+        list = next;
+    }
+}
+
+static int rc_register(void *arg, void *addr, size_t len, unsigned access, bool rdma,
+                       struct san_rcache_reg *out)
+{
+    struct san_ctx *ctx = arg;
+    struct san_mr *mr;
+
+    reap_dead(ctx);
+    int err = do_register(ctx, addr, len, access, rdma, &mr);
+    if (err)
+        return err;
+    *out = (struct san_rcache_reg){.handle = (uintptr_t)mr,
+                                   .lkey = mr->reg->lkey,
+                                   .rkey = mr->reg->rkey,
+                                   .addr = (uintptr_t)addr,
+                                   .len = len};
+    return 0;
+}
+
+static int rc_deregister(void *arg, const struct san_rcache_reg *r)
+{
+    struct san_ctx *ctx = arg;
+    if (ctx->closing)
+        return 0;
+    return release_mr((struct san_mr *)(uintptr_t)r->handle, true);
+}
+
+/* SAN_OP_SET_REMOTE: an idle cached RDMA registration is hidden from peers (rkey revoked) and
+ * exposed again, with a new rkey, on its next use. */
+static int rc_set_remote(void *arg, struct san_rcache_reg *r, bool exposed)
+{
+    struct san_ctx *ctx = arg;
+    struct san_msg req, rep;
+
+    san_proto_init(&req, SAN_OP_SET_REMOTE, 0);
+    req.u.set_remote_req = (struct san_set_remote_req){.lkey = r->lkey, .exposed = exposed};
+    pthread_mutex_lock(&ctx->lock);
+    int err = call(ctx, &req, &rep, NULL);
+    if (!err) {
+        r->rkey = rep.u.set_remote_rep.rkey;
+        ((struct san_mr *)(uintptr_t)r->handle)->reg->rkey = r->rkey;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    return err;
+}
+
+static const struct san_rcache_ops rcache_ops = {
+    .do_register = rc_register,
+    .do_deregister = rc_deregister,
+    .set_remote = rc_set_remote,
+};
+
+static int cached_register(struct san_ctx *ctx, void *addr, size_t len, unsigned access, bool rdma,
+                           struct san_mr **out)
+{
+    struct san_rcache_entry *e;
+
+    if (!ctx || !out)
+        return -EINVAL;
+    int err = san_rcache_get(ctx->rc, addr, len, access, rdma, &e);
+    if (!err)
+        *out = (struct san_mr *)e;
+    return err;
+}
+
+int san_register(struct san_ctx *ctx, void *addr, size_t len, unsigned access, struct san_mr **out)
+{
+    return cached_register(ctx, addr, len, access, false, out);
+}
+
+int san_register_rdma(struct san_ctx *ctx, void *addr, size_t len, unsigned access, void *desc,
+                      size_t *desc_len, struct san_mr **out)
+{
+    struct san_mr *mr;
+    int err;
+
+    if (!desc_len)
+        return -EINVAL;
+    if (*desc_len < SAN_RDMA_DESC_SIZE) {
+        *desc_len = SAN_RDMA_DESC_SIZE;
+        return -EFAULT;
+    }
+    if (!desc)
+        return -EFAULT;
+    if ((err = cached_register(ctx, addr, len, access, true, &mr)))
+        return err;
+    struct san_rdma_desc d = {
+        .magic = DESC_MAGIC,
+        .version = 1,
+        .access = (uint16_t)access,
+        .host_id = ctx->host_id,
+        .va = (uintptr_t)addr,
+        .len = len,
+        .rkey = san_mr_rkey(mr),
+        .client_id = ctx->client_id,
+    };
+    memcpy(desc, &d, sizeof(d));
+    *desc_len = sizeof(d);
+    *out = mr;
+    return 0;
+}
+
+int san_deregister(struct san_mr *mr)
+{
+    if (!mr)
+        return -EINVAL;
+    struct san_rcache_entry *e = (struct san_rcache_entry *)mr;
+    return san_rcache_put(san_rcache_entry_cache(e), e);
+}
+
 uint32_t san_mr_lkey(const struct san_mr *mr)
 {
-    return mr && mr->reg ? mr->reg->lkey : 0;
+    return mr ? san_rcache_entry_reg((const struct san_rcache_entry *)mr)->lkey : 0;
 }
 
 uint32_t san_mr_rkey(const struct san_mr *mr)
 {
-    return mr && mr->reg ? mr->reg->rkey : 0;
+    return mr ? san_rcache_entry_reg((const struct san_rcache_entry *)mr)->rkey : 0;
 }
 
+/* Drops what the cache holds there. Registrations the application still holds outside the cache
+ * (served uncached) count as "something there" too: they are the application's to release. */
 int san_cache_invalidate(struct san_ctx *ctx, void *addr, size_t len)
 {
     uint64_t va = (uintptr_t)addr;
-    if (!ctx || !len || va + len < va)
+    if (!ctx || !addr || !len || va + len < va)
         return -EINVAL;
-    /* No cache yet: registrations live until deregistered; say whether any overlaps. */
+    int err = san_rcache_invalidate(ctx->rc, addr, len);
+    if (err != -EINVAL)
+        return err;
     pthread_mutex_lock(&ctx->lock);
     bool any = san_range_first_overlap(&ctx->regs, va, len) != NULL;
     pthread_mutex_unlock(&ctx->lock);

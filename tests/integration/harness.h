@@ -173,6 +173,10 @@ static inline void test_daemon_start_args(struct test_daemon *d, const char *con
         test_fail(__FILE__, __LINE__, "sanproxyd did not become ready (status %d)", st);
     }
     setenv("SANPROXY_SOCKET", d->sock, 1);
+    /* These tests check the daemon's protocol through libsan, call by call: libsan's registration
+     * cache (docs/rcache.md) would serve calls without asking the daemon. Its own tests turn it on.
+     */
+    setenv("SAN_RCACHE_MAX_ENTRIES", "0", 0);
 }
 
 static inline void test_daemon_start(struct test_daemon *d, const char *config)

@@ -1,0 +1,387 @@
+/* libsan's registration cache against the real sanproxyd: hits cost no round trip (the daemon
+ * sees one registration), munmap + mmap at the same address never yields the stale registration
+ * (a fresh key, and the old registration is gone at the daemon before the new one exists), free()
+ * of a large block and san_free of registered proxy memory release it, RDMA registrations lose
+ * their rkey while idle and get a new one on a hit, explicit invalidation, the daemon's
+ * registration limit makes the cache give up idle entries, a forked child gets -ECHILD and leaves
+ * the parent's cache alone, threads churning mappings never see a stale key, and san_close leaves
+ * the daemon idle. */
+#include "harness.h"
+
+#include <malloc.h>
+#include <pthread.h>
+#include <sys/mman.h>
+
+#ifdef SAN_UNDER_SANITIZER
+/* ASan keeps freed blocks in quarantine instead of unmapping them; the free() case needs the unmap.
+ */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "quarantine_size_mb=0:thread_local_quarantine_size_kb=0";
+}
+#endif
+
+#define KIB 1024u
+#define LEN (64 * KIB)
+
+static struct san_stats_rep stats(const struct test_daemon *d)
+{
+    struct san_stats_rep s;
+    test_stats(d, &s);
+    return s;
+}
+
+/* An unmapping thread is released as soon as the cache's watcher has read its event; the watcher
+ * then holds the cache lock until the daemon-side registration is gone. Any call that takes the
+ * cache lock (every registration does) therefore waits for it; this one does it on purpose, so
+ * that the daemon's own figures can be checked. */
+static void settle(struct san_ctx *ctx)
+{
+    san_cache_invalidate(ctx, (void *)(uintptr_t)4096, 1);
+}
+
+static char *map_at(void *at, size_t len)
+{
+    char *p = mmap(at, len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | (at ? MAP_FIXED_NOREPLACE : 0), -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    memset(p, 7, len);
+    return p;
+}
+
+static void hits(struct test_daemon *d, const struct san_stats_rep *idle)
+{
+    struct san_ctx *ctx;
+    struct san_mr *a, *b, *c;
+    char *buf = map_at(NULL, 4 * LEN);
+    CHECK(buf);
+
+    CHECK_EQ(san_open(NULL, &ctx), 0);
+    CHECK_EQ(san_register(ctx, buf, LEN, SAN_MEM_READWRITE, &a), 0);
+    uint32_t lkey = san_mr_lkey(a);
+    CHECK(lkey);
+    CHECK_EQ(san_deregister(a), 0);
+    /* Cached at reference count 0: still registered and locked at the daemon. */
+    struct san_stats_rep s = stats(d);
+    CHECK(s.registrations == 1 && s.locked_bytes == idle->locked_bytes + LEN);
+    for (int i = 0; i < 100; i++) {
+        CHECK_EQ(san_register(ctx, buf, LEN, SAN_MEM_READWRITE, &b), 0);
+        CHECK_EQ(san_mr_lkey(b), lkey);
+        CHECK_EQ(san_deregister(b), 0);
+    }
+    /* A covered sub-range with less access is a hit too. */
+    CHECK_EQ(san_register(ctx, buf + 100, 1000, SAN_MEM_READ, &c), 0);
+    CHECK_EQ(san_mr_lkey(c), lkey);
+    san_paddr_t pa;
+    CHECK_EQ(san_physical_address(ctx, buf + 4096 + 5, &pa), 0);
+    CHECK(pa % 4096 == 5);
+    CHECK_EQ(san_deregister(c), 0);
+    s = stats(d);
+    CHECK(s.registrations == 1);
+    /* Explicit invalidation releases it at the daemon. */
+    CHECK_EQ(san_cache_invalidate(ctx, buf + LEN - 1, 1), 0);
+    CHECK_EQ(stats(d).registrations, 0);
+    CHECK_EQ(san_cache_invalidate(ctx, buf, LEN), -EINVAL);
+    /* san_close releases what is cached. */
+    CHECK_EQ(san_register(ctx, buf, 2 * LEN, SAN_MEM_READ, &a), 0);
+    CHECK_EQ(san_deregister(a), 0);
+    CHECK_EQ(stats(d).registrations, 1);
+    san_close(ctx);
+    test_wait_idle(d, idle);
+    munmap(buf, 4 * LEN);
+}
+
+static void remap_same_address(struct test_daemon *d, const struct san_stats_rep *idle)
+{
+    struct san_ctx *ctx;
+    struct san_mr *mr;
+    char *at = map_at(NULL, LEN);
+    CHECK(at);
+    munmap(at, LEN);
+
+    CHECK_EQ(san_open(NULL, &ctx), 0);
+    uint32_t old = 0;
+    int same = 0;
+    for (int i = 0; i < 40; i++) {
+        char *p = map_at(at, LEN);
+        if (!p) { /* someone took the hole meanwhile: go elsewhere */
+            at = map_at(NULL, LEN);
+            CHECK(at);
+            munmap(at, LEN);
+            old = 0;
+            continue;
+        }
+        same++;
+        CHECK_EQ(san_register(ctx, p, LEN, SAN_MEM_READWRITE, &mr), 0);
+        uint32_t key = san_mr_lkey(mr);
+        CHECK(key != old); /* never the registration of the previous mapping */
+        struct san_stats_rep s = stats(d);
+        CHECK(s.registrations == 1 && s.locked_bytes == idle->locked_bytes + LEN);
+        san_paddr_t pa;
+        CHECK_EQ(san_physical_address(ctx, p + 10, &pa), 0);
+        CHECK_EQ(san_deregister(mr), 0);
+        if (i % 3 == 0) {
+            /* mmap(MAP_FIXED) over it: an unmap without munmap. */
+            CHECK(mmap(p, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
+                       0) == p);
+            settle(ctx);
+            CHECK_EQ(stats(d).registrations, 0);
+            CHECK_EQ(san_register(ctx, p, LEN, SAN_MEM_READWRITE, &mr), 0);
+            CHECK(san_mr_lkey(mr) != key);
+            key = san_mr_lkey(mr);
+            CHECK_EQ(san_deregister(mr), 0);
+        }
+        CHECK_EQ(munmap(p, LEN), 0);
+        settle(ctx);
+        CHECK_EQ(stats(d).registrations, 0);
+        old = key;
+    }
+    CHECK(same >= 20);
+
+    /* free() of a large block (glibc unmaps it) releases its registration. */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024); /* no dynamic threshold: 4 MiB is mmapped */
+    char *m = malloc(4 * 1024 * 1024);
+    CHECK(m);
+    memset(m, 1, 4 * 1024 * 1024);
+    CHECK_EQ(san_register(ctx, m + 8192, 1024 * 1024, SAN_MEM_READ, &mr), 0);
+    CHECK_EQ(san_deregister(mr), 0);
+    CHECK_EQ(stats(d).registrations, 1);
+    free(m);
+    settle(ctx);
+    CHECK_EQ(stats(d).registrations, 0);
+
+    /* Registered proxy memory, then san_free: its unmap invalidates (and must not deadlock). */
+    void *va;
+    CHECK_EQ(san_alloc(ctx, LEN, 0, &va), 0);
+    CHECK_EQ(san_register(ctx, va, LEN, SAN_MEM_READWRITE, &mr), 0);
+    CHECK_EQ(san_deregister(mr), 0);
+    CHECK_EQ(stats(d).registrations, 1);
+    CHECK_EQ(san_free(ctx, va), 0);
+    settle(ctx);
+    CHECK_EQ(stats(d).registrations, 0);
+    san_close(ctx);
+    test_wait_idle(d, idle);
+}
+
+static void rdma(struct test_daemon *d, const struct san_stats_rep *idle)
+{
+    struct san_ctx *ctx;
+    struct san_mr *a, *b, *l;
+    unsigned char desc[SAN_RDMA_DESC_SIZE];
+    size_t dlen = sizeof(desc);
+    char *buf = map_at(NULL, LEN);
+    CHECK(buf);
+
+    CHECK_EQ(san_open(NULL, &ctx), 0);
+    CHECK_EQ(san_register_rdma(ctx, buf, LEN, SAN_MEM_READWRITE, desc, &dlen, &a), 0);
+    uint32_t lkey = san_mr_lkey(a), rkey = san_mr_rkey(a);
+    CHECK(rkey);
+    /* Held: another registration is a hit with the same keys, no new rkey. */
+    CHECK_EQ(san_register_rdma(ctx, buf, LEN, SAN_MEM_READ, desc, &dlen, &b), 0);
+    CHECK_EQ(san_mr_rkey(b), rkey);
+    CHECK_EQ(san_deregister(b), 0);
+    CHECK_EQ(san_deregister(a), 0);
+    /* Idle: the rkey was revoked. A hit gets a new one (a stale rkey never comes back). */
+    CHECK_EQ(san_register_rdma(ctx, buf, LEN, SAN_MEM_READWRITE, desc, &dlen, &a), 0);
+    CHECK_EQ(san_mr_lkey(a), lkey);
+    uint32_t rkey2 = san_mr_rkey(a);
+    CHECK(rkey2 && rkey2 != rkey);
+    uint32_t in_desc;
+    memcpy(&in_desc, desc + 32, sizeof(in_desc)); /* struct san_rdma_desc: rkey at offset 32 */
+    CHECK_EQ(in_desc, rkey2);
+    CHECK_EQ(stats(d).registrations, 1);
+    /* A local registration of the same memory is never served by the RDMA one. */
+    CHECK_EQ(san_register(ctx, buf, LEN, SAN_MEM_READ, &l), 0);
+    CHECK(san_mr_lkey(l) != lkey);
+    CHECK_EQ(san_mr_rkey(l), 0);
+    CHECK_EQ(stats(d).registrations, 2);
+    CHECK_EQ(san_deregister(l), 0);
+    CHECK_EQ(san_deregister(a), 0);
+    munmap(buf, LEN);
+    settle(ctx);
+    CHECK_EQ(stats(d).registrations, 0);
+    san_close(ctx);
+    test_wait_idle(d, idle);
+}
+
+static void limit_evicts_idle(struct test_daemon *d, const struct san_stats_rep *idle)
+{
+    /* This daemon allows 4 registrations per client; the cache holds idle ones against that. */
+    struct san_ctx *ctx;
+    struct san_mr *mr[5];
+    char *buf = map_at(NULL, 8 * LEN);
+    CHECK(buf);
+    CHECK_EQ(san_open(NULL, &ctx), 0);
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ(san_register(ctx, buf + i * LEN, LEN, SAN_MEM_READ, &mr[i]), 0);
+        CHECK_EQ(san_deregister(mr[i]), 0);
+    }
+    CHECK_EQ(stats(d).registrations, 4);
+    CHECK_EQ(san_register(ctx, buf + 4 * LEN, LEN, SAN_MEM_READ, &mr[4]), 0);
+    CHECK(stats(d).registrations <= 4);
+    /* Held ones cannot be given up: the limit shows through. */
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(san_register(ctx, buf + i * LEN, LEN, SAN_MEM_WRITE, &mr[i]), 0);
+    struct san_mr *x;
+    CHECK_EQ(san_register(ctx, buf + 5 * LEN, LEN, SAN_MEM_WRITE, &x), -ENOBUFS);
+    for (int i = 0; i < 5; i++)
+        if (i != 3)
+            CHECK_EQ(san_deregister(mr[i]), 0);
+    san_close(ctx);
+    test_wait_idle(d, idle);
+    munmap(buf, 8 * LEN);
+}
+
+static void forked_child(struct test_daemon *d, const struct san_stats_rep *idle)
+{
+    struct san_ctx *ctx;
+    struct san_mr *mr;
+    char *buf = map_at(NULL, LEN);
+    CHECK(buf);
+    CHECK_EQ(san_open(NULL, &ctx), 0);
+    CHECK_EQ(san_register(ctx, buf, LEN, SAN_MEM_READWRITE, &mr), 0);
+    uint32_t lkey = san_mr_lkey(mr);
+    CHECK_EQ(san_deregister(mr), 0);
+
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        struct san_mr *m;
+        void *va;
+        san_paddr_t pa;
+        int bad = 0;
+        bad |= san_register(ctx, buf, LEN, SAN_MEM_READ, &m) != -ECHILD;
+        bad |= san_alloc(ctx, LEN, 0, &va) != -ECHILD;
+        bad |= san_physical_address(ctx, buf, &pa) != -ECHILD;
+        bad |= san_cache_invalidate(ctx, buf, LEN) != -ECHILD;
+        bad |= munmap(buf, LEN) != 0; /* the child's own copy */
+        san_close(ctx);               /* frees the child's copy; releases nothing */
+        struct san_ctx *own;          /* the child's own context works */
+        bad |= san_open(NULL, &own) != 0;
+        char *b2 = map_at(NULL, LEN);
+        bad |= !b2 || san_register(own, b2, LEN, SAN_MEM_READ, &m) != 0;
+        bad |= san_deregister(m) != 0;
+        san_close(own);
+        _exit(bad);
+    }
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* The parent's cache is intact: a hit, and the daemon still holds the one registration. */
+    CHECK_EQ(san_register(ctx, buf, LEN, SAN_MEM_READ, &mr), 0);
+    CHECK_EQ(san_mr_lkey(mr), lkey);
+    CHECK_EQ(san_deregister(mr), 0);
+    for (int i = 0; i < 1000 && stats(d).clients != 2; i++)
+        usleep(1000); /* the child's connection goes away on the daemon's schedule */
+    CHECK_EQ(stats(d).registrations, 1);
+    munmap(buf, LEN);
+    settle(ctx);
+    CHECK_EQ(stats(d).registrations, 0);
+    san_close(ctx);
+    test_wait_idle(d, idle);
+}
+
+/* Threads map, register, unmap and map again at fixed addresses; a registration after the memory
+ * was replaced must never carry the previous mapping's key. */
+#define THREADS 4
+#define SLOTS   4
+#define OPS     400
+
+struct churner {
+    struct san_ctx *ctx;
+    char *area;
+    uint64_t seed;
+    int bad;
+};
+
+static void *churn(void *arg)
+{
+    struct churner *c = arg;
+    uint32_t last[SLOTS] = {0};
+    bool mapped[SLOTS] = {0}, replaced[SLOTS] = {0};
+    for (int op = 0; op < OPS; op++) {
+        c->seed = c->seed * 6364136223846793005u + 1442695040888963407u;
+        int s = (int)((c->seed >> 33) % SLOTS);
+        unsigned r = (unsigned)((c->seed >> 20) % 100);
+        char *p = c->area + (size_t)s * 2 * LEN;
+        if (!mapped[s]) {
+            if (mmap(p, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
+                     0) != p)
+                c->bad++;
+            mapped[s] = replaced[s] = true;
+        } else if (r < 70) {
+            struct san_mr *mr;
+            size_t off = (c->seed >> 40) % 4 * 4096;
+            if (san_register(c->ctx, p + off, LEN - off, SAN_MEM_READWRITE, &mr)) {
+                c->bad++;
+                continue;
+            }
+            uint32_t key = san_mr_lkey(mr);
+            if (replaced[s] && key == last[s] && off == 0)
+                c->bad++; /* the previous mapping's registration */
+            if (off == 0) {
+                last[s] = key;
+                replaced[s] = false;
+            }
+            if (san_deregister(mr))
+                c->bad++;
+        } else {
+            munmap(p, LEN);
+            mapped[s] = false;
+        }
+    }
+    for (int s = 0; s < SLOTS; s++)
+        if (mapped[s])
+            munmap(c->area + (size_t)s * 2 * LEN, LEN);
+    return NULL;
+}
+
+static void threads(struct test_daemon *d, const struct san_stats_rep *idle)
+{
+    struct san_ctx *ctx;
+    struct churner c[THREADS];
+    pthread_t t[THREADS];
+    CHECK_EQ(san_open(NULL, &ctx), 0);
+    for (int i = 0; i < THREADS; i++) {
+        c[i] = (struct churner){.ctx = ctx, .seed = 1000u + (uint64_t)i};
+        c[i].area = mmap(NULL, SLOTS * 2 * LEN, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        CHECK(c[i].area != MAP_FAILED);
+        CHECK(!pthread_create(&t[i], NULL, churn, &c[i]));
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        CHECK_EQ(c[i].bad, 0);
+    }
+    settle(ctx);
+    CHECK_EQ(stats(d).registrations, 0); /* everything was unmapped */
+    san_close(ctx);
+    test_wait_idle(d, idle);
+    for (int i = 0; i < THREADS; i++)
+        munmap(c[i].area, SLOTS * 2 * LEN);
+}
+
+int main(void)
+{
+    struct test_daemon d;
+    struct san_stats_rep idle;
+
+    test_init();
+    setenv("SAN_RCACHE_MAX_ENTRIES", "64", 1); /* the harness turns the cache off by default */
+    test_daemon_start(&d, NULL);
+    test_stats(&d, &idle);
+    hits(&d, &idle);
+    remap_same_address(&d, &idle);
+    rdma(&d, &idle);
+    forked_child(&d, &idle);
+    threads(&d, &idle);
+    CHECK_EQ(test_daemon_stop(&d), 0);
+
+    test_daemon_start(&d, "[limits]\nregistrations = 4\n");
+    test_stats(&d, &idle);
+    limit_evicts_idle(&d, &idle);
+    CHECK_EQ(test_daemon_stop(&d), 0);
+    printf("ok\n");
+    return 0;
+}
