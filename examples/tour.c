@@ -56,7 +56,8 @@ static void tour(bool nolowmem)
     /* Now fill the machine with 256 MiB requests that may go anywhere. */
     void *va[64];
     int n = 0, high = 0, low = 0;
-    while (n < 64 && !(err = san_alloc_contiguous(m, 256 * MIB, 0, UINT64_MAX, 0, SAN_CACHED, &va[n]))) {
+    while (n < 64 &&
+           !(err = san_alloc_contiguous(m, 256 * MIB, 0, UINT64_MAX, 0, SAN_CACHED, &va[n]))) {
         san_paddr_t pa;
         san_get_physical_address(m, va[n++], &pa);
         *(pa >= 4 * GIB ? &high : &low) += 1;
@@ -81,7 +82,8 @@ int main(void)
            "so low memory stays free for devices that can only address 32 bits.\n");
     tour(false);
     tour(true);
-    printf("\nWith NOLOWMEM, requests that may go above 4 GiB fail once high memory runs out instead\n"
-           "of taking low frames; requests limited to below 4 GiB still get low memory.\n");
+    printf(
+        "\nWith NOLOWMEM, requests that may go above 4 GiB fail once high memory runs out instead\n"
+        "of taking low frames; requests limited to below 4 GiB still get low memory.\n");
     return 0;
 }

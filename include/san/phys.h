@@ -31,7 +31,8 @@ struct san_machine_config {
 /* Creates a machine. cfg may be NULL (default map, 4 GiB, no NOLOWMEM). The RAM is reserved address
  * space; it costs memory only when touched. Overlapping or unaligned ranges, or no RAM: -EINVAL. */
 int san_machine_create(const struct san_machine_config *cfg, struct san_machine **out);
-/* Destroys the machine and its RAM. Every pointer into its memory becomes invalid. NULL is a no-op. */
+/* Destroys the machine and its RAM. Every pointer into its memory becomes invalid. NULL is a no-op.
+ */
 void san_machine_destroy(struct san_machine *m);
 
 struct san_machine_stats {
@@ -56,8 +57,9 @@ int san_machine_check_lowmem(struct san_machine *m, uint64_t *dirty_frames);
  * [lowest, highest] (inclusive) and not crossing a multiple of boundary (0: none; else a power of
  * two at least bytes). Highest suitable memory first. *va is the CPU address of the real bytes.
  * Bad arguments: -EINVAL; nothing fits: -ENOMEM. Thread-safe; does not block on I/O. */
-int san_alloc_contiguous(struct san_machine *m, size_t bytes, san_paddr_t lowest, san_paddr_t highest,
-                         san_paddr_t boundary, enum san_cache_type cache, void **va);
+int san_alloc_contiguous(struct san_machine *m, size_t bytes, san_paddr_t lowest,
+                         san_paddr_t highest, san_paddr_t boundary, enum san_cache_type cache,
+                         void **va);
 /* Frees what san_alloc_contiguous returned; bytes and cache must match the allocation (-EINVAL
  * otherwise, as for an unknown or interior pointer or a double free; nothing changes then). */
 int san_free_contiguous(struct san_machine *m, void *va, size_t bytes, enum san_cache_type cache);

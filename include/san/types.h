@@ -17,7 +17,7 @@ typedef uint64_t san_laddr_t;
 enum san_cache_type { SAN_NONCACHED = 0, SAN_CACHED = 1, SAN_WRITECOMBINED = 2 };
 
 /* Page size of the emulated machine. */
-#define SAN_PAGE_SIZE 4096u
+#define SAN_PAGE_SIZE  4096u
 #define SAN_PAGE_SHIFT 12u
 
 /* Access rights of locked and registered memory (WSD MEM_* values). */

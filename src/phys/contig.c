@@ -12,13 +12,15 @@ static bool cache_type_ok(enum san_cache_type c)
     return c == SAN_NONCACHED || c == SAN_CACHED || c == SAN_WRITECOMBINED;
 }
 
-int san_alloc_contiguous(struct san_machine *m, size_t bytes, san_paddr_t lowest, san_paddr_t highest,
-                         san_paddr_t boundary, enum san_cache_type cache, void **va)
+int san_alloc_contiguous(struct san_machine *m, size_t bytes, san_paddr_t lowest,
+                         san_paddr_t highest, san_paddr_t boundary, enum san_cache_type cache,
+                         void **va)
 {
     struct san_frames *f;
     int err = 0;
 
-    if (!m || !va || !bytes || bytes > UINT64_MAX - PAGE || lowest > highest || !cache_type_ok(cache))
+    if (!m || !va || !bytes || bytes > UINT64_MAX - PAGE || lowest > highest ||
+        !cache_type_ok(cache))
         return -EINVAL;
     uint64_t len = ((uint64_t)bytes + PAGE - 1) & ~(PAGE - 1);
     if (boundary && ((boundary & (boundary - 1)) || len > boundary))
