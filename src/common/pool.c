@@ -33,7 +33,7 @@ void san_pool_destroy(struct san_pool *p)
     p->in_use = p->capacity = 0;
 }
 
-static int grow(struct san_pool *p)
+int san_pool_grow(struct san_pool *p)
 {
     size_t n = p->next_chunk;
     struct chunk *c = malloc(sizeof(*c) + n * p->obj_size);
@@ -51,29 +51,4 @@ static int grow(struct san_pool *p)
     if (p->next_chunk < 65536)
         p->next_chunk *= 2;
     return 0;
-}
-
-int san_pool_reserve(struct san_pool *p, size_t n)
-{
-    while (p->capacity - p->in_use < n)
-        if (grow(p))
-            return -ENOMEM;
-    return 0;
-}
-
-void *san_pool_get(struct san_pool *p)
-{
-    if (!p->free && grow(p))
-        return NULL;
-    void **obj = p->free;
-    p->free = *obj;
-    p->in_use++;
-    return obj;
-}
-
-void san_pool_put(struct san_pool *p, void *obj)
-{
-    *(void **)obj = p->free;
-    p->free = obj;
-    p->in_use--;
 }

@@ -5,6 +5,7 @@
 #ifndef SAN_COMMON_POOL_H
 #define SAN_COMMON_POOL_H
 
+#include <errno.h>
 #include <stddef.h>
 
 struct san_pool {
@@ -17,10 +18,34 @@ struct san_pool {
 
 void san_pool_init(struct san_pool *p, size_t obj_size);
 void san_pool_destroy(struct san_pool *p);
+/* Adds a chunk of objects: 0 or -ENOMEM. */
+int san_pool_grow(struct san_pool *p);
+
 /* NULL when memory runs out. */
-void *san_pool_get(struct san_pool *p);
-void san_pool_put(struct san_pool *p, void *obj);
+static inline void *san_pool_get(struct san_pool *p)
+{
+    if (!p->free && san_pool_grow(p))
+        return NULL;
+    void **obj = p->free;
+    p->free = *obj;
+    p->in_use++;
+    return obj;
+}
+
+static inline void san_pool_put(struct san_pool *p, void *obj)
+{
+    *(void **)obj = p->free;
+    p->free = obj;
+    p->in_use--;
+}
+
 /* Makes sure n more objects can be got without allocating: 0 or -ENOMEM. */
-int san_pool_reserve(struct san_pool *p, size_t n);
+static inline int san_pool_reserve(struct san_pool *p, size_t n)
+{
+    while (p->capacity - p->in_use < n)
+        if (san_pool_grow(p))
+            return -ENOMEM;
+    return 0;
+}
 
 #endif

@@ -23,17 +23,34 @@ void san_range_insert(struct san_tree *t, struct san_range *r)
     san_tree_link(t, &r->node, parent, link);
 }
 
+/* An inert range in a tree of disjoint ranges adds nothing to any summary. */
+static inline bool neutral(const struct san_tree *t, const struct san_range *r)
+{
+    return (r->node.user & SAN_RANGE_INERT) && san_range_tree_is_disjoint(t);
+}
+
+static void link_at(struct san_tree *t, struct san_range *r, struct san_tree_node *parent,
+                    struct san_tree_node **link)
+{
+    if (neutral(t, r)) {
+        r->max_len = 0;
+        san_tree_link_quiet(t, &r->node, parent, link);
+    } else {
+        san_tree_link(t, &r->node, parent, link);
+    }
+}
+
 void san_range_insert_after(struct san_tree *t, struct san_range *pos, struct san_range *r)
 {
     struct san_tree_node *n = &pos->node;
 
     if (!n->right) {
-        san_tree_link(t, &r->node, n, &n->right);
+        link_at(t, r, n, &n->right);
         return;
     }
     for (n = n->right; n->left;)
         n = n->left;
-    san_tree_link(t, &r->node, n, &n->left);
+    link_at(t, r, n, &n->left);
 }
 
 void san_range_insert_before(struct san_tree *t, struct san_range *pos, struct san_range *r)
@@ -41,12 +58,20 @@ void san_range_insert_before(struct san_tree *t, struct san_range *pos, struct s
     struct san_tree_node *n = &pos->node;
 
     if (!n->left) {
-        san_tree_link(t, &r->node, n, &n->left);
+        link_at(t, r, n, &n->left);
         return;
     }
     for (n = n->left; n->right;)
         n = n->right;
-    san_tree_link(t, &r->node, n, &n->right);
+    link_at(t, r, n, &n->right);
+}
+
+void san_range_erase(struct san_tree *t, struct san_range *r)
+{
+    if (neutral(t, r))
+        san_tree_erase_quiet(t, &r->node);
+    else
+        san_tree_erase(t, &r->node);
 }
 
 struct san_range *san_range_floor(const struct san_tree *t, uint64_t addr)

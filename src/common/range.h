@@ -87,10 +87,7 @@ static inline bool san_range_tree_is_disjoint(const struct san_tree *t)
 /* Inserts r (start and len set) as a plain range (node.user cleared). Equal starts go after the
  * existing ones. */
 void san_range_insert(struct san_tree *t, struct san_range *r);
-static inline void san_range_erase(struct san_tree *t, struct san_range *r)
-{
-    san_tree_erase(t, &r->node);
-}
+void san_range_erase(struct san_tree *t, struct san_range *r);
 /* After changing r->len, or r->start without passing a neighbour's start. Call it before any
  * other insert or erase in the tree: their rotations recompute summaries locally and would hide
  * the change from the ancestors. */

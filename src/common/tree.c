@@ -89,17 +89,9 @@ static void rotate_right(struct san_tree *t, struct san_tree_node *x)
     summarise(t, y);
 }
 
-void san_tree_link(struct san_tree *t, struct san_tree_node *n, struct san_tree_node *parent,
-                   struct san_tree_node **link)
+/* n is a new red leaf: repairs a red parent. */
+static void insert_fixup(struct san_tree *t, struct san_tree_node *n)
 {
-    n->left = n->right = NULL;
-    n->parent = parent;
-    n->red = 1;
-    *link = n;
-    t->count++;
-    update_up(t, n, n);
-
-    /* n is red; repair a red parent. */
     struct san_tree_node *p, *g, *u;
     while ((p = n->parent) && p->red) {
         g = p->parent; /* exists: the root is black */
@@ -138,6 +130,31 @@ void san_tree_link(struct san_tree *t, struct san_tree_node *n, struct san_tree_
         }
     }
     t->root->red = 0;
+}
+
+static inline void link_leaf(struct san_tree *t, struct san_tree_node *n,
+                             struct san_tree_node *parent, struct san_tree_node **link)
+{
+    n->left = n->right = NULL;
+    n->parent = parent;
+    n->red = 1;
+    *link = n;
+    t->count++;
+}
+
+void san_tree_link(struct san_tree *t, struct san_tree_node *n, struct san_tree_node *parent,
+                   struct san_tree_node **link)
+{
+    link_leaf(t, n, parent, link);
+    update_up(t, n, n);
+    insert_fixup(t, n);
+}
+
+void san_tree_link_quiet(struct san_tree *t, struct san_tree_node *n, struct san_tree_node *parent,
+                         struct san_tree_node **link)
+{
+    link_leaf(t, n, parent, link);
+    insert_fixup(t, n);
 }
 
 /* x (possibly NULL) under parent xp carries one black too few: restore the black heights. */
@@ -199,6 +216,20 @@ static void erase_fixup(struct san_tree *t, struct san_tree_node *x, struct san_
     }
     if (x)
         x->red = 0;
+}
+
+void san_tree_erase_quiet(struct san_tree *t, struct san_tree_node *z)
+{
+    struct san_tree_node *xp = z->parent;
+
+    if (z->left || z->right) {
+        san_tree_erase(t, z);
+        return;
+    }
+    t->count--;
+    replace_child(t, xp, z, NULL);
+    if (!z->red)
+        erase_fixup(t, NULL, xp);
 }
 
 void san_tree_erase(struct san_tree *t, struct san_tree_node *z)

@@ -41,8 +41,14 @@ static inline void san_tree_init(struct san_tree *t, void (*augment)(struct san_
  * rebalances. */
 void san_tree_link(struct san_tree *t, struct san_tree_node *n, struct san_tree_node *parent,
                    struct san_tree_node **link);
+/* Like san_tree_link, for a node whose summary the caller has set and which changes no
+ * ancestor's summary (a range that does not count in it): rebalances without the summary walk. */
+void san_tree_link_quiet(struct san_tree *t, struct san_tree_node *n, struct san_tree_node *parent,
+                         struct san_tree_node **link);
 /* Unlinks n and rebalances. */
 void san_tree_erase(struct san_tree *t, struct san_tree_node *n);
+/* Like san_tree_erase, for a leaf whose removal changes no ancestor's summary. */
+void san_tree_erase_quiet(struct san_tree *t, struct san_tree_node *n);
 /* After the caller changed n's own summary inputs in place (not its order): refreshes the
  * summaries from n up to the root. */
 void san_tree_propagate(struct san_tree *t, struct san_tree_node *n);

@@ -17,9 +17,7 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <stddef.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
 
 #define PAGE ((uint64_t)SAN_PAGE_SIZE)
@@ -250,16 +248,22 @@ static void account(struct san_machine *m, const struct san_frames *f, int sign)
 
 /* Makes f a record of kind (0: a free extent) over [start, start+len), every other field cleared,
  * keeping its links and summary (what its parent saw: san_range_changed compares with it). */
-static_assert(offsetof(struct san_frames, r) == 0, "reinit clears what follows the range");
+/* Every field of a record: reinit must clear them all (extend it with the struct). */
+static_assert(sizeof(struct san_frames) == sizeof(struct san_range) + 4 + 4 + 3 * sizeof(void *),
+              "struct san_frames changed: clear the new fields in reinit");
 
 static void reinit(struct san_frames *f, uint64_t start, uint64_t len, unsigned kind)
 {
-    /* Everything after the range, whatever fields it has (a fixed-size memset, no rep stos). */
-    memset((char *)f + sizeof(f->r), 0, sizeof(*f) - sizeof(f->r));
-    f->kind = (uint8_t)kind;
     f->r.start = start;
     f->r.len = len;
     f->r.node.user = kind ? SAN_RANGE_INERT : 0;
+    f->kind = (uint8_t)kind;
+    f->cache = 0;
+    f->access = 0;
+    f->busy = false;
+    f->tag = NULL;
+    f->owner = NULL;
+    f->owner_va = 0;
 }
 
 /* The pending shrink. Carving from the top or the bottom of a free extent shrinks it, and telling

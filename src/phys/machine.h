@@ -48,7 +48,8 @@ struct san_page_owner {
     int pidfd;
 };
 
-/* A frame record: a run of frames in use. */
+/* A frame record: a run of frames in use (kind 0: a free extent). Records are recycled: a new
+ * field must also be cleared in reinit (frames.c). */
 struct san_frames {
     struct san_range r; /* physical range, whole pages */
     uint8_t kind;       /* enum san_frames_kind */

@@ -136,6 +136,38 @@ static void test_floor_and_lookup(void **state)
     assert_int_equal(r[1].max_len, 5); /* root after three inserts is the middle one */
 }
 
+/* Red-black rules and max_len (inert ranges left out) of a disjoint tree; returns max_len. */
+static uint64_t check_disjoint_at(struct san_tree_node *n, struct san_tree_node *parent, int *bh)
+{
+    if (!n) {
+        *bh = 1;
+        return 0;
+    }
+    assert_ptr_equal(n->parent, parent);
+    if (n->red) {
+        assert_false(n->left && n->left->red);
+        assert_false(n->right && n->right->red);
+    }
+    int bl, br;
+    uint64_t l = check_disjoint_at(n->left, n, &bl), r = check_disjoint_at(n->right, n, &br);
+    assert_int_equal(bl, br);
+    struct san_range *x = san_range_of(n);
+    uint64_t m = n->user & SAN_RANGE_INERT ? 0 : x->len;
+    m = l > m ? l : m;
+    m = r > m ? r : m;
+    assert_int_equal(x->max_len, m);
+    *bh = bl + !n->red;
+    return m;
+}
+
+static void check_disjoint(struct san_tree_node *root, struct san_tree_node *parent)
+{
+    int bh;
+    if (root)
+        assert_false(root->red);
+    check_disjoint_at(root, parent, &bh);
+}
+
 /* A tree of disjoint ranges keeps max_len only; overlap queries still match brute force. */
 static void test_disjoint(void **state)
 {
@@ -158,13 +190,26 @@ static void test_disjoint(void **state)
         } else {
             nodes[i].start = (uint64_t)i * SLOT + rnd() % (SLOT / 2);
             nodes[i].len = 1 + rnd() % (SLOT / 2);
-            san_range_insert(&t, &nodes[i]);
+            /* Half of them placed next to a known neighbour, some inert (not in max_len). */
+            struct san_range *at = san_range_floor(&t, nodes[i].start);
+            struct san_range *first = san_range_first(&t);
+            if (rnd() % 2 && (at || first)) {
+                nodes[i].node.user = rnd() % 2 ? SAN_RANGE_INERT : 0;
+                if (at)
+                    san_range_insert_after(&t, at, &nodes[i]);
+                else
+                    san_range_insert_before(&t, first, &nodes[i]);
+            } else {
+                nodes[i].node.user = SAN_RANGE_INERT; /* cleared by a plain insert */
+                san_range_insert(&t, &nodes[i]);
+                assert_int_equal(nodes[i].node.user, 0);
+            }
             in[i] = true;
         }
         struct san_range *root = san_range_of(t.root);
         uint64_t max_len = 0;
         for (int k = 0; k < SLOTS; k++)
-            if (in[k] && nodes[k].len > max_len)
+            if (in[k] && !(nodes[k].node.user & SAN_RANGE_INERT) && nodes[k].len > max_len)
                 max_len = nodes[k].len;
         assert_int_equal(root ? root->max_len : 0, max_len);
         uint64_t qs = rnd() % (SLOTS * SLOT), ql = 1 + rnd() % 300;
@@ -173,6 +218,8 @@ static void test_disjoint(void **state)
             if (in[k] && nodes[k].start < qs + ql && san_range_end(&nodes[k]) > qs)
                 want = &nodes[k];
         assert_ptr_equal(san_range_first_overlap(&t, qs, ql), want);
+        if (step % 50 == 0)
+            check_disjoint(t.root, NULL);
     }
 }
 
