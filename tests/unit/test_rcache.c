@@ -718,7 +718,7 @@ struct churn {
     struct san_rcache *rc;
     char *area; /* this thread's slots */
     uint64_t seed;
-    bool mapped[CHURN_SLOTS];
+    bool mapped[CHURN_SLOTS], holed[CHURN_SLOTS], lost[CHURN_SLOTS];
     struct san_rcache_entry *held[CHURN_SLOTS];
     int stale, errors;
 };
@@ -739,9 +739,20 @@ static void *churn_main(void *arg)
         int s = (int)(xorshift(&c->seed) % CHURN_SLOTS);
         char *base = c->area + (size_t)s * (slot_len + PG); /* a guard page between slots */
         unsigned r = (unsigned)(xorshift(&c->seed) % 100);
-        if (!c->mapped[s]) {
-            char *q = mmap(base, slot_len, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        if (c->lost[s]) {
+            continue;
+        } else if (!c->mapped[s]) {
+            /* Over our own PROT_NONE reservation the first time; into the hole we made later, which
+             * someone else (a sanitizer's allocator, a thread stack) may have taken meanwhile:
+             * never clobber that, give the slot up instead. */
+            char *q =
+                mmap(base, slot_len, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | (c->holed[s] ? MAP_FIXED_NOREPLACE : MAP_FIXED),
+                     -1, 0);
+            if (q == MAP_FAILED && errno == EEXIST) {
+                c->lost[s] = true;
+                continue;
+            }
             if (q != base) {
                 c->errors++;
                 continue;
@@ -774,6 +785,7 @@ static void *churn_main(void *arg)
             if (r % 2) {
                 munmap(base, slot_len);
                 c->mapped[s] = false;
+                c->holed[s] = true;
             } else {
                 char *q = mmap(base, slot_len, PROT_READ | PROT_WRITE,
                                MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
@@ -788,8 +800,9 @@ static void *churn_main(void *arg)
     for (int s = 0; s < CHURN_SLOTS; s++) {
         if (c->held[s])
             san_rcache_put(c->rc, c->held[s]);
-        if (c->mapped[s])
+        if (c->mapped[s] || !c->holed[s]) /* ours: mapped, or still our reservation */
             munmap(c->area + (size_t)s * (CHURN_PAGES * PG + PG), CHURN_PAGES * PG);
+        munmap(c->area + (size_t)s * (CHURN_PAGES * PG + PG) + CHURN_PAGES * PG, PG); /* guard */
     }
     return NULL;
 }
@@ -817,7 +830,6 @@ static void test_churn_stress(void **state)
         pthread_join(t[i], NULL);
         stale += c[i].stale;
         errors += c[i].errors;
-        munmap(c[i].area, area_len);
     }
     struct san_rcache_stats s = stats(rc);
     print_message("churn: %d registrations, %" PRIu64 " evictions, %" PRIu64
