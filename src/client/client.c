@@ -3,9 +3,9 @@
  * Sits on proto (one request, one reply on the SOCK_SEQPACKET control socket) and the shared range
  * tree: the context keeps its allocations by address and its registrations by page range. Proxy
  * memory arrives as a memfd (SCM_RIGHTS) and is mapped here. Registration pins the pages with mlock
- * before the daemon is asked (the daemon validates the range through the pidfd and gives it
- * frames); mlock does not nest, so the last deregistration unlocks only the pages no other
- * registration of this context still covers.
+ * (the daemon cannot pin another process's pages; it validates the range through the pidfd and
+ * gives it frames), overlapped with the round trip; mlock does not nest, so the last
+ * deregistration unlocks only the pages no other registration of this context still covers.
  *
  * Locking: ctx->lock serialises everything on a context (the socket round trip and both trees), so
  * a context may be shared by threads. A struct san_mr belongs to its context and is freed by
@@ -85,19 +85,24 @@ static const struct san_rcache_ops rcache_ops;
 static bool forked(const struct san_ctx *ctx);
 static void reap_dead(struct san_ctx *ctx);
 
-/* One round trip: sends req, waits for its reply. Returns the reply's status (or a transport
- * error). fd, if not NULL, receives a descriptor that came with a successful reply (-1 if none).
- * Caller holds ctx->lock. */
-static int call(struct san_ctx *ctx, struct san_msg *req, struct san_msg *rep, int *fd)
+/* Sends req with a fresh id. Caller holds ctx->lock. */
+static int send_req(struct san_ctx *ctx, struct san_msg *req)
+{
+    req->hdr.id = ++ctx->next_id;
+    int err = san_proto_send(ctx->fd, req, -1, 0);
+    return err == -EPIPE ? -ECONNRESET : err;
+}
+
+/* Waits for the reply to req (replies to requests given up on are dropped). Returns the reply's
+ * status or a transport error. fd, if not NULL, receives a descriptor that came with a successful
+ * reply (-1 if none). Caller holds ctx->lock. */
+static int recv_rep(struct san_ctx *ctx, const struct san_msg *req, struct san_msg *rep, int *fd)
 {
     size_t len;
     int err, got = -1, derr;
 
     if (fd)
         *fd = -1;
-    req->hdr.id = ++ctx->next_id;
-    if ((err = san_proto_send(ctx->fd, req, -1, 0)))
-        return err == -EPIPE ? -ECONNRESET : err;
     for (;;) {
         err = san_proto_recv(ctx->fd, rep, &len, fd ? &got : NULL, 0);
         if (err)
@@ -110,7 +115,7 @@ static int call(struct san_ctx *ctx, struct san_msg *req, struct san_msg *rep, i
         }
         if (rep->hdr.id == req->hdr.id)
             break;
-        if (got >= 0) /* a reply to a request that was given up on: drop it */
+        if (got >= 0)
             close(got);
         got = -1;
     }
@@ -124,6 +129,13 @@ static int call(struct san_ctx *ctx, struct san_msg *req, struct san_msg *rep, i
     else if (got >= 0)
         close(got);
     return 0;
+}
+
+/* One round trip. Caller holds ctx->lock. */
+static int call(struct san_ctx *ctx, struct san_msg *req, struct san_msg *rep, int *fd)
+{
+    int err = send_req(ctx, req);
+    return err ? err : recv_rep(ctx, req, rep, fd);
 }
 
 int san_open(const char *socket_path, struct san_ctx **out)
@@ -400,6 +412,11 @@ static int pin_error(int e, uint64_t start, uint64_t len)
     return e == EPERM ? -EPERM : -ENOMEM;
 }
 
+/* Registration. The request goes out first and the pages are pinned while the daemon validates
+ * the range and gives it frames: the daemon reaches the pages through process_vm_readv/writev and
+ * never depends on the pin, so the two can overlap, and the reply is usually waiting by the time
+ * mlock returns (no sleep, no wake-up). san_register returns only when both are done; if either
+ * fails, the other is undone. */
 static int do_register(struct san_ctx *ctx, void *addr, size_t len, unsigned access, bool rdma,
                        struct san_mr **out)
 {
@@ -407,7 +424,7 @@ static int do_register(struct san_ctx *ctx, void *addr, size_t len, unsigned acc
     struct client_reg *g, *fresh = NULL;
     struct san_mr *mr;
     uint64_t va = (uintptr_t)addr;
-    int err;
+    int err, pin_err = 0;
 
     if (!ctx || !addr || !len || !out || va + len < va || va + len > UINT64_MAX - PAGE)
         return -EINVAL;
@@ -420,24 +437,29 @@ static int do_register(struct san_ctx *ctx, void *addr, size_t len, unsigned acc
 
     pthread_mutex_lock(&ctx->lock);
     g = reg_same(ctx, va, len, access, rdma);
-    if (!g) {
-        /* MmProbeAndLockPages, our half: pin the pages so the daemon can give them frames. */
-        if (mlock((void *)(uintptr_t)start, end - start)) {
-            /* mlock may have locked part of the range before failing. */
-            err = pin_error(errno, start, end - start);
-            goto fail_unpin;
-        }
-        fresh = calloc(1, sizeof(*fresh));
-        if (!fresh) {
-            err = -ENOMEM;
-            goto fail_unpin;
-        }
+    if (!g && !(fresh = calloc(1, sizeof(*fresh)))) {
+        err = -ENOMEM;
+        goto fail;
     }
     san_proto_init(&req, SAN_OP_REGISTER, 0);
     req.u.register_req = (struct san_register_req){
         .va = va, .len = len, .access = access, .flags = rdma ? SAN_REG_RDMA : 0};
-    if ((err = call(ctx, &req, &rep, NULL)))
+    if ((err = send_req(ctx, &req)))
+        goto fail;
+    /* MmProbeAndLockPages, our half (a range we already hold is pinned already). */
+    if (!g && mlock((void *)(uintptr_t)start, end - start))
+        pin_err = pin_error(errno, start, end - start); /* mlock may have pinned part of it */
+    if ((err = recv_rep(ctx, &req, &rep, NULL)))
         goto fail_unpin;
+    if (pin_err) {
+        /* Registered but not pinned: take the registration back. */
+        struct san_msg undo, undo_rep;
+        san_proto_init(&undo, SAN_OP_DEREGISTER, 0);
+        undo.u.deregister_req.lkey = rep.u.register_rep.lkey;
+        call(ctx, &undo, &undo_rep, NULL);
+        err = pin_err;
+        goto fail_unpin;
+    }
     if (!g) {
         g = fresh;
         *g = (struct client_reg){.r = {.start = start, .len = end - start},
@@ -463,6 +485,7 @@ static int do_register(struct san_ctx *ctx, void *addr, size_t len, unsigned acc
 fail_unpin:
     if (!g)
         unpin_uncovered(ctx, start, end - start);
+fail:
     pthread_mutex_unlock(&ctx->lock);
     free(fresh);
     free(mr);
@@ -483,22 +506,30 @@ static int release_mr(struct san_mr *mr, bool defer)
     struct client_reg *g = mr->reg;
     san_proto_init(&req, SAN_OP_DEREGISTER, 0);
     req.u.deregister_req.lkey = g->lkey;
-    err = call(ctx, &req, &rep, NULL);
+    if ((err = send_req(ctx, &req)))
+        goto out;
+    bool last = g->refs == 1;
+    if (last) {
+        san_range_erase(&ctx->regs, &g->r);
+        unpin_uncovered(ctx, g->r.start, g->r.len);
+    }
+    err = recv_rep(ctx, &req, &rep, NULL);
     if (err == -EINVAL) {
         /* The daemon no longer knows it (it cannot happen while the connection lives): forget it
          * here as if it had been the last reference. */
         rep.u.deregister_rep.refs = 0;
         err = 0;
     }
+    if (last && (err || rep.u.deregister_rep.refs)) {
+        /* Still registered: pin it again. */
+        san_range_insert(&ctx->regs, &g->r);
+        mlock((void *)(uintptr_t)g->r.start, g->r.len);
+        last = false;
+    }
     if (!err) {
         g->refs = rep.u.deregister_rep.refs;
-        bool last = !g->refs;
-        if (last) {
-            san_range_erase(&ctx->regs, &g->r);
-            unpin_uncovered(ctx, g->r.start, g->r.len);
-            if (!defer)
-                free(g);
-        }
+        if (last && !defer)
+            free(g);
         mr->prev->next = mr->next;
         mr->next->prev = mr->prev;
         mr->ctx = NULL;
@@ -510,6 +541,7 @@ static int release_mr(struct san_mr *mr, bool defer)
             free(mr);
         }
     }
+out:
     pthread_mutex_unlock(&ctx->lock);
     return err;
 }

@@ -94,12 +94,16 @@ struct san_daemon {
     uint32_t next_client_id;
     uint64_t nr_clients, nr_allocs, alloc_bytes;
     bool stopping;
+    uint64_t spin_ns;         /* poll this long after a request before sleeping */
+    uint64_t last_request_ns; /* CLOCK_MONOTONIC */
 };
 
 /* server.c: sets up the machine, the socket and the loop, runs until SIGTERM/SIGINT. ready_fd, if
- * >= 0, gets "ready\n" once the socket accepts connections and is then closed. Returns the exit
- * status: 0 after a clean stop, 1 when setup failed. */
-int san_daemon_run(const struct san_daemon_config *cfg, int ready_fd);
+ * >= 0, gets "ready\n" once the socket accepts connections and is then closed. spin_us: how long
+ * the loop polls after a request before sleeping (0: never). Returns the exit status: 0 after a
+ * clean stop, 1 when setup failed. */
+#define SAN_DAEMON_SPIN_US 50
+int san_daemon_run(const struct san_daemon_config *cfg, int ready_fd, unsigned spin_us);
 
 /* ops.c: handles one decoded request of c and fills the reply (hdr and body); *fd gets a
  * descriptor to pass with it, or stays -1. */

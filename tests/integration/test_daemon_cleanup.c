@@ -7,7 +7,7 @@
 
 /* In a child: opens a context, takes memory of every kind, tells the parent, optionally forks a
  * socket holder, then waits to be killed (or exits when exit_now). */
-static void holder(int ready_fd, bool fork_holder, bool exit_now)
+static void holder(int ready_fd, int go_fd, bool fork_holder, bool exit_now)
 {
     struct san_ctx *ctx;
     void *p, *low;
@@ -24,15 +24,22 @@ static void holder(int ready_fd, bool fork_holder, bool exit_now)
         san_register(ctx, buf, len, SAN_MEM_READWRITE, &mr))
         _exit(2);
     memset(p, 7, 1 << 20);
-    if (fork_holder && fork() == 0) {
+    pid_t self = getpid(), socket_holder = 0;
+    if (fork_holder && (socket_holder = fork()) == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != self) /* the parent died before the death signal was armed */
+            _exit(0);
         pause(); /* keeps the socket open after the parent dies */
         _exit(0);
     }
-    if (write(ready_fd, "x", 1) != 1)
+    if (write(ready_fd, &socket_holder, sizeof(socket_holder)) != sizeof(socket_holder))
         _exit(3);
-    if (exit_now)
+    if (exit_now) {
+        char c;
+        if (read(go_fd, &c, 1) < 0) /* the parent has looked at the stats */
+            _exit(4);
         _exit(0);
+    }
     for (;;)
         pause();
 }
@@ -40,19 +47,21 @@ static void holder(int ready_fd, bool fork_holder, bool exit_now)
 static void run(const struct test_daemon *d, const struct san_stats_rep *idle, bool fork_holder,
                 bool exit_now)
 {
-    int p[2];
-    char c;
+    int p[2], go[2];
     struct san_stats_rep s;
 
-    CHECK(!pipe(p));
+    CHECK(!pipe(p) && !pipe(go));
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (!pid) {
         close(p[0]);
-        holder(p[1], fork_holder, exit_now);
+        close(go[1]);
+        holder(p[1], go[0], fork_holder, exit_now);
     }
     close(p[1]);
-    CHECK(read(p[0], &c, 1) == 1);
+    close(go[0]);
+    pid_t socket_holder;
+    CHECK(read(p[0], &socket_holder, sizeof(socket_holder)) == sizeof(socket_holder));
     close(p[0]);
     test_stats(d, &s);
     CHECK(s.allocations == 2 && s.registrations == 2);
@@ -60,6 +69,7 @@ static void run(const struct test_daemon *d, const struct san_stats_rep *idle, b
     CHECK(s.locked_bytes == idle->locked_bytes + (2 << 20));
     if (!exit_now)
         kill(pid, SIGKILL);
+    close(go[1]);
     int st;
     CHECK(waitpid(pid, &st, 0) == pid);
     CHECK(exit_now ? WIFEXITED(st) && !WEXITSTATUS(st) : WIFSIGNALED(st));
@@ -67,6 +77,8 @@ static void run(const struct test_daemon *d, const struct san_stats_rep *idle, b
     test_stats(d, &s);
     /* The forked holder (if any) still has the socket; the client itself is gone. */
     CHECK(s.clients == 1);
+    if (socket_holder > 0) /* we are its subreaper: it dies with its parent, we reap it */
+        CHECK(waitpid(socket_holder, &st, 0) == socket_holder);
 }
 
 int main(void)
@@ -75,6 +87,7 @@ int main(void)
     struct san_stats_rep idle;
 
     test_init();
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
     test_daemon_start(&d, "[machine]\nram_size = 6G\nnolowmem = true\n");
     test_stats(&d, &idle);
     for (int i = 0; i < 5; i++)

@@ -11,6 +11,7 @@
 static const struct perf_suite suites[] = {
     {"contig", "contiguous allocator (--ram SIZE, --ops N, --scaling)", perf_contig},
     {"dma", "DMA direct and bounced, SG lists, MDL locking (--rounds N, --ops N)", perf_dma},
+    {"reg", "register/alloc through sanproxyd vs a socket round trip (--ops N)", perf_reg},
     {"rcache", "registration cache: hit vs miss through sanproxyd (--rounds N)", perf_rcache},
 };
 #define NR_SUITES (sizeof(suites) / sizeof(suites[0]))

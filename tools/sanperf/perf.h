@@ -40,6 +40,7 @@ void perf_json(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Suites (one file each). */
 int perf_contig(const struct perf_opts *o);
 int perf_dma(const struct perf_opts *o);
+int perf_reg(const struct perf_opts *o);
 int perf_rcache(const struct perf_opts *o);
 
 #endif

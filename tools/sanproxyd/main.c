@@ -1,8 +1,8 @@
 /* sanproxyd: the SAN proxy daemon. Parses the command line and the config, then runs the server
- * (src/daemon). `sanproxyd [--config FILE] [--socket PATH] [--foreground] [--ready-fd FD] [-v]`.
- * Without --foreground it detaches once the socket is ready (the parent exits 0 then, or 1 when
- * start-up failed). Exit status: 0 after SIGTERM, 1 on a start-up failure, 2 on a usage or config
- * error. */
+ * (src/daemon). `sanproxyd [--config FILE] [--socket PATH] [--foreground] [--ready-fd FD]
+ * [--spin-us N] [-v]`. Without --foreground it detaches once the socket is ready (the parent exits
+ * 0 then, or 1 when start-up failed). Exit status: 0 after SIGTERM, 1 on a start-up failure, 2 on a
+ * usage or config error. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,12 +15,14 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: sanproxyd [--config FILE] [--socket PATH] [--foreground] [--ready-fd FD] "
-               "[-v|--verbose]\n"
+               "[--spin-us N] [-v|--verbose]\n"
                "  --config FILE   INI file (keys in docs/daemon.md); none: built-in defaults\n"
                "  --socket PATH   control socket (default $XDG_RUNTIME_DIR/sanproxy.sock, else "
                "/tmp/sanproxy.sock)\n"
                "  --foreground    stay attached (logs on stderr)\n"
                "  --ready-fd FD   write \"ready\\n\" to FD once the socket accepts connections\n"
+               "  --spin-us N     poll N microseconds after a request before sleeping (default "
+               "50, 0: never)\n"
                "  -v, --verbose   debug logging (also SANPROXY_LOG=debug|info|warn|error)\n");
 }
 
@@ -71,6 +73,7 @@ int main(int argc, char **argv)
     const char *config = NULL, *sock = NULL;
     bool foreground = false;
     int ready_fd = -1;
+    unsigned spin_us = SAN_DAEMON_SPIN_US;
 
     san_config_defaults(&cfg);
     log_level_from_env();
@@ -91,6 +94,14 @@ int main(int argc, char **argv)
                 return 2;
             }
             ready_fd = (int)fd;
+        } else if (!strcmp(a, "--spin-us") && more) {
+            char *end;
+            unsigned long v = strtoul(argv[++i], &end, 10);
+            if (*end || v > 1000000) {
+                fprintf(stderr, "sanproxyd: --spin-us: 0 to 1000000: %s\n", argv[i]);
+                return 2;
+            }
+            spin_us = (unsigned)v;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             san_log_threshold = SAN_LOG_DEBUG;
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -121,5 +132,5 @@ int main(int argc, char **argv)
         fprintf(stderr, "sanproxyd: cannot detach: %s\n", strerror(errno));
         return 1;
     }
-    return san_daemon_run(&cfg, ready_fd);
+    return san_daemon_run(&cfg, ready_fd, spin_us);
 }
