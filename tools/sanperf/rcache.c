@@ -8,7 +8,9 @@
  *              costs with the cache on (populate, userfaultfd registration, release);
  *   rdma_idle  san_register_rdma + san_deregister of an idle cached RDMA range: the rkey is
  *              re-issued on the hit and revoked on the release (two round trips);
- *   rdma_held  the same while another reference is held (no round trip).
+ *   rdma_held  the same while another reference is held (no round trip);
+ *   hit_2t     hits by two threads at once, each on its own cached range (per operation of one
+ *              thread: what sharing the cache's read lock costs).
  * Samples of every case are taken in alternating rounds so they see the same machine noise;
  * ratio = miss p50 / hit p50 (the target: hit <= 200 ns and ratio >= 50).
  * The daemon is a child (fork + exec of the sanproxyd next to sanperf, --ready-fd) that never
@@ -17,6 +19,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +35,7 @@
 
 #define BYTES          (64 * 1024)
 #define HIT_BATCH      256
+#define HIT2_BATCH     8192 /* long enough for the two threads to overlap */
 #define DEFAULT_ROUNDS 200
 #define MISS_PER_ROUND 8
 
@@ -130,8 +134,47 @@ static int rdma_reg_dereg(struct san_ctx *ctx, void *buf)
     return err ? err : san_deregister(mr);
 }
 
-enum { C_HIT, C_MISS, C_COLD, C_RDMA_IDLE, C_RDMA_HELD, NR_CASES };
-static const char *const case_names[NR_CASES] = {"hit", "miss", "cold", "rdma_idle", "rdma_held"};
+enum { C_HIT, C_MISS, C_COLD, C_RDMA_IDLE, C_RDMA_HELD, C_HIT_2T, NR_CASES };
+static const char *const case_names[NR_CASES] = {"hit",       "miss",      "cold",
+                                                 "rdma_idle", "rdma_held", "hit_2t"};
+
+struct hitter {
+    struct san_ctx *ctx;
+    char *buf;
+    pthread_barrier_t *start;
+    uint64_t ns;
+    int err;
+};
+
+static void *hitter_main(void *arg)
+{
+    struct hitter *h = arg;
+    pthread_barrier_wait(h->start);
+    uint64_t t0 = perf_now_ns();
+    for (int i = 0; i < HIT2_BATCH && !h->err; i++)
+        h->err = reg_dereg(h->ctx, h->buf);
+    h->ns = (perf_now_ns() - t0) / HIT2_BATCH;
+    return NULL;
+}
+
+/* One sample of two threads hitting at once: the slower thread's time per operation. */
+static int hit_2t(struct san_ctx *ctx, char *a, char *b, uint64_t *ns)
+{
+    pthread_barrier_t start;
+    pthread_t t;
+    struct hitter h[2] = {{.ctx = ctx, .buf = a, .start = &start},
+                          {.ctx = ctx, .buf = b, .start = &start}};
+    pthread_barrier_init(&start, NULL, 2);
+    if (pthread_create(&t, NULL, hitter_main, &h[1])) {
+        pthread_barrier_destroy(&start);
+        return -EAGAIN;
+    }
+    hitter_main(&h[0]);
+    pthread_join(t, NULL);
+    pthread_barrier_destroy(&start);
+    *ns = h[0].ns > h[1].ns ? h[0].ns : h[1].ns;
+    return h[0].err ? h[0].err : h[1].err;
+}
 
 int perf_rcache(const struct perf_opts *o)
 {
@@ -174,18 +217,20 @@ int perf_rcache(const struct perf_opts *o)
     if ((err = san_open(d.sock, &cached)) || (err = open_uncached(d.sock, &uncached)))
         goto out_ctx;
     /* Separate 64 KiB buffers per case (two contexts must not pin the same pages). */
-    mem = mmap(NULL, 6 * BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    mem = mmap(NULL, 7 * BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) {
         err = -ENOMEM;
         goto out_ctx;
     }
-    memset(mem, 1, 6 * BYTES);
+    memset(mem, 1, 7 * BYTES);
     char *hit_buf = mem, *miss_buf = mem + BYTES, *cold_buf = mem + 2 * BYTES;
     char *rdma_idle_buf = mem + 3 * BYTES, *rdma_held_buf = mem + 4 * BYTES;
+    char *hit2_buf = mem + 5 * BYTES;
     /* Warm up: the first use of each cached buffer is a miss. */
     unsigned char desc[SAN_RDMA_DESC_SIZE];
     size_t dlen = sizeof(desc);
-    if ((err = reg_dereg(cached, hit_buf)) || (err = rdma_reg_dereg(cached, rdma_idle_buf)) ||
+    if ((err = reg_dereg(cached, hit_buf)) || (err = reg_dereg(cached, hit2_buf)) ||
+        (err = rdma_reg_dereg(cached, rdma_idle_buf)) ||
         (err = san_register_rdma(cached, rdma_held_buf, BYTES, SAN_MEM_READWRITE, desc, &dlen,
                                  &held)))
         goto out_mem;
@@ -202,6 +247,10 @@ int perf_rcache(const struct perf_opts *o)
             if ((err = rdma_reg_dereg(cached, rdma_held_buf)))
                 goto out_held;
         samples[C_RDMA_HELD][nr[C_RDMA_HELD]++] = (perf_now_ns() - t0) / HIT_BATCH;
+
+        if ((err = hit_2t(cached, hit_buf, hit2_buf, &samples[C_HIT_2T][nr[C_HIT_2T]])))
+            goto out_held;
+        nr[C_HIT_2T]++;
 
         for (int i = 0; i < MISS_PER_ROUND; i++) {
             t0 = perf_now_ns();
@@ -236,8 +285,11 @@ int perf_rcache(const struct perf_opts *o)
                 "\"suite\": \"rcache\", \"case\": \"%s\", \"bytes\": %d, \"samples\": %zu"
                 ", \"per_sample_ops\": %d, \"p50_ns\": %" PRIu64 ", \"p99_ns\": %" PRIu64
                 ", \"baseline\": \"miss\", \"baseline_p50_ns\": %" PRIu64 ", \"ratio_p50\": %.2f",
-                case_names[c], BYTES, nr[c], c == C_HIT || c == C_RDMA_HELD ? HIT_BATCH : 1, p50[c],
-                p99[c], p50[C_MISS], p50[c] ? (double)p50[C_MISS] / (double)p50[c] : 0.0);
+                case_names[c], BYTES, nr[c],
+                c == C_HIT_2T                    ? HIT2_BATCH
+                : c == C_HIT || c == C_RDMA_HELD ? HIT_BATCH
+                                                 : 1,
+                p50[c], p99[c], p50[C_MISS], p50[c] ? (double)p50[C_MISS] / (double)p50[c] : 0.0);
         perf_json("\"suite\": \"rcache\", \"case\": \"summary\", \"hit_ns\": %" PRIu64
                   ", \"miss_ns\": %" PRIu64 ", \"ratio\": %.1f, \"target_hit_ns\": 200"
                   ", \"target_ratio\": 50, \"ok\": %s",
@@ -256,7 +308,7 @@ out_held:
     if (held)
         san_deregister(held);
 out_mem:
-    munmap(mem, 6 * BYTES);
+    munmap(mem, 7 * BYTES);
 out_ctx:
     san_close(uncached);
     san_close(cached);
