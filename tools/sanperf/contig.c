@@ -95,8 +95,9 @@ static int fragment(struct san_machine *m, uint64_t ram, const char *what)
         b[n++] = (struct blk){va, bytes};
         done += bytes;
         if ((n & 4095) == 0)
-            perf_progress(what, done / 2, ram);
+            perf_progress(what, done < ram ? done : ram - 1, ram);
     }
+    perf_progress(what, ram, ram);
     err = 0;
     for (size_t i = 0; i < n; i += 2)
         if ((err = san_free_contiguous(m, b[i].va, b[i].bytes, SAN_CACHED)))
