@@ -6,20 +6,25 @@
  *   miss_lock  (mutex)   serialises registrations: one do_register at a time, so two misses on the
  *                        same range do not both register it, and a registration that memory changes
  *                        under (a doomed entry) is released before the next one starts.
- *   lock       (rwlock)  the tree, the LRU list, the graveyard and orphan lists, the memwatch
- * spans, the counters. Hits take it for reading (writer-preferring, so the memwatch handler is
- * never starved); everything that changes the index takes it for writing, and so does the memwatch
- * handler while it reads and applies events. do_deregister runs under it (the daemon registration
- * is gone before the lock is released, so the address cannot be registered anew in between).
- *   remote_lock (per RDMA entry) exposure transitions (set_remote), taken after `lock` or alone.
+ *   the index lock (a reader-writer lock, see read_lock/write_lock) protects the tree, the LRU
+ *              list, the graveyard and orphan lists, the memwatch spans and the counters. Hits take
+ *              it for reading, touching no shared cache line; everything that changes the index
+ *              takes it for writing (writer-preferring), and so does the memwatch handler while it
+ *              reads and applies events. do_deregister runs under it (the daemon registration is
+ *              gone before it is released, so the address cannot be registered anew in between).
+ *   remote_lock (per RDMA entry) exposure transitions (set_remote), taken after the index lock or
+ *              alone.
  * Reference counts are atomic; bit 31 (DEAD) is set, under the write lock, when an entry leaves the
  * index. Whoever drops the last reference of a DEAD entry frees it; the handler never frees (idle
  * dead entries go to the graveyard, which API calls empty outside the lock). Nothing allocates,
- * frees or unmaps memory while holding `lock`: an unmap of watched memory waits for the handler,
- * which waits for `lock`. */
+ * frees or unmaps memory while holding the index lock: an unmap of watched memory waits for the
+ * handler, which waits for the index lock. */
 #include "client/rcache.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <time.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -58,8 +63,17 @@ struct san_rcache_entry {
     struct san_rcache_reg reg;
 };
 
+/* The index lock's read side: one counter per slot, on its own cache line; a thread always uses
+ * the same slot, so readers on different cores write different lines. */
+#define READER_SLOTS 32
+struct reader_slot {
+    _Alignas(64) _Atomic long n;
+};
+
 struct san_rcache {
-    pthread_rwlock_t lock;
+    struct reader_slot readers[READER_SLOTS];
+    _Alignas(64) _Atomic int writer; /* a writer holds, or waits for, the index */
+    pthread_mutex_t wlock;           /* writers among themselves; readers wait on it */
     pthread_mutex_t miss_lock;
     struct san_tree tree;
     struct lru_link lru;     /* READY entries, oldest qstamp first */
@@ -71,7 +85,6 @@ struct san_rcache {
     size_t max_entries;
     uint64_t max_bytes;
     bool disabled;
-    _Atomic uint64_t clock;
     _Atomic uint64_t remote_toggles;
     unsigned fork_gen;
     struct san_rcache_ops ops;
@@ -80,6 +93,63 @@ struct san_rcache {
     struct san_memwatch mw;
     struct san_rcache *reg_prev, *reg_next; /* fork registry */
 };
+
+/* ---- the index lock: a reader-writer lock whose read side touches no shared cache line.
+ * Readers: count themselves in their slot, then check for a writer (both sequentially
+ * consistent, so either the reader sees the writer or the writer sees the reader); if a writer is
+ * there, step back and wait on its mutex. Writers: take the mutex, announce themselves, wait for
+ * every slot to drain (readers only hold it for a lookup), and exclude new readers until they
+ * leave. Writer-preferring: the memwatch handler is never starved by hits. */
+
+static _Thread_local unsigned my_slot = UINT_MAX;
+static _Atomic unsigned next_slot;
+
+static struct reader_slot *read_lock(struct san_rcache *rc)
+{
+    if (my_slot == UINT_MAX)
+        my_slot = atomic_fetch_add_explicit(&next_slot, 1, memory_order_relaxed) % READER_SLOTS;
+    struct reader_slot *s = &rc->readers[my_slot];
+    for (;;) {
+        atomic_fetch_add_explicit(&s->n, 1, memory_order_seq_cst);
+        if (!atomic_load_explicit(&rc->writer, memory_order_seq_cst))
+            return s;
+        atomic_fetch_sub_explicit(&s->n, 1, memory_order_release);
+        pthread_mutex_lock(&rc->wlock);
+        pthread_mutex_unlock(&rc->wlock);
+    }
+}
+
+static void read_unlock(struct reader_slot *s)
+{
+    atomic_fetch_sub_explicit(&s->n, 1, memory_order_release);
+}
+
+static void write_lock(struct san_rcache *rc)
+{
+    pthread_mutex_lock(&rc->wlock);
+    atomic_store_explicit(&rc->writer, 1, memory_order_seq_cst);
+    for (int i = 0; i < READER_SLOTS; i++)
+        while (atomic_load_explicit(&rc->readers[i].n, memory_order_seq_cst))
+            sched_yield();
+}
+
+static void write_unlock(struct san_rcache *rc)
+{
+    atomic_store_explicit(&rc->writer, 0, memory_order_release);
+    pthread_mutex_unlock(&rc->wlock);
+}
+
+/* LRU time, without a shared write: the TSC on x86, else CLOCK_MONOTONIC (vDSO, no system call). */
+static inline uint64_t lru_now(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    return __builtin_ia32_rdtsc();
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+#endif
+}
 
 /* ---- fork: every cache is locked across fork(); a child gets fresh locks and a new generation, so
  * that its calls fail with -ECHILD without a system call on the hit path. */
@@ -94,14 +164,14 @@ static void atfork_prepare(void)
     pthread_mutex_lock(&registry_lock);
     for (struct san_rcache *rc = registry; rc; rc = rc->reg_next) {
         pthread_mutex_lock(&rc->miss_lock);
-        pthread_rwlock_wrlock(&rc->lock);
+        write_lock(rc);
     }
 }
 
 static void atfork_parent(void)
 {
     for (struct san_rcache *rc = registry; rc; rc = rc->reg_next) {
-        pthread_rwlock_unlock(&rc->lock);
+        write_unlock(rc);
         pthread_mutex_unlock(&rc->miss_lock);
     }
     pthread_mutex_unlock(&registry_lock);
@@ -109,18 +179,17 @@ static void atfork_parent(void)
 
 static void init_locks(struct san_rcache *rc)
 {
-    pthread_rwlockattr_t a;
-    pthread_rwlockattr_init(&a);
-    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&rc->lock, &a);
-    pthread_rwlockattr_destroy(&a);
+    for (int i = 0; i < READER_SLOTS; i++)
+        atomic_store(&rc->readers[i].n, 0);
+    atomic_store(&rc->writer, 0);
+    pthread_mutex_init(&rc->wlock, NULL);
     pthread_mutex_init(&rc->miss_lock, NULL);
 }
 
 static void atfork_child(void)
 {
-    /* The write lock is owned by the parent's thread id: unlocking it here would be taken for a
-     * read unlock. The child never uses these caches again (only frees them): start afresh. */
+    /* The child never uses these caches again (it only frees them): their locks start afresh
+     * (reader slots of threads that do not exist here included). */
     atomic_fetch_add(&fork_gen, 1);
     for (struct san_rcache *rc = registry; rc; rc = rc->reg_next)
         init_locks(rc);
@@ -184,7 +253,7 @@ static struct san_rcache_entry *lru_victim_locked(struct san_rcache *rc)
         if (!refs && stamp == e->qstamp)
             return e;
         link_del(&e->lru);
-        e->qstamp = refs ? atomic_fetch_add_explicit(&rc->clock, 1, memory_order_relaxed) : stamp;
+        e->qstamp = refs ? lru_now() : stamp;
         lru_insert_sorted_locked(rc, e);
     }
     return NULL;
@@ -214,11 +283,11 @@ static void reap(struct san_rcache *rc)
 {
     if (!atomic_load_explicit(&rc->graves, memory_order_acquire))
         return;
-    pthread_rwlock_wrlock(&rc->lock);
+    write_lock(rc);
     struct san_rcache_entry *list = rc->graveyard;
     rc->graveyard = NULL;
     atomic_store(&rc->graves, 0);
-    pthread_rwlock_unlock(&rc->lock);
+    write_unlock(rc);
     while (list) {
         struct san_rcache_entry *next = list->grave_next;
         entry_free(list, false);
@@ -277,12 +346,12 @@ static size_t invalidate_range_locked(struct san_rcache *rc, uint64_t start, uin
 
 static void mw_lock(void *arg)
 {
-    pthread_rwlock_wrlock(&((struct san_rcache *)arg)->lock);
+    write_lock(arg);
 }
 
 static void mw_unlock(void *arg)
 {
-    pthread_rwlock_unlock(&((struct san_rcache *)arg)->lock);
+    write_unlock(arg);
 }
 
 static void mw_invalidate_locked(void *arg, uint64_t start, uint64_t len, enum san_memwatch_why why)
@@ -312,7 +381,7 @@ static bool make_room_locked(struct san_rcache *rc, uint64_t len)
 static size_t evict_idle(struct san_rcache *rc)
 {
     size_t n = 0;
-    pthread_rwlock_wrlock(&rc->lock);
+    write_lock(rc);
     struct lru_link *l = rc->lru.next;
     while (l != &rc->lru) {
         struct lru_link *next = l->next;
@@ -324,7 +393,7 @@ static size_t evict_idle(struct san_rcache *rc)
         }
         l = next;
     }
-    pthread_rwlock_unlock(&rc->lock);
+    write_unlock(rc);
     reap(rc);
     return n;
 }
@@ -346,11 +415,11 @@ static struct san_rcache_entry *lookup_locked(struct san_rcache *rc, uint64_t st
 static struct san_rcache_entry *lookup_get(struct san_rcache *rc, uint64_t start, uint64_t len,
                                            unsigned access, bool rdma)
 {
-    pthread_rwlock_rdlock(&rc->lock);
+    struct reader_slot *slot = read_lock(rc);
     struct san_rcache_entry *e = lookup_locked(rc, start, len, access, rdma);
     if (e)
         atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
-    pthread_rwlock_unlock(&rc->lock);
+    read_unlock(slot);
     return e;
 }
 
@@ -389,7 +458,7 @@ static int miss(struct san_rcache *rc, void *addr, size_t len, unsigned access, 
          * watched span for a system call (mlock, the daemon's process_vm_readv). */
         bool watched = false;
         if (can_cache && !madvise((void *)(uintptr_t)pstart, pend - pstart, MADV_POPULATE_READ)) {
-            pthread_rwlock_wrlock(&rc->lock);
+            write_lock(rc);
             e->r.start = start;
             e->r.len = len;
             e->state = E_PENDING;
@@ -398,20 +467,20 @@ static int miss(struct san_rcache *rc, void *addr, size_t len, unsigned access, 
                 san_range_insert(&rc->tree, &e->r);
                 watched = true;
             }
-            pthread_rwlock_unlock(&rc->lock);
+            write_unlock(rc);
         }
 
         err = rc->ops.do_register(rc->ctx, addr, len, access, rdma, &e->reg);
         if (err == -ENOBUFS && evict_idle(rc))
             err = rc->ops.do_register(rc->ctx, addr, len, access, rdma, &e->reg);
 
-        pthread_rwlock_wrlock(&rc->lock);
+        write_lock(rc);
         if (watched && (err || e->doomed)) {
             san_range_erase(&rc->tree, &e->r);
             san_memwatch_unwatch_locked(&rc->mw, &e->span);
         }
         if (err) {
-            pthread_rwlock_unlock(&rc->lock);
+            write_unlock(rc);
             break;
         }
         if (watched && e->doomed) {
@@ -419,7 +488,7 @@ static int miss(struct san_rcache *rc, void *addr, size_t len, unsigned access, 
              * can register that address again, then start over (it may be a new mapping now). */
             if (rc->ops.do_deregister(rc->ctx, &e->reg))
                 rc->st.release_fail++;
-            pthread_rwlock_unlock(&rc->lock);
+            write_unlock(rc);
             if (attempt < 3)
                 continue;
             err = -EAGAIN;
@@ -437,7 +506,7 @@ static int miss(struct san_rcache *rc, void *addr, size_t len, unsigned access, 
         rc->st.misses++;
         if (watched) {
             e->state = E_READY;
-            e->qstamp = atomic_fetch_add_explicit(&rc->clock, 1, memory_order_relaxed);
+            e->qstamp = lru_now();
             atomic_store_explicit(&e->stamp, e->qstamp, memory_order_relaxed);
             link_after(rc->lru.prev, &e->lru);
             rc->count++;
@@ -447,7 +516,7 @@ static int miss(struct san_rcache *rc, void *addr, size_t len, unsigned access, 
             e->uncached = true;
             rc->st.uncached++;
         }
-        pthread_rwlock_unlock(&rc->lock);
+        write_unlock(rc);
         *out = e;
         e = NULL;
         break;
@@ -516,9 +585,9 @@ int san_rcache_get(struct san_rcache *rc, void *addr, size_t len, unsigned acces
 
 static void free_orphan(struct san_rcache *rc, struct san_rcache_entry *e)
 {
-    pthread_rwlock_wrlock(&rc->lock);
+    write_lock(rc);
     link_del(&e->lru);
-    pthread_rwlock_unlock(&rc->lock);
+    write_unlock(rc);
     entry_free(e, false);
 }
 
@@ -538,7 +607,7 @@ int san_rcache_put(struct san_rcache *rc, struct san_rcache_entry *e)
         entry_free(e, false);
         return 0;
     }
-    uint64_t now = atomic_fetch_add_explicit(&rc->clock, 1, memory_order_relaxed);
+    uint64_t now = lru_now();
     if (!e->rdma) {
         atomic_store_explicit(&e->stamp, now, memory_order_relaxed);
         old = atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel);
@@ -564,12 +633,12 @@ int san_rcache_put(struct san_rcache *rc, struct san_rcache_entry *e)
     pthread_mutex_unlock(&e->remote_lock);
     if (failed) {
         /* It cannot be hidden: it must not stay cached. Our reference keeps e alive. */
-        pthread_rwlock_wrlock(&rc->lock);
+        write_lock(rc);
         if (!(atomic_load(&e->refs) & DEAD)) {
             kill_locked(rc, e);
             rc->st.invalidations++;
         }
-        pthread_rwlock_unlock(&rc->lock);
+        write_unlock(rc);
         old = atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel);
     }
     if (old == (DEAD | 1))
@@ -599,10 +668,10 @@ int san_rcache_invalidate(struct san_rcache *rc, void *addr, size_t len)
         return -EINVAL;
     if (san_rcache_forked(rc))
         return -ECHILD;
-    pthread_rwlock_wrlock(&rc->lock);
+    write_lock(rc);
     size_t n = invalidate_range_locked(rc, (uint64_t)(uintptr_t)addr, len);
     rc->st.invalidations += n;
-    pthread_rwlock_unlock(&rc->lock);
+    write_unlock(rc);
     reap(rc);
     return n ? 0 : -EINVAL;
 }
@@ -664,9 +733,12 @@ int san_rcache_create(const struct san_rcache_opts *opts, const struct san_rcach
         return -EINVAL;
     if (!opts)
         opts = &none;
-    struct san_rcache *rc = calloc(1, sizeof(*rc));
+    /* Reader slots sit on their own cache lines: allocate aligned. */
+    size_t size = (sizeof(struct san_rcache) + 63) & ~(size_t)63;
+    struct san_rcache *rc = aligned_alloc(64, size);
     if (!rc)
         return -ENOMEM;
+    memset(rc, 0, size);
     rc->max_entries = SAN_RCACHE_DEFAULT_ENTRIES;
     rc->max_bytes = SAN_RCACHE_DEFAULT_BYTES;
     if ((err = env_size("SAN_RCACHE_MAX_ENTRIES", &v, &set)))
@@ -732,7 +804,7 @@ void san_rcache_destroy(struct san_rcache *rc)
     /* Collect every entry: cached ones, dead ones still referenced, idle dead ones. */
     struct san_rcache_entry *all = NULL;
     if (!child)
-        pthread_rwlock_wrlock(&rc->lock);
+        write_lock(rc);
     while (rc->tree.root) {
         struct san_rcache_entry *e =
             san_container_of(san_range_first(&rc->tree), struct san_rcache_entry, r);
@@ -761,7 +833,7 @@ void san_rcache_destroy(struct san_rcache *rc)
         all = e;
     }
     if (!child)
-        pthread_rwlock_unlock(&rc->lock);
+        write_unlock(rc);
 
     san_memwatch_destroy(&rc->mw); /* in a child: closes its copies of the descriptors only */
     while (all) {
@@ -770,7 +842,7 @@ void san_rcache_destroy(struct san_rcache *rc)
         all = next;
     }
     if (!child) {
-        pthread_rwlock_destroy(&rc->lock);
+        pthread_mutex_destroy(&rc->wlock);
         pthread_mutex_destroy(&rc->miss_lock);
     }
     free(rc);
@@ -784,7 +856,7 @@ void san_rcache_bounds(const struct san_rcache *rc, size_t *max_entries, uint64_
 
 void san_rcache_stats(struct san_rcache *rc, struct san_rcache_stats *out)
 {
-    pthread_rwlock_wrlock(&rc->lock);
+    write_lock(rc);
     *out = rc->st;
     out->entries = rc->count;
     out->bytes = rc->bytes;
@@ -802,5 +874,5 @@ void san_rcache_stats(struct san_rcache *rc, struct san_rcache_stats *out)
     out->faults = m->faults;
     out->overflows = m->overflows;
     out->watch_fail = m->watch_fail;
-    pthread_rwlock_unlock(&rc->lock);
+    write_unlock(rc);
 }
