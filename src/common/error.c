@@ -57,6 +57,8 @@ const char *san_strerror(int err)
         return "EINTR: interrupted";
     case ESRCH:
         return "ESRCH: no such process";
+    case ECHILD:
+        return "ECHILD: the context belongs to the parent process (used after fork)";
     case EBADF:
         return "EBADF: bad descriptor";
     case EIO:
