@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -206,6 +207,17 @@ static struct client_reg *reg_of(struct san_range *r)
     return r ? san_container_of(r, struct client_reg, r) : NULL;
 }
 
+/* mlock and munlock as system calls: sanitizer runtimes replace the libc functions with no-ops,
+ * and the pin is part of what registration means. */
+static int sys_mlock(uint64_t start, uint64_t len)
+{
+    return (int)syscall(SYS_mlock, (void *)(uintptr_t)start, (size_t)len);
+}
+static int sys_munlock(uint64_t start, uint64_t len)
+{
+    return (int)syscall(SYS_munlock, (void *)(uintptr_t)start, (size_t)len);
+}
+
 /* munlocks the pages of [start, start+len) that no registration in ctx->regs covers. */
 static void unpin_uncovered(struct san_ctx *ctx, uint64_t start, uint64_t len)
 {
@@ -213,14 +225,14 @@ static void unpin_uncovered(struct san_ctx *ctx, uint64_t start, uint64_t len)
     for (struct san_range *r = san_range_first_overlap(&ctx->regs, start, len); r;
          r = san_range_next_overlap(r, start, len)) {
         if (r->start > at)
-            munlock((void *)(uintptr_t)at, r->start - at);
+            sys_munlock(at, r->start - at);
         if (san_range_end(r) > at)
             at = san_range_end(r);
         if (at >= end)
             return;
     }
     if (at < end)
-        munlock((void *)(uintptr_t)at, end - at);
+        sys_munlock(at, end - at);
 }
 
 void san_close(struct san_ctx *ctx)
@@ -447,7 +459,7 @@ static int do_register(struct san_ctx *ctx, void *addr, size_t len, unsigned acc
     if ((err = send_req(ctx, &req)))
         goto fail;
     /* MmProbeAndLockPages, our half (a range we already hold is pinned already). */
-    if (!g && mlock((void *)(uintptr_t)start, end - start))
+    if (!g && sys_mlock(start, end - start))
         pin_err = pin_error(errno, start, end - start); /* mlock may have pinned part of it */
     if ((err = recv_rep(ctx, &req, &rep, NULL)))
         goto fail_unpin;
@@ -523,7 +535,7 @@ static int release_mr(struct san_mr *mr, bool defer)
     if (last && (err || rep.u.deregister_rep.refs)) {
         /* Still registered: pin it again. */
         san_range_insert(&ctx->regs, &g->r);
-        mlock((void *)(uintptr_t)g->r.start, g->r.len);
+        sys_mlock(g->r.start, g->r.len);
         last = false;
     }
     if (!err) {

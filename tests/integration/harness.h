@@ -161,10 +161,15 @@ static inline void test_daemon_start_args(struct test_daemon *d, const char *con
     }
     close(p[1]);
     char buf[16] = {0};
-    ssize_t n;
+    ssize_t n, more;
     do
         n = read(p[0], buf, sizeof(buf) - 1);
     while (n < 0 && errno == EINTR);
+    /* Then the end of the pipe: the daemon has closed its end, so its descriptors are settled. */
+    char rest[16];
+    do
+        more = read(p[0], rest, sizeof(rest));
+    while (more > 0 || (more < 0 && errno == EINTR));
     close(p[0]);
     if (n <= 0 || strncmp(buf, "ready", 5)) {
         int st;

@@ -161,7 +161,11 @@ int main(void)
     test_stats(&d, &s); /* served meanwhile */
     close(fd);
 
-    /* Random datagrams, some with a valid header and random body. */
+    /* Random datagrams (some longer than any message), some with a valid header. */
+    static union {
+        struct san_msg_hdr hdr;
+        unsigned char raw[1024];
+    } g;
     uint64_t seed = 42;
     for (int round = 0; round < 300; round++) {
         fd = test_connect(&d);
@@ -169,16 +173,16 @@ int main(void)
             size_t len = 1 + (seed = seed * 6364136223846793005u + 1442695040888963407u) % 900;
             for (size_t i = 0; i < len; i++) {
                 seed = seed * 6364136223846793005u + 1442695040888963407u;
-                ((unsigned char *)&m)[i] = (unsigned char)(seed >> 33);
+                g.raw[i] = (unsigned char)(seed >> 33);
             }
-            if (round & 1 && len >= sizeof(m.hdr)) {
-                m.hdr.magic = SAN_PROTO_MAGIC;
-                m.hdr.version = SAN_PROTO_VERSION;
-                m.hdr.length = (uint32_t)len;
-                m.hdr.opcode = (uint16_t)(m.hdr.opcode % 12);
-                m.hdr.status = 0;
+            if (round & 1 && len >= sizeof(g.hdr)) {
+                g.hdr.magic = SAN_PROTO_MAGIC;
+                g.hdr.version = SAN_PROTO_VERSION;
+                g.hdr.length = (uint32_t)len;
+                g.hdr.opcode = (uint16_t)(g.hdr.opcode % 12);
+                g.hdr.status = 0;
             }
-            if (send(fd, &m, len, MSG_NOSIGNAL) < 0)
+            if (send(fd, g.raw, len, MSG_NOSIGNAL) < 0)
                 break;
         }
         close(fd);

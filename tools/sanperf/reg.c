@@ -1,4 +1,5 @@
-/* sanperf reg: the control path's cost. Uncached san_register + san_deregister of 64 KiB, and
+/* sanperf reg: the control path's cost. Uncached san_register + san_deregister of 64 KiB (libsan's
+ * registration cache is turned off: SAN_RCACHE_MAX_ENTRIES=0), and
  * san_alloc + san_free of 64 KiB, each against a 64-byte round trip on a Unix SOCK_SEQPACKET
  * socket pair to an echo process, measured in the same run.
  *
@@ -37,7 +38,7 @@ struct daemon {
     char dir[64], sock[96];
 };
 
-static int start_daemon(struct daemon *d)
+static int start_daemon(struct daemon *d, const char *spin_us)
 {
     char exe[PATH_MAX], path[PATH_MAX + 16], fdbuf[16];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -74,7 +75,12 @@ static int start_daemon(struct daemon *d)
         if (null >= 0 && !getenv("SANPERF_DAEMON_LOG"))
             dup2(null, 2);
         snprintf(fdbuf, sizeof(fdbuf), "%d", p[1]);
-        execl(path, path, "--foreground", "--socket", d->sock, "--ready-fd", fdbuf, (char *)NULL);
+        if (spin_us)
+            execl(path, path, "--foreground", "--socket", d->sock, "--ready-fd", fdbuf, "--spin-us",
+                  spin_us, (char *)NULL);
+        else
+            execl(path, path, "--foreground", "--socket", d->sock, "--ready-fd", fdbuf,
+                  (char *)NULL);
         _exit(127);
     }
     close(p[1]);
@@ -216,11 +222,16 @@ int perf_reg(const struct perf_opts *o)
     struct result r;
     int echo = -1, err;
     pid_t echo_pid;
+    const char *spin_us = NULL;
 
     for (int i = 0; i < o->argc; i++) {
         const char *a = o->argv[i];
         if (!strcmp(a, "--json"))
             continue;
+        if (!strcmp(a, "--spin-us") && i + 1 < o->argc) {
+            spin_us = o->argv[++i];
+            continue;
+        }
         if (!strcmp(a, "--ops") && i + 1 < o->argc) {
             char *end;
             errno = 0;
@@ -235,7 +246,7 @@ int perf_reg(const struct perf_opts *o)
                 DEFAULT_OPS);
         return 1;
     }
-    if ((err = start_daemon(&d))) {
+    if ((err = start_daemon(&d, spin_us))) {
         fprintf(stderr, "sanperf reg: cannot start sanproxyd: %s\n", san_strerror(err));
         return 1;
     }
@@ -243,6 +254,8 @@ int perf_reg(const struct perf_opts *o)
         err = -errno;
         goto out_daemon;
     }
+    /* Uncached: every register is a miss that goes to the daemon (libsan's cache off). */
+    setenv("SAN_RCACHE_MAX_ENTRIES", "0", 1);
     if ((err = san_open(d.sock, &ctx)))
         goto out_echo;
     if (!o->json)
