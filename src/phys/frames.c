@@ -10,7 +10,10 @@
  *   that takes a whole extent turns the extent into the record;
  * - freeing finds the record through the index (O(1)) and its free neighbours as its tree
  *   neighbours; releasing never allocates (the record becomes a free extent or goes back to the
- *   pool when it coalesces).
+ *   pool when it coalesces);
+ * - two exact memos make the commonest sequence cheap: a repeated request is answered from the
+ *   last search's extent (the search hint), and a shrink from carving is told to the tree only at
+ *   the next operation, which often merges the record straight back (the pending shrink).
  * Locking: every function here expects m->lock held for writing (see machine.h), except
  * san_phys_frames_at, which only reads. */
 #include "phys/machine.h"
