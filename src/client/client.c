@@ -3,9 +3,10 @@
  * Sits on proto (one request, one reply on the SOCK_SEQPACKET control socket) and the shared range
  * tree: the context keeps its allocations by address and its registrations by page range. Proxy
  * memory arrives as a memfd (SCM_RIGHTS) and is mapped here. Registration pins the pages with mlock
- * (the daemon cannot pin another process's pages; it validates the range through the pidfd and
- * gives it frames), overlapped with the round trip; mlock does not nest, so the last
- * deregistration unlocks only the pages no other registration of this context still covers.
+ * before the daemon is asked (the daemon cannot pin another process's pages; it validates the range
+ * through the pidfd and gives it frames); the last deregistration unpins while the daemon drops
+ * the registration. mlock does not nest, so only pages no other registration of this context still
+ * covers are unpinned.
  *
  * Locking: ctx->lock serialises everything on a context (the socket round trip and both trees), so
  * a context may be shared by threads. A struct san_mr belongs to its context and is freed by
@@ -424,11 +425,10 @@ static int pin_error(int e, uint64_t start, uint64_t len)
     return e == EPERM ? -EPERM : -ENOMEM;
 }
 
-/* Registration. The request goes out first and the pages are pinned while the daemon validates
- * the range and gives it frames: the daemon reaches the pages through process_vm_readv/writev and
- * never depends on the pin, so the two can overlap, and the reply is usually waiting by the time
- * mlock returns (no sleep, no wake-up). san_register returns only when both are done; if either
- * fails, the other is undone. */
+/* Registration: MmProbeAndLockPages, our half first (the daemon cannot pin another process's
+ * pages): the pages are pinned, then the daemon validates the range through our pidfd, gives it
+ * frames and registers it. Pinning before the request also keeps our mlock (which holds our
+ * mm's lock for writing) from stalling the daemon's process_vm_readv of the same range. */
 static int do_register(struct san_ctx *ctx, void *addr, size_t len, unsigned access, bool rdma,
                        struct san_mr **out)
 {
@@ -436,7 +436,7 @@ static int do_register(struct san_ctx *ctx, void *addr, size_t len, unsigned acc
     struct client_reg *g, *fresh = NULL;
     struct san_mr *mr;
     uint64_t va = (uintptr_t)addr;
-    int err, pin_err = 0;
+    int err;
 
     if (!ctx || !addr || !len || !out || va + len < va || va + len > UINT64_MAX - PAGE)
         return -EINVAL;
@@ -453,25 +453,16 @@ static int do_register(struct san_ctx *ctx, void *addr, size_t len, unsigned acc
         err = -ENOMEM;
         goto fail;
     }
+    /* A range we already hold registered with this access is pinned already. */
+    if (!g && sys_mlock(start, end - start)) {
+        err = pin_error(errno, start, end - start);
+        goto fail_unpin; /* mlock may have pinned part of it */
+    }
     san_proto_init(&req, SAN_OP_REGISTER, 0);
     req.u.register_req = (struct san_register_req){
         .va = va, .len = len, .access = access, .flags = rdma ? SAN_REG_RDMA : 0};
-    if ((err = send_req(ctx, &req)))
-        goto fail;
-    /* MmProbeAndLockPages, our half (a range we already hold is pinned already). */
-    if (!g && sys_mlock(start, end - start))
-        pin_err = pin_error(errno, start, end - start); /* mlock may have pinned part of it */
-    if ((err = recv_rep(ctx, &req, &rep, NULL)))
+    if ((err = call(ctx, &req, &rep, NULL)))
         goto fail_unpin;
-    if (pin_err) {
-        /* Registered but not pinned: take the registration back. */
-        struct san_msg undo, undo_rep;
-        san_proto_init(&undo, SAN_OP_DEREGISTER, 0);
-        undo.u.deregister_req.lkey = rep.u.register_rep.lkey;
-        call(ctx, &undo, &undo_rep, NULL);
-        err = pin_err;
-        goto fail_unpin;
-    }
     if (!g) {
         g = fresh;
         *g = (struct client_reg){.r = {.start = start, .len = end - start},
