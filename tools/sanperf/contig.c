@@ -10,7 +10,8 @@
  * BATCH is one sample; p50 and p99 are taken over those samples. Batches of the allocator and of
  * the malloc baseline alternate, so that both see the same machine noise; the ratio is
  * p50(allocator) / p50(malloc). glibc is told never to trim and never to mmap 64 KiB, so the
- * baseline makes no system calls.
+ * baseline makes no system calls. --scaling builds a 1 GiB and a 1 TiB machine and interleaves
+ * their batches too, so that their p50 ratio does not depend on when each ran.
  *
  * No locking concerns: single-threaded. */
 #include <errno.h>
@@ -119,84 +120,122 @@ static uint64_t quantile_sorted(const uint64_t *s, size_t n, double q)
     return s[i < n ? i : n - 1];
 }
 
-/* Times ops alloc+free pairs of the case on a fragmented machine of ram bytes, next to malloc. */
-static int run_case(const struct contig_case *c, uint64_t ram, uint64_t ops, struct result *res)
-{
-    struct san_machine_config cfg = {.ram_size = ram};
+/* One machine under test: its case, its size, and what it measured. */
+struct subject {
+    const struct contig_case *c;
+    uint64_t ram;
     struct san_machine *m;
+    uint64_t *samples;
     struct san_machine_stats st;
+    struct result res;
+};
+
+/* Times one batch of pairs on s: the per-pair time, or 0 when a pair failed. */
+static uint64_t time_batch(struct subject *s)
+{
+    const struct contig_case *c = s->c;
+    int err = 0;
+    uint64_t t0 = perf_now_ns();
+    for (int k = 0; k < BATCH; k++) {
+        void *va;
+        err |= san_alloc_contiguous(s->m, PAIR_BYTES, c->lowest, c->highest, c->boundary,
+                                    SAN_CACHED, &va);
+        err |= san_free_contiguous(s->m, va, PAIR_BYTES, SAN_CACHED);
+    }
+    uint64_t t1 = perf_now_ns();
+    uint64_t ns = (t1 - t0 + BATCH / 2) / BATCH;
+    return err ? 0 : ns ? ns : 1;
+}
+
+/* Builds and fragments s's machine, and makes sure its case can be served at all. */
+static int prepare(struct subject *s, size_t nb)
+{
+    struct san_machine_config cfg = {.ram_size = s->ram};
     char what[64];
-    size_t nb = (size_t)((ops + BATCH - 1) / BATCH);
-    uint64_t *ts = malloc(nb * sizeof(*ts)), *tb = malloc(nb * sizeof(*tb));
     int err;
 
-    if (!ts || !tb) {
-        err = -ENOMEM;
-        goto out_free;
-    }
-    if ((err = san_machine_create(&cfg, &m)))
-        goto out_free;
-    snprintf(what, sizeof(what), "contig %s: fragmenting", c->name);
-    if ((err = fragment(m, ram, what)))
-        goto out_machine;
-    san_machine_stats(m, &st);
+    s->samples = malloc(nb * sizeof(*s->samples));
+    if (!s->samples)
+        return -ENOMEM;
+    if ((err = san_machine_create(&cfg, &s->m)))
+        return err;
+    snprintf(what, sizeof(what), "contig %s: fragmenting", s->c->name);
+    if ((err = fragment(s->m, s->ram, what)))
+        return err;
+    san_machine_stats(s->m, &s->st);
+    for (int i = 0; i < 1000 / BATCH; i++)
+        if (!time_batch(s))
+            return -EIO;
+    return 0;
+}
 
-    /* Warm up both sides (and make sure the case can be served at all). */
+static void release(struct subject *s)
+{
+    san_machine_destroy(s->m);
+    free(s->samples);
+    s->m = NULL;
+    s->samples = NULL;
+}
+
+/* Times ops alloc+free pairs on each subject, their batches interleaved with each other's and
+ * with the malloc baseline's, so that all of them see the same machine noise. */
+static int measure(struct subject *subj, size_t n, uint64_t ops)
+{
+    size_t nb = (size_t)((ops + BATCH - 1) / BATCH);
+    uint64_t *tb = malloc(nb * sizeof(*tb));
+    char what[64];
+    int err = 0;
+
+    if (!tb)
+        return -ENOMEM;
+    for (size_t k = 0; k < n && !err; k++)
+        err = prepare(&subj[k], nb);
+    if (err)
+        goto out;
     for (int i = 0; i < 1000; i++) {
-        void *va, *p = malloc(PAIR_BYTES);
+        void *p = malloc(PAIR_BYTES);
         escape(p);
         free(p);
-        if ((err = san_alloc_contiguous(m, PAIR_BYTES, c->lowest, c->highest, c->boundary,
-                                        SAN_CACHED, &va)))
-            goto out_machine;
-        if ((err = san_free_contiguous(m, va, PAIR_BYTES, SAN_CACHED)))
-            goto out_machine;
     }
 
-    snprintf(what, sizeof(what), "contig %s: timing", c->name);
+    snprintf(what, sizeof(what), "contig %s: timing", subj[0].c->name);
     for (size_t i = 0; i < nb; i++) {
+        for (size_t k = 0; k < n; k++)
+            if (!(subj[k].samples[i] = time_batch(&subj[k]))) {
+                err = -EIO; /* a timed pair failed: the run is meaningless */
+                goto out;
+            }
         uint64_t t0 = perf_now_ns();
-        for (int k = 0; k < BATCH; k++) {
-            void *va;
-            err = san_alloc_contiguous(m, PAIR_BYTES, c->lowest, c->highest, c->boundary,
-                                       SAN_CACHED, &va);
-            err |= san_free_contiguous(m, va, PAIR_BYTES, SAN_CACHED);
-        }
-        uint64_t t1 = perf_now_ns();
         for (int k = 0; k < BATCH; k++) {
             void *p = malloc(PAIR_BYTES);
             escape(p);
             free(p);
         }
-        uint64_t t2 = perf_now_ns();
-        if (err) {
-            err = -EIO; /* a timed pair failed: the run is meaningless */
-            goto out_machine;
-        }
-        ts[i] = (t1 - t0 + BATCH / 2) / BATCH;
-        tb[i] = (t2 - t1 + BATCH / 2) / BATCH;
+        tb[i] = (perf_now_ns() - t0 + BATCH / 2) / BATCH;
         if ((i & 1023) == 0)
             perf_progress(what, i, nb);
     }
     perf_progress(what, nb, nb);
 
-    qsort(ts, nb, sizeof(*ts), cmp_u64);
     qsort(tb, nb, sizeof(*tb), cmp_u64);
-    *res = (struct result){
-        .ram_bytes = st.ram_bytes,
-        .ops = nb * BATCH,
-        .p50_ns = quantile_sorted(ts, nb, 0.50),
-        .p99_ns = quantile_sorted(ts, nb, 0.99),
-        .baseline_p50_ns = quantile_sorted(tb, nb, 0.50),
-        .baseline_p99_ns = quantile_sorted(tb, nb, 0.99),
-        .free_extents = st.free_extents,
-    };
-    res->ratio_p50 =
-        (double)res->p50_ns / (double)(res->baseline_p50_ns ? res->baseline_p50_ns : 1);
-out_machine:
-    san_machine_destroy(m);
-out_free:
-    free(ts);
+    for (size_t k = 0; k < n; k++) {
+        struct subject *s = &subj[k];
+        qsort(s->samples, nb, sizeof(*s->samples), cmp_u64);
+        s->res = (struct result){
+            .ram_bytes = s->st.ram_bytes,
+            .ops = nb * BATCH,
+            .p50_ns = quantile_sorted(s->samples, nb, 0.50),
+            .p99_ns = quantile_sorted(s->samples, nb, 0.99),
+            .baseline_p50_ns = quantile_sorted(tb, nb, 0.50),
+            .baseline_p99_ns = quantile_sorted(tb, nb, 0.99),
+            .free_extents = s->st.free_extents,
+        };
+        s->res.ratio_p50 =
+            (double)s->res.p50_ns / (double)(s->res.baseline_p50_ns ? s->res.baseline_p50_ns : 1);
+    }
+out:
+    for (size_t k = 0; k < n; k++)
+        release(&subj[k]);
     free(tb);
     return err;
 }
@@ -277,31 +316,31 @@ int perf_contig(const struct perf_opts *o)
 
     print_header(o);
     if (scaling) {
-        struct result small, big;
-        if ((err = run_case(&cases[0], GIB, ops, &small)))
+        /* Both machines timed in the same loop: the ratio does not depend on when each ran. */
+        struct subject two[2] = {{.c = &cases[0], .ram = GIB}, {.c = &cases[0], .ram = 1024 * GIB}};
+        if ((err = measure(two, 2, ops)))
             goto fail;
-        print_result(o, "any", &small);
-        if ((err = run_case(&cases[0], 1024 * GIB, ops, &big)))
-            goto fail;
-        print_result(o, "any", &big);
-        double r = (double)big.p50_ns / (double)(small.p50_ns ? small.p50_ns : 1);
+        struct result *small = &two[0].res, *big = &two[1].res;
+        print_result(o, "any", small);
+        print_result(o, "any", big);
+        double r = (double)big->p50_ns / (double)(small->p50_ns ? small->p50_ns : 1);
         if (o->json)
             perf_json("\"suite\": \"contig\", \"case\": \"scaling\", \"small_ram_bytes\": %" PRIu64
                       ", \"big_ram_bytes\": %" PRIu64 ", \"small_p50_ns\": %" PRIu64
                       ", \"big_p50_ns\": %" PRIu64 ", \"ratio_p50\": %.2f",
-                      small.ram_bytes, big.ram_bytes, small.p50_ns, big.p50_ns, r);
+                      small->ram_bytes, big->ram_bytes, small->p50_ns, big->p50_ns, r);
         else
             printf("scaling: p50 on %" PRIu64 " GiB / p50 on %" PRIu64 " GiB = %.2f\n",
-                   big.ram_bytes / GIB, small.ram_bytes / GIB, r);
+                   big->ram_bytes / GIB, small->ram_bytes / GIB, r);
         return 0;
     }
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        struct result r;
         if (only && strcmp(only, cases[i].name))
             continue;
-        if ((err = run_case(&cases[i], ram, ops, &r)))
+        struct subject one = {.c = &cases[i], .ram = ram};
+        if ((err = measure(&one, 1, ops)))
             goto fail;
-        print_result(o, cases[i].name, &r);
+        print_result(o, cases[i].name, &one.res);
     }
     return 0;
 fail:
