@@ -145,7 +145,7 @@ int main(void)
     long ops = 10000;
 
 #ifdef SAN_UNDER_SANITIZER
-    ops = 2500;
+    ops = 5000;
 #endif
     if (getenv("SAN_STRESS_OPS"))
         ops = atol(getenv("SAN_STRESS_OPS"));
