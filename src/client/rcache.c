@@ -78,6 +78,7 @@ struct san_rcache {
     struct san_tree tree;
     struct lru_link lru;     /* READY entries, oldest qstamp first */
     struct lru_link orphans; /* dead entries still referenced */
+    struct lru_link passed;  /* registrations served uncached, until their put */
     struct san_rcache_entry *graveyard;
     _Atomic size_t graves;
     size_t count;
@@ -514,6 +515,7 @@ static int miss(struct san_rcache *rc, void *addr, size_t len, unsigned access, 
         } else {
             e->state = E_UNCACHED;
             e->uncached = true;
+            link_after(&rc->passed, &e->lru); /* so that destroy finds it */
             rc->st.uncached++;
         }
         write_unlock(rc);
@@ -604,7 +606,7 @@ int san_rcache_put(struct san_rcache *rc, struct san_rcache_entry *e)
         int err = rc->ops.do_deregister(rc->ctx, &e->reg);
         if (err)
             return err;
-        entry_free(e, false);
+        free_orphan(rc, e); /* off the list of passed-through entries, and freed */
         return 0;
     }
     uint64_t now = lru_now();
@@ -765,6 +767,7 @@ int san_rcache_create(const struct san_rcache_opts *opts, const struct san_rcach
     san_range_tree_init(&rc->tree);
     link_init(&rc->lru);
     link_init(&rc->orphans);
+    link_init(&rc->passed);
     init_locks(rc);
     struct san_memwatch_ops mops = {
         .arg = rc, .lock = mw_lock, .unlock = mw_unlock, .invalidate_locked = mw_invalidate_locked};
@@ -819,6 +822,14 @@ void san_rcache_destroy(struct san_rcache *rc)
             continue;
         }
         kill_locked(rc, e); /* releases the registration; e ends on the graveyard or orphans */
+    }
+    while (rc->passed.next != &rc->passed) { /* registrations served uncached, still held */
+        struct san_rcache_entry *e = entry_of_lru(rc->passed.next);
+        if (!child && rc->ops.do_deregister(rc->ctx, &e->reg))
+            rc->st.release_fail++;
+        link_del(&e->lru);
+        e->grave_next = all;
+        all = e;
     }
     while (rc->orphans.next != &rc->orphans) {
         struct san_rcache_entry *e = entry_of_lru(rc->orphans.next);
