@@ -7,7 +7,7 @@
  * there is none, and the allocator must return exactly that address, or -ENOMEM exactly when
  * nothing fits, or -EINVAL for a bad request. Frees (good and bad) follow the model too, and the
  * statistics (free bytes, low free bytes, allocations, allocated bytes) are compared after every
- * operation, the number of free extents (= maximal free runs, by a recount) after every eighth.
+ * operation, the number of free extents (= maximal free runs, by a recount) after every 16th.
  * Every allocation carries a tag in its first and last bytes that must survive until it is freed:
  * an overlap would overwrite one. */
 #include <setjmp.h>
@@ -27,7 +27,7 @@
 #define GIB             (UINT64_C(1) << 30)
 #define G4              (UINT64_C(1) << 32)
 #define PAGE            ((uint64_t)SAN_PAGE_SIZE)
-#define OPS_PER_MACHINE 30000
+#define OPS_PER_MACHINE 25000
 #define MAX_HELD        4096
 
 enum { FREE = 0, USED = 1, FIRMWARE = 2 };
@@ -419,7 +419,7 @@ static void run_machine(const struct san_ram_range *ram, size_t nr, bool nolow, 
             do_alloc(m, &md, held, &n);
         else
             do_free(m, &md, held, &n);
-        check_stats(m, &md, op % 8 == 0);
+        check_stats(m, &md, op % 16 == 0);
         if (nolow && op % 1000 == 0) {
             uint64_t dirty = 1;
             assert_int_equal(san_machine_check_lowmem(m, &dirty), 0);
