@@ -209,10 +209,13 @@ static struct client_reg *reg_of(struct san_range *r)
 }
 
 /* mlock and munlock as system calls: sanitizer runtimes replace the libc functions with no-ops,
- * and the pin is part of what registration means. */
+ * and the pin is part of what registration means. MLOCK_ONFAULT: resident pages are locked now
+ * and every other page as it is faulted in, without populating the range here; the daemon's
+ * validation reads every page anyway (and faults it in), so by the time the registration exists
+ * the whole range is resident and locked, at a lower cost than mlock's own population pass. */
 static int sys_mlock(uint64_t start, uint64_t len)
 {
-    return (int)syscall(SYS_mlock, (void *)(uintptr_t)start, (size_t)len);
+    return (int)syscall(SYS_mlock2, (void *)(uintptr_t)start, (size_t)len, MLOCK_ONFAULT);
 }
 static int sys_munlock(uint64_t start, uint64_t len)
 {
