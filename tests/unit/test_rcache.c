@@ -44,6 +44,45 @@ const char *__asan_default_options(void)
 }
 #endif
 
+#ifndef SAN_UNDER_SANITIZER
+/* The allocator, interposed: counts what threads other than the test's own allocate or free while
+ * counting is on (the memwatch handler must do neither). */
+void *__libc_malloc(size_t);
+void *__libc_calloc(size_t, size_t);
+void *__libc_realloc(void *, size_t);
+void __libc_free(void *);
+static _Atomic bool counting;
+static pthread_t test_thread;
+static _Atomic int foreign_allocs;
+static void count_foreign(void)
+{
+    if (atomic_load_explicit(&counting, memory_order_relaxed) &&
+        !pthread_equal(pthread_self(), test_thread))
+        atomic_fetch_add(&foreign_allocs, 1);
+}
+void *malloc(size_t n)
+{
+    count_foreign();
+    return __libc_malloc(n);
+}
+void *calloc(size_t n, size_t m)
+{
+    count_foreign();
+    return __libc_calloc(n, m);
+}
+void *realloc(void *p, size_t n)
+{
+    count_foreign();
+    return __libc_realloc(p, n);
+}
+void free(void *p)
+{
+    if (p)
+        count_foreign();
+    __libc_free(p);
+}
+#endif
+
 static _Atomic uint64_t next_gen = 1;
 
 struct fake {
@@ -651,6 +690,43 @@ static void test_unwatchable_memory_passes_through(void **state)
     san_rcache_destroy(rc);
 }
 
+/* The event path (the memwatch handler: read events, invalidate, release) never allocates or
+ * frees: free() could unmap or trim watched memory and wait for the handler itself. */
+static void test_event_path_does_not_allocate(void **state)
+{
+    (void)state;
+#ifdef SAN_UNDER_SANITIZER
+    skip(); /* the sanitizer owns malloc */
+#else
+    struct fake f = {.mlock = true};
+    struct san_rcache *rc = cache(&f, 16, 0);
+    char *p = map(16 * PG);
+    for (int i = 0; i < 8; i++)
+        san_rcache_put(rc, get(rc, p + i * PG, 2 * PG - 1, SAN_MEM_READ));
+    struct san_rcache_entry *held = get(rc, p, PG, SAN_MEM_READ);
+    char *dst = map(4 * PG);
+
+    test_thread = pthread_self();
+    atomic_store(&foreign_allocs, 0);
+    atomic_store(&counting, true);
+    assert_int_equal(munmap(p + 12 * PG, 4 * PG), 0);             /* unmap, idle entries */
+    assert_int_equal(madvise(p + 8 * PG, PG, MADV_DONTNEED), -1); /* pinned: refused */
+    assert_true(mremap(p + 6 * PG, 2 * PG, 2 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, dst) == dst);
+    assert_int_equal(munmap(p, 2 * PG), 0); /* an entry still held */
+    struct san_rcache_stats s = stats(rc);  /* waits for the handler to finish */
+    atomic_store(&counting, false);
+    assert_int_equal(atomic_load(&foreign_allocs), 0);
+    assert_true(s.unmaps >= 2 && s.remaps >= 1);
+    assert_true(s.invalidations >= 5);
+    assert_false(san_rcache_entry_valid(held));
+    san_rcache_put(rc, held);
+    san_rcache_destroy(rc);
+    assert_int_equal(f.live, 0);
+    munmap(p, 16 * PG);
+    munmap(dst, 4 * PG);
+#endif
+}
+
 static void test_fork(void **state)
 {
     (void)state;
@@ -861,6 +937,7 @@ int main(void)
         cmocka_unit_test(test_brk_shrink_invalidates),
         cmocka_unit_test(test_madvise_on_unpinned_invalidates),
         cmocka_unit_test(test_unwatchable_memory_passes_through),
+        cmocka_unit_test(test_event_path_does_not_allocate),
         cmocka_unit_test(test_fork),
         cmocka_unit_test(test_churn_stress),
     };
