@@ -27,6 +27,7 @@
 
 #include <san/san.h>
 
+#include "daemon/daemon.h" /* SAN_DAEMON_SPIN_US, the daemon's default */
 #include "perf.h"
 
 #define BATCH       64
@@ -200,15 +201,16 @@ out:
     return err;
 }
 
-static void print_result(const struct perf_opts *o, const char *name, const struct result *r)
+static void print_result(const struct perf_opts *o, const char *name, const struct result *r,
+                         unsigned spin_us)
 {
     if (o->json)
-        perf_json("\"suite\": \"reg\", \"case\": \"%s\", \"bytes\": %d, \"ops\": %" PRIu64
-                  ", \"p50_ns\": %" PRIu64 ", \"p99_ns\": %" PRIu64
+        perf_json("\"suite\": \"reg\", \"case\": \"%s\", \"daemon_spin_us\": %u, \"bytes\": %d, "
+                  "\"ops\": %" PRIu64 ", \"p50_ns\": %" PRIu64 ", \"p99_ns\": %" PRIu64
                   ", \"baseline\": \"seqpacket_rtt_64b\", \"baseline_p50_ns\": %" PRIu64
                   ", \"baseline_p99_ns\": %" PRIu64 ", \"ratio_p50\": %.2f",
-                  name, OP_BYTES, r->ops, r->p50_ns, r->p99_ns, r->base_p50_ns, r->base_p99_ns,
-                  r->ratio);
+                  name, spin_us, OP_BYTES, r->ops, r->p50_ns, r->p99_ns, r->base_p50_ns,
+                  r->base_p99_ns, r->ratio);
     else
         printf("%-22s %8" PRIu64 " %9" PRIu64 " %9" PRIu64 " %12" PRIu64 " %7.2f\n", name, r->ops,
                r->p50_ns, r->p99_ns, r->base_p50_ns, r->ratio);
@@ -246,6 +248,7 @@ int perf_reg(const struct perf_opts *o)
                 DEFAULT_OPS);
         return 1;
     }
+    unsigned spin = spin_us ? (unsigned)strtoul(spin_us, NULL, 10) : SAN_DAEMON_SPIN_US;
     if ((err = start_daemon(&d, spin_us))) {
         fprintf(stderr, "sanperf reg: cannot start sanproxyd: %s\n", san_strerror(err));
         return 1;
@@ -263,10 +266,10 @@ int perf_reg(const struct perf_opts *o)
                "ratio");
     if ((err = run_case(ctx, echo, OP_REGISTER, ops, &r)))
         goto out_ctx;
-    print_result(o, "register_deregister", &r);
+    print_result(o, "register_deregister", &r, spin);
     if ((err = run_case(ctx, echo, OP_ALLOC, ops, &r)))
         goto out_ctx;
-    print_result(o, "alloc_free", &r);
+    print_result(o, "alloc_free", &r, spin);
 out_ctx:
     san_close(ctx);
 out_echo:
