@@ -46,7 +46,7 @@ struct san_dma_ops {
      * nothing fits: -ENOMEM. */
     int (*allocate_common_buffer)(struct san_dma_adapter *a, uint32_t len, san_laddr_t *logical,
                                   bool cache_enabled, void **va);
-    /* Every argument must match the allocation (len in whole pages, the adapter, logical, va,
+    /* Every argument must match the allocation (len exactly as asked, the adapter, logical, va,
      * cache_enabled): -EINVAL otherwise, nothing freed. */
     int (*free_common_buffer)(struct san_dma_adapter *a, uint32_t len, san_laddr_t logical,
                               void *va, bool cache_enabled);

@@ -60,7 +60,7 @@ int san_machine_check_lowmem(struct san_machine *m, uint64_t *dirty_frames);
 int san_alloc_contiguous(struct san_machine *m, size_t bytes, san_paddr_t lowest,
                          san_paddr_t highest, san_paddr_t boundary, enum san_cache_type cache,
                          void **va);
-/* Frees what san_alloc_contiguous returned; bytes and cache must match the allocation (-EINVAL
+/* Frees what san_alloc_contiguous returned; bytes (exactly as asked) and cache must match (-EINVAL
  * otherwise, as for an unknown or interior pointer or a double free; nothing changes then). */
 int san_free_contiguous(struct san_machine *m, void *va, size_t bytes, enum san_cache_type cache);
 /* Physical address of a byte of allocated machine memory; -EINVAL for an address outside the

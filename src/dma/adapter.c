@@ -324,6 +324,7 @@ static int allocate_common_buffer(struct san_dma_adapter *pub, uint32_t len, san
         f->tag = a;
         f->cache = (uint8_t)(cache_enabled ? SAN_CACHED : SAN_NONCACHED);
         f->access = SAN_MEM_READWRITE;
+        san_phys_set_asked(f, len);
         a->common++;
     }
     pthread_rwlock_unlock(&m->lock);
@@ -347,7 +348,8 @@ static int free_common_buffer(struct san_dma_adapter *pub, uint32_t len, san_lad
     pthread_rwlock_wrlock(&m->lock);
     struct san_frames *f = san_phys_frames_at(m, logical);
     if (f && f->kind == SAN_FRAMES_COMMON && f->tag == a && f->r.start == logical &&
-        f->r.len == bytes && f->cache == (cache_enabled ? SAN_CACHED : SAN_NONCACHED) &&
+        f->r.len == bytes && san_phys_is_asked(f, len) &&
+        f->cache == (cache_enabled ? SAN_CACHED : SAN_NONCACHED) &&
         san_phys_to_host(m, logical) == va) {
         san_phys_free_locked(m, f);
         a->common--;

@@ -28,8 +28,10 @@ int san_alloc_contiguous(struct san_machine *m, size_t bytes, san_paddr_t lowest
 
     pthread_rwlock_wrlock(&m->lock);
     f = san_phys_alloc_locked(m, len, lowest, highest, boundary, SAN_FRAMES_CONTIG, &err);
-    if (f)
+    if (f) {
         f->cache = (uint8_t)cache;
+        san_phys_set_asked(f, bytes);
+    }
     pthread_rwlock_unlock(&m->lock);
     if (!f)
         return err;
@@ -49,7 +51,7 @@ int san_free_contiguous(struct san_machine *m, void *va, size_t bytes, enum san_
     pthread_rwlock_wrlock(&m->lock);
     struct san_frames *f = san_phys_frames_at(m, pa);
     if (f && f->kind == SAN_FRAMES_CONTIG && f->r.start == pa && f->r.len == len &&
-        f->cache == (uint8_t)cache) {
+        san_phys_is_asked(f, bytes) && f->cache == (uint8_t)cache) {
         san_phys_free_locked(m, f);
         err = 0;
     }

@@ -252,7 +252,8 @@ static void account(struct san_machine *m, const struct san_frames *f, int sign)
 /* Makes f a record of kind (0: a free extent) over [start, start+len), every other field cleared,
  * keeping its links and summary (what its parent saw: san_range_changed compares with it). */
 /* Every field of a record: reinit must clear them all (extend it with the struct). */
-static_assert(sizeof(struct san_frames) == sizeof(struct san_range) + 4 + 4 + 3 * sizeof(void *),
+static_assert(sizeof(struct san_frames) ==
+                  sizeof(struct san_range) + 4 + 2 + 2 + 3 * sizeof(void *),
               "struct san_frames changed: clear the new fields in reinit");
 
 static void reinit(struct san_frames *f, uint64_t start, uint64_t len, unsigned kind)
@@ -264,6 +265,7 @@ static void reinit(struct san_frames *f, uint64_t start, uint64_t len, unsigned 
     f->cache = 0;
     f->access = 0;
     f->busy = false;
+    f->last_bytes = 0;
     f->tag = NULL;
     f->owner = NULL;
     f->owner_va = 0;

@@ -51,12 +51,13 @@ struct san_page_owner {
 /* A frame record: a run of frames in use (kind 0: a free extent). Records are recycled: a new
  * field must also be cleared in reinit (frames.c). */
 struct san_frames {
-    struct san_range r; /* physical range, whole pages */
-    uint8_t kind;       /* enum san_frames_kind */
-    uint8_t cache;      /* enum san_cache_type */
-    uint8_t access;     /* SAN_MEM_* the device has; reads are always allowed */
-    bool busy;          /* BOUNCE: a map register in use */
-    void *tag;          /* who asked: the adapter (COMMON, BOUNCE), the MDL (LOCKED) */
+    struct san_range r;  /* physical range, whole pages */
+    uint8_t kind;        /* enum san_frames_kind */
+    uint8_t cache;       /* enum san_cache_type */
+    uint8_t access;      /* SAN_MEM_* the device has; reads are always allowed */
+    bool busy;           /* BOUNCE: a map register in use */
+    uint16_t last_bytes; /* CONTIG, COMMON: bytes asked for in the last page (1..4096) */
+    void *tag;           /* who asked: the adapter (COMMON, BOUNCE), the MDL (LOCKED) */
     const struct san_page_owner *owner; /* LOCKED: whose pages */
     uint64_t owner_va;                  /* LOCKED: owner's address of r.start */
 };
@@ -121,6 +122,18 @@ void san_phys_free_locked(struct san_machine *m, struct san_frames *f);
  * san_range_next(&f->r), which may be a free extent (kind 0) or a record that does not start
  * where f ends (a hole lies between). */
 struct san_frames *san_phys_frames_at(const struct san_machine *m, san_paddr_t pa);
+/* Remembers the byte count a requester asked for (r.len is it rounded up to pages). */
+static inline void san_phys_set_asked(struct san_frames *f, uint64_t bytes)
+{
+    f->last_bytes = (uint16_t)(bytes - (f->r.len - SAN_PAGE_SIZE));
+}
+/* Does bytes name exactly what was asked for? Frees must (MmFreeContiguousMemorySpecifyCache,
+ * FreeCommonBuffer). */
+static inline bool san_phys_is_asked(const struct san_frames *f, uint64_t bytes)
+{
+    return f->last_bytes && bytes == f->r.len - SAN_PAGE_SIZE + f->last_bytes;
+}
+
 /* True for a frame record, false for a free extent. */
 static inline bool san_phys_is_record(const struct san_frames *f)
 {

@@ -227,6 +227,8 @@ static void test_common_buffers(void **state)
 
     /* Free must match exactly; nothing is freed otherwise. */
     assert_int_equal(a32->ops->free_common_buffer(a32, 3 * PAGE, l32, v32, false), -EINVAL);
+    assert_int_equal(a32->ops->free_common_buffer(a32, 2 * PAGE, l32, v32, false),
+                     -EINVAL); /* same pages, not the bytes asked */
     assert_int_equal(a32->ops->free_common_buffer(a32, 5000, l32 + PAGE, v32, false), -EINVAL);
     assert_int_equal(a32->ops->free_common_buffer(a32, 5000, l32, (uint8_t *)v32 + 1, false),
                      -EINVAL);

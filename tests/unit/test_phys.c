@@ -82,9 +82,11 @@ static void test_rounds_to_pages(void **state)
     san_paddr_t pa;
     assert_int_equal(san_get_physical_address(m, (char *)b + 2 * PAGE - 1, &pa), 0);
 
-    /* A free names the bytes as asked, or anything that rounds to the same pages. */
+    /* A free names exactly the bytes asked for, not just the same pages. */
+    assert_int_equal(san_free_contiguous(m, a, PAGE, SAN_CACHED), -EINVAL);
+    assert_int_equal(san_free_contiguous(m, b, 2 * PAGE, SAN_CACHED), -EINVAL);
     assert_int_equal(san_free_contiguous(m, a, 1, SAN_CACHED), 0);
-    assert_int_equal(san_free_contiguous(m, b, 2 * PAGE, SAN_CACHED), 0);
+    assert_int_equal(san_free_contiguous(m, b, PAGE + 1, SAN_CACHED), 0);
     assert_same_stats(m, &st0);
     san_machine_destroy(m);
 }
