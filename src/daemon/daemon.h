@@ -94,8 +94,10 @@ struct san_daemon {
     uint32_t next_client_id;
     uint64_t nr_clients, nr_allocs, alloc_bytes;
     bool stopping;
-    uint64_t spin_ns;         /* poll this long after a request before sleeping */
-    uint64_t last_request_ns; /* CLOCK_MONOTONIC */
+    struct san_daemon_alloc *freed; /* detached by FREE, released after the reply went out */
+    int spare_memfd[4];             /* fresh memfds made between requests, -1: none */
+    uint64_t spin_ns;               /* poll this long after a request before sleeping */
+    uint64_t last_request_ns;       /* CLOCK_MONOTONIC */
 };
 
 /* server.c: sets up the machine, the socket and the loop, runs until SIGTERM/SIGINT. ready_fd, if
@@ -111,5 +113,11 @@ void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct s
                        int *fd);
 /* Releases everything c holds (allocations, registrations). */
 void san_daemon_release_client(struct san_client *c);
+/* Work that can wait until a reply has gone out (the client goes on meanwhile): releases the
+ * allocations FREE detached, and makes fresh memfds for the next allocations. Runs before the
+ * next event is handled, so no request ever sees it undone. */
+void san_daemon_after_reply(struct san_daemon *d);
+/* Closes the spare memfds. */
+void san_daemon_drop_spares(struct san_daemon *d);
 
 #endif

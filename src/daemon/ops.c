@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <san/client.h>
@@ -23,25 +24,69 @@ static struct san_daemon_alloc *alloc_of(struct san_range *r)
     return r ? san_container_of(r, struct san_daemon_alloc, r) : NULL;
 }
 
-/* Frees an allocation: the memfd stops backing the frames, then the frames go back. */
-static void alloc_release(struct san_client *c, struct san_daemon_alloc *a)
+/* Takes an allocation away from its client: from here on nothing can name it. */
+static void alloc_detach(struct san_client *c, struct san_daemon_alloc *a)
 {
     struct san_daemon *d = c->d;
-    int err = san_phys_unexport(d->m, a->host, a->bytes);
-    if (err) {
-        /* The client's memfd may still reach these frames: never hand them out again. */
-        log_error("client %u: allocation at %#llx cannot be unexported (%s): leaked", c->id,
-                  (unsigned long long)a->paddr, strerror(-err));
-    } else if ((err = san_free_contiguous(d->m, a->host, a->bytes, SAN_CACHED))) {
-        log_error("client %u: free of %#llx failed: %s", c->id, (unsigned long long)a->paddr,
-                  strerror(-err));
-    }
     san_range_erase(&c->allocs, &a->r);
     c->nr_allocs--;
     c->alloc_bytes -= a->bytes;
     d->nr_allocs--;
     d->alloc_bytes -= a->bytes;
+}
+
+/* Frees a detached allocation: the memfd stops backing the frames, then the frames go back. */
+static void alloc_free(struct san_daemon *d, struct san_daemon_alloc *a)
+{
+    int err = san_phys_unexport(d->m, a->host, a->bytes);
+    if (err) {
+        /* The client's memfd may still reach these frames: never hand them out again. */
+        log_error("allocation at %#llx cannot be unexported (%s): leaked",
+                  (unsigned long long)a->paddr, strerror(-err));
+    } else if ((err = san_free_contiguous(d->m, a->host, a->bytes, SAN_CACHED))) {
+        log_error("free of %#llx failed: %s", (unsigned long long)a->paddr, strerror(-err));
+    }
     free(a);
+}
+
+static void alloc_release(struct san_client *c, struct san_daemon_alloc *a)
+{
+    alloc_detach(c, a);
+    alloc_free(c->d, a);
+}
+
+/* A fresh memfd made between requests, or -1. */
+static int take_spare(struct san_daemon *d)
+{
+    for (size_t i = 0; i < sizeof(d->spare_memfd) / sizeof(d->spare_memfd[0]); i++) {
+        int fd = d->spare_memfd[i];
+        if (fd >= 0) {
+            d->spare_memfd[i] = -1;
+            return fd;
+        }
+    }
+    return -1;
+}
+
+void san_daemon_after_reply(struct san_daemon *d)
+{
+    while (d->freed) {
+        struct san_daemon_alloc *a = d->freed;
+        d->freed = (struct san_daemon_alloc *)(uintptr_t)a->r.start;
+        alloc_free(d, a);
+    }
+    for (size_t i = 0; i < sizeof(d->spare_memfd) / sizeof(d->spare_memfd[0]); i++)
+        if (d->spare_memfd[i] < 0)
+            d->spare_memfd[i] = memfd_create("sanproxy-alloc", MFD_CLOEXEC);
+}
+
+void san_daemon_drop_spares(struct san_daemon *d)
+{
+    for (size_t i = 0; i < sizeof(d->spare_memfd) / sizeof(d->spare_memfd[0]); i++) {
+        if (d->spare_memfd[i] >= 0)
+            close(d->spare_memfd[i]);
+        d->spare_memfd[i] = -1;
+    }
 }
 
 static int op_alloc(struct san_client *c, const struct san_alloc_req *q, struct san_alloc_rep *r,
@@ -69,7 +114,7 @@ static int op_alloc(struct san_client *c, const struct san_alloc_req *q, struct 
     err = san_alloc_contiguous(d->m, bytes, 0, highest, 0, SAN_CACHED, &a->host);
     if (err)
         goto fail_free;
-    if ((err = san_phys_export(d->m, a->host, bytes, fd)))
+    if ((err = san_phys_export(d->m, a->host, bytes, take_spare(d), fd)))
         goto fail_contig;
     if ((err = san_get_physical_address(d->m, a->host, &a->paddr)))
         goto fail_export;
@@ -104,7 +149,11 @@ static int op_free(struct san_client *c, const struct san_free_req *q)
     struct san_daemon_alloc *a = alloc_of(san_range_lookup(&c->allocs, q->handle));
     if (!a)
         return -EINVAL;
-    alloc_release(c, a);
+    /* Gone for the client now; the frames go back right after the reply (san_daemon_after_reply),
+     * before any other request is handled. The list links through r.start (detached). */
+    alloc_detach(c, a);
+    a->r.start = (uintptr_t)c->d->freed;
+    c->d->freed = a;
     return 0;
 }
 

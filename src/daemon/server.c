@@ -8,6 +8,10 @@
  * well-framed bad request gets an error reply. A client that does not read its replies (its socket
  * buffer is full) is disconnected rather than blocking the loop.
  *
+ * Replies first: what a request leaves to do that its reply does not depend on (frames of a freed
+ * allocation going back, fresh memfds for the next allocations) runs right after the reply is sent
+ * (san_daemon_after_reply), while the client goes on, and before the next event.
+ *
  * Polling: after handling a request the loop polls (epoll_wait with timeout 0) for spin_us before
  * it blocks again, because a wake-up costs more than a round trip's work on these machines and
  * control requests come in bursts (register then deregister, alloc then free). 0 disables it.
@@ -226,6 +230,7 @@ static void client_readable(struct san_daemon *d, struct san_client *c)
     err = san_proto_send(c->fd, &rep, fd, MSG_DONTWAIT);
     if (fd >= 0)
         close(fd);
+    san_daemon_after_reply(d);
     if (err) {
         /* The reply could not go out: -EAGAIN means the client does not read its replies. A
          * failed allocation reply leaves an allocation the client never learnt of; cleanup
@@ -318,6 +323,8 @@ static void teardown(struct san_daemon *d)
     while (d->clients.next != &d->clients)
         drop_client(d, d->clients.next, "released at shutdown");
     reap(d);
+    san_daemon_after_reply(d); /* nothing is left to free; */
+    san_daemon_drop_spares(d); /* the spares it made go too */
     san_mr_registry_destroy(d->mr);
     if (d->nic)
         d->nic->ops->put_dma_adapter(d->nic);
@@ -330,8 +337,12 @@ static void teardown(struct san_daemon *d)
 
 int san_daemon_run(const struct san_daemon_config *cfg, int ready_fd, unsigned spin_us)
 {
-    struct san_daemon d = {
-        .cfg = *cfg, .epfd = -1, .lfd = -1, .sigfd = -1, .spin_ns = (uint64_t)spin_us * 1000};
+    struct san_daemon d = {.cfg = *cfg,
+                           .epfd = -1,
+                           .lfd = -1,
+                           .sigfd = -1,
+                           .spare_memfd = {-1, -1, -1, -1},
+                           .spin_ns = (uint64_t)spin_us * 1000};
     struct epoll_event ev[64];
 
     d.clients.next = d.clients.prev = &d.clients;

@@ -33,14 +33,16 @@ static struct san_frames *record_of(struct san_machine *m, void *va, size_t len)
     return f;
 }
 
-int san_phys_export(struct san_machine *m, void *va, size_t len, int *fd_out)
+int san_phys_export(struct san_machine *m, void *va, size_t len, int fresh, int *fd_out)
 {
-    int fd, err = 0;
+    int fd = fresh, err = 0;
 
-    if (!m || !va || !len || len % PAGE || !fd_out)
+    if (!m || !va || !len || len % PAGE || !fd_out) {
+        if (fresh >= 0)
+            close(fresh);
         return -EINVAL;
-    fd = memfd_create("sanproxy-alloc", MFD_CLOEXEC);
-    if (fd < 0)
+    }
+    if (fd < 0 && (fd = memfd_create("sanproxy-alloc", MFD_CLOEXEC)) < 0)
         return -errno;
     if (ftruncate(fd, (off_t)len)) {
         err = -errno;

@@ -35,15 +35,27 @@ static void expect_reply(int fd, const struct san_msg *m, size_t len, int want)
     CHECK_EQ(rep.hdr.status, want);
 }
 
+/* The daemon's descriptors, not counting the fresh memfds it keeps for the next allocations. */
 static int count_fds(pid_t pid)
 {
-    char path[64];
+    char path[64], link[384], target[256];
     snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
     DIR *d = opendir(path);
+    struct dirent *e;
     int n = 0;
     CHECK(d);
-    while (readdir(d))
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(link, sizeof(link), "%s/%s", path, e->d_name);
+        ssize_t len = readlink(link, target, sizeof(target) - 1);
+        if (len > 0) {
+            target[len] = 0;
+            if (!strncmp(target, "/memfd:", 7))
+                continue;
+        }
         n++;
+    }
     closedir(d);
     return n;
 }
