@@ -1,7 +1,8 @@
 /* Fuzz target: the control protocol's decoder (san_proto_decode), both directions. Half of the
  * inputs get a valid magic, version and length patched in, so that the fuzzer spends its time past
  * the framing checks, in the opcode, size and field validation. Whatever the decoder accepts must
- * be self-consistent: a known opcode, the exact size for it, and the fields it promises to check. */
+ * be self-consistent: a known opcode, the exact size for it, and the fields it promises to check.
+ */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,6 @@
 /* sanperf: shared pieces of the benchmark suites. Every timing is printed next to a baseline
- * measured in the same run; suites print one JSON object per case with --json, a table otherwise. */
+ * measured in the same run; suites print one JSON object per case with --json, a table otherwise.
+ */
 #ifndef SANPERF_PERF_H
 #define SANPERF_PERF_H
 
