@@ -283,6 +283,33 @@ static void forked_child(struct test_daemon *d, const struct san_stats_rep *idle
     test_wait_idle(d, idle);
 }
 
+/* Two contexts of one process: pages belong to one userfaultfd at a time, so the second context
+ * serves the same memory uncached (a registration per call) and both stay correct. */
+static void two_contexts(struct test_daemon *d, const struct san_stats_rep *idle)
+{
+    struct san_ctx *a, *b;
+    struct san_mr *ma, *mb;
+    char *buf = map_at(NULL, LEN);
+    CHECK(buf);
+    CHECK_EQ(san_open(NULL, &a), 0);
+    CHECK_EQ(san_open(NULL, &b), 0);
+    CHECK_EQ(san_register(a, buf, LEN, SAN_MEM_READ, &ma), 0);
+    CHECK_EQ(san_deregister(ma), 0);
+    CHECK_EQ(san_register(b, buf, LEN, SAN_MEM_READ, &mb), 0);
+    CHECK_EQ(stats(d).registrations, 2);
+    CHECK_EQ(san_deregister(mb), 0); /* uncached: released at once */
+    CHECK_EQ(stats(d).registrations, 1);
+    CHECK_EQ(san_register(a, buf, LEN, SAN_MEM_READ, &ma), 0); /* still a hit in a */
+    CHECK_EQ(san_deregister(ma), 0);
+    CHECK_EQ(stats(d).registrations, 1);
+    munmap(buf, LEN);
+    settle(a);
+    CHECK_EQ(stats(d).registrations, 0);
+    san_close(b);
+    san_close(a);
+    test_wait_idle(d, idle);
+}
+
 /* Threads map, register, unmap and map again at fixed addresses; a registration after the memory
  * was replaced must never carry the previous mapping's key. */
 #define THREADS 4
@@ -398,6 +425,7 @@ int main(void)
     remap_same_address(&d, &idle);
     rdma(&d, &idle);
     forked_child(&d, &idle);
+    two_contexts(&d, &idle);
     threads(&d, &idle);
     CHECK_EQ(test_daemon_stop(&d), 0);
 
