@@ -54,7 +54,7 @@ struct san_memwatch_stats {
     uint64_t batches;    /* times the handler took the lock and drained the queue */
     uint64_t overflows;  /* drains whose queue overflowed (everything was invalidated) */
     uint64_t unreg_fail; /* UFFDIO_UNREGISTER failures (range already gone: harmless) */
-    uint64_t watch_fail; /* spans the kernel refused (file mappings, holes, another userfaultfd) */
+    uint64_t watch_fail; /* spans the kernel refused (file mappings, unmapped, another uffd) */
 };
 
 /* Capacity of the pending-invalidation queue one drain fills before it processes anything. */
@@ -90,7 +90,8 @@ void san_memwatch_init(struct san_memwatch *mw, const struct san_memwatch_ops *o
 void san_memwatch_destroy(struct san_memwatch *mw);
 /* Starts watching [start, start + len) (whole pages; pages must be present: populate them first,
  * the kernel cannot fault in a page of a registered span for a system call). Starts the handler on
- * first use. 0; -EINVAL for memory that cannot be watched (file mappings, holes); -EBUSY when
+ * first use. 0; -EINVAL for memory that cannot be watched (file mappings, nothing mapped; a span
+ * with holes is accepted and only its mapped parts are watched); -EBUSY when
  * another userfaultfd watches it; -ENOSYS/-EPERM when userfaultfd is unavailable (then always). */
 int san_memwatch_watch_locked(struct san_memwatch *mw, struct san_memwatch_span *s, uint64_t start,
                               uint64_t len);
