@@ -94,6 +94,7 @@ struct san_daemon {
     uint32_t next_client_id;
     uint64_t nr_clients, nr_allocs, alloc_bytes;
     bool stopping;
+    bool accept_paused;             /* out of descriptors: listener out of the epoll set */
     struct san_daemon_alloc *freed; /* detached by FREE, released after the reply went out */
     int spare_memfd[4];             /* fresh memfds made between requests, -1: none */
     uint64_t spin_ns;               /* poll this long after a request before sleeping */

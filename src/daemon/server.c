@@ -32,6 +32,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -117,6 +118,15 @@ static int peer_pidfd(int fd, pid_t pid)
     return pidfd;
 }
 
+/* Out of descriptors: a pending connection would keep the listener readable and the loop
+ * spinning. Stop listening until a client goes away (drop_client resumes). */
+static void pause_accepting(struct san_daemon *d, int err)
+{
+    log_warn("out of descriptors (%s): not accepting until a client leaves", strerror(err));
+    epoll_ctl(d->epfd, EPOLL_CTL_DEL, d->lfd, NULL);
+    d->accept_paused = true;
+}
+
 static void accept_client(struct san_daemon *d)
 {
     struct ucred cred;
@@ -126,8 +136,11 @@ static void accept_client(struct san_daemon *d)
 
     fd = accept4(d->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-        if (errno != EAGAIN && errno != EINTR)
+        if (errno == EMFILE || errno == ENFILE)
+            pause_accepting(d, errno);
+        else if (errno != EAGAIN && errno != EINTR) {
             log_warn("accept: %s", strerror(errno));
+        }
         return;
     }
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) || cred.pid <= 0) {
@@ -141,7 +154,10 @@ static void accept_client(struct san_daemon *d)
     }
     c->pidfd = peer_pidfd(fd, cred.pid);
     if (c->pidfd < 0) {
-        log_warn("pid %d: no pidfd (%s): refused", (int)cred.pid, strerror(errno));
+        int e = errno;
+        log_warn("pid %d: no pidfd (%s): refused", (int)cred.pid, strerror(e));
+        if (e == EMFILE || e == ENFILE)
+            pause_accepting(d, e);
         goto fail_client;
     }
     c->d = d;
@@ -198,6 +214,8 @@ static void drop_client(struct san_daemon *d, struct san_client *c, const char *
     d->nr_clients--;
     c->next = d->graveyard;
     d->graveyard = c;
+    if (d->accept_paused && d->lfd >= 0 && !epoll_add(d->epfd, d->lfd, TAG_LISTEN))
+        d->accept_paused = false;
 }
 
 static void client_readable(struct san_daemon *d, struct san_client *c)
@@ -288,6 +306,12 @@ static int setup(struct san_daemon *d, int *sigfd)
     if ((err = san_mr_registry_create(d->m, &d->mr))) {
         log_error("registration table: %s", strerror(-err));
         return err;
+    }
+    /* Two descriptors per client (socket, pidfd): use all the descriptors we may. */
+    struct rlimit nofile;
+    if (!getrlimit(RLIMIT_NOFILE, &nofile) && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
     }
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);

@@ -110,6 +110,34 @@ set -e
 [ ! -e "$sock" ] || fail "socket left behind after SIGTERM"
 grep -q "info: stopped" "$tmp/log" || fail "no 'stopped' in the log"
 
+# --- out of descriptors: the daemon stops accepting (no busy loop), resumes when clients leave ---
+if command -v python3 >/dev/null; then
+  mkfifo "$tmp/ready3"
+  (ulimit -n 32; exec "$bin/sanproxyd" --foreground --socket "$tmp/few.sock" --ready-fd 3 \
+     3>"$tmp/ready3" 2>"$tmp/log3") &
+  fpid=$!
+  pids+=("$fpid")
+  read -r _ <"$tmp/ready3" || fail "daemon with few descriptors did not start"
+  python3 - "$tmp/few.sock" "$bin/sanctl" <<'PY' || fail "descriptor exhaustion"
+import socket, subprocess, sys, time
+path, sanctl = sys.argv[1], sys.argv[2]
+held = []
+for _ in range(40):  # more than 32 descriptors' worth: some stay in the backlog
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.connect(path)
+    held.append(s)
+for s in held:
+    s.close()
+out = subprocess.run([sanctl, "--socket", path, "stats", "--json"], capture_output=True, timeout=20)
+assert out.returncode == 0, out.stderr
+PY
+  grep -q "not accepting until a client leaves" "$tmp/log3" || fail "no descriptor exhaustion logged"
+  # At most a refusal and a pause per connection attempt: a busy loop would log thousands.
+  n=$(grep -c "refused\|out of descriptors" "$tmp/log3" || true)
+  [ "$n" -le 82 ] || fail "accept errors logged in a loop ($n lines)"
+  kill -TERM "$fpid"; wait "$fpid" || fail "daemon with few descriptors: bad exit"
+fi
+
 # --- without --foreground: detaches once ready; a stale socket file is replaced ---
 touch "$tmp/log2"
 python3 - "$tmp/stale.sock" <<'PY' 2>/dev/null || true
