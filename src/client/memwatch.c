@@ -276,6 +276,10 @@ void san_memwatch_destroy(struct san_memwatch *mw)
         uint64_t one = 1;
         if (write(mw->stopfd, &one, sizeof(one)) == (ssize_t)sizeof(one))
             pthread_join(mw->thread, NULL);
+        /* Closing the userfaultfd unregisters everything only when no forked child still holds a
+         * copy of it: unregister what is left ourselves, or an unmap there would wait forever. */
+        for (struct san_range *r = san_range_first(&mw->spans); r; r = san_range_next(r))
+            uffd_range_op(mw->uffd, UFFDIO_UNREGISTER, r->start, r->len);
     }
     /* In a forked child the descriptors are copies: closing them leaves the parent's watcher alone
      * (its handler thread does not exist here, and the eventfd is shared, so it is not written). */

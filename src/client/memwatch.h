@@ -84,8 +84,8 @@ struct san_memwatch {
 
 /* Sets mw up; nothing is opened until the first watch. Never fails. */
 void san_memwatch_init(struct san_memwatch *mw, const struct san_memwatch_ops *ops);
-/* Stops the handler thread (waits for it; call without the owner's lock) and closes the
- * userfaultfd, which unregisters every span. In a forked child it only closes descriptors: the
+/* Stops the handler thread (waits for it; call without the owner's lock), unregisters every span
+ * still watched and closes the userfaultfd. In a forked child it only closes descriptors: the
  * userfaultfd still belongs to the parent's address space. */
 void san_memwatch_destroy(struct san_memwatch *mw);
 /* Starts watching [start, start + len) (whole pages; pages must be present: populate them first,

@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -329,13 +331,51 @@ static void test_overflow_loses_nothing(void **state)
     owner_free(o);
 }
 
+static void *unmapper(void *arg)
+{
+    munmap(arg, 2 * PG);
+    return NULL;
+}
+
+/* A forked child keeps a copy of the userfaultfd open: destroying the watcher must still leave no
+ * registration behind, or the parent's next unmap there would wait for an event nobody reads. */
+static void test_destroy_with_child_holding_fd(void **state)
+{
+    (void)state;
+    struct owner *o = owner_new();
+    char *p = map_pages(2);
+    assert_int_equal(watch(o, 0, p, 2 * PG), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        pause();
+        _exit(0);
+    }
+    owner_free(o); /* the span is still watched: destroy must drop it */
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, unmapper, p), 0);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 5;
+    int joined = pthread_timedjoin_np(t, NULL, &ts);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    if (joined) /* released by the child's death; join it before failing */
+        pthread_join(t, NULL);
+    assert_int_equal(joined, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_munmap_event),           cmocka_unit_test(test_mremap_event),
-        cmocka_unit_test(test_madvise_remove_event),   cmocka_unit_test(test_fault_event_wakes),
-        cmocka_unit_test(test_unwatchable_refused),    cmocka_unit_test(test_overlapping_spans),
+        cmocka_unit_test(test_munmap_event),
+        cmocka_unit_test(test_mremap_event),
+        cmocka_unit_test(test_madvise_remove_event),
+        cmocka_unit_test(test_fault_event_wakes),
+        cmocka_unit_test(test_unwatchable_refused),
+        cmocka_unit_test(test_overlapping_spans),
         cmocka_unit_test(test_overflow_loses_nothing),
+        cmocka_unit_test(test_destroy_with_child_holding_fd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
