@@ -50,8 +50,6 @@ struct san_rcache_entry {
     struct san_memwatch_span span;
     struct lru_link lru;                 /* READY: LRU list; DEAD with references: orphan list */
     struct san_rcache_entry *grave_next; /* graveyard (idle dead entries) */
-    _Atomic uint32_t refs;               /* references | DEAD */
-    _Atomic uint64_t stamp;              /* LRU clock at the last put */
     uint64_t qstamp;                     /* stamp the entry had when placed at its LRU position */
     unsigned access;
     bool rdma, uncached;
@@ -61,6 +59,10 @@ struct san_rcache_entry {
     pthread_mutex_t remote_lock;
     struct san_rcache *rc;
     struct san_rcache_reg reg;
+    /* Written by every hit and release: on a cache line of their own, away from the tree node and
+     * the fields lookups read (other threads walk through this entry to reach theirs). */
+    _Alignas(64) _Atomic uint32_t refs; /* references | DEAD */
+    _Atomic uint64_t stamp;             /* LRU clock at the last put */
 };
 
 /* The index lock's read side: one counter per slot, on its own cache line; a thread always uses
@@ -264,9 +266,11 @@ static struct san_rcache_entry *lru_victim_locked(struct san_rcache *rc)
 
 static struct san_rcache_entry *entry_new(void)
 {
-    struct san_rcache_entry *e = calloc(1, sizeof(*e));
+    size_t size = (sizeof(struct san_rcache_entry) + 63) & ~(size_t)63;
+    struct san_rcache_entry *e = aligned_alloc(64, size);
     if (!e)
         return NULL;
+    memset(e, 0, size);
     pthread_mutex_init(&e->remote_lock, NULL);
     link_init(&e->lru);
     return e;
@@ -612,7 +616,14 @@ int san_rcache_put(struct san_rcache *rc, struct san_rcache_entry *e)
     uint64_t now = lru_now();
     if (!e->rdma) {
         atomic_store_explicit(&e->stamp, now, memory_order_relaxed);
-        old = atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel);
+        /* A decrement that refuses to go below zero: deregistering an idle cached handle once too
+         * often is an error, not a corrupted count. */
+        old = atomic_load_explicit(&e->refs, memory_order_relaxed);
+        do {
+            if (!(old & ~DEAD))
+                return -EINVAL;
+        } while (!atomic_compare_exchange_weak_explicit(
+            &e->refs, &old, old - 1, memory_order_acq_rel, memory_order_relaxed));
         if (old == (DEAD | 1))
             free_orphan(rc, e);
         return 0;
@@ -622,6 +633,10 @@ int san_rcache_put(struct san_rcache *rc, struct san_rcache_entry *e)
      * remote_lock so that a concurrent hit exposes it again after us, never before. */
     bool failed = false;
     pthread_mutex_lock(&e->remote_lock);
+    if (!(atomic_load_explicit(&e->refs, memory_order_acquire) & ~DEAD)) {
+        pthread_mutex_unlock(&e->remote_lock);
+        return -EINVAL; /* not held: deregistered once too often */
+    }
     atomic_store_explicit(&e->stamp, now, memory_order_relaxed);
     if (atomic_load_explicit(&e->refs, memory_order_acquire) == 1 && e->exposed) {
         atomic_fetch_add_explicit(&rc->remote_toggles, 1, memory_order_relaxed);

@@ -81,8 +81,9 @@ void san_rcache_destroy(struct san_rcache *rc);
 int san_rcache_get(struct san_rcache *rc, void *addr, size_t len, unsigned access, bool rdma,
                    struct san_rcache_entry **out);
 /* Drops a reference. At 0 the entry stays cached (RDMA: hidden from peers), or is released if it
- * was invalidated or never cached. Fails only for a registration served uncached whose release
- * fails (do_deregister's error, e.g. -EBUSY: the reference stays, try again); -EINVAL for NULL. */
+ * was invalidated or never cached. Fails for a registration served uncached whose release fails
+ * (do_deregister's error, e.g. -EBUSY: the reference stays, try again); -EINVAL for NULL or a
+ * cached entry nobody holds (one put too many; a freed entry cannot be detected). */
 int san_rcache_put(struct san_rcache *rc, struct san_rcache_entry *e);
 /* The registration behind a reference. Valid while the reference is held. */
 const struct san_rcache_reg *san_rcache_entry_reg(const struct san_rcache_entry *e);

@@ -216,7 +216,9 @@ static void test_hit_and_miss(void **state)
     assert_int_equal(s.misses, 1);
     assert_true(s.watching);
     san_rcache_put(rc, b);
-    san_rcache_put(rc, c);
+    assert_int_equal(san_rcache_put(rc, c), 0);
+    assert_int_equal(san_rcache_put(rc, c), -EINVAL); /* one too many: refused, count intact */
+    assert_int_equal(stats(rc).in_use, 0);
     /* A range nothing covers: a miss. */
     struct san_rcache_entry *d = get(rc, p + 64 * 1024 - PG, PG + 0, SAN_MEM_READ);
     assert_ptr_equal(d, a); /* inside: covered */
