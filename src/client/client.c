@@ -571,12 +571,14 @@ static void reap_dead(struct san_ctx *ctx)
     struct san_mr *list;
     if (forked(ctx)) { /* the child may not take a lock the fork caught held */
         list = ctx->dead;
+        ctx->dead = NULL;
     } else {
+        /* Taken and emptied under the lock: another thread's release may be adding to it. */
         pthread_mutex_lock(&ctx->lock);
         list = ctx->dead;
+        ctx->dead = NULL;
         pthread_mutex_unlock(&ctx->lock);
     }
-    ctx->dead = NULL;
     while (list) {
         struct san_mr *next = list->next;
         if (list->free_reg)
