@@ -108,9 +108,14 @@ static int op_alloc(struct san_client *c, const struct san_alloc_req *q, struct 
     a = calloc(1, sizeof(*a));
     if (!a)
         return -ENOMEM;
-    /* Highest suitable memory first; LOW asks for the zone below 4 GiB, which NOLOWMEM keeps for
-     * exactly such requests. Every allocation is physically contiguous, so CONTIGUOUS holds. */
-    san_paddr_t highest = (q->flags & SAN_ALLOC_LOW) ? SAN_4G - 1 : UINT64_MAX;
+    /* Proxy memory is for the NIC: never above what its DMA reaches. Highest suitable memory
+     * first; LOW asks for the zone below 4 GiB, which NOLOWMEM keeps for exactly such requests
+     * (as it does for a 32-bit NIC's). Every allocation is physically contiguous, so CONTIGUOUS
+     * holds. */
+    unsigned width = d->cfg.dma_address_width;
+    san_paddr_t highest = width >= 64 ? UINT64_MAX : (UINT64_C(1) << width) - 1;
+    if ((q->flags & SAN_ALLOC_LOW) && highest > SAN_4G - 1)
+        highest = SAN_4G - 1;
     err = san_alloc_contiguous(d->m, bytes, 0, highest, 0, SAN_CACHED, &a->host);
     if (err)
         goto fail_free;

@@ -136,11 +136,34 @@ static void nolowmem(void)
     CHECK_EQ(test_daemon_stop(&d), 0);
 }
 
+/* A 32-bit NIC: proxy memory is memory the NIC reaches, so below 4 GiB even without LOW, and on
+ * a NOLOWMEM host too. */
+static void nic32(void)
+{
+    struct test_daemon d;
+    struct san_stats_rep idle;
+    struct san_ctx *ctx;
+    void *va;
+    san_paddr_t pa;
+
+    test_daemon_start(&d, "[machine]\nnolowmem = true\n[nic]\ndma_address_width = 32\n");
+    test_stats(&d, &idle);
+    CHECK_EQ(san_open(NULL, &ctx), 0);
+    CHECK_EQ(san_alloc(ctx, 1 << 20, 0, &va), 0);
+    CHECK_EQ(san_physical_address(ctx, va, &pa), 0);
+    CHECK(pa + (1 << 20) <= 4 * GIB);
+    CHECK_EQ(san_free(ctx, va), 0);
+    san_close(ctx);
+    test_wait_idle(&d, &idle);
+    CHECK_EQ(test_daemon_stop(&d), 0);
+}
+
 int main(void)
 {
     test_init();
     basic();
     nolowmem();
+    nic32();
     printf("ok\n");
     return 0;
 }
