@@ -23,6 +23,8 @@ struct san_mr;
  * Blocks for one round trip. A context belongs to the process that opened it: in a forked child
  * every call on it returns -ECHILD, except san_close (which frees the child's copy and releases
  * nothing of the parent's). */
+/* Replies are polled for up to $SANPROXY_SPIN_US microseconds (default 20; 0: never) before the
+ * calling thread sleeps. */
 int san_open(const char *socket_path, struct san_ctx **out);
 /* Releases everything the context holds: its allocations are unmapped, its registrations dropped
  * (every struct san_mr of it becomes invalid), the connection closed. NULL is a no-op. */

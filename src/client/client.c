@@ -8,12 +8,16 @@
  * the registration. mlock does not nest, so only pages no other registration of this context still
  * covers are unpinned.
  *
+ * Waiting: a reply is polled for up to $SANPROXY_SPIN_US (default 20) microseconds before the
+ * thread sleeps in recv; a sleep and wake-up costs more than most requests take.
+ *
  * Locking: ctx->lock serialises everything on a context (the socket round trip and both trees), so
  * a context may be shared by threads. A struct san_mr belongs to its context and is freed by
  * san_deregister or san_close. Contexts do not know each other: two contexts of one process that
  * register overlapping pages each unlock their own (documented limitation). */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -21,6 +25,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <san/client.h>
@@ -29,8 +34,9 @@
 #include "client/rcache.h"
 #include "proto/proto.h"
 
-#define PAGE       ((uint64_t)SAN_PAGE_SIZE)
-#define DESC_MAGIC 0x444e4153u /* "SAND" */
+#define PAGE               ((uint64_t)SAN_PAGE_SIZE)
+#define SAN_CLIENT_SPIN_US 20          /* default reply polling, microseconds */
+#define DESC_MAGIC         0x444e4153u /* "SAND" */
 
 struct client_alloc {
     struct san_range r; /* mapped address, bytes */
@@ -63,6 +69,7 @@ struct san_ctx {
     uint64_t next_id;
     uint64_t host_id;
     uint32_t client_id;
+    uint64_t spin_ns; /* poll for a reply this long before sleeping ($SANPROXY_SPIN_US) */
     struct san_tree allocs;
     struct san_tree regs;
     struct san_mr mrs; /* list head of outstanding handles */
@@ -95,6 +102,30 @@ static int send_req(struct san_ctx *ctx, struct san_msg *req)
     return err == -EPIPE ? -ECONNRESET : err;
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Receives one message, polling for up to ctx->spin_ns before sleeping: a reply usually comes
+ * within microseconds (the daemon polls too), and a sleep plus wake-up costs more than that on
+ * these machines. sched_yield between polls lets a daemon that shares our CPU run. */
+static int recv_spin(struct san_ctx *ctx, struct san_msg *m, size_t *len, int *fd)
+{
+    if (ctx->spin_ns) {
+        uint64_t deadline = now_ns() + ctx->spin_ns;
+        do {
+            int err = san_proto_recv(ctx->fd, m, len, fd, MSG_DONTWAIT);
+            if (err != -EAGAIN)
+                return err;
+            sched_yield();
+        } while (now_ns() < deadline);
+    }
+    return san_proto_recv(ctx->fd, m, len, fd, 0);
+}
+
 /* Waits for the reply to req (replies to requests given up on are dropped). Returns the reply's
  * status or a transport error. fd, if not NULL, receives a descriptor that came with a successful
  * reply (-1 if none). Caller holds ctx->lock. */
@@ -106,7 +137,7 @@ static int recv_rep(struct san_ctx *ctx, const struct san_msg *req, struct san_m
     if (fd)
         *fd = -1;
     for (;;) {
-        err = san_proto_recv(ctx->fd, rep, &len, fd ? &got : NULL, 0);
+        err = recv_spin(ctx, rep, &len, fd ? &got : NULL);
         if (err)
             return err;
         if (san_proto_decode(rep, len, true, &derr) != SAN_DECODE_OK ||
@@ -175,6 +206,10 @@ int san_open(const char *socket_path, struct san_ctx **out)
     san_range_tree_init(&ctx->allocs);
     san_range_tree_init(&ctx->regs);
     ctx->mrs.next = ctx->mrs.prev = &ctx->mrs;
+    const char *spin = getenv("SANPROXY_SPIN_US");
+    ctx->spin_ns = (spin && *spin ? strtoull(spin, NULL, 10) : SAN_CLIENT_SPIN_US) * 1000;
+    if (ctx->spin_ns > 1000000000u)
+        ctx->spin_ns = 1000000000u;
     san_proto_init(&req, SAN_OP_HELLO, 0);
     req.u.hello_req.version = SAN_PROTO_VERSION;
     if ((err = call(ctx, &req, &rep, NULL)))
