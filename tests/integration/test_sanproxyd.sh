@@ -118,14 +118,19 @@ if command -v python3 >/dev/null; then
   fpid=$!
   pids+=("$fpid")
   read -r _ <"$tmp/ready3" || fail "daemon with few descriptors did not start"
-  python3 - "$tmp/few.sock" "$bin/sanctl" <<'PY' || fail "descriptor exhaustion"
+  python3 - "$tmp/few.sock" "$bin/sanctl" "$tmp/log3" <<'PY' || fail "descriptor exhaustion"
 import socket, subprocess, sys, time
-path, sanctl = sys.argv[1], sys.argv[2]
+path, sanctl, log = sys.argv[1], sys.argv[2], sys.argv[3]
 held = []
 for _ in range(40):  # more than 32 descriptors' worth: some stay in the backlog
     s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     s.connect(path)
     held.append(s)
+# Hold them until the daemon says it ran out (it logs it), then let go.
+for _ in range(2000):
+    if "out of descriptors" in open(log).read():
+        break
+    time.sleep(0.005)
 for s in held:
     s.close()
 out = subprocess.run([sanctl, "--socket", path, "stats", "--json"], capture_output=True, timeout=20)
