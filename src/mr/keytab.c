@@ -3,7 +3,8 @@
  * Free slots form a FIFO list, so a slot rests as long as possible before its next generation is
  * issued, and a slot whose generation would wrap is retired for good: a stale key can be refused
  * but can never name a later object. The slot array grows geometrically up to SAN_KEY_SLOTS.
- * Sits on malloc only. No locking: the owner (the registry) serialises. */
+ * The index bits of a key are the slot number XOR a per-table salt. Sits on malloc only. No
+ * locking: the owner (the registry) serialises. */
 #include "mr/mr.h"
 
 #include <errno.h>
@@ -11,15 +12,16 @@
 
 #define NIL UINT32_MAX
 
-void san_keytab_init(struct san_keytab *t)
+void san_keytab_init(struct san_keytab *t, uint32_t salt)
 {
-    *t = (struct san_keytab){.free_head = NIL, .free_tail = NIL};
+    *t = (struct san_keytab){
+        .free_head = NIL, .free_tail = NIL, .salt = salt & (SAN_KEY_SLOTS - 1u)};
 }
 
 void san_keytab_destroy(struct san_keytab *t)
 {
     free(t->slots);
-    san_keytab_init(t);
+    san_keytab_init(t, t->salt);
 }
 
 static int grow(struct san_keytab *t)
@@ -58,13 +60,13 @@ int san_keytab_alloc(struct san_keytab *t, void *obj, uint32_t *key)
     t->slots[i].obj = obj;
     t->slots[i].next = NIL;
     t->in_use++;
-    *key = t->slots[i].gen << SAN_KEY_INDEX_BITS | i;
+    *key = t->slots[i].gen << SAN_KEY_INDEX_BITS | (i ^ t->salt);
     return 0;
 }
 
 void *san_keytab_lookup(const struct san_keytab *t, uint32_t key)
 {
-    uint32_t i = san_key_index(key);
+    uint32_t i = san_key_index(key) ^ t->salt;
     if (i >= t->nr || !t->slots[i].obj || t->slots[i].gen != san_key_gen(key))
         return NULL;
     return t->slots[i].obj;
@@ -72,7 +74,7 @@ void *san_keytab_lookup(const struct san_keytab *t, uint32_t key)
 
 void san_keytab_free(struct san_keytab *t, uint32_t key)
 {
-    uint32_t i = san_key_index(key);
+    uint32_t i = san_key_index(key) ^ t->salt;
     struct san_key_slot *s = &t->slots[i];
 
     s->obj = NULL;

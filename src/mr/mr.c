@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/random.h>
 
 #include "mdl/mdl.h"
 
@@ -35,8 +36,13 @@ int san_mr_registry_create(struct san_machine *m, struct san_mr_registry **out)
     pthread_mutex_init(&reg->lock, NULL);
     pthread_cond_init(&reg->idle, NULL);
     reg->m = m;
-    san_keytab_init(&reg->ltab);
-    san_keytab_init(&reg->rtab);
+    uint32_t salt[2] = {0, 0};
+    if (getrandom(salt, sizeof(salt), 0) != sizeof(salt))
+        salt[1] = 0x5a5a5; /* still distinct from the lkey table's numbers */
+    san_keytab_init(&reg->ltab, salt[0]);
+    if (!((salt[0] ^ salt[1]) & (SAN_KEY_SLOTS - 1u)))
+        salt[1] ^= 1;
+    san_keytab_init(&reg->rtab, salt[1]);
     *out = reg;
     return 0;
 }

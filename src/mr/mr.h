@@ -53,8 +53,11 @@ struct san_keytab {
     uint32_t nr, cap; /* slots ever created, array size */
     uint32_t free_head, free_tail;
     uint32_t in_use, retired;
+    uint32_t salt; /* XORed into the index bits of every key: keys are not slot numbers */
 };
-void san_keytab_init(struct san_keytab *t);
+/* salt (low SAN_KEY_INDEX_BITS used) scrambles which key names which slot, so that keys are hard
+ * to guess and two tables do not hand out the same numbers; 0 for none. */
+void san_keytab_init(struct san_keytab *t, uint32_t salt);
 void san_keytab_destroy(struct san_keytab *t);
 /* Issues a key naming obj (not NULL): 0, -ENOBUFS when every slot is taken or retired, -ENOMEM. */
 int san_keytab_alloc(struct san_keytab *t, void *obj, uint32_t *key);

@@ -16,7 +16,7 @@ static void keytab(void)
     enum { N = 3 * SAN_KEY_GEN_MAX };
     static uint32_t keys[N];
 
-    san_keytab_init(&t);
+    san_keytab_init(&t, 0);
     for (int i = 0; i < N; i++) {
         CHECK_EQ(san_keytab_alloc(&t, &obj, &key), 0);
         CHECK(key != 0);
@@ -45,6 +45,17 @@ static void keytab(void)
     san_keytab_free(&t, b);
     CHECK_EQ(san_keytab_alloc(&t, &obj, &c), 0);
     CHECK(san_key_index(c) == san_key_index(a) && c != a);
+    san_keytab_destroy(&t);
+
+    /* A salted table: keys are not slot numbers, and lookups still find their objects. */
+    san_keytab_init(&t, 0x12345);
+    CHECK_EQ(san_keytab_alloc(&t, &obj, &a), 0);
+    CHECK_EQ(san_keytab_alloc(&t, &obj, &b), 0);
+    CHECK(san_key_index(a) == 0x12345 && san_key_index(b) == (0x12345 ^ 1));
+    CHECK(san_keytab_lookup(&t, a) == &obj && san_keytab_lookup(&t, b) == &obj);
+    CHECK(san_keytab_lookup(&t, 1u << SAN_KEY_INDEX_BITS) == NULL); /* slot 0 unsalted: not a key */
+    san_keytab_free(&t, a);
+    CHECK(san_keytab_lookup(&t, a) == NULL);
     san_keytab_destroy(&t);
 }
 
