@@ -7,12 +7,20 @@
  * temporary directory, readiness through --ready-fd) and stops it with SIGTERM at the end; the echo
  * process is a fork of sanperf. Samples of the operation and of the baseline are taken in
  * alternating batches of BATCH, so both see the same machine noise; each sample is one operation
- * (tens of microseconds, far above clock_gettime's cost). ratio_p50 = p50(op) / p50(round trip):
+ * (tens of microseconds, far above clock_gettime's cost). Two baselines: the plain round trip
+ * (a blocking echo server, a blocking receive: what a socket round trip costs any service), which
+ * ratio_p50 uses, and the polled round trip, which gets every advantage the daemon has: its server
+ * polls after each message exactly as long as the daemon does (--spin-us) and the client polls for
+ * the reply as long as libsan does ($SANPROXY_SPIN_US); ratio_polled_p50 uses it. On a machine
+ * with two CPUs or more the client runs on one CPU and every server (the daemon, the echo
+ * processes) on another, so no round trip depends on where the scheduler happens to put a process.
+ * ratio_p50 = p50(op) / p50(plain round trip):
  * how many socket round trips one operation costs (the target for register+deregister is <= 3:
  * two round trips are unavoidable, plus mlock/munlock and the daemon's work).
  * Single-threaded; the daemon and the echo process are children that never outlive the suite. */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
@@ -30,9 +38,63 @@
 #include "daemon/daemon.h" /* SAN_DAEMON_SPIN_US, the daemon's default */
 #include "perf.h"
 
-#define BATCH       64
-#define DEFAULT_OPS 20000
-#define OP_BYTES    (64 * 1024)
+#define BATCH          64
+#define DEFAULT_OPS    20000
+#define OP_BYTES       (64 * 1024)
+#define CLIENT_SPIN_US 20 /* libsan's default reply polling ($SANPROXY_SPIN_US) */
+
+/* The CPU the client runs on and the one the servers run on; -1: leave placement alone. */
+static int client_cpu = -1, server_cpu = -1;
+
+static void pin_to(int cpu)
+{
+    if (cpu < 0)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    sched_setaffinity(0, sizeof(set), &set);
+}
+
+static void choose_cpus(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set))
+        return;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (!CPU_ISSET(cpu, &set))
+            continue;
+        if (client_cpu < 0) {
+            client_cpu = cpu;
+        } else {
+            server_cpu = cpu;
+            return;
+        }
+    }
+    client_cpu = -1; /* one CPU: nothing to place */
+}
+
+static uint64_t spin_ns(const char *env, unsigned dflt_us)
+{
+    const char *v = getenv(env);
+    return (v && *v ? strtoull(v, NULL, 10) : dflt_us) * 1000;
+}
+
+/* Receives a datagram, polling for up to spin nanoseconds before blocking. */
+static ssize_t recv_polling(int fd, void *buf, size_t len, uint64_t spin)
+{
+    if (spin) {
+        uint64_t deadline = perf_now_ns() + spin;
+        do {
+            ssize_t n = recv(fd, buf, len, MSG_DONTWAIT);
+            if (n >= 0 || errno != EAGAIN)
+                return n;
+        } while (perf_now_ns() < deadline);
+    }
+    return recv(fd, buf, len, 0);
+}
+
+static uint64_t client_spin_ns;
 
 struct daemon {
     pid_t pid;
@@ -71,6 +133,7 @@ static int start_daemon(struct daemon *d, const char *spin_us)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(127);
+        pin_to(server_cpu);
         close(p[0]);
         int null = open("/dev/null", O_WRONLY);
         if (null >= 0 && !getenv("SANPERF_DAEMON_LOG"))
@@ -103,8 +166,9 @@ static void stop_daemon(struct daemon *d)
     rmdir(d->dir);
 }
 
-/* The baseline's other end: echoes every datagram until the socket closes. */
-static pid_t start_echo(int *fd)
+/* The baseline's other end: echoes every datagram until the socket closes, polling for the next
+ * one for spin_us after each, as the daemon does. */
+static pid_t start_echo(int *fd, unsigned spin_us)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv))
@@ -115,9 +179,13 @@ static pid_t start_echo(int *fd)
     if (!pid) {
         char buf[64];
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        close(sv[0]);
+        pin_to(server_cpu);
+        /* Keep only its own end: an inherited end of another echo's pair (or of this one) would
+         * keep that echo from ever seeing the suite close its socket. */
+        close_range(3, (unsigned)sv[1] - 1, 0);
+        close_range((unsigned)sv[1] + 1, ~0u, 0);
         for (;;) {
-            ssize_t n = recv(sv[1], buf, sizeof(buf), 0);
+            ssize_t n = recv_polling(sv[1], buf, sizeof(buf), (uint64_t)spin_us * 1000);
             if (n <= 0 || send(sv[1], buf, (size_t)n, MSG_NOSIGNAL) != n)
                 _exit(0);
         }
@@ -127,10 +195,11 @@ static pid_t start_echo(int *fd)
     return pid;
 }
 
-static int round_trip(int fd)
+static int round_trip(int fd, uint64_t spin)
 {
     char buf[64] = {1};
-    if (send(fd, buf, sizeof(buf), 0) != sizeof(buf) || recv(fd, buf, sizeof(buf), 0) != 64)
+    if (send(fd, buf, sizeof(buf), 0) != sizeof(buf) ||
+        recv_polling(fd, buf, sizeof(buf), spin) != 64)
         return -EIO;
     return 0;
 }
@@ -138,8 +207,8 @@ static int round_trip(int fd)
 enum op { OP_REGISTER, OP_ALLOC };
 
 struct result {
-    uint64_t ops, p50_ns, p99_ns, base_p50_ns, base_p99_ns;
-    double ratio;
+    uint64_t ops, p50_ns, p99_ns, base_p50_ns, base_p99_ns, polled_p50_ns;
+    double ratio, ratio_polled;
 };
 
 static int one_op(struct san_ctx *ctx, enum op op, void *buf)
@@ -157,17 +226,26 @@ static int one_op(struct san_ctx *ctx, enum op op, void *buf)
     return san_free(ctx, va);
 }
 
-static int run_case(struct san_ctx *ctx, int echo, enum op op, uint64_t ops, struct result *r)
+/* The two echo servers of the baselines: plain (blocking) and polled (as the daemon). */
+struct echoes {
+    int plain, polled;
+    uint64_t polled_spin; /* the client's polling on the polled one */
+};
+
+static int run_case(struct san_ctx *ctx, const struct echoes *e, enum op op, uint64_t ops,
+                    struct result *r)
 {
     uint64_t *s = calloc(ops, sizeof(*s)), *b = calloc(ops, sizeof(*b));
+    uint64_t *p = calloc(ops, sizeof(*p));
     void *buf = mmap(NULL, OP_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     int err = -ENOMEM;
 
-    if (!s || !b || buf == MAP_FAILED)
+    if (!s || !b || !p || buf == MAP_FAILED)
         goto out;
     memset(buf, 1, OP_BYTES);
-    for (int i = 0; i < 100; i++) /* warm up both paths */
-        if ((err = one_op(ctx, op, buf)) || (err = round_trip(echo)))
+    for (int i = 0; i < 100; i++) /* warm up every path */
+        if ((err = one_op(ctx, op, buf)) || (err = round_trip(e->plain, 0)) ||
+            (err = round_trip(e->polled, e->polled_spin)))
             goto out;
     for (uint64_t done = 0; done < ops;) {
         uint64_t n = ops - done < BATCH ? ops - done : BATCH;
@@ -179,9 +257,15 @@ static int run_case(struct san_ctx *ctx, int echo, enum op op, uint64_t ops, str
         }
         for (uint64_t i = 0; i < n; i++) {
             uint64_t t0 = perf_now_ns();
-            if ((err = round_trip(echo)))
+            if ((err = round_trip(e->plain, 0)))
                 goto out;
             b[done + i] = perf_now_ns() - t0;
+        }
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t t0 = perf_now_ns();
+            if ((err = round_trip(e->polled, e->polled_spin)))
+                goto out;
+            p[done + i] = perf_now_ns() - t0;
         }
         done += n;
         perf_progress(op == OP_REGISTER ? "reg register" : "reg alloc", done, ops);
@@ -191,11 +275,14 @@ static int run_case(struct san_ctx *ctx, int echo, enum op op, uint64_t ops, str
     r->p99_ns = perf_quantile(s, ops, 0.99);
     r->base_p50_ns = perf_quantile(b, ops, 0.5);
     r->base_p99_ns = perf_quantile(b, ops, 0.99);
+    r->polled_p50_ns = perf_quantile(p, ops, 0.5);
     r->ratio = r->base_p50_ns ? (double)r->p50_ns / (double)r->base_p50_ns : 0;
+    r->ratio_polled = r->polled_p50_ns ? (double)r->p50_ns / (double)r->polled_p50_ns : 0;
     err = 0;
 out:
     free(s);
     free(b);
+    free(p);
     if (buf != MAP_FAILED)
         munmap(buf, OP_BYTES);
     return err;
@@ -208,12 +295,17 @@ static void print_result(const struct perf_opts *o, const char *name, const stru
         perf_json("\"suite\": \"reg\", \"case\": \"%s\", \"daemon_spin_us\": %u, \"bytes\": %d, "
                   "\"ops\": %" PRIu64 ", \"p50_ns\": %" PRIu64 ", \"p99_ns\": %" PRIu64
                   ", \"baseline\": \"seqpacket_rtt_64b\", \"baseline_p50_ns\": %" PRIu64
-                  ", \"baseline_p99_ns\": %" PRIu64 ", \"ratio_p50\": %.2f",
+                  ", \"baseline_p99_ns\": %" PRIu64 ", \"ratio_p50\": %.2f"
+                  ", \"polled_rtt_p50_ns\": %" PRIu64 ", \"ratio_polled_p50\": %.2f"
+                  ", \"placement\": \"%s\"",
                   name, spin_us, OP_BYTES, r->ops, r->p50_ns, r->p99_ns, r->base_p50_ns,
-                  r->base_p99_ns, r->ratio);
+                  r->base_p99_ns, r->ratio, r->polled_p50_ns, r->ratio_polled,
+                  client_cpu >= 0 ? "split" : "shared");
     else
-        printf("%-22s %8" PRIu64 " %9" PRIu64 " %9" PRIu64 " %12" PRIu64 " %7.2f\n", name, r->ops,
-               r->p50_ns, r->p99_ns, r->base_p50_ns, r->ratio);
+        printf("%-22s %8" PRIu64 " %9" PRIu64 " %9" PRIu64 " %12" PRIu64 " %7.2f %12" PRIu64
+               " %7.2f\n",
+               name, r->ops, r->p50_ns, r->p99_ns, r->base_p50_ns, r->ratio, r->polled_p50_ns,
+               r->ratio_polled);
 }
 
 int perf_reg(const struct perf_opts *o)
@@ -222,9 +314,12 @@ int perf_reg(const struct perf_opts *o)
     struct daemon d;
     struct san_ctx *ctx = NULL;
     struct result r;
-    int echo = -1, err;
-    pid_t echo_pid;
+    struct echoes e = {-1, -1, 0};
+    pid_t plain_pid = -1, polled_pid = -1;
+    int err;
     const char *spin_us = NULL;
+    cpu_set_t all;
+    bool placed = false;
 
     for (int i = 0; i < o->argc; i++) {
         const char *a = o->argv[i];
@@ -249,33 +344,46 @@ int perf_reg(const struct perf_opts *o)
         return 1;
     }
     unsigned spin = spin_us ? (unsigned)strtoul(spin_us, NULL, 10) : SAN_DAEMON_SPIN_US;
+    client_spin_ns = spin_ns("SANPROXY_SPIN_US", CLIENT_SPIN_US);
+    choose_cpus();
     if ((err = start_daemon(&d, spin_us))) {
         fprintf(stderr, "sanperf reg: cannot start sanproxyd: %s\n", san_strerror(err));
         return 1;
     }
-    if ((echo_pid = start_echo(&echo)) < 0) {
+    e.polled_spin = client_spin_ns;
+    if ((plain_pid = start_echo(&e.plain, 0)) < 0 ||
+        (polled_pid = start_echo(&e.polled, spin)) < 0) {
         err = -errno;
-        goto out_daemon;
+        goto out_echo;
     }
+    placed = client_cpu >= 0 && !sched_getaffinity(0, sizeof(all), &all);
+    pin_to(client_cpu);
     /* Uncached: every register is a miss that goes to the daemon (libsan's cache off). */
     setenv("SAN_RCACHE_MAX_ENTRIES", "0", 1);
     if ((err = san_open(d.sock, &ctx)))
         goto out_echo;
     if (!o->json)
-        printf("%-22s %8s %9s %9s %12s %7s\n", "case", "ops", "p50_ns", "p99_ns", "rtt_p50_ns",
-               "ratio");
-    if ((err = run_case(ctx, echo, OP_REGISTER, ops, &r)))
+        printf("%-22s %8s %9s %9s %12s %7s %12s %7s\n", "case", "ops", "p50_ns", "p99_ns",
+               "rtt_p50_ns", "ratio", "polled_rtt", "ratio");
+    if ((err = run_case(ctx, &e, OP_REGISTER, ops, &r)))
         goto out_ctx;
     print_result(o, "register_deregister", &r, spin);
-    if ((err = run_case(ctx, echo, OP_ALLOC, ops, &r)))
+    if ((err = run_case(ctx, &e, OP_ALLOC, ops, &r)))
         goto out_ctx;
     print_result(o, "alloc_free", &r, spin);
 out_ctx:
     san_close(ctx);
 out_echo:
-    close(echo);
-    waitpid(echo_pid, NULL, 0);
-out_daemon:
+    for (int i = 0; i < 2; i++) {
+        int fd = i ? e.polled : e.plain;
+        pid_t pid = i ? polled_pid : plain_pid;
+        if (fd >= 0)
+            close(fd);
+        if (pid > 0)
+            waitpid(pid, NULL, 0);
+    }
+    if (placed)
+        sched_setaffinity(0, sizeof(all), &all);
     stop_daemon(&d);
     if (err)
         fprintf(stderr, "sanperf reg: %s\n", san_strerror(err));
