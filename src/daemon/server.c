@@ -106,6 +106,21 @@ fail:
     return err;
 }
 
+/* The client's /proc/PID/pagemap, or -1 (validation then reads its pages instead). Opened, then
+ * the pidfd is asked whether the process still lives: if so, the pid was not reused in between
+ * and the file (which holds the process's address space) is the client's. */
+static int open_pagemap(pid_t pid, int pidfd)
+{
+    char path[32];
+    snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0)) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
 static int peer_pidfd(int fd, pid_t pid)
 {
     int pidfd;
@@ -166,7 +181,8 @@ static void accept_client(struct san_daemon *d)
     c->uid = cred.uid;
     c->gid = cred.gid;
     c->id = ++d->next_client_id;
-    c->owner = (struct san_page_owner){.pid = cred.pid, .pidfd = c->pidfd};
+    c->owner = (struct san_page_owner){
+        .pid = cred.pid, .pidfd = c->pidfd, .pagemap_fd = open_pagemap(cred.pid, c->pidfd)};
     c->next_handle = 1;
     san_mr_set_init(&c->mrs, &c->owner);
     san_range_tree_init(&c->allocs);
@@ -185,6 +201,8 @@ static void accept_client(struct san_daemon *d)
     return;
 
 fail_pidfd:
+    if (c->owner.pagemap_fd >= 0)
+        close(c->owner.pagemap_fd);
     close(c->pidfd);
 fail_client:
     free(c);
@@ -208,6 +226,8 @@ static void drop_client(struct san_daemon *d, struct san_client *c, const char *
     else
         log_debug("client %u (pid %d) %s", c->id, (int)c->pid, why);
     san_daemon_release_client(c);
+    if (c->owner.pagemap_fd >= 0)
+        close(c->owner.pagemap_fd);
     close(c->pidfd);
     c->prev->next = c->next;
     c->next->prev = c->prev;

@@ -208,27 +208,50 @@ static int assign_frames(struct san_mdl *mdl)
     return err;
 }
 
-/* Checks that a client's range is mapped and readable, reading one byte of every page through
- * process_vm_readv. The client pinned the pages itself. */
-static int check_client_range(pid_t pid, uint64_t start, size_t pages)
-{
-    enum { BATCH = 512 };
-    struct iovec remote[BATCH];
-    unsigned char sink[BATCH];
+enum { CHECK_BATCH = 512 };
 
-    for (size_t done = 0; done < pages;) {
-        size_t n = pages - done < BATCH ? pages - done : BATCH;
-        for (size_t i = 0; i < n; i++)
-            remote[i] = (struct iovec){(void *)(uintptr_t)(start + (done + i) * PAGE), 1};
+/* Reads one byte of each of the n pages listed through process_vm_readv: 0, or -EFAULT when one
+ * is not mapped readable. A remote page walk per page: the slow, always available check. */
+static int read_client_pages(pid_t pid, const uint64_t *page, size_t n)
+{
+    struct iovec remote[CHECK_BATCH];
+    unsigned char sink[CHECK_BATCH];
+
+    for (size_t i = 0; i < n; i++)
+        remote[i] = (struct iovec){(void *)(uintptr_t)page[i], 1};
+    for (;;) {
         struct iovec local = {sink, n};
         ssize_t got = process_vm_readv(pid, &local, 1, remote, n, 0);
-        if (got < 0) {
-            if (errno == EINTR)
-                continue;
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
             return errno == EFAULT ? -EFAULT : -errno;
-        }
-        if ((size_t)got != n)
-            return -EFAULT;
+        return (size_t)got == n ? 0 : -EFAULT;
+    }
+}
+
+/* Checks that a client's range is mapped and readable. The client pinned the pages itself, so
+ * they are normally present: the client's pagemap (one read for up to CHECK_BATCH pages) shows
+ * them so. A page it shows absent (never touched yet: libsan pins with MLOCK_ONFAULT; or not
+ * mapped at all, which pagemap cannot tell apart) is read through process_vm_readv, which faults
+ * in what is mapped and fails on what is not. */
+static int check_client_range(const struct san_page_owner *o, uint64_t start, size_t pages)
+{
+    uint64_t entry[CHECK_BATCH], absent[CHECK_BATCH];
+
+    for (size_t done = 0; done < pages;) {
+        size_t n = pages - done < CHECK_BATCH ? pages - done : CHECK_BATCH, nr_absent = 0;
+        uint64_t first = start + done * PAGE;
+        ssize_t got = -1;
+        if (o->pagemap_fd >= 0)
+            got = pread(o->pagemap_fd, entry, n * sizeof(entry[0]),
+                        (off_t)(first / PAGE * sizeof(entry[0])));
+        for (size_t i = 0; i < n; i++)
+            if (got != (ssize_t)(n * sizeof(entry[0])) || !(entry[i] >> 63)) /* bit 63: present */
+                absent[nr_absent++] = first + i * PAGE;
+        int err = nr_absent ? read_client_pages(o->pid, absent, nr_absent) : 0;
+        if (err)
+            return err;
         done += n;
     }
     return 0;
@@ -269,7 +292,7 @@ int san_mdl_lock_for(struct san_machine *m, const struct san_page_owner *owner, 
     if (owner->pid == 0)
         err = check_own_range(start, end - start, access);
     else
-        err = check_client_range(owner->pid, start, mdl->nr_pages);
+        err = check_client_range(owner, start, mdl->nr_pages);
     if (err)
         goto fail_check;
     if ((err = assign_frames(mdl)))
@@ -297,7 +320,7 @@ fail_check:
 
 int san_mdl_lock(struct san_machine *m, void *va, size_t len, unsigned access, struct san_mdl **out)
 {
-    static const struct san_page_owner self = {.pid = 0, .pidfd = -1};
+    static const struct san_page_owner self = {.pid = 0, .pidfd = -1, .pagemap_fd = -1};
     if (!va && out) {
         *out = NULL;
         return len ? -EFAULT : -EINVAL; /* page 0 is never mapped */

@@ -42,10 +42,14 @@ enum san_frames_kind {
     SAN_FRAMES_BOUNCE,     /* map registers of a DMA adapter */
 };
 
-/* Whose pages locked frames are: this process (pid 0) or a client reached through its pidfd. */
+/* Whose pages locked frames are: this process (pid 0) or a client reached through its pidfd.
+ * pagemap_fd is the client's /proc/PID/pagemap opened while its pidfd showed it alive (so it is
+ * that process's, whatever happens to the pid later), or -1: it makes validating a client's range
+ * one read instead of a remote page walk per page (mdl.c). */
 struct san_page_owner {
     pid_t pid;
     int pidfd;
+    int pagemap_fd;
 };
 
 /* A frame record: a run of frames in use (kind 0: a free extent). Records are recycled: a new

@@ -135,7 +135,7 @@ int main(void)
         close(pfd[0]);
         close(pfd[1]);
     }
-    CHECK(fds_settle(d.pid, base_fds + 2)); /* this connection: socket and pidfd */
+    CHECK(fds_settle(d.pid, base_fds + 3)); /* this connection: socket, pidfd, pagemap */
     close(fd);
 
     /* Framing garbage: the sender is disconnected. */

@@ -2,6 +2,7 @@
  * lists, frame records and their owners, pinning as the kernel sees it (VmLck), every error with
  * nothing held, NOLOWMEM, frames running out swept over the amount left, mlock limits. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -132,7 +133,7 @@ static void test_lock_invalid(void **state)
     assert_int_equal(san_mdl_lock(m, buf, PAGE, 7, &mdl), -EINVAL);
     assert_int_equal(san_mdl_lock(NULL, buf, PAGE, SAN_MEM_READ, &mdl), -EINVAL);
     assert_int_equal(san_mdl_lock(m, buf, PAGE, SAN_MEM_READ, NULL), -EINVAL);
-    struct san_page_owner self = {0, -1};
+    struct san_page_owner self = {0, -1, -1};
     assert_int_equal(san_mdl_lock_for(m, NULL, (uintptr_t)buf, PAGE, SAN_MEM_READ, &mdl), -EINVAL);
     assert_int_equal(san_mdl_lock_for(m, &self, (uintptr_t)buf, 0, SAN_MEM_READ, &mdl), -EINVAL);
     assert_same_stats(m, &s0);
@@ -354,7 +355,7 @@ static void test_lock_for_client(void **state)
     }
     /* Wait until the child has unmapped its last page. */
     for (int i = 0; i < 1000; i++) {
-        struct san_page_owner o = {child, -1};
+        struct san_page_owner o = {child, -1, -1};
         struct san_mdl *mdl;
         int rc = san_mdl_lock_for(m, &o, (uintptr_t)(buf + 3 * PAGE), PAGE, SAN_MEM_READ, &mdl);
         if (rc == -EFAULT)
@@ -365,7 +366,7 @@ static void test_lock_for_client(void **state)
     }
     uint64_t locked0 = vm_locked();
     struct san_machine_stats s0 = stats(m);
-    struct san_page_owner owner = {child, -1};
+    struct san_page_owner owner = {child, -1, -1};
     struct san_mdl *mdl;
     assert_int_equal(san_mdl_lock_for(m, &owner, (uintptr_t)buf, 4 * PAGE, SAN_MEM_READWRITE, &mdl),
                      -EFAULT);
@@ -390,6 +391,64 @@ static void test_lock_for_client(void **state)
     close(go[0]);
     close(go[1]);
     munmap(buf, 4 * PAGE);
+    san_machine_destroy(m);
+}
+
+/* With the client's pagemap (the daemon's case): present pages are validated from it; pages it
+ * shows absent (mapped but never touched, or not mapped) are read, so the first lock and the
+ * second fail or succeed exactly as without it. */
+static void test_lock_for_client_pagemap(void **state)
+{
+    struct san_machine *m = machine(0, false);
+    uint8_t *buf = map_pages(8, PROT_READ | PROT_WRITE); /* untouched here */
+    int ready[2], go[2];
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(go), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        char c;
+        for (int i = 0; i < 4; i++)
+            buf[i * PAGE] = 1;        /* pages 0-3 present, 4-5 mapped but absent */
+        munmap(buf + 6 * PAGE, PAGE); /* page 6: a hole */
+        buf[7 * PAGE] = 1;
+        if (write(ready[1], "r", 1) != 1 || read(go[0], &c, 1) != 1)
+            _exit(1);
+        _exit(0);
+    }
+    char c;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)child);
+    struct san_page_owner owner = {child, -1, open(path, O_RDONLY | O_CLOEXEC)};
+    assert_true(owner.pagemap_fd >= 0);
+    struct san_machine_stats s0 = stats(m);
+    struct san_mdl *mdl;
+    uintptr_t base = (uintptr_t)buf;
+
+    assert_int_equal(san_mdl_lock_for(m, &owner, base, 4 * PAGE, SAN_MEM_READ, &mdl), 0);
+    san_mdl_unlock(mdl);
+    assert_int_equal(san_mdl_lock_for(m, &owner, base, 6 * PAGE, SAN_MEM_READ, &mdl), 0);
+    assert_int_equal(san_mdl_page_count(mdl), 6);
+    san_mdl_unlock(mdl);
+    assert_int_equal(san_mdl_lock_for(m, &owner, base, 8 * PAGE, SAN_MEM_READ, &mdl), -EFAULT);
+    assert_int_equal(san_mdl_lock_for(m, &owner, base + 6 * PAGE, PAGE, SAN_MEM_READ, &mdl),
+                     -EFAULT);
+    assert_same_stats(m, &s0);
+    assert_int_equal(san_mdl_lock_for(m, &owner, base + 7 * PAGE, PAGE, SAN_MEM_READ, &mdl), 0);
+    san_mdl_unlock(mdl);
+    assert_same_stats(m, &s0);
+
+    assert_int_equal(write(go[1], "x", 1), 1);
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(owner.pagemap_fd);
+    close(ready[0]);
+    close(ready[1]);
+    close(go[0]);
+    close(go[1]);
+    munmap(buf, 8 * PAGE);
     san_machine_destroy(m);
 }
 
@@ -464,6 +523,7 @@ int main(void)
         cmocka_unit_test(test_pieces_and_exhaustion_sweep),
         cmocka_unit_test(test_many_pieces_lookup),
         cmocka_unit_test(test_lock_for_client),
+        cmocka_unit_test(test_lock_for_client_pagemap),
         cmocka_unit_test(test_mlock_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
