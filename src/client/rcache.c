@@ -35,6 +35,7 @@
 
 #include "client/memwatch.h"
 #include "common/range.h"
+#include "common/size.h"
 
 #define PAGE ((uint64_t)SAN_PAGE_SIZE)
 #define DEAD (UINT32_C(1) << 31)
@@ -701,39 +702,8 @@ static int env_size(const char *name, uint64_t *out, bool *set)
     *set = false;
     if (!s || !*s)
         return 0;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *s == '-')
+    if (san_parse_size(s, out))
         return -EINVAL;
-    unsigned shift = 0;
-    switch (*end) {
-    case 'k':
-    case 'K':
-        shift = 10;
-        end++;
-        break;
-    case 'm':
-    case 'M':
-        shift = 20;
-        end++;
-        break;
-    case 'g':
-    case 'G':
-        shift = 30;
-        end++;
-        break;
-    case 't':
-    case 'T':
-        shift = 40;
-        end++;
-        break;
-    default:
-        break;
-    }
-    if (*end || (shift && v > (UINT64_MAX >> shift)))
-        return -EINVAL;
-    *out = (uint64_t)v << shift;
     *set = true;
     return 0;
 }

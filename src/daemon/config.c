@@ -4,6 +4,7 @@
  * max_length; [limits] locked_bytes, registrations, allocations; [daemon] socket. An unknown
  * section or key, or a value out of its domain, is an error naming the key and its line; the
  * first error wins. No locking: used once at start-up. */
+#include "common/size.h"
 #include "daemon/daemon.h"
 
 #include <errno.h>
@@ -29,53 +30,6 @@ void san_config_defaults(struct san_daemon_config *c)
         .limit_registrations = 65536,
         .limit_allocations = 4096,
     };
-}
-
-int san_parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    unsigned shift = 0;
-
-    while (*s == ' ' || *s == '\t')
-        s++;
-    if (*s < '0' || *s > '9')
-        return -EINVAL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno)
-        return -EINVAL;
-    switch (*end) {
-    case 'k':
-    case 'K':
-        shift = 10;
-        end++;
-        break;
-    case 'm':
-    case 'M':
-        shift = 20;
-        end++;
-        break;
-    case 'g':
-    case 'G':
-        shift = 30;
-        end++;
-        break;
-    case 't':
-    case 'T':
-        shift = 40;
-        end++;
-        break;
-    default:
-        break;
-    }
-    if (shift && *end == 'i' && end[1] == 'B')
-        end += 2;
-    else if (*end == 'B')
-        end++;
-    if (*end || (shift && v > (UINT64_MAX >> shift)))
-        return -EINVAL;
-    *out = (uint64_t)v << shift;
-    return 0;
 }
 
 static int parse_bool(const char *s, bool *out)

@@ -37,8 +37,6 @@ void san_config_defaults(struct san_daemon_config *c);
 /* Reads an INI file over c. On error writes "FILE:LINE: message naming the key" to err and
  * returns -EINVAL (-errno when the file cannot be read). */
 int san_config_load(struct san_daemon_config *c, const char *path, char *err, size_t err_size);
-/* Parses a size with an optional K/M/G/T suffix (powers of 1024, optional "B"/"iB"). */
-int san_parse_size(const char *s, uint64_t *out);
 
 /* --- logging (log.c) ------------------------------------------------------------------------- */
 

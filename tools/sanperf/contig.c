@@ -289,7 +289,7 @@ int perf_contig(const struct perf_opts *o)
         } else if (!strcmp(a, "--scaling")) {
             scaling = true;
         } else if (!strcmp(a, "--ram") && i + 1 < o->argc) {
-            if (perf_parse_size(o->argv[++i], &ram) || ram < 64 * MIB) {
+            if (san_parse_size(o->argv[++i], &ram) || ram < 64 * MIB) {
                 fprintf(stderr, "sanperf contig: bad --ram '%s' (at least 64M)\n", o->argv[i]);
                 return 1;
             }

@@ -45,11 +45,11 @@ static int parse(const struct perf_opts *o, struct opts *p)
         uint64_t v;
         if (!strcmp(a, "--json"))
             continue;
-        if (i + 1 < o->argc && !strcmp(a, "--rounds") && !perf_parse_size(o->argv[i + 1], &v) &&
-            v && v < 100000) {
+        if (i + 1 < o->argc && !strcmp(a, "--rounds") && !san_parse_size(o->argv[i + 1], &v) && v &&
+            v < 100000) {
             p->rounds = (unsigned)v;
             i++;
-        } else if (i + 1 < o->argc && !strcmp(a, "--ops") && !perf_parse_size(o->argv[i + 1], &v) &&
+        } else if (i + 1 < o->argc && !strcmp(a, "--ops") && !san_parse_size(o->argv[i + 1], &v) &&
                    v && v < 100000000) {
             p->sg_ops = (unsigned)v;
             p->lock_ops = (unsigned)(v / 10 ? v / 10 : 1);

@@ -7,7 +7,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
+
+#include "common/size.h" /* san_parse_size */
 
 struct perf_opts {
     bool json;
@@ -31,12 +34,21 @@ static inline uint64_t perf_now_ns(void)
 
 /* Sorts samples in place and returns the q-quantile (0..1). */
 uint64_t perf_quantile(uint64_t *samples, size_t n, double q);
-/* Parses a size with an optional K/M/G/T suffix (powers of 1024): 0 or -EINVAL. */
-int perf_parse_size(const char *s, uint64_t *out);
 /* Progress on stderr when it is a terminal; silent otherwise. done == total ends the line. */
 void perf_progress(const char *what, uint64_t done, uint64_t total);
 /* Prints a JSON line from printf-style "key": value pairs the caller formats. */
 void perf_json(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A private sanproxyd (daemon.c): the binary next to sanperf, on a socket in a temporary
+ * directory, pinned to cpu unless it is -1, with --spin-us spin_us unless NULL. */
+struct perf_daemon {
+    pid_t pid;
+    char dir[64], sock[96];
+};
+int perf_start_daemon(struct perf_daemon *d, const char *suite, const char *spin_us, int cpu);
+void perf_stop_daemon(struct perf_daemon *d);
+/* Pins the calling process to one CPU (-1: leaves it alone). */
+void perf_pin_to_cpu(int cpu);
 
 /* Suites (one file each). */
 int perf_contig(const struct perf_opts *o);

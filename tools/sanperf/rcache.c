@@ -39,70 +39,6 @@
 #define DEFAULT_ROUNDS 200
 #define MISS_PER_ROUND 8
 
-struct rc_daemon {
-    pid_t pid;
-    char dir[64], sock[96];
-};
-
-static int rc_start_daemon(struct rc_daemon *d)
-{
-    char exe[PATH_MAX], path[PATH_MAX + 16], fdbuf[16];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    int p[2];
-
-    if (n <= 0)
-        return -errno;
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return -ENOENT;
-    *slash = 0;
-    snprintf(path, sizeof(path), "%s/sanproxyd", exe);
-    if (access(path, X_OK)) {
-        fprintf(stderr, "sanperf rcache: no sanproxyd next to sanperf (%s)\n", path);
-        return -ENOENT;
-    }
-    strcpy(d->dir, "/tmp/sanperf-rc.XXXXXX");
-    if (!mkdtemp(d->dir))
-        return -errno;
-    snprintf(d->sock, sizeof(d->sock), "%s/sock", d->dir);
-    if (pipe(p))
-        return -errno;
-    pid_t parent = getpid();
-    d->pid = fork();
-    if (d->pid < 0)
-        return -errno;
-    if (!d->pid) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        close(p[0]);
-        int null = open("/dev/null", O_WRONLY);
-        if (null >= 0 && !getenv("SANPERF_DAEMON_LOG"))
-            dup2(null, 2);
-        snprintf(fdbuf, sizeof(fdbuf), "%d", p[1]);
-        execl(path, path, "--foreground", "--socket", d->sock, "--ready-fd", fdbuf, (char *)NULL);
-        _exit(127);
-    }
-    close(p[1]);
-    char buf[8] = {0};
-    n = read(p[0], buf, sizeof(buf));
-    close(p[0]);
-    if (n <= 0) {
-        waitpid(d->pid, NULL, 0);
-        rmdir(d->dir);
-        return -ECHILD;
-    }
-    return 0;
-}
-
-static void rc_stop_daemon(struct rc_daemon *d)
-{
-    kill(d->pid, SIGTERM);
-    waitpid(d->pid, NULL, 0);
-    rmdir(d->dir);
-}
-
 /* Opens a context whose cache is disabled, whatever the environment says. */
 static int open_uncached(const char *sock, struct san_ctx **out)
 {
@@ -179,7 +115,7 @@ static int hit_2t(struct san_ctx *ctx, char *a, char *b, uint64_t *ns)
 int perf_rcache(const struct perf_opts *o)
 {
     uint64_t rounds = DEFAULT_ROUNDS;
-    struct rc_daemon d;
+    struct perf_daemon d;
     struct san_ctx *cached = NULL, *uncached = NULL;
     struct san_mr *held = NULL;
     uint64_t *samples[NR_CASES] = {0};
@@ -210,7 +146,7 @@ int perf_rcache(const struct perf_opts *o)
             err = -ENOMEM;
             goto out_samples;
         }
-    if ((err = rc_start_daemon(&d))) {
+    if ((err = perf_start_daemon(&d, "rcache", NULL, -1))) {
         fprintf(stderr, "sanperf rcache: cannot start sanproxyd: %s\n", san_strerror(err));
         goto out_samples;
     }
@@ -312,7 +248,7 @@ out_mem:
 out_ctx:
     san_close(uncached);
     san_close(cached);
-    rc_stop_daemon(&d);
+    perf_stop_daemon(&d);
 out_samples:
     for (int c = 0; c < NR_CASES; c++)
         free(samples[c]);

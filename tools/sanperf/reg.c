@@ -46,16 +46,6 @@
 /* The CPU the client runs on and the one the servers run on; -1: leave placement alone. */
 static int client_cpu = -1, server_cpu = -1;
 
-static void pin_to(int cpu)
-{
-    if (cpu < 0)
-        return;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    sched_setaffinity(0, sizeof(set), &set);
-}
-
 static void choose_cpus(void)
 {
     cpu_set_t set;
@@ -96,76 +86,6 @@ static ssize_t recv_polling(int fd, void *buf, size_t len, uint64_t spin)
 
 static uint64_t client_spin_ns;
 
-struct daemon {
-    pid_t pid;
-    char dir[64], sock[96];
-};
-
-static int start_daemon(struct daemon *d, const char *spin_us)
-{
-    char exe[PATH_MAX], path[PATH_MAX + 16], fdbuf[16];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    int p[2];
-
-    if (n <= 0)
-        return -errno;
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return -ENOENT;
-    *slash = 0;
-    snprintf(path, sizeof(path), "%s/sanproxyd", exe);
-    if (access(path, X_OK)) {
-        fprintf(stderr, "sanperf reg: no sanproxyd next to sanperf (%s)\n", path);
-        return -ENOENT;
-    }
-    strcpy(d->dir, "/tmp/sanperf.XXXXXX");
-    if (!mkdtemp(d->dir))
-        return -errno;
-    snprintf(d->sock, sizeof(d->sock), "%s/sock", d->dir);
-    if (pipe(p))
-        return -errno;
-    pid_t parent = getpid();
-    d->pid = fork();
-    if (d->pid < 0)
-        return -errno;
-    if (!d->pid) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        pin_to(server_cpu);
-        close(p[0]);
-        int null = open("/dev/null", O_WRONLY);
-        if (null >= 0 && !getenv("SANPERF_DAEMON_LOG"))
-            dup2(null, 2);
-        snprintf(fdbuf, sizeof(fdbuf), "%d", p[1]);
-        if (spin_us)
-            execl(path, path, "--foreground", "--socket", d->sock, "--ready-fd", fdbuf, "--spin-us",
-                  spin_us, (char *)NULL);
-        else
-            execl(path, path, "--foreground", "--socket", d->sock, "--ready-fd", fdbuf,
-                  (char *)NULL);
-        _exit(127);
-    }
-    close(p[1]);
-    char buf[8] = {0};
-    n = read(p[0], buf, sizeof(buf));
-    close(p[0]);
-    if (n <= 0) {
-        waitpid(d->pid, NULL, 0);
-        rmdir(d->dir);
-        return -ECHILD;
-    }
-    return 0;
-}
-
-static void stop_daemon(struct daemon *d)
-{
-    kill(d->pid, SIGTERM);
-    waitpid(d->pid, NULL, 0);
-    rmdir(d->dir);
-}
-
 /* The baseline's other end: echoes every datagram until the socket closes, polling for the next
  * one for spin_us after each, as the daemon does. */
 static pid_t start_echo(int *fd, unsigned spin_us)
@@ -179,7 +99,7 @@ static pid_t start_echo(int *fd, unsigned spin_us)
     if (!pid) {
         char buf[64];
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        pin_to(server_cpu);
+        perf_pin_to_cpu(server_cpu);
         /* Keep only its own end: an inherited end of another echo's pair (or of this one) would
          * keep that echo from ever seeing the suite close its socket. */
         close_range(3, (unsigned)sv[1] - 1, 0);
@@ -311,7 +231,7 @@ static void print_result(const struct perf_opts *o, const char *name, const stru
 int perf_reg(const struct perf_opts *o)
 {
     uint64_t ops = DEFAULT_OPS;
-    struct daemon d;
+    struct perf_daemon d;
     struct san_ctx *ctx = NULL;
     struct result r;
     struct echoes e = {-1, -1, 0};
@@ -346,7 +266,7 @@ int perf_reg(const struct perf_opts *o)
     unsigned spin = spin_us ? (unsigned)strtoul(spin_us, NULL, 10) : SAN_DAEMON_SPIN_US;
     client_spin_ns = spin_ns("SANPROXY_SPIN_US", CLIENT_SPIN_US);
     choose_cpus();
-    if ((err = start_daemon(&d, spin_us))) {
+    if ((err = perf_start_daemon(&d, "reg", spin_us, server_cpu))) {
         fprintf(stderr, "sanperf reg: cannot start sanproxyd: %s\n", san_strerror(err));
         return 1;
     }
@@ -357,7 +277,7 @@ int perf_reg(const struct perf_opts *o)
         goto out_echo;
     }
     placed = client_cpu >= 0 && !sched_getaffinity(0, sizeof(all), &all);
-    pin_to(client_cpu);
+    perf_pin_to_cpu(client_cpu);
     /* Uncached: every register is a miss that goes to the daemon (libsan's cache off). */
     setenv("SAN_RCACHE_MAX_ENTRIES", "0", 1);
     if ((err = san_open(d.sock, &ctx)))
@@ -384,7 +304,7 @@ out_echo:
     }
     if (placed)
         sched_setaffinity(0, sizeof(all), &all);
-    stop_daemon(&d);
+    perf_stop_daemon(&d);
     if (err)
         fprintf(stderr, "sanperf reg: %s\n", san_strerror(err));
     return err ? 1 : 0;
