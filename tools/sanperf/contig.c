@@ -6,9 +6,9 @@
  * extent per freed block) and then times alloc+free pairs under the case's constraint.
  *
  * Timing: a single pair costs tens of nanoseconds, the same order as clock_gettime itself, so
- * pairs are timed in batches of BATCH (16) consecutive pairs and each batch's time divided by
- * BATCH is one sample; p50 and p99 are taken over those samples. Batches of the allocator and of
- * the malloc baseline alternate, so that both see the same machine noise; the ratio is
+ * pairs are timed in batches of 16 (--batch N) consecutive pairs and each batch's time divided by
+ * the batch size is one sample; p50 and p99 are taken over those samples. Batches of the allocator
+ * and of the malloc baseline alternate, so that both see the same machine noise; the ratio is
  * p50(allocator) / p50(malloc). glibc is told never to trim and never to mmap 64 KiB, so the
  * baseline makes no system calls. --scaling builds a 1 GiB and a 1 TiB machine and interleaves
  * their batches too, so that their p50 ratio does not depend on when each ran.
@@ -25,10 +25,12 @@
 
 #include "perf.h"
 
-#define KIB         (UINT64_C(1) << 10)
-#define MIB         (UINT64_C(1) << 20)
-#define GIB         (UINT64_C(1) << 30)
-#define BATCH       16
+#define KIB   (UINT64_C(1) << 10)
+#define MIB   (UINT64_C(1) << 20)
+#define GIB   (UINT64_C(1) << 30)
+#define BATCH 16 /* default pairs per sample (--batch) */
+
+static int batch = BATCH;
 #define PAIR_BYTES  (64 * KIB)
 #define DEFAULT_OPS 200000
 
@@ -136,14 +138,14 @@ static uint64_t time_batch(struct subject *s)
     const struct contig_case *c = s->c;
     int err = 0;
     uint64_t t0 = perf_now_ns();
-    for (int k = 0; k < BATCH; k++) {
+    for (int k = 0; k < batch; k++) {
         void *va;
         err |= san_alloc_contiguous(s->m, PAIR_BYTES, c->lowest, c->highest, c->boundary,
                                     SAN_CACHED, &va);
         err |= san_free_contiguous(s->m, va, PAIR_BYTES, SAN_CACHED);
     }
     uint64_t t1 = perf_now_ns();
-    uint64_t ns = (t1 - t0 + BATCH / 2) / BATCH;
+    uint64_t ns = (t1 - t0 + batch / 2) / batch;
     return err ? 0 : ns ? ns : 1;
 }
 
@@ -163,7 +165,7 @@ static int prepare(struct subject *s, size_t nb)
     if ((err = fragment(s->m, s->ram, what)))
         return err;
     san_machine_stats(s->m, &s->st);
-    for (int i = 0; i < 1000 / BATCH; i++)
+    for (int i = 0; i < 1000 / batch; i++)
         if (!time_batch(s))
             return -EIO;
     return 0;
@@ -181,7 +183,7 @@ static void release(struct subject *s)
  * with the malloc baseline's, so that all of them see the same machine noise. */
 static int measure(struct subject *subj, size_t n, uint64_t ops)
 {
-    size_t nb = (size_t)((ops + BATCH - 1) / BATCH);
+    size_t nb = (size_t)((ops + (uint64_t)batch - 1) / (uint64_t)batch);
     uint64_t *tb = malloc(nb * sizeof(*tb));
     char what[64];
     int err = 0;
@@ -206,12 +208,12 @@ static int measure(struct subject *subj, size_t n, uint64_t ops)
                 goto out;
             }
         uint64_t t0 = perf_now_ns();
-        for (int k = 0; k < BATCH; k++) {
+        for (int k = 0; k < batch; k++) {
             void *p = malloc(PAIR_BYTES);
             escape(p);
             free(p);
         }
-        tb[i] = (perf_now_ns() - t0 + BATCH / 2) / BATCH;
+        tb[i] = (perf_now_ns() - t0 + batch / 2) / batch;
         if ((i & 1023) == 0)
             perf_progress(what, i, nb);
     }
@@ -223,7 +225,7 @@ static int measure(struct subject *subj, size_t n, uint64_t ops)
         qsort(s->samples, nb, sizeof(*s->samples), cmp_u64);
         s->res = (struct result){
             .ram_bytes = s->st.ram_bytes,
-            .ops = nb * BATCH,
+            .ops = nb * batch,
             .p50_ns = quantile_sorted(s->samples, nb, 0.50),
             .p99_ns = quantile_sorted(s->samples, nb, 0.99),
             .baseline_p50_ns = quantile_sorted(tb, nb, 0.50),
@@ -249,7 +251,7 @@ static void print_result(const struct perf_opts *o, const char *name, const stru
                   ", \"baseline_p99_ns\": %" PRIu64 ", \"free_extents\": %" PRIu64
                   ", \"batch\": %d",
                   name, r->ram_bytes, r->ops, r->p50_ns, r->p99_ns, r->baseline_p50_ns,
-                  r->ratio_p50, r->baseline_p99_ns, r->free_extents, BATCH);
+                  r->ratio_p50, r->baseline_p99_ns, r->free_extents, batch);
     } else {
         printf("%-10s %8" PRIu64 " GiB %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %12" PRIu64
                " %9.2f %12" PRIu64 "\n",
@@ -268,10 +270,12 @@ static void print_header(const struct perf_opts *o)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: sanperf contig [--json] [--ram SIZE] [--ops N] [--case NAME] [--scaling]\n"
+            "usage: sanperf contig [--json] [--ram SIZE] [--ops N] [--case NAME] [--batch N] "
+            "[--scaling]\n"
             "  times alloc+free of 64 KiB (cases any, below4g, boundary, window) on a\n"
             "  fragmented machine of SIZE (default 64G) against glibc malloc+free;\n"
-            "  --case NAME: only that case\n"
+            "  --case NAME: only that case; --batch N: pairs per timed sample (default 16; 1:\n"
+            "  every pair timed alone, clock overhead included)\n"
             "  --scaling: the any case on 1 GiB and 1 TiB machines and their p50 ratio\n");
 }
 
@@ -293,15 +297,21 @@ int perf_contig(const struct perf_opts *o)
                 fprintf(stderr, "sanperf contig: bad --ram '%s' (at least 64M)\n", o->argv[i]);
                 return 1;
             }
+        } else if (!strcmp(a, "--batch") && i + 1 < o->argc) {
+            batch = atoi(o->argv[++i]);
+            if (batch < 1 || batch > 1024) {
+                fprintf(stderr, "sanperf contig: bad --batch '%s' (1 to 1024)\n", o->argv[i]);
+                return 1;
+            }
         } else if (!strcmp(a, "--case") && i + 1 < o->argc) {
             only = o->argv[++i];
         } else if (!strcmp(a, "--ops") && i + 1 < o->argc) {
             char *end;
             errno = 0;
             ops = strtoull(o->argv[++i], &end, 10);
-            if (errno || *end || ops < BATCH) {
+            if (errno || *end || ops < (uint64_t)batch) {
                 fprintf(stderr, "sanperf contig: bad --ops '%s' (at least %d)\n", o->argv[i],
-                        BATCH);
+                        batch);
                 return 1;
             }
         } else {
