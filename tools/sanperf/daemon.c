@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <san/san.h>
+
 #include "perf.h"
 
 void perf_pin_to_cpu(int cpu)
@@ -99,4 +101,19 @@ void perf_stop_daemon(struct perf_daemon *d)
     kill(d->pid, SIGTERM);
     waitpid(d->pid, NULL, 0);
     rmdir(d->dir);
+}
+
+/* Opens a context whose cache is disabled, whatever the environment says. */
+int perf_open_uncached(const char *sock, struct san_ctx **out)
+{
+    char *old = getenv("SAN_RCACHE_MAX_ENTRIES");
+    char *saved = old ? strdup(old) : NULL;
+    setenv("SAN_RCACHE_MAX_ENTRIES", "0", 1);
+    int err = san_open(sock, out);
+    if (saved)
+        setenv("SAN_RCACHE_MAX_ENTRIES", saved, 1);
+    else
+        unsetenv("SAN_RCACHE_MAX_ENTRIES");
+    free(saved);
+    return err;
 }

@@ -47,6 +47,10 @@ struct perf_daemon {
 };
 int perf_start_daemon(struct perf_daemon *d, const char *suite, const char *spin_us, int cpu);
 void perf_stop_daemon(struct perf_daemon *d);
+/* Opens a libsan context on sock whose registration cache is off, leaving the environment as it
+ * was. */
+struct san_ctx;
+int perf_open_uncached(const char *sock, struct san_ctx **out);
 /* Pins the calling process to one CPU (-1: leaves it alone). */
 void perf_pin_to_cpu(int cpu);
 

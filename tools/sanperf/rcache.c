@@ -39,21 +39,6 @@
 #define DEFAULT_ROUNDS 200
 #define MISS_PER_ROUND 8
 
-/* Opens a context whose cache is disabled, whatever the environment says. */
-static int open_uncached(const char *sock, struct san_ctx **out)
-{
-    char *old = getenv("SAN_RCACHE_MAX_ENTRIES");
-    char *saved = old ? strdup(old) : NULL;
-    setenv("SAN_RCACHE_MAX_ENTRIES", "0", 1);
-    int err = san_open(sock, out);
-    if (saved)
-        setenv("SAN_RCACHE_MAX_ENTRIES", saved, 1);
-    else
-        unsetenv("SAN_RCACHE_MAX_ENTRIES");
-    free(saved);
-    return err;
-}
-
 static int reg_dereg(struct san_ctx *ctx, void *buf)
 {
     struct san_mr *mr;
@@ -150,7 +135,7 @@ int perf_rcache(const struct perf_opts *o)
         fprintf(stderr, "sanperf rcache: cannot start sanproxyd: %s\n", san_strerror(err));
         goto out_samples;
     }
-    if ((err = san_open(d.sock, &cached)) || (err = open_uncached(d.sock, &uncached)))
+    if ((err = san_open(d.sock, &cached)) || (err = perf_open_uncached(d.sock, &uncached)))
         goto out_ctx;
     /* Separate 64 KiB buffers per case (two contexts must not pin the same pages). */
     mem = mmap(NULL, 7 * BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

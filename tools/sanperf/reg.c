@@ -279,8 +279,7 @@ int perf_reg(const struct perf_opts *o)
     placed = client_cpu >= 0 && !sched_getaffinity(0, sizeof(all), &all);
     perf_pin_to_cpu(client_cpu);
     /* Uncached: every register is a miss that goes to the daemon (libsan's cache off). */
-    setenv("SAN_RCACHE_MAX_ENTRIES", "0", 1);
-    if ((err = san_open(d.sock, &ctx)))
+    if ((err = perf_open_uncached(d.sock, &ctx)))
         goto out_echo;
     if (!o->json)
         printf("%-22s %8s %9s %9s %12s %7s %12s %7s\n", "case", "ops", "p50_ns", "p99_ns",
