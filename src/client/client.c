@@ -698,7 +698,7 @@ int san_register_rdma(struct san_ctx *ctx, void *addr, size_t len, unsigned acce
     struct san_mr *mr;
     int err;
 
-    if (!desc_len)
+    if (!desc_len || !out)
         return -EINVAL;
     if (*desc_len < SAN_RDMA_DESC_SIZE) {
         *desc_len = SAN_RDMA_DESC_SIZE;

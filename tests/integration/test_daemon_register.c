@@ -89,6 +89,11 @@ static void keys_and_refs(struct test_daemon *d, const struct san_stats_rep *idl
     test_stats(d, &s);
     CHECK(s.registrations == 0); /* probing registers nothing */
     CHECK_EQ(san_register_rdma(ctx, buf, 64 * KIB, SAN_MEM_READWRITE, desc, NULL, &r), -EINVAL);
+    /* No handle to return: refused, and nothing registered behind the caller's back. */
+    dlen = sizeof(desc);
+    CHECK_EQ(san_register_rdma(ctx, buf, 64 * KIB, SAN_MEM_READWRITE, desc, &dlen, NULL), -EINVAL);
+    test_stats(d, &s);
+    CHECK(s.registrations == 0);
     dlen = sizeof(desc);
     memset(desc, 0xee, sizeof(desc));
     CHECK_EQ(san_register_rdma(ctx, buf, 64 * KIB, SAN_MEM_READWRITE, desc, &dlen, &r), 0);
