@@ -151,8 +151,13 @@ int san_config_load(struct san_daemon_config *c, const char *path, char *err, si
         return -e;
     }
     int line = ini_parse_file(f, handler, &st);
+    int read_err = ferror(f) ? errno : 0; /* inih takes a read error for the end of the file */
     bool keyed = line > 0 && st.msg[0] && line_has_key(f, line, st.key);
     fclose(f);
+    if (read_err) {
+        snprintf(err, err_size, "%s: cannot read: %s", path, strerror(read_err));
+        return -read_err;
+    }
     if (line == 0)
         return 0;
     if (line < 0)

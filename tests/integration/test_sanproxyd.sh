@@ -32,6 +32,14 @@ expect_config_error '[limits]\nallocation = 4\n' 'bad.ini:2:.*allocation.*unknow
 expect_config_error '[bogus]\nx = 1\n' 'bad.ini:2:.*\[bogus\] x'
 expect_config_error '[machine]\nthis line has no equals sign\n' 'bad.ini:2:.*syntax'
 expect_config_error '[machine]\njunk\nram_size = 1Q\n' 'bad.ini:2:.*syntax'
+# A directory is no config file (it reads as an error, not as an empty file).
+mkdir -p "$tmp/conf.d"
+set +e
+timeout 10 "$bin/sanproxyd" --foreground --config "$tmp/conf.d" --socket "$tmp/never" 2>"$tmp/err"
+rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q "conf.d: cannot read" "$tmp/err" || fail "config is a directory: exit $rc"
+[ ! -e "$tmp/never" ] || fail "a socket was created despite an unreadable config"
 set +e
 "$bin/sanproxyd" --config "$tmp/does-not-exist.ini" --socket "$tmp/never" 2>"$tmp/err"; rc=$?
 "$bin/sanproxyd" --bogus 2>/dev/null; rc2=$?
