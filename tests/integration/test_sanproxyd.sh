@@ -100,6 +100,13 @@ set +e
 "$bin/sanctl" 2>/dev/null; rc3=$?
 set -e
 [ $rc -eq 1 ] && grep -q "sanctl: connect" "$tmp/err" || fail "sanctl without daemon: exit $rc"
+# Output that cannot be written (a full disk) is a failure, not a silent success.
+set +e
+"$bin/sanctl" --socket "$sock" stats --json >/dev/full 2>"$tmp/err"; rc4=$?
+"$bin/sanctl" --socket "$sock" clients >/dev/full 2>"$tmp/err2"; rc5=$?
+set -e
+[ $rc4 -eq 1 ] && grep -q "sanctl: stats: cannot write" "$tmp/err" || fail "sanctl >/dev/full: exit $rc4"
+[ $rc5 -eq 1 ] && grep -q "cannot write" "$tmp/err2" || fail "sanctl clients >/dev/full: exit $rc5"
 [ $rc2 -eq 2 ] && [ $rc3 -eq 2 ] || fail "sanctl usage errors: $rc2 $rc3"
 
 # --- a second daemon on a live socket is refused; the first keeps running ---

@@ -261,5 +261,9 @@ int main(int argc, char **argv)
         fail("connect", fd);
     int rc = run(fd, json);
     close(fd);
+    if (fflush(stdout) || ferror(stdout)) {
+        fprintf(stderr, "sanctl: %s: cannot write the output: %s\n", cmd, strerror(errno));
+        return 1;
+    }
     return rc;
 }
