@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -245,9 +246,9 @@ static struct client_reg *reg_of(struct san_range *r)
 
 /* mlock and munlock as system calls: sanitizer runtimes replace the libc functions with no-ops,
  * and the pin is part of what registration means. MLOCK_ONFAULT: resident pages are locked now
- * and every other page as it is faulted in, without populating the range here; the daemon's
- * validation reads every page anyway (and faults it in), so by the time the registration exists
- * the whole range is resident and locked, at a lower cost than mlock's own population pass. */
+ * and every other page as it is faulted in, without a population pass of its own: populate()
+ * has just faulted the whole range in, so by the time the registration exists the whole range is
+ * resident and locked. */
 static int sys_mlock(uint64_t start, uint64_t len)
 {
     return (int)syscall(SYS_mlock2, (void *)(uintptr_t)start, (size_t)len, MLOCK_ONFAULT);
@@ -463,6 +464,50 @@ static int pin_error(int e, uint64_t start, uint64_t len)
     return e == EPERM ? -EPERM : -ENOMEM;
 }
 
+/* Faults in [start, start+len) (page-aligned) with the access a device will have: the daemon only
+ * accepts pages it sees present (it never faults in a client's page). A page that is not mapped,
+ * or not writable when access has SAN_MEM_WRITE (read-only stays read-only), is -EFAULT. Without
+ * MADV_POPULATE_* (kernels before 5.14) the pages are read through process_vm_readv on ourselves,
+ * which faults them in or fails on what is not mapped. */
+static int populate(uint64_t start, uint64_t len, unsigned access)
+{
+    static atomic_int works = -1; /* MADV_POPULATE_* known to work, not to, or not probed */
+    int advice = access & SAN_MEM_WRITE ? 23 /* MADV_POPULATE_WRITE */ : 22 /* _READ */;
+    while (atomic_load_explicit(&works, memory_order_relaxed) != 0) {
+        if (!madvise((void *)(uintptr_t)start, (size_t)len, advice)) {
+            atomic_store_explicit(&works, 1, memory_order_relaxed);
+            return 0;
+        }
+        switch (errno) {
+        case EINTR:
+        case EAGAIN:
+            continue;
+        case EINVAL:
+            if (atomic_load_explicit(&works, memory_order_relaxed) < 0) {
+                /* Unknown advice, or a mapping without the access? Ask about a page we own. */
+                static _Alignas(4096) char probe[4096];
+                atomic_store_explicit(&works, !madvise(probe, sizeof(probe), 22),
+                                      memory_order_relaxed);
+                continue;
+            }
+            return -EFAULT;
+        case ENOMEM:    /* not mapped */
+        case EFAULT:    /* would SIGBUS */
+        case EHWPOISON: /* poisoned page */
+            return -EFAULT;
+        default:
+            return -errno;
+        }
+    }
+    char byte;
+    for (uint64_t at = start; at < start + len; at += PAGE) {
+        struct iovec local = {&byte, 1}, remote = {(void *)(uintptr_t)at, 1};
+        if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) != 1)
+            return -EFAULT;
+    }
+    return 0;
+}
+
 /* Registration: MmProbeAndLockPages, our half first (the daemon cannot pin another process's
  * pages): the pages are pinned, then the daemon validates the range through our pidfd, gives it
  * frames and registers it. Pinning before the request also keeps our mlock (which holds our
@@ -492,6 +537,8 @@ static int do_register(struct san_ctx *ctx, void *addr, size_t len, unsigned acc
         goto fail;
     }
     /* A range we already hold registered with this access is pinned already. */
+    if (!g && (err = populate(start, end - start, access)))
+        goto fail;
     if (!g && sys_mlock(start, end - start)) {
         err = pin_error(errno, start, end - start);
         goto fail_unpin; /* mlock may have pinned part of it */

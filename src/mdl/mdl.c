@@ -230,11 +230,13 @@ static int read_client_pages(pid_t pid, const uint64_t *page, size_t n)
     }
 }
 
-/* Checks that a client's range is mapped and readable. The client pinned the pages itself, so
- * they are normally present: the client's pagemap (one read for up to CHECK_BATCH pages) shows
- * them so. A page it shows absent (never touched yet: libsan pins with MLOCK_ONFAULT; or not
- * mapped at all, which pagemap cannot tell apart) is read through process_vm_readv, which faults
- * in what is mapped and fails on what is not. */
+/* Checks that a client's range is mapped and readable. The client pinned and populated the pages
+ * itself (libsan does both before it asks), so they are present: the client's pagemap (one read
+ * for up to CHECK_BATCH pages) shows them so. A page the pagemap shows neither present nor swapped
+ * is refused (-EFAULT) without being touched: faulting it in from here could block this thread for
+ * as long as the client likes (a page under the client's own userfaultfd waits for its handler),
+ * and every other client with it. Only pages the pagemap cannot describe (no pagemap, or beyond
+ * its end) are read through process_vm_readv. */
 static int check_client_range(const struct san_page_owner *o, uint64_t start, size_t pages)
 {
     uint64_t entry[CHECK_BATCH], absent[CHECK_BATCH];
@@ -246,9 +248,13 @@ static int check_client_range(const struct san_page_owner *o, uint64_t start, si
         if (o->pagemap_fd >= 0)
             got = pread(o->pagemap_fd, entry, n * sizeof(entry[0]),
                         (off_t)(first / PAGE * sizeof(entry[0])));
-        for (size_t i = 0; i < n; i++)
-            if (got != (ssize_t)(n * sizeof(entry[0])) || !(entry[i] >> 63)) /* bit 63: present */
+        size_t known = got > 0 ? (size_t)got / sizeof(entry[0]) : 0;
+        for (size_t i = 0; i < n; i++) {
+            if (i >= known)
                 absent[nr_absent++] = first + i * PAGE;
+            else if (!(entry[i] >> 62)) /* bit 63: present, bit 62: swapped */
+                return -EFAULT;
+        }
         int err = nr_absent ? read_client_pages(o->pid, absent, nr_absent) : 0;
         if (err)
             return err;
