@@ -140,6 +140,28 @@ static bool line_has_key(FILE *f, int line, const char *key)
     return false;
 }
 
+/* The first line of f that opens a section this config does not have, or 0. inih tells the
+ * handler about a section only through its keys: an unknown section without keys would pass. */
+static int unknown_section(FILE *f, char *name, size_t size)
+{
+    static const char *const known[] = {"machine", "nic", "limits", "daemon"};
+    char buf[512];
+    rewind(f);
+    for (int i = 1; fgets(buf, sizeof(buf), f); i++) {
+        const char *p = buf + strspn(buf, " \t");
+        const char *end = p[0] == '[' ? strchr(p, ']') : NULL;
+        if (!end)
+            continue;
+        snprintf(name, size, "%.*s", (int)(end - p - 1), p + 1);
+        bool found = false;
+        for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
+            found |= !strcmp(name, known[k]);
+        if (!found)
+            return i;
+    }
+    return 0;
+}
+
 int san_config_load(struct san_daemon_config *c, const char *path, char *err, size_t err_size)
 {
     struct parse_state st = {.c = c};
@@ -153,7 +175,13 @@ int san_config_load(struct san_daemon_config *c, const char *path, char *err, si
     int line = ini_parse_file(f, handler, &st);
     int read_err = ferror(f) ? errno : 0; /* inih takes a read error for the end of the file */
     bool keyed = line > 0 && st.msg[0] && line_has_key(f, line, st.key);
+    char section[128];
+    int bad_section = line == 0 && !read_err ? unknown_section(f, section, sizeof(section)) : 0;
     fclose(f);
+    if (bad_section) {
+        snprintf(err, err_size, "%s:%d: [%s]: unknown section", path, bad_section, section);
+        return -EINVAL;
+    }
     if (read_err) {
         snprintf(err, err_size, "%s: cannot read: %s", path, strerror(read_err));
         return -read_err;

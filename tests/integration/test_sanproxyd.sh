@@ -17,7 +17,7 @@ fail() { echo "FAIL: $*" >&2; [ -f "$tmp/log" ] && tail -20 "$tmp/log" >&2; exit
 expect_config_error() { # $1 = config text, $2 = pattern the message must match
   printf '%b' "$1" >"$tmp/bad.ini"
   set +e
-  "$bin/sanproxyd" --foreground --socket "$tmp/never" --config "$tmp/bad.ini" 2>"$tmp/err"
+  timeout 10 "$bin/sanproxyd" --foreground --socket "$tmp/never" --config "$tmp/bad.ini" 2>"$tmp/err"
   local rc=$?
   set -e
   [ $rc -eq 2 ] || fail "config '$1': exit $rc, want 2"
@@ -30,6 +30,7 @@ expect_config_error '[nic]\ndma_address_width = 65\n' 'bad.ini:2:.*dma_address_w
 expect_config_error '[limits]\nlocked_bytes = 1G\nregistrations = -1\n' 'bad.ini:3:.*registrations'
 expect_config_error '[limits]\nallocation = 4\n' 'bad.ini:2:.*allocation.*unknown key'
 expect_config_error '[bogus]\nx = 1\n' 'bad.ini:2:.*\[bogus\] x'
+expect_config_error '[machine]\nram_size = 1G\n\n[limts]\n' 'bad.ini:4:.*\[limts\]: unknown section'
 expect_config_error '[machine]\nthis line has no equals sign\n' 'bad.ini:2:.*syntax'
 expect_config_error '[machine]\njunk\nram_size = 1Q\n' 'bad.ini:2:.*syntax'
 # A directory is no config file (it reads as an error, not as an empty file).
