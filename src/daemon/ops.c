@@ -77,7 +77,7 @@ void san_daemon_after_reply(struct san_daemon *d)
     }
     for (size_t i = 0; i < sizeof(d->spare_memfd) / sizeof(d->spare_memfd[0]); i++)
         if (d->spare_memfd[i] < 0)
-            d->spare_memfd[i] = memfd_create("sanproxy-alloc", MFD_CLOEXEC);
+            d->spare_memfd[i] = memfd_create("sanproxy-alloc", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 }
 
 void san_daemon_drop_spares(struct san_daemon *d)

@@ -16,6 +16,7 @@
 #include "phys/export.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -42,9 +43,12 @@ int san_phys_export(struct san_machine *m, void *va, size_t len, int fresh, int 
             close(fresh);
         return -EINVAL;
     }
-    if (fd < 0 && (fd = memfd_create("sanproxy-alloc", MFD_CLOEXEC)) < 0)
+    if (fd < 0 && (fd = memfd_create("sanproxy-alloc", MFD_CLOEXEC | MFD_ALLOW_SEALING)) < 0)
         return -errno;
-    if (ftruncate(fd, (off_t)len)) {
+    /* Sealed at its size: a client that shrank it would make every access to the range, the
+     * daemon's and the devices', die of SIGBUS. */
+    if (ftruncate(fd, (off_t)len) ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) {
         err = -errno;
         goto fail_fd;
     }
