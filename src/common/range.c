@@ -1,14 +1,14 @@
-/* Range tree on top of the AVL tree (see range.h). */
+/* Range tree on top of the red-black tree (see range.h). */
 #include "common/range.h"
 
-void san_range_augment(struct san_tree_node *n)
+bool san_range_augment(struct san_tree_node *n)
 {
-    san_range_summarise(n, true);
+    return san_range_summarise(n, true);
 }
 
-void san_range_augment_disjoint(struct san_tree_node *n)
+bool san_range_augment_disjoint(struct san_tree_node *n)
 {
-    san_range_summarise(n, false);
+    return san_range_summarise(n, false);
 }
 
 void san_range_insert(struct san_tree *t, struct san_range *r)

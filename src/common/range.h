@@ -38,10 +38,10 @@ static inline struct san_range *san_range_of(const struct san_tree_node *n)
  * overlap); san_range_augment_disjoint keeps max_len only (trees whose ranges never overlap: free
  * extents, frame records), where max_end would only be the last range's end, changing along the
  * whole right spine whenever that range does. Queries work on both kinds. */
-void san_range_augment(struct san_tree_node *n);
-void san_range_augment_disjoint(struct san_tree_node *n);
+bool san_range_augment(struct san_tree_node *n);
+bool san_range_augment_disjoint(struct san_tree_node *n);
 
-/* The same, returning whether the summary changed (the tree uses these to stop early). */
+/* Both, inline: recomputes n's summary and says whether it changed. */
 static inline bool san_range_summarise(struct san_tree_node *n, bool with_end)
 {
     struct san_range *r = san_range_of(n), *c;

@@ -3,31 +3,20 @@
  * Summaries are brought up to date before the colours are fixed: a change (a new leaf, a removed
  * node, a range whose length changed) is propagated from where it happened towards the root, and
  * the walk stops at the first node whose summary came out as it was, since its ancestors saw
- * exactly that value (the range layer's summaries say whether they changed; any other callback
- * is assumed to change and walks to the root). Rotations then keep the summaries exact locally:
- * a rotation does not change which nodes a subtree holds, so only the two rotated nodes are
- * recomputed. */
+ * exactly that value (the callback says whether the summary changed). Rotations then keep the
+ * summaries exact locally: a rotation does not change which nodes a subtree holds, so only the two
+ * rotated nodes are recomputed. */
 #include "common/tree.h"
-#include "common/range.h"
 
 static inline bool is_red(const struct san_tree_node *n)
 {
     return n && n->red;
 }
 
-/* Recomputes n's summary; true when it may have changed. The range layer's summaries are
- * inlined here and say whether they changed; another callback is assumed to change. */
+/* Recomputes n's summary; true when it changed. */
 static inline bool summarise(struct san_tree *t, struct san_tree_node *n)
 {
-    if (t->augment == san_range_augment_disjoint)
-        return san_range_summarise(n, false);
-    if (t->augment == san_range_augment)
-        return san_range_summarise(n, true);
-    if (t->augment) {
-        t->augment(n);
-        return true;
-    }
-    return false;
+    return t->augment && t->augment(n);
 }
 
 /* Recomputes summaries from n up. force is a node whose stored summary means nothing to its

@@ -10,6 +10,7 @@
 #ifndef SAN_COMMON_TREE_H
 #define SAN_COMMON_TREE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct san_tree_node {
@@ -20,17 +21,15 @@ struct san_tree_node {
 
 struct san_tree {
     struct san_tree_node *root;
-    /* Recomputes n's summary from n and its children (which are up to date). May be NULL. The
-     * range layer's summaries (san_range_augment, san_range_augment_disjoint) are known to the
-     * tree, which then learns whether a summary changed and stops updating at the first ancestor
-     * whose height and summary came out unchanged; any other callback is called up to the root. */
-    void (*augment)(struct san_tree_node *n);
+    /* Recomputes n's summary from n and its children (which are up to date) and says whether it
+     * changed: updates stop at the first ancestor whose summary came out unchanged. May be NULL. */
+    bool (*augment)(struct san_tree_node *n);
     size_t count;
 };
 
 #define san_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
-static inline void san_tree_init(struct san_tree *t, void (*augment)(struct san_tree_node *))
+static inline void san_tree_init(struct san_tree *t, bool (*augment)(struct san_tree_node *))
 {
     t->root = NULL;
     t->augment = augment;

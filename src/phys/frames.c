@@ -253,7 +253,8 @@ static void account(struct san_machine *m, const struct san_frames *f, int sign)
  * keeping its links and summary (what its parent saw: san_range_changed compares with it). */
 /* Every field of a record: reinit must clear them all (extend it with the struct). */
 static_assert(sizeof(struct san_frames) ==
-                  sizeof(struct san_range) + 4 + 2 + 2 + 3 * sizeof(void *),
+                  sizeof(struct san_range) + 3 + 1 + 2 + 2 +
+                      3 * sizeof(void *), /* kind cache access, pad, last_bytes, pad */
               "struct san_frames changed: clear the new fields in reinit");
 
 static void reinit(struct san_frames *f, uint64_t start, uint64_t len, unsigned kind)
@@ -264,7 +265,6 @@ static void reinit(struct san_frames *f, uint64_t start, uint64_t len, unsigned 
     f->kind = (uint8_t)kind;
     f->cache = 0;
     f->access = 0;
-    f->busy = false;
     f->last_bytes = 0;
     f->tag = NULL;
     f->owner = NULL;

@@ -59,7 +59,6 @@ struct san_frames {
     uint8_t kind;        /* enum san_frames_kind */
     uint8_t cache;       /* enum san_cache_type */
     uint8_t access;      /* SAN_MEM_* the device has; reads are always allowed */
-    bool busy;           /* BOUNCE: a map register in use */
     uint16_t last_bytes; /* CONTIG, COMMON: bytes asked for in the last page (1..4096) */
     void *tag;           /* who asked: the adapter (COMMON, BOUNCE), the MDL (LOCKED) */
     const struct san_page_owner *owner; /* LOCKED: whose pages */
