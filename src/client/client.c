@@ -33,11 +33,11 @@
 
 #include "common/range.h"
 #include "client/rcache.h"
+#include "client/defaults.h"
 #include "proto/proto.h"
 
-#define PAGE               ((uint64_t)SAN_PAGE_SIZE)
-#define SAN_CLIENT_SPIN_US 20          /* default reply polling, microseconds */
-#define DESC_MAGIC         0x444e4153u /* "SAND" */
+#define PAGE       ((uint64_t)SAN_PAGE_SIZE)
+#define DESC_MAGIC 0x444e4153u /* "SAND" */
 
 struct client_alloc {
     struct san_range r; /* mapped address, bytes */

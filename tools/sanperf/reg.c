@@ -35,13 +35,13 @@
 
 #include <san/san.h>
 
-#include "daemon/daemon.h" /* SAN_DAEMON_SPIN_US, the daemon's default */
+#include "client/defaults.h" /* SAN_CLIENT_SPIN_US, libsan's default */
+#include "daemon/daemon.h"   /* SAN_DAEMON_SPIN_US, the daemon's default */
 #include "perf.h"
 
-#define BATCH          64
-#define DEFAULT_OPS    20000
-#define OP_BYTES       (64 * 1024)
-#define CLIENT_SPIN_US 20 /* libsan's default reply polling ($SANPROXY_SPIN_US) */
+#define BATCH       64
+#define DEFAULT_OPS 20000
+#define OP_BYTES    (64 * 1024)
 
 /* The CPU the client runs on and the one the servers run on; -1: leave placement alone. */
 static int client_cpu = -1, server_cpu = -1;
@@ -264,7 +264,7 @@ int perf_reg(const struct perf_opts *o)
         return 1;
     }
     unsigned spin = spin_us ? (unsigned)strtoul(spin_us, NULL, 10) : SAN_DAEMON_SPIN_US;
-    client_spin_ns = spin_ns("SANPROXY_SPIN_US", CLIENT_SPIN_US);
+    client_spin_ns = spin_ns("SANPROXY_SPIN_US", SAN_CLIENT_SPIN_US);
     choose_cpus();
     if ((err = perf_start_daemon(&d, "reg", spin_us, server_cpu))) {
         fprintf(stderr, "sanperf reg: cannot start sanproxyd: %s\n", san_strerror(err));
