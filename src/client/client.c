@@ -149,6 +149,12 @@ static int recv_rep(struct san_ctx *ctx, const struct san_msg *req, struct san_m
         }
         if (rep->hdr.id == req->hdr.id)
             break;
+        if (!rep->hdr.id && rep->hdr.status) {
+            /* The daemon refused the connection (a limit): its one message, then the end. */
+            if (got >= 0)
+                close(got);
+            return rep->hdr.status;
+        }
         if (got >= 0)
             close(got);
         got = -1;

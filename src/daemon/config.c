@@ -1,7 +1,8 @@
 /* sanproxyd's configuration: built-in defaults for every key, overridden by an INI file (libinih).
  *
- * Keys (DESIGN section 8): [machine] ram_size, nolowmem; [nic] dma_address_width, scatter_gather,
- * max_length; [limits] locked_bytes, registrations, allocations; [daemon] socket. An unknown
+ * Keys (docs/daemon.md): [machine] ram_size, nolowmem; [nic] dma_address_width, scatter_gather,
+ * max_length; [limits] locked_bytes, registrations, allocations, allocated_bytes,
+ * per_uid_locked_bytes, per_uid_allocated_bytes, per_uid_connections; [daemon] socket. An unknown
  * section or key, or a value out of its domain, is an error naming the key and its line; the
  * first error wins. No locking: used once at start-up. */
 #include "common/size.h"
@@ -29,7 +30,24 @@ void san_config_defaults(struct san_daemon_config *c)
         .limit_locked_bytes = 1 * GIB,
         .limit_registrations = 65536,
         .limit_allocations = 4096,
+        .limit_allocated_bytes = SAN_LIMIT_AUTO,
+        .limit_uid_locked_bytes = SAN_LIMIT_AUTO,
+        .limit_uid_allocated = SAN_LIMIT_AUTO,
+        .limit_uid_connections = 256,
     };
+}
+
+/* One client may hold half the machine's RAM as proxy memory; one uid, all its clients together,
+ * half as proxy memory and a quarter as locked buffers: whatever one user does, at least a quarter
+ * of the machine stays for the others. */
+void san_config_resolve(struct san_daemon_config *c)
+{
+    if (c->limit_allocated_bytes == SAN_LIMIT_AUTO)
+        c->limit_allocated_bytes = c->ram_size / 2;
+    if (c->limit_uid_allocated == SAN_LIMIT_AUTO)
+        c->limit_uid_allocated = c->ram_size / 2;
+    if (c->limit_uid_locked_bytes == SAN_LIMIT_AUTO)
+        c->limit_uid_locked_bytes = c->ram_size / 4;
 }
 
 static int parse_bool(const char *s, bool *out)
@@ -98,11 +116,20 @@ static int handler(void *user, const char *section, const char *key, const char 
         if (san_parse_size(value, &v) || v < SAN_PAGE_SIZE || v > UINT32_MAX)
             return fail(st, section, key, "a size from 4K to 4G-1", value);
         c->max_length = v;
-    } else if (IS("limits", "locked_bytes")) {
-        if (san_parse_size(value, &v))
+    } else if (IS("limits", "locked_bytes") || IS("limits", "allocated_bytes") ||
+               IS("limits", "per_uid_locked_bytes") || IS("limits", "per_uid_allocated_bytes")) {
+        if (san_parse_size(value, &v) || v == SAN_LIMIT_AUTO)
             return fail(st, section, key, "a size (K/M/G/T suffixes)", value);
-        c->limit_locked_bytes = v;
-    } else if (IS("limits", "registrations") || IS("limits", "allocations")) {
+        if (!strcmp(key, "locked_bytes"))
+            c->limit_locked_bytes = v;
+        else if (!strcmp(key, "allocated_bytes"))
+            c->limit_allocated_bytes = v;
+        else if (!strcmp(key, "per_uid_locked_bytes"))
+            c->limit_uid_locked_bytes = v;
+        else
+            c->limit_uid_allocated = v;
+    } else if (IS("limits", "registrations") || IS("limits", "allocations") ||
+               IS("limits", "per_uid_connections")) {
         char *end;
         errno = 0;
         unsigned long long n = strtoull(value, &end, 10);
@@ -110,8 +137,10 @@ static int handler(void *user, const char *section, const char *key, const char 
             return fail(st, section, key, "a count from 0 to 4294967295", value);
         if (!strcmp(key, "registrations"))
             c->limit_registrations = n;
-        else
+        else if (!strcmp(key, "allocations"))
             c->limit_allocations = n;
+        else
+            c->limit_uid_connections = n;
     } else if (IS("daemon", "socket")) {
         size_t n = strlen(value);
         if (!n || n >= sizeof(c->socket))

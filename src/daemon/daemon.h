@@ -29,11 +29,20 @@ struct san_daemon_config {
     uint64_t limit_locked_bytes; /* [limits] locked_bytes */
     uint64_t limit_registrations;
     uint64_t limit_allocations;
+    uint64_t limit_allocated_bytes;  /* [limits] allocated_bytes, per client */
+    uint64_t limit_uid_locked_bytes; /* [limits] per_uid_locked_bytes */
+    uint64_t limit_uid_allocated;    /* [limits] per_uid_allocated_bytes */
+    uint64_t limit_uid_connections;  /* [limits] per_uid_connections (not for root) */
     char socket[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* [daemon] socket; "" = default */
 };
 
+/* A limit whose default follows ram_size until the config sets it (san_config_resolve). */
+#define SAN_LIMIT_AUTO UINT64_MAX
+
 /* The built-in defaults (every key has one). */
 void san_config_defaults(struct san_daemon_config *c);
+/* Gives the limits still SAN_LIMIT_AUTO their value for c->ram_size. */
+void san_config_resolve(struct san_daemon_config *c);
 /* Reads an INI file over c. On error writes "FILE:LINE: message naming the key" to err and
  * returns -EINVAL (-errno when the file cannot be read). */
 int san_config_load(struct san_daemon_config *c, const char *path, char *err, size_t err_size);
@@ -63,6 +72,15 @@ struct san_daemon_alloc {
     unsigned flags;
 };
 
+/* What all clients of one uid hold together ([limits] per_uid_*). */
+struct san_uid_usage {
+    struct san_uid_usage *next;
+    uid_t uid;
+    uint64_t clients;
+    uint64_t alloc_bytes;
+    uint64_t locked_bytes; /* under the registration table's lock (mr) */
+};
+
 struct san_client {
     struct san_client *next, *prev;
     struct san_daemon *d;
@@ -72,6 +90,7 @@ struct san_client {
     uid_t uid;
     gid_t gid;
     bool dead;
+    struct san_uid_usage *usage;
     struct san_page_owner owner;
     struct san_mr_set mrs;
     struct san_tree allocs; /* struct san_daemon_alloc by handle */
@@ -83,9 +102,12 @@ struct san_daemon {
     struct san_daemon_config cfg;
     struct san_machine *m;
     struct san_mr_registry *mr;
-    struct san_dma_adapter *nic; /* the NIC's DMA adapter, NULL until dma is available */
+    struct san_dma_adapter *nic; /* the NIC's DMA adapter */
     uint64_t host_id;
-    int epfd, lfd, sigfd;
+    int epfd, lfd, sigfd, sweepfd;
+    bool fds_can_arrive;         /* no SO_PASSRIGHTS: clients may pass descriptors (closer.c) */
+    uint64_t max_clients;        /* from RLIMIT_NOFILE; the last few are root's */
+    struct san_uid_usage *usage; /* per uid with clients */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct san_client clients;    /* list head; sorted by id */
     struct san_client *graveyard; /* clients to free after the current batch of events */
@@ -98,6 +120,23 @@ struct san_daemon {
     uint64_t spin_ns;               /* poll this long after a request before sleeping */
     uint64_t last_request_ns;       /* CLOCK_MONOTONIC */
 };
+
+/* --- identity (identity.c) ------------------------------------------------------------------ */
+
+/* Fixes c's identity from its connection fd: pid, uid, gid, pidfd, and the process's pagemap and
+ * maps. -ESRCH when the process that connected has exited (refuse it), -EPERM without
+ * credentials, -EMFILE/-ENFILE out of descriptors. On failure nothing is left open. */
+int san_identity_take(struct san_client *c, int fd);
+void san_identity_drop(struct san_client *c);
+/* Whether the daemon can see c's memory (it may register). */
+bool san_identity_can_register(const struct san_client *c);
+/* False once c's process has exec'd or exited: the program accepted is gone. */
+bool san_identity_current(const struct san_client *c);
+
+/* --- closer.c -------------------------------------------------------------------------------- */
+
+/* Closes fd on a thread of its own: for descriptors whose release may block (see closer.c). */
+void san_closer_close(int fd);
 
 /* server.c: sets up the machine, the socket and the loop, runs until SIGTERM/SIGINT. ready_fd, if
  * >= 0, gets "ready\n" once the socket accepts connections and is then closed. spin_us: how long

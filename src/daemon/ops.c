@@ -31,6 +31,7 @@ static void alloc_detach(struct san_client *c, struct san_daemon_alloc *a)
     san_range_erase(&c->allocs, &a->r);
     c->nr_allocs--;
     c->alloc_bytes -= a->bytes;
+    c->usage->alloc_bytes -= a->bytes;
     d->nr_allocs--;
     d->alloc_bytes -= a->bytes;
 }
@@ -105,6 +106,10 @@ static int op_alloc(struct san_client *c, const struct san_alloc_req *q, struct 
     uint64_t bytes = (q->bytes + PAGE - 1) & ~(PAGE - 1);
     if (bytes > (size_t)-1 || bytes > d->cfg.ram_size)
         return -ENOMEM;
+    uint64_t mine = d->cfg.limit_allocated_bytes, ours = d->cfg.limit_uid_allocated;
+    if ((mine && (bytes > mine || c->alloc_bytes > mine - bytes)) ||
+        (ours && (bytes > ours || c->usage->alloc_bytes > ours - bytes)))
+        return -ENOBUFS;
     a = calloc(1, sizeof(*a));
     if (!a)
         return -ENOMEM;
@@ -130,6 +135,7 @@ static int op_alloc(struct san_client *c, const struct san_alloc_req *q, struct 
     san_range_insert(&c->allocs, &a->r);
     c->nr_allocs++;
     c->alloc_bytes += bytes;
+    c->usage->alloc_bytes += bytes;
     d->nr_allocs++;
     d->alloc_bytes += bytes;
     *r = (struct san_alloc_rep){.handle = a->r.start, .bytes = bytes, .paddr = a->paddr};
@@ -167,7 +173,12 @@ static int op_register(struct san_client *c, const struct san_register_req *q,
 {
     struct san_daemon *d = c->d;
     struct san_mr_limits lim = {.locked_bytes = d->cfg.limit_locked_bytes,
-                                .registrations = d->cfg.limit_registrations};
+                                .registrations = d->cfg.limit_registrations,
+                                .account_locked_bytes = d->cfg.limit_uid_locked_bytes};
+    /* The daemon validates a range from the client's own pagemap and maps, opened at accept: a
+     * process it could not open them for (another user's, not dumpable) cannot register. */
+    if (!san_identity_can_register(c))
+        return -EPERM;
     int err = san_mr_register(d->mr, &c->mrs, q->va, q->len, q->access, q->flags & SAN_REG_RDMA,
                               &lim, &r->lkey, &r->rkey, &r->refs);
     if (err)

@@ -1,12 +1,24 @@
 /* sanproxyd's server: the machine, the control socket, one epoll loop, clients and shutdown.
  *
  * Sits on phys (the emulated machine), dma (the NIC's adapter), mr (the registration table), proto
- * (framing and the decoder) and ops.c (what each request does). Each client is identified at accept
- * time by SO_PEERCRED and a pidfd (SO_PEERPIDFD, else pidfd_open on the credential's pid); the
- * pidfd is in the epoll set too, so a client whose process died is cleaned up even while a forked
- * child keeps its socket open. Garbage (no valid header) costs the sender its connection; a
- * well-framed bad request gets an error reply. A client that does not read its replies (its socket
- * buffer is full) is disconnected rather than blocking the loop.
+ * (framing and the decoder), identity.c (who a client is) and ops.c (what each request does). Each
+ * client's identity is fixed at accept (identity.c); its pidfd is in the epoll set, so a client
+ * whose process died is cleaned up even while a forked child keeps its socket open, and a sweep
+ * every SWEEP_MS drops clients whose process exec'd another program. Every request is checked to
+ * come from the client's own process and that process to still run the program accepted.
+ * Garbage (no valid header) costs the sender its connection; a well-framed bad request gets an
+ * error reply. A client that does not read its replies (its socket buffer is full) is
+ * disconnected rather than blocking the loop.
+ *
+ * Descriptors: the listening socket has SO_PASSRIGHTS off, so no client can pass the daemon a
+ * descriptor (whose last close could block the loop: a lingering TCP socket); where the kernel
+ * lacks it, a request that carries descriptors is a protocol error and they, like the connections
+ * of such kernels, are closed by closer.c's thread.
+ *
+ * Admission: connections are counted against what RLIMIT_NOFILE allows (four descriptors a
+ * client), the last ROOT_RESERVE of them kept for root (sanctl keeps working while a user holds
+ * every other connection), and per uid ([limits] per_uid_connections, not for root). A refused
+ * connection gets one error reply with request id 0 before it is closed.
  *
  * Replies first: what a request leaves to do that its reply does not depend on (frames of a freed
  * allocation going back, fresh memfds for the next allocations) runs right after the reply is sent
@@ -37,16 +49,23 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
-#ifndef SO_PEERPIDFD
-#define SO_PEERPIDFD 77
+#ifndef SO_PASSRIGHTS
+#define SO_PASSRIGHTS 83
 #endif
 
 #define TAG_LISTEN ((uint64_t)1)
 #define TAG_SIGNAL ((uint64_t)2)
+#define TAG_SWEEP  ((uint64_t)3)
 #define TAG_PIDFD  ((uint64_t)1) /* low bit of a client pointer: its pidfd fired */
+
+#define SWEEP_MS       1000 /* how soon a client that exec'd is dropped without a request */
+#define FDS_PER_CLIENT 4    /* socket, pidfd, pagemap, maps */
+#define FDS_FOR_DAEMON 64   /* listener, epoll, memfds being exported, logs, ... */
+#define ROOT_RESERVE   16   /* connections only root may take */
 
 static uint64_t now_ns(void)
 {
@@ -62,8 +81,9 @@ static int epoll_add(int epfd, int fd, uint64_t data)
 }
 
 /* Binds and listens on path, mode 0660. A live daemon on it: -EADDRINUSE; a stale socket file is
- * replaced. */
-static int listen_on(const char *path)
+ * replaced. Accepted connections inherit the options: every request carries its sender's
+ * credentials, and none can carry descriptors (*rights: the kernel cannot refuse them). */
+static int listen_on(const char *path, bool *rights)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     int fd, err;
@@ -95,7 +115,12 @@ static int listen_on(const char *path)
     umask(old);
     if (err)
         goto fail;
-    if (chmod(path, 0660) || listen(fd, 128)) {
+    int on = 1, off = 0;
+    const char *test = getenv("SANPROXY_TEST_PASS_RIGHTS"); /* tests of the fallback only */
+    *rights = (test && !strcmp(test, "1")) ||
+              setsockopt(fd, SOL_SOCKET, SO_PASSRIGHTS, &off, sizeof(off));
+    if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)) || chmod(path, 0660) ||
+        listen(fd, 128)) {
         err = -errno;
         unlink(path);
         goto fail;
@@ -104,33 +129,6 @@ static int listen_on(const char *path)
 fail:
     close(fd);
     return err;
-}
-
-/* The client's /proc/PID/pagemap, or -1 (validation then reads its pages instead). Opened, then
- * the pidfd is asked whether the process still lives: if so, the pid was not reused in between
- * and the file (which holds the process's address space) is the client's. */
-static int open_pagemap(pid_t pid, int pidfd)
-{
-    char path[32];
-    snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0)) {
-        close(fd);
-        fd = -1;
-    }
-    return fd;
-}
-
-static int peer_pidfd(int fd, pid_t pid)
-{
-    int pidfd;
-    socklen_t len = sizeof(pidfd);
-    if (!getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) && len == sizeof(pidfd))
-        return pidfd;
-    pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (pidfd >= 0)
-        fcntl(pidfd, F_SETFD, FD_CLOEXEC);
-    return pidfd;
 }
 
 /* Out of descriptors: a pending connection would keep the listener readable and the loop
@@ -142,12 +140,70 @@ static void pause_accepting(struct san_daemon *d, int err)
     d->accept_paused = true;
 }
 
+/* Closes a client connection. Without SO_PASSRIGHTS its queue may hold passed descriptors whose
+ * release could block: the closer thread does it then. */
+static void close_connection(struct san_daemon *d, int fd)
+{
+    if (d->fds_can_arrive)
+        san_closer_close(fd);
+    else
+        close(fd);
+}
+
+/* Tells a connection it is refused (one error reply, request id 0), then closes it. */
+static void refuse(struct san_daemon *d, int fd, int status)
+{
+    struct san_msg rep;
+    struct san_msg_hdr hello = {.opcode = SAN_OP_HELLO};
+    san_proto_reply(&rep, &hello, status);
+    san_proto_send(fd, &rep, -1, MSG_DONTWAIT);
+    close_connection(d, fd);
+}
+
+static struct san_uid_usage *usage_of(struct san_daemon *d, uid_t uid)
+{
+    struct san_uid_usage *u;
+    for (u = d->usage; u; u = u->next)
+        if (u->uid == uid)
+            return u;
+    u = calloc(1, sizeof(*u));
+    if (u) {
+        u->uid = uid;
+        u->next = d->usage;
+        d->usage = u;
+    }
+    return u;
+}
+
+static void usage_put(struct san_daemon *d, struct san_uid_usage *u)
+{
+    if (--u->clients)
+        return;
+    for (struct san_uid_usage **p = &d->usage; *p; p = &(*p)->next) {
+        if (*p == u) {
+            *p = u->next;
+            break;
+        }
+    }
+    free(u);
+}
+
+/* Why a new connection of uid is refused, or NULL. */
+static const char *admission(const struct san_daemon *d, uid_t uid, const struct san_uid_usage *u)
+{
+    if (d->nr_clients >= d->max_clients)
+        return "the daemon's connection limit is reached";
+    if (uid != 0 && d->nr_clients + ROOT_RESERVE >= d->max_clients)
+        return "the last connections are kept for root";
+    if (uid != 0 && d->cfg.limit_uid_connections && u->clients >= d->cfg.limit_uid_connections)
+        return "[limits] per_uid_connections is reached for its uid";
+    return NULL;
+}
+
 static void accept_client(struct san_daemon *d)
 {
-    struct ucred cred;
-    socklen_t len = sizeof(cred);
     struct san_client *c;
-    int fd;
+    int fd, err;
 
     fd = accept4(d->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
@@ -158,39 +214,54 @@ static void accept_client(struct san_daemon *d)
         }
         return;
     }
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) || cred.pid <= 0) {
-        log_warn("client without credentials refused");
-        goto fail_fd;
-    }
     c = calloc(1, sizeof(*c));
     if (!c) {
-        log_error("out of memory accepting pid %d", (int)cred.pid);
-        goto fail_fd;
+        log_error("out of memory accepting a client");
+        refuse(d, fd, -ENOMEM);
+        return;
     }
-    c->pidfd = peer_pidfd(fd, cred.pid);
-    if (c->pidfd < 0) {
-        int e = errno;
-        log_warn("pid %d: no pidfd (%s): refused", (int)cred.pid, strerror(e));
-        if (e == EMFILE || e == ENFILE)
-            pause_accepting(d, e);
-        goto fail_client;
+    if ((err = san_identity_take(c, fd))) {
+        if (err == -ESRCH)
+            log_warn("pid %d exited before its connection was accepted: refused", (int)c->pid);
+        else
+            log_warn("pid %d: no identity (%s): refused", (int)c->pid, strerror(-err));
+        if (err == -EMFILE || err == -ENFILE)
+            pause_accepting(d, -err);
+        refuse(d, fd, err == -EMFILE || err == -ENFILE ? -ENOBUFS : -EPERM);
+        free(c);
+        return;
     }
+    struct san_uid_usage *u = usage_of(d, c->uid);
+    const char *why = u ? admission(d, c->uid, u) : "out of memory";
+    if (why) {
+        log_warn("pid %d uid %u refused: %s", (int)c->pid, (unsigned)c->uid, why);
+        if (u && !u->clients) {
+            u->clients = 1;
+            usage_put(d, u);
+        }
+        san_identity_drop(c);
+        refuse(d, fd, -ENOBUFS);
+        free(c);
+        return;
+    }
+    u->clients++;
+    c->usage = u;
     c->d = d;
     c->fd = fd;
-    c->pid = cred.pid;
-    c->uid = cred.uid;
-    c->gid = cred.gid;
     c->id = ++d->next_client_id;
-    c->owner = (struct san_page_owner){
-        .pid = cred.pid, .pidfd = c->pidfd, .pagemap_fd = open_pagemap(cred.pid, c->pidfd)};
     c->next_handle = 1;
     san_mr_set_init(&c->mrs, &c->owner);
+    c->mrs.account_locked = &u->locked_bytes;
     san_range_tree_init(&c->allocs);
     if (epoll_add(d->epfd, fd, (uint64_t)(uintptr_t)c) ||
         epoll_add(d->epfd, c->pidfd, (uint64_t)(uintptr_t)c | TAG_PIDFD)) {
         log_error("epoll: %s", strerror(errno));
         epoll_ctl(d->epfd, EPOLL_CTL_DEL, fd, NULL);
-        goto fail_pidfd;
+        usage_put(d, u);
+        san_identity_drop(c);
+        free(c);
+        close_connection(d, fd);
+        return;
     }
     c->prev = d->clients.prev;
     c->next = &d->clients;
@@ -198,16 +269,6 @@ static void accept_client(struct san_daemon *d)
     d->clients.prev = c;
     d->nr_clients++;
     log_debug("client %u connected: pid %d uid %u", c->id, (int)c->pid, (unsigned)c->uid);
-    return;
-
-fail_pidfd:
-    if (c->owner.pagemap_fd >= 0)
-        close(c->owner.pagemap_fd);
-    close(c->pidfd);
-fail_client:
-    free(c);
-fail_fd:
-    close(fd);
 }
 
 /* IRP_MJ_CLEANUP: the client is gone; everything it held is released now. */
@@ -218,7 +279,7 @@ static void drop_client(struct san_daemon *d, struct san_client *c, const char *
     c->dead = true;
     epoll_ctl(d->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     epoll_ctl(d->epfd, EPOLL_CTL_DEL, c->pidfd, NULL);
-    close(c->fd);
+    close_connection(d, c->fd);
     if (c->nr_allocs || c->mrs.registrations)
         log_info("client %u (pid %d) %s: releasing %llu allocations, %llu registrations", c->id,
                  (int)c->pid, why, (unsigned long long)c->nr_allocs,
@@ -226,9 +287,9 @@ static void drop_client(struct san_daemon *d, struct san_client *c, const char *
     else
         log_debug("client %u (pid %d) %s", c->id, (int)c->pid, why);
     san_daemon_release_client(c);
-    if (c->owner.pagemap_fd >= 0)
-        close(c->owner.pagemap_fd);
-    close(c->pidfd);
+    san_identity_drop(c);
+    usage_put(d, c->usage);
+    c->usage = NULL;
     c->prev->next = c->next;
     c->next->prev = c->prev;
     d->nr_clients--;
@@ -241,15 +302,40 @@ static void drop_client(struct san_daemon *d, struct san_client *c, const char *
 static void client_readable(struct san_daemon *d, struct san_client *c)
 {
     struct san_msg req, rep;
+    struct san_proto_sender from;
     size_t len;
     int err, fd = -1;
 
-    err = san_proto_recv(c->fd, &req, &len, NULL, MSG_DONTWAIT);
+    err = san_proto_recv_request(c->fd, &req, &len, &from, MSG_DONTWAIT);
     if (err == -EAGAIN)
         return;
     if (err) {
         drop_client(d, c, err == -ECONNRESET ? "disconnected" : "lost");
         return;
+    }
+    if (from.nr_fds || from.truncated) {
+        log_warn("client %u (pid %d): descriptors passed with a request: disconnected", c->id,
+                 (int)c->pid);
+        for (unsigned i = 0; i < from.nr_fds; i++)
+            san_closer_close(from.fds[i]);
+        drop_client(d, c, "passed descriptors");
+        return;
+    }
+    /* The program accepted must still be the one asking: after an exec the pid and the socket
+     * live on, but its memory, and so everything it registered, is gone. */
+    if (!san_identity_current(c)) {
+        drop_client(d, c, "exec'd another program");
+        return;
+    }
+    if (!from.has_cred || from.pid != c->pid) {
+        log_debug("client %u (pid %d): request written by pid %d refused", c->id, (int)c->pid,
+                  from.has_cred ? (int)from.pid : 0);
+        san_proto_reply(&rep, &req.hdr, -EPERM);
+        if (san_proto_decode(&req, len, false, &err) == SAN_DECODE_GARBAGE) {
+            drop_client(d, c, "sent garbage");
+            return;
+        }
+        goto send;
     }
     switch (san_proto_decode(&req, len, false, &err)) {
     case SAN_DECODE_GARBAGE:
@@ -265,6 +351,7 @@ static void client_readable(struct san_daemon *d, struct san_client *c)
         san_daemon_handle(c, &req, &rep, &fd);
         break;
     }
+send:
     err = san_proto_send(c->fd, &rep, fd, MSG_DONTWAIT);
     if (fd >= 0)
         close(fd);
@@ -274,6 +361,19 @@ static void client_readable(struct san_daemon *d, struct san_client *c)
          * failed allocation reply leaves an allocation the client never learnt of; cleanup
          * releases it with the rest. */
         drop_client(d, c, err == -EAGAIN ? "not reading replies" : "unreachable");
+    }
+}
+
+/* A client's process may exec without a request or an event: look at every one. */
+static void sweep(struct san_daemon *d)
+{
+    uint64_t ticks;
+    if (read(d->sweepfd, &ticks, sizeof(ticks)) < 0 && errno == EAGAIN)
+        return;
+    for (struct san_client *c = d->clients.next, *next; c != &d->clients; c = next) {
+        next = c->next;
+        if (!san_identity_current(c))
+            drop_client(d, c, "exec'd another program");
     }
 }
 
@@ -327,12 +427,17 @@ static int setup(struct san_daemon *d, int *sigfd)
         log_error("registration table: %s", strerror(-err));
         return err;
     }
-    /* Two descriptors per client (socket, pidfd): use all the descriptors we may. */
+    /* FDS_PER_CLIENT descriptors per client: use all the descriptors we may. */
     struct rlimit nofile;
     if (!getrlimit(RLIMIT_NOFILE, &nofile) && nofile.rlim_cur < nofile.rlim_max) {
         nofile.rlim_cur = nofile.rlim_max;
         setrlimit(RLIMIT_NOFILE, &nofile);
     }
+    if (getrlimit(RLIMIT_NOFILE, &nofile))
+        nofile.rlim_cur = 1024;
+    d->max_clients = nofile.rlim_cur > FDS_FOR_DAEMON + FDS_PER_CLIENT * (ROOT_RESERVE + 1)
+                         ? (nofile.rlim_cur - FDS_FOR_DAEMON) / FDS_PER_CLIENT
+                         : ROOT_RESERVE + 1;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
@@ -344,13 +449,23 @@ static int setup(struct san_daemon *d, int *sigfd)
         log_error("signalfd/epoll: %s", strerror(errno));
         return -errno;
     }
-    d->lfd = listen_on(d->path);
+    d->lfd = listen_on(d->path, &d->fds_can_arrive);
     if (d->lfd < 0) {
         log_error("socket %s: %s", d->path, strerror(-d->lfd));
         return d->lfd;
     }
+    if (d->fds_can_arrive)
+        log_info("no SO_PASSRIGHTS: descriptors clients pass are closed on a thread of their own");
+    d->sweepfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    struct itimerspec every = {.it_interval = {SWEEP_MS / 1000, SWEEP_MS % 1000 * 1000000},
+                               .it_value = {SWEEP_MS / 1000, SWEEP_MS % 1000 * 1000000}};
+    if (d->sweepfd < 0 || timerfd_settime(d->sweepfd, 0, &every, NULL)) {
+        log_error("timerfd: %s", strerror(errno));
+        return -errno;
+    }
     if ((err = epoll_add(d->epfd, d->lfd, TAG_LISTEN)) ||
-        (err = epoll_add(d->epfd, *sigfd, TAG_SIGNAL))) {
+        (err = epoll_add(d->epfd, *sigfd, TAG_SIGNAL)) ||
+        (err = epoll_add(d->epfd, d->sweepfd, TAG_SWEEP))) {
         log_error("epoll: %s", strerror(-err));
         return err;
     }
@@ -377,6 +492,8 @@ static void teardown(struct san_daemon *d)
         close(d->epfd);
     if (d->sigfd >= 0)
         close(d->sigfd);
+    if (d->sweepfd >= 0)
+        close(d->sweepfd);
 }
 
 int san_daemon_run(const struct san_daemon_config *cfg, int ready_fd, unsigned spin_us)
@@ -385,21 +502,28 @@ int san_daemon_run(const struct san_daemon_config *cfg, int ready_fd, unsigned s
                            .epfd = -1,
                            .lfd = -1,
                            .sigfd = -1,
+                           .sweepfd = -1,
                            .spare_memfd = {-1, -1, -1, -1},
                            .spin_ns = (uint64_t)spin_us * 1000};
     struct epoll_event ev[64];
 
+    san_config_resolve(&d.cfg);
     d.clients.next = d.clients.prev = &d.clients;
     if (setup(&d, &d.sigfd)) {
         teardown(&d);
         return 1;
     }
-    log_info("ready on %s: ram %llu MiB%s, limits: locked %llu KiB, %llu registrations, "
-             "%llu allocations per client",
-             d.path, (unsigned long long)(cfg->ram_size >> 20), cfg->nolowmem ? " (nolowmem)" : "",
-             (unsigned long long)(cfg->limit_locked_bytes >> 10),
-             (unsigned long long)cfg->limit_registrations,
-             (unsigned long long)cfg->limit_allocations);
+    const struct san_daemon_config *k = &d.cfg;
+    log_info("ready on %s: ram %llu MiB%s, limits per client: locked %llu KiB, %llu "
+             "registrations, %llu allocations, allocated %llu KiB; per uid: locked %llu KiB, "
+             "allocated %llu KiB, %llu connections; %llu clients",
+             d.path, (unsigned long long)(k->ram_size >> 20), k->nolowmem ? " (nolowmem)" : "",
+             (unsigned long long)(k->limit_locked_bytes >> 10),
+             (unsigned long long)k->limit_registrations, (unsigned long long)k->limit_allocations,
+             (unsigned long long)(k->limit_allocated_bytes >> 10),
+             (unsigned long long)(k->limit_uid_locked_bytes >> 10),
+             (unsigned long long)(k->limit_uid_allocated >> 10),
+             (unsigned long long)k->limit_uid_connections, (unsigned long long)d.max_clients);
     if (ready_fd >= 0) {
         ssize_t w = write(ready_fd, "ready\n", 6);
         (void)w;
@@ -423,6 +547,8 @@ int san_daemon_run(const struct san_daemon_config *cfg, int ready_fd, unsigned s
             uint64_t data = ev[i].data.u64;
             if (data == TAG_LISTEN) {
                 accept_client(&d);
+            } else if (data == TAG_SWEEP) {
+                sweep(&d);
             } else if (data == TAG_SIGNAL) {
                 struct signalfd_siginfo si;
                 if (read(d.sigfd, &si, sizeof(si)) == sizeof(si)) {

@@ -17,6 +17,7 @@
  * munlocked while an MDL covering it is being created. m->lock is taken for writing around frame
  * allocation and release, never while pin_lock is held. An MDL is immutable once returned. */
 #include "mdl/mdl.h"
+#include "mdl/vma.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -230,26 +231,43 @@ static int read_client_pages(pid_t pid, const uint64_t *page, size_t n)
     }
 }
 
-/* Checks that a client's range is mapped and readable. The client pinned and populated the pages
- * itself (libsan does both before it asks), so they are present: the client's pagemap (one read
- * for up to CHECK_BATCH pages) shows them so. A page the pagemap shows neither present nor swapped
- * is refused (-EFAULT) without being touched: faulting it in from here could block this thread for
- * as long as the client likes (a page under the client's own userfaultfd waits for its handler),
- * and every other client with it. Only pages the pagemap cannot describe (no pagemap, or beyond
- * its end) are read through process_vm_readv. */
-static int check_client_range(const struct san_page_owner *o, uint64_t start, size_t pages)
+/* Checks that a client's range is mapped with the access asked for. The client pinned and
+ * populated the pages itself (libsan does both before it asks), so they are present: the client's
+ * pagemap (one read for up to CHECK_BATCH pages) shows them so. A page the pagemap shows neither
+ * present nor swapped is refused (-EFAULT) without being touched: faulting it in from here could
+ * block this thread for as long as the client likes (a page under the client's own userfaultfd
+ * waits for its handler), and every other client with it. A pagemap that reads nothing belongs to
+ * an address space that is gone (the client exec'd or exited): -ESRCH, never a fallback to the
+ * pid, which now names another image or another process. The protection comes from the client's
+ * maps (vma.c): a page mapped read-only is not registered for device writes. Only an owner without
+ * a pagemap (tests, never the daemon) has its pages read through process_vm_readv, which checks
+ * that they are readable. */
+static int check_client_range(const struct san_page_owner *o, uint64_t start, size_t pages,
+                              unsigned access)
 {
     uint64_t entry[CHECK_BATCH], absent[CHECK_BATCH];
 
+    if (o->maps_fd >= 0) {
+        int err = san_vma_check(o->maps_fd, start, (uint64_t)pages * PAGE, access);
+        if (err)
+            return err;
+    }
     for (size_t done = 0; done < pages;) {
         size_t n = pages - done < CHECK_BATCH ? pages - done : CHECK_BATCH, nr_absent = 0;
         uint64_t first = start + done * PAGE;
         ssize_t got = -1;
-        if (o->pagemap_fd >= 0)
+        if (o->pagemap_fd >= 0) {
             got = pread(o->pagemap_fd, entry, n * sizeof(entry[0]),
                         (off_t)(first / PAGE * sizeof(entry[0])));
+            if (got == 0 && !san_owner_alive(o))
+                return -ESRCH;
+            if (got < 0)
+                return errno == ESRCH ? -ESRCH : -EFAULT;
+        }
         size_t known = got > 0 ? (size_t)got / sizeof(entry[0]) : 0;
         for (size_t i = 0; i < n; i++) {
+            if (i >= known && o->pagemap_fd >= 0)
+                return -EFAULT; /* beyond the end of the address space */
             if (i >= known)
                 absent[nr_absent++] = first + i * PAGE;
             else if (!(entry[i] >> 62)) /* bit 63: present, bit 62: swapped */
@@ -261,6 +279,21 @@ static int check_client_range(const struct san_page_owner *o, uint64_t start, si
         done += n;
     }
     return 0;
+}
+
+bool san_owner_alive(const struct san_page_owner *o)
+{
+    uint64_t entry;
+    if (o->pid == 0)
+        return true;
+    if (o->pagemap_fd < 0)
+        return false;
+    for (;;) {
+        ssize_t got = pread(o->pagemap_fd, &entry, sizeof(entry), 0);
+        if (got < 0 && errno == EINTR)
+            continue;
+        return got == (ssize_t)sizeof(entry);
+    }
 }
 
 int san_mdl_lock_for(struct san_machine *m, const struct san_page_owner *owner, uint64_t va,
@@ -298,7 +331,7 @@ int san_mdl_lock_for(struct san_machine *m, const struct san_page_owner *owner, 
     if (owner->pid == 0)
         err = check_own_range(start, end - start, access);
     else
-        err = check_client_range(owner, start, mdl->nr_pages);
+        err = check_client_range(owner, start, mdl->nr_pages, access);
     if (err)
         goto fail_check;
     if ((err = assign_frames(mdl)))
@@ -326,7 +359,8 @@ fail_check:
 
 int san_mdl_lock(struct san_machine *m, void *va, size_t len, unsigned access, struct san_mdl **out)
 {
-    static const struct san_page_owner self = {.pid = 0, .pidfd = -1, .pagemap_fd = -1};
+    static const struct san_page_owner self = {
+        .pid = 0, .pidfd = -1, .pagemap_fd = -1, .maps_fd = -1};
     if (!va && out) {
         *out = NULL;
         return len ? -EFAULT : -EINVAL; /* page 0 is never mapped */

@@ -13,6 +13,7 @@
 #define SAN_MDL_MDL_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,15 +50,23 @@ struct san_mdl {
 /* Locks [va, va+len) of owner's address space, as san_mdl_lock does, for the daemon.
  * owner->pid == 0: this process; the range is checked (mapped, and readable, or writable when
  * access has SAN_MEM_WRITE) and pinned with mlock.
- * owner->pid != 0: a client that has already mlocked its pages; the range is checked readable
- * with process_vm_readv on owner->pid and not pinned here. owner is copied; owner->pidfd must stay
- * open until the MDL is unlocked. Devices reach the pages with process_vm_readv/writev.
+ * owner->pid != 0: a client that has already mlocked its pages; nothing is pinned here. With a
+ * pagemap the range is checked present from it (absent pages are refused, never faulted in), with
+ * maps its protection is checked (vma.h); without a pagemap (tests) the pages are read with
+ * process_vm_readv on owner->pid. owner is copied; its descriptors must stay open until the MDL is
+ * unlocked. Devices reach the pages with process_vm_readv/writev.
  * Errors: len 0, access not 1..3, NULL arguments: -EINVAL; a range that is not mapped (or wraps,
  * or lacks the access): -EFAULT; frames running out: -ENOMEM; mlock refused: -EPERM (no
- * privilege, RLIMIT_MEMLOCK 0) or -ENOBUFS (RLIMIT_MEMLOCK reached); process_vm_readv refused:
- * -EPERM or -ESRCH. On failure nothing is held. Blocks in mlock (page faults). */
+ * privilege, RLIMIT_MEMLOCK 0) or -ENOBUFS (RLIMIT_MEMLOCK reached); the client's address space
+ * gone (exec, exit): -ESRCH; process_vm_readv refused: -EPERM or -ESRCH. On failure nothing is
+ * held. Blocks in mlock (page faults) for this process; never on a client with a pagemap. */
 int san_mdl_lock_for(struct san_machine *m, const struct san_page_owner *owner, uint64_t va,
                      size_t len, unsigned access, struct san_mdl **out);
+
+/* Whether owner's address space is still the one its pagemap was opened on: false once the process
+ * exec'd or exited (the pagemap then reads nothing), or when there is no pagemap. Owner pid 0 (this
+ * process) is always alive. One read of 8 bytes; never blocks on the client. */
+bool san_owner_alive(const struct san_page_owner *o);
 
 /* The range and access the MDL was locked with (va and len as asked, not rounded to pages). */
 uint64_t san_mdl_va(const struct san_mdl *mdl);

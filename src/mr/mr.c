@@ -73,6 +73,7 @@ void san_mr_set_init(struct san_mr_set *set, const struct san_page_owner *owner)
     set->owner = owner;
     set->registrations = 0;
     set->locked_bytes = 0;
+    set->account_locked = NULL;
 }
 
 static inline struct san_mr_entry *entry_of(struct san_range *r)
@@ -92,6 +93,8 @@ static void destroy_locked(struct san_mr_registry *reg, struct san_mr_entry *e)
         san_keytab_free(&reg->rtab, e->rkey);
     set->registrations--;
     set->locked_bytes -= e->pages_bytes;
+    if (set->account_locked)
+        *set->account_locked -= e->pages_bytes;
     reg->registrations--;
     reg->locked_bytes -= e->pages_bytes;
     san_mdl_unlock(e->mdl);
@@ -179,6 +182,12 @@ int san_mr_register(struct san_mr_registry *reg, struct san_mr_set *set, uint64_
         err = -ENOBUFS;
         goto out_unlock;
     }
+    if (lim && lim->account_locked_bytes && set->account_locked &&
+        (pages_bytes > lim->account_locked_bytes ||
+         *set->account_locked > lim->account_locked_bytes - pages_bytes)) {
+        err = -ENOBUFS;
+        goto out_unlock;
+    }
     e = calloc(1, sizeof(*e));
     if (!e) {
         err = -ENOMEM;
@@ -201,6 +210,8 @@ int san_mr_register(struct san_mr_registry *reg, struct san_mr_set *set, uint64_
     san_range_insert(&set->by_va, &e->r);
     set->registrations++;
     set->locked_bytes += pages_bytes;
+    if (set->account_locked)
+        *set->account_locked += pages_bytes;
     reg->registrations++;
     reg->locked_bytes += pages_bytes;
 done:

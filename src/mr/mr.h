@@ -74,6 +74,9 @@ struct san_mr_set {
     const struct san_page_owner *owner;
     uint64_t registrations; /* distinct registrations */
     uint64_t locked_bytes;  /* their whole pages */
+    /* NULL, or a count of locked bytes this set shares with others (the daemon: every client of
+     * one uid), kept under the registry's lock and checked against lim->account_locked_bytes. */
+    uint64_t *account_locked;
 };
 
 struct san_mr_entry {
@@ -89,8 +92,9 @@ struct san_mr_entry {
 };
 
 struct san_mr_limits {
-    uint64_t locked_bytes;  /* per set; 0: none */
-    uint64_t registrations; /* per set; 0: none */
+    uint64_t locked_bytes;         /* per set; 0: none */
+    uint64_t registrations;        /* per set; 0: none */
+    uint64_t account_locked_bytes; /* per shared account (set->account_locked); 0: none */
 };
 
 int san_mr_registry_create(struct san_machine *m, struct san_mr_registry **out);

@@ -43,13 +43,16 @@ enum san_frames_kind {
 };
 
 /* Whose pages locked frames are: this process (pid 0) or a client reached through its pidfd.
- * pagemap_fd is the client's /proc/PID/pagemap opened while its pidfd showed it alive (so it is
- * that process's, whatever happens to the pid later), or -1: it makes validating a client's range
- * one read instead of a remote page walk per page (mdl.c). */
+ * pagemap_fd and maps_fd are the client's /proc/PID/pagemap and /proc/PID/maps, opened while its
+ * pidfd showed it alive (so they are that process's address space, whatever happens to the pid
+ * later, and read nothing once it exec'd or exited), or -1. pagemap_fd makes validating a client's
+ * range one read instead of a remote page walk per page; maps_fd gives the range's protection
+ * (mdl.c, vma.c). */
 struct san_page_owner {
     pid_t pid;
     int pidfd;
     int pagemap_fd;
+    int maps_fd;
 };
 
 /* A frame record: a run of frames in use (kind 0: a free extent). Records are recycled: a new

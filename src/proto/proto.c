@@ -241,6 +241,52 @@ int san_proto_recv(int sock, struct san_msg *m, size_t *len, int *fd, int flags)
     return 0;
 }
 
+int san_proto_recv_request(int sock, struct san_msg *m, size_t *len, struct san_proto_sender *from,
+                           int flags)
+{
+    struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
+    union {
+        char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * SAN_PROTO_MAX_FDS)];
+        struct cmsghdr align;
+    } ctl;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    ssize_t n;
+
+    from->has_cred = from->truncated = false;
+    from->nr_fds = 0;
+    mh.msg_control = ctl.buf;
+    mh.msg_controllen = sizeof(ctl.buf);
+    for (;;) {
+        n = recvmsg(sock, &mh, flags | MSG_TRUNC | MSG_CMSG_CLOEXEC);
+        if (n >= 0)
+            break;
+        if (errno == EINTR)
+            continue;
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+    from->truncated = mh.msg_flags & MSG_CTRUNC;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET)
+            continue;
+        if (c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len == CMSG_LEN(sizeof(struct ucred))) {
+            struct ucred u;
+            memcpy(&u, CMSG_DATA(c), sizeof(u));
+            from->has_cred = true;
+            from->pid = u.pid;
+            from->uid = u.uid;
+            from->gid = u.gid;
+        } else if (c->cmsg_type == SCM_RIGHTS) {
+            size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < nfd && from->nr_fds < SAN_PROTO_MAX_FDS; i++)
+                memcpy(&from->fds[from->nr_fds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        }
+    }
+    if (n == 0 && !from->nr_fds)
+        return -ECONNRESET;
+    *len = (size_t)n;
+    return 0;
+}
+
 int san_proto_default_path(char *buf, size_t size)
 {
     const char *dir = getenv("XDG_RUNTIME_DIR");

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define SAN_PROTO_MAGIC   0x504e4153u /* "SANP" */
 #define SAN_PROTO_VERSION 1u
@@ -252,6 +253,23 @@ int san_proto_send(int sock, const struct san_msg *m, int fd, int flags);
  * oversized one, whose tail is dropped); *fd a descriptor passed with it, or -1 (fd may be NULL:
  * descriptors are then refused and closed). 0, -EAGAIN, -ECONNRESET on end of stream, or -errno. */
 int san_proto_recv(int sock, struct san_msg *m, size_t *len, int *fd, int flags);
+
+/* What came with a request besides its bytes (the daemon's receive). */
+#define SAN_PROTO_MAX_FDS 253 /* the kernel's most descriptors in one message */
+struct san_proto_sender {
+    bool has_cred; /* SCM_CREDENTIALS came (the socket has SO_PASSCRED) */
+    pid_t pid;     /* the sending process */
+    uid_t uid;
+    gid_t gid;
+    bool truncated;  /* MSG_CTRUNC: the kernel dropped control data */
+    unsigned nr_fds; /* descriptors passed with it: the caller must dispose of them */
+    int fds[SAN_PROTO_MAX_FDS];
+};
+/* Receives one request into m like san_proto_recv, with the sender's credentials. Descriptors
+ * are never closed here (closing one can block: see daemon/closer.c); they are handed over in
+ * from->fds. 0, -EAGAIN, -ECONNRESET on end of stream, or -errno. */
+int san_proto_recv_request(int sock, struct san_msg *m, size_t *len, struct san_proto_sender *from,
+                           int flags);
 
 /* The default socket path: $XDG_RUNTIME_DIR/sanproxy.sock, else /tmp/sanproxy.sock. Writes into
  * buf (size bytes); -ENAMETOOLONG when it does not fit. */
