@@ -51,8 +51,8 @@ static int peer_pidfd(int fd, pid_t pid)
     socklen_t len = sizeof(pidfd);
     if (!getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) && len == sizeof(pidfd))
         return pidfd;
-    if (errno == EMFILE || errno == ENFILE)
-        return -1;
+    if (errno != ENOPROTOOPT)
+        return -1; /* out of descriptors, or the process that connected is gone */
     if (!warned) {
         warned = true;
         log_warn("no SO_PEERPIDFD (kernel before 6.5): client pids are not proof against reuse");
@@ -84,7 +84,7 @@ int san_identity_take(struct san_client *c, int fd)
     c->gid = cred.gid;
     c->pidfd = peer_pidfd(fd, cred.pid);
     if (c->pidfd < 0)
-        return -errno;
+        return errno == EMFILE || errno == ENFILE ? -errno : -ESRCH;
     if (pidfd_exited(c->pidfd)) {
         err = -ESRCH;
         goto fail;
