@@ -8,5 +8,6 @@
 #include <san/mdl.h>
 #include <san/dma.h>
 #include <san/client.h>
+#include <san/nic.h>
 
 #endif

@@ -34,10 +34,11 @@
 #include "common/range.h"
 #include "client/rcache.h"
 #include "client/defaults.h"
+#include "client/desc.h"
+#include "client/ep.h"
 #include "proto/proto.h"
 
-#define PAGE       ((uint64_t)SAN_PAGE_SIZE)
-#define DESC_MAGIC 0x444e4153u /* "SAND" */
+#define PAGE ((uint64_t)SAN_PAGE_SIZE)
 
 struct client_alloc {
     struct san_range r; /* mapped address, bytes */
@@ -77,18 +78,8 @@ struct san_ctx {
     struct san_rcache *rc;
     struct san_mr *dead; /* released by the cache, freed later (the cache's thread never frees) */
     bool closing;        /* san_close: the socket's end releases everything at once */
+    struct san_nic_objs nic; /* endpoints and listeners (ep.c) */
 };
-
-struct san_rdma_desc {
-    uint32_t magic;
-    uint16_t version;
-    uint16_t access;
-    uint64_t host_id; /* the daemon that holds the registration */
-    uint64_t va, len;
-    uint32_t rkey;
-    uint32_t client_id; /* the registering client, on that daemon */
-};
-static_assert(sizeof(struct san_rdma_desc) == SAN_RDMA_DESC_SIZE, "descriptor layout");
 
 /* The registration cache's side (at the end of this file). */
 static const struct san_rcache_ops rcache_ops;
@@ -113,62 +104,85 @@ static uint64_t now_ns(void)
 /* Receives one message, polling for up to ctx->spin_ns before sleeping: a reply usually comes
  * within microseconds (the daemon polls too), and a sleep plus wake-up costs more than that on
  * these machines. sched_yield between polls lets a daemon that shares our CPU run. */
-static int recv_spin(struct san_ctx *ctx, struct san_msg *m, size_t *len, int *fd)
+static int recv_spin(struct san_ctx *ctx, struct san_msg *m, size_t *len, int *fds, unsigned max,
+                     unsigned *n)
 {
     if (ctx->spin_ns) {
         uint64_t deadline = now_ns() + ctx->spin_ns;
         do {
-            int err = san_proto_recv(ctx->fd, m, len, fd, MSG_DONTWAIT);
+            int err = san_proto_recv_fds(ctx->fd, m, len, fds, max, n, MSG_DONTWAIT);
             if (err != -EAGAIN)
                 return err;
             sched_yield();
         } while (now_ns() < deadline);
     }
-    return san_proto_recv(ctx->fd, m, len, fd, 0);
+    return san_proto_recv_fds(ctx->fd, m, len, fds, max, n, 0);
+}
+
+static void close_all(int *fds, unsigned *n)
+{
+    while (*n)
+        close(fds[--*n]);
 }
 
 /* Waits for the reply to req (replies to requests given up on are dropped). Returns the reply's
- * status or a transport error. fd, if not NULL, receives a descriptor that came with a successful
- * reply (-1 if none). Caller holds ctx->lock. */
-static int recv_rep(struct san_ctx *ctx, const struct san_msg *req, struct san_msg *rep, int *fd)
+ * status or a transport error. Up to max descriptors that came with a successful reply land in
+ * fds (*n of them). Caller holds ctx->lock. */
+static int recv_rep_fds(struct san_ctx *ctx, const struct san_msg *req, struct san_msg *rep,
+                        int *fds, unsigned max, unsigned *n)
 {
     size_t len;
-    int err, got = -1, derr;
+    int err, derr;
 
-    if (fd)
-        *fd = -1;
     for (;;) {
-        err = recv_spin(ctx, rep, &len, fd ? &got : NULL);
+        err = recv_spin(ctx, rep, &len, fds, max, n);
         if (err)
             return err;
         if (san_proto_decode(rep, len, true, &derr) != SAN_DECODE_OK ||
             (rep->hdr.opcode & ~SAN_OP_REPLY) != (req->hdr.opcode & ~SAN_OP_REPLY)) {
-            if (got >= 0)
-                close(got);
+            close_all(fds, n);
             return -EPROTO;
         }
         if (rep->hdr.id == req->hdr.id)
             break;
-        if (!rep->hdr.id && rep->hdr.status) {
-            /* The daemon refused the connection (a limit): its one message, then the end. */
-            if (got >= 0)
-                close(got);
-            return rep->hdr.status;
-        }
-        if (got >= 0)
-            close(got);
-        got = -1;
+        close_all(fds, n);
+        if (!rep->hdr.id && rep->hdr.status)
+            return rep->hdr.status; /* the daemon refused the connection (a limit), then ends */
     }
     if (rep->hdr.status) {
-        if (got >= 0)
-            close(got);
+        close_all(fds, n);
         return rep->hdr.status;
     }
-    if (fd)
-        *fd = got;
-    else if (got >= 0)
-        close(got);
     return 0;
+}
+
+static int recv_rep(struct san_ctx *ctx, const struct san_msg *req, struct san_msg *rep, int *fd)
+{
+    int got = -1;
+    unsigned n = 0;
+    int err = recv_rep_fds(ctx, req, rep, &got, fd ? 1 : 0, &n);
+    if (fd)
+        *fd = err || !n ? -1 : got;
+    return err;
+}
+
+struct san_nic_objs *san_ctx_nic(struct san_ctx *ctx)
+{
+    return &ctx->nic;
+}
+
+int san_ctx_call(struct san_ctx *ctx, struct san_msg *req, struct san_msg *rep, int *fds,
+                 unsigned max, unsigned *n)
+{
+    *n = 0;
+    if (forked(ctx))
+        return -ECHILD;
+    pthread_mutex_lock(&ctx->lock);
+    int err = ctx->closing ? -ECONNRESET : send_req(ctx, req);
+    if (!err)
+        err = recv_rep_fds(ctx, req, rep, fds, max, n);
+    pthread_mutex_unlock(&ctx->lock);
+    return err;
 }
 
 /* One round trip. Caller holds ctx->lock. */
@@ -210,6 +224,7 @@ int san_open(const char *socket_path, struct san_ctx **out)
         goto fail_fd;
     }
     pthread_mutex_init(&ctx->lock, NULL);
+    san_nic_objs_init(&ctx->nic);
     san_range_tree_init(&ctx->allocs);
     san_range_tree_init(&ctx->regs);
     ctx->mrs.next = ctx->mrs.prev = &ctx->mrs;
@@ -296,6 +311,7 @@ void san_close(struct san_ctx *ctx)
     }
     reap_dead(ctx);
     san_rcache_destroy(ctx->rc);
+    san_nic_forget_all(ctx, &ctx->nic);
     /* Closing the socket is the cleanup request: the daemon releases everything we held. */
     close(ctx->fd);
     while ((r = san_range_first(&ctx->allocs))) {
@@ -762,7 +778,7 @@ int san_register_rdma(struct san_ctx *ctx, void *addr, size_t len, unsigned acce
     if ((err = cached_register(ctx, addr, len, access, true, &mr)))
         return err;
     struct san_rdma_desc d = {
-        .magic = DESC_MAGIC,
+        .magic = SAN_DESC_MAGIC,
         .version = 1,
         .access = (uint16_t)access,
         .host_id = ctx->host_id,

@@ -1,10 +1,10 @@
 /* sanproxyd's configuration: built-in defaults for every key, overridden by an INI file (libinih).
  *
  * Keys (docs/daemon.md): [machine] ram_size, nolowmem; [nic] dma_address_width, scatter_gather,
- * max_length; [limits] locked_bytes, registrations, allocations, allocated_bytes,
- * per_uid_locked_bytes, per_uid_allocated_bytes, per_uid_connections; [daemon] socket. An unknown
- * section or key, or a value out of its domain, is an error naming the key and its line; the
- * first error wins. No locking: used once at start-up. */
+ * max_length, addresses; [limits] endpoints, locked_bytes, registrations, allocations,
+ * allocated_bytes, per_uid_locked_bytes, per_uid_allocated_bytes, per_uid_connections; [daemon]
+ * socket. An unknown section or key, or a value out of its domain, is an error naming the key and
+ * its line; the first error wins. No locking: used once at start-up. */
 #include "common/size.h"
 #include "daemon/daemon.h"
 
@@ -34,7 +34,10 @@ void san_config_defaults(struct san_daemon_config *c)
         .limit_uid_locked_bytes = SAN_LIMIT_AUTO,
         .limit_uid_allocated = SAN_LIMIT_AUTO,
         .limit_uid_connections = 256,
+        .limit_endpoints = 256,
     };
+    size_t bad;
+    san_nic_parse_nets(SAN_NIC_DEFAULT_NETS, c->nets, 16, &c->nr_nets, &bad);
 }
 
 /* One client may hold half the machine's RAM as proxy memory; one uid, all its clients together,
@@ -112,6 +115,10 @@ static int handler(void *user, const char *section, const char *key, const char 
     } else if (IS("nic", "scatter_gather")) {
         if (parse_bool(value, &c->scatter_gather))
             return fail(st, section, key, "true or false", value);
+    } else if (IS("nic", "addresses")) {
+        size_t bad;
+        if (san_nic_parse_nets(value, c->nets, 16, &c->nr_nets, &bad))
+            return fail(st, section, key, "up to 16 networks ADDRESS/PREFIX, IPv4 or IPv6", value);
     } else if (IS("nic", "max_length")) {
         if (san_parse_size(value, &v) || v < SAN_PAGE_SIZE || v > UINT32_MAX)
             return fail(st, section, key, "a size from 4K to 4G-1", value);
@@ -129,7 +136,7 @@ static int handler(void *user, const char *section, const char *key, const char 
         else
             c->limit_uid_allocated = v;
     } else if (IS("limits", "registrations") || IS("limits", "allocations") ||
-               IS("limits", "per_uid_connections")) {
+               IS("limits", "per_uid_connections") || IS("limits", "endpoints")) {
         char *end;
         errno = 0;
         unsigned long long n = strtoull(value, &end, 10);
@@ -139,6 +146,8 @@ static int handler(void *user, const char *section, const char *key, const char 
             c->limit_registrations = n;
         else if (!strcmp(key, "allocations"))
             c->limit_allocations = n;
+        else if (!strcmp(key, "endpoints"))
+            c->limit_endpoints = n;
         else
             c->limit_uid_connections = n;
     } else if (IS("daemon", "socket")) {

@@ -15,6 +15,7 @@
 
 #include "common/range.h"
 #include "mr/mr.h"
+#include "nic/nic.h"
 #include "phys/machine.h"
 #include "proto/proto.h"
 
@@ -33,6 +34,9 @@ struct san_daemon_config {
     uint64_t limit_uid_locked_bytes; /* [limits] per_uid_locked_bytes */
     uint64_t limit_uid_allocated;    /* [limits] per_uid_allocated_bytes */
     uint64_t limit_uid_connections;  /* [limits] per_uid_connections (not for root) */
+    uint64_t limit_endpoints;        /* [limits] endpoints, per client */
+    struct san_nic_net nets[16];     /* [nic] addresses: the SAN networks served here */
+    size_t nr_nets;
     char socket[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* [daemon] socket; "" = default */
 };
 
@@ -81,6 +85,14 @@ struct san_uid_usage {
     uint64_t locked_bytes; /* under the registration table's lock (mr) */
 };
 
+/* A listener or an endpoint of a client, by handle. */
+struct san_client_nic {
+    struct san_client_nic *next;
+    uint64_t handle;
+    struct san_nic_listener *l; /* one of the two */
+    struct san_nic_ep *ep;
+};
+
 struct san_client {
     struct san_client *next, *prev;
     struct san_daemon *d;
@@ -96,13 +108,16 @@ struct san_client {
     struct san_tree allocs; /* struct san_daemon_alloc by handle */
     uint64_t next_handle;
     uint64_t nr_allocs, alloc_bytes;
+    struct san_client_nic *nic_objs; /* listeners and endpoints */
+    uint64_t next_nic_handle, nr_eps;
 };
 
 struct san_daemon {
     struct san_daemon_config cfg;
     struct san_machine *m;
     struct san_mr_registry *mr;
-    struct san_dma_adapter *nic; /* the NIC's DMA adapter */
+    struct san_dma_adapter *adapter; /* the NIC's DMA adapter */
+    struct san_nic *nic;             /* the NIC: endpoints, listeners, engines */
     uint64_t host_id;
     int epfd, lfd, sigfd, sweepfd;
     bool fds_can_arrive;         /* no SO_PASSRIGHTS: clients may pass descriptors (closer.c) */
@@ -145,10 +160,10 @@ void san_closer_close(int fd);
 #define SAN_DAEMON_SPIN_US 50
 int san_daemon_run(const struct san_daemon_config *cfg, int ready_fd, unsigned spin_us);
 
-/* ops.c: handles one decoded request of c and fills the reply (hdr and body); *fd gets a
- * descriptor to pass with it, or stays -1. */
+/* ops.c: handles one decoded request of c and fills the reply (hdr and body); fds[0..*nfds) get
+ * descriptors to pass with it (closed once sent; at most SAN_PROTO_SEND_FDS). */
 void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct san_msg *rep,
-                       int *fd);
+                       int *fds, unsigned *nfds);
 /* Releases everything c holds (allocations, registrations). */
 void san_daemon_release_client(struct san_client *c);
 /* Work that can wait until a reply has gone out (the client goes on meanwhile): releases the

@@ -5,12 +5,12 @@
  * process (SO_PEERPIDFD: the kernel's reference to the process that connected, which a later
  * process given the same pid can never be). A client whose process has already exited is refused:
  * its connection may have waited in the backlog while another process took its pid, and any file
- * opened by that pid now would describe the other process. The client's /proc/PID/pagemap and
- * /proc/PID/maps are then opened and the pidfd asked once more whether the process lives: if it
- * does, the pid still named it while the files were opened, so they are its address space for
- * good. Those two descriptors read nothing once the process execs (a new address space, a new
- * program) or exits, which is how the daemon tells that the program it accepted is gone even
- * while the pid and the socket live on (san_identity_current).
+ * opened by that pid now would describe the other process. The client's /proc/PID/pagemap,
+ * /proc/PID/maps and /proc/PID/mem are then opened and the pidfd asked once more whether the
+ * process lives: if it does, the pid still named it while the files were opened, so they are its
+ * address space for good. Those descriptors read nothing once the process execs (a new address
+ * space, a new program) or exits, which is how the daemon tells that the program it accepted is
+ * gone even while the pid and the socket live on (san_identity_current).
  *
  * Every request also carries its sender's credentials (SO_PASSCRED, set on the listening socket
  * and inherited): a request written on the connection by any other process (a forked child, a
@@ -63,11 +63,11 @@ static int peer_pidfd(int fd, pid_t pid)
     return pidfd;
 }
 
-static int open_proc(pid_t pid, const char *what)
+static int open_proc(pid_t pid, const char *what, int mode)
 {
     char path[48];
     snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, what);
-    return open(path, O_RDONLY | O_CLOEXEC);
+    return open(path, mode | O_CLOEXEC);
 }
 
 int san_identity_take(struct san_client *c, int fd)
@@ -76,7 +76,7 @@ int san_identity_take(struct san_client *c, int fd)
     socklen_t len = sizeof(cred);
     int err;
 
-    c->pidfd = c->owner.pagemap_fd = c->owner.maps_fd = -1;
+    c->pidfd = c->owner.pagemap_fd = c->owner.maps_fd = c->owner.mem_fd = -1;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) || cred.pid <= 0)
         return -EPERM;
     c->pid = cred.pid;
@@ -91,13 +91,16 @@ int san_identity_take(struct san_client *c, int fd)
     }
     /* Without these the client may allocate but not register (the daemon cannot see its memory:
      * another user's process, or a process that is not dumpable). */
-    c->owner.pagemap_fd = open_proc(cred.pid, "pagemap");
-    c->owner.maps_fd = c->owner.pagemap_fd >= 0 ? open_proc(cred.pid, "maps") : -1;
-    if (c->owner.pagemap_fd < 0 || c->owner.maps_fd < 0) {
+    c->owner.pagemap_fd = open_proc(cred.pid, "pagemap", O_RDONLY);
+    c->owner.maps_fd = c->owner.pagemap_fd >= 0 ? open_proc(cred.pid, "maps", O_RDONLY) : -1;
+    c->owner.mem_fd = c->owner.maps_fd >= 0 ? open_proc(cred.pid, "mem", O_RDWR) : -1;
+    if (c->owner.mem_fd < 0) {
         if (errno == EMFILE || errno == ENFILE) {
             err = -errno;
             goto fail;
         }
+        if (c->owner.maps_fd >= 0)
+            close(c->owner.maps_fd);
         if (c->owner.pagemap_fd >= 0)
             close(c->owner.pagemap_fd);
         c->owner.pagemap_fd = c->owner.maps_fd = -1;
@@ -116,18 +119,20 @@ fail:
 
 void san_identity_drop(struct san_client *c)
 {
+    if (c->owner.mem_fd >= 0)
+        close(c->owner.mem_fd);
     if (c->owner.maps_fd >= 0)
         close(c->owner.maps_fd);
     if (c->owner.pagemap_fd >= 0)
         close(c->owner.pagemap_fd);
     if (c->pidfd >= 0)
         close(c->pidfd);
-    c->pidfd = c->owner.pagemap_fd = c->owner.maps_fd = -1;
+    c->pidfd = c->owner.pagemap_fd = c->owner.maps_fd = c->owner.mem_fd = -1;
 }
 
 bool san_identity_can_register(const struct san_client *c)
 {
-    return c->owner.pagemap_fd >= 0 && c->owner.maps_fd >= 0;
+    return c->owner.pagemap_fd >= 0 && c->owner.maps_fd >= 0 && c->owner.mem_fd >= 0;
 }
 
 bool san_identity_current(const struct san_client *c)

@@ -8,6 +8,7 @@
 #include "daemon/daemon.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -187,12 +188,147 @@ static int op_register(struct san_client *c, const struct san_register_req *q,
     return err;
 }
 
+static void wire_to_addr(const struct san_wire_addr *w, struct san_nic_addr *a)
+{
+    memset(a, 0, sizeof(*a));
+    memcpy(a->ip, w->ip, 16);
+    a->port = w->port;
+}
+
+static void addr_to_wire(const struct san_nic_addr *a, struct san_wire_addr *w)
+{
+    memset(w, 0, sizeof(*w));
+    memcpy(w->ip, a->ip, 16);
+    w->port = a->port;
+}
+
+static struct san_client_nic *nic_obj(struct san_client *c, uint64_t handle, bool listener)
+{
+    for (struct san_client_nic *o = c->nic_objs; o; o = o->next)
+        if (o->handle == handle && !!o->l == listener)
+            return o;
+    return NULL;
+}
+
+static struct san_client_nic *nic_obj_add(struct san_client *c)
+{
+    struct san_client_nic *o = calloc(1, sizeof(*o));
+    if (!o)
+        return NULL;
+    o->handle = ++c->next_nic_handle;
+    o->next = c->nic_objs;
+    c->nic_objs = o;
+    return o;
+}
+
+static void nic_obj_free(struct san_client *c, struct san_client_nic *o)
+{
+    for (struct san_client_nic **p = &c->nic_objs; *p; p = &(*p)->next) {
+        if (*p == o) {
+            *p = o->next;
+            break;
+        }
+    }
+    if (o->ep) {
+        san_nic_ep_close(o->ep);
+        c->nr_eps--;
+    }
+    if (o->l)
+        san_nic_listener_close(o->l);
+    free(o);
+}
+
+/* The descriptors an endpoint's reply carries: its region and its eventfd (copies: the daemon
+ * keeps its own). */
+static int ep_reply(struct san_client_nic *o, struct san_ep_rep *r, int *fds, unsigned *nfds)
+{
+    int region = fcntl(o->ep->memfd, F_DUPFD_CLOEXEC, 0);
+    int event = fcntl(o->ep->efd, F_DUPFD_CLOEXEC, 0);
+    if (region < 0 || event < 0) {
+        if (region >= 0)
+            close(region);
+        if (event >= 0)
+            close(event);
+        return -ENOBUFS;
+    }
+    fds[0] = region;
+    fds[1] = event;
+    *nfds = 2;
+    *r = (struct san_ep_rep){.handle = o->handle, .region_size = SAN_EPQ_SIZE};
+    addr_to_wire(&o->ep->remote, &r->peer);
+    return 0;
+}
+
+static int op_nic(struct san_client *c, const struct san_msg *req, struct san_msg *rep, int *fds,
+                  unsigned *nfds)
+{
+    struct san_daemon *d = c->d;
+    struct san_nic_addr a;
+    struct san_client_nic *o;
+    int err;
+
+    switch (req->hdr.opcode) {
+    case SAN_OP_LISTEN:
+        wire_to_addr(&req->u.listen_req.addr, &a);
+        if (!(o = nic_obj_add(c)))
+            return -ENOMEM;
+        if ((err = san_nic_listen(d->nic, c, &a, (int)req->u.listen_req.backlog, &o->l))) {
+            nic_obj_free(c, o);
+            return err;
+        }
+        fds[0] = fcntl(o->l->efd, F_DUPFD_CLOEXEC, 0);
+        if (fds[0] < 0) {
+            nic_obj_free(c, o);
+            return -ENOBUFS;
+        }
+        *nfds = 1;
+        rep->u.handle_rep.handle = o->handle;
+        return 0;
+    case SAN_OP_LISTEN_CLOSE:
+    case SAN_OP_EP_CLOSE:
+        if (!(o = nic_obj(c, req->u.handle_req.handle, req->hdr.opcode == SAN_OP_LISTEN_CLOSE)))
+            return -EINVAL;
+        nic_obj_free(c, o);
+        return 0;
+    case SAN_OP_CONNECT:
+    case SAN_OP_ACCEPT: {
+        struct san_client_nic *l = NULL;
+        if (req->hdr.opcode == SAN_OP_ACCEPT && !(l = nic_obj(c, req->u.handle_req.handle, true)))
+            return -EINVAL;
+        if (d->cfg.limit_endpoints && c->nr_eps >= d->cfg.limit_endpoints)
+            return -ENOBUFS;
+        if (!(o = nic_obj_add(c)))
+            return -ENOMEM;
+        if (l) {
+            err = san_nic_accept(l->l, c, &c->mrs, &o->ep);
+        } else {
+            wire_to_addr(&req->u.connect_req.addr, &a);
+            err = san_nic_connect(d->nic, c, &c->mrs, &a, &o->ep);
+        }
+        if (err) {
+            nic_obj_free(c, o);
+            return err;
+        }
+        c->nr_eps++;
+        if ((err = ep_reply(o, &rep->u.ep_rep, fds, nfds))) {
+            nic_obj_free(c, o);
+            return err;
+        }
+        return 0;
+    }
+    default:
+        return -EOPNOTSUPP;
+    }
+}
+
 static void fill_stats(struct san_daemon *d, struct san_stats_rep *r)
 {
     struct san_machine_stats ms;
+    struct san_nic_stats ns;
     uint64_t regs, locked;
 
     san_machine_stats(d->m, &ms);
+    san_nic_stats(d->nic, &ns);
     san_mr_registry_counts(d->mr, &regs, &locked);
     *r = (struct san_stats_rep){
         .clients = d->nr_clients,
@@ -207,6 +343,10 @@ static void fill_stats(struct san_daemon *d, struct san_stats_rep *r)
         .bounce_bytes = ms.bounce_bytes,
         .map_registers_in_use = ms.map_registers_in_use,
         .nolowmem = d->cfg.nolowmem,
+        .endpoints = ns.endpoints,
+        .nic_ops = ns.ops,
+        .nic_bytes = ns.bytes,
+        .links = 0,
     };
 }
 
@@ -271,12 +411,13 @@ static void list_allocs(struct san_daemon *d, uint64_t cursor, struct san_alloca
 }
 
 void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct san_msg *rep,
-                       int *fd)
+                       int *fds, unsigned *nfds)
 {
     struct san_daemon *d = c->d;
-    int err = 0;
+    int err = 0, memfd = -1;
+    int *fd = &memfd;
 
-    *fd = -1;
+    *nfds = 0;
     san_proto_reply(rep, &req->hdr, 0);
     switch (req->hdr.opcode) {
     case SAN_OP_HELLO:
@@ -319,6 +460,13 @@ void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct s
     case SAN_OP_ALLOCATIONS:
         list_allocs(d, req->u.list_req.cursor, &rep->u.allocations_rep);
         break;
+    case SAN_OP_LISTEN:
+    case SAN_OP_LISTEN_CLOSE:
+    case SAN_OP_CONNECT:
+    case SAN_OP_ACCEPT:
+    case SAN_OP_EP_CLOSE:
+        err = op_nic(c, req, rep, fds, nfds);
+        break;
     case SAN_OP_CHECK_LOWMEM:
         rep->u.lowmem_rep = (struct san_lowmem_rep){.nolowmem = d->cfg.nolowmem};
         if (d->cfg.nolowmem)
@@ -328,11 +476,11 @@ void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct s
         err = -EOPNOTSUPP; /* the decoder lets no such opcode through */
         break;
     }
+    if (memfd >= 0)
+        fds[(*nfds)++] = memfd;
     if (err) {
-        if (*fd >= 0) {
-            close(*fd);
-            *fd = -1;
-        }
+        while (*nfds)
+            close(fds[--*nfds]);
         san_proto_reply(rep, &req->hdr, err);
     }
 }
@@ -341,6 +489,9 @@ void san_daemon_release_client(struct san_client *c)
 {
     struct san_range *r;
 
+    /* Endpoints first: their engines stop looking at the registrations before these go. */
+    while (c->nic_objs)
+        nic_obj_free(c, c->nic_objs);
     san_mr_set_release(c->d->mr, &c->mrs);
     while ((r = san_range_first(&c->allocs)))
         alloc_release(c, alloc_of(r));

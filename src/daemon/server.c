@@ -63,7 +63,7 @@
 #define TAG_PIDFD  ((uint64_t)1) /* low bit of a client pointer: its pidfd fired */
 
 #define SWEEP_MS       1000 /* how soon a client that exec'd is dropped without a request */
-#define FDS_PER_CLIENT 4    /* socket, pidfd, pagemap, maps */
+#define FDS_PER_CLIENT 5    /* socket, pidfd, pagemap, maps, mem */
 #define FDS_FOR_DAEMON 64   /* listener, epoll, memfds being exported, logs, ... */
 #define ROOT_RESERVE   16   /* connections only root may take */
 
@@ -304,7 +304,8 @@ static void client_readable(struct san_daemon *d, struct san_client *c)
     struct san_msg req, rep;
     struct san_proto_sender from;
     size_t len;
-    int err, fd = -1;
+    int err, fds[SAN_PROTO_SEND_FDS];
+    unsigned nfds = 0;
 
     err = san_proto_recv_request(c->fd, &req, &len, &from, MSG_DONTWAIT);
     if (err == -EAGAIN)
@@ -348,13 +349,13 @@ static void client_readable(struct san_daemon *d, struct san_client *c)
         san_proto_reply(&rep, &req.hdr, err);
         break;
     case SAN_DECODE_OK:
-        san_daemon_handle(c, &req, &rep, &fd);
+        san_daemon_handle(c, &req, &rep, fds, &nfds);
         break;
     }
 send:
-    err = san_proto_send(c->fd, &rep, fd, MSG_DONTWAIT);
-    if (fd >= 0)
-        close(fd);
+    err = san_proto_send_fds(c->fd, &rep, fds, nfds, MSG_DONTWAIT);
+    while (nfds)
+        close(fds[--nfds]);
     san_daemon_after_reply(d);
     if (err) {
         /* The reply could not go out: -EAGAIN means the client does not read its replies. A
@@ -416,7 +417,7 @@ static int setup(struct san_daemon *d, int *sigfd)
         .max_length = (uint32_t)d->cfg.max_length,
     };
     uint32_t map_registers = 0;
-    if ((err = san_get_dma_adapter(d->m, &desc, &map_registers, &d->nic))) {
+    if ((err = san_get_dma_adapter(d->m, &desc, &map_registers, &d->adapter))) {
         log_error("NIC DMA adapter (dma_address_width %u, max_length %llu): %s",
                   d->cfg.dma_address_width, (unsigned long long)d->cfg.max_length, strerror(-err));
         return err;
@@ -425,6 +426,15 @@ static int setup(struct san_daemon *d, int *sigfd)
               d->cfg.scatter_gather ? "scatter-gather" : "no scatter-gather", map_registers);
     if ((err = san_mr_registry_create(d->m, &d->mr))) {
         log_error("registration table: %s", strerror(-err));
+        return err;
+    }
+    struct san_nic_config nc = {.nets = d->cfg.nets,
+                                .nr_nets = d->cfg.nr_nets,
+                                .backlog_max = 128,
+                                .spin_us = 20,
+                                .max_length = d->cfg.max_length};
+    if ((err = san_nic_create(&nc, d->mr, d->adapter, &d->nic))) {
+        log_error("NIC: %s", strerror(-err));
         return err;
     }
     /* FDS_PER_CLIENT descriptors per client: use all the descriptors we may. */
@@ -485,8 +495,9 @@ static void teardown(struct san_daemon *d)
     san_daemon_after_reply(d); /* nothing is left to free; */
     san_daemon_drop_spares(d); /* the spares it made go too */
     san_mr_registry_destroy(d->mr);
-    if (d->nic)
-        d->nic->ops->put_dma_adapter(d->nic);
+    san_nic_destroy(d->nic);
+    if (d->adapter)
+        d->adapter->ops->put_dma_adapter(d->adapter);
     san_machine_destroy(d->m);
     if (d->epfd >= 0)
         close(d->epfd);

@@ -9,7 +9,8 @@
  * DMA fault counted. One tree lookup finds the first record; the others are its in-order
  * successors, so the cost is per record, never per page, and each record's bytes move in one copy:
  * to the RAM image for allocated memory and map registers, to the owner for locked pages (memcpy
- * in this process, process_vm_readv/writev for a client, whose pages it pinned itself).
+ * in this process, its /proc/PID/mem for a client, whose pages it pinned itself, or
+ * process_vm_readv/writev where no such file is open).
  *
  * Locking: m->lock is held for reading across check and copy, so no frame is freed under a device
  * and devices do not serialise each other. Counters are atomic. */
@@ -18,6 +19,23 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <unistd.h>
+
+/* A client's pages through its /proc/PID/mem: that address space only (after an exec or exit the
+ * access fails), and a page under the client's userfaultfd fails instead of waiting for it. */
+static int mem_io(int fd, void *buf, size_t len, uint64_t va, bool write)
+{
+    for (size_t done = 0; done < len;) {
+        ssize_t n = write ? pwrite(fd, (char *)buf + done, len - done, (off_t)(va + done))
+                          : pread(fd, (char *)buf + done, len - done, (off_t)(va + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -EFAULT;
+        done += (size_t)n;
+    }
+    return 0;
+}
 
 int san_owner_read(const struct san_page_owner *o, uint64_t va, void *dst, size_t len)
 {
@@ -25,6 +43,8 @@ int san_owner_read(const struct san_page_owner *o, uint64_t va, void *dst, size_
         memcpy(dst, (const void *)(uintptr_t)va, len);
         return 0;
     }
+    if (o->mem_fd >= 0)
+        return mem_io(o->mem_fd, dst, len, va, false);
     struct iovec local = {dst, len}, remote = {(void *)(uintptr_t)va, len};
     ssize_t n;
     while ((n = process_vm_readv(o->pid, &local, 1, &remote, 1, 0)) < 0 && errno == EINTR)
@@ -38,6 +58,8 @@ int san_owner_write(const struct san_page_owner *o, uint64_t va, const void *src
         memcpy((void *)(uintptr_t)va, src, len);
         return 0;
     }
+    if (o->mem_fd >= 0)
+        return mem_io(o->mem_fd, (void *)src, len, va, true);
     struct iovec local = {(void *)src, len}, remote = {(void *)(uintptr_t)va, len};
     ssize_t n;
     while ((n = process_vm_writev(o->pid, &local, 1, &remote, 1, 0)) < 0 && errno == EINTR)

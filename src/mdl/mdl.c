@@ -360,7 +360,7 @@ fail_check:
 int san_mdl_lock(struct san_machine *m, void *va, size_t len, unsigned access, struct san_mdl **out)
 {
     static const struct san_page_owner self = {
-        .pid = 0, .pidfd = -1, .pagemap_fd = -1, .maps_fd = -1};
+        .pid = 0, .pidfd = -1, .pagemap_fd = -1, .maps_fd = -1, .mem_fd = -1};
     if (!va && out) {
         *out = NULL;
         return len ? -EFAULT : -EINVAL; /* page 0 is never mapped */

@@ -43,6 +43,15 @@ long san_proto_body_size(unsigned opcode)
         return reply ? sizeof(struct san_lowmem_rep) : 0;
     case SAN_OP_SET_REMOTE:
         return reply ? sizeof(struct san_set_remote_rep) : sizeof(struct san_set_remote_req);
+    case SAN_OP_LISTEN:
+        return reply ? sizeof(struct san_handle_rep) : sizeof(struct san_listen_req);
+    case SAN_OP_LISTEN_CLOSE:
+    case SAN_OP_EP_CLOSE:
+        return reply ? 0 : sizeof(struct san_handle_req);
+    case SAN_OP_CONNECT:
+        return reply ? sizeof(struct san_ep_rep) : sizeof(struct san_connect_req);
+    case SAN_OP_ACCEPT:
+        return reply ? sizeof(struct san_ep_rep) : sizeof(struct san_handle_req);
     default:
         return -1;
     }
@@ -79,6 +88,21 @@ static int check_request(const struct san_msg *m)
         return m->u.paddr_req.lkey && !m->u.paddr_req.reserved ? 0 : -EINVAL;
     case SAN_OP_SET_REMOTE:
         return m->u.set_remote_req.lkey && m->u.set_remote_req.exposed <= 1 ? 0 : -EINVAL;
+    case SAN_OP_LISTEN: {
+        const struct san_listen_req *r = &m->u.listen_req;
+        return r->addr.port && !r->addr.reserved && !r->addr.reserved2 && r->backlog &&
+                       r->backlog <= INT32_MAX && !r->reserved
+                   ? 0
+                   : -EINVAL;
+    }
+    case SAN_OP_CONNECT: {
+        const struct san_wire_addr *a = &m->u.connect_req.addr;
+        return a->port && !a->reserved && !a->reserved2 ? 0 : -EINVAL;
+    }
+    case SAN_OP_LISTEN_CLOSE:
+    case SAN_OP_EP_CLOSE:
+    case SAN_OP_ACCEPT:
+        return m->u.handle_req.handle ? 0 : -EINVAL;
     default:
         return 0;
     }
@@ -170,36 +194,44 @@ void san_proto_reply(struct san_msg *m, const struct san_msg_hdr *req, int statu
         memset(m->u.raw, 0, (size_t)body);
 }
 
-int san_proto_send(int sock, const struct san_msg *m, int fd, int flags)
+int san_proto_send_fds(int sock, const struct san_msg *m, const int *fds, unsigned n, int flags)
 {
     struct iovec iov = {.iov_base = (void *)m, .iov_len = m->hdr.length};
     union {
-        char buf[CMSG_SPACE(sizeof(int))];
+        char buf[CMSG_SPACE(sizeof(int) * SAN_PROTO_SEND_FDS)];
         struct cmsghdr align;
     } ctl;
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
 
-    if (fd >= 0) {
+    if (n > SAN_PROTO_SEND_FDS)
+        return -EINVAL;
+    if (n) {
         memset(&ctl, 0, sizeof(ctl));
         mh.msg_control = ctl.buf;
-        mh.msg_controllen = sizeof(ctl.buf);
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * n);
         struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
         c->cmsg_level = SOL_SOCKET;
         c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+        c->cmsg_len = CMSG_LEN(sizeof(int) * n);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * n);
     }
     for (;;) {
-        ssize_t n = sendmsg(sock, &mh, flags | MSG_NOSIGNAL);
-        if (n >= 0)
-            return (size_t)n == m->hdr.length ? 0 : -EMSGSIZE;
+        ssize_t r = sendmsg(sock, &mh, flags | MSG_NOSIGNAL);
+        if (r >= 0)
+            return (size_t)r == m->hdr.length ? 0 : -EMSGSIZE;
         if (errno == EINTR)
             continue;
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
     }
 }
 
-int san_proto_recv(int sock, struct san_msg *m, size_t *len, int *fd, int flags)
+int san_proto_send(int sock, const struct san_msg *m, int fd, int flags)
+{
+    return san_proto_send_fds(sock, m, &fd, fd >= 0 ? 1 : 0, flags);
+}
+
+int san_proto_recv_fds(int sock, struct san_msg *m, size_t *len, int *fds, unsigned max,
+                       unsigned *nfds, int flags)
 {
     struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
     union {
@@ -209,8 +241,7 @@ int san_proto_recv(int sock, struct san_msg *m, size_t *len, int *fd, int flags)
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
     ssize_t n;
 
-    if (fd)
-        *fd = -1;
+    *nfds = 0;
     mh.msg_control = ctl.buf;
     mh.msg_controllen = sizeof(ctl.buf);
     for (;;) {
@@ -221,7 +252,7 @@ int san_proto_recv(int sock, struct san_msg *m, size_t *len, int *fd, int flags)
             continue;
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
     }
-    /* Take what descriptors came; keep the first only where one is expected. */
+    /* Take what descriptors came; keep as many as are expected. */
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
             continue;
@@ -229,16 +260,29 @@ int san_proto_recv(int sock, struct san_msg *m, size_t *len, int *fd, int flags)
         for (size_t i = 0; i < nfd; i++) {
             int got;
             memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-            if (fd && *fd < 0)
-                *fd = got;
+            if (*nfds < max)
+                fds[(*nfds)++] = got;
             else
                 close(got);
         }
     }
-    if (n == 0)
+    if (n == 0) {
+        while (*nfds)
+            close(fds[--*nfds]);
         return -ECONNRESET;
+    }
     *len = (size_t)n;
     return 0;
+}
+
+int san_proto_recv(int sock, struct san_msg *m, size_t *len, int *fd, int flags)
+{
+    unsigned n;
+    int got = -1;
+    int err = san_proto_recv_fds(sock, m, len, &got, fd ? 1 : 0, &n, flags);
+    if (fd)
+        *fd = n ? got : -1;
+    return err;
 }
 
 int san_proto_recv_request(int sock, struct san_msg *m, size_t *len, struct san_proto_sender *from,

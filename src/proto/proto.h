@@ -36,7 +36,12 @@ enum san_opcode {
     SAN_OP_ALLOCATIONS = 9,   /* list allocations, a page at a time */
     SAN_OP_CHECK_LOWMEM = 10, /* NOLOWMEM pattern check */
     SAN_OP_SET_REMOTE = 11,   /* revoke / re-issue the rkey of an RDMA registration (cache) */
-    SAN_OP_MAX = SAN_OP_SET_REMOTE,
+    SAN_OP_LISTEN = 12,       /* listen on a SAN address: reply carries the listener's eventfd */
+    SAN_OP_LISTEN_CLOSE = 13, /* stop listening */
+    SAN_OP_CONNECT = 14,      /* a new endpoint connecting: reply carries its region, eventfd */
+    SAN_OP_ACCEPT = 15,       /* a new endpoint of a waiting connection: the same */
+    SAN_OP_EP_CLOSE = 16,     /* close an endpoint */
+    SAN_OP_MAX = SAN_OP_EP_CLOSE,
 };
 #define SAN_OP_REPLY 0x8000u
 
@@ -130,6 +135,35 @@ struct san_stats_rep {
     uint64_t map_registers_in_use;
     uint32_t nolowmem;
     uint32_t reserved;
+    uint64_t endpoints, nic_ops, nic_bytes, links;
+};
+
+/* A SAN address: IPv6 bytes (IPv4 as ::ffff:a.b.c.d) and a port. */
+struct san_wire_addr {
+    uint8_t ip[16];
+    uint16_t port;
+    uint16_t reserved;
+    uint32_t reserved2;
+};
+struct san_listen_req {
+    struct san_wire_addr addr;
+    uint32_t backlog;
+    uint32_t reserved;
+};
+struct san_handle_rep {
+    uint64_t handle; /* per client */
+};
+struct san_handle_req {
+    uint64_t handle;
+};
+struct san_connect_req {
+    struct san_wire_addr addr;
+};
+/* CONNECT and ACCEPT: the region (proto/queue.h) and the eventfd of san_ep_fd come with it. */
+struct san_ep_rep {
+    uint64_t handle;
+    uint64_t region_size;
+    struct san_wire_addr peer;
 };
 
 /* Listings: the request names where to start, the reply holds up to SAN_LIST_MAX entries and the
@@ -185,7 +219,13 @@ static_assert(sizeof(struct san_set_remote_req) == 8, "wire layout");
 static_assert(sizeof(struct san_set_remote_rep) == 8, "wire layout");
 static_assert(sizeof(struct san_paddr_req) == 16, "wire layout");
 static_assert(sizeof(struct san_paddr_rep) == 8, "wire layout");
-static_assert(sizeof(struct san_stats_rep) == 96, "wire layout");
+static_assert(sizeof(struct san_stats_rep) == 128, "wire layout");
+static_assert(sizeof(struct san_wire_addr) == 24, "wire layout");
+static_assert(sizeof(struct san_listen_req) == 32, "wire layout");
+static_assert(sizeof(struct san_handle_rep) == 8, "wire layout");
+static_assert(sizeof(struct san_handle_req) == 8, "wire layout");
+static_assert(sizeof(struct san_connect_req) == 24, "wire layout");
+static_assert(sizeof(struct san_ep_rep) == 40, "wire layout");
 static_assert(sizeof(struct san_list_req) == 8, "wire layout");
 static_assert(sizeof(struct san_client_info) == 48, "wire layout");
 static_assert(sizeof(struct san_clients_rep) == 16 + 48 * SAN_LIST_MAX, "wire layout");
@@ -219,6 +259,11 @@ struct san_msg {
         struct san_clients_rep clients_rep;
         struct san_allocations_rep allocations_rep;
         struct san_lowmem_rep lowmem_rep;
+        struct san_listen_req listen_req;
+        struct san_handle_req handle_req;
+        struct san_handle_rep handle_rep;
+        struct san_connect_req connect_req;
+        struct san_ep_rep ep_rep;
     } u;
 };
 
@@ -249,6 +294,13 @@ void san_proto_reply(struct san_msg *m, const struct san_msg_hdr *req, int statu
 /* Sends m (its hdr.length bytes) and, if fd >= 0, the descriptor as SCM_RIGHTS. flags are
  * sendmsg flags (MSG_DONTWAIT on the daemon side). 0 or -errno. */
 int san_proto_send(int sock, const struct san_msg *m, int fd, int flags);
+/* The same with n (<= SAN_PROTO_SEND_FDS) descriptors. */
+#define SAN_PROTO_SEND_FDS 2
+int san_proto_send_fds(int sock, const struct san_msg *m, const int *fds, unsigned n, int flags);
+/* Receives one datagram like san_proto_recv, keeping up to max descriptors in fds (*nfds of
+ * them; the rest are closed). */
+int san_proto_recv_fds(int sock, struct san_msg *m, size_t *len, int *fds, unsigned max,
+                       unsigned *nfds, int flags);
 /* Receives one datagram into m. *len gets its real length (which exceeds sizeof(*m) for an
  * oversized one, whose tail is dropped); *fd a descriptor passed with it, or -1 (fd may be NULL:
  * descriptors are then refused and closed). 0, -EAGAIN, -ECONNRESET on end of stream, or -errno. */

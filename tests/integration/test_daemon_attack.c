@@ -606,7 +606,7 @@ static void connections(void)
     struct passwd *pw = getpwnam("nobody");
     uid_t uid = pw ? pw->pw_uid : 65534;
     /* Few descriptors: ROOT_RESERVE (16) plus a handful for everyone. */
-    struct rlimit few = {.rlim_cur = 64 + 4 * 24, .rlim_max = 64 + 4 * 24};
+    struct rlimit few = {.rlim_cur = 64 + 5 * 24, .rlim_max = 64 + 5 * 24};
     CHECK(!setrlimit(RLIMIT_NOFILE, &few));
     test_daemon_start(&d, "[limits]\nper_uid_connections = 5\n");
     CHECK(!chmod(d.dir, 0755) && !chmod(d.sock, 0666));

@@ -136,7 +136,7 @@ int main(void)
     }
     san_proto_init(&m, SAN_OP_STATS, 19);
     expect_reply(fd, &m, m.hdr.length, 0);
-    CHECK(fds_settle(d.pid, base_fds + 4)); /* this connection: socket, pidfd, pagemap, maps */
+    CHECK(fds_settle(d.pid, base_fds + 5)); /* this connection: socket, pidfd, pagemap, maps, mem */
     close(fd);
 
     /* Framing garbage: the sender is disconnected. */

@@ -77,7 +77,8 @@ static void registry(void)
 {
     struct san_machine *m;
     struct san_mr_registry *reg;
-    struct san_page_owner owner = {.pid = getpid(), .pidfd = -1, .pagemap_fd = -1, .maps_fd = -1};
+    struct san_page_owner owner = {
+        .pid = getpid(), .pidfd = -1, .pagemap_fd = -1, .maps_fd = -1, .mem_fd = -1};
     struct san_mr_set set, other;
     uint32_t lkey, rkey, refs, k2, r2;
     size_t len = 64 * 1024;

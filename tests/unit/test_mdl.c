@@ -133,7 +133,7 @@ static void test_lock_invalid(void **state)
     assert_int_equal(san_mdl_lock(m, buf, PAGE, 7, &mdl), -EINVAL);
     assert_int_equal(san_mdl_lock(NULL, buf, PAGE, SAN_MEM_READ, &mdl), -EINVAL);
     assert_int_equal(san_mdl_lock(m, buf, PAGE, SAN_MEM_READ, NULL), -EINVAL);
-    struct san_page_owner self = {0, -1, -1, -1};
+    struct san_page_owner self = {0, -1, -1, -1, -1};
     assert_int_equal(san_mdl_lock_for(m, NULL, (uintptr_t)buf, PAGE, SAN_MEM_READ, &mdl), -EINVAL);
     assert_int_equal(san_mdl_lock_for(m, &self, (uintptr_t)buf, 0, SAN_MEM_READ, &mdl), -EINVAL);
     assert_same_stats(m, &s0);
@@ -355,7 +355,7 @@ static void test_lock_for_client(void **state)
     }
     /* Wait until the child has unmapped its last page. */
     for (int i = 0; i < 1000; i++) {
-        struct san_page_owner o = {child, -1, -1, -1};
+        struct san_page_owner o = {child, -1, -1, -1, -1};
         struct san_mdl *mdl;
         int rc = san_mdl_lock_for(m, &o, (uintptr_t)(buf + 3 * PAGE), PAGE, SAN_MEM_READ, &mdl);
         if (rc == -EFAULT)
@@ -366,7 +366,7 @@ static void test_lock_for_client(void **state)
     }
     uint64_t locked0 = vm_locked();
     struct san_machine_stats s0 = stats(m);
-    struct san_page_owner owner = {child, -1, -1, -1};
+    struct san_page_owner owner = {child, -1, -1, -1, -1};
     struct san_mdl *mdl;
     assert_int_equal(san_mdl_lock_for(m, &owner, (uintptr_t)buf, 4 * PAGE, SAN_MEM_READWRITE, &mdl),
                      -EFAULT);
@@ -421,7 +421,7 @@ static void test_lock_for_client_pagemap(void **state)
     assert_int_equal(read(ready[0], &c, 1), 1);
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)child);
-    struct san_page_owner owner = {child, -1, open(path, O_RDONLY | O_CLOEXEC), -1};
+    struct san_page_owner owner = {child, -1, open(path, O_RDONLY | O_CLOEXEC), -1, -1};
     assert_true(owner.pagemap_fd >= 0);
     struct san_machine_stats s0 = stats(m);
     struct san_mdl *mdl;

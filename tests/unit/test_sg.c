@@ -588,7 +588,7 @@ static void test_client_buffer(void **state)
     assert_int_equal(read(done[0], &c, 1), 1);
     memset(buf, 0, 8 * PAGE);
 
-    struct san_page_owner owner = {child, -1, -1, -1};
+    struct san_page_owner owner = {child, -1, -1, -1, -1};
     struct san_mdl *mdl;
     struct san_sg_list *sg;
     assert_int_equal(san_mdl_lock_for(m, &owner, (uintptr_t)buf, 8 * PAGE, SAN_MEM_READWRITE, &mdl),

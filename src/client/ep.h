@@ -1,0 +1,31 @@
+/* libsan's endpoints and listeners (include/san/nic.h), as the rest of libsan sees them: a list
+ * per context, forgotten at san_close, and the round trip they use. */
+#ifndef SAN_CLIENT_EP_H
+#define SAN_CLIENT_EP_H
+
+#include <pthread.h>
+
+#include "proto/proto.h"
+
+struct san_ctx;
+struct san_ep;
+struct san_listener;
+
+struct san_nic_objs {
+    pthread_mutex_t lock;
+    struct san_ep *eps;
+    struct san_listener *listeners;
+};
+
+void san_nic_objs_init(struct san_nic_objs *o);
+/* san_close: unmaps and frees every endpoint and listener without asking the daemon (closing the
+ * connection releases them there). */
+void san_nic_forget_all(struct san_ctx *ctx, struct san_nic_objs *o);
+
+/* client.c: one round trip on ctx (its lock taken), up to max descriptors back in fds. -ECHILD in a
+ * forked child. */
+int san_ctx_call(struct san_ctx *ctx, struct san_msg *req, struct san_msg *rep, int *fds,
+                 unsigned max, unsigned *n);
+struct san_nic_objs *san_ctx_nic(struct san_ctx *ctx);
+
+#endif

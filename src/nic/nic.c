@@ -1,0 +1,391 @@
+/* The NIC's endpoints and listeners, as the daemon's loop thread sees them: SAN addresses served
+ * here, listening, connecting, accepting, closing, and each endpoint's shared region.
+ *
+ * Sits on proto/queue.h (the region's layout) and engine.c (one engine thread per connection,
+ * started at accept). A connection is made entirely on the loop's thread: connect puts a new
+ * CONNECTING endpoint in the listener's backlog and signals its eventfd; accept pairs it with a
+ * new endpoint of the acceptor, starts their engine and tells the connector (state CONNECTED, a
+ * futex wake on it). A listener that closes refuses what waits (state REFUSED).
+ *
+ * Locking: nic->lock covers the listener table; everything else here runs on the loop's thread.
+ * Endpoints are shared with their engine from accept on, through refs (san_nic_ep_put frees). */
+#include "nic/nic.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static void to_v6(const void *v4, uint8_t ip[16])
+{
+    memset(ip, 0, 10);
+    ip[10] = ip[11] = 0xff;
+    memcpy(ip + 12, v4, 4);
+}
+
+int san_nic_addr_from(const struct sockaddr *sa, socklen_t len, struct san_nic_addr *out)
+{
+    if (!sa)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    if (sa->sa_family == AF_INET && len == sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *s4 = (const void *)sa;
+        to_v6(&s4->sin_addr, out->ip);
+        out->port = ntohs(s4->sin_port);
+        return 0;
+    }
+    if (sa->sa_family == AF_INET6 && len == sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *s6 = (const void *)sa;
+        memcpy(out->ip, &s6->sin6_addr, 16);
+        out->port = ntohs(s6->sin6_port);
+        return 0;
+    }
+    return -EINVAL;
+}
+
+int san_nic_parse_nets(const char *s, struct san_nic_net *out, size_t max, size_t *n, size_t *bad)
+{
+    const char *p = s;
+    *n = 0;
+    for (;;) {
+        p += strspn(p, " \t,");
+        if (!*p)
+            return 0;
+        size_t len = strcspn(p, " \t,");
+        char word[64];
+        *bad = (size_t)(p - s);
+        if (len >= sizeof(word) || *n == max)
+            return -EINVAL;
+        memcpy(word, p, len);
+        word[len] = 0;
+        char *slash = strchr(word, '/');
+        if (!slash)
+            return -EINVAL;
+        *slash = 0;
+        struct san_nic_net net;
+        unsigned char v4[4];
+        unsigned max_prefix;
+        if (inet_pton(AF_INET, word, v4) == 1) {
+            to_v6(v4, net.ip);
+            max_prefix = 32;
+        } else if (inet_pton(AF_INET6, word, net.ip) == 1) {
+            max_prefix = 128;
+        } else {
+            return -EINVAL;
+        }
+        char *end;
+        unsigned long bits = strtoul(slash + 1, &end, 10);
+        if (end == slash + 1 || *end || bits > max_prefix)
+            return -EINVAL;
+        net.prefix = (unsigned)bits + (max_prefix == 32 ? 96 : 0);
+        out[(*n)++] = net;
+        p += len;
+    }
+}
+
+static bool served(const struct san_nic *nic, const struct san_nic_addr *a)
+{
+    for (size_t i = 0; i < nic->cfg.nr_nets; i++) {
+        const struct san_nic_net *net = &nic->nets[i];
+        unsigned full = net->prefix / 8, rest = net->prefix % 8;
+        if (memcmp(a->ip, net->ip, full))
+            continue;
+        if (rest && (a->ip[full] ^ net->ip[full]) & (0xff00 >> rest))
+            continue;
+        return true;
+    }
+    return false;
+}
+
+int san_nic_create(const struct san_nic_config *cfg, struct san_mr_registry *reg,
+                   struct san_dma_adapter *adapter, struct san_nic **out)
+{
+    if (!cfg || cfg->nr_nets > 16)
+        return -EINVAL;
+    struct san_nic *nic = calloc(1, sizeof(*nic));
+    if (!nic)
+        return -ENOMEM;
+    if (pthread_mutex_init(&nic->lock, NULL)) {
+        free(nic);
+        return -ENOMEM;
+    }
+    nic->cfg = *cfg;
+    memcpy(nic->nets, cfg->nets, cfg->nr_nets * sizeof(cfg->nets[0]));
+    nic->cfg.nets = nic->nets;
+    nic->reg = reg;
+    nic->adapter = adapter;
+    *out = nic;
+    return 0;
+}
+
+void san_nic_destroy(struct san_nic *nic)
+{
+    if (!nic)
+        return;
+    /* Engines of closed endpoints finish on their own: wait for the last to let go. */
+    for (int i = 0; i < 5000 && atomic_load(&nic->endpoints); i++) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    if (atomic_load(&nic->endpoints))
+        return; /* an engine still runs: leave it what it uses */
+    pthread_mutex_destroy(&nic->lock);
+    free(nic);
+}
+
+void san_nic_stats(struct san_nic *nic, struct san_nic_stats *out)
+{
+    out->endpoints = atomic_load(&nic->endpoints);
+    out->ops = atomic_load(&nic->ops);
+    out->bytes = atomic_load(&nic->bytes);
+}
+
+static void futex_wake_all(_Atomic uint32_t *word)
+{
+    syscall(SYS_futex, word, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+}
+
+/* A new endpoint with its region and eventfd; one reference (the loop's). */
+static int ep_create(struct san_nic *nic, const void *owner, struct san_mr_set *set,
+                     struct san_nic_ep **out)
+{
+    struct san_nic_ep *ep = calloc(1, sizeof(*ep));
+    if (!ep)
+        return -ENOMEM;
+    int err = -ENOMEM;
+    ep->memfd = memfd_create("sanproxy-ep", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    ep->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (ep->memfd < 0 || ep->efd < 0 || ftruncate(ep->memfd, (off_t)SAN_EPQ_SIZE) ||
+        fcntl(ep->memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) {
+        err = errno == EMFILE || errno == ENFILE ? -ENOBUFS : -ENOMEM;
+        goto fail;
+    }
+    ep->q = mmap(NULL, SAN_EPQ_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, ep->memfd, 0);
+    if (ep->q == MAP_FAILED) {
+        ep->q = NULL;
+        goto fail;
+    }
+    *ep->q = (struct san_epq){
+        .magic = SAN_EPQ_MAGIC,
+        .version = SAN_EPQ_VERSION,
+        .size = SAN_EPQ_SIZE,
+        .sq_depth = SAN_EPQ_SQ,
+        .rq_depth = SAN_EPQ_RQ,
+        .cq_depth = SAN_EPQ_CQ,
+        .sge_max = SAN_EPQ_SGE,
+        .sq_off = SAN_EPQ_SQ_OFF,
+        .rq_off = SAN_EPQ_RQ_OFF,
+        .cq_off = SAN_EPQ_CQ_OFF,
+    };
+    atomic_store(&ep->q->state, SAN_EPQ_CONNECTING);
+    ep->state = SAN_EPQ_CONNECTING;
+    ep->nic = nic;
+    ep->set = set;
+    ep->owner = owner;
+    atomic_init(&ep->refs, 1);
+    atomic_fetch_add(&nic->endpoints, 1);
+    *out = ep;
+    return 0;
+fail:
+    if (ep->memfd >= 0)
+        close(ep->memfd);
+    if (ep->efd >= 0)
+        close(ep->efd);
+    free(ep);
+    return err;
+}
+
+void san_nic_ep_put(struct san_nic_ep *ep)
+{
+    if (atomic_fetch_sub(&ep->refs, 1) != 1)
+        return;
+    atomic_fetch_sub(&ep->nic->endpoints, 1);
+    munmap(ep->q, SAN_EPQ_SIZE);
+    close(ep->memfd);
+    close(ep->efd);
+    free(ep);
+}
+
+/* Tells a connector what became of it. */
+static void set_state(struct san_nic_ep *ep, uint32_t state, int32_t err)
+{
+    ep->state = state;
+    ep->err = err;
+    atomic_store(&ep->q->state_err, err);
+    atomic_store_explicit(&ep->q->state, state, memory_order_release);
+    futex_wake_all(&ep->q->state);
+    atomic_fetch_add(&ep->q->cq_seq, 1);
+    futex_wake_all(&ep->q->cq_seq);
+}
+
+static struct san_nic_listener *find_listener(struct san_nic *nic, const struct san_nic_addr *a)
+{
+    for (struct san_nic_listener *l = nic->listeners; l; l = l->next)
+        if (!memcmp(&l->addr, a, sizeof(*a)))
+            return l;
+    return NULL;
+}
+
+int san_nic_listen(struct san_nic *nic, const void *owner, const struct san_nic_addr *addr,
+                   int backlog, struct san_nic_listener **out)
+{
+    if (backlog < 1 || !addr->port)
+        return -EINVAL;
+    if (!served(nic, addr))
+        return -EADDRNOTAVAIL;
+    struct san_nic_listener *l = calloc(1, sizeof(*l));
+    if (!l)
+        return -ENOMEM;
+    l->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (l->efd < 0) {
+        free(l);
+        return -ENOBUFS;
+    }
+    l->nic = nic;
+    l->addr = *addr;
+    l->owner = owner;
+    l->backlog =
+        (unsigned)backlog < nic->cfg.backlog_max ? (unsigned)backlog : nic->cfg.backlog_max;
+    l->pending_tail = &l->pending;
+    pthread_mutex_lock(&nic->lock);
+    int err = find_listener(nic, addr) ? -EADDRINUSE : 0;
+    if (!err) {
+        l->next = nic->listeners;
+        nic->listeners = l;
+    }
+    pthread_mutex_unlock(&nic->lock);
+    if (err) {
+        close(l->efd);
+        free(l);
+        return err;
+    }
+    *out = l;
+    return 0;
+}
+
+/* Takes ep out of l's backlog (it is there). */
+static void unqueue(struct san_nic_listener *l, struct san_nic_ep *ep)
+{
+    for (struct san_nic_ep **p = &l->pending; *p; p = &(*p)->next_pending) {
+        if (*p == ep) {
+            *p = ep->next_pending;
+            if (l->pending_tail == &ep->next_pending)
+                l->pending_tail = p;
+            break;
+        }
+    }
+    ep->next_pending = NULL;
+    if (!--l->nr_pending) {
+        uint64_t n;
+        if (read(l->efd, &n, sizeof(n)) < 0) { /* not readable: nothing waits */
+        }
+    }
+}
+
+static struct san_nic_listener *waiting_on(struct san_nic *nic, struct san_nic_ep *ep)
+{
+    for (struct san_nic_listener *l = nic->listeners; l; l = l->next)
+        for (struct san_nic_ep *p = l->pending; p; p = p->next_pending)
+            if (p == ep)
+                return l;
+    return NULL;
+}
+
+void san_nic_listener_close(struct san_nic_listener *l)
+{
+    if (!l)
+        return;
+    struct san_nic *nic = l->nic;
+    pthread_mutex_lock(&nic->lock);
+    for (struct san_nic_listener **p = &nic->listeners; *p; p = &(*p)->next) {
+        if (*p == l) {
+            *p = l->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&nic->lock);
+    while (l->pending) {
+        struct san_nic_ep *ep = l->pending;
+        unqueue(l, ep);
+        set_state(ep, SAN_EPQ_REFUSED, -ECONNREFUSED);
+    }
+    close(l->efd);
+    free(l);
+}
+
+int san_nic_connect(struct san_nic *nic, const void *owner, struct san_mr_set *set,
+                    const struct san_nic_addr *addr, struct san_nic_ep **out)
+{
+    if (!addr->port)
+        return -EINVAL;
+    if (!served(nic, addr))
+        return -ENETUNREACH;
+    pthread_mutex_lock(&nic->lock);
+    struct san_nic_listener *l = find_listener(nic, addr);
+    pthread_mutex_unlock(&nic->lock);
+    if (!l || l->nr_pending >= l->backlog)
+        return -ECONNREFUSED;
+    struct san_nic_ep *ep;
+    int err = ep_create(nic, owner, set, &ep);
+    if (err)
+        return err;
+    ep->remote = *addr;
+    *l->pending_tail = ep;
+    l->pending_tail = &ep->next_pending;
+    if (!l->nr_pending++) {
+        uint64_t one = 1;
+        if (write(l->efd, &one, sizeof(one)) < 0) {
+        }
+    }
+    *out = ep;
+    return 0;
+}
+
+int san_nic_accept(struct san_nic_listener *l, const void *owner, struct san_mr_set *set,
+                   struct san_nic_ep **out)
+{
+    struct san_nic_ep *a = l->pending, *b;
+    if (!a)
+        return -EAGAIN;
+    int err = ep_create(l->nic, owner, set, &b);
+    if (err)
+        return err;
+    b->local = l->addr;
+    a->peer = b;
+    b->peer = a;
+    if ((err = san_nic_pair_start(l->nic, a, b))) {
+        a->peer = NULL;
+        san_nic_ep_put(b);
+        return err;
+    }
+    unqueue(l, a);
+    set_state(b, SAN_EPQ_CONNECTED, 0);
+    set_state(a, SAN_EPQ_CONNECTED, 0);
+    *out = b;
+    return 0;
+}
+
+void san_nic_ep_close(struct san_nic_ep *ep)
+{
+    if (!ep)
+        return;
+    if (!ep->pair) {
+        /* Still waiting in a backlog, or refused. */
+        pthread_mutex_lock(&ep->nic->lock);
+        struct san_nic_listener *l = waiting_on(ep->nic, ep);
+        pthread_mutex_unlock(&ep->nic->lock);
+        if (l)
+            unqueue(l, ep);
+        san_nic_ep_put(ep);
+        return;
+    }
+    san_nic_pair_close(ep);
+    san_nic_ep_put(ep);
+}

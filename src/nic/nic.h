@@ -1,0 +1,131 @@
+/* The software SAN NIC inside sanproxyd: listeners, endpoints (reliable connected queue pairs)
+ * and the engines that execute their work requests.
+ *
+ * The daemon's loop thread creates and closes listeners and endpoints (san_nic_* below, called
+ * from ops.c); one engine thread per connection (engine.c) executes the work requests both ends
+ * post in their shared queues (proto/queue.h), checks every access as a target NIC does, moves the
+ * bytes through the NIC's DMA adapter and posts completions. A connection's thread sleeps when
+ * both ends are idle and is woken by a poster. One engine per connection means that a peer whose
+ * memory cannot be reached quickly (docs/nic.md) slows only that connection.
+ *
+ * Locking: nic->lock protects the listener table and the counts; an endpoint's engine-side state
+ * is its engine thread's, except `closing`, an atomic the loop sets. An endpoint's memory (its
+ * region, its struct) goes when both the loop and the engine have let go of it (refs). */
+#ifndef SAN_NIC_NIC_H
+#define SAN_NIC_NIC_H
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "mdl/mdl.h"
+#include "mr/mr.h"
+#include "proto/queue.h"
+
+struct san_dma_adapter;
+struct san_nic;
+struct san_nic_pair;
+
+/* A SAN address: family, port, address bytes (IPv4 mapped into IPv6 form for comparison). */
+struct san_nic_addr {
+    uint8_t ip[16]; /* IPv6, or ::ffff:a.b.c.d */
+    uint16_t port;
+};
+
+/* One network this host serves ([nic] addresses): ip/prefix over the IPv6 form. */
+struct san_nic_net {
+    uint8_t ip[16];
+    unsigned prefix; /* bits, 0..128 */
+};
+
+#define SAN_NIC_DEFAULT_NETS "127.0.0.0/8, ::1/128"
+/* Parses "127.0.0.0/8, ::1/128" (commas or spaces between networks). -EINVAL with *bad set to
+ * the offending word's offset. */
+int san_nic_parse_nets(const char *s, struct san_nic_net *out, size_t max, size_t *n, size_t *bad);
+/* A socket address (AF_INET or AF_INET6 with its exact size) as a SAN address, -EINVAL. */
+int san_nic_addr_from(const struct sockaddr *sa, socklen_t len, struct san_nic_addr *out);
+
+struct san_nic_config {
+    const struct san_nic_net *nets;
+    size_t nr_nets;
+    unsigned backlog_max; /* a listener's backlog is capped here */
+    unsigned spin_us;     /* an idle engine spins this long before it sleeps */
+    size_t max_length;    /* the adapter's bytes per transfer */
+};
+
+/* A daemon-side endpoint. */
+struct san_nic_ep {
+    struct san_nic *nic;
+    struct san_nic_pair *pair; /* NULL while connecting */
+    struct san_nic_ep *peer;
+    struct san_epq *q;      /* the shared region, mapped here */
+    int memfd, efd;         /* the region; the eventfd of san_ep_fd */
+    struct san_mr_set *set; /* the owner's registrations (lkeys) */
+    const void *owner;      /* the daemon's client, for listings */
+    _Atomic int refs;       /* the loop's and the engine's */
+    _Atomic bool closing;   /* the owner closed it (or went away) */
+    /* the engine's own copies of what it owns in the region */
+    uint32_t sq_head, rq_head, cq_tail;
+    uint32_t state;
+    int32_t err;
+    uint64_t ops, bytes;             /* completed work requests and bytes moved (atomically read) */
+    struct san_nic_ep *next_pending; /* in a listener's backlog */
+    struct san_nic_addr local, remote;
+};
+
+struct san_nic_listener {
+    struct san_nic_listener *next;
+    struct san_nic *nic;
+    struct san_nic_addr addr;
+    const void *owner;
+    int efd; /* readable while a connection waits */
+    unsigned backlog, nr_pending;
+    struct san_nic_ep *pending, **pending_tail;
+};
+
+int san_nic_create(const struct san_nic_config *cfg, struct san_mr_registry *reg,
+                   struct san_dma_adapter *adapter, struct san_nic **out);
+/* Every endpoint and listener must be closed. NULL is a no-op. */
+void san_nic_destroy(struct san_nic *nic);
+
+/* The loop's calls. Each returns 0 or a negative errno (the errors of include/san/nic.h). */
+int san_nic_listen(struct san_nic *nic, const void *owner, const struct san_nic_addr *addr,
+                   int backlog, struct san_nic_listener **out);
+void san_nic_listener_close(struct san_nic_listener *l);
+/* A new endpoint of set's owner connecting to addr; *out is CONNECTING until accepted. */
+int san_nic_connect(struct san_nic *nic, const void *owner, struct san_mr_set *set,
+                    const struct san_nic_addr *addr, struct san_nic_ep **out);
+/* Takes the oldest waiting connection of l: -EAGAIN when none waits. */
+int san_nic_accept(struct san_nic_listener *l, const void *owner, struct san_mr_set *set,
+                   struct san_nic_ep **out);
+/* The owner lets go of ep: flushed, the peer reset, freed once its engine lets go too. */
+void san_nic_ep_close(struct san_nic_ep *ep);
+
+struct san_nic_stats {
+    uint64_t endpoints, ops, bytes;
+};
+void san_nic_stats(struct san_nic *nic, struct san_nic_stats *out);
+
+/* engine.c */
+int san_nic_pair_start(struct san_nic *nic, struct san_nic_ep *a, struct san_nic_ep *b);
+/* Marks a paired ep closed, between two of its engine's requests, and wakes the engine. */
+void san_nic_pair_close(struct san_nic_ep *ep);
+/* Wakes ep's engine (after closing set, or new state). */
+void san_nic_kick(struct san_nic_ep *ep);
+void san_nic_ep_put(struct san_nic_ep *ep);
+
+/* Internals shared by nic.c and engine.c. */
+struct san_nic {
+    struct san_nic_config cfg;
+    struct san_nic_net nets[16];
+    struct san_mr_registry *reg;
+    struct san_dma_adapter *adapter;
+    pthread_mutex_t lock;
+    struct san_nic_listener *listeners;
+    _Atomic uint64_t endpoints, ops, bytes;
+};
+
+#endif
