@@ -40,6 +40,8 @@ enum san_frames_kind {
     SAN_FRAMES_COMMON,     /* a DMA adapter's common buffer */
     SAN_FRAMES_LOCKED,     /* pages of a locked buffer; the bytes live in the owner's memory */
     SAN_FRAMES_BOUNCE,     /* map registers of a DMA adapter */
+    SAN_FRAMES_FREED,      /* freed frames whose record still sits in the tree and the index: the
+                            * deferred free (frames.c); free memory to everyone else */
 };
 
 /* Whose pages locked frames are: this process (pid 0) or a client reached through its pidfd.
@@ -89,6 +91,10 @@ struct san_machine {
     size_t index_count;
 
     struct san_frames *pending; /* a free extent whose shrink its ancestors do not know yet */
+    /* The deferred free (frames.c): a freed CONTIG or COMMON record left in place, and the free
+     * extents its frames would join (NULL: none on that side). */
+    struct san_frames *freed;
+    struct san_range *freed_prev, *freed_next;
     /* The search hint (frames.c): the free extent the last full search found, and its request. */
     struct san_frames *hint;
     uint64_t hint_lo, hint_hi, hint_bytes, hint_boundary;
@@ -140,10 +146,11 @@ static inline bool san_phys_is_asked(const struct san_frames *f, uint64_t bytes)
     return f->last_bytes && bytes == f->r.len - SAN_PAGE_SIZE + f->last_bytes;
 }
 
-/* True for a frame record, false for a free extent. */
+/* True for a frame record, false for a free extent or a freed record waiting in the tree (its
+ * frames are free). */
 static inline bool san_phys_is_record(const struct san_frames *f)
 {
-    return f->kind != 0;
+    return f->kind != 0 && f->kind != SAN_FRAMES_FREED;
 }
 
 static inline uint64_t san_low_part(uint64_t start, uint64_t len)
