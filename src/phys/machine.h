@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <sys/single_threaded.h>
 #include <sys/types.h>
 
 #include <san/phys.h>
@@ -103,6 +104,32 @@ struct san_machine {
     uint64_t allocations, allocated_bytes, locked_bytes;
     atomic_uint_fast64_t dma_faults, bounce_bytes, map_registers_in_use;
 };
+
+/* m->lock for writing (san_phys_wrlock) or reading (san_phys_rdlock), except in a process that
+ * has a single thread: nothing can contend there (the one thread is inside this call, so it is
+ * not creating another), and the lock would be a third of the cost of an allocation and its
+ * free (glibc's malloc skips its arena lock the same way). Returns whether it took the lock,
+ * for san_phys_unlock. The functions of phys, mdl and dma that take the lock unconditionally
+ * stay correct beside these: while the process has one thread they never overlap with them. */
+static inline bool san_phys_wrlock(struct san_machine *m)
+{
+    if (__libc_single_threaded)
+        return false;
+    pthread_rwlock_wrlock(&m->lock);
+    return true;
+}
+static inline bool san_phys_rdlock(struct san_machine *m)
+{
+    if (__libc_single_threaded)
+        return false;
+    pthread_rwlock_rdlock(&m->lock);
+    return true;
+}
+static inline void san_phys_unlock(struct san_machine *m, bool locked)
+{
+    if (locked)
+        pthread_rwlock_unlock(&m->lock);
+}
 
 /* CPU address of physical address pa, which must be RAM. */
 static inline void *san_phys_host(const struct san_machine *m, const struct san_ram_seg *s,
