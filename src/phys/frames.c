@@ -11,9 +11,13 @@
  * - freeing finds the record through the index (O(1)) and its free neighbours as its tree
  *   neighbours; releasing never allocates (the record becomes a free extent or goes back to the
  *   pool when it coalesces);
- * - two exact memos make the commonest sequence cheap: a repeated request is answered from the
- *   last search's extent (the search hint), and a shrink from carving is told to the tree only at
- *   the next operation, which often merges the record straight back (the pending shrink).
+ * - exact memos make the commonest sequence (a free, then the same request again) cheap: a
+ *   repeated request is answered from the last search's extent (the search hint); a shrink from
+ *   carving is told to the tree only at the next change, which often merges the record straight
+ *   back (the pending shrink); a freed CONTIG or COMMON record stays in place until the next
+ *   change and the same request takes it back when it is exactly the highest placement (the
+ *   deferred free); and the record carved last remembers the free extents it would join, so its
+ *   free needs no walk while the tree stays as it was.
  * Locking: every function here expects m->lock held for writing (see machine.h), except
  * san_phys_frames_at, which only reads. */
 #include "phys/machine.h"
@@ -298,6 +302,11 @@ static struct san_frames *carve(struct san_machine *m, struct san_range *e, uint
 
     if (m->hint && &m->hint->r == e && (at == e_start) == (end == e_end))
         m->hint = NULL; /* all of it, or a free tail above the record */
+    /* The free extents the record will join when freed, if nothing changes meanwhile: what is
+     * left of e on either side (e's own neighbours are records or RAM edges, never free: free
+     * extents are never adjacent and no freed record waits while carving). */
+    m->carved_prev = at != e_start ? e : NULL;
+    m->carved_next = end == e_end ? NULL : at == e_start ? e : NULL; /* a tail: set below */
     if (at == e_start && end == e_end) {
         /* The whole extent: it becomes the record, in place. */
         f = frames_of(e);
@@ -327,8 +336,10 @@ static struct san_frames *carve(struct san_machine *m, struct san_range *e, uint
         struct san_frames *tail = san_pool_get(&m->pool);
         reinit(tail, end, e_end - end, 0);
         san_range_insert_after(&m->frames, &f->r, &tail->r);
+        m->carved_next = &tail->r;
         m->free_extents++;
     }
+    m->carved = f;
     index_put(m, f);
     account(m, f, +1);
     return f;
@@ -387,6 +398,8 @@ static void release(struct san_machine *m, struct san_frames *f, struct san_rang
     struct san_range *r = &f->r;
     uint64_t start = r->start, len = r->len;
     bool join_prev = prev != NULL, join_next = next != NULL;
+
+    m->carved = NULL; /* the tree changes */
 
     struct san_range *pending = m->pending ? &m->pending->r : NULL;
     if (pending && join_prev != join_next && pending == (join_prev ? prev : next) &&
@@ -482,6 +495,9 @@ static struct san_frames *reuse(struct san_machine *m, const struct window *w,
     m->free_extents -= join_delta(prev, next);
     reinit(f, f->r.start, f->r.len, kind);
     account(m, f, +1);
+    m->carved = f; /* the tree is as it was when f was carved or last taken back */
+    m->carved_prev = prev;
+    m->carved_next = next;
     return f;
 }
 
@@ -490,7 +506,12 @@ void san_phys_free_locked(struct san_machine *m, struct san_frames *f)
     struct san_range *prev, *next;
 
     flush(m);
-    neighbours(m, f, &prev, &next);
+    if (m->carved == f) {
+        prev = m->carved_prev;
+        next = m->carved_next;
+    } else {
+        neighbours(m, f, &prev, &next);
+    }
     account(m, f, -1);
     scrub(m, f);
     m->free_extents += join_delta(prev, next);

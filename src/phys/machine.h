@@ -96,6 +96,10 @@ struct san_machine {
      * extents its frames would join (NULL: none on that side). */
     struct san_frames *freed;
     struct san_range *freed_prev, *freed_next;
+    /* The record carved or taken back last, while the tree has not changed since, and the free
+     * extents it would join (what neighbours() in frames.c would find): its free needs no walk. */
+    struct san_frames *carved;
+    struct san_range *carved_prev, *carved_next;
     /* The search hint (frames.c): the free extent the last full search found, and its request. */
     struct san_frames *hint;
     uint64_t hint_lo, hint_hi, hint_bytes, hint_boundary;
