@@ -13,7 +13,9 @@
  * Locking: m->lock is a reader-writer lock. Allocation and release of frames take it for writing;
  * device accesses (dma) take it for reading for the whole copy, so a frame cannot be freed while a
  * device writes it and devices do not serialise each other. Counters that devices bump are atomic.
- * Functions ending in _locked expect the write lock held; san_phys_frames_at needs either. */
+ * Functions ending in _locked expect the write lock held; san_phys_frames_at needs either. The
+ * public allocation, free, statistics and address calls take it through san_phys_wrlock and
+ * san_phys_rdlock, which skip it while the process has one thread. */
 #ifndef SAN_PHYS_MACHINE_H
 #define SAN_PHYS_MACHINE_H
 
