@@ -1,6 +1,7 @@
 /* san_alloc_contiguous / san_free_contiguous: MmAllocateContiguousMemorySpecifyCache and
  * MmFreeContiguousMemorySpecifyCache on the emulated machine. Sits on the frame allocator
- * (frames.c); takes m->lock for writing around each call. */
+ * (frames.c); takes m->lock for writing around each call (san_phys_wrlock: not in a process
+ * with one thread). */
 #include "phys/machine.h"
 
 #include <errno.h>
@@ -26,13 +27,13 @@ int san_alloc_contiguous(struct san_machine *m, size_t bytes, san_paddr_t lowest
     if (boundary && ((boundary & (boundary - 1)) || len > boundary))
         return -EINVAL;
 
-    pthread_rwlock_wrlock(&m->lock);
+    bool locked = san_phys_wrlock(m);
     f = san_phys_alloc_locked(m, len, lowest, highest, boundary, SAN_FRAMES_CONTIG, &err);
     if (f) {
         f->cache = (uint8_t)cache;
         san_phys_set_asked(f, bytes);
     }
-    pthread_rwlock_unlock(&m->lock);
+    san_phys_unlock(m, locked);
     if (!f)
         return err;
     *va = san_phys_to_host(m, f->r.start);
@@ -48,13 +49,13 @@ int san_free_contiguous(struct san_machine *m, void *va, size_t bytes, enum san_
         return -EINVAL;
     uint64_t len = ((uint64_t)bytes + PAGE - 1) & ~(PAGE - 1);
 
-    pthread_rwlock_wrlock(&m->lock);
+    bool locked = san_phys_wrlock(m);
     struct san_frames *f = san_phys_frames_at(m, pa);
     if (f && f->kind == SAN_FRAMES_CONTIG && f->r.start == pa && f->r.len == len &&
         san_phys_is_asked(f, bytes) && f->cache == (uint8_t)cache) {
         san_phys_free_locked(m, f);
         err = 0;
     }
-    pthread_rwlock_unlock(&m->lock);
+    san_phys_unlock(m, locked);
     return err;
 }

@@ -11,9 +11,13 @@
  * - freeing finds the record through the index (O(1)) and its free neighbours as its tree
  *   neighbours; releasing never allocates (the record becomes a free extent or goes back to the
  *   pool when it coalesces);
- * - two exact memos make the commonest sequence cheap: a repeated request is answered from the
- *   last search's extent (the search hint), and a shrink from carving is told to the tree only at
- *   the next operation, which often merges the record straight back (the pending shrink).
+ * - exact memos make the commonest sequence (a free, then the same request again) cheap: a
+ *   repeated request is answered from the last search's extent (the search hint); a shrink from
+ *   carving is told to the tree only at the next change, which often merges the record straight
+ *   back (the pending shrink); a freed CONTIG or COMMON record stays in place until the next
+ *   change and the same request takes it back when it is exactly the highest placement (the
+ *   deferred free); and the record carved last remembers the free extents it would join, so its
+ *   free needs no walk while the tree stays as it was.
  * Locking: every function here expects m->lock held for writing (see machine.h), except
  * san_phys_frames_at, which only reads. */
 #include "phys/machine.h"
@@ -110,10 +114,11 @@ static void index_del(struct san_machine *m, const struct san_frames *f)
 struct san_frames *san_phys_frames_at(const struct san_machine *m, san_paddr_t pa)
 {
     struct san_frames *f = index_find(m, pa);
-    if (f)
-        return f;
-    struct san_range *r = san_range_lookup(&m->frames, pa);
-    return r && !is_free(r) ? frames_of(r) : NULL;
+    if (!f) {
+        struct san_range *r = san_range_lookup(&m->frames, pa);
+        f = r && !is_free(r) ? frames_of(r) : NULL;
+    }
+    return f && san_phys_is_record(f) ? f : NULL; /* a freed record's frames are free */
 }
 
 /* ---- searching ----------------------------------------------------------------------------- */
@@ -297,6 +302,11 @@ static struct san_frames *carve(struct san_machine *m, struct san_range *e, uint
 
     if (m->hint && &m->hint->r == e && (at == e_start) == (end == e_end))
         m->hint = NULL; /* all of it, or a free tail above the record */
+    /* The free extents the record will join when freed, if nothing changes meanwhile: what is
+     * left of e on either side (e's own neighbours are records or RAM edges, never free: free
+     * extents are never adjacent and no freed record waits while carving). */
+    m->carved_prev = at != e_start ? e : NULL;
+    m->carved_next = end == e_end ? NULL : at == e_start ? e : NULL; /* a tail: set below */
     if (at == e_start && end == e_end) {
         /* The whole extent: it becomes the record, in place. */
         f = frames_of(e);
@@ -326,8 +336,10 @@ static struct san_frames *carve(struct san_machine *m, struct san_range *e, uint
         struct san_frames *tail = san_pool_get(&m->pool);
         reinit(tail, end, e_end - end, 0);
         san_range_insert_after(&m->frames, &f->r, &tail->r);
+        m->carved_next = &tail->r;
         m->free_extents++;
     }
+    m->carved = f;
     index_put(m, f);
     account(m, f, +1);
     return f;
@@ -341,62 +353,6 @@ static int reserve(struct san_machine *m)
     return 0;
 }
 
-struct san_frames *san_phys_alloc_locked(struct san_machine *m, uint64_t bytes, san_paddr_t lowest,
-                                         san_paddr_t highest, uint64_t boundary,
-                                         enum san_frames_kind kind, int *err)
-{
-    struct window w = {.bytes = bytes, .boundary = boundary};
-    uint64_t at;
-    struct san_range *e;
-
-    if (!bytes || bytes % PAGE || (boundary && (boundary & (boundary - 1) || boundary < bytes))) {
-        *err = -EINVAL;
-        return NULL;
-    }
-    settle(m);
-    if (!make_window(m, lowest, highest, &w)) {
-        *err = -ENOMEM;
-        return NULL;
-    }
-    if (hint_matches(m, &w) && place(&m->hint->r, &w, &at)) {
-        e = &m->hint->r;
-    } else {
-        e = search(m->frames.root, &w, &at);
-        m->hint = NULL;
-        if (!e) {
-            *err = -ENOMEM;
-            return NULL;
-        }
-        hint_set(m, e, &w);
-    }
-    if (reserve(m)) {
-        *err = -ENOMEM;
-        return NULL;
-    }
-    return carve(m, e, at, bytes, kind);
-}
-
-struct san_frames *san_phys_alloc_piece_locked(struct san_machine *m, uint64_t bytes,
-                                               san_paddr_t lowest, san_paddr_t highest,
-                                               enum san_frames_kind kind)
-{
-    struct window w = {.bytes = PAGE};
-    uint64_t at;
-    struct san_range *e;
-
-    if (!bytes || bytes % PAGE)
-        return NULL;
-    settle(m);
-    if (!make_window(m, lowest, highest, &w) || !(e = search(m->frames.root, &w, &at)))
-        return NULL;
-    if (reserve(m))
-        return NULL;
-    /* e has at least a page in the window, ending at at + PAGE: take up to bytes below that. */
-    uint64_t end = at + PAGE, s = e->start > w.lo ? e->start : w.lo;
-    uint64_t len = end - s < bytes ? end - s : bytes;
-    return carve(m, e, end - len, len, kind);
-}
-
 /* Drops the bytes of free low frames so that the pattern check finds them clean. */
 static void scrub(struct san_machine *m, const struct san_frames *f)
 {
@@ -406,24 +362,44 @@ static void scrub(struct san_machine *m, const struct san_frames *f)
     madvise(san_phys_to_host(m, f->r.start), low, MADV_DONTNEED);
 }
 
-void san_phys_free_locked(struct san_machine *m, struct san_frames *f)
+/* The free extents f's frames join when released: prev ends where f starts, next starts where
+ * f ends (NULL: none on that side). Only within f's RAM segment: at its edges there is nothing
+ * to join (and the walk to the neighbour would be the longest at the top of RAM, where most
+ * allocations are). */
+static void neighbours(const struct san_machine *m, const struct san_frames *f,
+                       struct san_range **prev, struct san_range **next)
 {
-    struct san_range *r = &f->r, *prev = NULL, *next = NULL;
-    uint64_t start = r->start, len = r->len, end = start + len;
+    const struct san_range *r = &f->r;
+    uint64_t start = r->start, end = start + r->len;
     const struct san_ram_seg *seg = san_phys_seg(m, start);
+    struct san_range *p = NULL, *n = NULL;
 
-    /* Neighbours only within the segment: at its edges there is nothing to join (and the walk to
-     * the neighbour would be the longest at the top of RAM, where most allocations are). */
-    if (start != seg->base)
-        prev = san_range_prev(r);
-    if (end != seg->base + seg->size)
-        next = san_range_next(r);
-    bool join_prev = prev && is_free(prev) && san_range_end(prev) == start;
-    bool join_next = next && is_free(next) && next->start == end;
+    if (start != seg->base && (p = san_range_prev(r)) && !(is_free(p) && san_range_end(p) == start))
+        p = NULL;
+    if (end != seg->base + seg->size && (n = san_range_next(r)) && !(is_free(n) && n->start == end))
+        n = NULL;
+    *prev = p;
+    *next = n;
+}
 
-    index_del(m, f);
-    account(m, f, -1);
-    scrub(m, f);
+/* How the number of free extents changes when frames join prev and next: one more, the same,
+ * or one fewer. */
+static inline int64_t join_delta(const struct san_range *prev, const struct san_range *next)
+{
+    return prev && next ? -1 : prev || next ? 0 : 1;
+}
+
+/* The tree part of releasing record f (already out of the index and accounted): f joins prev
+ * and next (its free neighbours, from neighbours()) or becomes a free extent itself. Counts no
+ * free extents (the caller does, with join_delta). */
+static void release(struct san_machine *m, struct san_frames *f, struct san_range *prev,
+                    struct san_range *next)
+{
+    struct san_range *r = &f->r;
+    uint64_t start = r->start, len = r->len;
+    bool join_prev = prev != NULL, join_next = next != NULL;
+
+    m->carved = NULL; /* the tree changes */
 
     struct san_range *pending = m->pending ? &m->pending->r : NULL;
     if (pending && join_prev != join_next && pending == (join_prev ? prev : next) &&
@@ -453,11 +429,10 @@ void san_phys_free_locked(struct san_machine *m, struct san_frames *f)
         san_range_erase(&m->frames, r);
         san_range_erase(&m->frames, next);
         san_pool_put(&m->pool, f);
-        san_pool_put(&m->pool, next);
+        san_pool_put(&m->pool, frames_of(next));
         prev->len += len + next_len;
         san_range_changed(&m->frames, prev);
         hint_grown(m, prev);
-        m->free_extents--;
     } else if (join_prev) {
         san_range_erase(&m->frames, r);
         san_pool_put(&m->pool, f);
@@ -476,6 +451,146 @@ void san_phys_free_locked(struct san_machine *m, struct san_frames *f)
         reinit(f, start, len, 0);
         san_range_changed(&m->frames, r);
         hint_grown(m, r);
-        m->free_extents++;
     }
+}
+
+/* The deferred free. The commonest sequence is a free and then the same request again (a driver
+ * recycling its buffers), which would take the record out of the tree and the index, merge its
+ * frames into their neighbours, and then carve the same frames out again. So a freed CONTIG or
+ * COMMON record stays where it is, as kind SAN_FRAMES_FREED: accounted as free at once (every
+ * counter, free extents included, says what the merge will make of it), scrubbed at once, and
+ * free memory to every reader (san_phys_frames_at, san_phys_is_record). Every operation that
+ * changes the tree first flushes it (the real release); only the allocation below may take it
+ * back instead, when it is exactly the answer the search would give: the request is the hint's
+ * (no free extent above the hint's extent has a placement for it), the hint's extent is one the
+ * record would join, and the highest placement in the run the record would be part of is the
+ * record itself. So placements are exactly those of an immediate release. One record at most:
+ * memory stays proportional to allocations, and a flush is one release. */
+static void flush(struct san_machine *m)
+{
+    struct san_frames *f = m->freed;
+    if (!f)
+        return;
+    m->freed = NULL;
+    index_del(m, f);
+    release(m, f, m->freed_prev, m->freed_next);
+}
+
+/* The deferred record as the answer to window w (the hint's request) for a record of kind, or
+ * NULL (nothing changed). */
+static struct san_frames *reuse(struct san_machine *m, const struct window *w,
+                                enum san_frames_kind kind)
+{
+    struct san_frames *f = m->freed;
+    struct san_range *prev = m->freed_prev, *next = m->freed_next, *e = &m->hint->r;
+    uint64_t at;
+
+    if (f->r.len != w->bytes || (e != prev && e != next))
+        return NULL;
+    struct san_range run = {.start = prev ? prev->start : f->r.start};
+    run.len = (next ? san_range_end(next) : san_range_end(&f->r)) - run.start;
+    if (!place(&run, w, &at) || at != f->r.start)
+        return NULL;
+    m->freed = NULL;
+    m->free_extents -= join_delta(prev, next);
+    reinit(f, f->r.start, f->r.len, kind);
+    account(m, f, +1);
+    m->carved = f; /* the tree is as it was when f was carved or last taken back */
+    m->carved_prev = prev;
+    m->carved_next = next;
+    return f;
+}
+
+void san_phys_free_locked(struct san_machine *m, struct san_frames *f)
+{
+    struct san_range *prev, *next;
+
+    flush(m);
+    if (m->carved == f) {
+        prev = m->carved_prev;
+        next = m->carved_next;
+    } else {
+        neighbours(m, f, &prev, &next);
+    }
+    account(m, f, -1);
+    scrub(m, f);
+    m->free_extents += join_delta(prev, next);
+    if (f->kind == SAN_FRAMES_CONTIG || f->kind == SAN_FRAMES_COMMON) {
+        f->kind = SAN_FRAMES_FREED;
+        m->freed = f;
+        m->freed_prev = prev;
+        m->freed_next = next;
+        return;
+    }
+    index_del(m, f);
+    release(m, f, prev, next);
+}
+
+struct san_frames *san_phys_alloc_locked(struct san_machine *m, uint64_t bytes, san_paddr_t lowest,
+                                         san_paddr_t highest, uint64_t boundary,
+                                         enum san_frames_kind kind, int *err)
+{
+    struct window w = {.bytes = bytes, .boundary = boundary};
+    uint64_t at;
+    struct san_range *e;
+
+    if (!bytes || bytes % PAGE || (boundary && (boundary & (boundary - 1) || boundary < bytes))) {
+        *err = -EINVAL;
+        return NULL;
+    }
+    if (!make_window(m, lowest, highest, &w)) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    struct san_frames *f;
+    if (m->freed && hint_matches(m, &w) && (f = reuse(m, &w, kind)))
+        return f;
+    flush(m);
+    settle(m);
+    if (hint_matches(m, &w) && place(&m->hint->r, &w, &at)) {
+        e = &m->hint->r;
+    } else {
+        e = search(m->frames.root, &w, &at);
+        m->hint = NULL;
+        if (!e) {
+            *err = -ENOMEM;
+            return NULL;
+        }
+        hint_set(m, e, &w);
+    }
+    if (reserve(m)) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    uint64_t e_start = e->start, e_end = san_range_end(e);
+    f = carve(m, e, at, bytes, kind);
+    if (at > e_start && at + bytes < e_end) {
+        /* From the middle (a window's end or a boundary inside e): carve dropped the hint, but
+         * it still holds for e, now the part below: at was the highest placement in e, so the
+         * free tail above has none, and nothing else above e changed. */
+        hint_set(m, e, &w);
+    }
+    return f;
+}
+
+struct san_frames *san_phys_alloc_piece_locked(struct san_machine *m, uint64_t bytes,
+                                               san_paddr_t lowest, san_paddr_t highest,
+                                               enum san_frames_kind kind)
+{
+    struct window w = {.bytes = PAGE};
+    uint64_t at;
+    struct san_range *e;
+
+    if (!bytes || bytes % PAGE)
+        return NULL;
+    flush(m);
+    settle(m);
+    if (!make_window(m, lowest, highest, &w) || !(e = search(m->frames.root, &w, &at)))
+        return NULL;
+    if (reserve(m))
+        return NULL;
+    /* e has at least a page in the window, ending at at + PAGE: take up to bytes below that. */
+    uint64_t end = at + PAGE, s = e->start > w.lo ? e->start : w.lo;
+    uint64_t len = end - s < bytes ? end - s : bytes;
+    return carve(m, e, end - len, len, kind);
 }

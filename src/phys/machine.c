@@ -1,6 +1,7 @@
 /* The emulated machine: RAM map, the RAM image, statistics and the NOLOWMEM pattern check.
  * Sits on common/range (free extents, frame records) and one anonymous MAP_NORESERVE mapping.
- * Locking: see machine.h; this file takes m->lock for reading in stats and the pattern check. */
+ * Locking: see machine.h; this file takes m->lock for reading in stats, physical addresses and
+ * the pattern check (the first two through san_phys_rdlock: not in a process with one thread). */
 #include "phys/machine.h"
 
 #include <errno.h>
@@ -155,7 +156,7 @@ int san_machine_stats(struct san_machine *m, struct san_machine_stats *out)
 {
     if (!m || !out)
         return -EINVAL;
-    pthread_rwlock_rdlock(&m->lock);
+    bool locked = san_phys_rdlock(m);
     *out = (struct san_machine_stats){
         .ram_bytes = m->ram_bytes,
         .free_bytes = m->free_bytes,
@@ -168,7 +169,7 @@ int san_machine_stats(struct san_machine *m, struct san_machine_stats *out)
         .map_registers_in_use = atomic_load(&m->map_registers_in_use),
         .free_extents = m->free_extents,
     };
-    pthread_rwlock_unlock(&m->lock);
+    san_phys_unlock(m, locked);
     return 0;
 }
 
@@ -221,9 +222,9 @@ int san_get_physical_address(struct san_machine *m, const void *va, san_paddr_t 
         return -EINVAL;
     if ((err = san_phys_from_host(m, va, &p)))
         return err;
-    pthread_rwlock_rdlock(&m->lock);
+    bool locked = san_phys_rdlock(m);
     bool used = san_phys_frames_at(m, p) != NULL;
-    pthread_rwlock_unlock(&m->lock);
+    san_phys_unlock(m, locked);
     if (!used)
         return -EFAULT;
     *pa = p;

@@ -13,13 +13,16 @@
  * Locking: m->lock is a reader-writer lock. Allocation and release of frames take it for writing;
  * device accesses (dma) take it for reading for the whole copy, so a frame cannot be freed while a
  * device writes it and devices do not serialise each other. Counters that devices bump are atomic.
- * Functions ending in _locked expect the write lock held; san_phys_frames_at needs either. */
+ * Functions ending in _locked expect the write lock held; san_phys_frames_at needs either. The
+ * public allocation, free, statistics and address calls take it through san_phys_wrlock and
+ * san_phys_rdlock, which skip it while the process has one thread. */
 #ifndef SAN_PHYS_MACHINE_H
 #define SAN_PHYS_MACHINE_H
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <sys/single_threaded.h>
 #include <sys/types.h>
 
 #include <san/phys.h>
@@ -40,6 +43,8 @@ enum san_frames_kind {
     SAN_FRAMES_COMMON,     /* a DMA adapter's common buffer */
     SAN_FRAMES_LOCKED,     /* pages of a locked buffer; the bytes live in the owner's memory */
     SAN_FRAMES_BOUNCE,     /* map registers of a DMA adapter */
+    SAN_FRAMES_FREED,      /* freed frames whose record still sits in the tree and the index: the
+                            * deferred free (frames.c); free memory to everyone else */
 };
 
 /* Whose pages locked frames are: this process (pid 0) or a client reached through its pidfd.
@@ -91,6 +96,14 @@ struct san_machine {
     size_t index_count;
 
     struct san_frames *pending; /* a free extent whose shrink its ancestors do not know yet */
+    /* The deferred free (frames.c): a freed CONTIG or COMMON record left in place, and the free
+     * extents its frames would join (NULL: none on that side). */
+    struct san_frames *freed;
+    struct san_range *freed_prev, *freed_next;
+    /* The record carved or taken back last, while the tree has not changed since, and the free
+     * extents it would join (what neighbours() in frames.c would find): its free needs no walk. */
+    struct san_frames *carved;
+    struct san_range *carved_prev, *carved_next;
     /* The search hint (frames.c): the free extent the last full search found, and its request. */
     struct san_frames *hint;
     uint64_t hint_lo, hint_hi, hint_bytes, hint_boundary;
@@ -99,6 +112,32 @@ struct san_machine {
     uint64_t allocations, allocated_bytes, locked_bytes;
     atomic_uint_fast64_t dma_faults, bounce_bytes, map_registers_in_use;
 };
+
+/* m->lock for writing (san_phys_wrlock) or reading (san_phys_rdlock), except in a process that
+ * has a single thread: nothing can contend there (the one thread is inside this call, so it is
+ * not creating another), and the lock would be a third of the cost of an allocation and its
+ * free (glibc's malloc skips its arena lock the same way). Returns whether it took the lock,
+ * for san_phys_unlock. The functions of phys, mdl and dma that take the lock unconditionally
+ * stay correct beside these: while the process has one thread they never overlap with them. */
+static inline bool san_phys_wrlock(struct san_machine *m)
+{
+    if (__libc_single_threaded)
+        return false;
+    pthread_rwlock_wrlock(&m->lock);
+    return true;
+}
+static inline bool san_phys_rdlock(struct san_machine *m)
+{
+    if (__libc_single_threaded)
+        return false;
+    pthread_rwlock_rdlock(&m->lock);
+    return true;
+}
+static inline void san_phys_unlock(struct san_machine *m, bool locked)
+{
+    if (locked)
+        pthread_rwlock_unlock(&m->lock);
+}
 
 /* CPU address of physical address pa, which must be RAM. */
 static inline void *san_phys_host(const struct san_machine *m, const struct san_ram_seg *s,
@@ -142,10 +181,11 @@ static inline bool san_phys_is_asked(const struct san_frames *f, uint64_t bytes)
     return f->last_bytes && bytes == f->r.len - SAN_PAGE_SIZE + f->last_bytes;
 }
 
-/* True for a frame record, false for a free extent. */
+/* True for a frame record, false for a free extent or a freed record waiting in the tree (its
+ * frames are free). */
 static inline bool san_phys_is_record(const struct san_frames *f)
 {
-    return f->kind != 0;
+    return f->kind != 0 && f->kind != SAN_FRAMES_FREED;
 }
 
 static inline uint64_t san_low_part(uint64_t start, uint64_t len)

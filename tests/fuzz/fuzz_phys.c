@@ -2,8 +2,9 @@
  *
  * The input decodes to a small RAM map (up to four ranges of up to 64 pages, below or above
  * 4 GiB, possibly overlapping or touching), a NOLOWMEM flag, then operations: allocate with
- * decoded bytes, window, boundary and cache type; free (correctly or wrongly); the pattern
- * check; statistics. A page map of the RAM shadows the allocator, which must:
+ * decoded bytes, window, boundary and cache type; free (correctly or wrongly); free and ask
+ * again at once with the same request (a driver's recycling); the pattern check; statistics. A page
+ * map of the RAM shadows the allocator, which must:
  * - accept exactly the maps without overlap;
  * - return -EINVAL exactly for bad requests, and for a good one the highest placement the rules
  *   allow (window, boundary, one run of RAM, NOLOWMEM), or -ENOMEM exactly when there is none;
@@ -65,6 +66,8 @@ struct held {
     uint64_t len;
     enum san_cache_type cache;
     uint64_t tag;
+    san_paddr_t lo, hi; /* the request, for asking again */
+    uint64_t boundary;
 };
 
 static uint64_t low_part(san_paddr_t pa, uint64_t len)
@@ -211,7 +214,8 @@ static void op_alloc(struct input *in, struct san_machine *m, struct shadow *s, 
         return;
     }
     struct held *h = &held[(*n)++];
-    *h = (struct held){va, want_pa, bytes, len, cache, want_pa * 0x9e3779b97f4a7c15u + 1};
+    *h = (struct held){va, want_pa, bytes,   len, cache, want_pa * 0x9e3779b97f4a7c15u + 1,
+                       lo, hi,      boundary};
     h->va[0] = h->tag;
     h->va[len / 8 - 1] = ~h->tag;
 }
@@ -250,6 +254,31 @@ static void op_free(struct input *in, struct san_machine *m, struct shadow *s, s
     }
     CHECK(err == -EINVAL);
     CHECK(same_stats(m, &before));
+}
+
+/* A driver's recycling: frees a held allocation and asks again at once with the same request
+ * (the allocator may take the freed record back); the answer must be the shadow's. */
+static void op_again(struct input *in, struct san_machine *m, struct shadow *s, struct held *held,
+                     size_t *n)
+{
+    if (!*n)
+        return;
+    struct held *h = &held[byte(in) % *n];
+    CHECK(intact(h));
+    CHECK(san_free_contiguous(m, h->va, h->bytes, h->cache) == 0);
+    mark(s, h->pa, h->len, false);
+    check_stats(m, s);
+    san_paddr_t want_pa = 0, pa;
+    CHECK(place(s, h->len, h->lo, h->hi, h->boundary, &want_pa)); /* its own frames fit */
+    void *va = NULL;
+    CHECK(san_alloc_contiguous(m, h->bytes, h->lo, h->hi, h->boundary, h->cache, &va) == 0);
+    CHECK(san_get_physical_address(m, va, &pa) == 0 && pa == want_pa);
+    mark(s, want_pa, h->len, true);
+    h->va = va;
+    h->pa = want_pa;
+    h->tag = want_pa * 0x9e3779b97f4a7c15u + 1;
+    h->va[0] = h->tag;
+    h->va[h->len / 8 - 1] = ~h->tag;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -325,6 +354,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             CHECK(s.nolowmem ? err == 0 && dirty == 0 : err == -EINVAL);
             break;
         }
+        case 6:
+            op_again(&in, m, &s, held, &n);
+            break;
         default:
             for (size_t i = 0; i < n; i++)
                 CHECK(intact(&held[i]));

@@ -403,6 +403,147 @@ static void test_repeated_requests(void **state)
     san_machine_destroy(m);
 }
 
+/* A freed allocation's record may wait in place until the next change to the allocator (the
+ * deferred free, frames.c). Meanwhile its frames are free memory to everyone: the statistics
+ * (free extents included) are those of the released frames, its address is no longer allocated,
+ * it cannot be freed again, and a device reaching into it faults. */
+static void test_freed_record_is_free(void **state)
+{
+    (void)state;
+    struct san_machine *m = make(NULL, 0, 8 * GIB, false);
+    uint64_t top = 4 * GIB + (8 * GIB - (3 * GIB - MIB));
+    struct san_machine_stats st0 = stats(m);
+
+    void *a = alloc(m, 64 * KIB, ANY), *b = alloc(m, 64 * KIB, ANY);
+    assert_int_equal(pa_of(m, a), top - 64 * KIB);
+    assert_int_equal(pa_of(m, b), top - 128 * KIB);
+    assert_int_equal(san_free_contiguous(m, a, 64 * KIB, SAN_CACHED), 0);
+    /* a's frames are a free extent of their own now (b is between them and the rest). */
+    struct san_machine_stats st = stats(m);
+    assert_int_equal(st.free_bytes, st0.free_bytes - 64 * KIB);
+    assert_int_equal(st.low_free_bytes, st0.low_free_bytes);
+    assert_int_equal(st.allocations, 1);
+    assert_int_equal(st.allocated_bytes, 64 * KIB);
+    assert_int_equal(st.free_extents, st0.free_extents + 1);
+    san_paddr_t pa;
+    assert_int_equal(san_get_physical_address(m, a, &pa), -EFAULT);
+    assert_int_equal(san_get_physical_address(m, (char *)a + PAGE, &pa), -EFAULT);
+    assert_int_equal(san_free_contiguous(m, a, 64 * KIB, SAN_CACHED), -EINVAL);
+    assert_same_stats(m, &st);
+
+    /* A device may read b, not on into a's freed frames. */
+    struct san_device_description d = {.version = 2, .master = true, .dma64 = true};
+    struct san_dma_adapter *dev;
+    uint32_t regs = 0;
+    assert_int_equal(san_get_dma_adapter(m, &d, &regs, &dev), 0);
+    static unsigned char buf[128 * KIB];
+    assert_int_equal(san_dma_read(dev, top - 128 * KIB, buf, 64 * KIB), 0);
+    assert_int_equal(san_dma_read(dev, top - 128 * KIB, buf, 128 * KIB), -EFAULT);
+    assert_int_equal(san_dma_read(dev, top - 64 * KIB, buf, 1), -EFAULT);
+    dev->ops->put_dma_adapter(dev);
+    assert_int_equal(stats(m).dma_faults, 2);
+    st0.dma_faults = 2;
+
+    /* b joins the free frames on both sides: back to one extent per RAM segment, exactly. */
+    assert_int_equal(san_free_contiguous(m, b, 64 * KIB, SAN_CACHED), 0);
+    assert_same_stats(m, &st0);
+    /* And the highest placement is the top again, not b's frames. */
+    void *c = alloc(m, 64 * KIB, ANY);
+    assert_int_equal(pa_of(m, c), top - 64 * KIB);
+    assert_int_equal(san_free_contiguous(m, c, 64 * KIB, SAN_CACHED), 0);
+    assert_same_stats(m, &st0);
+    san_machine_destroy(m);
+}
+
+/* The same request after a free takes the freed frames back only when they are its highest
+ * placement: here free frames right above them (too few for the request on their own) make
+ * the highest placement straddle both. */
+static void test_freed_record_taken_back_only_when_highest(void **state)
+{
+    (void)state;
+    struct san_machine *m = make(NULL, 0, 8 * GIB, false);
+    uint64_t top = 4 * GIB + (8 * GIB - (3 * GIB - MIB));
+    struct san_machine_stats st0 = stats(m);
+
+    void *r = alloc(m, 16 * KIB, ANY), *f = alloc(m, 64 * KIB, ANY);
+    assert_int_equal(pa_of(m, r), top - 16 * KIB);
+    assert_int_equal(pa_of(m, f), top - 80 * KIB);
+    assert_int_equal(san_free_contiguous(m, r, 16 * KIB, SAN_CACHED), 0);
+    void *g = alloc(m, 64 * KIB, ANY); /* r's frames are too few: below f */
+    assert_int_equal(pa_of(m, g), top - 144 * KIB);
+    assert_int_equal(san_free_contiguous(m, g, 64 * KIB, SAN_CACHED), 0);
+    /* The same request as g, right after g's free: g's frames, the highest placement. */
+    g = alloc(m, 64 * KIB, ANY);
+    assert_int_equal(pa_of(m, g), top - 144 * KIB);
+    assert_int_equal(san_free_contiguous(m, g, 64 * KIB, SAN_CACHED), 0);
+    /* f's frames join those below and r's above: the highest placement is the top. */
+    assert_int_equal(san_free_contiguous(m, f, 64 * KIB, SAN_CACHED), 0);
+    assert_same_stats(m, &st0);
+    void *h = alloc(m, 64 * KIB, ANY);
+    assert_int_equal(pa_of(m, h), top - 64 * KIB);
+    assert_int_equal(san_free_contiguous(m, h, 64 * KIB, SAN_CACHED), 0);
+
+    /* Freed low frames are the highest placement of their own run, not of the request: an
+     * unconstrained request after their free still goes to the top of RAM. */
+    void *lo = alloc(m, 64 * KIB, 0, 4 * GIB - 1, 0), *y = alloc(m, 64 * KIB, ANY);
+    assert_int_equal(pa_of(m, lo), 3 * GIB - 64 * KIB);
+    assert_int_equal(pa_of(m, y), top - 64 * KIB);
+    assert_int_equal(san_free_contiguous(m, lo, 64 * KIB, SAN_CACHED), 0);
+    void *z = alloc(m, 64 * KIB, ANY);
+    assert_int_equal(pa_of(m, z), top - 128 * KIB);
+    assert_int_equal(san_free_contiguous(m, z, 64 * KIB, SAN_CACHED), 0);
+    assert_int_equal(san_free_contiguous(m, y, 64 * KIB, SAN_CACHED), 0);
+    assert_same_stats(m, &st0);
+
+    /* Under a window's end and a boundary the freed frames come back too, exactly as found. */
+    for (int i = 0; i < 3; i++) {
+        void *w = alloc(m, 64 * KIB, 0, top - MIB - 1, 0);
+        assert_int_equal(pa_of(m, w), top - MIB - 64 * KIB);
+        assert_int_equal(san_free_contiguous(m, w, 64 * KIB, SAN_CACHED), 0);
+        void *bd = alloc(m, 48 * KIB, 0, top - 32 * KIB - 1, 64 * KIB);
+        assert_int_equal(pa_of(m, bd), top - 64 * KIB - 48 * KIB);
+        assert_int_equal(san_free_contiguous(m, bd, 48 * KIB, SAN_CACHED), 0);
+        assert_same_stats(m, &st0);
+    }
+    san_machine_destroy(m);
+}
+
+/* On a NOLOWMEM machine a freed low allocation waiting in place is scrubbed and checked like
+ * any free low memory, counted as free low memory, and never goes to a request that may go
+ * above 4 GiB. */
+static void test_freed_low_record_nolowmem(void **state)
+{
+    (void)state;
+    struct san_machine *m = make(NULL, 0, 8 * GIB, true);
+    struct san_machine_stats st0 = stats(m);
+    uint64_t dirty = 99;
+
+    unsigned char *low = alloc(m, 64 * KIB, 0, 4 * GIB - 1, 0);
+    assert_true(pa_of(m, low) < 4 * GIB);
+    memset(low, 0xee, 64 * KIB);
+    assert_int_equal(san_free_contiguous(m, low, 64 * KIB, SAN_CACHED), 0);
+    assert_same_stats(m, &st0);
+    assert_int_equal(san_machine_check_lowmem(m, &dirty), 0);
+    assert_int_equal(dirty, 0); /* scrubbed at the free */
+    volatile unsigned char *stale = low;
+    stale[5 * PAGE + 1] = 1; /* a buggy driver's late write */
+    assert_int_equal(san_machine_check_lowmem(m, &dirty), 0);
+    assert_int_equal(dirty, 1);
+
+    void *high = alloc(m, 64 * KIB, ANY);
+    assert_true(pa_of(m, high) >= 4 * GIB);
+    assert_int_equal(san_free_contiguous(m, high, 64 * KIB, SAN_CACHED), 0);
+    assert_int_equal(san_machine_check_lowmem(m, &dirty), 0);
+    assert_int_equal(dirty, 1); /* the write is still seen once the frames are released */
+    void *again = alloc(m, 64 * KIB, 0, 4 * GIB - 1, 0);
+    assert_ptr_equal(again, low);
+    assert_int_equal(san_free_contiguous(m, again, 64 * KIB, SAN_CACHED), 0);
+    assert_int_equal(san_machine_check_lowmem(m, &dirty), 0);
+    assert_int_equal(dirty, 0);
+    assert_same_stats(m, &st0);
+    san_machine_destroy(m);
+}
+
 /* Takes every free page in [lo, hi] with decreasing sizes; returns how many bytes it took. */
 static uint64_t exhaust(struct san_machine *m, san_paddr_t lo, san_paddr_t hi, void **held,
                         size_t *sizes, size_t *n, size_t cap)
@@ -734,6 +875,9 @@ int main(void)
         cmocka_unit_test(test_memory_is_real),
         cmocka_unit_test(test_highest_first),
         cmocka_unit_test(test_repeated_requests),
+        cmocka_unit_test(test_freed_record_is_free),
+        cmocka_unit_test(test_freed_record_taken_back_only_when_highest),
+        cmocka_unit_test(test_freed_low_record_nolowmem),
         cmocka_unit_test(test_nolowmem),
         cmocka_unit_test(test_lowmem_pattern_check),
         cmocka_unit_test(test_custom_maps),

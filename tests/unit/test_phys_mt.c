@@ -3,7 +3,8 @@
  * thread reads statistics (which must always be a consistent snapshot: allocated + free = RAM)
  * and runs the low-memory pattern check (which must stay clean: nobody writes free memory). Two
  * threads holding overlapping frames would overwrite each other's patterns. At the end the
- * machine is back to its idle statistics. */
+ * machine is back to its idle statistics. And once the process has threads, every call waits
+ * for the machine's lock (it skips it only while the process has one thread). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,8 @@
 #include <cmocka.h>
 
 #include <san/san.h>
+
+#include "phys/machine.h" /* m->lock, for the test that calls wait for it */
 
 #define KIB      (UINT64_C(1) << 10)
 #define MIB      (UINT64_C(1) << 20)
@@ -185,9 +188,81 @@ static void test_threads_nolowmem(void **state)
     run(true);
 }
 
+/* One call, made by a thread while the main thread holds m->lock for writing. */
+enum call { ALLOC, FREE, STATS, PHYS_ADDR };
+struct waiter {
+    struct san_machine *m;
+    enum call call;
+    void *va; /* ALLOC: what it got; FREE, PHYS_ADDR: what it names */
+    atomic_int done;
+    int err;
+};
+
+static void *wait_main(void *arg)
+{
+    struct waiter *w = arg;
+    struct san_machine_stats st;
+    san_paddr_t pa;
+    switch (w->call) {
+    case ALLOC:
+        w->err = san_alloc_contiguous(w->m, 64 * KIB, 0, UINT64_MAX, 0, SAN_CACHED, &w->va);
+        break;
+    case FREE:
+        w->err = san_free_contiguous(w->m, w->va, 64 * KIB, SAN_CACHED);
+        break;
+    case STATS:
+        w->err = san_machine_stats(w->m, &st);
+        break;
+    case PHYS_ADDR:
+        w->err = san_get_physical_address(w->m, w->va, &pa);
+        break;
+    }
+    atomic_store(&w->done, 1);
+    return NULL;
+}
+
+/* The call must not get past the lock the main thread holds, and must complete once it is
+ * released. */
+static void waits_for_the_lock(struct san_machine *m, struct waiter *w)
+{
+    pthread_t t;
+    struct timespec ms50 = {0, 50 * 1000 * 1000};
+
+    atomic_store(&w->done, 0);
+    w->err = -1;
+    pthread_rwlock_wrlock(&m->lock);
+    assert_int_equal(pthread_create(&t, NULL, wait_main, w), 0);
+    nanosleep(&ms50, NULL);
+    int early = atomic_load(&w->done);
+    pthread_rwlock_unlock(&m->lock);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(early, 0);
+    assert_int_equal(atomic_load(&w->done), 1);
+    assert_int_equal(w->err, 0);
+}
+
+static void test_calls_take_the_lock(void **state)
+{
+    (void)state;
+    struct san_machine_config cfg = {.ram_size = 4 * GIB};
+    struct san_machine *m;
+    assert_int_equal(san_machine_create(&cfg, &m), 0);
+    struct waiter w = {.m = m, .call = ALLOC};
+    waits_for_the_lock(m, &w);
+    assert_non_null(w.va);
+    w.call = PHYS_ADDR;
+    waits_for_the_lock(m, &w);
+    w.call = STATS;
+    waits_for_the_lock(m, &w);
+    w.call = FREE;
+    waits_for_the_lock(m, &w);
+    san_machine_destroy(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_calls_take_the_lock),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_threads_nolowmem),
     };

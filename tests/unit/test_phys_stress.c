@@ -9,7 +9,8 @@
  * statistics (free bytes, low free bytes, allocations, allocated bytes) are compared after every
  * operation, the number of free extents (= maximal free runs, by a recount) after every 16th.
  * Every allocation carries a tag in its first and last bytes that must survive until it is freed:
- * an overlap would overwrite one. */
+ * an overlap would overwrite one. Some allocations of the repeated shapes are freed and asked for
+ * again at once, as drivers recycle buffers (the allocator may take the freed record back). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -256,6 +257,24 @@ static void do_alloc(struct san_machine *m, struct model *md, struct held *held,
         model_mark(md, want_pa, len, USED);
         md->allocations++;
         md->allocated_bytes += len;
+        /* Now and then a driver's recycling: free it and ask again at once (the allocator may
+         * take the freed record back; the answer must still be the model's). */
+        for (int again = rnd() % 4 == 0 ? 1 + (int)(rnd() % 3) : 0; again > 0; again--) {
+            assert_int_equal(san_free_contiguous(m, va, sh->bytes, cache), 0);
+            model_mark(md, want_pa, len, FREE);
+            md->allocations--;
+            md->allocated_bytes -= len;
+            check_stats(m, md, true);
+            assert_true(model_place(md, len, sh->lowest, sh->highest, sh->boundary, &want_pa));
+            assert_int_equal(san_alloc_contiguous(m, sh->bytes, sh->lowest, sh->highest,
+                                                  sh->boundary, cache, &va),
+                             0);
+            assert_int_equal(san_get_physical_address(m, va, &pa), 0);
+            assert_int_equal(pa, want_pa);
+            model_mark(md, want_pa, len, USED);
+            md->allocations++;
+            md->allocated_bytes += len;
+        }
         if (*n == MAX_HELD) {
             assert_int_equal(san_free_contiguous(m, va, sh->bytes, cache), 0);
             model_mark(md, want_pa, len, FREE);
