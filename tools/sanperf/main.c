@@ -13,6 +13,7 @@ static const struct perf_suite suites[] = {
     {"dma", "DMA direct and bounced, SG lists, MDL locking (--rounds N, --ops N)", perf_dma},
     {"reg", "register/alloc through sanproxyd vs a socket round trip (--ops N)", perf_reg},
     {"rcache", "registration cache: hit vs miss through sanproxyd (--rounds N)", perf_rcache},
+    {"nic", "NIC: RDMA write bandwidth, send and RDMA latency (--mib N, --rounds N)", perf_nic},
 };
 #define NR_SUITES (sizeof(suites) / sizeof(suites[0]))
 

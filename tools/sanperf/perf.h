@@ -59,5 +59,6 @@ int perf_contig(const struct perf_opts *o);
 int perf_dma(const struct perf_opts *o);
 int perf_reg(const struct perf_opts *o);
 int perf_rcache(const struct perf_opts *o);
+int perf_nic(const struct perf_opts *o);
 
 #endif

@@ -1,0 +1,412 @@
+/* sanperf nic: the NIC's data path through a private sanproxyd, every figure next to a baseline
+ * measured in the same run.
+ *
+ * - rdma_write_1m: 1 MiB RDMA writes between two contexts' own (non-proxy) memory, 16 in flight:
+ *   bandwidth against memcpy of 1 MiB in this process (ratio = ours / memcpy, higher is better).
+ * - send_lat_64b: 64-byte send/receive ping-pong between two processes through completions;
+ *   rdma_lat_64b: 64-byte RDMA-write ping-pong where each side polls its own memory. Both give the
+ *   one-way latency (half a round trip) against a plain shared-memory ping-pong between two
+ *   processes (the floor) and kernel TCP on loopback (what the SAN replaces): ratio = ours / TCP,
+ *   ratio_floor = ours / shared memory, lower is better.
+ * Waiting: every waiter here yields the CPU between polls, as the NIC's engine does; these
+ * machines may have two cores for three spinners. Options: --mib N (bandwidth volume, default
+ * 256), --rounds N (ping-pongs, default 20000). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <san/san.h>
+
+#include "perf.h"
+
+#define MIB      (1u << 20)
+#define INFLIGHT 16
+#define PORT     7480
+
+struct nic_opts {
+    unsigned mib, rounds;
+};
+
+static int parse(const struct perf_opts *o, struct nic_opts *n)
+{
+    *n = (struct nic_opts){.mib = 256, .rounds = 20000};
+    for (int i = 0; i < o->argc; i++) {
+        if (!strcmp(o->argv[i], "--json"))
+            continue;
+        if (i + 1 < o->argc && !strcmp(o->argv[i], "--mib")) {
+            n->mib = (unsigned)strtoul(o->argv[++i], NULL, 10);
+        } else if (i + 1 < o->argc && !strcmp(o->argv[i], "--rounds")) {
+            n->rounds = (unsigned)strtoul(o->argv[++i], NULL, 10);
+        } else {
+            fprintf(stderr, "sanperf nic: unknown option '%s'\n", o->argv[i]);
+            return -EINVAL;
+        }
+    }
+    if (!n->mib || !n->rounds) {
+        fprintf(stderr, "sanperf nic: --mib and --rounds must be at least 1\n");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static struct sockaddr_in addr_of(uint16_t port)
+{
+    return (struct sockaddr_in){
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+}
+
+static int wait_wc(struct san_ep *ep, struct san_wc *wc)
+{
+    int n;
+    while ((n = san_poll(ep, wc, 1)) == 0)
+        sched_yield();
+    return n < 0 ? n : wc->status;
+}
+
+/* --- bandwidth ------------------------------------------------------------------------------ */
+
+static double memcpy_gbps(unsigned mib)
+{
+    char *a = malloc(MIB), *b = malloc(MIB);
+    if (!a || !b)
+        return 0;
+    memset(a, 1, MIB);
+    memset(b, 2, MIB);
+    uint64_t t0 = perf_now_ns();
+    for (unsigned i = 0; i < mib; i++) {
+        memcpy(b, a, MIB);
+        __asm__ volatile("" ::"r"(b) : "memory");
+    }
+    uint64_t ns = perf_now_ns() - t0;
+    free(a);
+    free(b);
+    return (double)mib * MIB / (double)ns;
+}
+
+struct acceptor {
+    struct san_listener *l;
+    struct san_ep *ep;
+    int err;
+};
+
+static void *accept_main(void *arg)
+{
+    struct acceptor *a = arg;
+    a->err = san_accept(a->l, 5000, &a->ep);
+    return NULL;
+}
+
+/* A connected pair between two contexts of this process. */
+static int pair(struct san_ctx *ca, struct san_ctx *cb, uint16_t port, struct san_ep **a,
+                struct san_ep **b)
+{
+    struct sockaddr_in sa = addr_of(port);
+    struct acceptor acc = {0};
+    int err = san_listen(cb, (struct sockaddr *)&sa, sizeof(sa), 1, &acc.l);
+    if (err)
+        return err;
+    pthread_t t;
+    if (pthread_create(&t, NULL, accept_main, &acc)) {
+        san_listener_close(acc.l);
+        return -ENOMEM;
+    }
+    err = san_connect(ca, (struct sockaddr *)&sa, sizeof(sa), 5000, a);
+    pthread_join(t, NULL);
+    san_listener_close(acc.l);
+    if (!err && acc.err) {
+        san_ep_close(*a);
+        err = acc.err;
+    }
+    *b = acc.ep;
+    return err;
+}
+
+static int bandwidth(const char *sock, const struct nic_opts *n, bool json)
+{
+    struct san_ctx *ca, *cb;
+    struct san_ep *a, *b;
+    struct san_mr *lmr, *rmr;
+    char desc[SAN_RDMA_DESC_SIZE];
+    size_t dl = sizeof(desc);
+    int err;
+    if ((err = perf_open_uncached(sock, &ca)) || (err = perf_open_uncached(sock, &cb)))
+        return err;
+    if ((err = pair(ca, cb, PORT, &a, &b)))
+        goto out;
+    size_t len = (size_t)INFLIGHT * MIB;
+    char *src = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *dst = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (src == MAP_FAILED || dst == MAP_FAILED) {
+        err = -ENOMEM;
+        goto out;
+    }
+    memset(src, 3, len);
+    if ((err = san_register(ca, src, len, SAN_MEM_READ, &lmr)) ||
+        (err = san_register_rdma(cb, dst, len, SAN_MEM_WRITE, desc, &dl, &rmr))) {
+        fprintf(stderr, "sanperf nic: registering 2 x %zu MiB: %s\n", len / MIB, san_strerror(err));
+        goto out;
+    }
+    double base = memcpy_gbps(n->mib);
+    unsigned posted = 0, done = 0;
+    uint64_t t0 = perf_now_ns();
+    while (done < n->mib) {
+        while (posted < n->mib && posted - done < INFLIGHT) {
+            unsigned slot = posted % INFLIGHT;
+            struct san_sge s = {src + (size_t)slot * MIB, MIB, san_mr_lkey(lmr)};
+            if ((err = san_rdma_write(a, posted, &s, 1, desc, dl, (uint64_t)slot * MIB, 0)))
+                goto out;
+            posted++;
+        }
+        struct san_wc wc[INFLIGHT];
+        int got = san_poll(a, wc, INFLIGHT);
+        if (got < 0) {
+            err = got;
+            goto out;
+        }
+        for (int i = 0; i < got; i++)
+            if (wc[i].status) {
+                err = wc[i].status;
+                goto out;
+            }
+        done += (unsigned)got;
+        if (!got)
+            san_wait(a, 1000);
+        perf_progress("nic bandwidth", done, n->mib);
+    }
+    uint64_t ns = perf_now_ns() - t0;
+    double gbps = (double)n->mib * MIB / (double)ns;
+    if (json)
+        perf_json("\"suite\": \"nic\", \"case\": \"rdma_write_1m\", \"memory\": \"client\", "
+                  "\"inflight\": %d, \"bytes\": %llu, \"gbps\": %.2f, \"baseline\": \"memcpy_1m\", "
+                  "\"baseline_gbps\": %.2f, \"ratio\": %.2f, \"better\": \"higher\"",
+                  INFLIGHT, (unsigned long long)n->mib * MIB, gbps, base, gbps / base);
+    else
+        printf("rdma_write_1m (client memory, %d in flight): %.2f GB/s, memcpy %.2f GB/s, "
+               "ratio %.2f\n",
+               INFLIGHT, gbps, base, gbps / base);
+    san_ep_close(a);
+    san_ep_close(b);
+    san_deregister(lmr);
+    san_deregister(rmr);
+    munmap(src, len);
+    munmap(dst, len);
+out:
+    if (err)
+        fprintf(stderr, "sanperf nic: bandwidth: %s\n", san_strerror(err));
+    san_close(ca);
+    san_close(cb);
+    return err;
+}
+
+/* --- latency -------------------------------------------------------------------------------- */
+
+/* One-way latency (ns) of a shared-memory ping-pong between two processes, each yielding while
+ * it waits: the floor any software NIC between processes sits on. */
+static uint64_t shm_latency(unsigned rounds)
+{
+    _Atomic uint32_t *w =
+        mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (w == MAP_FAILED)
+        return 0;
+    atomic_store(&w[0], 0);
+    atomic_store(&w[16], 0);
+    pid_t c = fork();
+    if (c == 0) {
+        for (uint32_t i = 1; i <= rounds; i++) {
+            while (atomic_load_explicit(&w[0], memory_order_acquire) != i)
+                sched_yield();
+            atomic_store_explicit(&w[16], i, memory_order_release);
+        }
+        _exit(0);
+    }
+    uint64_t t0 = perf_now_ns();
+    for (uint32_t i = 1; i <= rounds; i++) {
+        atomic_store_explicit(&w[0], i, memory_order_release);
+        while (atomic_load_explicit(&w[16], memory_order_acquire) != i)
+            sched_yield();
+    }
+    uint64_t ns = perf_now_ns() - t0;
+    waitpid(c, NULL, 0);
+    munmap((void *)w, 4096);
+    return ns / rounds / 2;
+}
+
+/* One-way latency of a 64-byte ping-pong over kernel TCP on loopback. */
+static uint64_t tcp_latency(unsigned rounds)
+{
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    struct sockaddr_in sa = addr_of(0);
+    socklen_t sl = sizeof(sa);
+    if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof(sa)) || listen(l, 1) ||
+        getsockname(l, (struct sockaddr *)&sa, &sl))
+        return 0;
+    pid_t c = fork();
+    if (c == 0) {
+        int s = accept(l, NULL, NULL);
+        char b[64];
+        setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        for (unsigned i = 0; i < rounds; i++)
+            if (recv(s, b, 64, MSG_WAITALL) != 64 || send(s, b, 64, 0) != 64)
+                _exit(1);
+        _exit(0);
+    }
+    close(l);
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    char b[64] = {0};
+    if (connect(s, (struct sockaddr *)&sa, sizeof(sa)))
+        return 0;
+    setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    uint64_t t0 = perf_now_ns();
+    for (unsigned i = 0; i < rounds; i++)
+        if (send(s, b, 64, 0) != 64 || recv(s, b, 64, MSG_WAITALL) != 64)
+            break;
+    uint64_t ns = perf_now_ns() - t0;
+    close(s);
+    waitpid(c, NULL, 0);
+    return ns / rounds / 2;
+}
+
+/* Both sides of a NIC ping-pong: buffers registered for RDMA, descriptors traded by send. */
+struct side {
+    struct san_ctx *ctx;
+    struct san_ep *ep;
+    char *buf; /* 0: our send buffer, 4096: our receive buffer / the peer's RDMA target */
+    struct san_mr *mr;
+    char desc[SAN_RDMA_DESC_SIZE], peer[SAN_RDMA_DESC_SIZE];
+};
+
+static int side_setup(struct side *s)
+{
+    size_t dl = sizeof(s->desc);
+    struct san_wc wc;
+    int err;
+    s->buf = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (s->buf == MAP_FAILED)
+        return -ENOMEM;
+    memset(s->buf, 0, 8192);
+    if ((err = san_register_rdma(s->ctx, s->buf, 8192, SAN_MEM_READWRITE, s->desc, &dl, &s->mr)))
+        return err;
+    struct san_sge in = {s->buf + 4096, SAN_RDMA_DESC_SIZE, san_mr_lkey(s->mr)};
+    struct san_sge out = {s->buf, SAN_RDMA_DESC_SIZE, san_mr_lkey(s->mr)};
+    memcpy(s->buf, s->desc, sizeof(s->desc));
+    if ((err = san_post_recv(s->ep, 0, &in, 1)) || (err = san_post_send(s->ep, 0, &out, 1, 0)))
+        return err;
+    for (int i = 0; i < 2; i++)
+        if ((err = wait_wc(s->ep, &wc)))
+            return err;
+    memcpy(s->peer, s->buf + 4096, sizeof(s->peer));
+    memset(s->buf, 0, 8192);
+    return 0;
+}
+
+/* One side of the ping-pong: the initiator sends first. rdma: by RDMA write, each side polling
+ * the last byte of its own buffer; else send/receive through completions. */
+static int pingpong(struct side *s, unsigned rounds, bool initiator, bool rdma)
+{
+    struct san_sge out = {s->buf, 64, san_mr_lkey(s->mr)};
+    struct san_sge in = {s->buf + 4096, 64, san_mr_lkey(s->mr)};
+    volatile unsigned char *flag = (volatile unsigned char *)s->buf + 4096 + 63;
+    struct san_wc wc;
+    int err = 0;
+    for (unsigned i = 1; i <= rounds && !err; i++) {
+        unsigned char seq = (unsigned char)(i % 255 + 1);
+        if (!rdma && (err = san_post_recv(s->ep, i, &in, 1)))
+            break;
+        for (int turn = 0; turn < 2 && !err; turn++) {
+            if (turn == initiator ? 0 : 1) {
+                s->buf[63] = (char)seq;
+                err = rdma ? san_rdma_write(s->ep, i, &out, 1, s->peer, sizeof(s->peer), 4096,
+                                            SAN_WR_UNSIGNALED)
+                           : san_post_send(s->ep, i, &out, 1, SAN_WR_UNSIGNALED);
+            } else if (rdma) {
+                while (*flag != seq)
+                    sched_yield();
+            } else {
+                err = wait_wc(s->ep, &wc);
+            }
+        }
+    }
+    return err;
+}
+
+static int latency(const char *sock, const struct nic_opts *n, bool rdma, uint64_t *ns)
+{
+    struct sockaddr_in sa = addr_of((uint16_t)(PORT + 1 + rdma));
+    struct side s = {0};
+    struct san_listener *l;
+    int err;
+    if ((err = perf_open_uncached(sock, &s.ctx)))
+        return err;
+    if ((err = san_listen(s.ctx, (struct sockaddr *)&sa, sizeof(sa), 1, &l)))
+        goto out;
+    pid_t c = fork();
+    if (c == 0) {
+        struct side p = {0};
+        if (perf_open_uncached(sock, &p.ctx) ||
+            san_connect(p.ctx, (struct sockaddr *)&sa, sizeof(sa), 5000, &p.ep) || side_setup(&p) ||
+            pingpong(&p, n->rounds, false, rdma))
+            _exit(1);
+        sleep(1); /* the last message must land before the endpoint closes */
+        _exit(0);
+    }
+    if ((err = san_accept(l, 5000, &s.ep)) || (err = side_setup(&s)))
+        goto out_child;
+    uint64_t t0 = perf_now_ns();
+    err = pingpong(&s, n->rounds, true, rdma);
+    *ns = (perf_now_ns() - t0) / n->rounds / 2;
+out_child:
+    kill(c, SIGKILL);
+    waitpid(c, NULL, 0);
+    san_listener_close(l);
+out:
+    if (err)
+        fprintf(stderr, "sanperf nic: %s latency: %s\n", rdma ? "rdma" : "send", san_strerror(err));
+    san_close(s.ctx);
+    return err;
+}
+
+int perf_nic(const struct perf_opts *o)
+{
+    struct nic_opts n;
+    if (parse(o, &n))
+        return 2;
+    struct perf_daemon d;
+    if (perf_start_daemon(&d, "nic", NULL, -1))
+        return 1;
+    int err = bandwidth(d.sock, &n, o->json);
+    uint64_t floor = shm_latency(n.rounds), tcp = tcp_latency(n.rounds);
+    for (int rdma = 0; rdma < 2 && !err; rdma++) {
+        uint64_t ns = 0;
+        if ((err = latency(d.sock, &n, rdma, &ns)))
+            break;
+        const char *name = rdma ? "rdma_lat_64b" : "send_lat_64b";
+        if (o->json)
+            perf_json("\"suite\": \"nic\", \"case\": \"%s\", \"rounds\": %u, \"one_way_ns\": %llu, "
+                      "\"baseline\": \"tcp_loopback_64b\", \"baseline_ns\": %llu, \"ratio\": %.2f, "
+                      "\"floor\": \"shm_pingpong\", \"floor_ns\": %llu, \"ratio_floor\": %.2f, "
+                      "\"better\": \"lower\"",
+                      name, n.rounds, (unsigned long long)ns, (unsigned long long)tcp,
+                      tcp ? (double)ns / (double)tcp : 0, (unsigned long long)floor,
+                      floor ? (double)ns / (double)floor : 0);
+        else
+            printf("%s: one way %llu ns; TCP loopback %llu ns (ratio %.2f); shared memory %llu ns "
+                   "(ratio %.2f)\n",
+                   name, (unsigned long long)ns, (unsigned long long)tcp,
+                   tcp ? (double)ns / (double)tcp : 0, (unsigned long long)floor,
+                   floor ? (double)ns / (double)floor : 0);
+    }
+    perf_stop_daemon(&d);
+    return err ? 1 : 0;
+}
