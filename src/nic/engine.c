@@ -497,19 +497,44 @@ static void sleep_on(struct san_nic_pair *p)
             atomic_store_explicit(&p->ep[s]->q->engine_sleeping, 0, memory_order_relaxed);
 }
 
+static void pair_free(struct san_nic_pair *p)
+{
+    for (int s = 0; s < 2; s++)
+        san_nic_ep_put(p->ep[s]);
+    pthread_mutex_destroy(&p->lock);
+    free(p->bounce);
+    free(p);
+}
+
+/* One pass over both endpoints; whether anything happened. */
+static bool step(struct san_nic_pair *p, uint32_t before[2][3])
+{
+    snapshot(p, before);
+    pthread_mutex_lock(&p->lock);
+    bool did = service(p, 0);
+    did |= service(p, 1);
+    pthread_mutex_unlock(&p->lock);
+    return did;
+}
+
+int san_nic_step(struct san_nic_pair *p)
+{
+    uint32_t before[2][3];
+    bool did = step(p, before);
+    if (p->done[0] && p->done[1]) {
+        pair_free(p);
+        return -1;
+    }
+    return did;
+}
+
 static void *engine_main(void *arg)
 {
     struct san_nic_pair *p = arg;
     uint64_t spin_ns = (uint64_t)p->nic->cfg.spin_us * 1000, idle_since = mono_ns();
     while (!p->done[0] || !p->done[1]) {
         uint32_t before[2][3];
-        snapshot(p, before);
-        pthread_mutex_lock(&p->lock);
-        bool did = service(p, 0);
-        did |= service(p, 1);
-        /* Sends waiting for a receive are looked at again when the peer posts one. */
-        pthread_mutex_unlock(&p->lock);
-        if (did) {
+        if (step(p, before)) {
             idle_since = mono_ns();
             continue;
         }
@@ -520,11 +545,7 @@ static void *engine_main(void *arg)
             sleep_on(p);
         idle_since = mono_ns();
     }
-    for (int s = 0; s < 2; s++)
-        san_nic_ep_put(p->ep[s]);
-    pthread_mutex_destroy(&p->lock);
-    free(p->bounce);
-    free(p);
+    pair_free(p);
     return NULL;
 }
 
@@ -545,6 +566,8 @@ int san_nic_pair_start(struct san_nic *nic, struct san_nic_ep *a, struct san_nic
     a->pair = b->pair = p;
     atomic_fetch_add(&a->refs, 1);
     atomic_fetch_add(&b->refs, 1);
+    if (nic->cfg.manual)
+        return 0; /* driven by san_nic_step */
     pthread_attr_t attr;
     sigset_t all, old;
     int err = pthread_attr_init(&attr);

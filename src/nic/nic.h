@@ -54,6 +54,7 @@ struct san_nic_config {
     unsigned backlog_max; /* a listener's backlog is capped here */
     unsigned spin_us;     /* an idle engine spins this long before it sleeps */
     size_t max_length;    /* the adapter's bytes per transfer */
+    bool manual;          /* no engine threads: the caller drives pairs with san_nic_step (fuzz) */
 };
 
 /* A daemon-side endpoint. */
@@ -111,6 +112,9 @@ void san_nic_stats(struct san_nic *nic, struct san_nic_stats *out);
 
 /* engine.c */
 int san_nic_pair_start(struct san_nic *nic, struct san_nic_ep *a, struct san_nic_ep *b);
+/* One engine pass over both endpoints of a pair (cfg.manual): 1 when something happened, 0 when
+ * nothing did, -1 when both endpoints are closed and the pair is gone. */
+int san_nic_step(struct san_nic_pair *p);
 /* Marks a paired ep closed, between two of its engine's requests, and wakes the engine. */
 void san_nic_pair_close(struct san_nic_ep *ep);
 /* Wakes ep's engine (after closing set, or new state). */
