@@ -4,9 +4,9 @@
  * with SO_LINGER and unsent data waits in close() until the peer reads or the linger ends. On
  * kernels with SO_PASSRIGHTS the daemon never receives a descriptor (server.c turns it off on the
  * listening socket, and a client's sendmsg with SCM_RIGHTS fails). Elsewhere a client may pass
- * descriptors with a request, or leave them queued on its connection when it is dropped; those
- * descriptors, and such connections, are closed here by a thread of their own, started at the
- * first need, so a release that blocks stalls only that thread.
+ * descriptors with a request, or leave them queued on its connection when it is dropped (server.c
+ * drains such a connection before closing it); those descriptors are closed here by a thread of
+ * their own, started at the first need, so a release that blocks stalls only that thread.
  *
  * Locking: lock protects the queue; the loop's thread pushes, the closer thread pops. */
 #include "daemon/daemon.h"

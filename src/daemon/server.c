@@ -141,13 +141,20 @@ static void pause_accepting(struct san_daemon *d, int err)
 }
 
 /* Closes a client connection. Without SO_PASSRIGHTS its queue may hold passed descriptors whose
- * release could block: the closer thread does it then. */
+ * release could block: the peer is stopped from sending, what it queued is drained and its
+ * descriptors go to the closer thread, then the socket, empty, is closed here at once. */
 static void close_connection(struct san_daemon *d, int fd)
 {
-    if (d->fds_can_arrive)
-        san_closer_close(fd);
-    else
-        close(fd);
+    if (d->fds_can_arrive) {
+        static struct san_msg junk;
+        static struct san_proto_sender from;
+        size_t len;
+        shutdown(fd, SHUT_RDWR);
+        while (!san_proto_recv_request(fd, &junk, &len, &from, MSG_DONTWAIT))
+            for (unsigned i = 0; i < from.nr_fds; i++)
+                san_closer_close(from.fds[i]);
+    }
+    close(fd);
 }
 
 /* Tells a connection it is refused (one error reply, request id 0), then closes it. */

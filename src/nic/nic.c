@@ -360,14 +360,16 @@ int san_nic_accept(struct san_nic_listener *l, const void *owner, struct san_mr_
     b->local = l->addr;
     a->peer = b;
     b->peer = a;
+    unqueue(l, a);
+    /* Connected before the engine starts: from then on the state is the engine's. */
+    set_state(b, SAN_EPQ_CONNECTED, 0);
+    set_state(a, SAN_EPQ_CONNECTED, 0);
     if ((err = san_nic_pair_start(l->nic, a, b))) {
         a->peer = NULL;
+        set_state(a, SAN_EPQ_REFUSED, -ECONNREFUSED);
         san_nic_ep_put(b);
         return err;
     }
-    unqueue(l, a);
-    set_state(b, SAN_EPQ_CONNECTED, 0);
-    set_state(a, SAN_EPQ_CONNECTED, 0);
     *out = b;
     return 0;
 }
