@@ -1,9 +1,12 @@
 /* The registration table below the daemon: key generations (a stale key is refused, never
- * aliased, slots retire instead of wrapping), -EBUSY while an operation uses a registration,
- * per-set limits, and release waiting for uses to drain. */
+ * aliased, slots retire instead of wrapping; a stale lkey or rkey whose slot now holds another
+ * registration names nothing and leaves that registration alone), -EBUSY while an operation uses a
+ * registration, per-set limits, and release waiting for uses to drain (checked by what happened
+ * before it returned, not only by ASan). */
 #include "harness.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
 
 #include "mr/mr.h"
@@ -61,16 +64,80 @@ static void keytab(void)
 
 struct user {
     struct san_mr_registry *reg;
+    struct san_mr_set *set;
     struct san_mr_entry *e;
+    uint32_t lkey;
+    atomic_bool releasing, put;
 };
 
+/* An operation in flight: it ends only once the release has started (the release revokes the keys
+ * before it waits, so the lkey stops naming the entry) and then a while later, and says so before
+ * it ends. */
 static void *late_put(void *arg)
 {
     struct user *u = arg;
-    struct timespec ts = {0, 20 * 1000 * 1000};
-    nanosleep(&ts, NULL); /* an operation in flight for a while */
+    for (int i = 0; i < 100000; i++) {
+        struct san_mr_entry *e = san_mr_get_lkey(u->reg, u->set, u->lkey);
+        if (!e) {
+            atomic_store(&u->releasing, true);
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL); /* a release that does not wait returns meanwhile */
+            break;
+        }
+        san_mr_put(u->reg, e);
+        struct timespec ts = {0, 100 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&u->put, true);
     san_mr_put(u->reg, u->e);
     return NULL;
+}
+
+/* Stale keys after their slots were reused by another registration of the same set. */
+static void stale_in_reused_slot(struct san_mr_registry *reg, struct san_mr_set *set, char *buf)
+{
+    uint32_t l1, r1, l2, r2, l3, r3, refs, rkey;
+    san_paddr_t pa;
+
+    CHECK_EQ(
+        san_mr_register(reg, set, (uintptr_t)buf, 8192, SAN_MEM_READ, true, NULL, &l1, &r1, &refs),
+        0);
+    CHECK_EQ(san_mr_deregister(reg, set, l1, &refs), 0);
+    CHECK_EQ(san_mr_register(reg, set, (uintptr_t)buf + 8192, 8192, SAN_MEM_READ, true, NULL, &l2,
+                             &r2, &refs),
+             0);
+    CHECK(san_key_index(l2) == san_key_index(l1) && l2 != l1);
+    CHECK(san_key_index(r2) == san_key_index(r1) && r2 != r1);
+    struct san_mr_entry *e2 = san_mr_get_lkey(reg, set, l2);
+    CHECK(e2);
+    san_mr_put(reg, e2);
+
+    CHECK(san_mr_get_lkey(reg, set, l1) == NULL);
+    CHECK(san_mr_get_rkey(reg, r1) == NULL);
+    CHECK_EQ(san_mr_paddr(reg, set, l1, 0, &pa), -EINVAL);
+    CHECK_EQ(san_mr_set_remote(reg, set, l1, false, &rkey), -EINVAL);
+    CHECK_EQ(san_mr_deregister(reg, set, l1, &refs), -EINVAL);
+    /* The registration in the slots: its keys still name it, one reference, its rkey kept. */
+    CHECK(san_mr_get_rkey(reg, r2) == e2);
+    san_mr_put(reg, e2);
+    CHECK(e2->refs == 1 && e2->rkey == r2 && e2->uses == 0);
+
+    /* An rkey slot freed by revocation, reissued to another registration. */
+    CHECK_EQ(san_mr_set_remote(reg, set, l2, false, &rkey), 0);
+    CHECK_EQ(rkey, 0);
+    CHECK_EQ(san_mr_register(reg, set, (uintptr_t)buf + 16384, 8192, SAN_MEM_READ, true, NULL, &l3,
+                             &r3, &refs),
+             0);
+    CHECK(san_key_index(r3) == san_key_index(r2) && r3 != r2);
+    CHECK(san_mr_get_rkey(reg, r2) == NULL);
+    struct san_mr_entry *e3 = san_mr_get_rkey(reg, r3);
+    CHECK(e3 && e3 != e2);
+    san_mr_put(reg, e3);
+    CHECK(e2->rkey == 0);
+    CHECK(e3->refs == 1 && e3->rkey == r3 && e3->uses == 0);
+    CHECK_EQ(san_mr_deregister(reg, set, l3, &refs), 0);
+    CHECK_EQ(san_mr_deregister(reg, set, l2, &refs), 0);
+    CHECK_EQ(refs, 0);
 }
 
 static void registry(void)
@@ -114,6 +181,8 @@ static void registry(void)
     CHECK(san_mr_get_rkey(reg, rkey) == NULL);
     CHECK_EQ(san_mr_deregister(reg, &set, lkey, &refs), -EINVAL);
 
+    stale_in_reused_slot(reg, &set, buf);
+
     /* Limits: registrations and locked bytes per set, -ENOBUFS. */
     struct san_mr_limits lim = {.registrations = 2, .locked_bytes = 40 * 1024};
     CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, 32 * 1024, SAN_MEM_READ, false, &lim, &lkey,
@@ -139,13 +208,15 @@ static void registry(void)
              0);
     CHECK(k2 != lkey);
 
-    /* Release waits for an operation in flight. */
-    struct user u = {reg, san_mr_get_lkey(reg, &set, lkey)};
+    /* Release waits for an operation in flight: it returns only after the use ended. */
+    struct user u = {.reg = reg, .set = &set, .e = san_mr_get_lkey(reg, &set, lkey), .lkey = lkey};
     CHECK(u.e);
     pthread_t t;
     CHECK(!pthread_create(&t, NULL, late_put, &u));
     san_mr_set_release(reg, &set);
+    CHECK(atomic_load(&u.put)); /* before pthread_join: the release itself must have waited */
     pthread_join(t, NULL);
+    CHECK(atomic_load(&u.releasing)); /* the use really overlapped the release */
     CHECK(set.registrations == 0 && set.locked_bytes == 0);
     san_mr_set_release(reg, &other);
     uint64_t regs, locked;
