@@ -83,13 +83,18 @@ test_fail(const char *file, int line, const char *fmt, ...)
         if (!(cond))                                                                               \
             test_fail(__FILE__, __LINE__, "%s", #cond);                                            \
     } while (0)
+/* The name of a negative errno, or "" for any other value (a count, a key). */
+static inline const char *test_errname(long long v)
+{
+    return v < 0 && v > -4096 ? san_strerror((int)v) : "";
+}
 /* An int expression that must equal an expected value (errors are negative errno). */
 #define CHECK_EQ(expr, want)                                                                       \
     do {                                                                                           \
         long long got_ = (long long)(expr), want_ = (long long)(want);                             \
         if (got_ != want_)                                                                         \
-            test_fail(__FILE__, __LINE__, "%s == %lld (%s), want %lld (%s)", #expr, got_,          \
-                      san_strerror((int)got_), want_, san_strerror((int)want_));                   \
+            test_fail(__FILE__, __LINE__, "%s == %lld %s, want %lld %s", #expr, got_,              \
+                      test_errname(got_), want_, test_errname(want_));                             \
     } while (0)
 
 static inline void test_on_signal(int sig)
@@ -99,8 +104,22 @@ static inline void test_on_signal(int sig)
     raise(sig);
 }
 
+/* What the code under test reads from the environment, set here so that a developer's own
+ * settings (CTest unsets them too) neither weaken nor break a test run by hand: libsan's cache off
+ * (these tests check the daemon call by call; the cache's own tests turn it on after test_init),
+ * default polling and logging, no socket but the one test_daemon_start sets. */
+static inline void test_environment(void)
+{
+    setenv("SAN_RCACHE_MAX_ENTRIES", "0", 1);
+    unsetenv("SAN_RCACHE_MAX_BYTES");
+    unsetenv("SANPROXY_SPIN_US");
+    unsetenv("SANPROXY_LOG");
+    unsetenv("SANPROXY_SOCKET");
+}
+
 static inline void test_init(void)
 {
+    test_environment();
     test_main_pid = getpid();
     signal(SIGABRT, test_on_signal);
     signal(SIGSEGV, test_on_signal);
@@ -178,10 +197,6 @@ static inline void test_daemon_start_args(struct test_daemon *d, const char *con
         test_fail(__FILE__, __LINE__, "sanproxyd did not become ready (status %d)", st);
     }
     setenv("SANPROXY_SOCKET", d->sock, 1);
-    /* These tests check the daemon's protocol through libsan, call by call: libsan's registration
-     * cache (docs/rcache.md) would serve calls without asking the daemon. Its own tests turn it on.
-     */
-    setenv("SAN_RCACHE_MAX_ENTRIES", "0", 0);
 }
 
 static inline void test_daemon_start(struct test_daemon *d, const char *config)

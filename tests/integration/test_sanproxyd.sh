@@ -3,6 +3,8 @@
 # (mode 0660, a second daemon refused), sanctl's commands and failures, SIGTERM (exit 0, socket
 # removed), detaching without --foreground. Never leaves a daemon behind (trap on every exit).
 set -euo pipefail
+unset SANPROXY_SOCKET SANPROXY_SPIN_US SANPROXY_LOG SAN_RCACHE_MAX_ENTRIES SAN_RCACHE_MAX_BYTES \
+  SANPERF_DAEMON_LOG # as under CTest: a developer's own settings do not reach the test
 bin=${SAN_BIN:?SAN_BIN not set}
 tmp=$(mktemp -d /tmp/santest.XXXXXX)
 pids=()
@@ -84,10 +86,8 @@ for k in clients allocations allocated_bytes locked_bytes registrations ram_byte
 done
 echo "$json" | grep -q '"ram_bytes": 6442450944' || fail "ram_size not applied: $json"
 echo "$json" | grep -q '"nolowmem": true' || fail "nolowmem not applied: $json"
-if command -v python3 >/dev/null; then
-  echo "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["clients"]==1 and d["allocations"]==0' \
-    || fail "stats --json is not the JSON expected: $json"
-fi
+echo "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["clients"]==1 and d["allocations"]==0' \
+  || fail "stats --json is not the JSON expected: $json"
 "$bin/sanctl" --socket "$sock" stats | grep -q "clients" || fail "readable stats"
 SANPROXY_SOCKET=$sock "$bin/sanctl" clients | grep -qE "^ +[0-9]+ +[0-9]+" || fail "clients table"
 "$bin/sanctl" --socket "$sock" clients --json | grep -q '"pid"' || fail "clients --json"
@@ -127,14 +127,13 @@ set -e
 grep -q "info: stopped" "$tmp/log" || fail "no 'stopped' in the log"
 
 # --- out of descriptors: the daemon stops accepting (no busy loop), resumes when clients leave ---
-if command -v python3 >/dev/null; then
-  mkfifo "$tmp/ready3"
-  (ulimit -n 32; exec "$bin/sanproxyd" --foreground --socket "$tmp/few.sock" --ready-fd 3 \
-     3>"$tmp/ready3" 2>"$tmp/log3") &
-  fpid=$!
-  pids+=("$fpid")
-  read -r _ <"$tmp/ready3" || fail "daemon with few descriptors did not start"
-  python3 - "$tmp/few.sock" "$bin/sanctl" "$tmp/log3" <<'PY' || fail "descriptor exhaustion"
+mkfifo "$tmp/ready3"
+(ulimit -n 32; exec "$bin/sanproxyd" --foreground --socket "$tmp/few.sock" --ready-fd 3 \
+   3>"$tmp/ready3" 2>"$tmp/log3") &
+fpid=$!
+pids+=("$fpid")
+read -r _ <"$tmp/ready3" || fail "daemon with few descriptors did not start"
+python3 - "$tmp/few.sock" "$bin/sanctl" "$tmp/log3" <<'PY' || fail "descriptor exhaustion"
 import socket, subprocess, sys, time
 path, sanctl, log = sys.argv[1], sys.argv[2], sys.argv[3]
 held = []
@@ -152,19 +151,19 @@ for s in held:
 out = subprocess.run([sanctl, "--socket", path, "stats", "--json"], capture_output=True, timeout=20)
 assert out.returncode == 0, out.stderr
 PY
-  grep -q "not accepting until a client leaves" "$tmp/log3" || fail "no descriptor exhaustion logged"
-  # At most a refusal and a pause per connection attempt: a busy loop would log thousands.
-  n=$(grep -c "refused\|out of descriptors" "$tmp/log3" || true)
-  [ "$n" -le 82 ] || fail "accept errors logged in a loop ($n lines)"
-  kill -TERM "$fpid"; wait "$fpid" || fail "daemon with few descriptors: bad exit"
-fi
+grep -q "not accepting until a client leaves" "$tmp/log3" || fail "no descriptor exhaustion logged"
+# At most a refusal and a pause per connection attempt: a busy loop would log thousands.
+n=$(grep -c "refused\|out of descriptors" "$tmp/log3" || true)
+[ "$n" -le 82 ] || fail "accept errors logged in a loop ($n lines)"
+kill -TERM "$fpid"; wait "$fpid" || fail "daemon with few descriptors: bad exit"
 
 # --- without --foreground: detaches once ready; a stale socket file is replaced ---
 touch "$tmp/log2"
-python3 - "$tmp/stale.sock" <<'PY' 2>/dev/null || true
+python3 - "$tmp/stale.sock" <<'PY' || fail "cannot leave a stale socket file"
 import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.bind(sys.argv[1])
 PY
+[ -S "$tmp/stale.sock" ] || fail "no stale socket file to replace"
 "$bin/sanproxyd" --socket "$tmp/stale.sock" 2>"$tmp/log2" || fail "detached start failed"
 "$bin/sanctl" --socket "$tmp/stale.sock" stats --json >/dev/null || fail "detached daemon not answering"
 dpid=$(grep -o 'sanproxyd\[[0-9]*\]: info: ready' "$tmp/log2" | grep -o '[0-9]*' | head -1)
