@@ -1,8 +1,8 @@
-/* rcache: libsan's registration cache (DESIGN section 5, docs/rcache.md). Keyed by virtual range,
+/* rcache: libsan's registration cache (how and why: docs/rcache.md). Keyed by virtual range,
  * access and kind (local or RDMA): a cached registration that covers a request with at least the
  * access asked serves it, reference counted. At reference count 0 an entry stays cached (its pages
- * locked and registered) until LRU eviction or invalidation; an idle RDMA entry is hidden from
- * peers (ops->set_remote) and exposed again on its next hit. Entries are invalidated when the
+ * locked and registered) until LRU eviction or invalidation; an idle RDMA entry has its rkey
+ * revoked (ops->set_remote) and a new one issued on its next hit. Entries are invalidated when the
  * memory goes away (memwatch: munmap, mremap, madvise, brk shrink, free of large blocks) and
  * explicitly.
  *
