@@ -1,8 +1,8 @@
 /* IRP_MJ_CLEANUP: a client killed with SIGKILL while holding allocations and registrations leaves
  * the daemon at its idle figures; so does one that exits without san_close, and one whose process
  * dies while a forked child (with no death signal: it outlives the client) still holds its socket
- * open: the daemon learns of the death through the pidfd, and releases everything while the socket
- * is still open. The low memory every client wrote is scrubbed when it goes back. */
+ * open: the daemon learns of the death through the pidfd and releases everything at once, while the
+ * socket is still open. The low memory every client wrote is scrubbed when it goes back. */
 #include "harness.h"
 
 #include <poll.h>
@@ -112,7 +112,18 @@ static void run(const struct test_daemon *d, const struct san_stats_rep *idle, b
     int st;
     CHECK(waitpid(pid, &st, 0) == pid);
     CHECK(exit_now ? WIFEXITED(st) && !WEXITSTATUS(st) : WIFSIGNALED(st));
-    /* Everything goes, even while the socket holder (if any) keeps the socket open. */
+    /* Everything goes, even while the socket holder (if any) keeps the socket open, and at once:
+     * the client's pidfd became readable before waitpid returned, so the daemon handles that
+     * event before our next connection's, and the first request after the death must find the
+     * client released (not later, by the daemon's periodic sweep of its clients). */
+    if (socket_holder > 0) {
+        test_stats(d, &s);
+        if (!test_is_idle(&s, idle))
+            test_fail(__FILE__, __LINE__,
+                      "not released at once: clients %" PRIu64 " allocations %" PRIu64
+                      " registrations %" PRIu64,
+                      s.clients, s.allocations, s.registrations);
+    }
     test_wait_idle(d, idle);
     test_stats(d, &s);
     CHECK(s.clients == 1);
