@@ -115,6 +115,7 @@ static inline void test_environment(void)
     unsetenv("SANPROXY_SPIN_US");
     unsetenv("SANPROXY_LOG");
     unsetenv("SANPROXY_SOCKET");
+    unsetenv("SANPROXY_TEST_PASS_RIGHTS");
 }
 
 static inline void test_init(void)

@@ -5,8 +5,8 @@
 # sanitizers, which distort every timing and make the full run long, each suite runs on its own
 # with smaller sizes, so that sanperf (and the private daemons it starts) still run under ASan+UBSan.
 set -euo pipefail
-unset SANPROXY_SOCKET SANPROXY_SPIN_US SANPROXY_LOG SAN_RCACHE_MAX_ENTRIES SAN_RCACHE_MAX_BYTES \
-  SANPERF_DAEMON_LOG # as under CTest: a developer's own settings do not reach the test
+unset SANPROXY_SOCKET SANPROXY_SPIN_US SANPROXY_LOG SANPROXY_TEST_PASS_RIGHTS SAN_RCACHE_MAX_ENTRIES \
+  SAN_RCACHE_MAX_BYTES SANPERF_DAEMON_LOG # as under CTest: a developer's own settings do not reach the test
 : "${SAN_BIN:?}"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT

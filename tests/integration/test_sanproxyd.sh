@@ -3,8 +3,8 @@
 # (mode 0660, a second daemon refused), sanctl's commands and failures, SIGTERM (exit 0, socket
 # removed), detaching without --foreground. Never leaves a daemon behind (trap on every exit).
 set -euo pipefail
-unset SANPROXY_SOCKET SANPROXY_SPIN_US SANPROXY_LOG SAN_RCACHE_MAX_ENTRIES SAN_RCACHE_MAX_BYTES \
-  SANPERF_DAEMON_LOG # as under CTest: a developer's own settings do not reach the test
+unset SANPROXY_SOCKET SANPROXY_SPIN_US SANPROXY_LOG SANPROXY_TEST_PASS_RIGHTS SAN_RCACHE_MAX_ENTRIES \
+  SAN_RCACHE_MAX_BYTES SANPERF_DAEMON_LOG # as under CTest: a developer's own settings do not reach the test
 bin=${SAN_BIN:?SAN_BIN not set}
 tmp=$(mktemp -d /tmp/santest.XXXXXX)
 pids=()
