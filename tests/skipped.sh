@@ -11,6 +11,7 @@ if [[ $mode == --reset || $mode == --fail ]]; then
 fi
 log=${1:?usage: skipped.sh [--reset|--fail] FILE}
 if [[ $mode == --reset ]]; then
+  mkdir -p "$(dirname "$log")" # a fresh build has no Testing directory before its first run
   : >"$log"
   exit 0
 fi
