@@ -6,8 +6,9 @@
 # what the allocator does (every constrained request served inside its constraint, the oversized
 # one refused, NOLOWMEM keeping low memory for low requests, the pattern check clean).
 set -euo pipefail
-unset SANPROXY_SOCKET SANPROXY_SPIN_US SANPROXY_LOG SANPROXY_TEST_PASS_RIGHTS SAN_RCACHE_MAX_ENTRIES \
-  SAN_RCACHE_MAX_BYTES SANPERF_DAEMON_LOG # as under CTest: a developer's own settings do not reach the test
+# As under CTest: a developer's own settings do not reach the test.
+unset SANPROXY_SOCKET SANPROXY_SPIN_US SANPROXY_LOG SANPROXY_TEST_PASS_RIGHTS \
+  SAN_RCACHE_MAX_ENTRIES SAN_RCACHE_MAX_BYTES SANPERF_DAEMON_LOG
 : "${SAN_BIN:?}" "${SAN_BUILD:?}"
 ex=$SAN_BUILD/examples
 tmp=$(mktemp -d /tmp/santest.XXXXXX)

@@ -4,8 +4,9 @@
 # hello_san, shows the daemon idle again, says it is not on a terminal and stops the daemon: exit 0,
 # the daemon gone, its temporary directory removed. (.ci/run runs `make run` itself too.)
 set -euo pipefail
-unset SANPROXY_SOCKET SANPROXY_SPIN_US SANPROXY_LOG SANPROXY_TEST_PASS_RIGHTS SAN_RCACHE_MAX_ENTRIES \
-  SAN_RCACHE_MAX_BYTES SANPERF_DAEMON_LOG # as under CTest: a developer's own settings do not reach the test
+# As under CTest: a developer's own settings do not reach the test.
+unset SANPROXY_SOCKET SANPROXY_SPIN_US SANPROXY_LOG SANPROXY_TEST_PASS_RIGHTS \
+  SAN_RCACHE_MAX_ENTRIES SAN_RCACHE_MAX_BYTES SANPERF_DAEMON_LOG
 : "${SAN_SRC:?}" "${SAN_BUILD:?}"
 tmp=$(mktemp -d /tmp/santest.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
