@@ -1,14 +1,20 @@
-/* Stale keys in reused slots, through the real daemon (raw protocol). A key is a slot index and a
- * generation: once a registration is gone its slot is issued again, to the next registration, under
- * a new generation. The old key must then name nothing: DEREGISTER, PADDR and SET_REMOTE with it
- * fail with -EINVAL, and the registration now in the slot keeps its references, its rkey and its
- * frames. The same for an rkey slot: a revoked rkey's slot goes to the next RDMA registration, and
- * re-exposing the first registration issues a third key, never the second one's.
- *
- * Nothing in the daemon takes an rkey from a client yet (the NIC will, from descriptors): stale
- * rkeys presented to the table itself are checked by test_mr_table. */
+/* Stale keys in reused slots, through the real daemon. A key is a slot index and a generation:
+ * once a registration is gone its slot is issued again, to the next registration, under a new
+ * generation. The old key must then name nothing, and the registration now in the slot is left
+ * alone:
+ * - lkeys (raw protocol): DEREGISTER, PADDR and SET_REMOTE with the old key fail with -EINVAL, and
+ *   the new registration keeps its references, its rkey and its frames;
+ * - rkeys: a revoked rkey's slot goes to the next RDMA registration, and re-exposing the first one
+ *   issues a third key, never the second one's;
+ * - through the NIC: an RDMA write or read with a peer's stale descriptor (its rkey's slot now
+ *   holds a registration of the same memory) completes with -EACCES and leaves that memory
+ *   untouched; a stale lkey in a local element is -EFAULT, and the new registration in its slot
+ *   still works. */
 #include "harness.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <sys/mman.h>
 
 #include "mr/mr.h"
@@ -167,6 +173,134 @@ static void stale_rkey(const struct test_daemon *d, const struct san_stats_rep *
     munmap(b, LEN);
 }
 
+/* ---- through the NIC ---- */
+
+struct acceptor {
+    struct san_listener *l;
+    struct san_ep *ep;
+    int err;
+};
+
+static void *accept_main(void *arg)
+{
+    struct acceptor *a = arg;
+    a->err = san_accept(a->l, 5000, &a->ep);
+    return NULL;
+}
+
+/* A connected pair: *a in ca (connector), *b in cb (acceptor). */
+static void connect_pair(struct san_ctx *ca, struct san_ctx *cb, uint16_t port, struct san_ep **a,
+                         struct san_ep **b)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    CHECK(inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr) == 1);
+    struct acceptor acc = {0};
+    CHECK_EQ(san_listen(cb, (struct sockaddr *)&sa, sizeof(sa), 4, &acc.l), 0);
+    pthread_t t;
+    CHECK(!pthread_create(&t, NULL, accept_main, &acc));
+    CHECK_EQ(san_connect(ca, (struct sockaddr *)&sa, sizeof(sa), 5000, a), 0);
+    CHECK(!pthread_join(t, NULL));
+    CHECK_EQ(acc.err, 0);
+    *b = acc.ep;
+    san_listener_close(acc.l);
+}
+
+static struct san_wc wait_one(struct san_ep *ep)
+{
+    struct san_wc wc;
+    for (int i = 0; i < 200; i++) {
+        if (san_poll(ep, &wc, 1) == 1)
+            return wc;
+        CHECK(san_wait(ep, 100) == 0 || i < 199);
+    }
+    test_fail(__FILE__, __LINE__, "no completion");
+}
+
+static uint32_t desc_rkey(const unsigned char *desc)
+{
+    uint32_t rkey;
+    memcpy(&rkey, desc + 32, sizeof(rkey)); /* struct san_rdma_desc: rkey at offset 32 */
+    return rkey;
+}
+
+/* One RDMA operation on a fresh pair (an error ends an endpoint); its completion status. */
+static int rdma_once(struct san_ctx *ca, struct san_ctx *cb, uint16_t port, bool write,
+                     const struct san_sge *sge, const unsigned char *desc)
+{
+    struct san_ep *a, *b;
+    connect_pair(ca, cb, port, &a, &b);
+    if (write)
+        CHECK_EQ(san_rdma_write(a, 7, sge, 1, desc, SAN_RDMA_DESC_SIZE, 0, 0), 0);
+    else
+        CHECK_EQ(san_rdma_read(a, 7, sge, 1, desc, SAN_RDMA_DESC_SIZE, 0, 0), 0);
+    struct san_wc wc = wait_one(a);
+    CHECK_EQ(wc.wr_id, 7);
+    san_ep_close(a);
+    san_ep_close(b);
+    return wc.status;
+}
+
+static void stale_keys_nic(const struct test_daemon *d, const struct san_stats_rep *idle)
+{
+    struct san_ctx *ca, *cb;
+    struct san_mr *lmr, *old, *cur, *lold;
+    unsigned char old_desc[SAN_RDMA_DESC_SIZE], cur_desc[SAN_RDMA_DESC_SIZE];
+    size_t dl = sizeof(old_desc);
+    char *local = map(LEN), *remote = map(2 * LEN);
+
+    /* The harness turns libsan's cache off: each deregistration reaches the daemon at once. */
+    CHECK_EQ(san_open(NULL, &ca), 0);
+    CHECK_EQ(san_open(NULL, &cb), 0);
+    CHECK_EQ(san_register(ca, local, LEN, SAN_MEM_READWRITE, &lmr), 0);
+    memset(local, 0x5a, LEN);
+
+    /* The peer registers its memory, hands out the descriptor, deregisters, then registers the
+     * same memory again (a wider range: a new registration), which takes the rkey's slot. */
+    CHECK_EQ(san_register_rdma(cb, remote, LEN, SAN_MEM_READWRITE, old_desc, &dl, &old), 0);
+    CHECK_EQ(san_deregister(old), 0);
+    CHECK_EQ(san_register_rdma(cb, remote, 2 * LEN, SAN_MEM_READWRITE, cur_desc, &dl, &cur), 0);
+    CHECK_EQ(san_key_index(desc_rkey(cur_desc)), san_key_index(desc_rkey(old_desc)));
+    CHECK(desc_rkey(cur_desc) != desc_rkey(old_desc));
+    memset(remote, 0x11, 2 * LEN);
+
+    struct san_sge sge = {local, 4 * KIB, san_mr_lkey(lmr)};
+    CHECK_EQ(rdma_once(ca, cb, 7001, true, &sge, old_desc), -EACCES);
+    CHECK_EQ(rdma_once(ca, cb, 7002, false, &sge, old_desc), -EACCES);
+    for (size_t i = 0; i < 2 * LEN; i++)
+        if (remote[i] != 0x11)
+            test_fail(__FILE__, __LINE__, "the stale rkey wrote byte %zu of the new registration",
+                      i);
+    CHECK(local[0] == 0x5a && local[4 * KIB - 1] == 0x5a); /* nor did the read land */
+    /* The registration in the slot works with its own descriptor. */
+    CHECK_EQ(rdma_once(ca, cb, 7003, true, &sge, cur_desc), 0);
+    CHECK(remote[0] == 0x5a && remote[4 * KIB - 1] == 0x5a && remote[4 * KIB] == 0x11);
+
+    /* A stale lkey in a local element: its slot now holds a registration of the same memory. */
+    CHECK_EQ(san_register(ca, local + LEN / 2, LEN / 2, SAN_MEM_READWRITE, &lold), 0);
+    uint32_t stale = san_mr_lkey(lold);
+    CHECK_EQ(san_deregister(lold), 0);
+    struct san_mr *lcur;
+    CHECK_EQ(san_register(ca, local, LEN, SAN_MEM_READ, &lcur), 0);
+    CHECK_EQ(san_key_index(san_mr_lkey(lcur)), san_key_index(stale));
+    CHECK(san_mr_lkey(lcur) != stale);
+    memset(remote, 0x22, 2 * LEN);
+    struct san_sge bad = {local + LEN / 2, 4 * KIB, stale};
+    CHECK_EQ(rdma_once(ca, cb, 7004, true, &bad, cur_desc), -EFAULT);
+    CHECK(remote[0] == 0x22);
+    struct san_sge good = {local + LEN / 2, 4 * KIB, san_mr_lkey(lcur)};
+    CHECK_EQ(rdma_once(ca, cb, 7005, true, &good, cur_desc), 0);
+    CHECK(remote[0] == 0x5a);
+
+    CHECK_EQ(san_deregister(lcur), 0);
+    CHECK_EQ(san_deregister(cur), 0);
+    CHECK_EQ(san_deregister(lmr), 0);
+    san_close(ca);
+    san_close(cb);
+    test_wait_idle(d, idle);
+    munmap(local, LEN);
+    munmap(remote, 2 * LEN);
+}
+
 int main(void)
 {
     struct test_daemon d;
@@ -177,6 +311,12 @@ int main(void)
     test_stats(&d, &idle);
     stale_lkey(&d, &idle);
     stale_rkey(&d, &idle);
+    CHECK_EQ(test_daemon_stop(&d), 0);
+    /* A fresh daemon: its key tables' free lists are empty, so the next registration takes
+     * exactly the slot just freed (free slots are reused oldest first). */
+    test_daemon_start(&d, NULL);
+    test_stats(&d, &idle);
+    stale_keys_nic(&d, &idle);
     CHECK_EQ(test_daemon_stop(&d), 0);
     printf("ok\n");
     return 0;
