@@ -2,7 +2,9 @@
 # The examples as a user runs them. examples/hello_san against a private sanproxyd (socket given on
 # the command line, then through $SANPROXY_SOCKET): exit 0, low memory below 4 GiB, the descriptor
 # probe, an RDMA registration with both keys, and the daemon idle afterwards; without a daemon it
-# says so and exits 1. examples/tour (no daemon: its own machines): exit 0 and what it shows is
+# says so and exits 1. examples/nic_pingpong against the same daemon: both processes report their
+# RDMA write and read correct, exit 0, the daemon idle afterwards (endpoints closed); on a port
+# already taken it fails. examples/tour (no daemon: its own machines): exit 0 and what it shows is
 # what the allocator does (every constrained request served inside its constraint, the oversized
 # one refused, NOLOWMEM keeping low memory for low requests, the pattern check clean).
 set -euo pipefail
@@ -46,6 +48,23 @@ check_hello() { # the output of one run in $tmp/out
 check_hello
 SANPROXY_SOCKET=$tmp/sock "$ex/hello_san" >"$tmp/out" || fail "hello_san with SANPROXY_SOCKET: exit $?"
 check_hello
+
+# --- nic_pingpong ---
+SANPROXY_SOCKET=$tmp/sock timeout 60 "$ex/nic_pingpong" 7600 >"$tmp/out" ||
+  fail "nic_pingpong: exit $?"
+grep -qE '^listener: "written" arrived after 65536 bytes written into its memory by RDMA write, all correct$' \
+  "$tmp/out" || fail "nic_pingpong: the listener did not see the RDMA write"
+grep -q '^connector: read back "hello from the listener" from the listener.s memory by RDMA read$' \
+  "$tmp/out" || fail "nic_pingpong: the connector did not read the reply back"
+grep -q '^nic_pingpong: ok$' "$tmp/out" || fail "nic_pingpong did not finish"
+for _ in $(seq 100); do # endpoints close on the daemon's schedule
+  json=$("$SAN_BIN/sanctl" --socket "$tmp/sock" stats --json)
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); sys.exit(not (d["clients"]==1 and d["registrations"]==0 and d.get("endpoints",0)==0))' \
+    "$json" && break
+  sleep 0.05
+done
+python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["clients"]==1 and d["registrations"]==0 and d.get("endpoints",0)==0, d' \
+  "$json" || fail "daemon not idle after nic_pingpong: $json"
 kill -TERM "$pid"
 wait "$pid" || fail "sanproxyd: exit $? after SIGTERM"
 pid=
@@ -84,4 +103,4 @@ grep -qE '^    [1-9][0-9]* served above 4 GiB, [1-9][0-9]* served below 4 GiB$' 
   fail "tour: without NOLOWMEM low memory was not used once high memory ran out"
 grep -q '^low-memory pattern check: 0 dirty free frames below 4 GiB$' "$tmp/out" ||
   fail "tour: the low-memory pattern check"
-echo "examples: hello_san (twice, and without a daemon) and tour ok"
+echo "examples: hello_san (twice, and without a daemon), nic_pingpong and tour ok"

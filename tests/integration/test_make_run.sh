@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run` with no terminal (stdin from /dev/null, output to a file), as CI and pipes run it: what
 # it runs after the build (scripts/run on this build) starts the daemon, shows its stats, runs
-# hello_san, shows the daemon idle again, says it is not on a terminal and stops the daemon: exit 0,
+# hello_san and nic_pingpong, shows the daemon idle again, says it is not on a terminal and stops the daemon: exit 0,
 # the daemon gone, its temporary directory removed. (.ci/run runs `make run` itself too.)
 set -euo pipefail
 # As under CTest: a developer's own settings do not reach the test.
@@ -22,6 +22,7 @@ dpid=$(sed -nE 's/^== sanproxyd is running \(pid ([0-9]+)\) on .*/\1/p' <<<"$lin
 sock=$(sed -nE 's/^== sanproxyd is running \(pid [0-9]+\) on (.*)$/\1/p' <<<"$line")
 grep -q '^  clients          1 (this one included)$' "$tmp/out" || fail "no readable stats"
 grep -q '^released everything' "$tmp/out" || fail "hello_san did not run to its end"
+grep -q '^nic_pingpong: ok$' "$tmp/out" || fail "nic_pingpong did not run to its end"
 json=$(grep '^{"clients"' "$tmp/out") || fail "no stats --json"
 python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["clients"]==1 and d["allocations"]==0 and d["registrations"]==0, d' \
   "$json" || fail "daemon not idle after the demo: $json"
