@@ -31,6 +31,7 @@
 
 #include <san/client.h>
 
+#include "common/pin.h"
 #include "common/range.h"
 #include "client/rcache.h"
 #include "client/defaults.h"
@@ -274,26 +275,23 @@ static int sys_mlock(uint64_t start, uint64_t len)
 {
     return (int)syscall(SYS_mlock2, (void *)(uintptr_t)start, (size_t)len, MLOCK_ONFAULT);
 }
-static int sys_munlock(uint64_t start, uint64_t len)
-{
-    return (int)syscall(SYS_munlock, (void *)(uintptr_t)start, (size_t)len);
-}
-
-/* munlocks the pages of [start, start+len) that no registration in ctx->regs covers. */
+/* munlocks the pages of [start, start+len) that no registration in ctx->regs covers. What the
+ * application unmapped of it meanwhile is skipped (san_pin_unlock): a plain munlock would stop at
+ * the hole and leave the rest locked. */
 static void unpin_uncovered(struct san_ctx *ctx, uint64_t start, uint64_t len)
 {
     uint64_t at = start, end = start + len;
     for (struct san_range *r = san_range_first_overlap(&ctx->regs, start, len); r;
          r = san_range_next_overlap(r, start, len)) {
         if (r->start > at)
-            sys_munlock(at, r->start - at);
+            san_pin_unlock(at, r->start - at);
         if (san_range_end(r) > at)
             at = san_range_end(r);
         if (at >= end)
             return;
     }
     if (at < end)
-        sys_munlock(at, end - at);
+        san_pin_unlock(at, end - at);
 }
 
 void san_close(struct san_ctx *ctx)

@@ -24,6 +24,8 @@
 #include "mdl/mdl.h"
 #include "phys/machine.h"
 
+#include "../vmlck.h"
+
 #define PAGE 4096u
 #define GIB  (UINT64_C(1) << 30)
 #define MIB  (UINT64_C(1) << 20)
@@ -31,16 +33,9 @@
 /* Locked memory of this process as the kernel counts it, in bytes. */
 static uint64_t vm_locked(void)
 {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    uint64_t kb = UINT64_MAX;
-    assert_non_null(f);
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmLck: %lu kB", &kb) == 1)
-            break;
-    fclose(f);
-    assert_int_not_equal(kb, UINT64_MAX);
-    return kb * 1024;
+    long kib = test_vm_locked_kib();
+    assert_true(kib >= 0);
+    return (uint64_t)kib * 1024;
 }
 
 static void *map_pages(size_t n, int prot)
