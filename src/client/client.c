@@ -26,20 +26,19 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <san/client.h>
 
+#include "client/defaults.h"
+#include "client/rcache.h"
+#include "common/clock.h"
+#include "common/page.h"
 #include "common/pin.h"
 #include "common/range.h"
-#include "client/rcache.h"
-#include "client/defaults.h"
 #include "client/desc.h"
 #include "client/ep.h"
 #include "proto/proto.h"
-
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
 
 struct client_alloc {
     struct san_range r; /* mapped address, bytes */
@@ -95,13 +94,6 @@ static int send_req(struct san_ctx *ctx, struct san_msg *req)
     return err == -EPIPE ? -ECONNRESET : err;
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Receives one message, polling for up to ctx->spin_ns before sleeping: a reply usually comes
  * within microseconds (the daemon polls too), and a sleep plus wake-up costs more than that on
  * these machines. sched_yield between polls lets a daemon that shares our CPU run. */
@@ -109,13 +101,13 @@ static int recv_spin(struct san_ctx *ctx, struct san_msg *m, size_t *len, int *f
                      unsigned *n)
 {
     if (ctx->spin_ns) {
-        uint64_t deadline = now_ns() + ctx->spin_ns;
+        uint64_t deadline = san_now_ns() + ctx->spin_ns;
         do {
             int err = san_proto_recv_fds(ctx->fd, m, len, fds, max, n, MSG_DONTWAIT);
             if (err != -EAGAIN)
                 return err;
             sched_yield();
-        } while (now_ns() < deadline);
+        } while (san_now_ns() < deadline);
     }
     return san_proto_recv_fds(ctx->fd, m, len, fds, max, n, 0);
 }

@@ -19,7 +19,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define PAGE ((uint64_t)4096)
+#include "common/page.h"
+
 /* Internal queue kind: the destination of an mremap, which carries its registration along. */
 #define SAN_MEMWATCH_REMAP_TO 100
 /* Highest user address we ever ask the kernel to wake (x86-64 and arm64 47/48-bit user space). */

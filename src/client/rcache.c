@@ -24,7 +24,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <sched.h>
-#include <time.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -34,10 +33,11 @@
 #include <san/types.h>
 
 #include "client/memwatch.h"
+#include "common/clock.h"
+#include "common/page.h"
 #include "common/range.h"
 #include "common/size.h"
 
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
 #define DEAD (UINT32_C(1) << 31)
 
 enum entry_state { E_PENDING = 1, E_READY, E_DEAD, E_UNCACHED };
@@ -149,9 +149,7 @@ static inline uint64_t lru_now(void)
 #if defined(__x86_64__) || defined(__i386__)
     return __builtin_ia32_rdtsc();
 #else
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return san_now_ns();
 #endif
 }
 

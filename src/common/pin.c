@@ -19,7 +19,7 @@
 
 #include <san/types.h>
 
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
+#include "common/page.h"
 
 static int sys_munlock(uint64_t start, uint64_t len)
 {

@@ -16,9 +16,8 @@
 
 #include <san/client.h>
 
+#include "common/page.h"
 #include "phys/export.h"
-
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
 
 static struct san_daemon_alloc *alloc_of(struct san_range *r)
 {

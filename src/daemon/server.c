@@ -53,6 +53,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
+
 #ifndef SO_PASSRIGHTS
 #define SO_PASSRIGHTS 83
 #endif
@@ -66,13 +68,6 @@
 #define FDS_PER_CLIENT 5    /* socket, pidfd, pagemap, maps, mem */
 #define FDS_FOR_DAEMON 64   /* listener, epoll, memfds being exported, logs, ... */
 #define ROOT_RESERVE   16   /* connections only root may take */
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static int epoll_add(int epfd, int fd, uint64_t data)
 {
@@ -552,7 +547,7 @@ int san_daemon_run(const struct san_daemon_config *cfg, int ready_fd, unsigned s
          * after register, the next call of a burst) then costs no wake-up, and the daemon works
          * on its own core while the client does its half (mlock) on the other. */
         int timeout = -1;
-        if (d.spin_ns && now_ns() - d.last_request_ns < d.spin_ns)
+        if (d.spin_ns && san_now_ns() - d.last_request_ns < d.spin_ns)
             timeout = 0;
         int n = epoll_wait(d.epfd, ev, 64, timeout);
         if (n < 0) {
@@ -581,7 +576,7 @@ int san_daemon_run(const struct san_daemon_config *cfg, int ready_fd, unsigned s
                     drop_client(&d, c, "exited");
                 else if (ev[i].events & EPOLLIN) {
                     client_readable(&d, c);
-                    d.last_request_ns = now_ns();
+                    d.last_request_ns = san_now_ns();
                 } else
                     drop_client(&d, c, "hung up");
             }

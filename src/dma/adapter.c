@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
+#include "common/page.h"
 
 static pthread_mutex_t leak_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct san_adapter *leaked; /* adapters put while still in use: reachable, never freed */

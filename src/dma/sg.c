@@ -19,7 +19,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
+#include "common/page.h"
 
 /* Reachability split point: bytes below it the device reaches (page-aligned). */
 static uint64_t reach_end(const struct san_adapter *a)

@@ -12,9 +12,8 @@
 #include <stdlib.h>
 #include <sys/random.h>
 
+#include "common/page.h"
 #include "mdl/mdl.h"
-
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
 
 struct san_mr_registry {
     pthread_mutex_t lock;

@@ -39,6 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
+
 #ifndef SYS_futex_waitv
 #define SYS_futex_waitv 449
 #endif
@@ -46,13 +48,6 @@
 
 #define BATCH 16         /* work requests of one endpoint per pass */
 #define CHUNK (64 << 10) /* bytes moved per step of a transfer */
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 struct futex_waiter {
     uint64_t val;
@@ -531,19 +526,19 @@ int san_nic_step(struct san_nic_pair *p)
 static void *engine_main(void *arg)
 {
     struct san_nic_pair *p = arg;
-    uint64_t spin_ns = (uint64_t)p->nic->cfg.spin_us * 1000, idle_since = mono_ns();
+    uint64_t spin_ns = (uint64_t)p->nic->cfg.spin_us * 1000, idle_since = san_now_ns();
     while (!p->done[0] || !p->done[1]) {
         uint32_t before[2][3];
         if (step(p, before)) {
-            idle_since = mono_ns();
+            idle_since = san_now_ns();
             continue;
         }
         memcpy(p->seen, before, sizeof(before)); /* what this pass looked at */
-        while (!pending(p) && mono_ns() - idle_since < spin_ns)
+        while (!pending(p) && san_now_ns() - idle_since < spin_ns)
             sched_yield();
         if (!pending(p))
             sleep_on(p);
-        idle_since = mono_ns();
+        idle_since = san_now_ns();
     }
     pair_free(p);
     return NULL;

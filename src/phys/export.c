@@ -20,7 +20,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
+#include "common/page.h"
 
 /* The CONTIG record that is exactly [va, va+len) of the image, or NULL. */
 static struct san_frames *record_of(struct san_machine *m, void *va, size_t len)

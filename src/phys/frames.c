@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
+#include "common/page.h"
 
 static inline struct san_frames *frames_of(struct san_range *r)
 {

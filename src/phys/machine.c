@@ -9,9 +9,10 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#define MIB  (UINT64_C(1) << 20)
-#define GIB  (UINT64_C(1) << 30)
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
+#include "common/page.h"
+
+#define MIB (UINT64_C(1) << 20)
+#define GIB (UINT64_C(1) << 30)
 
 static int cmp_range(const void *a, const void *b)
 {

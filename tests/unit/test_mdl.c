@@ -25,10 +25,10 @@
 #include "phys/machine.h"
 
 #include "../vmlck.h"
+#include "common/page.h"
 
-#define PAGE 4096u
-#define GIB  (UINT64_C(1) << 30)
-#define MIB  (UINT64_C(1) << 20)
+#define GIB (UINT64_C(1) << 30)
+#define MIB (UINT64_C(1) << 20)
 
 /* Locked memory of this process as the kernel counts it, in bytes. */
 static uint64_t vm_locked(void)

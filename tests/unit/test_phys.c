@@ -14,11 +14,12 @@
 
 #include <san/san.h>
 
-#define KIB  (UINT64_C(1) << 10)
-#define MIB  (UINT64_C(1) << 20)
-#define GIB  (UINT64_C(1) << 30)
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
-#define ANY  0, UINT64_MAX, 0
+#include "common/page.h"
+
+#define KIB (UINT64_C(1) << 10)
+#define MIB (UINT64_C(1) << 20)
+#define GIB (UINT64_C(1) << 30)
+#define ANY 0, UINT64_MAX, 0
 
 static struct san_machine *make(const struct san_ram_range *ram, size_t nr, uint64_t ram_size,
                                 bool nolowmem)
