@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "common/page.h"
+#include "common/search.h"
 
 static pthread_mutex_t leak_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct san_adapter *leaked; /* adapters put while still in use: reachable, never freed */
@@ -22,17 +23,22 @@ static const struct san_dma_ops adapter_ops;
 
 /* ---- map registers ---- */
 
+static uint64_t piece_first(const void *pieces, size_t i)
+{
+    return ((const struct san_bounce_piece *)pieces)[i].first;
+}
+
+/* Pieces are sorted by descending address: searched by the complement. */
+static uint64_t piece_start_desc(const void *pieces, size_t i)
+{
+    return ~((const struct san_bounce_piece *)pieces)[i].f->r.start;
+}
+
 san_paddr_t san_reg_paddr(const struct san_adapter *a, uint32_t r)
 {
-    uint32_t lo = 0, hi = a->nr_pieces;
-    while (hi - lo > 1) { /* pieces are in register order: last one with first <= r */
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (a->pieces[mid].first <= r)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    const struct san_bounce_piece *p = &a->pieces[lo];
+    /* Pieces are in register order: the last one whose first register is <= r. */
+    const struct san_bounce_piece *p =
+        &a->pieces[san_search_last(a->pieces, a->nr_pieces, piece_first, r)];
     return p->f->r.start + (uint64_t)(r - p->first) * PAGE;
 }
 
@@ -153,15 +159,9 @@ void san_regs_put(struct san_adapter *a, const struct san_reg_run *runs, uint32_
 bool san_bounce_busy(const struct san_frames *f, san_paddr_t pa, uint64_t len)
 {
     const struct san_adapter *a = f->tag;
-    uint32_t lo = 0, hi = a->nr_pieces;
-    while (hi - lo > 1) { /* descending addresses: last piece whose start >= f's */
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (a->pieces[mid].f->r.start >= f->r.start)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    const struct san_bounce_piece *p = &a->pieces[lo];
+    /* The last piece (descending addresses) whose start is >= f's. */
+    const struct san_bounce_piece *p =
+        &a->pieces[san_search_last(a->pieces, a->nr_pieces, piece_start_desc, ~f->r.start)];
     if (p->f != f)
         return false;
     uint32_t first = p->first + (uint32_t)((pa - f->r.start) / PAGE);

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "common/page.h"
+#include "common/search.h"
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22
@@ -401,17 +402,14 @@ size_t san_mdl_page_count(const struct san_mdl *mdl)
     return mdl ? mdl->nr_pages : 0;
 }
 
+static uint64_t piece_first_page(const void *pieces, size_t i)
+{
+    return ((const struct san_mdl_piece *)pieces)[i].first_page;
+}
+
 size_t san_mdl_piece_of(const struct san_mdl *mdl, size_t page)
 {
-    size_t lo = 0, hi = mdl->nr_pieces;
-    while (hi - lo > 1) { /* last piece whose first_page <= page */
-        size_t mid = lo + (hi - lo) / 2;
-        if (mdl->pieces[mid].first_page <= page)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return lo;
+    return san_search_last(mdl->pieces, mdl->nr_pieces, piece_first_page, page);
 }
 
 san_paddr_t san_mdl_page(const struct san_mdl *mdl, size_t i)
