@@ -272,18 +272,9 @@ static int sys_mlock(uint64_t start, uint64_t len)
  * the hole and leave the rest locked. */
 static void unpin_uncovered(struct san_ctx *ctx, uint64_t start, uint64_t len)
 {
-    uint64_t at = start, end = start + len;
-    for (struct san_range *r = san_range_first_overlap(&ctx->regs, start, len); r;
-         r = san_range_next_overlap(r, start, len)) {
-        if (r->start > at)
-            san_pin_unlock(at, r->start - at);
-        if (san_range_end(r) > at)
-            at = san_range_end(r);
-        if (at >= end)
-            return;
-    }
-    if (at < end)
-        san_pin_unlock(at, end - at);
+    struct san_range_gaps g;
+    for (san_range_gaps_init(&g, &ctx->regs, start, start + len); san_range_gaps_next(&g);)
+        san_pin_unlock(g.start, g.len);
 }
 
 void san_close(struct san_ctx *ctx)

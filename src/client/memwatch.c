@@ -53,18 +53,10 @@ static int uffd_range_op(int fd, unsigned long op, uint64_t start, uint64_t len)
 /* Unregisters the parts of [start, end) that no span in the tree covers. */
 static void unregister_uncovered_locked(struct san_memwatch *mw, uint64_t start, uint64_t end)
 {
-    uint64_t cursor = start;
-    struct san_range *o = san_range_first_overlap(&mw->spans, start, end - start);
-
-    for (; o && cursor < end; o = san_range_next_overlap(o, start, end - start)) {
-        if (o->start > cursor &&
-            uffd_range_op(mw->uffd, UFFDIO_UNREGISTER, cursor, o->start - cursor) < 0)
+    struct san_range_gaps g;
+    for (san_range_gaps_init(&g, &mw->spans, start, end); san_range_gaps_next(&g);)
+        if (uffd_range_op(mw->uffd, UFFDIO_UNREGISTER, g.start, g.len) < 0)
             mw->stats.unreg_fail++;
-        if (san_range_end(o) > cursor)
-            cursor = san_range_end(o);
-    }
-    if (cursor < end && uffd_range_op(mw->uffd, UFFDIO_UNREGISTER, cursor, end - cursor) < 0)
-        mw->stats.unreg_fail++;
 }
 
 static bool covered_locked(struct san_memwatch *mw, uint64_t page)

@@ -134,16 +134,9 @@ static int pin_locked(uint64_t start, uint64_t len)
 /* Munlocks the parts of [start, end) no MDL in the pin tree covers. pin_lock held. */
 static void unpin_uncovered_locked(uint64_t start, uint64_t end)
 {
-    uint64_t cur = start;
-    for (struct san_range *r = san_range_first_overlap(&pin_tree, start, end - start);
-         r && cur < end; r = san_range_next_overlap(r, start, end - start)) {
-        if (r->start > cur)
-            sys_munlock(cur, r->start - cur);
-        if (san_range_end(r) > cur)
-            cur = san_range_end(r);
-    }
-    if (cur < end)
-        sys_munlock(cur, end - cur);
+    struct san_range_gaps g;
+    for (san_range_gaps_init(&g, &pin_tree, start, end); san_range_gaps_next(&g);)
+        sys_munlock(g.start, g.len);
 }
 
 static void free_frames(struct san_mdl *mdl)
