@@ -258,15 +258,6 @@ static struct client_reg *reg_of(struct san_range *r)
     return r ? san_container_of(r, struct client_reg, r) : NULL;
 }
 
-/* mlock and munlock as system calls: sanitizer runtimes replace the libc functions with no-ops,
- * and the pin is part of what registration means. MLOCK_ONFAULT: resident pages are locked now
- * and every other page as it is faulted in, without a population pass of its own: populate()
- * has just faulted the whole range in, so by the time the registration exists the whole range is
- * resident and locked. */
-static int sys_mlock(uint64_t start, uint64_t len)
-{
-    return (int)syscall(SYS_mlock2, (void *)(uintptr_t)start, (size_t)len, MLOCK_ONFAULT);
-}
 /* munlocks the pages of [start, start+len) that no registration in ctx->regs covers. What the
  * application unmapped of it meanwhile is skipped (san_pin_unlock): a plain munlock would stop at
  * the hole and leave the rest locked. */
@@ -450,67 +441,6 @@ static struct client_reg *reg_same(struct san_ctx *ctx, uint64_t va, uint64_t le
     return NULL;
 }
 
-/* Maps an mlock failure to the error convention: a page that is not mapped or not readable is
- * -EFAULT (checked page by page with process_vm_readv on ourselves, only on this slow path); a
- * mapped range mlock refuses is the RLIMIT_MEMLOCK case, -ENOBUFS. */
-static int pin_error(int e, uint64_t start, uint64_t len)
-{
-    if (e == ENOMEM || e == EAGAIN) {
-        char byte;
-        for (uint64_t at = start; at < start + len; at += PAGE) {
-            struct iovec local = {&byte, 1}, remote = {(void *)(uintptr_t)at, 1};
-            if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) != 1)
-                return -EFAULT;
-        }
-        return e == ENOMEM ? -ENOBUFS : -ENOMEM;
-    }
-    return e == EPERM ? -EPERM : -ENOMEM;
-}
-
-/* Faults in [start, start+len) (page-aligned) with the access a device will have: the daemon only
- * accepts pages it sees present (it never faults in a client's page). A page that is not mapped,
- * or not writable when access has SAN_MEM_WRITE (read-only stays read-only), is -EFAULT. Without
- * MADV_POPULATE_* (kernels before 5.14) the pages are read through process_vm_readv on ourselves,
- * which faults them in or fails on what is not mapped. */
-static int populate(uint64_t start, uint64_t len, unsigned access)
-{
-    static atomic_int works = -1; /* MADV_POPULATE_* known to work, not to, or not probed */
-    int advice = access & SAN_MEM_WRITE ? 23 /* MADV_POPULATE_WRITE */ : 22 /* _READ */;
-    while (atomic_load_explicit(&works, memory_order_relaxed) != 0) {
-        if (!madvise((void *)(uintptr_t)start, (size_t)len, advice)) {
-            atomic_store_explicit(&works, 1, memory_order_relaxed);
-            return 0;
-        }
-        switch (errno) {
-        case EINTR:
-        case EAGAIN:
-            continue;
-        case EINVAL:
-            if (atomic_load_explicit(&works, memory_order_relaxed) < 0) {
-                /* Unknown advice, or a mapping without the access? Ask about a page we own. */
-                static _Alignas(4096) char probe[4096];
-                atomic_store_explicit(&works, !madvise(probe, sizeof(probe), 22),
-                                      memory_order_relaxed);
-                continue;
-            }
-            return -EFAULT;
-        case ENOMEM:    /* not mapped */
-        case EFAULT:    /* would SIGBUS */
-        case EHWPOISON: /* poisoned page */
-            return -EFAULT;
-        default:
-            return -errno;
-        }
-    }
-    char byte;
-    for (uint64_t at = start; at < start + len; at += PAGE) {
-        struct iovec local = {&byte, 1}, remote = {(void *)(uintptr_t)at, 1};
-        if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) != 1)
-            return -EFAULT;
-    }
-    return 0;
-}
-
 /* Registration: MmProbeAndLockPages, our half first (the daemon cannot pin another process's
  * pages): the pages are pinned, then the daemon validates the range through our pidfd, gives it
  * frames and registers it. Pinning before the request also keeps our mlock (which holds our
@@ -539,13 +469,13 @@ static int do_register(struct san_ctx *ctx, void *addr, size_t len, unsigned acc
         err = -ENOMEM;
         goto fail;
     }
-    /* A range we already hold registered with this access is pinned already. */
-    if (!g && (err = populate(start, end - start, access)))
+    /* A range we already hold registered with this access is pinned already. The daemon only
+     * accepts pages it sees present (it never faults in a client's page): fault them in with the
+     * access a device will have (read-only stays read-only: -EFAULT), then pin them. */
+    if (!g && (err = san_pin_populate(start, end - start, access & SAN_MEM_WRITE)))
         goto fail;
-    if (!g && sys_mlock(start, end - start)) {
-        err = pin_error(errno, start, end - start);
+    if (!g && (err = san_pin_lock(start, end - start)))
         goto fail_unpin; /* mlock may have pinned part of it */
-    }
     san_proto_init(&req, SAN_OP_REGISTER, 0);
     req.u.register_req = (struct san_register_req){
         .va = va, .len = len, .access = access, .flags = rdma ? SAN_REG_RDMA : 0};
@@ -614,7 +544,7 @@ static int release_mr(struct san_mr *mr, bool defer)
     if (last && (err || rep.u.deregister_rep.refs)) {
         /* Still registered: pin it again. */
         san_range_insert(&ctx->regs, &g->r);
-        sys_mlock(g->r.start, g->r.len);
+        san_pin_lock(g->r.start, g->r.len);
         last = false;
     }
     if (!err) {

@@ -35,6 +35,7 @@
 #include "client/memwatch.h"
 #include "common/clock.h"
 #include "common/page.h"
+#include "common/pin.h"
 #include "common/range.h"
 #include "common/size.h"
 
@@ -461,7 +462,7 @@ static int miss(struct san_rcache *rc, void *addr, size_t len, unsigned access, 
         /* Pages must be present before the span is watched: the kernel cannot fault in a page of a
          * watched span for a system call (mlock, the daemon's process_vm_readv). */
         bool watched = false;
-        if (can_cache && !madvise((void *)(uintptr_t)pstart, pend - pstart, MADV_POPULATE_READ)) {
+        if (can_cache && !san_pin_populate(pstart, pend - pstart, false)) {
             write_lock(rc);
             e->r.start = start;
             e->r.len = len;

@@ -1,5 +1,12 @@
-/* Pinning pages of this process (see pin.h). Sits on the system calls only: sanitizer runtimes
- * replace the libc mlock and munlock with no-ops, and the pin is part of what registration means.
+/* Pinning pages of this process (see pin.h). Sits on the system calls only: mlock, mlock2 and
+ * munlock go to the kernel directly because sanitizer runtimes replace the libc mlock and munlock
+ * with no-ops (not mlock2), and the pin is part of what registration means.
+ *
+ * Faulting in: MADV_POPULATE_READ/_WRITE (5.14) faults the range in with the access asked and
+ * fails on what lacks it, before anything is locked; whether the kernel has it is probed once, on a
+ * page of our own. Then mlock2(MLOCK_ONFAULT) locks the resident pages without a second walk.
+ * A refused mlock is told apart (RLIMIT_MEMLOCK, or part of the range gone meanwhile) with
+ * mincore, a call per 16 MiB, never per page.
  *
  * munlock stops at the first hole of its range (ENOMEM) and leaves the pages after it locked: a
  * registered range of which the application unmapped the first or a middle page would keep the
@@ -11,15 +18,125 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdbool.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
-#include <san/types.h>
-
 #include "common/page.h"
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+#ifndef MLOCK_ONFAULT
+#define MLOCK_ONFAULT 0x01
+#endif
+
+/* Pages read per process_vm_readv where MADV_POPULATE_* is missing. */
+enum { TOUCH_BATCH = 512 };
+
+/* 1: MADV_POPULATE_* works, 0: it does not (kernel before 5.14), -1: not probed yet. */
+static atomic_int populate_ok = -1;
+static _Alignas(4096) unsigned char probe_page[4096];
+
+static bool have_populate(void)
+{
+    int ok = atomic_load_explicit(&populate_ok, memory_order_relaxed);
+    if (ok < 0) {
+        ok = madvise(probe_page, sizeof(probe_page), MADV_POPULATE_WRITE) == 0;
+        atomic_store_explicit(&populate_ok, ok, memory_order_relaxed);
+    }
+    return ok;
+}
+
+/* Reads one byte of every page of [start, start + len), a batch per call: faults them in, or fails
+ * on the first that is not mapped readable. */
+static int touch_pages(uint64_t start, uint64_t len)
+{
+    struct iovec remote[TOUCH_BATCH];
+    unsigned char sink[TOUCH_BATCH];
+
+    for (uint64_t at = start, end = start + len; at < end;) {
+        size_t n = 0;
+        for (; n < TOUCH_BATCH && at < end; n++, at += PAGE)
+            remote[n] = (struct iovec){(void *)(uintptr_t)at, 1};
+        struct iovec local = {sink, n};
+        ssize_t got;
+        while ((got = process_vm_readv(getpid(), &local, 1, remote, n, 0)) < 0 && errno == EINTR)
+            ;
+        if (got < 0)
+            return errno == EFAULT || errno == ENOMEM ? -EFAULT : -errno;
+        if ((size_t)got != n)
+            return -EFAULT;
+    }
+    return 0;
+}
+
+int san_pin_populate(uint64_t start, uint64_t len, bool write)
+{
+    if (!have_populate())
+        return touch_pages(start, len);
+    int advice = write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
+    while (madvise((void *)(uintptr_t)start, (size_t)len, advice)) {
+        switch (errno) {
+        case EINTR:
+        case EAGAIN:
+            continue;
+        case ENOMEM: /* not mapped */
+        case EINVAL: /* mapped without the access (or not populatable, like VM_IO) */
+        case EFAULT: /* would SIGBUS */
+        case EHWPOISON:
+            return -EFAULT;
+        default:
+            return -errno;
+        }
+    }
+    return 0;
+}
+
+/* True when every page of [start, start + len) is mapped. */
+static bool range_mapped(uint64_t start, uint64_t len)
+{
+    unsigned char vec[4096];
+    for (uint64_t done = 0; done < len; done += sizeof(vec) * PAGE) {
+        uint64_t n = len - done < sizeof(vec) * PAGE ? len - done : sizeof(vec) * PAGE;
+        if (mincore((void *)(uintptr_t)(start + done), n, vec) && errno == ENOMEM)
+            return false;
+    }
+    return true;
+}
+
+int san_pin_lock(uint64_t start, uint64_t len)
+{
+    void *p = (void *)(uintptr_t)start;
+    long rc;
+    if (have_populate()) {
+        rc = syscall(SYS_mlock2, p, (size_t)len, MLOCK_ONFAULT);
+        if (rc && (errno == ENOSYS || errno == EINVAL))
+            rc = syscall(SYS_mlock, p, (size_t)len); /* no mlock2 or no MLOCK_ONFAULT */
+    } else {
+        rc = syscall(SYS_mlock, p,
+                     (size_t)len); /* faults the pages in (writable ones for writing) */
+    }
+    if (!rc)
+        return 0;
+    switch (errno) {
+    case EPERM: /* no CAP_IPC_LOCK and RLIMIT_MEMLOCK is 0 */
+        return -EPERM;
+    case ENOMEM: /* part of the range went away since it was populated, or RLIMIT_MEMLOCK */
+        return range_mapped(start, len) ? -ENOBUFS : -EFAULT;
+    case EAGAIN:
+        return -ENOMEM;
+    default:
+        return -errno;
+    }
+}
 
 static int sys_munlock(uint64_t start, uint64_t len)
 {

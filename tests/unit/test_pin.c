@@ -1,7 +1,9 @@
-/* common/pin: unlocking a pinned range of which parts were unmapped meanwhile leaves nothing
- * locked (VmLck back to where it was), with one munlock per mapped run: the first page gone, a
- * middle page, everything gone, a range listed after hundreds of mappings in /proc/self/maps
- * (reads that end mid-line), and a file mapping whose line is longer than the reader's buffer. */
+/* common/pin: faulting in with the access asked (-EFAULT for what lacks it) and locking; unlocking
+ * a pinned range of which parts were unmapped meanwhile leaves nothing locked (VmLck back to where
+ * it was), with one munlock per mapped run: the first page gone, a middle page, everything gone, a
+ * range listed after hundreds of mappings in /proc/self/maps (reads that end mid-line), and a file
+ * mapping whose line is longer than the reader's buffer. */
+#include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -143,9 +145,44 @@ static void test_long_line(void **state)
     rmdir(dir);
 }
 
+/* Faulting in checks the access before anything is locked: read-only memory for writing,
+ * PROT_NONE, and unmapped memory are -EFAULT; then the lock holds the pages just faulted in. */
+static void test_populate_and_lock(void **state)
+{
+    (void)state;
+    long start = locked_kib();
+    char *ro = map(2 * PG, PROT_READ);
+    assert_int_equal(san_pin_populate((uintptr_t)ro, 2 * PG, false), 0);
+    assert_int_equal(san_pin_populate((uintptr_t)ro, 2 * PG, true), -EFAULT);
+    char *none = map(PG, PROT_NONE);
+    assert_int_equal(san_pin_populate((uintptr_t)none, PG, false), -EFAULT);
+    munmap(none, PG);
+    assert_int_equal(san_pin_populate((uintptr_t)none, PG, false), -EFAULT);
+    assert_int_equal(san_pin_lock((uintptr_t)none, PG), -EFAULT);
+
+    char *rw = map(4 * PG, PROT_READ | PROT_WRITE);
+    assert_int_equal(san_pin_populate((uintptr_t)rw, 4 * PG, true), 0);
+    assert_int_equal(san_pin_lock((uintptr_t)rw, 4 * PG), 0);
+    assert_int_equal(locked_kib(), start + 16);
+    unsigned char vec[4];
+    assert_int_equal(mincore(rw, 4 * PG, vec), 0);
+    for (int i = 0; i < 4; i++)
+        assert_true(vec[i] & 1); /* resident: faulted in, not left for later */
+    assert_int_equal(san_pin_unlock((uintptr_t)rw, 4 * PG), 1);
+    assert_int_equal(locked_kib(), start);
+    /* A hole: the lock fails as unmapped (not as the memlock limit). */
+    munmap(rw + PG, PG);
+    assert_int_equal(san_pin_lock((uintptr_t)rw, 4 * PG), -EFAULT);
+    san_pin_unlock((uintptr_t)rw, 4 * PG);
+    assert_int_equal(locked_kib(), start);
+    munmap(rw, 4 * PG);
+    munmap(ro, 2 * PG);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_populate_and_lock),
         cmocka_unit_test(test_holes),
         cmocka_unit_test(test_many_mappings),
         cmocka_unit_test(test_long_line),

@@ -1,6 +1,6 @@
-/* The shared red-black/range tree: ordering, balance, summaries and overlap queries against a brute-force
- * model over a fixed-seed random sequence of inserts, erases and in-place length changes; the gap
- * walk against a bitmap. */
+/* The shared red-black/range tree: ordering, balance, summaries and overlap queries against a
+ * brute-force model over a fixed-seed random sequence of inserts, erases and in-place length
+ * changes; the gap walk against a bitmap. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
