@@ -26,6 +26,7 @@
 #include <san/types.h>
 
 #include "common/range.h"
+#include "mdl/owner.h"
 #include "phys/machine.h"
 
 #define SAN_KEY_INDEX_BITS 20u

@@ -47,20 +47,8 @@ enum san_frames_kind {
                             * deferred free (frames.c); free memory to everyone else */
 };
 
-/* Whose pages locked frames are: this process (pid 0) or a client reached through its pidfd.
- * pagemap_fd and maps_fd are the client's /proc/PID/pagemap and /proc/PID/maps, opened while its
- * pidfd showed it alive (so they are that process's address space, whatever happens to the pid
- * later, and read nothing once it exec'd or exited), or -1. pagemap_fd makes validating a client's
- * range one read instead of a remote page walk per page; maps_fd gives the range's protection
- * (mdl.c, vma.c); mem_fd is how devices reach the pages (bus.c): bound to the address space it was
- * opened on, and never blocked by the client's userfaultfd (an access that would wait fails). */
-struct san_page_owner {
-    pid_t pid;
-    int pidfd;
-    int pagemap_fd;
-    int maps_fd;
-    int mem_fd; /* /proc/PID/mem, or -1: devices reach the pages through it (dma/bus.c) */
-};
+/* Whose pages locked frames are (a process: mdl/owner.h). Opaque here. */
+struct san_page_owner;
 
 /* A frame record: a run of frames in use (kind 0: a free extent). Records are recycled: a new
  * field must also be cleared in reinit (frames.c). */
