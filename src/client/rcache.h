@@ -1,4 +1,4 @@
-/* rcache: libsan's registration cache (DESIGN section 5, docs/rcache.md). Keyed by virtual range,
+/* rcache: libsan's registration cache (docs/rcache.md). Keyed by virtual range,
  * access and kind (local or RDMA): a cached registration that covers a request with at least the
  * access asked serves it, reference counted. At reference count 0 an entry stays cached (its pages
  * locked and registered) until LRU eviction or invalidation; an idle RDMA entry is hidden from
