@@ -13,7 +13,7 @@
 #include <sys/types.h>
 #include <sys/un.h>
 
-#include "common/range.h"
+#include "common/keytab.h"
 #include "mr/mr.h"
 #include "nic/nic.h"
 #include "phys/machine.h"
@@ -69,9 +69,10 @@ void san_log(enum san_log_level level, const char *fmt, ...) __attribute__((form
 
 /* A proxy allocation: frames of the machine exported to one client through a memfd. */
 struct san_daemon_alloc {
-    struct san_range r; /* start = handle, len = 1: the client's allocations by handle */
-    void *host;         /* in the machine's image */
-    uint64_t bytes;     /* whole pages */
+    uint32_t handle;                     /* its key in the client's handle table */
+    struct san_daemon_alloc *freed_next; /* d->freed, once FREE detached it */
+    void *host;                          /* in the machine's image */
+    uint64_t bytes;                      /* whole pages */
     san_paddr_t paddr;
     unsigned flags;
 };
@@ -105,8 +106,7 @@ struct san_client {
     struct san_uid_usage *usage;
     struct san_page_owner owner;
     struct san_mr_set mrs;
-    struct san_tree allocs; /* struct san_daemon_alloc by handle */
-    uint64_t next_handle;
+    struct san_keytab allocs; /* struct san_daemon_alloc by handle (unsalted: slot order) */
     uint64_t nr_allocs, alloc_bytes;
     struct san_client_nic *nic_objs; /* listeners and endpoints */
     uint64_t next_nic_handle, nr_eps;

@@ -251,10 +251,9 @@ static void accept_client(struct san_daemon *d)
     c->d = d;
     c->fd = fd;
     c->id = ++d->next_client_id;
-    c->next_handle = 1;
     san_mr_set_init(&c->mrs, &c->owner);
     c->mrs.account_locked = &u->locked_bytes;
-    san_range_tree_init(&c->allocs);
+    san_keytab_init(&c->allocs, 0);
     if (epoll_add(d->epfd, fd, (uint64_t)(uintptr_t)c) ||
         epoll_add(d->epfd, c->pidfd, (uint64_t)(uintptr_t)c | TAG_PIDFD)) {
         log_error("epoll: %s", strerror(errno));

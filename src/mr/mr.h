@@ -1,11 +1,9 @@
 /* Memory registrations (the NIC's memory table): keys, access rights, reference counts.
  *
- * A registration is a locked MDL of an owner plus access rights plus keys. Keys are 32 bits: a slot
- * index (low SAN_KEY_INDEX_BITS) and a generation (the rest, never 0). A freed slot gets a new
- * generation before reuse, free slots are reused oldest first, and a slot whose generation would
- * wrap is retired, so a stale key is detected and never names a later registration. Local keys
- * (lkey) and remote keys (rkey, RDMA registrations only) come from two tables: an rkey can be
- * revoked or re-issued without touching the lkey.
+ * A registration is a locked MDL of an owner plus access rights plus keys. Keys are 32 bits, from
+ * key tables (common/keytab.h): a stale key is detected and never names a later registration.
+ * Local keys (lkey) and remote keys (rkey, RDMA registrations only) come from two tables: an rkey
+ * can be revoked or re-issued without touching the lkey.
  *
  * Each owner (a daemon client) has a struct san_mr_set: its registrations by virtual range, so
  * that the same range and access registered again finds the existing registration and adds a
@@ -25,47 +23,10 @@
 
 #include <san/types.h>
 
+#include "common/keytab.h"
 #include "common/range.h"
 #include "mdl/owner.h"
 #include "phys/machine.h"
-
-#define SAN_KEY_INDEX_BITS 20u
-#define SAN_KEY_GEN_BITS   12u
-#define SAN_KEY_SLOTS      (1u << SAN_KEY_INDEX_BITS)
-#define SAN_KEY_GEN_MAX    ((1u << SAN_KEY_GEN_BITS) - 1u)
-
-static inline uint32_t san_key_index(uint32_t key)
-{
-    return key & (SAN_KEY_SLOTS - 1u);
-}
-static inline uint32_t san_key_gen(uint32_t key)
-{
-    return key >> SAN_KEY_INDEX_BITS;
-}
-
-/* A table of slots named by keys (index + generation). */
-struct san_key_slot {
-    void *obj;     /* NULL when free */
-    uint32_t gen;  /* current generation, 1..SAN_KEY_GEN_MAX */
-    uint32_t next; /* free list link (index), UINT32_MAX ends it */
-};
-struct san_keytab {
-    struct san_key_slot *slots;
-    uint32_t nr, cap; /* slots ever created, array size */
-    uint32_t free_head, free_tail;
-    uint32_t in_use, retired;
-    uint32_t salt; /* XORed into the index bits of every key: keys are not slot numbers */
-};
-/* salt (low SAN_KEY_INDEX_BITS used) scrambles which key names which slot, so that keys are hard
- * to guess and two tables do not hand out the same numbers; 0 for none. */
-void san_keytab_init(struct san_keytab *t, uint32_t salt);
-void san_keytab_destroy(struct san_keytab *t);
-/* Issues a key naming obj (not NULL): 0, -ENOBUFS when every slot is taken or retired, -ENOMEM. */
-int san_keytab_alloc(struct san_keytab *t, void *obj, uint32_t *key);
-/* The object key names, or NULL for a free slot, a stale generation or an index never issued. */
-void *san_keytab_lookup(const struct san_keytab *t, uint32_t key);
-/* Frees key's slot (key must be current). */
-void san_keytab_free(struct san_keytab *t, uint32_t key);
 
 struct san_mr_registry;
 struct san_mdl;

@@ -1,11 +1,12 @@
 /* The registration table below the daemon: key generations (a stale key is refused, never
  * aliased, slots retire instead of wrapping), -EBUSY while an operation uses a registration,
- * per-set limits, and release waiting for uses to drain. */
+ * per-set limits, release waiting for uses to drain, and the key table walk in slot order. */
 #include "harness.h"
 
 #include <pthread.h>
 #include <sys/mman.h>
 
+#include "common/keytab.h"
 #include "mr/mr.h"
 
 static void keytab(void)
@@ -56,6 +57,27 @@ static void keytab(void)
     CHECK(san_keytab_lookup(&t, 1u << SAN_KEY_INDEX_BITS) == NULL); /* slot 0 unsalted: not a key */
     san_keytab_free(&t, a);
     CHECK(san_keytab_lookup(&t, a) == NULL);
+    san_keytab_destroy(&t);
+
+    /* The walk in slot order: what is in use, with its current key, from any slot on. */
+    int objs[8];
+    uint32_t k[8], slot = 0, got;
+    san_keytab_init(&t, 0x777);
+    for (int i = 0; i < 8; i++)
+        CHECK_EQ(san_keytab_alloc(&t, &objs[i], &k[i]), 0);
+    san_keytab_free(&t, k[0]);
+    san_keytab_free(&t, k[5]);
+    int n = 0;
+    for (void *o; (o = san_keytab_next(&t, &slot, &got)); slot++, n++) {
+        int i = (int)((int *)o - objs);
+        CHECK(i != 0 && i != 5 && got == k[i] && san_keytab_lookup(&t, got) == o);
+        CHECK(slot == (san_key_index(got) ^ 0x777));
+    }
+    CHECK_EQ(n, 6);
+    slot = san_key_index(k[5]) ^ 0x777; /* a freed slot: the next one in use */
+    CHECK(san_keytab_next(&t, &slot, &got) == &objs[6] && got == k[6]);
+    slot = 8;
+    CHECK(san_keytab_next(&t, &slot, &got) == NULL);
     san_keytab_destroy(&t);
 }
 
