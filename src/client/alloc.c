@@ -37,7 +37,7 @@ int san_alloc(struct san_ctx *ctx, size_t bytes, unsigned flags, void **va)
     san_proto_init(&req, SAN_OP_ALLOC, 0);
     req.u.alloc_req.bytes = bytes;
     req.u.alloc_req.flags = flags;
-    pthread_mutex_lock(&ctx->lock);
+    san_mutex_lock(&ctx->lock);
     if ((err = san_ctx_call_locked(ctx, &req, &rep, &fd)))
         goto fail;
     if (fd < 0) {
@@ -55,7 +55,7 @@ int san_alloc(struct san_ctx *ctx, size_t bytes, unsigned flags, void **va)
     a->handle = rep.u.alloc_rep.handle;
     a->pa = rep.u.alloc_rep.paddr;
     san_range_insert(&ctx->allocs, &a->r);
-    pthread_mutex_unlock(&ctx->lock);
+    san_mutex_unlock(&ctx->lock);
     *va = p;
     return 0;
 
@@ -64,7 +64,7 @@ fail_free_remote:
     req.u.free_req.handle = rep.u.alloc_rep.handle;
     san_ctx_call_locked(ctx, &req, &rep, NULL);
 fail:
-    pthread_mutex_unlock(&ctx->lock);
+    san_mutex_unlock(&ctx->lock);
     free(a);
     return err;
 }
@@ -78,10 +78,10 @@ int san_free(struct san_ctx *ctx, void *va)
         return -EINVAL;
     if (san_ctx_forked(ctx))
         return -ECHILD;
-    pthread_mutex_lock(&ctx->lock);
+    san_mutex_lock(&ctx->lock);
     struct client_alloc *a = alloc_of(san_range_lookup(&ctx->allocs, (uintptr_t)va));
     if (!a || a->r.start != (uintptr_t)va) {
-        pthread_mutex_unlock(&ctx->lock);
+        san_mutex_unlock(&ctx->lock);
         return -EINVAL;
     }
     san_proto_init(&req, SAN_OP_FREE, 0);
@@ -91,7 +91,7 @@ int san_free(struct san_ctx *ctx, void *va)
     bool gone = !err || err == -EINVAL;
     if (gone)
         san_range_erase(&ctx->allocs, &a->r);
-    pthread_mutex_unlock(&ctx->lock);
+    san_mutex_unlock(&ctx->lock);
     if (gone) {
         munmap(va, a->r.len);
         free(a);
@@ -108,7 +108,7 @@ int san_physical_address(struct san_ctx *ctx, const void *va, san_paddr_t *pa)
         return -EINVAL;
     if (san_ctx_forked(ctx))
         return -ECHILD;
-    pthread_mutex_lock(&ctx->lock);
+    san_mutex_lock(&ctx->lock);
     struct client_alloc *a = alloc_of(san_range_lookup(&ctx->allocs, p));
     if (a) {
         *pa = a->pa + (p - a->r.start);
@@ -116,7 +116,7 @@ int san_physical_address(struct san_ctx *ctx, const void *va, san_paddr_t *pa)
     } else {
         err = san_ctx_reg_paddr_locked(ctx, p, pa);
     }
-    pthread_mutex_unlock(&ctx->lock);
+    san_mutex_unlock(&ctx->lock);
     return err;
 }
 

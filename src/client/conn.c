@@ -24,6 +24,7 @@
 
 int san_ctx_send_locked(struct san_ctx *ctx, struct san_msg *req)
 {
+    san_assert_mutex_held(&ctx->lock);
     req->hdr.id = ++ctx->next_id;
     int err = san_proto_send(ctx->fd, req, -1, 0);
     return err == -EPIPE ? -ECONNRESET : err;
@@ -85,6 +86,7 @@ static int recv_rep_fds(struct san_ctx *ctx, const struct san_msg *req, struct s
 int san_ctx_recv_locked(struct san_ctx *ctx, const struct san_msg *req, struct san_msg *rep,
                         int *fd)
 {
+    san_assert_mutex_held(&ctx->lock);
     int got = -1;
     unsigned n = 0;
     int err = recv_rep_fds(ctx, req, rep, &got, fd ? 1 : 0, &n);
@@ -110,11 +112,11 @@ int san_ctx_call(struct san_ctx *ctx, struct san_msg *req, struct san_msg *rep, 
     *n = 0;
     if (san_ctx_forked(ctx))
         return -ECHILD;
-    pthread_mutex_lock(&ctx->lock);
+    san_mutex_lock(&ctx->lock);
     int err = ctx->closing ? -ECONNRESET : san_ctx_send_locked(ctx, req);
     if (!err)
         err = recv_rep_fds(ctx, req, rep, fds, max, n);
-    pthread_mutex_unlock(&ctx->lock);
+    san_mutex_unlock(&ctx->lock);
     return err;
 }
 
@@ -154,7 +156,7 @@ int san_open(const char *socket_path, struct san_ctx **out)
         err = -errno;
         goto fail_fd;
     }
-    if ((err = -pthread_mutex_init(&ctx->lock, NULL)))
+    if ((err = san_mutex_init(&ctx->lock)))
         goto fail_fd;
     san_nic_objs_init(&ctx->nic);
     san_range_tree_init(&ctx->allocs);
@@ -166,7 +168,10 @@ int san_open(const char *socket_path, struct san_ctx **out)
         ctx->spin_ns = 1000000000u;
     san_proto_init(&req, SAN_OP_HELLO, 0);
     req.u.hello_req.version = SAN_PROTO_VERSION;
-    if ((err = san_ctx_call_locked(ctx, &req, &rep, NULL))) /* nobody else has ctx yet */
+    san_mutex_lock(&ctx->lock);
+    err = san_ctx_call_locked(ctx, &req, &rep, NULL);
+    san_mutex_unlock(&ctx->lock);
+    if (err)
         goto fail_lock;
     if (rep.u.hello_rep.version != SAN_PROTO_VERSION || rep.u.hello_rep.page_size != PAGE) {
         err = -EPROTO;
@@ -180,7 +185,7 @@ int san_open(const char *socket_path, struct san_ctx **out)
     return 0;
 
 fail_lock:
-    pthread_mutex_destroy(&ctx->lock);
+    san_mutex_destroy(&ctx->lock);
 fail_fd:
     close(ctx->fd);
 fail_ctx:
@@ -194,17 +199,18 @@ void san_close(struct san_ctx *ctx)
         return;
     /* The cache first: it stops its watcher, and its releases are no-ops (the socket's end
      * releases everything). In a forked child it frees its copy and releases nothing. */
-    if (!san_ctx_forked(ctx)) {
-        pthread_mutex_lock(&ctx->lock);
+    bool child = san_ctx_forked(ctx);
+    if (!child) {
+        san_mutex_lock(&ctx->lock);
         ctx->closing = true;
-        pthread_mutex_unlock(&ctx->lock);
+        san_mutex_unlock(&ctx->lock);
     }
     san_ctx_reap_dead(ctx);
     san_rcache_destroy(ctx->rc);
     san_nic_forget_all(ctx, &ctx->nic);
     close(ctx->fd);
     san_ctx_drop_allocs(ctx);
-    san_ctx_drop_regs(ctx);
-    pthread_mutex_destroy(&ctx->lock);
+    san_ctx_drop_regs(ctx, child);
+    san_mutex_destroy(&ctx->lock);
     free(ctx);
 }

@@ -8,10 +8,10 @@
  *   ep.c       endpoints and listeners on the NIC (ep.h)
  *
  * Locking: ctx->lock serialises everything on a context (the socket round trip and every tree and
- * list below), so a context may be shared by threads. Functions ending in _locked expect it held;
- * the cache's callbacks take it, always after the cache's own locks. Contexts do not know each
- * other: two contexts of one process that register overlapping pages each unlock their own
- * (documented limitation). */
+ * list below), so a context may be shared by threads. Functions ending in _locked expect it held
+ * (checked in debug builds); the cache's callbacks take it, always after the cache's own locks.
+ * Contexts do not know each other: two contexts of one process that register overlapping pages each
+ * unlock their own (documented limitation). */
 #ifndef SAN_CLIENT_CTX_H
 #define SAN_CLIENT_CTX_H
 
@@ -24,6 +24,7 @@
 #include "client/ep.h"
 #include "client/rcache.h"
 #include "common/list.h"
+#include "common/lockcheck.h"
 #include "common/range.h"
 #include "proto/proto.h"
 
@@ -56,7 +57,7 @@ struct client_ref {
 };
 
 struct san_ctx {
-    pthread_mutex_t lock;
+    struct san_mutex lock;
     int fd;
     uint64_t next_id;
     uint64_t host_id;
@@ -105,8 +106,9 @@ void san_ctx_reap_dead(struct san_ctx *ctx);
 /* Physical address of va in a registration the context holds: 0, -EINVAL (no registration holds
  * va), or the daemon's error. */
 int san_ctx_reg_paddr_locked(struct san_ctx *ctx, uint64_t va, san_paddr_t *pa);
-/* Unpins and forgets every registration and reference (san_close; the daemon drops them). */
-void san_ctx_drop_regs(struct san_ctx *ctx);
+/* Unpins and forgets every registration and reference (san_close; the daemon drops them). In a
+ * forked child (child) it only frees them. */
+void san_ctx_drop_regs(struct san_ctx *ctx, bool child);
 
 /* handle.c: the registration cache's callbacks. */
 extern const struct san_rcache_ops san_ctx_rcache_ops;

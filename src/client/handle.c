@@ -52,13 +52,13 @@ static int rc_set_remote(void *arg, struct san_rcache_reg *r, bool exposed)
 
     san_proto_init(&req, SAN_OP_SET_REMOTE, 0);
     req.u.set_remote_req = (struct san_set_remote_req){.lkey = r->lkey, .exposed = exposed};
-    pthread_mutex_lock(&ctx->lock);
+    san_mutex_lock(&ctx->lock);
     int err = san_ctx_call_locked(ctx, &req, &rep, NULL);
     if (!err) {
         r->rkey = rep.u.set_remote_rep.rkey;
         ((struct client_ref *)(uintptr_t)r->handle)->reg->rkey = r->rkey;
     }
-    pthread_mutex_unlock(&ctx->lock);
+    san_mutex_unlock(&ctx->lock);
     return err;
 }
 
@@ -146,8 +146,8 @@ int san_cache_invalidate(struct san_ctx *ctx, void *addr, size_t len)
     int err = san_rcache_invalidate(ctx->rc, addr, len);
     if (err != -EINVAL)
         return err;
-    pthread_mutex_lock(&ctx->lock);
+    san_mutex_lock(&ctx->lock);
     bool any = san_range_first_overlap(&ctx->regs, va, len) != NULL;
-    pthread_mutex_unlock(&ctx->lock);
+    san_mutex_unlock(&ctx->lock);
     return any ? 0 : -EINVAL;
 }

@@ -1,10 +1,11 @@
 /* lru: the cache's eviction order (see lru.h). Sits on common/list. Locking: the owner's. */
 #include "client/lru.h"
 
-void san_lru_init(struct san_lru *l)
+void san_lru_init(struct san_lru *l, const struct san_lock_owner *lock)
 {
     san_list_init(&l->head);
     l->count = 0;
+    l->lock = lock;
 }
 
 static struct san_lru_node *node_of(struct san_list *l)
@@ -14,6 +15,7 @@ static struct san_lru_node *node_of(struct san_list *l)
 
 void san_lru_push_locked(struct san_lru *l, struct san_lru_node *n, uint64_t stamp)
 {
+    san_assert_held_if(l->lock);
     n->qstamp = stamp;
     san_list_append(&l->head, &n->link);
     l->count++;
@@ -21,6 +23,7 @@ void san_lru_push_locked(struct san_lru *l, struct san_lru_node *n, uint64_t sta
 
 void san_lru_remove_locked(struct san_lru *l, struct san_lru_node *n)
 {
+    san_assert_held_if(l->lock);
     san_list_del(&n->link);
     l->count--;
 }
@@ -28,6 +31,7 @@ void san_lru_remove_locked(struct san_lru *l, struct san_lru_node *n)
 /* Keeps the list sorted by qstamp: walks back from the tail (requeued nodes are recent). */
 static void insert_sorted_locked(struct san_lru *l, struct san_lru_node *n)
 {
+    san_assert_held_if(l->lock);
     struct san_list *pos = l->head.prev;
     while (pos != &l->head && node_of(pos)->qstamp > n->qstamp)
         pos = pos->prev;
@@ -36,6 +40,7 @@ static void insert_sorted_locked(struct san_lru *l, struct san_lru_node *n)
 
 struct san_lru_node *san_lru_victim_locked(struct san_lru *l, san_lru_idle_fn idle)
 {
+    san_assert_held_if(l->lock);
     for (size_t i = 0; i <= 2 * l->count && !san_list_empty(&l->head); i++) {
         struct san_lru_node *n = node_of(l->head.next);
         uint64_t stamp;

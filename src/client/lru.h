@@ -4,8 +4,8 @@
  * since then to their place before it picks one. The head is thus the least recently released
  * idle node; a node in use is requeued as if released now.
  *
- * Locking: every _locked function expects the owner's lock (the cache's index lock, for writing).
- * san_lru_now reads no shared state. */
+ * Locking: every _locked function expects the owner's lock (the cache's index lock, for writing;
+ * checked in debug builds). san_lru_now reads no shared state. */
 #ifndef SAN_CLIENT_LRU_H
 #define SAN_CLIENT_LRU_H
 
@@ -15,6 +15,7 @@
 
 #include "common/clock.h"
 #include "common/list.h"
+#include "common/lockcheck.h"
 
 struct san_lru_node {
     struct san_list link; /* also usable for other lists while the node is not queued */
@@ -24,6 +25,7 @@ struct san_lru_node {
 struct san_lru {
     struct san_list head; /* oldest qstamp first */
     size_t count;
+    const struct san_lock_owner *lock; /* the owner's lock, checked in debug builds; or NULL */
 };
 
 /* The node's state, as the victim search asks it: idle (no reference) or not, and the stamp of
@@ -40,7 +42,8 @@ static inline uint64_t san_lru_now(void)
 #endif
 }
 
-void san_lru_init(struct san_lru *l);
+/* lock: the holder record of the owner's lock, for the debug checks (NULL: none). */
+void san_lru_init(struct san_lru *l, const struct san_lock_owner *lock);
 /* Queues n at the tail, released at stamp (a fresh entry: now). */
 void san_lru_push_locked(struct san_lru *l, struct san_lru_node *n, uint64_t stamp);
 void san_lru_remove_locked(struct san_lru *l, struct san_lru_node *n);

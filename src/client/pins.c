@@ -11,6 +11,7 @@
 
 void san_ctx_unpin_uncovered_locked(struct san_ctx *ctx, uint64_t start, uint64_t len)
 {
+    san_assert_mutex_held(&ctx->lock);
     struct san_range_gaps g;
     for (san_range_gaps_init(&g, &ctx->regs, start, start + len); san_range_gaps_next(&g);)
         san_pin_unlock(g.start, g.len);
@@ -18,6 +19,7 @@ void san_ctx_unpin_uncovered_locked(struct san_ctx *ctx, uint64_t start, uint64_
 
 int san_ctx_pin_locked(struct san_ctx *ctx, uint64_t start, uint64_t len, unsigned access)
 {
+    san_assert_mutex_held(&ctx->lock);
     /* The daemon only accepts pages it sees present (it never faults in a client's page): fault
      * them in with the access a device will have (read-only stays read-only: -EFAULT). */
     int err = san_pin_populate(start, len, access & SAN_MEM_WRITE);

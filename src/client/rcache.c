@@ -185,6 +185,7 @@ static void reap(struct san_rcache *rc)
  * in flight) is only marked doomed: the miss path releases it when the registration returns. */
 static void kill_locked(struct san_rcache *rc, struct san_rcache_entry *e)
 {
+    san_rwlock_assert_write(&rc->index);
     if (e->state == E_PENDING) {
         if (!e->doomed)
             rc->st.doomed++;
@@ -218,6 +219,7 @@ static void kill_locked(struct san_rcache *rc, struct san_rcache_entry *e)
 /* Kills every entry overlapping [start, start + len); returns how many it found. */
 static size_t invalidate_range_locked(struct san_rcache *rc, uint64_t start, uint64_t len)
 {
+    san_rwlock_assert_write(&rc->index);
     size_t n = 0;
     struct san_range *r = san_range_first_overlap(&rc->tree, start, len);
     while (r) {
@@ -242,6 +244,7 @@ static void mw_unlock(void *arg)
 static void mw_invalidate_locked(void *arg, uint64_t start, uint64_t len, enum san_memwatch_why why)
 {
     struct san_rcache *rc = arg;
+    san_rwlock_assert_write(&rc->index);
     if (why == SAN_MEMWATCH_ALL)
         len = UINT64_MAX - start;
     rc->st.invalidations += invalidate_range_locked(rc, start, len);
@@ -250,6 +253,7 @@ static void mw_invalidate_locked(void *arg, uint64_t start, uint64_t len, enum s
 /* Evicts idle entries (LRU first) until one more entry of len bytes fits. False if it cannot. */
 static bool make_room_locked(struct san_rcache *rc, uint64_t len)
 {
+    san_rwlock_assert_write(&rc->index);
     if (len > rc->max_bytes)
         return false;
     while (rc->lru.count + 1 > rc->max_entries || rc->bytes + len > rc->max_bytes) {
@@ -286,6 +290,7 @@ static size_t evict_idle(struct san_rcache *rc)
 static struct san_rcache_entry *lookup_locked(struct san_rcache *rc, uint64_t start, uint64_t len,
                                               unsigned access, bool rdma)
 {
+    san_rwlock_assert_held(&rc->index);
     uint64_t end = start + len;
     for (struct san_range *r = san_range_first_overlap(&rc->tree, start, len);
          r && r->start <= start; r = san_range_next_overlap(r, start, len)) {
@@ -628,15 +633,18 @@ int san_rcache_create(const struct san_rcache_opts *opts, const struct san_rcach
     rc->ops = *ops;
     rc->ctx = ctx;
     san_range_tree_init(&rc->tree);
-    san_lru_init(&rc->lru);
+    san_lru_init(&rc->lru, &rc->index.holder);
     san_list_init(&rc->orphans);
     san_list_init(&rc->passed);
     if ((err = san_rwlock_init(&rc->index)))
         goto fail;
     if ((err = -pthread_mutex_init(&rc->miss_lock, NULL)))
         goto fail_index;
-    struct san_memwatch_ops mops = {
-        .arg = rc, .lock = mw_lock, .unlock = mw_unlock, .invalidate_locked = mw_invalidate_locked};
+    struct san_memwatch_ops mops = {.arg = rc,
+                                    .lock = mw_lock,
+                                    .unlock = mw_unlock,
+                                    .invalidate_locked = mw_invalidate_locked,
+                                    .holder = &rc->index.holder};
     san_memwatch_init(&rc->mw, &mops);
     rc->fork.ops = &fork_ops;
     rc->fork.arg = rc;

@@ -27,6 +27,7 @@ static struct client_reg *reg_of(struct san_range *r)
 /* The registration of ctx whose asked range holds va, or NULL. */
 static struct client_reg *reg_at_locked(struct san_ctx *ctx, uint64_t va)
 {
+    san_assert_mutex_held(&ctx->lock);
     for (struct san_range *r = san_range_first_overlap(&ctx->regs, va, 1); r;
          r = san_range_next_overlap(r, va, 1)) {
         struct client_reg *g = reg_of(r);
@@ -40,6 +41,7 @@ static struct client_reg *reg_at_locked(struct san_ctx *ctx, uint64_t va)
 static struct client_reg *reg_same_locked(struct san_ctx *ctx, uint64_t va, uint64_t len,
                                           unsigned access, bool rdma)
 {
+    san_assert_mutex_held(&ctx->lock);
     for (struct san_range *r = san_range_first_overlap(&ctx->regs, va, len); r;
          r = san_range_next_overlap(r, va, len)) {
         struct client_reg *g = reg_of(r);
@@ -82,7 +84,7 @@ int san_ctx_register(struct san_ctx *ctx, void *addr, size_t len, unsigned acces
     if (!ref)
         return -ENOMEM;
 
-    pthread_mutex_lock(&ctx->lock);
+    san_mutex_lock(&ctx->lock);
     g = reg_same_locked(ctx, va, len, access, rdma);
     if (!g && !(fresh = calloc(1, sizeof(*fresh)))) {
         err = -ENOMEM;
@@ -111,7 +113,7 @@ int san_ctx_register(struct san_ctx *ctx, void *addr, size_t len, unsigned acces
     ref->ctx = ctx;
     ref->reg = g;
     san_list_insert_after(&ctx->refs, &ref->link);
-    pthread_mutex_unlock(&ctx->lock);
+    san_mutex_unlock(&ctx->lock);
     *out = ref;
     return 0;
 
@@ -119,7 +121,7 @@ fail_unpin:
     if (!g)
         san_ctx_unpin_uncovered_locked(ctx, start, end - start);
 fail:
-    pthread_mutex_unlock(&ctx->lock);
+    san_mutex_unlock(&ctx->lock);
     free(fresh);
     free(ref);
     return err;
@@ -133,7 +135,7 @@ int san_ctx_release(struct client_ref *ref, bool defer)
     if (!ref || !ref->ctx)
         return -EINVAL;
     struct san_ctx *ctx = ref->ctx;
-    pthread_mutex_lock(&ctx->lock);
+    san_mutex_lock(&ctx->lock);
     struct client_reg *g = ref->reg;
     san_proto_init(&req, SAN_OP_DEREGISTER, 0);
     req.u.deregister_req.lkey = g->lkey;
@@ -173,7 +175,7 @@ int san_ctx_release(struct client_ref *ref, bool defer)
         }
     }
 out:
-    pthread_mutex_unlock(&ctx->lock);
+    san_mutex_unlock(&ctx->lock);
     return err;
 }
 
@@ -185,10 +187,10 @@ void san_ctx_reap_dead(struct san_ctx *ctx)
         ctx->dead = NULL;
     } else {
         /* Taken and emptied under the lock: another thread's release may be adding to it. */
-        pthread_mutex_lock(&ctx->lock);
+        san_mutex_lock(&ctx->lock);
         list = ctx->dead;
         ctx->dead = NULL;
-        pthread_mutex_unlock(&ctx->lock);
+        san_mutex_unlock(&ctx->lock);
     }
     while (list) {
         struct client_ref *next = list->dead_next;
@@ -199,12 +201,17 @@ void san_ctx_reap_dead(struct san_ctx *ctx)
     }
 }
 
-void san_ctx_drop_regs(struct san_ctx *ctx)
+void san_ctx_drop_regs(struct san_ctx *ctx, bool child)
 {
+    /* A forked child holds no pins (memory locks are not inherited) and may not take a lock the
+     * fork caught held: it only frees its copies. */
     struct san_range *r;
+    if (!child)
+        san_mutex_lock(&ctx->lock);
     while ((r = san_range_first(&ctx->regs))) {
         san_range_erase(&ctx->regs, r);
-        san_ctx_unpin_uncovered_locked(ctx, r->start, r->len);
+        if (!child)
+            san_ctx_unpin_uncovered_locked(ctx, r->start, r->len);
         free(reg_of(r));
     }
     while (!san_list_empty(&ctx->refs)) {
@@ -212,4 +219,6 @@ void san_ctx_drop_regs(struct san_ctx *ctx)
         san_list_del(&ref->link);
         free(ref);
     }
+    if (!child)
+        san_mutex_unlock(&ctx->lock);
 }

@@ -17,6 +17,7 @@ int san_rwlock_init(struct san_rwlock *l)
     for (int i = 0; i < SAN_RWLOCK_SLOTS; i++)
         atomic_store(&l->readers[i].n, 0);
     atomic_store(&l->writer, 0);
+    atomic_init(&l->holder.thread, NULL);
     return -pthread_mutex_init(&l->wlock, NULL);
 }
 
@@ -32,6 +33,7 @@ void san_rwlock_reset(struct san_rwlock *l)
     atomic_store(&l->writer, 0);
     /* The static initialiser: nothing to fail in a fork handler. */
     l->wlock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    san_lock_released(&l->holder);
 }
 
 void san_rwlock_read_wait(struct san_rwlock *l, struct san_rwlock_slot *s)
@@ -51,10 +53,12 @@ void san_rwlock_write(struct san_rwlock *l)
     for (int i = 0; i < SAN_RWLOCK_SLOTS; i++)
         while (atomic_load_explicit(&l->readers[i].n, memory_order_seq_cst))
             sched_yield();
+    san_lock_acquired(&l->holder);
 }
 
 void san_rwlock_write_unlock(struct san_rwlock *l)
 {
+    san_lock_released(&l->holder);
     atomic_store_explicit(&l->writer, 0, memory_order_release);
     pthread_mutex_unlock(&l->wlock);
 }

@@ -14,6 +14,9 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+
+#include "common/lockcheck.h"
 
 #define SAN_RWLOCK_SLOTS 32
 
@@ -25,6 +28,7 @@ struct san_rwlock {
     struct san_rwlock_slot readers[SAN_RWLOCK_SLOTS];
     _Alignas(64) _Atomic int writer; /* a writer holds, or waits for, the lock */
     pthread_mutex_t wlock;           /* writers among themselves; readers wait on it */
+    struct san_lock_owner holder;    /* the writer holding it (debug builds) */
 };
 
 /* 0, or the error of pthread_mutex_init (negative). */
@@ -59,5 +63,21 @@ static inline void san_rwlock_read_unlock(struct san_rwlock_slot *s)
 
 void san_rwlock_write(struct san_rwlock *l);
 void san_rwlock_write_unlock(struct san_rwlock *l);
+
+/* Debug checks for the _locked functions of the lock's owner: held for writing by this thread;
+ * held at all (for writing by this thread, or for reading by a thread of this thread's slot:
+ * readers are counted per slot, not per thread). */
+#define san_rwlock_assert_write(l) san_assert_held(&(l)->holder)
+#ifdef NDEBUG
+#define san_rwlock_assert_held(l) ((void)(l))
+#else
+static inline bool san_rwlock_held(const struct san_rwlock *l)
+{
+    return san_lock_held(&l->holder) ||
+           (san_rwlock_my_slot != UINT_MAX &&
+            atomic_load_explicit(&l->readers[san_rwlock_my_slot].n, memory_order_relaxed) > 0);
+}
+#define san_rwlock_assert_held(l) assert(san_rwlock_held(l))
+#endif
 
 #endif

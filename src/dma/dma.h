@@ -49,7 +49,7 @@ struct san_adapter {
     struct san_bounce_piece *pieces;
     _Atomic uint64_t *busy; /* bitmap of registers in use */
 
-    pthread_mutex_t lock;
+    struct san_mutex lock;
     uint32_t free_regs;            /* a->lock */
     atomic_uint lists;             /* scatter-gather lists outstanding */
     uint64_t common;               /* common buffers outstanding; m->lock */

@@ -30,7 +30,7 @@
 #include "common/pin.h"
 #include "common/search.h"
 
-static pthread_mutex_t pin_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct san_mutex pin_lock = SAN_MUTEX_INITIALIZER;
 static struct san_tree pin_tree = {.augment = san_range_augment};
 /* MDLs unlocked while a device could still use them: kept reachable, never freed. */
 static pthread_mutex_t leak_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -39,6 +39,7 @@ static struct san_mdl *leaked;
 /* Munlocks the parts of [start, end) no MDL in the pin tree covers. pin_lock held. */
 static void unpin_uncovered_locked(uint64_t start, uint64_t end)
 {
+    san_assert_mutex_held(&pin_lock);
     struct san_range_gaps g;
     for (san_range_gaps_init(&g, &pin_tree, start, end); san_range_gaps_next(&g);)
         san_pin_unlock(g.start, g.len);
@@ -47,10 +48,10 @@ static void unpin_uncovered_locked(uint64_t start, uint64_t end)
 static void free_frames(struct san_mdl *mdl)
 {
     struct san_machine *m = mdl->m;
-    pthread_rwlock_wrlock(&m->lock);
+    san_machine_write_lock(m);
     for (size_t i = 0; i < mdl->nr_pieces; i++)
         san_phys_free_locked(m, mdl->pieces[i].f);
-    pthread_rwlock_unlock(&m->lock);
+    san_machine_write_unlock(m);
     mdl->nr_pieces = 0;
 }
 
@@ -68,7 +69,7 @@ static int assign_frames(struct san_mdl *mdl)
     size_t page = 0;
     int err = 0;
 
-    pthread_rwlock_wrlock(&m->lock);
+    san_machine_write_lock(m);
     while (page < mdl->nr_pages) {
         if (mdl->nr_pieces == mdl->cap_pieces) {
             size_t cap = mdl->cap_pieces * 2;
@@ -104,7 +105,7 @@ static int assign_frames(struct san_mdl *mdl)
             san_phys_free_locked(m, mdl->pieces[i].f);
         mdl->nr_pieces = 0;
     }
-    pthread_rwlock_unlock(&m->lock);
+    san_machine_write_unlock(m);
     return err;
 }
 
@@ -236,13 +237,13 @@ int san_mdl_lock_for(struct san_machine *m, const struct san_page_owner *owner, 
     if ((err = assign_frames(mdl)))
         goto fail_check;
     if (owner->pid == 0) {
-        pthread_mutex_lock(&pin_lock);
+        san_mutex_lock(&pin_lock);
         err = san_pin_lock(start, end - start);
         if (err)
             unpin_uncovered_locked(start, end); /* mlock may have locked a prefix */
         else
             san_range_insert(&pin_tree, &mdl->pin);
-        pthread_mutex_unlock(&pin_lock);
+        san_mutex_unlock(&pin_lock);
         if (err)
             goto fail_pin;
     }
@@ -286,10 +287,10 @@ void san_mdl_unlock(struct san_mdl *mdl)
     }
     if (mdl->owner.pid == 0) {
         uint64_t start = mdl->pin.start, end = san_range_end(&mdl->pin);
-        pthread_mutex_lock(&pin_lock);
+        san_mutex_lock(&pin_lock);
         san_range_erase(&pin_tree, &mdl->pin);
         unpin_uncovered_locked(start, end);
-        pthread_mutex_unlock(&pin_lock);
+        san_mutex_unlock(&pin_lock);
     }
     free_frames(mdl);
     free_mdl(mdl);

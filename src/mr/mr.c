@@ -16,7 +16,7 @@
 #include "mdl/mdl.h"
 
 struct san_mr_registry {
-    pthread_mutex_t lock;
+    struct san_mutex lock;
     pthread_cond_t idle;
     struct san_machine *m;
     struct san_keytab ltab, rtab;
@@ -26,14 +26,17 @@ struct san_mr_registry {
 int san_mr_registry_create(struct san_machine *m, struct san_mr_registry **out)
 {
     struct san_mr_registry *reg;
+    int err;
 
     if (!m || !out)
         return -EINVAL;
     reg = calloc(1, sizeof(*reg));
     if (!reg)
         return -ENOMEM;
-    pthread_mutex_init(&reg->lock, NULL);
-    pthread_cond_init(&reg->idle, NULL);
+    if ((err = san_mutex_init(&reg->lock)))
+        goto fail_free;
+    if ((err = -pthread_cond_init(&reg->idle, NULL)))
+        goto fail_lock;
     reg->m = m;
     uint32_t salt[2] = {0, 0};
     if (getrandom(salt, sizeof(salt), 0) != sizeof(salt))
@@ -44,6 +47,12 @@ int san_mr_registry_create(struct san_machine *m, struct san_mr_registry **out)
     san_keytab_init(&reg->rtab, salt[1]);
     *out = reg;
     return 0;
+
+fail_lock:
+    san_mutex_destroy(&reg->lock);
+fail_free:
+    free(reg);
+    return err;
 }
 
 void san_mr_registry_destroy(struct san_mr_registry *reg)
@@ -53,17 +62,17 @@ void san_mr_registry_destroy(struct san_mr_registry *reg)
     san_keytab_destroy(&reg->ltab);
     san_keytab_destroy(&reg->rtab);
     pthread_cond_destroy(&reg->idle);
-    pthread_mutex_destroy(&reg->lock);
+    san_mutex_destroy(&reg->lock);
     free(reg);
 }
 
 void san_mr_registry_counts(struct san_mr_registry *reg, uint64_t *registrations,
                             uint64_t *locked_bytes)
 {
-    pthread_mutex_lock(&reg->lock);
+    san_mutex_lock(&reg->lock);
     *registrations = reg->registrations;
     *locked_bytes = reg->locked_bytes;
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
 }
 
 void san_mr_set_init(struct san_mr_set *set, const struct san_page_owner *owner)
@@ -85,6 +94,7 @@ static void destroy_locked(struct san_mr_registry *reg, struct san_mr_entry *e)
 {
     struct san_mr_set *set = e->set;
 
+    san_assert_mutex_held(&reg->lock);
     san_range_erase(&set->by_va, &e->r);
     if (e->lkey)
         san_keytab_free(&reg->ltab, e->lkey);
@@ -102,7 +112,7 @@ static void destroy_locked(struct san_mr_registry *reg, struct san_mr_entry *e)
 
 void san_mr_set_release(struct san_mr_registry *reg, struct san_mr_set *set)
 {
-    pthread_mutex_lock(&reg->lock);
+    san_mutex_lock(&reg->lock);
     for (;;) {
         struct san_mr_entry *e = entry_of(san_range_first(&set->by_va));
         if (!e)
@@ -114,11 +124,11 @@ void san_mr_set_release(struct san_mr_registry *reg, struct san_mr_set *set)
                 san_keytab_free(&reg->rtab, e->rkey);
             e->lkey = e->rkey = 0;
             while (e->uses)
-                pthread_cond_wait(&reg->idle, &reg->lock);
+                san_mutex_wait(&reg->lock, &reg->idle);
         }
         destroy_locked(reg, e);
     }
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
 }
 
 /* The owner's registration of exactly [va, va+len) with access and kind, or NULL. Equal starts sit
@@ -159,7 +169,7 @@ int san_mr_register(struct san_mr_registry *reg, struct san_mr_set *set, uint64_
         return -EFAULT;
     uint64_t pages_bytes = ((end + PAGE - 1) & ~(PAGE - 1)) - first;
 
-    pthread_mutex_lock(&reg->lock);
+    san_mutex_lock(&reg->lock);
     e = find_same(set, va, len, access, rdma);
     if (e) {
         if (e->refs == UINT32_MAX) {
@@ -217,7 +227,7 @@ done:
     *lkey = e->lkey;
     *rkey = e->rkey;
     *refs = e->refs;
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
     return 0;
 
 fail_rkey:
@@ -228,7 +238,7 @@ fail_lkey:
 fail_free:
     free(e);
 out_unlock:
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
     return err;
 }
 
@@ -236,6 +246,7 @@ out_unlock:
 static struct san_mr_entry *own_locked(struct san_mr_registry *reg, const struct san_mr_set *set,
                                        uint32_t lkey)
 {
+    san_assert_mutex_held(&reg->lock);
     struct san_mr_entry *e = san_keytab_lookup(&reg->ltab, lkey);
     return e && e->set == set ? e : NULL;
 }
@@ -247,7 +258,7 @@ int san_mr_set_remote(struct san_mr_registry *reg, struct san_mr_set *set, uint3
 
     if (!reg || !set || !rkey)
         return -EINVAL;
-    pthread_mutex_lock(&reg->lock);
+    san_mutex_lock(&reg->lock);
     struct san_mr_entry *e = own_locked(reg, set, lkey);
     if (!e || !e->rdma) {
         err = -EINVAL;
@@ -259,7 +270,7 @@ int san_mr_set_remote(struct san_mr_registry *reg, struct san_mr_set *set, uint3
     }
     if (!err)
         *rkey = e->rkey;
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
     return err;
 }
 
@@ -270,7 +281,7 @@ int san_mr_deregister(struct san_mr_registry *reg, struct san_mr_set *set, uint3
 
     if (!reg || !set || !refs)
         return -EINVAL;
-    pthread_mutex_lock(&reg->lock);
+    san_mutex_lock(&reg->lock);
     struct san_mr_entry *e = own_locked(reg, set, lkey);
     if (!e) {
         err = -EINVAL;
@@ -282,7 +293,7 @@ int san_mr_deregister(struct san_mr_registry *reg, struct san_mr_set *set, uint3
         destroy_locked(reg, e);
         *refs = 0;
     }
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
     return err;
 }
 
@@ -293,7 +304,7 @@ int san_mr_paddr(struct san_mr_registry *reg, struct san_mr_set *set, uint32_t l
 
     if (!reg || !set || !pa)
         return -EINVAL;
-    pthread_mutex_lock(&reg->lock);
+    san_mutex_lock(&reg->lock);
     struct san_mr_entry *e = own_locked(reg, set, lkey);
     if (e && offset < e->r.len) {
         uint64_t at = e->r.start + offset;
@@ -304,28 +315,28 @@ int san_mr_paddr(struct san_mr_registry *reg, struct san_mr_set *set, uint32_t l
             err = 0;
         }
     }
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
     return err;
 }
 
 struct san_mr_entry *san_mr_get_lkey(struct san_mr_registry *reg, const struct san_mr_set *set,
                                      uint32_t lkey)
 {
-    pthread_mutex_lock(&reg->lock);
+    san_mutex_lock(&reg->lock);
     struct san_mr_entry *e = own_locked(reg, set, lkey);
     if (e)
         e->uses++;
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
     return e;
 }
 
 struct san_mr_entry *san_mr_get_rkey(struct san_mr_registry *reg, uint32_t rkey)
 {
-    pthread_mutex_lock(&reg->lock);
+    san_mutex_lock(&reg->lock);
     struct san_mr_entry *e = san_keytab_lookup(&reg->rtab, rkey);
     if (e)
         e->uses++;
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
     return e;
 }
 
@@ -333,8 +344,8 @@ void san_mr_put(struct san_mr_registry *reg, struct san_mr_entry *e)
 {
     if (!e)
         return;
-    pthread_mutex_lock(&reg->lock);
+    san_mutex_lock(&reg->lock);
     if (!--e->uses)
         pthread_cond_broadcast(&reg->idle);
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
 }

@@ -13,9 +13,10 @@
  * Locking: m->lock is a reader-writer lock. Allocation and release of frames take it for writing;
  * device accesses (dma) take it for reading for the whole copy, so a frame cannot be freed while a
  * device writes it and devices do not serialise each other. Counters that devices bump are atomic.
- * Functions ending in _locked expect the write lock held; san_phys_frames_at needs either. The
- * public allocation, free, statistics and address calls take it through san_phys_wrlock and
- * san_phys_rdlock, which skip it while the process has one thread. */
+ * Functions ending in _locked expect the write lock held (debug builds check that the calling
+ * thread took it: common/lockcheck.h); san_phys_frames_at needs either. The public allocation,
+ * free, statistics and address calls take it through san_phys_wrlock and san_phys_rdlock, which
+ * skip it while the process has one thread (and still count as holding it for the checks). */
 #ifndef SAN_PHYS_MACHINE_H
 #define SAN_PHYS_MACHINE_H
 
@@ -27,6 +28,7 @@
 
 #include <san/phys.h>
 
+#include "common/lockcheck.h"
 #include "common/pool.h"
 #include "common/range.h"
 
@@ -71,6 +73,7 @@ struct san_index_slot {
 
 struct san_machine {
     pthread_rwlock_t lock;
+    struct san_lock_owner writer; /* who holds lock for writing (debug builds) */
     uint8_t *image;
     uint64_t image_size;
     struct san_ram_seg *seg;
@@ -106,13 +109,15 @@ struct san_machine {
  * not creating another), and the lock would be a third of the cost of an allocation and its
  * free (glibc's malloc skips its arena lock the same way). Returns whether it took the lock,
  * for san_phys_unlock. The functions of phys, mdl and dma that take the lock unconditionally
- * stay correct beside these: while the process has one thread they never overlap with them. */
+ * (san_machine_write_lock) stay correct beside these: while the process has one thread they
+ * never overlap with them. Either way the writer is recorded for the debug checks. */
 static inline bool san_phys_wrlock(struct san_machine *m)
 {
-    if (__libc_single_threaded)
-        return false;
-    pthread_rwlock_wrlock(&m->lock);
-    return true;
+    bool take = !__libc_single_threaded;
+    if (take)
+        pthread_rwlock_wrlock(&m->lock);
+    san_lock_acquired(&m->writer);
+    return take;
 }
 static inline bool san_phys_rdlock(struct san_machine *m)
 {
@@ -123,9 +128,27 @@ static inline bool san_phys_rdlock(struct san_machine *m)
 }
 static inline void san_phys_unlock(struct san_machine *m, bool locked)
 {
+#ifndef NDEBUG
+    if (san_lock_held(&m->writer)) /* a write lock of this thread (readers record nothing) */
+        san_lock_released(&m->writer);
+#endif
     if (locked)
         pthread_rwlock_unlock(&m->lock);
 }
+
+static inline void san_machine_write_lock(struct san_machine *m)
+{
+    pthread_rwlock_wrlock(&m->lock);
+    san_lock_acquired(&m->writer);
+}
+
+static inline void san_machine_write_unlock(struct san_machine *m)
+{
+    san_lock_released(&m->writer);
+    pthread_rwlock_unlock(&m->lock);
+}
+
+#define san_assert_machine_locked(m) san_assert_held(&(m)->writer)
 
 /* CPU address of physical address pa, which must be RAM. */
 static inline void *san_phys_host(const struct san_machine *m, const struct san_ram_seg *s,
