@@ -4,9 +4,9 @@
  *
  * Every registration goes through the cache: a hit returns a cached registration with no round
  * trip; a miss comes back here through rc_register (register.c) and the cache keeps the result.
- * The handle the application gets is the cache entry itself (struct san_mr * is an opaque pointer
- * to it); several calls served by one cached registration return the same handle, each still
- * deregistered once.
+ * The handle the application gets is the struct san_mr embedded in the cache entry (rcache.h);
+ * several calls served by one cached registration return the same handle, each still deregistered
+ * once.
  *
  * Locking: the callbacks take ctx->lock, always after the cache's own locks; they never free
  * memory (rc_deregister may run on the cache's watcher thread): released references wait on
@@ -77,7 +77,7 @@ static int cached_register(struct san_ctx *ctx, void *addr, size_t len, unsigned
         return -EINVAL;
     int err = san_rcache_get(ctx->rc, addr, len, access, rdma, &e);
     if (!err)
-        *out = (struct san_mr *)e;
+        *out = san_rcache_entry_handle(e);
     return err;
 }
 
@@ -122,18 +122,18 @@ int san_deregister(struct san_mr *mr)
 {
     if (!mr)
         return -EINVAL;
-    struct san_rcache_entry *e = (struct san_rcache_entry *)mr;
+    struct san_rcache_entry *e = san_rcache_handle_entry(mr);
     return san_rcache_put(san_rcache_entry_cache(e), e);
 }
 
 uint32_t san_mr_lkey(const struct san_mr *mr)
 {
-    return mr ? san_rcache_entry_reg((const struct san_rcache_entry *)mr)->lkey : 0;
+    return mr ? mr->reg.lkey : 0;
 }
 
 uint32_t san_mr_rkey(const struct san_mr *mr)
 {
-    return mr ? san_rcache_entry_reg((const struct san_rcache_entry *)mr)->rkey : 0;
+    return mr ? mr->reg.rkey : 0;
 }
 
 /* Drops what the cache holds there. Registrations the application still holds outside the cache

@@ -56,7 +56,7 @@ struct san_rcache_entry {
     bool exposed; /* RDMA: reachable by peers; under remote_lock */
     pthread_mutex_t remote_lock;
     struct san_rcache *rc;
-    struct san_rcache_reg reg;
+    struct san_mr pub; /* what the application holds: the registration */
     /* Written by every hit and release: on a cache line of their own, away from the tree node and
      * the fields lookups read (other threads walk through this entry to reach theirs). */
     _Alignas(64) _Atomic uint32_t refs; /* references | DEAD */
@@ -197,7 +197,7 @@ static void kill_locked(struct san_rcache *rc, struct san_rcache_entry *e)
     san_memwatch_unwatch_locked(&rc->mw, &e->span);
     rc->bytes -= e->r.len;
     e->state = E_DEAD;
-    struct san_rcache_reg reg = e->reg;
+    struct san_rcache_reg reg = e->pub.reg;
 
     if (e->rdma)
         pthread_mutex_lock(&e->remote_lock);
@@ -360,9 +360,9 @@ static int miss(struct san_rcache *rc, void *addr, size_t len, unsigned access, 
             write_unlock(rc);
         }
 
-        err = rc->ops.do_register(rc->ctx, addr, len, access, rdma, &e->reg);
+        err = rc->ops.do_register(rc->ctx, addr, len, access, rdma, &e->pub.reg);
         if (err == -ENOBUFS && evict_idle(rc))
-            err = rc->ops.do_register(rc->ctx, addr, len, access, rdma, &e->reg);
+            err = rc->ops.do_register(rc->ctx, addr, len, access, rdma, &e->pub.reg);
 
         write_lock(rc);
         if (watched && (err || e->doomed)) {
@@ -376,7 +376,7 @@ static int miss(struct san_rcache *rc, void *addr, size_t len, unsigned access, 
         if (watched && e->doomed) {
             /* The memory was unmapped or changed during the registration: release it before anyone
              * can register that address again, then start over (it may be a new mapping now). */
-            if (rc->ops.do_deregister(rc->ctx, &e->reg))
+            if (rc->ops.do_deregister(rc->ctx, &e->pub.reg))
                 rc->st.release_fail++;
             write_unlock(rc);
             if (attempt < 3)
@@ -426,7 +426,7 @@ static int expose(struct san_rcache *rc, struct san_rcache_entry *e)
     if (atomic_load_explicit(&e->refs, memory_order_acquire) & DEAD) {
         err = -ESTALE;
     } else if (!e->exposed) {
-        err = rc->ops.set_remote(rc->ctx, &e->reg, true);
+        err = rc->ops.set_remote(rc->ctx, &e->pub.reg, true);
         atomic_fetch_add_explicit(&rc->remote_toggles, 1, memory_order_relaxed);
         if (!err)
             e->exposed = true;
@@ -491,7 +491,7 @@ int san_rcache_put(struct san_rcache *rc, struct san_rcache_entry *e)
 
     if (e->uncached) {
         /* Exactly one reference (every uncached get makes its own entry). */
-        int err = rc->ops.do_deregister(rc->ctx, &e->reg);
+        int err = rc->ops.do_deregister(rc->ctx, &e->pub.reg);
         if (err)
             return err;
         free_orphan(rc, e); /* off the list of passed-through entries, and freed */
@@ -524,7 +524,7 @@ int san_rcache_put(struct san_rcache *rc, struct san_rcache_entry *e)
     atomic_store_explicit(&e->stamp, now, memory_order_relaxed);
     if (atomic_load_explicit(&e->refs, memory_order_acquire) == 1 && e->exposed) {
         atomic_fetch_add_explicit(&rc->remote_toggles, 1, memory_order_relaxed);
-        if (rc->ops.set_remote(rc->ctx, &e->reg, false))
+        if (rc->ops.set_remote(rc->ctx, &e->pub.reg, false))
             failed = true;
         else
             e->exposed = false;
@@ -555,7 +555,17 @@ struct san_rcache *san_rcache_entry_cache(const struct san_rcache_entry *e)
 
 const struct san_rcache_reg *san_rcache_entry_reg(const struct san_rcache_entry *e)
 {
-    return &e->reg;
+    return &e->pub.reg;
+}
+
+struct san_mr *san_rcache_entry_handle(struct san_rcache_entry *e)
+{
+    return &e->pub;
+}
+
+struct san_rcache_entry *san_rcache_handle_entry(struct san_mr *mr)
+{
+    return san_container_of(mr, struct san_rcache_entry, pub);
 }
 
 bool san_rcache_entry_valid(const struct san_rcache_entry *e)
@@ -690,7 +700,7 @@ void san_rcache_destroy(struct san_rcache *rc)
     }
     while (!san_list_empty(&rc->passed)) { /* registrations served uncached, still held */
         struct san_rcache_entry *e = entry_of_lru(rc->passed.next);
-        if (!child && rc->ops.do_deregister(rc->ctx, &e->reg))
+        if (!child && rc->ops.do_deregister(rc->ctx, &e->pub.reg))
             rc->st.release_fail++;
         san_list_del(&e->lru.link);
         e->grave_next = all;
