@@ -158,7 +158,8 @@ int san_open(const char *socket_path, struct san_ctx **out)
     }
     if ((err = san_mutex_init(&ctx->lock)))
         goto fail_fd;
-    san_nic_objs_init(&ctx->nic);
+    if ((err = san_nic_objs_init(&ctx->nic)))
+        goto fail_lock;
     san_range_tree_init(&ctx->allocs);
     san_range_tree_init(&ctx->regs);
     san_list_init(&ctx->refs);
@@ -172,18 +173,20 @@ int san_open(const char *socket_path, struct san_ctx **out)
     err = san_ctx_call_locked(ctx, &req, &rep, NULL);
     san_mutex_unlock(&ctx->lock);
     if (err)
-        goto fail_lock;
+        goto fail_nic;
     if (rep.u.hello_rep.version != SAN_PROTO_VERSION || rep.u.hello_rep.page_size != PAGE) {
         err = -EPROTO;
-        goto fail_lock;
+        goto fail_nic;
     }
     ctx->host_id = rep.u.hello_rep.host_id;
     ctx->client_id = rep.u.hello_rep.client_id;
     if ((err = san_rcache_create(NULL, &san_ctx_rcache_ops, ctx, &ctx->rc)))
-        goto fail_lock;
+        goto fail_nic;
     *out = ctx;
     return 0;
 
+fail_nic:
+    pthread_mutex_destroy(&ctx->nic.lock);
 fail_lock:
     san_mutex_destroy(&ctx->lock);
 fail_fd:

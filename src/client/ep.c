@@ -51,11 +51,11 @@ struct san_ep {
     uint32_t sq_tail, rq_tail, cq_head; /* ours: the region's copies are for the NIC */
 };
 
-void san_nic_objs_init(struct san_nic_objs *o)
+int san_nic_objs_init(struct san_nic_objs *o)
 {
-    pthread_mutex_init(&o->lock, NULL);
     o->eps = NULL;
     o->listeners = NULL;
+    return -pthread_mutex_init(&o->lock, NULL);
 }
 
 static void ep_free(struct san_ep *ep)
@@ -223,8 +223,15 @@ static int ep_make(struct san_ctx *ctx, const struct san_ep_rep *r, int *fds, st
     ep->ctx = ctx;
     ep->handle = r->handle;
     ep->efd = fds[1];
-    pthread_mutex_init(&ep->sq_lock, NULL);
-    pthread_mutex_init(&ep->cq_lock, NULL);
+    int err = -pthread_mutex_init(&ep->sq_lock, NULL);
+    if (err || (err = -pthread_mutex_init(&ep->cq_lock, NULL))) {
+        if (!err)
+            pthread_mutex_destroy(&ep->sq_lock);
+        munmap(q, SAN_EPQ_SIZE);
+        close(fds[1]);
+        free(ep);
+        return err;
+    }
     struct san_nic_objs *o = san_ctx_nic(ctx);
     pthread_mutex_lock(&o->lock);
     ep->next = o->eps;
