@@ -88,8 +88,7 @@ struct san_uid_usage {
 
 /* A listener or an endpoint of a client, by handle. */
 struct san_client_nic {
-    struct san_client_nic *next;
-    uint64_t handle;
+    uint32_t handle;            /* its key in the client's nic_objs table */
     struct san_nic_listener *l; /* one of the two */
     struct san_nic_ep *ep;
 };
@@ -108,8 +107,8 @@ struct san_client {
     struct san_mr_set mrs;
     struct san_keytab allocs; /* struct san_daemon_alloc by handle (unsalted: slot order) */
     uint64_t nr_allocs, alloc_bytes;
-    struct san_client_nic *nic_objs; /* listeners and endpoints */
-    uint64_t next_nic_handle, nr_eps;
+    struct san_keytab nic_objs; /* struct san_client_nic (listeners and endpoints) by handle */
+    uint64_t nr_eps;
 };
 
 struct san_daemon {

@@ -196,31 +196,24 @@ static void addr_to_wire(const struct san_nic_addr *a, struct san_wire_addr *w)
 
 static struct san_client_nic *nic_obj(struct san_client *c, uint64_t handle, bool listener)
 {
-    for (struct san_client_nic *o = c->nic_objs; o; o = o->next)
-        if (o->handle == handle && !!o->l == listener)
-            return o;
-    return NULL;
+    struct san_client_nic *o =
+        handle > UINT32_MAX ? NULL : san_keytab_lookup(&c->nic_objs, (uint32_t)handle);
+    return o && !!o->l == listener ? o : NULL;
 }
 
 static struct san_client_nic *nic_obj_add(struct san_client *c)
 {
     struct san_client_nic *o = calloc(1, sizeof(*o));
-    if (!o)
-        return NULL;
-    o->handle = ++c->next_nic_handle;
-    o->next = c->nic_objs;
-    c->nic_objs = o;
+    if (o && san_keytab_alloc(&c->nic_objs, o, &o->handle)) {
+        free(o);
+        o = NULL;
+    }
     return o;
 }
 
 static void nic_obj_free(struct san_client *c, struct san_client_nic *o)
 {
-    for (struct san_client_nic **p = &c->nic_objs; *p; p = &(*p)->next) {
-        if (*p == o) {
-            *p = o->next;
-            break;
-        }
-    }
+    san_keytab_free(&c->nic_objs, o->handle);
     if (o->ep) {
         san_nic_ep_close(o->ep);
         c->nr_eps--;
@@ -477,8 +470,11 @@ void san_daemon_release_client(struct san_client *c)
     uint32_t slot = 0, key;
 
     /* Endpoints first: their engines stop looking at the registrations before these go. */
-    while (c->nic_objs)
-        nic_obj_free(c, c->nic_objs);
+    struct san_client_nic *o;
+    while ((o = san_keytab_next(&c->nic_objs, &slot, &key)))
+        nic_obj_free(c, o);
+    san_keytab_destroy(&c->nic_objs);
+    slot = 0;
     san_mr_set_release(c->d->mr, &c->mrs);
     while ((a = san_keytab_next(&c->allocs, &slot, &key)))
         alloc_release(c, a);

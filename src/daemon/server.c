@@ -254,6 +254,7 @@ static void accept_client(struct san_daemon *d)
     san_mr_set_init(&c->mrs, &c->owner);
     c->mrs.account_locked = &u->locked_bytes;
     san_keytab_init(&c->allocs, 0);
+    san_keytab_init(&c->nic_objs, 0);
     if (epoll_add(d->epfd, fd, (uint64_t)(uintptr_t)c) ||
         epoll_add(d->epfd, c->pidfd, (uint64_t)(uintptr_t)c | TAG_PIDFD)) {
         log_error("epoll: %s", strerror(errno));
