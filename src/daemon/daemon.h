@@ -104,7 +104,7 @@ struct san_client {
     bool dead;
     struct san_uid_usage *usage;
     struct san_page_owner owner;
-    struct san_mr_set mrs;
+    struct san_regtab_set mrs;
     struct san_keytab allocs; /* struct san_daemon_alloc by handle (unsalted: slot order) */
     uint64_t nr_allocs, alloc_bytes;
     struct san_keytab nic_objs; /* struct san_client_nic (listeners and endpoints) by handle */
@@ -114,7 +114,7 @@ struct san_client {
 struct san_daemon {
     struct san_daemon_config cfg;
     struct san_machine *m;
-    struct san_mr_registry *mr;
+    struct san_regtab *mr;
     struct san_dma_adapter *adapter; /* the NIC's DMA adapter */
     struct san_nic *nic;             /* the NIC: endpoints, listeners, engines */
     uint64_t host_id;

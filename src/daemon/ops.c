@@ -165,15 +165,15 @@ static int op_register(struct san_client *c, const struct san_register_req *q,
                        struct san_register_rep *r)
 {
     struct san_daemon *d = c->d;
-    struct san_mr_limits lim = {.locked_bytes = d->cfg.limit_locked_bytes,
-                                .registrations = d->cfg.limit_registrations,
-                                .account_locked_bytes = d->cfg.limit_uid_locked_bytes};
+    struct san_regtab_limits lim = {.locked_bytes = d->cfg.limit_locked_bytes,
+                                    .registrations = d->cfg.limit_registrations,
+                                    .account_locked_bytes = d->cfg.limit_uid_locked_bytes};
     /* The daemon validates a range from the client's own pagemap and maps, opened at accept: a
      * process it could not open them for (another user's, not dumpable) cannot register. */
     if (!san_identity_can_register(c))
         return -EPERM;
-    int err = san_mr_register(d->mr, &c->mrs, q->va, q->len, q->access, q->flags & SAN_REG_RDMA,
-                              &lim, &r->lkey, &r->rkey, &r->refs);
+    int err = san_regtab_register(d->mr, &c->mrs, q->va, q->len, q->access, q->flags & SAN_REG_RDMA,
+                                  &lim, &r->lkey, &r->rkey, &r->refs);
     if (err)
         log_debug("client %u: register %#llx+%llu: %s", c->id, (unsigned long long)q->va,
                   (unsigned long long)q->len, strerror(-err));
@@ -314,7 +314,7 @@ static void fill_stats(struct san_daemon *d, struct san_stats_rep *r)
 
     san_machine_stats(d->m, &ms);
     san_nic_stats(d->nic, &ns);
-    san_mr_registry_counts(d->mr, &regs, &locked);
+    san_regtab_counts(d->mr, &regs, &locked);
     *r = (struct san_stats_rep){
         .clients = d->nr_clients,
         .allocations = d->nr_allocs,
@@ -418,17 +418,17 @@ void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct s
         break;
     case SAN_OP_DEREGISTER:
         rep->u.deregister_rep = (struct san_deregister_rep){0};
-        err = san_mr_deregister(d->mr, &c->mrs, req->u.deregister_req.lkey,
-                                &rep->u.deregister_rep.refs);
+        err = san_regtab_deregister(d->mr, &c->mrs, req->u.deregister_req.lkey,
+                                    &rep->u.deregister_rep.refs);
         break;
     case SAN_OP_SET_REMOTE:
         rep->u.set_remote_rep = (struct san_set_remote_rep){0};
-        err = san_mr_set_remote(d->mr, &c->mrs, req->u.set_remote_req.lkey,
-                                req->u.set_remote_req.exposed, &rep->u.set_remote_rep.rkey);
+        err = san_regtab_set_remote(d->mr, &c->mrs, req->u.set_remote_req.lkey,
+                                    req->u.set_remote_req.exposed, &rep->u.set_remote_rep.rkey);
         break;
     case SAN_OP_PADDR:
-        err = san_mr_paddr(d->mr, &c->mrs, req->u.paddr_req.lkey, req->u.paddr_req.offset,
-                           &rep->u.paddr_rep.paddr);
+        err = san_regtab_paddr(d->mr, &c->mrs, req->u.paddr_req.lkey, req->u.paddr_req.offset,
+                               &rep->u.paddr_rep.paddr);
         break;
     case SAN_OP_STATS:
         fill_stats(d, &rep->u.stats_rep);
@@ -475,7 +475,7 @@ void san_daemon_release_client(struct san_client *c)
         nic_obj_free(c, o);
     san_keytab_destroy(&c->nic_objs);
     slot = 0;
-    san_mr_set_release(c->d->mr, &c->mrs);
+    san_regtab_set_release(c->d->mr, &c->mrs);
     while ((a = san_keytab_next(&c->allocs, &slot, &key)))
         alloc_release(c, a);
     san_keytab_destroy(&c->allocs);

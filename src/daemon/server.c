@@ -251,7 +251,7 @@ static void accept_client(struct san_daemon *d)
     c->d = d;
     c->fd = fd;
     c->id = ++d->next_client_id;
-    san_mr_set_init(&c->mrs, &c->owner);
+    san_regtab_set_init(&c->mrs, &c->owner);
     c->mrs.account_locked = &u->locked_bytes;
     san_keytab_init(&c->allocs, 0);
     san_keytab_init(&c->nic_objs, 0);
@@ -426,7 +426,7 @@ static int setup(struct san_daemon *d, int *sigfd)
     }
     log_debug("NIC: %u-bit, %s, %u map registers", d->cfg.dma_address_width,
               d->cfg.scatter_gather ? "scatter-gather" : "no scatter-gather", map_registers);
-    if ((err = san_mr_registry_create(d->m, &d->mr))) {
+    if ((err = san_regtab_create(d->m, &d->mr))) {
         log_error("registration table: %s", strerror(-err));
         return err;
     }
@@ -496,7 +496,7 @@ static void teardown(struct san_daemon *d)
     reap(d);
     san_daemon_after_reply(d); /* nothing is left to free; */
     san_daemon_drop_spares(d); /* the spares it made go too */
-    san_mr_registry_destroy(d->mr);
+    san_regtab_destroy(d->mr);
     san_nic_destroy(d->nic);
     if (d->adapter)
         d->adapter->ops->put_dma_adapter(d->adapter);

@@ -23,7 +23,7 @@
  *
  * Locking: pair->lock is held by the engine while it services the pair and by the loop when it
  * closes an endpoint, so an endpoint's registrations are never looked at after its owner closed
- * it. Uses of registrations go through the registry's lock (mr). */
+ * it. Uses of registrations go through the registration table's lock (mr). */
 #include "nic/nic.h"
 
 #include <san/dma.h>
@@ -68,7 +68,7 @@ struct san_nic_pair {
 
 /* A piece of a transfer: a registration (use held) and the range in it. */
 struct piece {
-    struct san_mr_entry *e;
+    struct san_regtab_entry *e;
     uint64_t va;
     uint64_t len;
 };
@@ -130,7 +130,7 @@ static int posted(_Atomic uint32_t *tail, uint32_t head, uint32_t depth)
 static void put_pieces(struct san_nic *nic, struct piece *p, unsigned n)
 {
     for (unsigned i = 0; i < n; i++)
-        san_mr_put(nic->reg, p[i].e);
+        san_regtab_put(nic->reg, p[i].e);
 }
 
 /* Checks the local pieces of a request against ep's owner: lkey its own, the range inside the
@@ -141,11 +141,12 @@ static int local_pieces(struct san_nic_ep *ep, const struct san_epq_wqe *w, bool
     *total = 0;
     for (uint32_t i = 0; i < w->nsge; i++) {
         const struct san_epq_sge *s = &w->sge[i];
-        struct san_mr_entry *e = s->len ? san_mr_get_lkey(ep->nic->reg, ep->set, s->lkey) : NULL;
+        struct san_regtab_entry *e =
+            s->len ? san_regtab_get_lkey(ep->nic->reg, ep->set, s->lkey) : NULL;
         if (s->len &&
             (!e || s->va < e->r.start || s->va - e->r.start > e->r.len ||
              s->len > e->r.len - (s->va - e->r.start) || (write && !(e->access & SAN_MEM_WRITE)))) {
-            san_mr_put(ep->nic->reg, e);
+            san_regtab_put(ep->nic->reg, e);
             put_pieces(ep->nic, out, i);
             return -EFAULT;
         }
@@ -160,12 +161,12 @@ static int remote_piece(struct san_nic_ep *ep, const struct san_epq_wqe *w, uint
                         bool write, struct piece *out)
 {
     struct san_nic_ep *peer = ep->peer;
-    struct san_mr_entry *e = san_mr_get_rkey(ep->nic->reg, w->rkey);
+    struct san_regtab_entry *e = san_regtab_get_rkey(ep->nic->reg, w->rkey);
     unsigned need = write ? SAN_MEM_WRITE : SAN_MEM_READ;
     if (!e || e->set != peer->set || !e->rdma || (e->access & need) != need ||
         w->remote_va < e->r.start || w->remote_va - e->r.start > e->r.len ||
         len > e->r.len - (w->remote_va - e->r.start)) {
-        san_mr_put(ep->nic->reg, e);
+        san_regtab_put(ep->nic->reg, e);
         return -EACCES;
     }
     *out = (struct piece){.e = e, .va = w->remote_va, .len = len};
@@ -174,8 +175,8 @@ static int remote_piece(struct san_nic_ep *ep, const struct san_epq_wqe *w, uint
 
 /* Moves len bytes between a registration's memory at va and buf through the adapter: from
  * memory (to the device) when reading, else into memory. */
-static int dma_move(struct san_nic *nic, struct san_mr_entry *e, uint64_t va, void *buf, size_t len,
-                    bool reading)
+static int dma_move(struct san_nic *nic, struct san_regtab_entry *e, uint64_t va, void *buf,
+                    size_t len, bool reading)
 {
     struct san_dma_adapter *a = nic->adapter;
     size_t off = (size_t)(va - san_mdl_va(e->mdl)), done = 0;
@@ -352,7 +353,7 @@ static void do_rdma(struct san_nic_pair *p, struct san_nic_ep *ep, const struct 
         else if (!write && transfer(p, &remote, 1, local, w->nsge, total, &src_failed))
             status = src_failed ? -EACCES : -EFAULT;
         put_pieces(p->nic, local, w->nsge);
-        san_mr_put(p->nic->reg, remote.e);
+        san_regtab_put(p->nic->reg, remote.e);
     }
     uint32_t op = write ? SAN_EPQ_WRITE : SAN_EPQ_READ;
     if (status) {

@@ -82,8 +82,8 @@ static void keytab(void)
 }
 
 struct user {
-    struct san_mr_registry *reg;
-    struct san_mr_entry *e;
+    struct san_regtab *reg;
+    struct san_regtab_entry *e;
 };
 
 static void *late_put(void *arg)
@@ -91,17 +91,17 @@ static void *late_put(void *arg)
     struct user *u = arg;
     struct timespec ts = {0, 20 * 1000 * 1000};
     nanosleep(&ts, NULL); /* an operation in flight for a while */
-    san_mr_put(u->reg, u->e);
+    san_regtab_put(u->reg, u->e);
     return NULL;
 }
 
 static void registry(void)
 {
     struct san_machine *m;
-    struct san_mr_registry *reg;
+    struct san_regtab *reg;
     struct san_page_owner owner = {
         .pid = getpid(), .pidfd = -1, .pagemap_fd = -1, .maps_fd = -1, .mem_fd = -1};
-    struct san_mr_set set, other;
+    struct san_regtab_set set, other;
     uint32_t lkey, rkey, refs, k2, r2;
     size_t len = 64 * 1024;
     char *buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -109,75 +109,75 @@ static void registry(void)
     CHECK(buf != MAP_FAILED);
     CHECK(!mlock(buf, len));
     CHECK_EQ(san_machine_create(NULL, &m), 0);
-    CHECK_EQ(san_mr_registry_create(m, &reg), 0);
-    san_mr_set_init(&set, &owner);
-    san_mr_set_init(&other, &owner);
+    CHECK_EQ(san_regtab_create(m, &reg), 0);
+    san_regtab_set_init(&set, &owner);
+    san_regtab_set_init(&other, &owner);
 
-    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, len, SAN_MEM_READWRITE, true, NULL, &lkey,
-                             &rkey, &refs),
+    CHECK_EQ(san_regtab_register(reg, &set, (uintptr_t)buf, len, SAN_MEM_READWRITE, true, NULL,
+                                 &lkey, &rkey, &refs),
              0);
     CHECK(refs == 1 && rkey);
-    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, len, SAN_MEM_READWRITE, true, NULL, &k2,
-                             &r2, &refs),
+    CHECK_EQ(san_regtab_register(reg, &set, (uintptr_t)buf, len, SAN_MEM_READWRITE, true, NULL, &k2,
+                                 &r2, &refs),
              0);
     CHECK(refs == 2 && k2 == lkey && r2 == rkey);
 
     /* An operation in flight: the last deregistration is refused, earlier ones are not. */
-    struct san_mr_entry *e = san_mr_get_rkey(reg, rkey);
+    struct san_regtab_entry *e = san_regtab_get_rkey(reg, rkey);
     CHECK(e);
-    CHECK(san_mr_get_lkey(reg, &other, lkey) == NULL); /* not the other set's key */
-    CHECK_EQ(san_mr_deregister(reg, &set, lkey, &refs), 0);
+    CHECK(san_regtab_get_lkey(reg, &other, lkey) == NULL); /* not the other set's key */
+    CHECK_EQ(san_regtab_deregister(reg, &set, lkey, &refs), 0);
     CHECK(refs == 1);
-    CHECK_EQ(san_mr_deregister(reg, &set, lkey, &refs), -EBUSY);
-    CHECK_EQ(san_mr_deregister(reg, &other, lkey, &refs), -EINVAL);
-    san_mr_put(reg, e);
-    CHECK_EQ(san_mr_deregister(reg, &set, lkey, &refs), 0);
+    CHECK_EQ(san_regtab_deregister(reg, &set, lkey, &refs), -EBUSY);
+    CHECK_EQ(san_regtab_deregister(reg, &other, lkey, &refs), -EINVAL);
+    san_regtab_put(reg, e);
+    CHECK_EQ(san_regtab_deregister(reg, &set, lkey, &refs), 0);
     CHECK(refs == 0);
-    CHECK(san_mr_get_rkey(reg, rkey) == NULL);
-    CHECK_EQ(san_mr_deregister(reg, &set, lkey, &refs), -EINVAL);
+    CHECK(san_regtab_get_rkey(reg, rkey) == NULL);
+    CHECK_EQ(san_regtab_deregister(reg, &set, lkey, &refs), -EINVAL);
 
     /* Limits: registrations and locked bytes per set, -ENOBUFS. */
-    struct san_mr_limits lim = {.registrations = 2, .locked_bytes = 40 * 1024};
-    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, 32 * 1024, SAN_MEM_READ, false, &lim, &lkey,
-                             &rkey, &refs),
+    struct san_regtab_limits lim = {.registrations = 2, .locked_bytes = 40 * 1024};
+    CHECK_EQ(san_regtab_register(reg, &set, (uintptr_t)buf, 32 * 1024, SAN_MEM_READ, false, &lim,
+                                 &lkey, &rkey, &refs),
              0);
-    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, 16 * 1024, SAN_MEM_READ, false, &lim, &k2,
-                             &r2, &refs),
+    CHECK_EQ(san_regtab_register(reg, &set, (uintptr_t)buf, 16 * 1024, SAN_MEM_READ, false, &lim,
+                                 &k2, &r2, &refs),
              -ENOBUFS); /* 48K > 40K */
-    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, 8 * 1024, SAN_MEM_READ, false, &lim, &k2,
-                             &r2, &refs),
+    CHECK_EQ(san_regtab_register(reg, &set, (uintptr_t)buf, 8 * 1024, SAN_MEM_READ, false, &lim,
+                                 &k2, &r2, &refs),
              0);
-    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf + 8192, 100, SAN_MEM_READ, false, &lim, &k2,
-                             &r2, &refs),
+    CHECK_EQ(san_regtab_register(reg, &set, (uintptr_t)buf + 8192, 100, SAN_MEM_READ, false, &lim,
+                                 &k2, &r2, &refs),
              -ENOBUFS); /* a third registration */
     /* The same registration again is no new registration: allowed at the limit. */
-    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, 32 * 1024, SAN_MEM_READ, false, &lim, &k2,
-                             &r2, &refs),
+    CHECK_EQ(san_regtab_register(reg, &set, (uintptr_t)buf, 32 * 1024, SAN_MEM_READ, false, &lim,
+                                 &k2, &r2, &refs),
              0);
     CHECK(k2 == lkey && refs == 2);
     /* The other set has its own limits. */
-    CHECK_EQ(san_mr_register(reg, &other, (uintptr_t)buf, 32 * 1024, SAN_MEM_READ, false, &lim, &k2,
-                             &r2, &refs),
+    CHECK_EQ(san_regtab_register(reg, &other, (uintptr_t)buf, 32 * 1024, SAN_MEM_READ, false, &lim,
+                                 &k2, &r2, &refs),
              0);
     CHECK(k2 != lkey);
 
     /* Release waits for an operation in flight. */
-    struct user u = {reg, san_mr_get_lkey(reg, &set, lkey)};
+    struct user u = {reg, san_regtab_get_lkey(reg, &set, lkey)};
     CHECK(u.e);
     pthread_t t;
     CHECK(!pthread_create(&t, NULL, late_put, &u));
-    san_mr_set_release(reg, &set);
+    san_regtab_set_release(reg, &set);
     pthread_join(t, NULL);
     CHECK(set.registrations == 0 && set.locked_bytes == 0);
-    san_mr_set_release(reg, &other);
+    san_regtab_set_release(reg, &other);
     uint64_t regs, locked;
-    san_mr_registry_counts(reg, &regs, &locked);
+    san_regtab_counts(reg, &regs, &locked);
     CHECK(regs == 0 && locked == 0);
     struct san_machine_stats ms;
     san_machine_stats(m, &ms);
     CHECK(ms.locked_bytes == 0 && ms.free_bytes == ms.ram_bytes);
 
-    san_mr_registry_destroy(reg);
+    san_regtab_destroy(reg);
     san_machine_destroy(m);
     munmap(buf, len);
 }
