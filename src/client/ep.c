@@ -29,6 +29,7 @@
 #include "client/defaults.h"
 #include "client/desc.h"
 #include "client/ep.h"
+#include "common/clock.h"
 #include "proto/queue.h"
 
 #define WAIT_SPIN_NS 20000u /* san_wait polls this long before it sleeps */
@@ -50,18 +51,11 @@ struct san_ep {
     uint32_t sq_tail, rq_tail, cq_head; /* ours: the region's copies are for the NIC */
 };
 
-static uint64_t mono_ns(void)
+int san_nic_objs_init(struct san_nic_objs *o)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-void san_nic_objs_init(struct san_nic_objs *o)
-{
-    pthread_mutex_init(&o->lock, NULL);
     o->eps = NULL;
     o->listeners = NULL;
+    return -pthread_mutex_init(&o->lock, NULL);
 }
 
 static void ep_free(struct san_ep *ep)
@@ -120,7 +114,7 @@ static void futex_wait_until(_Atomic uint32_t *word, uint32_t val, uint64_t dead
 {
     struct timespec ts, *tp = NULL;
     if (deadline) {
-        uint64_t now = mono_ns();
+        uint64_t now = san_now_ns();
         if (now >= deadline)
             return;
         uint64_t left = deadline - now;
@@ -133,7 +127,7 @@ static void futex_wait_until(_Atomic uint32_t *word, uint32_t val, uint64_t dead
 
 static uint64_t deadline_of(int timeout_ms)
 {
-    return timeout_ms < 0 ? 0 : mono_ns() + (uint64_t)timeout_ms * 1000000u;
+    return timeout_ms < 0 ? 0 : san_now_ns() + (uint64_t)timeout_ms * 1000000u;
 }
 
 int san_listen(struct san_ctx *ctx, const struct sockaddr *addr, socklen_t addrlen, int backlog,
@@ -229,8 +223,15 @@ static int ep_make(struct san_ctx *ctx, const struct san_ep_rep *r, int *fds, st
     ep->ctx = ctx;
     ep->handle = r->handle;
     ep->efd = fds[1];
-    pthread_mutex_init(&ep->sq_lock, NULL);
-    pthread_mutex_init(&ep->cq_lock, NULL);
+    int err = -pthread_mutex_init(&ep->sq_lock, NULL);
+    if (err || (err = -pthread_mutex_init(&ep->cq_lock, NULL))) {
+        if (!err)
+            pthread_mutex_destroy(&ep->sq_lock);
+        munmap(q, SAN_EPQ_SIZE);
+        close(fds[1]);
+        free(ep);
+        return err;
+    }
     struct san_nic_objs *o = san_ctx_nic(ctx);
     pthread_mutex_lock(&o->lock);
     ep->next = o->eps;
@@ -274,7 +275,7 @@ int san_accept(struct san_listener *l, int timeout_ms, struct san_ep **out)
         struct pollfd p = {.fd = l->efd, .events = POLLIN};
         int wait = -1;
         if (deadline) {
-            uint64_t now = mono_ns();
+            uint64_t now = san_now_ns();
             if (now >= deadline)
                 return -ETIMEDOUT;
             wait = (int)((deadline - now + 999999) / 1000000);
@@ -322,7 +323,7 @@ int san_connect(struct san_ctx *ctx, const struct sockaddr *addr, socklen_t addr
     uint64_t deadline = deadline_of(timeout_ms);
     uint32_t st;
     while ((st = atomic_load_explicit(&ep->q->state, memory_order_acquire)) == SAN_EPQ_CONNECTING) {
-        if (deadline && mono_ns() >= deadline)
+        if (deadline && san_now_ns() >= deadline)
             break;
         futex_wait_until(&ep->q->state, SAN_EPQ_CONNECTING, deadline);
     }
@@ -484,8 +485,8 @@ int san_wait(struct san_ep *ep, int timeout_ms)
     if (!ep)
         return -EINVAL;
     struct san_epq *q = ep->q;
-    uint64_t start = mono_ns(), deadline = deadline_of(timeout_ms);
-    while (mono_ns() - start < WAIT_SPIN_NS) {
+    uint64_t start = san_now_ns(), deadline = deadline_of(timeout_ms);
+    while (san_now_ns() - start < WAIT_SPIN_NS) {
         if (has_completion(ep))
             return 0;
         if (!timeout_ms)
@@ -499,7 +500,7 @@ int san_wait(struct san_ep *ep, int timeout_ms)
             atomic_store(&q->client_waiting, 0);
             return 0;
         }
-        if (deadline && mono_ns() >= deadline) {
+        if (deadline && san_now_ns() >= deadline) {
             atomic_store(&q->client_waiting, 0);
             return -ETIMEDOUT;
         }

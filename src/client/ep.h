@@ -17,7 +17,8 @@ struct san_nic_objs {
     struct san_listener *listeners;
 };
 
-void san_nic_objs_init(struct san_nic_objs *o);
+/* 0, or the error of pthread_mutex_init (negative). */
+int san_nic_objs_init(struct san_nic_objs *o);
 /* san_close: unmaps and frees every endpoint and listener without asking the daemon (closing the
  * connection releases them there). */
 void san_nic_forget_all(struct san_ctx *ctx, struct san_nic_objs *o);

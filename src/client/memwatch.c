@@ -2,11 +2,12 @@
  * docs/rcache.md). Sits on the range tree (watched spans, which may overlap) and on one handler
  * thread per watcher.
  *
- * Locking: the owner's lock (ops->lock, a write lock) protects everything in struct san_memwatch
- * after init. The handler thread polls without it, then takes it, reads every pending event into a
- * fixed queue, invalidates, and only then releases it: a thread blocked in munmap is released by
- * the read, but whatever it does next with the cache waits for the lock, so it never sees the entry
- * that its munmap made stale. The event path allocates nothing and frees nothing. */
+ * Locking: the owner's lock (ops->lock, a write lock; debug builds check it is held, when
+ * ops->holder says how) protects everything in struct san_memwatch after init. The handler thread
+ * polls without it, then takes it, reads every pending event into a fixed queue, invalidates, and
+ * only then releases it: a thread blocked in munmap is released by the read, but whatever it does
+ * next with the cache waits for the lock, so it never sees the entry that its munmap made stale.
+ * The event path allocates nothing and frees nothing. */
 #include "client/memwatch.h"
 
 #include <errno.h>
@@ -19,7 +20,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define PAGE ((uint64_t)4096)
+#include "common/page.h"
+
 /* Internal queue kind: the destination of an mremap, which carries its registration along. */
 #define SAN_MEMWATCH_REMAP_TO 100
 /* Highest user address we ever ask the kernel to wake (x86-64 and arm64 47/48-bit user space). */
@@ -40,6 +42,7 @@ void san_memwatch_init(struct san_memwatch *mw, const struct san_memwatch_ops *o
 
 bool san_memwatch_running_locked(const struct san_memwatch *mw)
 {
+    san_assert_held_if(mw->ops.holder);
     return mw->started;
 }
 
@@ -52,22 +55,16 @@ static int uffd_range_op(int fd, unsigned long op, uint64_t start, uint64_t len)
 /* Unregisters the parts of [start, end) that no span in the tree covers. */
 static void unregister_uncovered_locked(struct san_memwatch *mw, uint64_t start, uint64_t end)
 {
-    uint64_t cursor = start;
-    struct san_range *o = san_range_first_overlap(&mw->spans, start, end - start);
-
-    for (; o && cursor < end; o = san_range_next_overlap(o, start, end - start)) {
-        if (o->start > cursor &&
-            uffd_range_op(mw->uffd, UFFDIO_UNREGISTER, cursor, o->start - cursor) < 0)
+    san_assert_held_if(mw->ops.holder);
+    struct san_range_gaps g;
+    for (san_range_gaps_init(&g, &mw->spans, start, end); san_range_gaps_next(&g);)
+        if (uffd_range_op(mw->uffd, UFFDIO_UNREGISTER, g.start, g.len) < 0)
             mw->stats.unreg_fail++;
-        if (san_range_end(o) > cursor)
-            cursor = san_range_end(o);
-    }
-    if (cursor < end && uffd_range_op(mw->uffd, UFFDIO_UNREGISTER, cursor, end - cursor) < 0)
-        mw->stats.unreg_fail++;
 }
 
 static bool covered_locked(struct san_memwatch *mw, uint64_t page)
 {
+    san_assert_held_if(mw->ops.holder);
     return san_range_first_overlap(&mw->spans, page, PAGE) != NULL;
 }
 
@@ -89,6 +86,7 @@ static void queue_item(struct san_memwatch *mw, size_t *n, bool *overflow, uint6
  */
 static void drain_locked(struct san_memwatch *mw)
 {
+    san_assert_held_if(mw->ops.holder);
     size_t n = 0;
     bool overflow = false;
 
@@ -186,6 +184,7 @@ static void *handler_main(void *arg)
 
 static int start_locked(struct san_memwatch *mw)
 {
+    san_assert_held_if(mw->ops.holder);
     int fd, err;
 
     fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
@@ -230,6 +229,7 @@ fail_fd:
 int san_memwatch_watch_locked(struct san_memwatch *mw, struct san_memwatch_span *s, uint64_t start,
                               uint64_t len)
 {
+    san_assert_held_if(mw->ops.holder);
     if (!len || (start | len) & (PAGE - 1) || start + len < start)
         return -EINVAL;
     if (mw->broken)
@@ -261,6 +261,7 @@ int san_memwatch_watch_locked(struct san_memwatch *mw, struct san_memwatch_span 
 
 void san_memwatch_unwatch_locked(struct san_memwatch *mw, struct san_memwatch_span *s)
 {
+    san_assert_held_if(mw->ops.holder);
     if (!s->watched)
         return;
     s->watched = false;

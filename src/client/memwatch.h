@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/lockcheck.h"
 #include "common/range.h"
 
 /* Why memory went away (passed to invalidate_locked). */
@@ -38,6 +39,9 @@ struct san_memwatch_ops {
      * from the handler thread with the owner's lock held. Must not allocate or free memory, nor
      * munmap: the event path never re-enters the allocator. It usually unwatches spans. */
     void (*invalidate_locked)(void *arg, uint64_t start, uint64_t len, enum san_memwatch_why why);
+    /* The holder record of the owner's lock, for the debug checks of the _locked functions
+     * (common/lockcheck.h); NULL checks nothing. */
+    const struct san_lock_owner *holder;
 };
 
 /* One watched span, embedded in the owner's object. Spans may overlap; a page stays registered

@@ -1,12 +1,13 @@
 /* rcache: the registration cache (see rcache.h, docs/rcache.md). Sits on the range tree (entries
  * keyed by the exact registered range; overlapping entries allowed), on memwatch (automatic
- * invalidation) and on the caller's register/deregister/set_remote callbacks.
+ * invalidation), the LRU (lru.c), the index lock (rwlock.c), the fork registry (forkreg.c) and on
+ * the caller's register/deregister/set_remote callbacks.
  *
  * Locking, outermost first:
  *   miss_lock  (mutex)   serialises registrations: one do_register at a time, so two misses on the
  *                        same range do not both register it, and a registration that memory changes
  *                        under (a doomed entry) is released before the next one starts.
- *   the index lock (a reader-writer lock, see read_lock/write_lock) protects the tree, the LRU
+ *   the index lock (a reader-writer lock, rwlock.h) protects the tree, the LRU
  *              list, the graveyard and orphan lists, the memwatch spans and the counters. Hits take
  *              it for reading, touching no shared cache line; everything that changes the index
  *              takes it for writing (writer-preferring), and so does the memwatch handler while it
@@ -22,36 +23,32 @@
 #include "client/rcache.h"
 
 #include <errno.h>
-#include <limits.h>
-#include <sched.h>
-#include <time.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include <san/types.h>
 
+#include "client/forkreg.h"
+#include "client/lru.h"
 #include "client/memwatch.h"
+#include "client/rwlock.h"
+#include "common/list.h"
+#include "common/page.h"
+#include "common/pin.h"
 #include "common/range.h"
 #include "common/size.h"
 
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
 #define DEAD (UINT32_C(1) << 31)
 
 enum entry_state { E_PENDING = 1, E_READY, E_DEAD, E_UNCACHED };
 
-struct lru_link {
-    struct lru_link *prev, *next;
-};
-
 struct san_rcache_entry {
     struct san_range r; /* exact range; in the tree while PENDING or READY */
     struct san_memwatch_span span;
-    struct lru_link lru;                 /* READY: LRU list; DEAD with references: orphan list */
+    struct san_lru_node lru; /* READY: LRU; DEAD with references: orphans; UNCACHED: passed */
     struct san_rcache_entry *grave_next; /* graveyard (idle dead entries) */
-    uint64_t qstamp;                     /* stamp the entry had when placed at its LRU position */
     unsigned access;
     bool rdma, uncached;
     uint8_t state;
@@ -59,208 +56,88 @@ struct san_rcache_entry {
     bool exposed; /* RDMA: reachable by peers; under remote_lock */
     pthread_mutex_t remote_lock;
     struct san_rcache *rc;
-    struct san_rcache_reg reg;
+    struct san_mr pub; /* what the application holds: the registration */
     /* Written by every hit and release: on a cache line of their own, away from the tree node and
      * the fields lookups read (other threads walk through this entry to reach theirs). */
     _Alignas(64) _Atomic uint32_t refs; /* references | DEAD */
     _Atomic uint64_t stamp;             /* LRU clock at the last put */
 };
 
-/* The index lock's read side: one counter per slot, on its own cache line; a thread always uses
- * the same slot, so readers on different cores write different lines. */
-#define READER_SLOTS 32
-struct reader_slot {
-    _Alignas(64) _Atomic long n;
-};
-
 struct san_rcache {
-    struct reader_slot readers[READER_SLOTS];
-    _Alignas(64) _Atomic int writer; /* a writer holds, or waits for, the index */
-    pthread_mutex_t wlock;           /* writers among themselves; readers wait on it */
+    struct san_rwlock index; /* the index lock */
     pthread_mutex_t miss_lock;
     struct san_tree tree;
-    struct lru_link lru;     /* READY entries, oldest qstamp first */
-    struct lru_link orphans; /* dead entries still referenced */
-    struct lru_link passed;  /* registrations served uncached, until their put */
+    struct san_lru lru;      /* READY entries; lru.count is how many are cached */
+    struct san_list orphans; /* dead entries still referenced */
+    struct san_list passed;  /* registrations served uncached, until their put */
     struct san_rcache_entry *graveyard;
     _Atomic size_t graves;
-    size_t count;
     uint64_t bytes;
     size_t max_entries;
     uint64_t max_bytes;
     bool disabled;
     _Atomic uint64_t remote_toggles;
-    unsigned fork_gen;
+    struct san_forkreg_node fork;
     struct san_rcache_ops ops;
     void *ctx;
     struct san_rcache_stats st; /* misses, uncached, evictions, invalidations, doomed */
     struct san_memwatch mw;
-    struct san_rcache *reg_prev, *reg_next; /* fork registry */
 };
-
-/* ---- the index lock: a reader-writer lock whose read side touches no shared cache line.
- * Readers: count themselves in their slot, then check for a writer (both sequentially
- * consistent, so either the reader sees the writer or the writer sees the reader); if a writer is
- * there, step back and wait on its mutex. Writers: take the mutex, announce themselves, wait for
- * every slot to drain (readers only hold it for a lookup), and exclude new readers until they
- * leave. Writer-preferring: the memwatch handler is never starved by hits. */
-
-static _Thread_local unsigned my_slot = UINT_MAX;
-static _Atomic unsigned next_slot;
-
-static struct reader_slot *read_lock(struct san_rcache *rc)
-{
-    if (my_slot == UINT_MAX)
-        my_slot = atomic_fetch_add_explicit(&next_slot, 1, memory_order_relaxed) % READER_SLOTS;
-    struct reader_slot *s = &rc->readers[my_slot];
-    for (;;) {
-        atomic_fetch_add_explicit(&s->n, 1, memory_order_seq_cst);
-        if (!atomic_load_explicit(&rc->writer, memory_order_seq_cst))
-            return s;
-        atomic_fetch_sub_explicit(&s->n, 1, memory_order_release);
-        pthread_mutex_lock(&rc->wlock);
-        pthread_mutex_unlock(&rc->wlock);
-    }
-}
-
-static void read_unlock(struct reader_slot *s)
-{
-    atomic_fetch_sub_explicit(&s->n, 1, memory_order_release);
-}
 
 static void write_lock(struct san_rcache *rc)
 {
-    pthread_mutex_lock(&rc->wlock);
-    atomic_store_explicit(&rc->writer, 1, memory_order_seq_cst);
-    for (int i = 0; i < READER_SLOTS; i++)
-        while (atomic_load_explicit(&rc->readers[i].n, memory_order_seq_cst))
-            sched_yield();
+    san_rwlock_write(&rc->index);
 }
 
 static void write_unlock(struct san_rcache *rc)
 {
-    atomic_store_explicit(&rc->writer, 0, memory_order_release);
-    pthread_mutex_unlock(&rc->wlock);
+    san_rwlock_write_unlock(&rc->index);
 }
 
-/* LRU time, without a shared write: the TSC on x86, else CLOCK_MONOTONIC (vDSO, no system call). */
-static inline uint64_t lru_now(void)
+/* ---- fork: every cache is locked across fork(); in a child its locks start afresh and its calls
+ * fail with -ECHILD (forkreg.h), without a system call on the hit path. */
+
+static void fork_prepare(void *arg)
 {
-#if defined(__x86_64__) || defined(__i386__)
-    return __builtin_ia32_rdtsc();
-#else
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-#endif
+    struct san_rcache *rc = arg;
+    pthread_mutex_lock(&rc->miss_lock);
+    write_lock(rc);
 }
 
-/* ---- fork: every cache is locked across fork(); a child gets fresh locks and a new generation, so
- * that its calls fail with -ECHILD without a system call on the hit path. */
-
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct san_rcache *registry;
-static _Atomic unsigned fork_gen;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-static void atfork_prepare(void)
+static void fork_parent(void *arg)
 {
-    pthread_mutex_lock(&registry_lock);
-    for (struct san_rcache *rc = registry; rc; rc = rc->reg_next) {
-        pthread_mutex_lock(&rc->miss_lock);
-        write_lock(rc);
-    }
+    struct san_rcache *rc = arg;
+    write_unlock(rc);
+    pthread_mutex_unlock(&rc->miss_lock);
 }
 
-static void atfork_parent(void)
+static void fork_child(void *arg)
 {
-    for (struct san_rcache *rc = registry; rc; rc = rc->reg_next) {
-        write_unlock(rc);
-        pthread_mutex_unlock(&rc->miss_lock);
-    }
-    pthread_mutex_unlock(&registry_lock);
+    /* The child never uses the cache again (it only frees it). */
+    struct san_rcache *rc = arg;
+    san_rwlock_reset(&rc->index);
+    rc->miss_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
 }
 
-static void init_locks(struct san_rcache *rc)
-{
-    for (int i = 0; i < READER_SLOTS; i++)
-        atomic_store(&rc->readers[i].n, 0);
-    atomic_store(&rc->writer, 0);
-    pthread_mutex_init(&rc->wlock, NULL);
-    pthread_mutex_init(&rc->miss_lock, NULL);
-}
-
-static void atfork_child(void)
-{
-    /* The child never uses these caches again (it only frees them): their locks start afresh
-     * (reader slots of threads that do not exist here included). */
-    atomic_fetch_add(&fork_gen, 1);
-    for (struct san_rcache *rc = registry; rc; rc = rc->reg_next)
-        init_locks(rc);
-    pthread_mutex_init(&registry_lock, NULL);
-}
-
-static void atfork_register(void)
-{
-    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-}
+static const struct san_forkreg_ops fork_ops = {
+    .prepare = fork_prepare, .parent = fork_parent, .child = fork_child};
 
 bool san_rcache_forked(const struct san_rcache *rc)
 {
-    return atomic_load_explicit(&fork_gen, memory_order_relaxed) != rc->fork_gen;
+    return san_forkreg_forked(&rc->fork);
 }
 
-/* ---- LRU list */
-
-static void link_init(struct lru_link *h)
+static struct san_rcache_entry *entry_of_lru(struct san_list *l)
 {
-    h->prev = h->next = h;
+    return san_container_of(l, struct san_rcache_entry, lru.link);
 }
 
-static void link_del(struct lru_link *l)
+static bool entry_idle(struct san_lru_node *n, uint64_t *stamp)
 {
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-    l->prev = l->next = l;
-}
-
-static void link_after(struct lru_link *pos, struct lru_link *l)
-{
-    l->prev = pos;
-    l->next = pos->next;
-    pos->next->prev = l;
-    pos->next = l;
-}
-
-static struct san_rcache_entry *entry_of_lru(struct lru_link *l)
-{
-    return san_container_of(l, struct san_rcache_entry, lru);
-}
-
-/* Keeps the list sorted by qstamp: walks back from the tail (requeued entries are recent). */
-static void lru_insert_sorted_locked(struct san_rcache *rc, struct san_rcache_entry *e)
-{
-    struct lru_link *pos = rc->lru.prev;
-    while (pos != &rc->lru && entry_of_lru(pos)->qstamp > e->qstamp)
-        pos = pos->prev;
-    link_after(pos, &e->lru);
-}
-
-/* The least recently released idle entry, or NULL when every entry is in use. Entries used since
- * they were queued move to their place (their last release), so the head is exact LRU. */
-static struct san_rcache_entry *lru_victim_locked(struct san_rcache *rc)
-{
-    for (size_t i = 0; i <= 2 * rc->count && rc->lru.next != &rc->lru; i++) {
-        struct san_rcache_entry *e = entry_of_lru(rc->lru.next);
-        uint32_t refs = atomic_load_explicit(&e->refs, memory_order_acquire);
-        uint64_t stamp = atomic_load_explicit(&e->stamp, memory_order_relaxed);
-        if (!refs && stamp == e->qstamp)
-            return e;
-        link_del(&e->lru);
-        e->qstamp = refs ? lru_now() : stamp;
-        lru_insert_sorted_locked(rc, e);
-    }
-    return NULL;
+    struct san_rcache_entry *e = san_container_of(n, struct san_rcache_entry, lru);
+    uint32_t refs = atomic_load_explicit(&e->refs, memory_order_acquire);
+    *stamp = atomic_load_explicit(&e->stamp, memory_order_relaxed);
+    return !refs;
 }
 
 /* ---- entries */
@@ -272,8 +149,11 @@ static struct san_rcache_entry *entry_new(void)
     if (!e)
         return NULL;
     memset(e, 0, size);
-    pthread_mutex_init(&e->remote_lock, NULL);
-    link_init(&e->lru);
+    if (pthread_mutex_init(&e->remote_lock, NULL)) {
+        free(e);
+        return NULL;
+    }
+    san_list_init(&e->lru.link);
     return e;
 }
 
@@ -305,6 +185,7 @@ static void reap(struct san_rcache *rc)
  * in flight) is only marked doomed: the miss path releases it when the registration returns. */
 static void kill_locked(struct san_rcache *rc, struct san_rcache_entry *e)
 {
+    san_rwlock_assert_write(&rc->index);
     if (e->state == E_PENDING) {
         if (!e->doomed)
             rc->st.doomed++;
@@ -312,18 +193,17 @@ static void kill_locked(struct san_rcache *rc, struct san_rcache_entry *e)
         return;
     }
     san_range_erase(&rc->tree, &e->r);
-    link_del(&e->lru);
+    san_lru_remove_locked(&rc->lru, &e->lru);
     san_memwatch_unwatch_locked(&rc->mw, &e->span);
-    rc->count--;
     rc->bytes -= e->r.len;
     e->state = E_DEAD;
-    struct san_rcache_reg reg = e->reg;
+    struct san_rcache_reg reg = e->pub.reg;
 
     if (e->rdma)
         pthread_mutex_lock(&e->remote_lock);
     uint32_t old = atomic_fetch_or_explicit(&e->refs, DEAD, memory_order_acq_rel);
     if (old) /* still referenced: the last put frees it; until then it is an orphan */
-        link_after(&rc->orphans, &e->lru);
+        san_list_insert_after(&rc->orphans, &e->lru.link);
     if (e->rdma)
         pthread_mutex_unlock(&e->remote_lock);
     /* From here e may be freed by a concurrent last put unless it was idle. */
@@ -339,6 +219,7 @@ static void kill_locked(struct san_rcache *rc, struct san_rcache_entry *e)
 /* Kills every entry overlapping [start, start + len); returns how many it found. */
 static size_t invalidate_range_locked(struct san_rcache *rc, uint64_t start, uint64_t len)
 {
+    san_rwlock_assert_write(&rc->index);
     size_t n = 0;
     struct san_range *r = san_range_first_overlap(&rc->tree, start, len);
     while (r) {
@@ -363,6 +244,7 @@ static void mw_unlock(void *arg)
 static void mw_invalidate_locked(void *arg, uint64_t start, uint64_t len, enum san_memwatch_why why)
 {
     struct san_rcache *rc = arg;
+    san_rwlock_assert_write(&rc->index);
     if (why == SAN_MEMWATCH_ALL)
         len = UINT64_MAX - start;
     rc->st.invalidations += invalidate_range_locked(rc, start, len);
@@ -371,13 +253,14 @@ static void mw_invalidate_locked(void *arg, uint64_t start, uint64_t len, enum s
 /* Evicts idle entries (LRU first) until one more entry of len bytes fits. False if it cannot. */
 static bool make_room_locked(struct san_rcache *rc, uint64_t len)
 {
+    san_rwlock_assert_write(&rc->index);
     if (len > rc->max_bytes)
         return false;
-    while (rc->count + 1 > rc->max_entries || rc->bytes + len > rc->max_bytes) {
-        struct san_rcache_entry *v = lru_victim_locked(rc);
+    while (rc->lru.count + 1 > rc->max_entries || rc->bytes + len > rc->max_bytes) {
+        struct san_lru_node *v = san_lru_victim_locked(&rc->lru, entry_idle);
         if (!v)
             return false;
-        kill_locked(rc, v);
+        kill_locked(rc, san_container_of(v, struct san_rcache_entry, lru));
         rc->st.evictions++;
     }
     return true;
@@ -388,9 +271,9 @@ static size_t evict_idle(struct san_rcache *rc)
 {
     size_t n = 0;
     write_lock(rc);
-    struct lru_link *l = rc->lru.next;
-    while (l != &rc->lru) {
-        struct lru_link *next = l->next;
+    struct san_list *l = rc->lru.head.next;
+    while (l != &rc->lru.head) {
+        struct san_list *next = l->next;
         struct san_rcache_entry *e = entry_of_lru(l);
         if (!atomic_load_explicit(&e->refs, memory_order_acquire)) {
             kill_locked(rc, e);
@@ -407,6 +290,7 @@ static size_t evict_idle(struct san_rcache *rc)
 static struct san_rcache_entry *lookup_locked(struct san_rcache *rc, uint64_t start, uint64_t len,
                                               unsigned access, bool rdma)
 {
+    san_rwlock_assert_held(&rc->index);
     uint64_t end = start + len;
     for (struct san_range *r = san_range_first_overlap(&rc->tree, start, len);
          r && r->start <= start; r = san_range_next_overlap(r, start, len)) {
@@ -421,11 +305,11 @@ static struct san_rcache_entry *lookup_locked(struct san_rcache *rc, uint64_t st
 static struct san_rcache_entry *lookup_get(struct san_rcache *rc, uint64_t start, uint64_t len,
                                            unsigned access, bool rdma)
 {
-    struct reader_slot *slot = read_lock(rc);
+    struct san_rwlock_slot *slot = san_rwlock_read(&rc->index);
     struct san_rcache_entry *e = lookup_locked(rc, start, len, access, rdma);
     if (e)
         atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
-    read_unlock(slot);
+    san_rwlock_read_unlock(slot);
     return e;
 }
 
@@ -463,7 +347,7 @@ static int miss(struct san_rcache *rc, void *addr, size_t len, unsigned access, 
         /* Pages must be present before the span is watched: the kernel cannot fault in a page of a
          * watched span for a system call (mlock, the daemon's process_vm_readv). */
         bool watched = false;
-        if (can_cache && !madvise((void *)(uintptr_t)pstart, pend - pstart, MADV_POPULATE_READ)) {
+        if (can_cache && !san_pin_populate(pstart, pend - pstart, false)) {
             write_lock(rc);
             e->r.start = start;
             e->r.len = len;
@@ -476,9 +360,9 @@ static int miss(struct san_rcache *rc, void *addr, size_t len, unsigned access, 
             write_unlock(rc);
         }
 
-        err = rc->ops.do_register(rc->ctx, addr, len, access, rdma, &e->reg);
+        err = rc->ops.do_register(rc->ctx, addr, len, access, rdma, &e->pub.reg);
         if (err == -ENOBUFS && evict_idle(rc))
-            err = rc->ops.do_register(rc->ctx, addr, len, access, rdma, &e->reg);
+            err = rc->ops.do_register(rc->ctx, addr, len, access, rdma, &e->pub.reg);
 
         write_lock(rc);
         if (watched && (err || e->doomed)) {
@@ -492,7 +376,7 @@ static int miss(struct san_rcache *rc, void *addr, size_t len, unsigned access, 
         if (watched && e->doomed) {
             /* The memory was unmapped or changed during the registration: release it before anyone
              * can register that address again, then start over (it may be a new mapping now). */
-            if (rc->ops.do_deregister(rc->ctx, &e->reg))
+            if (rc->ops.do_deregister(rc->ctx, &e->pub.reg))
                 rc->st.release_fail++;
             write_unlock(rc);
             if (attempt < 3)
@@ -512,15 +396,14 @@ static int miss(struct san_rcache *rc, void *addr, size_t len, unsigned access, 
         rc->st.misses++;
         if (watched) {
             e->state = E_READY;
-            e->qstamp = lru_now();
-            atomic_store_explicit(&e->stamp, e->qstamp, memory_order_relaxed);
-            link_after(rc->lru.prev, &e->lru);
-            rc->count++;
+            uint64_t now = san_lru_now();
+            atomic_store_explicit(&e->stamp, now, memory_order_relaxed);
+            san_lru_push_locked(&rc->lru, &e->lru, now);
             rc->bytes += len;
         } else {
             e->state = E_UNCACHED;
             e->uncached = true;
-            link_after(&rc->passed, &e->lru); /* so that destroy finds it */
+            san_list_insert_after(&rc->passed, &e->lru.link); /* so that destroy finds it */
             rc->st.uncached++;
         }
         write_unlock(rc);
@@ -543,7 +426,7 @@ static int expose(struct san_rcache *rc, struct san_rcache_entry *e)
     if (atomic_load_explicit(&e->refs, memory_order_acquire) & DEAD) {
         err = -ESTALE;
     } else if (!e->exposed) {
-        err = rc->ops.set_remote(rc->ctx, &e->reg, true);
+        err = rc->ops.set_remote(rc->ctx, &e->pub.reg, true);
         atomic_fetch_add_explicit(&rc->remote_toggles, 1, memory_order_relaxed);
         if (!err)
             e->exposed = true;
@@ -593,7 +476,7 @@ int san_rcache_get(struct san_rcache *rc, void *addr, size_t len, unsigned acces
 static void free_orphan(struct san_rcache *rc, struct san_rcache_entry *e)
 {
     write_lock(rc);
-    link_del(&e->lru);
+    san_list_del(&e->lru.link);
     write_unlock(rc);
     entry_free(e, false);
 }
@@ -608,13 +491,13 @@ int san_rcache_put(struct san_rcache *rc, struct san_rcache_entry *e)
 
     if (e->uncached) {
         /* Exactly one reference (every uncached get makes its own entry). */
-        int err = rc->ops.do_deregister(rc->ctx, &e->reg);
+        int err = rc->ops.do_deregister(rc->ctx, &e->pub.reg);
         if (err)
             return err;
         free_orphan(rc, e); /* off the list of passed-through entries, and freed */
         return 0;
     }
-    uint64_t now = lru_now();
+    uint64_t now = san_lru_now();
     if (!e->rdma) {
         atomic_store_explicit(&e->stamp, now, memory_order_relaxed);
         /* A decrement that refuses to go below zero: deregistering an idle cached handle once too
@@ -641,7 +524,7 @@ int san_rcache_put(struct san_rcache *rc, struct san_rcache_entry *e)
     atomic_store_explicit(&e->stamp, now, memory_order_relaxed);
     if (atomic_load_explicit(&e->refs, memory_order_acquire) == 1 && e->exposed) {
         atomic_fetch_add_explicit(&rc->remote_toggles, 1, memory_order_relaxed);
-        if (rc->ops.set_remote(rc->ctx, &e->reg, false))
+        if (rc->ops.set_remote(rc->ctx, &e->pub.reg, false))
             failed = true;
         else
             e->exposed = false;
@@ -672,7 +555,17 @@ struct san_rcache *san_rcache_entry_cache(const struct san_rcache_entry *e)
 
 const struct san_rcache_reg *san_rcache_entry_reg(const struct san_rcache_entry *e)
 {
-    return &e->reg;
+    return &e->pub.reg;
+}
+
+struct san_mr *san_rcache_entry_handle(struct san_rcache_entry *e)
+{
+    return &e->pub;
+}
+
+struct san_rcache_entry *san_rcache_handle_entry(struct san_mr *mr)
+{
+    return san_container_of(mr, struct san_rcache_entry, pub);
 }
 
 bool san_rcache_entry_valid(const struct san_rcache_entry *e)
@@ -750,25 +643,30 @@ int san_rcache_create(const struct san_rcache_opts *opts, const struct san_rcach
     rc->ops = *ops;
     rc->ctx = ctx;
     san_range_tree_init(&rc->tree);
-    link_init(&rc->lru);
-    link_init(&rc->orphans);
-    link_init(&rc->passed);
-    init_locks(rc);
-    struct san_memwatch_ops mops = {
-        .arg = rc, .lock = mw_lock, .unlock = mw_unlock, .invalidate_locked = mw_invalidate_locked};
+    san_lru_init(&rc->lru, &rc->index.holder);
+    san_list_init(&rc->orphans);
+    san_list_init(&rc->passed);
+    if ((err = san_rwlock_init(&rc->index)))
+        goto fail;
+    if ((err = -pthread_mutex_init(&rc->miss_lock, NULL)))
+        goto fail_index;
+    struct san_memwatch_ops mops = {.arg = rc,
+                                    .lock = mw_lock,
+                                    .unlock = mw_unlock,
+                                    .invalidate_locked = mw_invalidate_locked,
+                                    .holder = &rc->index.holder};
     san_memwatch_init(&rc->mw, &mops);
-
-    pthread_once(&atfork_once, atfork_register);
-    pthread_mutex_lock(&registry_lock);
-    rc->fork_gen = atomic_load(&fork_gen);
-    rc->reg_next = registry;
-    if (registry)
-        registry->reg_prev = rc;
-    registry = rc;
-    pthread_mutex_unlock(&registry_lock);
+    rc->fork.ops = &fork_ops;
+    rc->fork.arg = rc;
+    if ((err = san_forkreg_add(&rc->fork)))
+        goto fail_miss;
     *out = rc;
     return 0;
 
+fail_miss:
+    pthread_mutex_destroy(&rc->miss_lock);
+fail_index:
+    san_rwlock_destroy(&rc->index);
 fail:
     free(rc);
     return err;
@@ -779,15 +677,7 @@ void san_rcache_destroy(struct san_rcache *rc)
     if (!rc)
         return;
     bool child = san_rcache_forked(rc);
-
-    pthread_mutex_lock(&registry_lock);
-    if (rc->reg_prev)
-        rc->reg_prev->reg_next = rc->reg_next;
-    else
-        registry = rc->reg_next;
-    if (rc->reg_next)
-        rc->reg_next->reg_prev = rc->reg_prev;
-    pthread_mutex_unlock(&registry_lock);
+    san_forkreg_del(&rc->fork);
 
     /* Collect every entry: cached ones, dead ones still referenced, idle dead ones. */
     struct san_rcache_entry *all = NULL;
@@ -801,24 +691,24 @@ void san_rcache_destroy(struct san_rcache *rc)
             san_range_erase(&rc->tree, &e->r);
             if (!child)
                 continue;
-            link_del(&e->lru);
+            san_list_del(&e->lru.link);
             e->grave_next = all;
             all = e;
             continue;
         }
         kill_locked(rc, e); /* releases the registration; e ends on the graveyard or orphans */
     }
-    while (rc->passed.next != &rc->passed) { /* registrations served uncached, still held */
+    while (!san_list_empty(&rc->passed)) { /* registrations served uncached, still held */
         struct san_rcache_entry *e = entry_of_lru(rc->passed.next);
-        if (!child && rc->ops.do_deregister(rc->ctx, &e->reg))
+        if (!child && rc->ops.do_deregister(rc->ctx, &e->pub.reg))
             rc->st.release_fail++;
-        link_del(&e->lru);
+        san_list_del(&e->lru.link);
         e->grave_next = all;
         all = e;
     }
-    while (rc->orphans.next != &rc->orphans) {
+    while (!san_list_empty(&rc->orphans)) {
         struct san_rcache_entry *e = entry_of_lru(rc->orphans.next);
-        link_del(&e->lru);
+        san_list_del(&e->lru.link);
         e->grave_next = all;
         all = e;
     }
@@ -838,7 +728,7 @@ void san_rcache_destroy(struct san_rcache *rc)
         all = next;
     }
     if (!child) {
-        pthread_mutex_destroy(&rc->wlock);
+        san_rwlock_destroy(&rc->index);
         pthread_mutex_destroy(&rc->miss_lock);
     }
     free(rc);
@@ -854,10 +744,10 @@ void san_rcache_stats(struct san_rcache *rc, struct san_rcache_stats *out)
 {
     write_lock(rc);
     *out = rc->st;
-    out->entries = rc->count;
+    out->entries = rc->lru.count;
     out->bytes = rc->bytes;
     out->in_use = 0;
-    for (struct lru_link *l = rc->lru.next; l != &rc->lru; l = l->next)
+    for (struct san_list *l = rc->lru.head.next; l != &rc->lru.head; l = l->next)
         if (atomic_load(&entry_of_lru(l)->refs))
             out->in_use++;
     out->remote_toggles = atomic_load(&rc->remote_toggles);

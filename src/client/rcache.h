@@ -23,6 +23,12 @@ struct san_rcache_reg {
     uint64_t cookie; /* free for the registering layer (the fakes of the tests keep a generation) */
 };
 
+/* The application's registration handle (struct san_mr of <san/client.h>): every cache entry
+ * embeds one, holding its registration, and libsan hands out its address. */
+struct san_mr {
+    struct san_rcache_reg reg;
+};
+
 struct san_rcache_ops {
     /* Registers (locks and registers) [addr, addr + len); 0 or a negative errno. May block. */
     int (*do_register)(void *ctx, void *addr, size_t len, unsigned access, bool rdma,
@@ -87,6 +93,9 @@ int san_rcache_get(struct san_rcache *rc, void *addr, size_t len, unsigned acces
 int san_rcache_put(struct san_rcache *rc, struct san_rcache_entry *e);
 /* The registration behind a reference. Valid while the reference is held. */
 const struct san_rcache_reg *san_rcache_entry_reg(const struct san_rcache_entry *e);
+/* The handle embedded in an entry, and the entry a handle is embedded in. */
+struct san_mr *san_rcache_entry_handle(struct san_rcache_entry *e);
+struct san_rcache_entry *san_rcache_handle_entry(struct san_mr *mr);
 /* The cache an entry belongs to. */
 struct san_rcache *san_rcache_entry_cache(const struct san_rcache_entry *e);
 /* False once the entry was invalidated (its registration released: the keys no longer work). */

@@ -144,3 +144,31 @@ struct san_range *san_range_next_overlap(const struct san_range *r, uint64_t sta
             return (struct san_range *)r;
     return NULL;
 }
+
+void san_range_gaps_init(struct san_range_gaps *g, const struct san_tree *t, uint64_t start,
+                         uint64_t end)
+{
+    uint64_t len = end > start ? end - start : 0;
+    *g = (struct san_range_gaps){.next = san_range_first_overlap(t, start, len),
+                                 .at = start,
+                                 .end = start + len,
+                                 .qstart = start,
+                                 .qlen = len};
+}
+
+bool san_range_gaps_next(struct san_range_gaps *g)
+{
+    /* Ranges that begin at or before the cursor cover it: move past them (they may nest). */
+    while (g->next && g->next->start <= g->at) {
+        if (san_range_end(g->next) > g->at)
+            g->at = san_range_end(g->next);
+        g->next = san_range_next_overlap(g->next, g->qstart, g->qlen);
+    }
+    if (g->at >= g->end)
+        return false;
+    uint64_t stop = g->next ? g->next->start : g->end; /* an overlapping range starts before end */
+    g->start = g->at;
+    g->len = stop - g->at;
+    g->at = stop;
+    return true;
+}

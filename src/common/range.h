@@ -111,6 +111,25 @@ struct san_range *san_range_first_overlap(const struct san_tree *t, uint64_t sta
 /* The next range in start order that overlaps [start, start+len) after r, or NULL. */
 struct san_range *san_range_next_overlap(const struct san_range *r, uint64_t start, uint64_t len);
 
+/* The parts of [start, end) that no range of a tree covers, in address order (what a nested pin,
+ * a watched span or a registration leaves uncovered when it goes):
+ *
+ *     struct san_range_gaps g;
+ *     for (san_range_gaps_init(&g, t, start, end); san_range_gaps_next(&g);)
+ *         release(g.start, g.len);
+ *
+ * Works on either kind of tree; the tree must not change during the walk. O(log n + ranges met). */
+struct san_range_gaps {
+    uint64_t start, len;          /* the current gap, after san_range_gaps_next returned true */
+    const struct san_range *next; /* the next range overlapping [at, end), or NULL */
+    uint64_t at, end;             /* what is left to walk */
+    uint64_t qstart, qlen;        /* the whole query, for the overlap walk */
+};
+void san_range_gaps_init(struct san_range_gaps *g, const struct san_tree *t, uint64_t start,
+                         uint64_t end);
+/* Moves to the next gap: true with g->start and g->len set, false when the walk is over. */
+bool san_range_gaps_next(struct san_range_gaps *g);
+
 static inline struct san_range *san_range_first(const struct san_tree *t)
 {
     return san_range_of(san_tree_first(t));

@@ -13,7 +13,7 @@
 #include <sys/types.h>
 #include <sys/un.h>
 
-#include "common/range.h"
+#include "common/keytab.h"
 #include "mr/mr.h"
 #include "nic/nic.h"
 #include "phys/machine.h"
@@ -69,9 +69,10 @@ void san_log(enum san_log_level level, const char *fmt, ...) __attribute__((form
 
 /* A proxy allocation: frames of the machine exported to one client through a memfd. */
 struct san_daemon_alloc {
-    struct san_range r; /* start = handle, len = 1: the client's allocations by handle */
-    void *host;         /* in the machine's image */
-    uint64_t bytes;     /* whole pages */
+    uint32_t handle;                     /* its key in the client's handle table */
+    struct san_daemon_alloc *freed_next; /* d->freed, once FREE detached it */
+    void *host;                          /* in the machine's image */
+    uint64_t bytes;                      /* whole pages */
     san_paddr_t paddr;
     unsigned flags;
 };
@@ -87,8 +88,7 @@ struct san_uid_usage {
 
 /* A listener or an endpoint of a client, by handle. */
 struct san_client_nic {
-    struct san_client_nic *next;
-    uint64_t handle;
+    uint32_t handle;            /* its key in the client's nic_objs table */
     struct san_nic_listener *l; /* one of the two */
     struct san_nic_ep *ep;
 };
@@ -104,18 +104,17 @@ struct san_client {
     bool dead;
     struct san_uid_usage *usage;
     struct san_page_owner owner;
-    struct san_mr_set mrs;
-    struct san_tree allocs; /* struct san_daemon_alloc by handle */
-    uint64_t next_handle;
+    struct san_regtab_set mrs;
+    struct san_keytab allocs; /* struct san_daemon_alloc by handle (unsalted: slot order) */
     uint64_t nr_allocs, alloc_bytes;
-    struct san_client_nic *nic_objs; /* listeners and endpoints */
-    uint64_t next_nic_handle, nr_eps;
+    struct san_keytab nic_objs; /* struct san_client_nic (listeners and endpoints) by handle */
+    uint64_t nr_eps;
 };
 
 struct san_daemon {
     struct san_daemon_config cfg;
     struct san_machine *m;
-    struct san_mr_registry *mr;
+    struct san_regtab *mr;
     struct san_dma_adapter *adapter; /* the NIC's DMA adapter */
     struct san_nic *nic;             /* the NIC: endpoints, listeners, engines */
     uint64_t host_id;

@@ -3,7 +3,8 @@
  *
  * Sits on phys (san_alloc_contiguous and the memfd export of export.c), mr, and the decoded
  * requests of proto (every field here has already been validated by san_proto_decode). Handles
- * are per client: an allocation handle or an lkey of another client is simply not found.
+ * are per client: an allocation handle (a key of the client's handle table, common/keytab: a
+ * freed handle is stale, never reused) or an lkey of another client is simply not found.
  * Locking: runs on the daemon's one thread; phys and mr take their own locks. */
 #include "daemon/daemon.h"
 
@@ -16,20 +17,14 @@
 
 #include <san/client.h>
 
+#include "common/page.h"
 #include "phys/export.h"
-
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
-
-static struct san_daemon_alloc *alloc_of(struct san_range *r)
-{
-    return r ? san_container_of(r, struct san_daemon_alloc, r) : NULL;
-}
 
 /* Takes an allocation away from its client: from here on nothing can name it. */
 static void alloc_detach(struct san_client *c, struct san_daemon_alloc *a)
 {
     struct san_daemon *d = c->d;
-    san_range_erase(&c->allocs, &a->r);
+    san_keytab_free(&c->allocs, a->handle);
     c->nr_allocs--;
     c->alloc_bytes -= a->bytes;
     c->usage->alloc_bytes -= a->bytes;
@@ -74,7 +69,7 @@ void san_daemon_after_reply(struct san_daemon *d)
 {
     while (d->freed) {
         struct san_daemon_alloc *a = d->freed;
-        d->freed = (struct san_daemon_alloc *)(uintptr_t)a->r.start;
+        d->freed = a->freed_next;
         alloc_free(d, a);
     }
     for (size_t i = 0; i < sizeof(d->spare_memfd) / sizeof(d->spare_memfd[0]); i++)
@@ -102,8 +97,6 @@ static int op_alloc(struct san_client *c, const struct san_alloc_req *q, struct 
         return -EINVAL;
     if (d->cfg.limit_allocations && c->nr_allocs >= d->cfg.limit_allocations)
         return -ENOBUFS;
-    if (c->next_handle > UINT32_MAX)
-        return -ENOBUFS;
     uint64_t bytes = (q->bytes + PAGE - 1) & ~(PAGE - 1);
     if (bytes > (size_t)-1 || bytes > d->cfg.ram_size)
         return -ENOMEM;
@@ -129,20 +122,18 @@ static int op_alloc(struct san_client *c, const struct san_alloc_req *q, struct 
         goto fail_contig;
     if ((err = san_get_physical_address(d->m, a->host, &a->paddr)))
         goto fail_export;
+    if ((err = san_keytab_alloc(&c->allocs, a, &a->handle)))
+        goto fail_export;
     a->bytes = bytes;
     a->flags = q->flags;
-    a->r.start = c->next_handle++;
-    a->r.len = 1;
-    san_range_insert(&c->allocs, &a->r);
     c->nr_allocs++;
     c->alloc_bytes += bytes;
     c->usage->alloc_bytes += bytes;
     d->nr_allocs++;
     d->alloc_bytes += bytes;
-    *r = (struct san_alloc_rep){.handle = a->r.start, .bytes = bytes, .paddr = a->paddr};
-    log_debug("client %u: alloc %llu bytes at %#llx (handle %llu)", c->id,
-              (unsigned long long)bytes, (unsigned long long)a->paddr,
-              (unsigned long long)a->r.start);
+    *r = (struct san_alloc_rep){.handle = a->handle, .bytes = bytes, .paddr = a->paddr};
+    log_debug("client %u: alloc %llu bytes at %#llx (handle %#x)", c->id, (unsigned long long)bytes,
+              (unsigned long long)a->paddr, a->handle);
     return 0;
 
 fail_export:
@@ -158,13 +149,14 @@ fail_free:
 
 static int op_free(struct san_client *c, const struct san_free_req *q)
 {
-    struct san_daemon_alloc *a = alloc_of(san_range_lookup(&c->allocs, q->handle));
+    struct san_daemon_alloc *a =
+        q->handle > UINT32_MAX ? NULL : san_keytab_lookup(&c->allocs, (uint32_t)q->handle);
     if (!a)
         return -EINVAL;
     /* Gone for the client now; the frames go back right after the reply (san_daemon_after_reply),
-     * before any other request is handled. The list links through r.start (detached). */
+     * before any other request is handled. */
     alloc_detach(c, a);
-    a->r.start = (uintptr_t)c->d->freed;
+    a->freed_next = c->d->freed;
     c->d->freed = a;
     return 0;
 }
@@ -173,15 +165,15 @@ static int op_register(struct san_client *c, const struct san_register_req *q,
                        struct san_register_rep *r)
 {
     struct san_daemon *d = c->d;
-    struct san_mr_limits lim = {.locked_bytes = d->cfg.limit_locked_bytes,
-                                .registrations = d->cfg.limit_registrations,
-                                .account_locked_bytes = d->cfg.limit_uid_locked_bytes};
+    struct san_regtab_limits lim = {.locked_bytes = d->cfg.limit_locked_bytes,
+                                    .registrations = d->cfg.limit_registrations,
+                                    .account_locked_bytes = d->cfg.limit_uid_locked_bytes};
     /* The daemon validates a range from the client's own pagemap and maps, opened at accept: a
      * process it could not open them for (another user's, not dumpable) cannot register. */
     if (!san_identity_can_register(c))
         return -EPERM;
-    int err = san_mr_register(d->mr, &c->mrs, q->va, q->len, q->access, q->flags & SAN_REG_RDMA,
-                              &lim, &r->lkey, &r->rkey, &r->refs);
+    int err = san_regtab_register(d->mr, &c->mrs, q->va, q->len, q->access, q->flags & SAN_REG_RDMA,
+                                  &lim, &r->lkey, &r->rkey, &r->refs);
     if (err)
         log_debug("client %u: register %#llx+%llu: %s", c->id, (unsigned long long)q->va,
                   (unsigned long long)q->len, strerror(-err));
@@ -204,31 +196,24 @@ static void addr_to_wire(const struct san_nic_addr *a, struct san_wire_addr *w)
 
 static struct san_client_nic *nic_obj(struct san_client *c, uint64_t handle, bool listener)
 {
-    for (struct san_client_nic *o = c->nic_objs; o; o = o->next)
-        if (o->handle == handle && !!o->l == listener)
-            return o;
-    return NULL;
+    struct san_client_nic *o =
+        handle > UINT32_MAX ? NULL : san_keytab_lookup(&c->nic_objs, (uint32_t)handle);
+    return o && !!o->l == listener ? o : NULL;
 }
 
 static struct san_client_nic *nic_obj_add(struct san_client *c)
 {
     struct san_client_nic *o = calloc(1, sizeof(*o));
-    if (!o)
-        return NULL;
-    o->handle = ++c->next_nic_handle;
-    o->next = c->nic_objs;
-    c->nic_objs = o;
+    if (o && san_keytab_alloc(&c->nic_objs, o, &o->handle)) {
+        free(o);
+        o = NULL;
+    }
     return o;
 }
 
 static void nic_obj_free(struct san_client *c, struct san_client_nic *o)
 {
-    for (struct san_client_nic **p = &c->nic_objs; *p; p = &(*p)->next) {
-        if (*p == o) {
-            *p = o->next;
-            break;
-        }
-    }
+    san_keytab_free(&c->nic_objs, o->handle);
     if (o->ep) {
         san_nic_ep_close(o->ep);
         c->nr_eps--;
@@ -329,7 +314,7 @@ static void fill_stats(struct san_daemon *d, struct san_stats_rep *r)
 
     san_machine_stats(d->m, &ms);
     san_nic_stats(d->nic, &ns);
-    san_mr_registry_counts(d->mr, &regs, &locked);
+    san_regtab_counts(d->mr, &regs, &locked);
     *r = (struct san_stats_rep){
         .clients = d->nr_clients,
         .allocations = d->nr_allocs,
@@ -374,35 +359,29 @@ static void list_clients(struct san_daemon *d, uint64_t cursor, struct san_clien
     }
 }
 
-/* Allocations page by (client id, handle): cursor = id << 32 | first handle wanted. */
+/* Allocations page by (client id, handle table slot): cursor = id << 32 | the handle to start
+ * from (its slot: the table is unsalted). */
 static void list_allocs(struct san_daemon *d, uint64_t cursor, struct san_allocations_rep *r)
 {
     uint32_t cid = (uint32_t)(cursor >> 32);
-    uint64_t h = cursor & UINT32_MAX;
+    uint32_t h = (uint32_t)cursor;
 
     memset(r, 0, sizeof(*r));
     for (struct san_client *c = d->clients.next; c != &d->clients; c = c->next) {
         if (c->id < cid)
             continue;
-        struct san_range *x = san_range_first(&c->allocs);
-        if (c->id == cid && h) {
-            x = san_range_floor(&c->allocs, h);
-            if (x && x->start < h)
-                x = san_range_next(x);
-            else if (!x)
-                x = san_range_first(&c->allocs);
-        }
-        for (; x; x = san_range_next(x)) {
-            struct san_daemon_alloc *a = alloc_of(x);
+        uint32_t slot = c->id == cid ? san_key_index(h) : 0, key;
+        struct san_daemon_alloc *a;
+        for (; (a = san_keytab_next(&c->allocs, &slot, &key)); slot++) {
             if (r->nr == SAN_LIST_MAX) {
-                r->next = (uint64_t)c->id << 32 | a->r.start;
+                r->next = (uint64_t)c->id << 32 | key;
                 return;
             }
             r->a[r->nr++] = (struct san_alloc_info){
                 .client_id = c->id,
                 .pid = c->pid,
                 .flags = a->flags,
-                .handle = a->r.start,
+                .handle = key,
                 .paddr = a->paddr,
                 .bytes = a->bytes,
             };
@@ -439,17 +418,17 @@ void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct s
         break;
     case SAN_OP_DEREGISTER:
         rep->u.deregister_rep = (struct san_deregister_rep){0};
-        err = san_mr_deregister(d->mr, &c->mrs, req->u.deregister_req.lkey,
-                                &rep->u.deregister_rep.refs);
+        err = san_regtab_deregister(d->mr, &c->mrs, req->u.deregister_req.lkey,
+                                    &rep->u.deregister_rep.refs);
         break;
     case SAN_OP_SET_REMOTE:
         rep->u.set_remote_rep = (struct san_set_remote_rep){0};
-        err = san_mr_set_remote(d->mr, &c->mrs, req->u.set_remote_req.lkey,
-                                req->u.set_remote_req.exposed, &rep->u.set_remote_rep.rkey);
+        err = san_regtab_set_remote(d->mr, &c->mrs, req->u.set_remote_req.lkey,
+                                    req->u.set_remote_req.exposed, &rep->u.set_remote_rep.rkey);
         break;
     case SAN_OP_PADDR:
-        err = san_mr_paddr(d->mr, &c->mrs, req->u.paddr_req.lkey, req->u.paddr_req.offset,
-                           &rep->u.paddr_rep.paddr);
+        err = san_regtab_paddr(d->mr, &c->mrs, req->u.paddr_req.lkey, req->u.paddr_req.offset,
+                               &rep->u.paddr_rep.paddr);
         break;
     case SAN_OP_STATS:
         fill_stats(d, &rep->u.stats_rep);
@@ -487,12 +466,17 @@ void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct s
 
 void san_daemon_release_client(struct san_client *c)
 {
-    struct san_range *r;
+    struct san_daemon_alloc *a;
+    uint32_t slot = 0, key;
 
     /* Endpoints first: their engines stop looking at the registrations before these go. */
-    while (c->nic_objs)
-        nic_obj_free(c, c->nic_objs);
-    san_mr_set_release(c->d->mr, &c->mrs);
-    while ((r = san_range_first(&c->allocs)))
-        alloc_release(c, alloc_of(r));
+    struct san_client_nic *o;
+    while ((o = san_keytab_next(&c->nic_objs, &slot, &key)))
+        nic_obj_free(c, o);
+    san_keytab_destroy(&c->nic_objs);
+    slot = 0;
+    san_regtab_set_release(c->d->mr, &c->mrs);
+    while ((a = san_keytab_next(&c->allocs, &slot, &key)))
+        alloc_release(c, a);
+    san_keytab_destroy(&c->allocs);
 }

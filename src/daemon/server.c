@@ -53,6 +53,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
+
 #ifndef SO_PASSRIGHTS
 #define SO_PASSRIGHTS 83
 #endif
@@ -66,13 +68,6 @@
 #define FDS_PER_CLIENT 5    /* socket, pidfd, pagemap, maps, mem */
 #define FDS_FOR_DAEMON 64   /* listener, epoll, memfds being exported, logs, ... */
 #define ROOT_RESERVE   16   /* connections only root may take */
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static int epoll_add(int epfd, int fd, uint64_t data)
 {
@@ -256,10 +251,10 @@ static void accept_client(struct san_daemon *d)
     c->d = d;
     c->fd = fd;
     c->id = ++d->next_client_id;
-    c->next_handle = 1;
-    san_mr_set_init(&c->mrs, &c->owner);
+    san_regtab_set_init(&c->mrs, &c->owner);
     c->mrs.account_locked = &u->locked_bytes;
-    san_range_tree_init(&c->allocs);
+    san_keytab_init(&c->allocs, 0);
+    san_keytab_init(&c->nic_objs, 0);
     if (epoll_add(d->epfd, fd, (uint64_t)(uintptr_t)c) ||
         epoll_add(d->epfd, c->pidfd, (uint64_t)(uintptr_t)c | TAG_PIDFD)) {
         log_error("epoll: %s", strerror(errno));
@@ -431,7 +426,7 @@ static int setup(struct san_daemon *d, int *sigfd)
     }
     log_debug("NIC: %u-bit, %s, %u map registers", d->cfg.dma_address_width,
               d->cfg.scatter_gather ? "scatter-gather" : "no scatter-gather", map_registers);
-    if ((err = san_mr_registry_create(d->m, &d->mr))) {
+    if ((err = san_regtab_create(d->m, &d->mr))) {
         log_error("registration table: %s", strerror(-err));
         return err;
     }
@@ -501,7 +496,7 @@ static void teardown(struct san_daemon *d)
     reap(d);
     san_daemon_after_reply(d); /* nothing is left to free; */
     san_daemon_drop_spares(d); /* the spares it made go too */
-    san_mr_registry_destroy(d->mr);
+    san_regtab_destroy(d->mr);
     san_nic_destroy(d->nic);
     if (d->adapter)
         d->adapter->ops->put_dma_adapter(d->adapter);
@@ -552,7 +547,7 @@ int san_daemon_run(const struct san_daemon_config *cfg, int ready_fd, unsigned s
          * after register, the next call of a burst) then costs no wake-up, and the daemon works
          * on its own core while the client does its half (mlock) on the other. */
         int timeout = -1;
-        if (d.spin_ns && now_ns() - d.last_request_ns < d.spin_ns)
+        if (d.spin_ns && san_now_ns() - d.last_request_ns < d.spin_ns)
             timeout = 0;
         int n = epoll_wait(d.epfd, ev, 64, timeout);
         if (n < 0) {
@@ -581,7 +576,7 @@ int san_daemon_run(const struct san_daemon_config *cfg, int ready_fd, unsigned s
                     drop_client(&d, c, "exited");
                 else if (ev[i].events & EPOLLIN) {
                     client_readable(&d, c);
-                    d.last_request_ns = now_ns();
+                    d.last_request_ns = san_now_ns();
                 } else
                     drop_client(&d, c, "hung up");
             }

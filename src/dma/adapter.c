@@ -13,7 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
+#include "common/page.h"
+#include "common/search.h"
 
 static pthread_mutex_t leak_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct san_adapter *leaked; /* adapters put while still in use: reachable, never freed */
@@ -22,17 +23,22 @@ static const struct san_dma_ops adapter_ops;
 
 /* ---- map registers ---- */
 
+static uint64_t piece_first(const void *pieces, size_t i)
+{
+    return ((const struct san_bounce_piece *)pieces)[i].first;
+}
+
+/* Pieces are sorted by descending address: searched by the complement. */
+static uint64_t piece_start_desc(const void *pieces, size_t i)
+{
+    return ~((const struct san_bounce_piece *)pieces)[i].f->r.start;
+}
+
 san_paddr_t san_reg_paddr(const struct san_adapter *a, uint32_t r)
 {
-    uint32_t lo = 0, hi = a->nr_pieces;
-    while (hi - lo > 1) { /* pieces are in register order: last one with first <= r */
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (a->pieces[mid].first <= r)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    const struct san_bounce_piece *p = &a->pieces[lo];
+    /* Pieces are in register order: the last one whose first register is <= r. */
+    const struct san_bounce_piece *p =
+        &a->pieces[san_search_last(a->pieces, a->nr_pieces, piece_first, r)];
     return p->f->r.start + (uint64_t)(r - p->first) * PAGE;
 }
 
@@ -44,6 +50,7 @@ static bool reg_busy(const struct san_adapter *a, uint32_t r)
 /* Marks registers [first, first+n) busy or free. a->lock held. */
 static void mark_locked(struct san_adapter *a, uint32_t first, uint32_t n, bool busy)
 {
+    san_assert_mutex_held(&a->lock);
     for (uint32_t r = first; r < first + n;) {
         uint32_t w = r / 64, b = r % 64, k = 64 - b < first + n - r ? 64 - b : first + n - r;
         uint64_t mask = (k == 64 ? ~UINT64_C(0) : ((UINT64_C(1) << k) - 1)) << b;
@@ -96,9 +103,9 @@ int san_regs_get(struct san_adapter *a, uint32_t n, bool contiguous, struct san_
 
     if (n > (contiguous ? a->max_run : a->nr_regs))
         return -ENOMEM; /* could never be satisfied: not a transient shortage */
-    pthread_mutex_lock(&a->lock);
+    san_mutex_lock(&a->lock);
     if (a->free_regs < n) {
-        pthread_mutex_unlock(&a->lock);
+        san_mutex_unlock(&a->lock);
         return -EAGAIN;
     }
     for (uint32_t i = 0; i < a->nr_pieces && got < n; i++) {
@@ -125,13 +132,13 @@ int san_regs_get(struct san_adapter *a, uint32_t n, bool contiguous, struct san_
         }
     }
     if (got < n) { /* fragmented: enough free registers, but no run long enough */
-        pthread_mutex_unlock(&a->lock);
+        san_mutex_unlock(&a->lock);
         return -EAGAIN;
     }
     for (uint32_t i = 0; i < k; i++)
         mark_locked(a, runs[i].first, runs[i].nr, true);
     a->free_regs -= n;
-    pthread_mutex_unlock(&a->lock);
+    san_mutex_unlock(&a->lock);
     atomic_fetch_add(&a->m->map_registers_in_use, n);
     *nr_runs = k;
     return 0;
@@ -140,28 +147,22 @@ int san_regs_get(struct san_adapter *a, uint32_t n, bool contiguous, struct san_
 void san_regs_put(struct san_adapter *a, const struct san_reg_run *runs, uint32_t nr_runs)
 {
     uint32_t n = 0;
-    pthread_mutex_lock(&a->lock);
+    san_mutex_lock(&a->lock);
     for (uint32_t i = 0; i < nr_runs; i++) {
         mark_locked(a, runs[i].first, runs[i].nr, false);
         n += runs[i].nr;
     }
     a->free_regs += n;
-    pthread_mutex_unlock(&a->lock);
+    san_mutex_unlock(&a->lock);
     atomic_fetch_sub(&a->m->map_registers_in_use, n);
 }
 
 bool san_bounce_busy(const struct san_frames *f, san_paddr_t pa, uint64_t len)
 {
     const struct san_adapter *a = f->tag;
-    uint32_t lo = 0, hi = a->nr_pieces;
-    while (hi - lo > 1) { /* descending addresses: last piece whose start >= f's */
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (a->pieces[mid].f->r.start >= f->r.start)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    const struct san_bounce_piece *p = &a->pieces[lo];
+    /* The last piece (descending addresses) whose start is >= f's. */
+    const struct san_bounce_piece *p =
+        &a->pieces[san_search_last(a->pieces, a->nr_pieces, piece_start_desc, ~f->r.start)];
     if (p->f != f)
         return false;
     uint32_t first = p->first + (uint32_t)((pa - f->r.start) / PAGE);
@@ -181,6 +182,7 @@ static int reserve_regs_locked(struct san_adapter *a, uint32_t want)
     struct san_machine *m = a->m;
     int err = 0;
 
+    san_assert_machine_locked(m);
     a->pieces = calloc(want ? want : 1, sizeof(*a->pieces));
     a->busy = calloc((want + 63) / 64 + 1, sizeof(*a->busy));
     if (!a->pieces || !a->busy)
@@ -211,10 +213,10 @@ static int reserve_regs_locked(struct san_adapter *a, uint32_t want)
 static void release_regs(struct san_adapter *a)
 {
     if (a->nr_pieces) {
-        pthread_rwlock_wrlock(&a->m->lock);
+        san_machine_write_lock(a->m);
         for (uint32_t i = 0; i < a->nr_pieces; i++)
             san_phys_free_locked(a->m, a->pieces[i].f);
-        pthread_rwlock_unlock(&a->m->lock);
+        san_machine_write_unlock(a->m);
     }
     free(a->pieces);
     free(a->busy);
@@ -258,11 +260,11 @@ int san_get_dma_adapter(struct san_machine *m, const struct san_device_descripti
     a->limit = width == 64 ? UINT64_MAX : (UINT64_C(1) << width) - 1;
     a->scatter_gather = desc->scatter_gather;
     a->max_length = desc->max_length;
-    if ((err = -pthread_mutex_init(&a->lock, NULL)))
+    if ((err = san_mutex_init(&a->lock)))
         goto fail_alloc;
-    pthread_rwlock_wrlock(&m->lock);
+    san_machine_write_lock(m);
     err = reserve_regs_locked(a, want);
-    pthread_rwlock_unlock(&m->lock);
+    san_machine_write_unlock(m);
     if (err)
         goto fail_regs;
     if (nr_map_registers)
@@ -272,7 +274,7 @@ int san_get_dma_adapter(struct san_machine *m, const struct san_device_descripti
 
 fail_regs:
     release_regs(a);
-    pthread_mutex_destroy(&a->lock);
+    san_mutex_destroy(&a->lock);
 fail_alloc:
     free(a);
     return err;
@@ -302,7 +304,7 @@ static void put_dma_adapter(struct san_dma_adapter *pub)
         return;
     }
     release_regs(a);
-    pthread_mutex_destroy(&a->lock);
+    san_mutex_destroy(&a->lock);
     free(a);
 }
 
@@ -318,7 +320,7 @@ static int allocate_common_buffer(struct san_dma_adapter *pub, uint32_t len, san
     uint64_t bytes = ((uint64_t)len + PAGE - 1) & ~(PAGE - 1);
     int err = 0;
 
-    pthread_rwlock_wrlock(&m->lock);
+    san_machine_write_lock(m);
     struct san_frames *f = san_phys_alloc_locked(m, bytes, 0, a->limit, 0, SAN_FRAMES_COMMON, &err);
     if (f) {
         f->tag = a;
@@ -327,7 +329,7 @@ static int allocate_common_buffer(struct san_dma_adapter *pub, uint32_t len, san
         san_phys_set_asked(f, len);
         a->common++;
     }
-    pthread_rwlock_unlock(&m->lock);
+    san_machine_write_unlock(m);
     if (!f)
         return err;
     *logical = f->r.start; /* no IOMMU: logical == physical */
@@ -345,7 +347,7 @@ static int free_common_buffer(struct san_dma_adapter *pub, uint32_t len, san_lad
     uint64_t bytes = ((uint64_t)len + PAGE - 1) & ~(PAGE - 1);
     int err = -EINVAL;
 
-    pthread_rwlock_wrlock(&m->lock);
+    san_machine_write_lock(m);
     struct san_frames *f = san_phys_frames_at(m, logical);
     if (f && f->kind == SAN_FRAMES_COMMON && f->tag == a && f->r.start == logical &&
         f->r.len == bytes && san_phys_is_asked(f, len) &&
@@ -355,7 +357,7 @@ static int free_common_buffer(struct san_dma_adapter *pub, uint32_t len, san_lad
         a->common--;
         err = 0;
     }
-    pthread_rwlock_unlock(&m->lock);
+    san_machine_write_unlock(m);
     return err;
 }
 

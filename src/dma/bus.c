@@ -1,5 +1,5 @@
 /* The emulated bus: a device's own bus-master accesses by logical address (san_dma_read,
- * san_dma_write), and copies to the owner of locked pages.
+ * san_dma_write).
  *
  * An access is checked in full before any byte moves: the whole range within the adapter's
  * address width, and every byte in a frame record a device may touch: allocated memory
@@ -8,9 +8,9 @@
  * would corrupt (a truncated address landing in free low memory, a freed buffer): -EFAULT and a
  * DMA fault counted. One tree lookup finds the first record; the others are its in-order
  * successors, so the cost is per record, never per page, and each record's bytes move in one copy:
- * to the RAM image for allocated memory and map registers, to the owner for locked pages (memcpy
- * in this process, its /proc/PID/mem for a client, whose pages it pinned itself, or
- * process_vm_readv/writev where no such file is open).
+ * to the RAM image for allocated memory and map registers, to the owner for locked pages (mdl's
+ * san_owner_read/write: memcpy in this process, its /proc/PID/mem for a client, whose pages it
+ * pinned itself, or process_vm_readv/writev where no such file is open).
  *
  * Locking: m->lock is held for reading across check and copy, so no frame is freed under a device
  * and devices do not serialise each other. Counters are atomic. */
@@ -18,54 +18,8 @@
 
 #include <errno.h>
 #include <string.h>
-#include <sys/uio.h>
-#include <unistd.h>
 
-/* A client's pages through its /proc/PID/mem: that address space only (after an exec or exit the
- * access fails), and a page under the client's userfaultfd fails instead of waiting for it. */
-static int mem_io(int fd, void *buf, size_t len, uint64_t va, bool write)
-{
-    for (size_t done = 0; done < len;) {
-        ssize_t n = write ? pwrite(fd, (char *)buf + done, len - done, (off_t)(va + done))
-                          : pread(fd, (char *)buf + done, len - done, (off_t)(va + done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -EFAULT;
-        done += (size_t)n;
-    }
-    return 0;
-}
-
-int san_owner_read(const struct san_page_owner *o, uint64_t va, void *dst, size_t len)
-{
-    if (o->pid == 0) {
-        memcpy(dst, (const void *)(uintptr_t)va, len);
-        return 0;
-    }
-    if (o->mem_fd >= 0)
-        return mem_io(o->mem_fd, dst, len, va, false);
-    struct iovec local = {dst, len}, remote = {(void *)(uintptr_t)va, len};
-    ssize_t n;
-    while ((n = process_vm_readv(o->pid, &local, 1, &remote, 1, 0)) < 0 && errno == EINTR)
-        ;
-    return n == (ssize_t)len ? 0 : -EFAULT;
-}
-
-int san_owner_write(const struct san_page_owner *o, uint64_t va, const void *src, size_t len)
-{
-    if (o->pid == 0) {
-        memcpy((void *)(uintptr_t)va, src, len);
-        return 0;
-    }
-    if (o->mem_fd >= 0)
-        return mem_io(o->mem_fd, (void *)src, len, va, true);
-    struct iovec local = {(void *)src, len}, remote = {(void *)(uintptr_t)va, len};
-    ssize_t n;
-    while ((n = process_vm_writev(o->pid, &local, 1, &remote, 1, 0)) < 0 && errno == EINTR)
-        ;
-    return n == (ssize_t)len ? 0 : -EFAULT;
-}
+#include "mdl/owner.h"
 
 /* May a device touch [pa, pa+n) of record f (n within f)? 0, -EFAULT or -EACCES. */
 static int check_record(const struct san_frames *f, san_paddr_t pa, uint64_t n, bool write)

@@ -49,7 +49,7 @@ struct san_adapter {
     struct san_bounce_piece *pieces;
     _Atomic uint64_t *busy; /* bitmap of registers in use */
 
-    pthread_mutex_t lock;
+    struct san_mutex lock;
     uint32_t free_regs;            /* a->lock */
     atomic_uint lists;             /* scatter-gather lists outstanding */
     uint64_t common;               /* common buffers outstanding; m->lock */
@@ -99,11 +99,6 @@ void san_regs_put(struct san_adapter *a, const struct san_reg_run *runs, uint32_
 san_paddr_t san_reg_paddr(const struct san_adapter *a, uint32_t r);
 /* True when every register backing [pa, pa+len) inside bounce record f is in use. No lock. */
 bool san_bounce_busy(const struct san_frames *f, san_paddr_t pa, uint64_t len);
-
-/* Copies between a buffer and an owner's pages (bus.c): memcpy for this process, process_vm_*
- * for a client. 0 or -EFAULT. */
-int san_owner_read(const struct san_page_owner *o, uint64_t va, void *dst, size_t len);
-int san_owner_write(const struct san_page_owner *o, uint64_t va, const void *src, size_t len);
 
 /* sg.c: the DMA_OPERATIONS entries. */
 int san_sg_get(struct san_dma_adapter *a, struct san_mdl *mdl, size_t offset, size_t len,

@@ -9,8 +9,8 @@
  * registers at get for a transfer to the device and out of them at put for one from the device.
  *
  * Cost: one allocation per list (header, elements, register runs and copies), O(pieces) work, one
- * memcpy per contiguous bounced run; nothing per page. Sits on mdl (pieces), adapter.c (map
- * registers) and bus.c (copies to an owner's pages).
+ * memcpy per contiguous bounced run; nothing per page. Sits on mdl (pieces, and copies to an
+ * owner's pages) and adapter.c (map registers).
  * Locking: the MDL is immutable; map registers are taken and given back under a->lock inside
  * san_regs_get/put; copies run without locks (the bounce pages belong to the list, the MDL's pages
  * are pinned). */
@@ -19,7 +19,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
+#include "common/page.h"
 
 /* Reachability split point: bytes below it the device reaches (page-aligned). */
 static uint64_t reach_end(const struct san_adapter *a)

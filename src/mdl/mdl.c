@@ -6,12 +6,11 @@
  * whose page they are (owner, owner_va), so a device access reaches the owner's bytes: memcpy for
  * this process, process_vm_readv/writev for a client (see dma/bus.c).
  *
- * Pinning in this process: the range is first faulted in and checked with
- * madvise(MADV_POPULATE_READ or _WRITE) (unmapped or lacking the access: -EFAULT, before anything
- * is pinned), then locked with mlock2(MLOCK_ONFAULT), which locks the pages just populated without
- * walking them a second time. mlock is not reference counted by the kernel, so every pinned range
- * sits in a process-wide tree of possibly overlapping ranges (common/range): unlocking munlocks
- * only the parts no other MDL still covers.
+ * Pinning in this process (common/pin): the range is first faulted in with the access asked
+ * (unmapped or lacking the access: -EFAULT, before anything is pinned), then locked without a
+ * second walk. mlock is not reference counted by the kernel, so every pinned range sits in a
+ * process-wide tree of possibly overlapping ranges (common/range): unlocking munlocks only the
+ * parts no other MDL still covers, and of those only what is still mapped.
  *
  * Locking: pin_lock (process-wide) serialises mlock/munlock with the pin tree, so a page is never
  * munlocked while an MDL covering it is being created. m->lock is taken for writing around frame
@@ -24,134 +23,35 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
+#include "common/page.h"
+#include "common/pin.h"
+#include "common/search.h"
 
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-#ifndef MLOCK_ONFAULT
-#define MLOCK_ONFAULT 0x01
-#endif
-
-static pthread_mutex_t pin_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct san_mutex pin_lock = SAN_MUTEX_INITIALIZER;
 static struct san_tree pin_tree = {.augment = san_range_augment};
 /* MDLs unlocked while a device could still use them: kept reachable, never freed. */
 static pthread_mutex_t leak_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct san_mdl *leaked;
 
-/* 1: MADV_POPULATE_* works, 0: it does not (kernel before 5.14), -1: not probed yet. */
-static atomic_int populate_ok = -1;
-static _Alignas(4096) unsigned char probe_page[4096];
-
-static bool have_populate(void)
-{
-    int ok = atomic_load_explicit(&populate_ok, memory_order_relaxed);
-    if (ok < 0) {
-        ok = madvise(probe_page, sizeof(probe_page), MADV_POPULATE_WRITE) == 0;
-        atomic_store_explicit(&populate_ok, ok, memory_order_relaxed);
-    }
-    return ok;
-}
-
-/* True when every page of [start, start+len) is mapped. */
-static bool range_mapped(uint64_t start, uint64_t len)
-{
-    unsigned char vec[256];
-    for (uint64_t done = 0; done < len; done += sizeof(vec) * PAGE) {
-        uint64_t n = len - done < sizeof(vec) * PAGE ? len - done : sizeof(vec) * PAGE;
-        if (mincore((void *)(uintptr_t)(start + done), n, vec) && errno == ENOMEM)
-            return false;
-    }
-    return true;
-}
-
-/* Checks [start, start+len) of this process (page-aligned) before anything is pinned: mapped,
- * readable, and writable when a device may write. Faults the pages in as a side effect. */
-static int check_own_range(uint64_t start, uint64_t len, unsigned access)
-{
-    if (!have_populate())
-        return range_mapped(start, len) ? 0 : -EFAULT;
-    int advice = access & SAN_MEM_WRITE ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
-    while (madvise((void *)(uintptr_t)start, len, advice)) {
-        switch (errno) {
-        case EINTR:
-        case EAGAIN:
-            continue;
-        case ENOMEM: /* not mapped */
-        case EINVAL: /* mapped without the access (or not populatable, like VM_IO) */
-        case EFAULT: /* would SIGBUS */
-        case EHWPOISON:
-            return -EFAULT;
-        default:
-            return -errno;
-        }
-    }
-    return 0;
-}
-
-/* mlock, mlock2 and munlock go to the kernel directly: sanitizer runtimes intercept mlock and
- * munlock as no-ops (but not mlock2), which would leave pages locked forever. */
-static void sys_munlock(uint64_t start, uint64_t len)
-{
-    syscall(SYS_munlock, (void *)(uintptr_t)start, len);
-}
-
-/* Pins [start, start+len) of this process. pin_lock held. */
-static int pin_locked(uint64_t start, uint64_t len)
-{
-    void *p = (void *)(uintptr_t)start;
-    long rc = syscall(SYS_mlock2, p, len, MLOCK_ONFAULT);
-    if (rc && (errno == ENOSYS || errno == EINVAL))
-        rc = syscall(SYS_mlock, p, len); /* a kernel without mlock2 or MLOCK_ONFAULT */
-    if (!rc)
-        return 0;
-    int e = errno;
-    switch (e) {
-    case EPERM: /* no CAP_IPC_LOCK and RLIMIT_MEMLOCK is 0 */
-        return -EPERM;
-    case ENOMEM:
-        /* Either part of the range went away since it was checked, or RLIMIT_MEMLOCK. mlock may
-         * have locked a prefix: undo what no other MDL covers. */
-        if (!range_mapped(start, len))
-            return -EFAULT;
-        return -ENOBUFS;
-    case EAGAIN:
-        return -ENOMEM;
-    default:
-        return -e;
-    }
-}
-
 /* Munlocks the parts of [start, end) no MDL in the pin tree covers. pin_lock held. */
 static void unpin_uncovered_locked(uint64_t start, uint64_t end)
 {
-    uint64_t cur = start;
-    for (struct san_range *r = san_range_first_overlap(&pin_tree, start, end - start);
-         r && cur < end; r = san_range_next_overlap(r, start, end - start)) {
-        if (r->start > cur)
-            sys_munlock(cur, r->start - cur);
-        if (san_range_end(r) > cur)
-            cur = san_range_end(r);
-    }
-    if (cur < end)
-        sys_munlock(cur, end - cur);
+    san_assert_mutex_held(&pin_lock);
+    struct san_range_gaps g;
+    for (san_range_gaps_init(&g, &pin_tree, start, end); san_range_gaps_next(&g);)
+        san_pin_unlock(g.start, g.len);
 }
 
 static void free_frames(struct san_mdl *mdl)
 {
     struct san_machine *m = mdl->m;
-    pthread_rwlock_wrlock(&m->lock);
+    san_machine_write_lock(m);
     for (size_t i = 0; i < mdl->nr_pieces; i++)
         san_phys_free_locked(m, mdl->pieces[i].f);
-    pthread_rwlock_unlock(&m->lock);
+    san_machine_write_unlock(m);
     mdl->nr_pieces = 0;
 }
 
@@ -169,7 +69,7 @@ static int assign_frames(struct san_mdl *mdl)
     size_t page = 0;
     int err = 0;
 
-    pthread_rwlock_wrlock(&m->lock);
+    san_machine_write_lock(m);
     while (page < mdl->nr_pages) {
         if (mdl->nr_pieces == mdl->cap_pieces) {
             size_t cap = mdl->cap_pieces * 2;
@@ -205,7 +105,7 @@ static int assign_frames(struct san_mdl *mdl)
             san_phys_free_locked(m, mdl->pieces[i].f);
         mdl->nr_pieces = 0;
     }
-    pthread_rwlock_unlock(&m->lock);
+    san_machine_write_unlock(m);
     return err;
 }
 
@@ -329,7 +229,7 @@ int san_mdl_lock_for(struct san_machine *m, const struct san_page_owner *owner, 
     mdl->pin.len = end - start;
 
     if (owner->pid == 0)
-        err = check_own_range(start, end - start, access);
+        err = san_pin_populate(start, end - start, access & SAN_MEM_WRITE);
     else
         err = check_client_range(owner, start, mdl->nr_pages, access);
     if (err)
@@ -337,13 +237,13 @@ int san_mdl_lock_for(struct san_machine *m, const struct san_page_owner *owner, 
     if ((err = assign_frames(mdl)))
         goto fail_check;
     if (owner->pid == 0) {
-        pthread_mutex_lock(&pin_lock);
-        err = pin_locked(start, end - start);
+        san_mutex_lock(&pin_lock);
+        err = san_pin_lock(start, end - start);
         if (err)
             unpin_uncovered_locked(start, end); /* mlock may have locked a prefix */
         else
             san_range_insert(&pin_tree, &mdl->pin);
-        pthread_mutex_unlock(&pin_lock);
+        san_mutex_unlock(&pin_lock);
         if (err)
             goto fail_pin;
     }
@@ -387,10 +287,10 @@ void san_mdl_unlock(struct san_mdl *mdl)
     }
     if (mdl->owner.pid == 0) {
         uint64_t start = mdl->pin.start, end = san_range_end(&mdl->pin);
-        pthread_mutex_lock(&pin_lock);
+        san_mutex_lock(&pin_lock);
         san_range_erase(&pin_tree, &mdl->pin);
         unpin_uncovered_locked(start, end);
-        pthread_mutex_unlock(&pin_lock);
+        san_mutex_unlock(&pin_lock);
     }
     free_frames(mdl);
     free_mdl(mdl);
@@ -401,17 +301,14 @@ size_t san_mdl_page_count(const struct san_mdl *mdl)
     return mdl ? mdl->nr_pages : 0;
 }
 
+static uint64_t piece_first_page(const void *pieces, size_t i)
+{
+    return ((const struct san_mdl_piece *)pieces)[i].first_page;
+}
+
 size_t san_mdl_piece_of(const struct san_mdl *mdl, size_t page)
 {
-    size_t lo = 0, hi = mdl->nr_pieces;
-    while (hi - lo > 1) { /* last piece whose first_page <= page */
-        size_t mid = lo + (hi - lo) / 2;
-        if (mdl->pieces[mid].first_page <= page)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return lo;
+    return san_search_last(mdl->pieces, mdl->nr_pieces, piece_first_page, page);
 }
 
 san_paddr_t san_mdl_page(const struct san_mdl *mdl, size_t i)

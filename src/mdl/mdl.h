@@ -20,6 +20,7 @@
 #include <san/mdl.h>
 
 #include "common/range.h"
+#include "mdl/owner.h"
 #include "phys/machine.h"
 
 /* Pieces held inline; more go to a separately allocated array. */

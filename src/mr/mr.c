@@ -2,39 +2,41 @@
  * reference counts (WSPRegisterMemory / WSPRegisterRdmaMemory / WSPDeregister*Memory).
  *
  * Sits on mdl (san_mdl_lock_for locks the owner's pages and gives them frames), the key tables of
- * keytab.c and the shared range tree (each owner's registrations by virtual range).
+ * common/keytab.c and the shared range tree (each owner's registrations by virtual range).
  * Locking: reg->lock protects the key tables, every set and every entry; it is held across the
  * MDL lock of a new registration (a few system calls), so the NIC never sees a half-made entry.
- * reg->idle is signalled when a use ends, for san_mr_set_release. */
+ * reg->idle is signalled when a use ends, for san_regtab_set_release. */
 #include "mr/mr.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/random.h>
 
+#include "common/page.h"
 #include "mdl/mdl.h"
 
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
-
-struct san_mr_registry {
-    pthread_mutex_t lock;
+struct san_regtab {
+    struct san_mutex lock;
     pthread_cond_t idle;
     struct san_machine *m;
     struct san_keytab ltab, rtab;
     uint64_t registrations, locked_bytes;
 };
 
-int san_mr_registry_create(struct san_machine *m, struct san_mr_registry **out)
+int san_regtab_create(struct san_machine *m, struct san_regtab **out)
 {
-    struct san_mr_registry *reg;
+    struct san_regtab *reg;
+    int err;
 
     if (!m || !out)
         return -EINVAL;
     reg = calloc(1, sizeof(*reg));
     if (!reg)
         return -ENOMEM;
-    pthread_mutex_init(&reg->lock, NULL);
-    pthread_cond_init(&reg->idle, NULL);
+    if ((err = san_mutex_init(&reg->lock)))
+        goto fail_free;
+    if ((err = -pthread_cond_init(&reg->idle, NULL)))
+        goto fail_lock;
     reg->m = m;
     uint32_t salt[2] = {0, 0};
     if (getrandom(salt, sizeof(salt), 0) != sizeof(salt))
@@ -45,29 +47,34 @@ int san_mr_registry_create(struct san_machine *m, struct san_mr_registry **out)
     san_keytab_init(&reg->rtab, salt[1]);
     *out = reg;
     return 0;
+
+fail_lock:
+    san_mutex_destroy(&reg->lock);
+fail_free:
+    free(reg);
+    return err;
 }
 
-void san_mr_registry_destroy(struct san_mr_registry *reg)
+void san_regtab_destroy(struct san_regtab *reg)
 {
     if (!reg)
         return;
     san_keytab_destroy(&reg->ltab);
     san_keytab_destroy(&reg->rtab);
     pthread_cond_destroy(&reg->idle);
-    pthread_mutex_destroy(&reg->lock);
+    san_mutex_destroy(&reg->lock);
     free(reg);
 }
 
-void san_mr_registry_counts(struct san_mr_registry *reg, uint64_t *registrations,
-                            uint64_t *locked_bytes)
+void san_regtab_counts(struct san_regtab *reg, uint64_t *registrations, uint64_t *locked_bytes)
 {
-    pthread_mutex_lock(&reg->lock);
+    san_mutex_lock(&reg->lock);
     *registrations = reg->registrations;
     *locked_bytes = reg->locked_bytes;
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
 }
 
-void san_mr_set_init(struct san_mr_set *set, const struct san_page_owner *owner)
+void san_regtab_set_init(struct san_regtab_set *set, const struct san_page_owner *owner)
 {
     san_range_tree_init(&set->by_va);
     set->owner = owner;
@@ -76,16 +83,17 @@ void san_mr_set_init(struct san_mr_set *set, const struct san_page_owner *owner)
     set->account_locked = NULL;
 }
 
-static inline struct san_mr_entry *entry_of(struct san_range *r)
+static inline struct san_regtab_entry *entry_of(struct san_range *r)
 {
-    return r ? san_container_of(r, struct san_mr_entry, r) : NULL;
+    return r ? san_container_of(r, struct san_regtab_entry, r) : NULL;
 }
 
 /* Frees an entry whose last reference went away and that nothing uses. */
-static void destroy_locked(struct san_mr_registry *reg, struct san_mr_entry *e)
+static void destroy_locked(struct san_regtab *reg, struct san_regtab_entry *e)
 {
-    struct san_mr_set *set = e->set;
+    struct san_regtab_set *set = e->set;
 
+    san_assert_mutex_held(&reg->lock);
     san_range_erase(&set->by_va, &e->r);
     if (e->lkey)
         san_keytab_free(&reg->ltab, e->lkey);
@@ -101,11 +109,11 @@ static void destroy_locked(struct san_mr_registry *reg, struct san_mr_entry *e)
     free(e);
 }
 
-void san_mr_set_release(struct san_mr_registry *reg, struct san_mr_set *set)
+void san_regtab_set_release(struct san_regtab *reg, struct san_regtab_set *set)
 {
-    pthread_mutex_lock(&reg->lock);
+    san_mutex_lock(&reg->lock);
     for (;;) {
-        struct san_mr_entry *e = entry_of(san_range_first(&set->by_va));
+        struct san_regtab_entry *e = entry_of(san_range_first(&set->by_va));
         if (!e)
             break;
         /* Keys go first, so no new operation can start on it; then wait for the ones in flight. */
@@ -115,39 +123,40 @@ void san_mr_set_release(struct san_mr_registry *reg, struct san_mr_set *set)
                 san_keytab_free(&reg->rtab, e->rkey);
             e->lkey = e->rkey = 0;
             while (e->uses)
-                pthread_cond_wait(&reg->idle, &reg->lock);
+                san_mutex_wait(&reg->lock, &reg->idle);
         }
         destroy_locked(reg, e);
     }
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
 }
 
 /* The owner's registration of exactly [va, va+len) with access and kind, or NULL. Equal starts sit
  * next to each other in the tree: look both ways from one of them. */
-static struct san_mr_entry *find_same(struct san_mr_set *set, uint64_t va, uint64_t len,
-                                      unsigned access, bool rdma)
+static struct san_regtab_entry *find_same(struct san_regtab_set *set, uint64_t va, uint64_t len,
+                                          unsigned access, bool rdma)
 {
     struct san_range *at = san_range_floor(&set->by_va, va);
     if (!at || at->start != va)
         return NULL;
     for (struct san_range *r = at; r && r->start == va; r = san_range_prev(r)) {
-        struct san_mr_entry *e = entry_of(r);
+        struct san_regtab_entry *e = entry_of(r);
         if (e->r.len == len && e->access == access && e->rdma == rdma)
             return e;
     }
     for (struct san_range *r = san_range_next(at); r && r->start == va; r = san_range_next(r)) {
-        struct san_mr_entry *e = entry_of(r);
+        struct san_regtab_entry *e = entry_of(r);
         if (e->r.len == len && e->access == access && e->rdma == rdma)
             return e;
     }
     return NULL;
 }
 
-int san_mr_register(struct san_mr_registry *reg, struct san_mr_set *set, uint64_t va, uint64_t len,
-                    unsigned access, bool rdma, const struct san_mr_limits *lim, uint32_t *lkey,
-                    uint32_t *rkey, uint32_t *refs)
+int san_regtab_register(struct san_regtab *reg, struct san_regtab_set *set, uint64_t va,
+                        uint64_t len, unsigned access, bool rdma,
+                        const struct san_regtab_limits *lim, uint32_t *lkey, uint32_t *rkey,
+                        uint32_t *refs)
 {
-    struct san_mr_entry *e;
+    struct san_regtab_entry *e;
     int err;
 
     if (!reg || !set || !va || !len || va + len < va ||
@@ -160,7 +169,7 @@ int san_mr_register(struct san_mr_registry *reg, struct san_mr_set *set, uint64_
         return -EFAULT;
     uint64_t pages_bytes = ((end + PAGE - 1) & ~(PAGE - 1)) - first;
 
-    pthread_mutex_lock(&reg->lock);
+    san_mutex_lock(&reg->lock);
     e = find_same(set, va, len, access, rdma);
     if (e) {
         if (e->refs == UINT32_MAX) {
@@ -218,7 +227,7 @@ done:
     *lkey = e->lkey;
     *rkey = e->rkey;
     *refs = e->refs;
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
     return 0;
 
 fail_rkey:
@@ -229,27 +238,28 @@ fail_lkey:
 fail_free:
     free(e);
 out_unlock:
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
     return err;
 }
 
 /* set's entry named by lkey, or NULL. */
-static struct san_mr_entry *own_locked(struct san_mr_registry *reg, const struct san_mr_set *set,
-                                       uint32_t lkey)
+static struct san_regtab_entry *own_locked(struct san_regtab *reg, const struct san_regtab_set *set,
+                                           uint32_t lkey)
 {
-    struct san_mr_entry *e = san_keytab_lookup(&reg->ltab, lkey);
+    san_assert_mutex_held(&reg->lock);
+    struct san_regtab_entry *e = san_keytab_lookup(&reg->ltab, lkey);
     return e && e->set == set ? e : NULL;
 }
 
-int san_mr_set_remote(struct san_mr_registry *reg, struct san_mr_set *set, uint32_t lkey,
-                      bool exposed, uint32_t *rkey)
+int san_regtab_set_remote(struct san_regtab *reg, struct san_regtab_set *set, uint32_t lkey,
+                          bool exposed, uint32_t *rkey)
 {
     int err = 0;
 
     if (!reg || !set || !rkey)
         return -EINVAL;
-    pthread_mutex_lock(&reg->lock);
-    struct san_mr_entry *e = own_locked(reg, set, lkey);
+    san_mutex_lock(&reg->lock);
+    struct san_regtab_entry *e = own_locked(reg, set, lkey);
     if (!e || !e->rdma) {
         err = -EINVAL;
     } else if (!exposed && e->rkey) {
@@ -260,19 +270,19 @@ int san_mr_set_remote(struct san_mr_registry *reg, struct san_mr_set *set, uint3
     }
     if (!err)
         *rkey = e->rkey;
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
     return err;
 }
 
-int san_mr_deregister(struct san_mr_registry *reg, struct san_mr_set *set, uint32_t lkey,
-                      uint32_t *refs)
+int san_regtab_deregister(struct san_regtab *reg, struct san_regtab_set *set, uint32_t lkey,
+                          uint32_t *refs)
 {
     int err = 0;
 
     if (!reg || !set || !refs)
         return -EINVAL;
-    pthread_mutex_lock(&reg->lock);
-    struct san_mr_entry *e = own_locked(reg, set, lkey);
+    san_mutex_lock(&reg->lock);
+    struct san_regtab_entry *e = own_locked(reg, set, lkey);
     if (!e) {
         err = -EINVAL;
     } else if (e->refs == 1 && e->uses) {
@@ -283,19 +293,19 @@ int san_mr_deregister(struct san_mr_registry *reg, struct san_mr_set *set, uint3
         destroy_locked(reg, e);
         *refs = 0;
     }
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
     return err;
 }
 
-int san_mr_paddr(struct san_mr_registry *reg, struct san_mr_set *set, uint32_t lkey,
-                 uint64_t offset, san_paddr_t *pa)
+int san_regtab_paddr(struct san_regtab *reg, struct san_regtab_set *set, uint32_t lkey,
+                     uint64_t offset, san_paddr_t *pa)
 {
     int err = -EINVAL;
 
     if (!reg || !set || !pa)
         return -EINVAL;
-    pthread_mutex_lock(&reg->lock);
-    struct san_mr_entry *e = own_locked(reg, set, lkey);
+    san_mutex_lock(&reg->lock);
+    struct san_regtab_entry *e = own_locked(reg, set, lkey);
     if (e && offset < e->r.len) {
         uint64_t at = e->r.start + offset;
         uint64_t page = (at >> SAN_PAGE_SHIFT) - (e->r.start >> SAN_PAGE_SHIFT);
@@ -305,37 +315,37 @@ int san_mr_paddr(struct san_mr_registry *reg, struct san_mr_set *set, uint32_t l
             err = 0;
         }
     }
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
     return err;
 }
 
-struct san_mr_entry *san_mr_get_lkey(struct san_mr_registry *reg, const struct san_mr_set *set,
-                                     uint32_t lkey)
+struct san_regtab_entry *san_regtab_get_lkey(struct san_regtab *reg,
+                                             const struct san_regtab_set *set, uint32_t lkey)
 {
-    pthread_mutex_lock(&reg->lock);
-    struct san_mr_entry *e = own_locked(reg, set, lkey);
+    san_mutex_lock(&reg->lock);
+    struct san_regtab_entry *e = own_locked(reg, set, lkey);
     if (e)
         e->uses++;
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
     return e;
 }
 
-struct san_mr_entry *san_mr_get_rkey(struct san_mr_registry *reg, uint32_t rkey)
+struct san_regtab_entry *san_regtab_get_rkey(struct san_regtab *reg, uint32_t rkey)
 {
-    pthread_mutex_lock(&reg->lock);
-    struct san_mr_entry *e = san_keytab_lookup(&reg->rtab, rkey);
+    san_mutex_lock(&reg->lock);
+    struct san_regtab_entry *e = san_keytab_lookup(&reg->rtab, rkey);
     if (e)
         e->uses++;
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
     return e;
 }
 
-void san_mr_put(struct san_mr_registry *reg, struct san_mr_entry *e)
+void san_regtab_put(struct san_regtab *reg, struct san_regtab_entry *e)
 {
     if (!e)
         return;
-    pthread_mutex_lock(&reg->lock);
+    san_mutex_lock(&reg->lock);
     if (!--e->uses)
         pthread_cond_broadcast(&reg->idle);
-    pthread_mutex_unlock(&reg->lock);
+    san_mutex_unlock(&reg->lock);
 }

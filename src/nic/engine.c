@@ -23,7 +23,7 @@
  *
  * Locking: pair->lock is held by the engine while it services the pair and by the loop when it
  * closes an endpoint, so an endpoint's registrations are never looked at after its owner closed
- * it. Uses of registrations go through the registry's lock (mr). */
+ * it. Uses of registrations go through the registration table's lock (mr). */
 #include "nic/nic.h"
 
 #include <san/dma.h>
@@ -39,6 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
+
 #ifndef SYS_futex_waitv
 #define SYS_futex_waitv 449
 #endif
@@ -46,13 +48,6 @@
 
 #define BATCH 16         /* work requests of one endpoint per pass */
 #define CHUNK (64 << 10) /* bytes moved per step of a transfer */
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 struct futex_waiter {
     uint64_t val;
@@ -73,7 +68,7 @@ struct san_nic_pair {
 
 /* A piece of a transfer: a registration (use held) and the range in it. */
 struct piece {
-    struct san_mr_entry *e;
+    struct san_regtab_entry *e;
     uint64_t va;
     uint64_t len;
 };
@@ -135,7 +130,7 @@ static int posted(_Atomic uint32_t *tail, uint32_t head, uint32_t depth)
 static void put_pieces(struct san_nic *nic, struct piece *p, unsigned n)
 {
     for (unsigned i = 0; i < n; i++)
-        san_mr_put(nic->reg, p[i].e);
+        san_regtab_put(nic->reg, p[i].e);
 }
 
 /* Checks the local pieces of a request against ep's owner: lkey its own, the range inside the
@@ -146,11 +141,12 @@ static int local_pieces(struct san_nic_ep *ep, const struct san_epq_wqe *w, bool
     *total = 0;
     for (uint32_t i = 0; i < w->nsge; i++) {
         const struct san_epq_sge *s = &w->sge[i];
-        struct san_mr_entry *e = s->len ? san_mr_get_lkey(ep->nic->reg, ep->set, s->lkey) : NULL;
+        struct san_regtab_entry *e =
+            s->len ? san_regtab_get_lkey(ep->nic->reg, ep->set, s->lkey) : NULL;
         if (s->len &&
             (!e || s->va < e->r.start || s->va - e->r.start > e->r.len ||
              s->len > e->r.len - (s->va - e->r.start) || (write && !(e->access & SAN_MEM_WRITE)))) {
-            san_mr_put(ep->nic->reg, e);
+            san_regtab_put(ep->nic->reg, e);
             put_pieces(ep->nic, out, i);
             return -EFAULT;
         }
@@ -165,12 +161,12 @@ static int remote_piece(struct san_nic_ep *ep, const struct san_epq_wqe *w, uint
                         bool write, struct piece *out)
 {
     struct san_nic_ep *peer = ep->peer;
-    struct san_mr_entry *e = san_mr_get_rkey(ep->nic->reg, w->rkey);
+    struct san_regtab_entry *e = san_regtab_get_rkey(ep->nic->reg, w->rkey);
     unsigned need = write ? SAN_MEM_WRITE : SAN_MEM_READ;
     if (!e || e->set != peer->set || !e->rdma || (e->access & need) != need ||
         w->remote_va < e->r.start || w->remote_va - e->r.start > e->r.len ||
         len > e->r.len - (w->remote_va - e->r.start)) {
-        san_mr_put(ep->nic->reg, e);
+        san_regtab_put(ep->nic->reg, e);
         return -EACCES;
     }
     *out = (struct piece){.e = e, .va = w->remote_va, .len = len};
@@ -179,8 +175,8 @@ static int remote_piece(struct san_nic_ep *ep, const struct san_epq_wqe *w, uint
 
 /* Moves len bytes between a registration's memory at va and buf through the adapter: from
  * memory (to the device) when reading, else into memory. */
-static int dma_move(struct san_nic *nic, struct san_mr_entry *e, uint64_t va, void *buf, size_t len,
-                    bool reading)
+static int dma_move(struct san_nic *nic, struct san_regtab_entry *e, uint64_t va, void *buf,
+                    size_t len, bool reading)
 {
     struct san_dma_adapter *a = nic->adapter;
     size_t off = (size_t)(va - san_mdl_va(e->mdl)), done = 0;
@@ -357,7 +353,7 @@ static void do_rdma(struct san_nic_pair *p, struct san_nic_ep *ep, const struct 
         else if (!write && transfer(p, &remote, 1, local, w->nsge, total, &src_failed))
             status = src_failed ? -EACCES : -EFAULT;
         put_pieces(p->nic, local, w->nsge);
-        san_mr_put(p->nic->reg, remote.e);
+        san_regtab_put(p->nic->reg, remote.e);
     }
     uint32_t op = write ? SAN_EPQ_WRITE : SAN_EPQ_READ;
     if (status) {
@@ -531,19 +527,19 @@ int san_nic_step(struct san_nic_pair *p)
 static void *engine_main(void *arg)
 {
     struct san_nic_pair *p = arg;
-    uint64_t spin_ns = (uint64_t)p->nic->cfg.spin_us * 1000, idle_since = mono_ns();
+    uint64_t spin_ns = (uint64_t)p->nic->cfg.spin_us * 1000, idle_since = san_now_ns();
     while (!p->done[0] || !p->done[1]) {
         uint32_t before[2][3];
         if (step(p, before)) {
-            idle_since = mono_ns();
+            idle_since = san_now_ns();
             continue;
         }
         memcpy(p->seen, before, sizeof(before)); /* what this pass looked at */
-        while (!pending(p) && mono_ns() - idle_since < spin_ns)
+        while (!pending(p) && san_now_ns() - idle_since < spin_ns)
             sched_yield();
         if (!pending(p))
             sleep_on(p);
-        idle_since = mono_ns();
+        idle_since = san_now_ns();
     }
     pair_free(p);
     return NULL;

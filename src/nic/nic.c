@@ -104,7 +104,7 @@ static bool served(const struct san_nic *nic, const struct san_nic_addr *a)
     return false;
 }
 
-int san_nic_create(const struct san_nic_config *cfg, struct san_mr_registry *reg,
+int san_nic_create(const struct san_nic_config *cfg, struct san_regtab *reg,
                    struct san_dma_adapter *adapter, struct san_nic **out)
 {
     if (!cfg || cfg->nr_nets > 16)
@@ -153,7 +153,7 @@ static void futex_wake_all(_Atomic uint32_t *word)
 }
 
 /* A new endpoint with its region and eventfd; one reference (the loop's). */
-static int ep_create(struct san_nic *nic, const void *owner, struct san_mr_set *set,
+static int ep_create(struct san_nic *nic, const void *owner, struct san_regtab_set *set,
                      struct san_nic_ep **out)
 {
     struct san_nic_ep *ep = calloc(1, sizeof(*ep));
@@ -320,7 +320,7 @@ void san_nic_listener_close(struct san_nic_listener *l)
     free(l);
 }
 
-int san_nic_connect(struct san_nic *nic, const void *owner, struct san_mr_set *set,
+int san_nic_connect(struct san_nic *nic, const void *owner, struct san_regtab_set *set,
                     const struct san_nic_addr *addr, struct san_nic_ep **out)
 {
     if (!addr->port)
@@ -348,7 +348,7 @@ int san_nic_connect(struct san_nic *nic, const void *owner, struct san_mr_set *s
     return 0;
 }
 
-int san_nic_accept(struct san_nic_listener *l, const void *owner, struct san_mr_set *set,
+int san_nic_accept(struct san_nic_listener *l, const void *owner, struct san_regtab_set *set,
                    struct san_nic_ep **out)
 {
     struct san_nic_ep *a = l->pending, *b;

@@ -62,12 +62,12 @@ struct san_nic_ep {
     struct san_nic *nic;
     struct san_nic_pair *pair; /* NULL while connecting */
     struct san_nic_ep *peer;
-    struct san_epq *q;      /* the shared region, mapped here */
-    int memfd, efd;         /* the region; the eventfd of san_ep_fd */
-    struct san_mr_set *set; /* the owner's registrations (lkeys) */
-    const void *owner;      /* the daemon's client, for listings */
-    _Atomic int refs;       /* the loop's and the engine's */
-    _Atomic bool closing;   /* the owner closed it (or went away) */
+    struct san_epq *q;          /* the shared region, mapped here */
+    int memfd, efd;             /* the region; the eventfd of san_ep_fd */
+    struct san_regtab_set *set; /* the owner's registrations (lkeys) */
+    const void *owner;          /* the daemon's client, for listings */
+    _Atomic int refs;           /* the loop's and the engine's */
+    _Atomic bool closing;       /* the owner closed it (or went away) */
     /* the engine's own copies of what it owns in the region */
     uint32_t sq_head, rq_head, cq_tail;
     uint32_t state;
@@ -87,7 +87,7 @@ struct san_nic_listener {
     struct san_nic_ep *pending, **pending_tail;
 };
 
-int san_nic_create(const struct san_nic_config *cfg, struct san_mr_registry *reg,
+int san_nic_create(const struct san_nic_config *cfg, struct san_regtab *reg,
                    struct san_dma_adapter *adapter, struct san_nic **out);
 /* Every endpoint and listener must be closed. NULL is a no-op. */
 void san_nic_destroy(struct san_nic *nic);
@@ -97,10 +97,10 @@ int san_nic_listen(struct san_nic *nic, const void *owner, const struct san_nic_
                    int backlog, struct san_nic_listener **out);
 void san_nic_listener_close(struct san_nic_listener *l);
 /* A new endpoint of set's owner connecting to addr; *out is CONNECTING until accepted. */
-int san_nic_connect(struct san_nic *nic, const void *owner, struct san_mr_set *set,
+int san_nic_connect(struct san_nic *nic, const void *owner, struct san_regtab_set *set,
                     const struct san_nic_addr *addr, struct san_nic_ep **out);
 /* Takes the oldest waiting connection of l: -EAGAIN when none waits. */
-int san_nic_accept(struct san_nic_listener *l, const void *owner, struct san_mr_set *set,
+int san_nic_accept(struct san_nic_listener *l, const void *owner, struct san_regtab_set *set,
                    struct san_nic_ep **out);
 /* The owner lets go of ep: flushed, the peer reset, freed once its engine lets go too. */
 void san_nic_ep_close(struct san_nic_ep *ep);
@@ -125,7 +125,7 @@ void san_nic_ep_put(struct san_nic_ep *ep);
 struct san_nic {
     struct san_nic_config cfg;
     struct san_nic_net nets[16];
-    struct san_mr_registry *reg;
+    struct san_regtab *reg;
     struct san_dma_adapter *adapter;
     pthread_mutex_t lock;
     struct san_nic_listener *listeners;

@@ -6,7 +6,7 @@
 
 #include <errno.h>
 
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
+#include "common/page.h"
 
 static bool cache_type_ok(enum san_cache_type c)
 {

@@ -20,7 +20,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
+#include "common/page.h"
 
 /* The CONTIG record that is exactly [va, va+len) of the image, or NULL. */
 static struct san_frames *record_of(struct san_machine *m, void *va, size_t len)
@@ -52,7 +52,7 @@ int san_phys_export(struct san_machine *m, void *va, size_t len, int fresh, int 
         err = -errno;
         goto fail_fd;
     }
-    pthread_rwlock_wrlock(&m->lock);
+    san_machine_write_lock(m);
     if (!record_of(m, va, len)) {
         err = -EINVAL;
         goto fail_unlock;
@@ -63,12 +63,12 @@ int san_phys_export(struct san_machine *m, void *va, size_t len, int fresh, int 
         err = -errno;
         goto fail_unlock;
     }
-    pthread_rwlock_unlock(&m->lock);
+    san_machine_write_unlock(m);
     *fd_out = fd;
     return 0;
 
 fail_unlock:
-    pthread_rwlock_unlock(&m->lock);
+    san_machine_write_unlock(m);
 fail_fd:
     close(fd);
     return err;
@@ -80,13 +80,13 @@ int san_phys_unexport(struct san_machine *m, void *va, size_t len)
 
     if (!m || !va || !len || len % PAGE)
         return -EINVAL;
-    pthread_rwlock_wrlock(&m->lock);
+    san_machine_write_lock(m);
     if (!record_of(m, va, len)) {
         err = -EINVAL;
     } else if (mmap(va, len, PROT_READ | PROT_WRITE,
                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED) {
         err = -errno;
     }
-    pthread_rwlock_unlock(&m->lock);
+    san_machine_write_unlock(m);
     return err;
 }

@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
+#include "common/page.h"
 
 static inline struct san_frames *frames_of(struct san_range *r)
 {
@@ -505,6 +505,7 @@ void san_phys_free_locked(struct san_machine *m, struct san_frames *f)
 {
     struct san_range *prev, *next;
 
+    san_assert_machine_locked(m);
     flush(m);
     if (m->carved == f) {
         prev = m->carved_prev;
@@ -534,6 +535,7 @@ struct san_frames *san_phys_alloc_locked(struct san_machine *m, uint64_t bytes, 
     uint64_t at;
     struct san_range *e;
 
+    san_assert_machine_locked(m);
     if (!bytes || bytes % PAGE || (boundary && (boundary & (boundary - 1) || boundary < bytes))) {
         *err = -EINVAL;
         return NULL;
@@ -581,6 +583,7 @@ struct san_frames *san_phys_alloc_piece_locked(struct san_machine *m, uint64_t b
     uint64_t at;
     struct san_range *e;
 
+    san_assert_machine_locked(m);
     if (!bytes || bytes % PAGE)
         return NULL;
     flush(m);

@@ -9,9 +9,11 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#define MIB  (UINT64_C(1) << 20)
-#define GIB  (UINT64_C(1) << 30)
-#define PAGE ((uint64_t)SAN_PAGE_SIZE)
+#include "common/page.h"
+#include "common/search.h"
+
+#define MIB (UINT64_C(1) << 20)
+#define GIB (UINT64_C(1) << 30)
 
 static int cmp_range(const void *a, const void *b)
 {
@@ -173,20 +175,22 @@ int san_machine_stats(struct san_machine *m, struct san_machine_stats *out)
     return 0;
 }
 
+static uint64_t seg_base(const void *seg, size_t i)
+{
+    return ((const struct san_ram_seg *)seg)[i].base;
+}
+
+static uint64_t seg_host_off(const void *seg, size_t i)
+{
+    return ((const struct san_ram_seg *)seg)[i].host_off;
+}
+
 const struct san_ram_seg *san_phys_seg(const struct san_machine *m, san_paddr_t pa)
 {
-    size_t lo = 0, hi = m->nr_seg;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        const struct san_ram_seg *s = &m->seg[mid];
-        if (pa < s->base)
-            hi = mid;
-        else if (pa - s->base >= s->size)
-            lo = mid + 1;
-        else
-            return s;
-    }
-    return NULL;
+    if (!m->nr_seg)
+        return NULL;
+    const struct san_ram_seg *s = &m->seg[san_search_last(m->seg, m->nr_seg, seg_base, pa)];
+    return pa >= s->base && pa - s->base < s->size ? s : NULL;
 }
 
 void *san_phys_to_host(const struct san_machine *m, san_paddr_t pa)
@@ -201,15 +205,8 @@ int san_phys_from_host(const struct san_machine *m, const void *va, san_paddr_t 
     if (p < base || p - base >= m->image_size)
         return -EINVAL;
     uint64_t off = p - base;
-    size_t lo = 0, hi = m->nr_seg;
-    while (hi - lo > 1) { /* last segment whose host_off <= off */
-        size_t mid = lo + (hi - lo) / 2;
-        if (m->seg[mid].host_off <= off)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    *pa = m->seg[lo].base + (off - m->seg[lo].host_off);
+    const struct san_ram_seg *s = &m->seg[san_search_last(m->seg, m->nr_seg, seg_host_off, off)];
+    *pa = s->base + (off - s->host_off);
     return 0;
 }
 

@@ -13,9 +13,10 @@
  * Locking: m->lock is a reader-writer lock. Allocation and release of frames take it for writing;
  * device accesses (dma) take it for reading for the whole copy, so a frame cannot be freed while a
  * device writes it and devices do not serialise each other. Counters that devices bump are atomic.
- * Functions ending in _locked expect the write lock held; san_phys_frames_at needs either. The
- * public allocation, free, statistics and address calls take it through san_phys_wrlock and
- * san_phys_rdlock, which skip it while the process has one thread. */
+ * Functions ending in _locked expect the write lock held (debug builds check that the calling
+ * thread took it: common/lockcheck.h); san_phys_frames_at needs either. The public allocation,
+ * free, statistics and address calls take it through san_phys_wrlock and san_phys_rdlock, which
+ * skip it while the process has one thread (and still count as holding it for the checks). */
 #ifndef SAN_PHYS_MACHINE_H
 #define SAN_PHYS_MACHINE_H
 
@@ -27,6 +28,7 @@
 
 #include <san/phys.h>
 
+#include "common/lockcheck.h"
 #include "common/pool.h"
 #include "common/range.h"
 
@@ -47,20 +49,8 @@ enum san_frames_kind {
                             * deferred free (frames.c); free memory to everyone else */
 };
 
-/* Whose pages locked frames are: this process (pid 0) or a client reached through its pidfd.
- * pagemap_fd and maps_fd are the client's /proc/PID/pagemap and /proc/PID/maps, opened while its
- * pidfd showed it alive (so they are that process's address space, whatever happens to the pid
- * later, and read nothing once it exec'd or exited), or -1. pagemap_fd makes validating a client's
- * range one read instead of a remote page walk per page; maps_fd gives the range's protection
- * (mdl.c, vma.c); mem_fd is how devices reach the pages (bus.c): bound to the address space it was
- * opened on, and never blocked by the client's userfaultfd (an access that would wait fails). */
-struct san_page_owner {
-    pid_t pid;
-    int pidfd;
-    int pagemap_fd;
-    int maps_fd;
-    int mem_fd; /* /proc/PID/mem, or -1: devices reach the pages through it (dma/bus.c) */
-};
+/* Whose pages locked frames are (a process: mdl/owner.h). Opaque here. */
+struct san_page_owner;
 
 /* A frame record: a run of frames in use (kind 0: a free extent). Records are recycled: a new
  * field must also be cleared in reinit (frames.c). */
@@ -83,6 +73,7 @@ struct san_index_slot {
 
 struct san_machine {
     pthread_rwlock_t lock;
+    struct san_lock_owner writer; /* who holds lock for writing (debug builds) */
     uint8_t *image;
     uint64_t image_size;
     struct san_ram_seg *seg;
@@ -118,13 +109,15 @@ struct san_machine {
  * not creating another), and the lock would be a third of the cost of an allocation and its
  * free (glibc's malloc skips its arena lock the same way). Returns whether it took the lock,
  * for san_phys_unlock. The functions of phys, mdl and dma that take the lock unconditionally
- * stay correct beside these: while the process has one thread they never overlap with them. */
+ * (san_machine_write_lock) stay correct beside these: while the process has one thread they
+ * never overlap with them. Either way the writer is recorded for the debug checks. */
 static inline bool san_phys_wrlock(struct san_machine *m)
 {
-    if (__libc_single_threaded)
-        return false;
-    pthread_rwlock_wrlock(&m->lock);
-    return true;
+    bool take = !__libc_single_threaded;
+    if (take)
+        pthread_rwlock_wrlock(&m->lock);
+    san_lock_acquired(&m->writer);
+    return take;
 }
 static inline bool san_phys_rdlock(struct san_machine *m)
 {
@@ -135,9 +128,27 @@ static inline bool san_phys_rdlock(struct san_machine *m)
 }
 static inline void san_phys_unlock(struct san_machine *m, bool locked)
 {
+#ifndef NDEBUG
+    if (san_lock_held(&m->writer)) /* a write lock of this thread (readers record nothing) */
+        san_lock_released(&m->writer);
+#endif
     if (locked)
         pthread_rwlock_unlock(&m->lock);
 }
+
+static inline void san_machine_write_lock(struct san_machine *m)
+{
+    pthread_rwlock_wrlock(&m->lock);
+    san_lock_acquired(&m->writer);
+}
+
+static inline void san_machine_write_unlock(struct san_machine *m)
+{
+    san_lock_released(&m->writer);
+    pthread_rwlock_unlock(&m->lock);
+}
+
+#define san_assert_machine_locked(m) san_assert_held(&(m)->writer)
 
 /* CPU address of physical address pa, which must be RAM. */
 static inline void *san_phys_host(const struct san_machine *m, const struct san_ram_seg *s,

@@ -23,9 +23,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static struct {
     struct san_machine *m;
     struct san_dma_adapter *adapter;
-    struct san_mr_registry *reg;
+    struct san_regtab *reg;
     struct san_nic *nic;
-    struct san_mr_set sa, sb, sc;
+    struct san_regtab_set sa, sb, sc;
     struct san_page_owner self;
     char *abuf, *bbuf, *cbuf;
     uint32_t alkey, blkey, brkey, clkey, crkey;
@@ -46,13 +46,13 @@ static void setup(void)
         .nets = &net, .nr_nets = 1, .backlog_max = 4, .max_length = 1 << 20, .manual = true};
     uint32_t nmr = 0, refs;
     if (san_machine_create(&mc, &f.m) || san_get_dma_adapter(f.m, &dd, &nmr, &f.adapter) ||
-        san_mr_registry_create(f.m, &f.reg) || san_nic_create(&nc, f.reg, f.adapter, &f.nic))
+        san_regtab_create(f.m, &f.reg) || san_nic_create(&nc, f.reg, f.adapter, &f.nic))
         abort();
     f.self = (struct san_page_owner){
         .pid = 0, .pidfd = -1, .pagemap_fd = -1, .maps_fd = -1, .mem_fd = -1};
-    san_mr_set_init(&f.sa, &f.self);
-    san_mr_set_init(&f.sb, &f.self);
-    san_mr_set_init(&f.sc, &f.self);
+    san_regtab_set_init(&f.sa, &f.self);
+    san_regtab_set_init(&f.sb, &f.self);
+    san_regtab_set_init(&f.sc, &f.self);
     f.abuf = mmap(NULL, 3 * BUF, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (f.abuf == MAP_FAILED)
         abort();
@@ -60,12 +60,12 @@ static void setup(void)
     f.cbuf = f.abuf + 2 * BUF;
     memset(f.abuf, 0x11, 3 * BUF);
     uint32_t unused;
-    if (san_mr_register(f.reg, &f.sa, (uintptr_t)f.abuf, BUF, SAN_MEM_READWRITE, false, NULL,
-                        &f.alkey, &unused, &refs) ||
-        san_mr_register(f.reg, &f.sb, (uintptr_t)f.bbuf, BUF, SAN_MEM_READWRITE, true, NULL,
-                        &f.blkey, &f.brkey, &refs) ||
-        san_mr_register(f.reg, &f.sc, (uintptr_t)f.cbuf, BUF, SAN_MEM_READWRITE, true, NULL,
-                        &f.clkey, &f.crkey, &refs))
+    if (san_regtab_register(f.reg, &f.sa, (uintptr_t)f.abuf, BUF, SAN_MEM_READWRITE, false, NULL,
+                            &f.alkey, &unused, &refs) ||
+        san_regtab_register(f.reg, &f.sb, (uintptr_t)f.bbuf, BUF, SAN_MEM_READWRITE, true, NULL,
+                            &f.blkey, &f.brkey, &refs) ||
+        san_regtab_register(f.reg, &f.sc, (uintptr_t)f.cbuf, BUF, SAN_MEM_READWRITE, true, NULL,
+                            &f.clkey, &f.crkey, &refs))
         abort();
     f.ready = true;
 }

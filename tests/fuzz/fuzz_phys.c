@@ -22,7 +22,8 @@
 
 #include <san/san.h>
 
-#define PAGE       ((uint64_t)SAN_PAGE_SIZE)
+#include "common/page.h"
+
 #define G4         (UINT64_C(1) << 32)
 #define MAX_RANGES 4
 #define MAX_PAGES  64

@@ -26,6 +26,8 @@
 
 #include "proto/proto.h"
 
+#include "../vmlck.h"
+
 struct test_daemon {
     pid_t pid;
     char dir[128];

@@ -1,6 +1,7 @@
 /* Proxy allocations through the real daemon: allocate, map and use; physical addresses; LOW
  * allocations below 4 GiB on a NOLOWMEM host (where nothing else gets low memory); zeroed memory;
- * bad arguments; handles are per client; freeing returns the stats to idle. */
+ * bad arguments; handles are per client, stale once freed and listed page by page; freeing returns
+ * the stats to idle. */
 #include "harness.h"
 
 #define GIB (UINT64_C(1) << 30)
@@ -158,10 +159,106 @@ static void nic32(void)
     CHECK_EQ(test_daemon_stop(&d), 0);
 }
 
+static int raw_alloc(int fd, uint64_t *handle)
+{
+    struct san_msg req, rep;
+    san_proto_init(&req, SAN_OP_ALLOC, 0);
+    req.u.alloc_req.bytes = 4096;
+    int err = test_call(fd, &req, &rep); /* the memfd is refused and closed */
+    *handle = rep.u.alloc_rep.handle;
+    return err;
+}
+
+static int raw_free(int fd, uint64_t handle)
+{
+    struct san_msg req, rep;
+    san_proto_init(&req, SAN_OP_FREE, 0);
+    req.u.free_req.handle = handle;
+    return test_call(fd, &req, &rep);
+}
+
+/* Handles are a per-client handle table: distinct, a freed one is stale and never comes back, and
+ * the ALLOCATIONS listing pages through every live one exactly once (more than one page). */
+static void handles(void)
+{
+    enum { N = 40, MORE = 10, OTHER = 5 };
+    struct test_daemon d;
+    uint64_t h[N + MORE], other[OTHER];
+    bool live[N + MORE];
+
+    test_daemon_start(&d, NULL);
+    int a = test_connect(&d), b = test_connect(&d);
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(raw_alloc(a, &h[i]), 0);
+        CHECK(h[i] != 0);
+        for (int j = 0; j < i; j++)
+            CHECK(h[j] != h[i]);
+        live[i] = true;
+    }
+    for (int i = 0; i < OTHER; i++)
+        CHECK_EQ(raw_alloc(b, &other[i]), 0);
+    for (int i = 0; i < N; i += 3) {
+        if (i >= OTHER) /* b's own handles are the same numbers as a's first ones */
+            CHECK_EQ(raw_free(b, h[i]), -EINVAL);
+        CHECK_EQ(raw_free(a, h[i]), 0);
+        CHECK_EQ(raw_free(a, h[i]), -EINVAL); /* stale */
+        live[i] = false;
+    }
+    for (int i = N; i < N + MORE; i++) { /* freed slots are reused under new handles */
+        CHECK_EQ(raw_alloc(a, &h[i]), 0);
+        for (int j = 0; j < i; j++)
+            CHECK(h[j] != h[i]);
+        live[i] = true;
+    }
+    CHECK_EQ(raw_free(a, h[0]), -EINVAL);
+    CHECK_EQ(raw_free(a, UINT64_C(1) << 40), -EINVAL);
+
+    /* The listing, page by page: every live allocation once, nothing freed. a connected first, so
+     * its client id is the lower one; clients are listed in id order. */
+    static struct san_alloc_info all[4 * (N + MORE)];
+    int nr = 0, pages = 0;
+    uint64_t cursor = 0;
+    int fd = test_connect(&d);
+    do {
+        struct san_msg req, rep;
+        san_proto_init(&req, SAN_OP_ALLOCATIONS, 0);
+        req.u.list_req.cursor = cursor;
+        CHECK_EQ(test_call(fd, &req, &rep), 0);
+        for (uint32_t k = 0; k < rep.u.allocations_rep.nr && nr < 4 * (N + MORE); k++)
+            all[nr++] = rep.u.allocations_rep.a[k];
+        cursor = rep.u.allocations_rep.next;
+        pages++;
+    } while (cursor);
+    close(fd);
+    CHECK(pages >= 3);
+    CHECK_EQ(nr, N - (N + 2) / 3 + MORE + OTHER);
+    uint32_t id_a = all[0].client_id, id_b = all[nr - 1].client_id;
+    CHECK(id_a < id_b);
+    int seen[N + MORE] = {0}, seen_other[OTHER] = {0};
+    for (int k = 0; k < nr; k++) {
+        int found = 0;
+        for (int i = 0; i < N + MORE; i++)
+            if (all[k].client_id == id_a && all[k].handle == h[i] && live[i])
+                seen[i]++, found++;
+        for (int i = 0; i < OTHER; i++)
+            if (all[k].client_id == id_b && all[k].handle == other[i])
+                seen_other[i]++, found++;
+        CHECK_EQ(found, 1);
+    }
+    for (int i = 0; i < N + MORE; i++)
+        CHECK_EQ(seen[i], live[i] ? 1 : 0);
+    for (int i = 0; i < OTHER; i++)
+        CHECK_EQ(seen_other[i], 1);
+    close(a);
+    close(b);
+    CHECK_EQ(test_daemon_stop(&d), 0);
+}
+
 int main(void)
 {
     test_init();
     basic();
+    handles();
     nolowmem();
     nic32();
     printf("ok\n");

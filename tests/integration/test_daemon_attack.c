@@ -24,15 +24,15 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 
+#include "common/clock.h"
+#include "common/page.h"
+
 #define KIB           1024u
-#define PAGE          4096u
 #define RESPONSIVE_MS 100
 
 static uint64_t ms_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return san_now_ns() / 1000000;
 }
 
 static void recv_timeout(int fd, int ms)

@@ -7,19 +7,6 @@
 
 #define KIB 1024u
 
-static long vm_locked_kib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kib = -1;
-    CHECK(f);
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmLck: %ld kB", &kib) == 1)
-            break;
-    fclose(f);
-    return kib;
-}
-
 static void *map(size_t len)
 {
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -36,11 +23,11 @@ static void keys_and_refs(struct test_daemon *d, const struct san_stats_rep *idl
     char *buf = map(256 * KIB);
 
     CHECK_EQ(san_open(NULL, &ctx), 0);
-    CHECK_EQ(vm_locked_kib(), 0);
+    CHECK_EQ(test_vm_locked_kib(), 0);
     CHECK_EQ(san_register(ctx, buf, 64 * KIB, SAN_MEM_READWRITE, &a), 0);
     CHECK(san_mr_lkey(a) != 0);
     CHECK_EQ(san_mr_rkey(a), 0);
-    CHECK_EQ(vm_locked_kib(), 64);
+    CHECK_EQ(test_vm_locked_kib(), 64);
     test_stats(d, &s);
     CHECK(s.registrations == 1 && s.locked_bytes == idle->locked_bytes + 64 * KIB);
 
@@ -58,7 +45,7 @@ static void keys_and_refs(struct test_daemon *d, const struct san_stats_rep *idl
     test_stats(d, &s);
     CHECK(s.registrations == 3);
     CHECK(s.locked_bytes == idle->locked_bytes + (64 + 64 + 12) * KIB);
-    CHECK_EQ(vm_locked_kib(), 72);
+    CHECK_EQ(test_vm_locked_kib(), 72);
 
     /* Physical addresses of registered memory: same offset in the page, frames assigned. */
     san_paddr_t pa;
@@ -72,11 +59,11 @@ static void keys_and_refs(struct test_daemon *d, const struct san_stats_rep *idl
     CHECK_EQ(san_deregister(b), 0);
     test_stats(d, &s);
     CHECK(s.registrations == 2);
-    CHECK_EQ(vm_locked_kib(), 72); /* c covers [0,64K), r covers [60K,72K) */
+    CHECK_EQ(test_vm_locked_kib(), 72); /* c covers [0,64K), r covers [60K,72K) */
     CHECK_EQ(san_deregister(c), 0);
-    CHECK_EQ(vm_locked_kib(), 12);
+    CHECK_EQ(test_vm_locked_kib(), 12);
     CHECK_EQ(san_deregister(r), 0);
-    CHECK_EQ(vm_locked_kib(), 0);
+    CHECK_EQ(test_vm_locked_kib(), 0);
 
     /* RDMA: descriptor probing as WSPRegisterRdmaMemory does it. */
     unsigned char desc[64];
@@ -135,7 +122,7 @@ static void keys_and_refs(struct test_daemon *d, const struct san_stats_rep *idl
     CHECK_EQ(san_register(ctx, none, 8192, SAN_MEM_READ, &a), -EFAULT);
     test_stats(d, &s);
     CHECK(s.registrations == 0 && s.locked_bytes == idle->locked_bytes);
-    CHECK_EQ(vm_locked_kib(), 0);
+    CHECK_EQ(test_vm_locked_kib(), 0);
 
     /* Proxy memory can be registered too. */
     void *pm;
@@ -148,7 +135,7 @@ static void keys_and_refs(struct test_daemon *d, const struct san_stats_rep *idl
     /* san_close drops registrations still held. */
     CHECK_EQ(san_register(ctx, buf, 128 * KIB, SAN_MEM_READ, &a), 0);
     san_close(ctx);
-    CHECK_EQ(vm_locked_kib(), 0);
+    CHECK_EQ(test_vm_locked_kib(), 0);
     test_wait_idle(d, idle);
     munmap(buf, 256 * KIB);
     munmap(none, 8192);

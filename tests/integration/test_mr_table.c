@@ -2,13 +2,14 @@
  * aliased, slots retire instead of wrapping; a stale lkey or rkey whose slot now holds another
  * registration names nothing and leaves that registration alone), -EBUSY while an operation uses a
  * registration, per-set limits, and release waiting for uses to drain (checked by what happened
- * before it returned, not only by ASan). */
+ * before it returned, not only by ASan), and the key table walk in slot order. */
 #include "harness.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 
+#include "common/keytab.h"
 #include "mr/mr.h"
 
 static void keytab(void)
@@ -60,12 +61,33 @@ static void keytab(void)
     san_keytab_free(&t, a);
     CHECK(san_keytab_lookup(&t, a) == NULL);
     san_keytab_destroy(&t);
+
+    /* The walk in slot order: what is in use, with its current key, from any slot on. */
+    int objs[8];
+    uint32_t k[8], slot = 0, got;
+    san_keytab_init(&t, 0x777);
+    for (int i = 0; i < 8; i++)
+        CHECK_EQ(san_keytab_alloc(&t, &objs[i], &k[i]), 0);
+    san_keytab_free(&t, k[0]);
+    san_keytab_free(&t, k[5]);
+    int n = 0;
+    for (void *o; (o = san_keytab_next(&t, &slot, &got)); slot++, n++) {
+        int i = (int)((int *)o - objs);
+        CHECK(i != 0 && i != 5 && got == k[i] && san_keytab_lookup(&t, got) == o);
+        CHECK(slot == (san_key_index(got) ^ 0x777));
+    }
+    CHECK_EQ(n, 6);
+    slot = san_key_index(k[5]) ^ 0x777; /* a freed slot: the next one in use */
+    CHECK(san_keytab_next(&t, &slot, &got) == &objs[6] && got == k[6]);
+    slot = 8;
+    CHECK(san_keytab_next(&t, &slot, &got) == NULL);
+    san_keytab_destroy(&t);
 }
 
 struct user {
-    struct san_mr_registry *reg;
-    struct san_mr_set *set;
-    struct san_mr_entry *e;
+    struct san_regtab *reg;
+    struct san_regtab_set *set;
+    struct san_regtab_entry *e;
     uint32_t lkey;
     atomic_bool releasing, put;
 };
@@ -77,76 +99,76 @@ static void *late_put(void *arg)
 {
     struct user *u = arg;
     for (int i = 0; i < 100000; i++) {
-        struct san_mr_entry *e = san_mr_get_lkey(u->reg, u->set, u->lkey);
+        struct san_regtab_entry *e = san_regtab_get_lkey(u->reg, u->set, u->lkey);
         if (!e) {
             atomic_store(&u->releasing, true);
             struct timespec ts = {0, 20 * 1000 * 1000};
             nanosleep(&ts, NULL); /* a release that does not wait returns meanwhile */
             break;
         }
-        san_mr_put(u->reg, e);
+        san_regtab_put(u->reg, e);
         struct timespec ts = {0, 100 * 1000};
         nanosleep(&ts, NULL);
     }
     atomic_store(&u->put, true);
-    san_mr_put(u->reg, u->e);
+    san_regtab_put(u->reg, u->e);
     return NULL;
 }
 
 /* Stale keys after their slots were reused by another registration of the same set. */
-static void stale_in_reused_slot(struct san_mr_registry *reg, struct san_mr_set *set, char *buf)
+static void stale_in_reused_slot(struct san_regtab *reg, struct san_regtab_set *set, char *buf)
 {
     uint32_t l1, r1, l2, r2, l3, r3, refs, rkey;
     san_paddr_t pa;
 
-    CHECK_EQ(
-        san_mr_register(reg, set, (uintptr_t)buf, 8192, SAN_MEM_READ, true, NULL, &l1, &r1, &refs),
-        0);
-    CHECK_EQ(san_mr_deregister(reg, set, l1, &refs), 0);
-    CHECK_EQ(san_mr_register(reg, set, (uintptr_t)buf + 8192, 8192, SAN_MEM_READ, true, NULL, &l2,
-                             &r2, &refs),
+    CHECK_EQ(san_regtab_register(reg, set, (uintptr_t)buf, 8192, SAN_MEM_READ, true, NULL, &l1, &r1,
+                                 &refs),
+             0);
+    CHECK_EQ(san_regtab_deregister(reg, set, l1, &refs), 0);
+    CHECK_EQ(san_regtab_register(reg, set, (uintptr_t)buf + 8192, 8192, SAN_MEM_READ, true, NULL,
+                                 &l2, &r2, &refs),
              0);
     CHECK(san_key_index(l2) == san_key_index(l1) && l2 != l1);
     CHECK(san_key_index(r2) == san_key_index(r1) && r2 != r1);
-    struct san_mr_entry *e2 = san_mr_get_lkey(reg, set, l2);
+    struct san_regtab_entry *e2 = san_regtab_get_lkey(reg, set, l2);
     CHECK(e2);
-    san_mr_put(reg, e2);
+    san_regtab_put(reg, e2);
 
-    CHECK(san_mr_get_lkey(reg, set, l1) == NULL);
-    CHECK(san_mr_get_rkey(reg, r1) == NULL);
-    CHECK_EQ(san_mr_paddr(reg, set, l1, 0, &pa), -EINVAL);
-    CHECK_EQ(san_mr_set_remote(reg, set, l1, false, &rkey), -EINVAL);
-    CHECK_EQ(san_mr_deregister(reg, set, l1, &refs), -EINVAL);
+    CHECK(san_regtab_get_lkey(reg, set, l1) == NULL);
+    CHECK(san_regtab_get_rkey(reg, r1) == NULL);
+    CHECK_EQ(san_regtab_paddr(reg, set, l1, 0, &pa), -EINVAL);
+    CHECK_EQ(san_regtab_set_remote(reg, set, l1, false, &rkey), -EINVAL);
+    CHECK_EQ(san_regtab_deregister(reg, set, l1, &refs), -EINVAL);
     /* The registration in the slots: its keys still name it, one reference, its rkey kept. */
-    CHECK(san_mr_get_rkey(reg, r2) == e2);
-    san_mr_put(reg, e2);
+    CHECK(san_regtab_get_rkey(reg, r2) == e2);
+    san_regtab_put(reg, e2);
     CHECK(e2->refs == 1 && e2->rkey == r2 && e2->uses == 0);
 
     /* An rkey slot freed by revocation, reissued to another registration. */
-    CHECK_EQ(san_mr_set_remote(reg, set, l2, false, &rkey), 0);
+    CHECK_EQ(san_regtab_set_remote(reg, set, l2, false, &rkey), 0);
     CHECK_EQ(rkey, 0);
-    CHECK_EQ(san_mr_register(reg, set, (uintptr_t)buf + 16384, 8192, SAN_MEM_READ, true, NULL, &l3,
-                             &r3, &refs),
+    CHECK_EQ(san_regtab_register(reg, set, (uintptr_t)buf + 16384, 8192, SAN_MEM_READ, true, NULL,
+                                 &l3, &r3, &refs),
              0);
     CHECK(san_key_index(r3) == san_key_index(r2) && r3 != r2);
-    CHECK(san_mr_get_rkey(reg, r2) == NULL);
-    struct san_mr_entry *e3 = san_mr_get_rkey(reg, r3);
+    CHECK(san_regtab_get_rkey(reg, r2) == NULL);
+    struct san_regtab_entry *e3 = san_regtab_get_rkey(reg, r3);
     CHECK(e3 && e3 != e2);
-    san_mr_put(reg, e3);
+    san_regtab_put(reg, e3);
     CHECK(e2->rkey == 0);
     CHECK(e3->refs == 1 && e3->rkey == r3 && e3->uses == 0);
-    CHECK_EQ(san_mr_deregister(reg, set, l3, &refs), 0);
-    CHECK_EQ(san_mr_deregister(reg, set, l2, &refs), 0);
+    CHECK_EQ(san_regtab_deregister(reg, set, l3, &refs), 0);
+    CHECK_EQ(san_regtab_deregister(reg, set, l2, &refs), 0);
     CHECK_EQ(refs, 0);
 }
 
 static void registry(void)
 {
     struct san_machine *m;
-    struct san_mr_registry *reg;
+    struct san_regtab *reg;
     struct san_page_owner owner = {
         .pid = getpid(), .pidfd = -1, .pagemap_fd = -1, .maps_fd = -1, .mem_fd = -1};
-    struct san_mr_set set, other;
+    struct san_regtab_set set, other;
     uint32_t lkey, rkey, refs, k2, r2;
     size_t len = 64 * 1024;
     char *buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -154,79 +176,80 @@ static void registry(void)
     CHECK(buf != MAP_FAILED);
     CHECK(!mlock(buf, len));
     CHECK_EQ(san_machine_create(NULL, &m), 0);
-    CHECK_EQ(san_mr_registry_create(m, &reg), 0);
-    san_mr_set_init(&set, &owner);
-    san_mr_set_init(&other, &owner);
+    CHECK_EQ(san_regtab_create(m, &reg), 0);
+    san_regtab_set_init(&set, &owner);
+    san_regtab_set_init(&other, &owner);
 
-    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, len, SAN_MEM_READWRITE, true, NULL, &lkey,
-                             &rkey, &refs),
+    CHECK_EQ(san_regtab_register(reg, &set, (uintptr_t)buf, len, SAN_MEM_READWRITE, true, NULL,
+                                 &lkey, &rkey, &refs),
              0);
     CHECK(refs == 1 && rkey);
-    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, len, SAN_MEM_READWRITE, true, NULL, &k2,
-                             &r2, &refs),
+    CHECK_EQ(san_regtab_register(reg, &set, (uintptr_t)buf, len, SAN_MEM_READWRITE, true, NULL, &k2,
+                                 &r2, &refs),
              0);
     CHECK(refs == 2 && k2 == lkey && r2 == rkey);
 
     /* An operation in flight: the last deregistration is refused, earlier ones are not. */
-    struct san_mr_entry *e = san_mr_get_rkey(reg, rkey);
+    struct san_regtab_entry *e = san_regtab_get_rkey(reg, rkey);
     CHECK(e);
-    CHECK(san_mr_get_lkey(reg, &other, lkey) == NULL); /* not the other set's key */
-    CHECK_EQ(san_mr_deregister(reg, &set, lkey, &refs), 0);
+    CHECK(san_regtab_get_lkey(reg, &other, lkey) == NULL); /* not the other set's key */
+    CHECK_EQ(san_regtab_deregister(reg, &set, lkey, &refs), 0);
     CHECK(refs == 1);
-    CHECK_EQ(san_mr_deregister(reg, &set, lkey, &refs), -EBUSY);
-    CHECK_EQ(san_mr_deregister(reg, &other, lkey, &refs), -EINVAL);
-    san_mr_put(reg, e);
-    CHECK_EQ(san_mr_deregister(reg, &set, lkey, &refs), 0);
+    CHECK_EQ(san_regtab_deregister(reg, &set, lkey, &refs), -EBUSY);
+    CHECK_EQ(san_regtab_deregister(reg, &other, lkey, &refs), -EINVAL);
+    san_regtab_put(reg, e);
+    CHECK_EQ(san_regtab_deregister(reg, &set, lkey, &refs), 0);
     CHECK(refs == 0);
-    CHECK(san_mr_get_rkey(reg, rkey) == NULL);
-    CHECK_EQ(san_mr_deregister(reg, &set, lkey, &refs), -EINVAL);
+    CHECK(san_regtab_get_rkey(reg, rkey) == NULL);
+    CHECK_EQ(san_regtab_deregister(reg, &set, lkey, &refs), -EINVAL);
 
     stale_in_reused_slot(reg, &set, buf);
 
     /* Limits: registrations and locked bytes per set, -ENOBUFS. */
-    struct san_mr_limits lim = {.registrations = 2, .locked_bytes = 40 * 1024};
-    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, 32 * 1024, SAN_MEM_READ, false, &lim, &lkey,
-                             &rkey, &refs),
+    struct san_regtab_limits lim = {.registrations = 2, .locked_bytes = 40 * 1024};
+    CHECK_EQ(san_regtab_register(reg, &set, (uintptr_t)buf, 32 * 1024, SAN_MEM_READ, false, &lim,
+                                 &lkey, &rkey, &refs),
              0);
-    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, 16 * 1024, SAN_MEM_READ, false, &lim, &k2,
-                             &r2, &refs),
+    CHECK_EQ(san_regtab_register(reg, &set, (uintptr_t)buf, 16 * 1024, SAN_MEM_READ, false, &lim,
+                                 &k2, &r2, &refs),
              -ENOBUFS); /* 48K > 40K */
-    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, 8 * 1024, SAN_MEM_READ, false, &lim, &k2,
-                             &r2, &refs),
+    CHECK_EQ(san_regtab_register(reg, &set, (uintptr_t)buf, 8 * 1024, SAN_MEM_READ, false, &lim,
+                                 &k2, &r2, &refs),
              0);
-    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf + 8192, 100, SAN_MEM_READ, false, &lim, &k2,
-                             &r2, &refs),
+    CHECK_EQ(san_regtab_register(reg, &set, (uintptr_t)buf + 8192, 100, SAN_MEM_READ, false, &lim,
+                                 &k2, &r2, &refs),
              -ENOBUFS); /* a third registration */
     /* The same registration again is no new registration: allowed at the limit. */
-    CHECK_EQ(san_mr_register(reg, &set, (uintptr_t)buf, 32 * 1024, SAN_MEM_READ, false, &lim, &k2,
-                             &r2, &refs),
+    CHECK_EQ(san_regtab_register(reg, &set, (uintptr_t)buf, 32 * 1024, SAN_MEM_READ, false, &lim,
+                                 &k2, &r2, &refs),
              0);
     CHECK(k2 == lkey && refs == 2);
     /* The other set has its own limits. */
-    CHECK_EQ(san_mr_register(reg, &other, (uintptr_t)buf, 32 * 1024, SAN_MEM_READ, false, &lim, &k2,
-                             &r2, &refs),
+    CHECK_EQ(san_regtab_register(reg, &other, (uintptr_t)buf, 32 * 1024, SAN_MEM_READ, false, &lim,
+                                 &k2, &r2, &refs),
              0);
     CHECK(k2 != lkey);
 
     /* Release waits for an operation in flight: it returns only after the use ended. */
-    struct user u = {.reg = reg, .set = &set, .e = san_mr_get_lkey(reg, &set, lkey), .lkey = lkey};
+    struct user u = {
+        .reg = reg, .set = &set, .e = san_regtab_get_lkey(reg, &set, lkey), .lkey = lkey};
     CHECK(u.e);
     pthread_t t;
     CHECK(!pthread_create(&t, NULL, late_put, &u));
-    san_mr_set_release(reg, &set);
+    san_regtab_set_release(reg, &set);
     CHECK(atomic_load(&u.put)); /* before pthread_join: the release itself must have waited */
     pthread_join(t, NULL);
     CHECK(atomic_load(&u.releasing)); /* the use really overlapped the release */
     CHECK(set.registrations == 0 && set.locked_bytes == 0);
-    san_mr_set_release(reg, &other);
+    san_regtab_set_release(reg, &other);
     uint64_t regs, locked;
-    san_mr_registry_counts(reg, &regs, &locked);
+    san_regtab_counts(reg, &regs, &locked);
     CHECK(regs == 0 && locked == 0);
     struct san_machine_stats ms;
     san_machine_stats(m, &ms);
     CHECK(ms.locked_bytes == 0 && ms.free_bytes == ms.ram_bytes);
 
-    san_mr_registry_destroy(reg);
+    san_regtab_destroy(reg);
     san_machine_destroy(m);
     munmap(buf, len);
 }

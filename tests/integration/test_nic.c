@@ -3,7 +3,8 @@
  * target's checks (local lkeys -EFAULT, remote rkeys -EACCES: a third context's registration, a
  * read-only one for a write, out of range, a revoked one), the error state (later requests
  * flushed with -ECANCELED), close (the peer's requests -ECONNRESET, posting -ENOTCONN), in-order
- * execution with write-then-send visibility, san_ep_fd with poll, and the stats back to idle. */
+ * execution with write-then-send visibility, san_ep_fd with poll, listener handles per client and
+ * stale once closed, and the stats back to idle. */
 #include "harness.h"
 
 #include <arpa/inet.h>
@@ -260,6 +261,48 @@ static void rdma_and_checks(struct san_ctx *ca, struct san_ctx *cb, struct san_c
     munmap(ro, len);
 }
 
+static int raw_handle_op(int fd, unsigned op, uint64_t handle)
+{
+    struct san_msg req, rep;
+    san_proto_init(&req, op, 0);
+    req.u.handle_req.handle = handle;
+    return test_call(fd, &req, &rep);
+}
+
+/* Listener and endpoint handles are per client and stale once closed: the raw protocol. */
+static void stale_handles(struct test_daemon *d)
+{
+    struct san_msg req, rep;
+    int a = test_connect(d), b = test_connect(d);
+    uint64_t h[3];
+    for (int i = 0; i < 3; i++) {
+        san_proto_init(&req, SAN_OP_LISTEN, 0);
+        req.u.listen_req.addr = (struct san_wire_addr){
+            .ip = {[10] = 0xff, [11] = 0xff, [12] = 127, [15] = 1}, .port = (uint16_t)(6400 + i)};
+        req.u.listen_req.backlog = 4;
+        CHECK_EQ(test_call(a, &req, &rep), 0); /* the eventfd is refused and closed */
+        h[i] = rep.u.handle_rep.handle;
+        CHECK(h[i] != 0 && (i == 0 || h[i] != h[i - 1]));
+    }
+    CHECK_EQ(raw_handle_op(b, SAN_OP_LISTEN_CLOSE, h[1]), -EINVAL); /* not b's */
+    CHECK_EQ(raw_handle_op(a, SAN_OP_EP_CLOSE, h[1]), -EINVAL);     /* a listener, not an ep */
+    CHECK_EQ(raw_handle_op(a, SAN_OP_LISTEN_CLOSE, h[1]), 0);
+    CHECK_EQ(raw_handle_op(a, SAN_OP_LISTEN_CLOSE, h[1]), -EINVAL); /* stale */
+    CHECK_EQ(raw_handle_op(a, SAN_OP_ACCEPT, h[1]), -EINVAL);
+    CHECK_EQ(raw_handle_op(a, SAN_OP_LISTEN_CLOSE, UINT64_C(1) << 40), -EINVAL);
+    san_proto_init(&req, SAN_OP_LISTEN, 0); /* its slot again, under a new handle */
+    req.u.listen_req.addr = (struct san_wire_addr){
+        .ip = {[10] = 0xff, [11] = 0xff, [12] = 127, [15] = 1}, .port = 6401};
+    req.u.listen_req.backlog = 4;
+    CHECK_EQ(test_call(a, &req, &rep), 0);
+    CHECK(rep.u.handle_rep.handle != h[0] && rep.u.handle_rep.handle != h[1] &&
+          rep.u.handle_rep.handle != h[2]);
+    CHECK_EQ(raw_handle_op(a, SAN_OP_LISTEN_CLOSE, h[1]), -EINVAL);
+    CHECK_EQ(raw_handle_op(a, SAN_OP_LISTEN_CLOSE, rep.u.handle_rep.handle), 0);
+    close(a);
+    close(b);
+}
+
 int main(void)
 {
     struct test_daemon d;
@@ -275,6 +318,7 @@ int main(void)
     connection_errors(ca, cb);
     send_recv(ca, cb);
     rdma_and_checks(ca, cb, cc);
+    stale_handles(&d);
     /* san_close takes an open endpoint with it. */
     struct san_ep *a, *b;
     connect_pair(ca, cb, 6300, &a, &b);

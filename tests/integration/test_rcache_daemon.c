@@ -4,8 +4,8 @@
  * of a large block and san_free of registered proxy memory release it, RDMA registrations lose
  * their rkey while idle and get a new one on a hit, explicit invalidation, the daemon's
  * registration limit makes the cache give up idle entries, a forked child gets -ECHILD and leaves
- * the parent's cache alone, threads churning mappings never see a stale key, and san_close leaves
- * the daemon idle. */
+ * the parent's cache alone, part of a registered range unmapped leaves nothing locked, threads
+ * churning mappings never see a stale key, and san_close leaves the daemon idle. */
 #include "harness.h"
 
 #include <malloc.h>
@@ -285,6 +285,66 @@ static void forked_child(struct test_daemon *d, const struct san_stats_rep *idle
     test_wait_idle(d, idle);
 }
 
+/* Part of a registered range unmapped: the pages still mapped must not stay locked (munlock stops
+ * at the first hole; pages left locked count against RLIMIT_MEMLOCK until registration fails). The
+ * first page, a middle page, a held registration, and one served uncached (released by its
+ * deregistration rather than by the watcher). */
+static void partial_unmap(struct test_daemon *d, const struct san_stats_rep *idle)
+{
+    enum { PAGES = 4, PG = 4096 };
+    struct san_ctx *ctx;
+    struct san_mr *mr;
+    long start = test_vm_locked_kib();
+    CHECK(start >= 0);
+    CHECK_EQ(san_open(NULL, &ctx), 0);
+    static const struct {
+        int hole;  /* page unmapped */
+        bool held; /* the application still holds the registration */
+    } cases[] = {{0, false}, {1, false}, {2, true}, {0, true}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *buf = map_at(NULL, PAGES * PG);
+        CHECK(buf);
+        CHECK_EQ(san_register(ctx, buf, PAGES * PG, SAN_MEM_READWRITE, &mr), 0);
+        if (!cases[i].held)
+            CHECK_EQ(san_deregister(mr), 0); /* cached, still locked */
+        CHECK_EQ(test_vm_locked_kib(), start + PAGES * PG / 1024);
+        CHECK_EQ(munmap(buf + cases[i].hole * PG, PG), 0);
+        settle(ctx);
+        CHECK_EQ(stats(d).registrations, 0);
+        if (test_vm_locked_kib() != start)
+            test_fail(__FILE__, __LINE__, "page %d unmapped%s: VmLck %ld kB, want %ld",
+                      cases[i].hole, cases[i].held ? " (held)" : "", test_vm_locked_kib(), start);
+        if (cases[i].held)
+            CHECK_EQ(san_deregister(mr), 0); /* invalidated: the handle only goes away */
+        for (int p = 0; p < PAGES; p++)
+            if (p != cases[i].hole)
+                CHECK_EQ(munmap(buf + p * PG, PG), 0);
+    }
+    san_close(ctx);
+
+    /* Uncached: the deregistration unlocks what is left. */
+    setenv("SAN_RCACHE_MAX_ENTRIES", "0", 1);
+    CHECK_EQ(san_open(NULL, &ctx), 0);
+    setenv("SAN_RCACHE_MAX_ENTRIES", "64", 1);
+    for (int hole = 0; hole < 2; hole++) {
+        char *buf = map_at(NULL, PAGES * PG);
+        CHECK(buf);
+        CHECK_EQ(san_register(ctx, buf, PAGES * PG, SAN_MEM_READ, &mr), 0);
+        CHECK_EQ(test_vm_locked_kib(), start + PAGES * PG / 1024);
+        CHECK_EQ(munmap(buf + hole * PG, PG), 0);
+        CHECK_EQ(san_deregister(mr), 0);
+        CHECK_EQ(stats(d).registrations, 0);
+        if (test_vm_locked_kib() != start)
+            test_fail(__FILE__, __LINE__, "uncached, page %d unmapped: VmLck %ld kB, want %ld",
+                      hole, test_vm_locked_kib(), start);
+        for (int p = 0; p < PAGES; p++)
+            if (p != hole)
+                CHECK_EQ(munmap(buf + p * PG, PG), 0);
+    }
+    san_close(ctx);
+    test_wait_idle(d, idle);
+}
+
 /* Two contexts of one process: pages belong to one userfaultfd at a time, so the second context
  * serves the same memory uncached (a registration per call) and both stay correct. */
 static void two_contexts(struct test_daemon *d, const struct san_stats_rep *idle)
@@ -439,6 +499,7 @@ int main(void)
     remap_same_address(&d, &idle);
     rdma(&d, &idle);
     forked_child(&d, &idle);
+    partial_unmap(&d, &idle);
     two_contexts(&d, &idle);
     threads(&d, &idle);
     CHECK_EQ(test_daemon_stop(&d), 0);

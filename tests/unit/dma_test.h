@@ -17,14 +17,14 @@
 
 #include <san/san.h>
 
+#include "common/page.h"
 #include "dma/dma.h"
 #include "mdl/mdl.h"
 #include "phys/machine.h"
 
-#define PAGE 4096u
-#define GIB  (UINT64_C(1) << 30)
-#define MIB  (UINT64_C(1) << 20)
-#define KIB  (UINT64_C(1) << 10)
+#define GIB (UINT64_C(1) << 30)
+#define MIB (UINT64_C(1) << 20)
+#define KIB (UINT64_C(1) << 10)
 
 static inline struct san_machine *machine(uint64_t ram, bool nolowmem)
 {

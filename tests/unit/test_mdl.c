@@ -1,6 +1,7 @@
 /* mdl: locking buffers of this process and of another one (san_mdl_lock, san_mdl_lock_for), page
- * lists, frame records and their owners, pinning as the kernel sees it (VmLck), every error with
- * nothing held, NOLOWMEM, frames running out swept over the amount left, mlock limits. */
+ * lists, frame records and their owners, pinning as the kernel sees it (VmLck, also with part of
+ * the buffer unmapped before the unlock), every error with nothing held, NOLOWMEM, frames running
+ * out swept over the amount left, mlock limits. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -25,23 +26,18 @@
 #include "phys/machine.h"
 #include "skip.h"
 
-#define PAGE 4096u
-#define GIB  (UINT64_C(1) << 30)
-#define MIB  (UINT64_C(1) << 20)
+#include "../vmlck.h"
+#include "common/page.h"
+
+#define GIB (UINT64_C(1) << 30)
+#define MIB (UINT64_C(1) << 20)
 
 /* Locked memory of this process as the kernel counts it, in bytes. */
 static uint64_t vm_locked(void)
 {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    uint64_t kb = UINT64_MAX;
-    assert_non_null(f);
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmLck: %lu kB", &kb) == 1)
-            break;
-    fclose(f);
-    assert_int_not_equal(kb, UINT64_MAX);
-    return kb * 1024;
+    long kib = test_vm_locked_kib();
+    assert_true(kib >= 0);
+    return (uint64_t)kib * 1024;
 }
 
 static void *map_pages(size_t n, int prot)
@@ -209,6 +205,30 @@ static void test_overlapping_pins(void **state)
     san_mdl_unlock(c);
     assert_int_equal(vm_locked(), locked0);
     munmap(buf, 8 * PAGE);
+    san_machine_destroy(m);
+}
+
+/* Part of a locked buffer unmapped before the unlock (the first page, a middle one): what is still
+ * mapped is unlocked (munlock would stop at the hole), and a page another MDL covers stays. */
+static void test_unmapped_before_unlock(void **state)
+{
+    struct san_machine *m = machine(0, false);
+    uint64_t locked0 = vm_locked();
+    struct san_mdl *a, *b;
+
+    for (int hole = 0; hole < 3; hole++) {
+        uint8_t *buf = map_pages(4, PROT_READ | PROT_WRITE);
+        assert_int_equal(san_mdl_lock(m, buf, 4 * PAGE, SAN_MEM_READWRITE, &a), 0);
+        assert_int_equal(san_mdl_lock(m, buf + 3 * PAGE, PAGE, SAN_MEM_READ, &b), 0);
+        assert_int_equal(munmap(buf + hole * PAGE, PAGE), 0);
+        san_mdl_unlock(a);
+        assert_int_equal(vm_locked() - locked0, PAGE); /* b's page only */
+        san_mdl_unlock(b);
+        assert_int_equal(vm_locked(), locked0);
+        for (int i = 0; i < 4; i++)
+            if (i != hole)
+                munmap(buf + i * PAGE, PAGE);
+    }
     san_machine_destroy(m);
 }
 
@@ -521,6 +541,7 @@ int main(void)
         cmocka_unit_test(test_lock_invalid),
         cmocka_unit_test(test_lock_fault),
         cmocka_unit_test(test_overlapping_pins),
+        cmocka_unit_test(test_unmapped_before_unlock),
         cmocka_unit_test(test_nolowmem_and_enomem),
         cmocka_unit_test(test_pieces_and_exhaustion_sweep),
         cmocka_unit_test(test_many_pieces_lookup),

@@ -30,7 +30,7 @@
 #define MAX_LOG   1024
 
 struct owner {
-    pthread_mutex_t lock;
+    struct san_mutex lock; /* knows its holder: memwatch checks it in debug builds */
     struct san_memwatch mw;
     struct san_memwatch_span spans[MAX_SPANS];
     struct {
@@ -42,12 +42,12 @@ struct owner {
 
 static void o_lock(void *arg)
 {
-    pthread_mutex_lock(&((struct owner *)arg)->lock);
+    san_mutex_lock(&((struct owner *)arg)->lock);
 }
 
 static void o_unlock(void *arg)
 {
-    pthread_mutex_unlock(&((struct owner *)arg)->lock);
+    san_mutex_unlock(&((struct owner *)arg)->lock);
 }
 
 /* Logs, and unwatches every span the gone range overlaps (as the cache does). */
@@ -70,8 +70,8 @@ static struct owner *owner_new(void)
 {
     struct owner *o = calloc(1, sizeof(*o));
     assert_non_null(o);
-    pthread_mutex_init(&o->lock, NULL);
-    struct san_memwatch_ops ops = {o, o_lock, o_unlock, o_invalidate_locked};
+    assert_int_equal(san_mutex_init(&o->lock), 0);
+    struct san_memwatch_ops ops = {o, o_lock, o_unlock, o_invalidate_locked, &o->lock.owner};
     san_memwatch_init(&o->mw, &ops);
     return o;
 }
@@ -79,7 +79,7 @@ static struct owner *owner_new(void)
 static void owner_free(struct owner *o)
 {
     san_memwatch_destroy(&o->mw);
-    pthread_mutex_destroy(&o->lock);
+    san_mutex_destroy(&o->lock);
     free(o);
 }
 

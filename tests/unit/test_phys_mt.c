@@ -18,12 +18,12 @@
 
 #include <san/san.h>
 
+#include "common/page.h"
 #include "phys/machine.h" /* m->lock, for the test that calls wait for it */
 
 #define KIB      (UINT64_C(1) << 10)
 #define MIB      (UINT64_C(1) << 20)
 #define GIB      (UINT64_C(1) << 30)
-#define PAGE     ((uint64_t)SAN_PAGE_SIZE)
 #define THREADS  4
 #define OPS      20000
 #define MAX_HELD 64

@@ -23,11 +23,12 @@
 
 #include <san/san.h>
 
+#include "common/page.h"
+
 #define KIB             (UINT64_C(1) << 10)
 #define MIB             (UINT64_C(1) << 20)
 #define GIB             (UINT64_C(1) << 30)
 #define G4              (UINT64_C(1) << 32)
-#define PAGE            ((uint64_t)SAN_PAGE_SIZE)
 #define OPS_PER_MACHINE 25000
 #define MAX_HELD        4096
 

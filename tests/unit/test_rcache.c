@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,6 +31,7 @@
 
 #include "client/rcache.h"
 #include "skip.h"
+#include "common/pin.h"
 
 #define PG 4096u
 
@@ -125,8 +125,8 @@ static int fake_register(void *ctx, void *addr, size_t len, unsigned access, boo
     int inj = atomic_exchange(&f->fail_next, 0);
     if (inj)
         return inj;
-    /* Raw system calls: the sanitizers turn mlock()/munlock() into no-ops. */
-    if (f->mlock && syscall(SYS_mlock, (void *)(uintptr_t)start, end - start))
+    /* Pinned as libsan pins (common/pin). */
+    if (f->mlock && san_pin_lock(start, end - start))
         return -EFAULT;
     int n = atomic_fetch_add(&f->regs, 1) + 1;
     atomic_fetch_add(&f->live, 1);
@@ -151,7 +151,7 @@ static int fake_deregister(void *ctx, const struct san_rcache_reg *reg)
     if (f->mlock) {
         uint64_t start = reg->addr & ~(uint64_t)(PG - 1);
         uint64_t end = (reg->addr + reg->len + PG - 1) & ~(uint64_t)(PG - 1);
-        syscall(SYS_munlock, (void *)(uintptr_t)start, end - start);
+        san_pin_unlock(start, end - start);
     }
     return 0;
 }

@@ -1,10 +1,12 @@
-/* The shared AVL/range tree: ordering, balance, summaries and overlap queries against a brute-force
- * model over a fixed-seed random sequence of inserts, erases and in-place length changes. */
+/* The shared red-black/range tree: ordering, balance, summaries and overlap queries against a
+ * brute-force model over a fixed-seed random sequence of inserts, erases and in-place length
+ * changes; the gap walk against a bitmap. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -223,12 +225,66 @@ static void test_disjoint(void **state)
     }
 }
 
+/* Gaps (the parts of a query no range covers) against a bitmap of covered points, on trees of
+ * nested and overlapping ranges and on disjoint trees; gaps come in order, never empty, never
+ * adjacent. */
+static void test_gaps(void **state)
+{
+    (void)state;
+    enum { SPACE = 2000, RANGES = 60 };
+    static struct san_range nodes[RANGES];
+    static bool covered[SPACE];
+    for (int round = 0; round < 400; round++) {
+        struct san_tree t;
+        bool disjoint = round % 2;
+        if (disjoint)
+            san_range_tree_init_disjoint(&t);
+        else
+            san_range_tree_init(&t);
+        memset(covered, 0, sizeof(covered));
+        int n = (int)(rnd() % RANGES);
+        for (int i = 0; i < n; i++) {
+            if (disjoint) { /* slot i of SPACE / RANGES points */
+                uint64_t slot = SPACE / RANGES;
+                nodes[i].start = (uint64_t)i * slot + rnd() % (slot / 2);
+                nodes[i].len = 1 + rnd() % (slot / 2);
+            } else {
+                nodes[i].start = rnd() % SPACE;
+                nodes[i].len = 1 + rnd() % (rnd() % 4 ? 40 : 400);
+                if (nodes[i].start + nodes[i].len > SPACE)
+                    nodes[i].len = SPACE - nodes[i].start;
+            }
+            san_range_insert(&t, &nodes[i]);
+            for (uint64_t p = nodes[i].start; p < san_range_end(&nodes[i]); p++)
+                covered[p] = true;
+        }
+        for (int q = 0; q < 20; q++) {
+            uint64_t qs = rnd() % SPACE, qe = qs + rnd() % (SPACE - qs + 1);
+            uint64_t at = qs, prev_end = UINT64_MAX;
+            struct san_range_gaps g;
+            for (san_range_gaps_init(&g, &t, qs, qe); san_range_gaps_next(&g);) {
+                assert_true(g.len > 0);
+                assert_true(g.start >= at && g.start + g.len <= qe);
+                assert_true(g.start != prev_end); /* two gaps never touch */
+                for (uint64_t p = at; p < g.start; p++)
+                    assert_true(covered[p]);
+                for (uint64_t p = g.start; p < g.start + g.len; p++)
+                    assert_false(covered[p]);
+                at = prev_end = g.start + g.len;
+            }
+            for (uint64_t p = at; p < qe; p++)
+                assert_true(covered[p]);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_random_against_model),
         cmocka_unit_test(test_floor_and_lookup),
         cmocka_unit_test(test_disjoint),
+        cmocka_unit_test(test_gaps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,7 +10,8 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "common/size.h" /* san_parse_size */
+#include "common/clock.h" /* san_now_ns */
+#include "common/size.h"  /* san_parse_size */
 
 struct perf_opts {
     bool json;
@@ -25,11 +26,10 @@ struct perf_suite {
     int (*run)(const struct perf_opts *o);
 };
 
+/* The suites' clock is libsan's (common/clock.h). */
 static inline uint64_t perf_now_ns(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return san_now_ns();
 }
 
 /* Sorts samples in place and returns the q-quantile (0..1). */

@@ -85,7 +85,9 @@ static int hit_2t(struct san_ctx *ctx, char *a, char *b, uint64_t *ns)
     pthread_t t;
     struct hitter h[2] = {{.ctx = ctx, .buf = a, .start = &start},
                           {.ctx = ctx, .buf = b, .start = &start}};
-    pthread_barrier_init(&start, NULL, 2);
+    int err = pthread_barrier_init(&start, NULL, 2);
+    if (err)
+        return -err;
     if (pthread_create(&t, NULL, hitter_main, &h[1])) {
         pthread_barrier_destroy(&start);
         return -EAGAIN;

@@ -1,11 +1,11 @@
-/* Key tables: 32-bit keys made of a slot index and a generation.
+/* Key tables: 32-bit keys made of a slot index and a generation (see keytab.h).
  *
  * Free slots form a FIFO list, so a slot rests as long as possible before its next generation is
  * issued, and a slot whose generation would wrap is retired for good: a stale key can be refused
  * but can never name a later object. The slot array grows geometrically up to SAN_KEY_SLOTS.
  * The index bits of a key are the slot number XOR a per-table salt. Sits on malloc only. No
- * locking: the owner (the registry) serialises. */
-#include "mr/mr.h"
+ * locking: the owner (the registration table, a daemon client) serialises. */
+#include "common/keytab.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -22,6 +22,11 @@ void san_keytab_destroy(struct san_keytab *t)
 {
     free(t->slots);
     san_keytab_init(t, t->salt);
+}
+
+static uint32_t key_of(const struct san_keytab *t, uint32_t i)
+{
+    return t->slots[i].gen << SAN_KEY_INDEX_BITS | (i ^ t->salt);
 }
 
 static int grow(struct san_keytab *t)
@@ -60,7 +65,7 @@ int san_keytab_alloc(struct san_keytab *t, void *obj, uint32_t *key)
     t->slots[i].obj = obj;
     t->slots[i].next = NIL;
     t->in_use++;
-    *key = t->slots[i].gen << SAN_KEY_INDEX_BITS | (i ^ t->salt);
+    *key = key_of(t, i);
     return 0;
 }
 
@@ -90,4 +95,16 @@ void san_keytab_free(struct san_keytab *t, uint32_t key)
     else
         t->slots[t->free_tail].next = i;
     t->free_tail = i;
+}
+
+void *san_keytab_next(const struct san_keytab *t, uint32_t *slot, uint32_t *key)
+{
+    for (uint32_t i = *slot; i < t->nr; i++) {
+        if (t->slots[i].obj) {
+            *slot = i;
+            *key = key_of(t, i);
+            return t->slots[i].obj;
+        }
+    }
+    return NULL;
 }
