@@ -67,11 +67,17 @@ static struct sockaddr_in addr_of(uint16_t port)
         .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 }
 
+#define WAIT_NS (10ull * 1000000000u) /* a peer that does not answer in 10 s is gone */
+
 static int wait_wc(struct san_ep *ep, struct san_wc *wc)
 {
     int n;
-    while ((n = san_poll(ep, wc, 1)) == 0)
+    uint64_t deadline = perf_now_ns() + WAIT_NS;
+    while ((n = san_poll(ep, wc, 1)) == 0) {
+        if (perf_now_ns() > deadline)
+            return -ETIMEDOUT;
         sched_yield();
+    }
     return n < 0 ? n : wc->status;
 }
 
@@ -306,8 +312,8 @@ static int side_setup(struct side *s)
     for (int i = 0; i < 2; i++)
         if ((err = wait_wc(s->ep, &wc)))
             return err;
+    /* Not cleared now: the peer may already have written its first ping there. */
     memcpy(s->peer, s->buf + 4096, sizeof(s->peer));
-    memset(s->buf, 0, 8192);
     return 0;
 }
 
@@ -331,8 +337,12 @@ static int pingpong(struct side *s, unsigned rounds, bool initiator, bool rdma)
                                             SAN_WR_UNSIGNALED)
                            : san_post_send(s->ep, i, &out, 1, SAN_WR_UNSIGNALED);
             } else if (rdma) {
-                while (*flag != seq)
+                uint64_t deadline = perf_now_ns() + WAIT_NS;
+                while (*flag != seq && !err) {
+                    if (perf_now_ns() > deadline)
+                        err = -ETIMEDOUT;
                     sched_yield();
+                }
             } else {
                 err = wait_wc(s->ep, &wc);
             }
@@ -354,10 +364,14 @@ static int latency(const char *sock, const struct nic_opts *n, bool rdma, uint64
     pid_t c = fork();
     if (c == 0) {
         struct side p = {0};
-        if (perf_open_uncached(sock, &p.ctx) ||
-            san_connect(p.ctx, (struct sockaddr *)&sa, sizeof(sa), 5000, &p.ep) || side_setup(&p) ||
-            pingpong(&p, n->rounds, false, rdma))
+        int e;
+        if ((e = perf_open_uncached(sock, &p.ctx)) ||
+            (e = san_connect(p.ctx, (struct sockaddr *)&sa, sizeof(sa), 5000, &p.ep)) ||
+            (e = side_setup(&p)) || (e = pingpong(&p, n->rounds, false, rdma))) {
+            fprintf(stderr, "sanperf nic: the %s latency peer: %s\n", rdma ? "rdma" : "send",
+                    san_strerror(e));
             _exit(1);
+        }
         sleep(1); /* the last message must land before the endpoint closes */
         _exit(0);
     }
