@@ -178,11 +178,13 @@ static int cmd_allocations(int fd, bool json)
                        ", \"paddr\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"low\": %s, "
                        "\"contiguous\": %s}",
                        n ? ", " : "", a->client_id, a->pid, a->handle, a->paddr, a->bytes,
-                       a->flags & 1 ? "true" : "false", a->flags & 2 ? "true" : "false");
+                       a->flags & SAN_WIRE_ALLOC_LOW ? "true" : "false",
+                       a->flags & SAN_WIRE_ALLOC_CONTIGUOUS ? "true" : "false");
             else
                 printf("%6u %8d %8" PRIu64 " %#18" PRIx64 " %12" PRIu64 " %s%s\n", a->client_id,
-                       a->pid, a->handle, a->paddr, a->bytes, a->flags & 1 ? "low " : "",
-                       a->flags & 2 ? "contiguous" : "");
+                       a->pid, a->handle, a->paddr, a->bytes,
+                       a->flags & SAN_WIRE_ALLOC_LOW ? "low " : "",
+                       a->flags & SAN_WIRE_ALLOC_CONTIGUOUS ? "contiguous" : "");
         }
         cursor = rep.u.allocations_rep.next;
     } while (cursor);
