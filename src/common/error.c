@@ -67,6 +67,8 @@ const char *san_strerror(int err)
         return "ENOSYS: not supported by this kernel";
     case EOPNOTSUPP:
         return "EOPNOTSUPP: operation not supported";
+    case ENOTTY:
+        return "ENOTTY: an operation this kind of file (or this kernel) does not have";
     case ENODEV:
         return "ENODEV: no such device";
     case EIO:
