@@ -5,12 +5,19 @@
 #   from this non-system prefix with nothing else set (the rpath comes from libsan.pc).
 # - `pkg-config --static --cflags --libs libsan-static` links libsan in: no NEEDED libsan.so, and
 #   the program runs with the shared library gone.
-# - Every example builds from the installed tree alone.
+# - Every example (README's quickstart among them) builds from the installed tree alone, and
+#   quickstart runs against the installed sanproxyd (and fails, saying so, without one).
+# - README.md shows examples/quickstart.c as it is.
 # - An install into a directory of the dynamic loader's cache runs ldconfig; any other does not.
 set -euo pipefail
 : "${SAN_BUILD:?}" "${SAN_SRC:?}" "${CC:=cc}"
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+pid=
+cleanup() {
+  [[ -z $pid ]] || kill -9 "$pid" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 prefix=$tmp/prefix
 unset LD_LIBRARY_PATH PKG_CONFIG_LIBDIR
@@ -93,4 +100,28 @@ for src in "$SAN_SRC"/examples/*.c; do
     $(pkg-config --cflags --libs libsan) || fail "examples/$name.c does not build from the install"
 done
 
+# quickstart: README's "Using it", as the file is; run against the installed daemon, and without one.
+python3 - "$SAN_SRC/README.md" "$SAN_SRC/examples/quickstart.c" <<'PY' || fail "README.md does not show examples/quickstart.c as it is"
+import re, sys
+blocks = re.findall(r'^```c\n(.*?)^```$', open(sys.argv[1]).read(), re.S | re.M)
+sys.exit(0 if open(sys.argv[2]).read() in blocks else 1)
+PY
+set +e
+SANPROXY_SOCKET=$tmp/nobody.sock ./ex-quickstart >out 2>err
+rc=$?
+set -e
+[[ $rc -ne 0 ]] || fail "quickstart without a daemon exited 0"
+grep -q "san_open: ENOENT.*no sanproxyd" err || fail "quickstart without a daemon: $(cat err)"
+mkfifo ready
+"$prefix/bin/sanproxyd" --foreground --socket "$tmp/s.sock" --ready-fd 3 3>ready 2>daemon.log &
+pid=$!
+read -r _ <ready || fail "installed sanproxyd did not start: $(cat daemon.log)"
+SANPROXY_SOCKET=$tmp/s.sock ./ex-quickstart >out 2>err || fail "quickstart: $(cat err)"
+grep -q "^proxy memory: 64 KiB at .*physical address 0x" out || fail "quickstart output: $(cat out)"
+grep -q "^registered: 64 KiB at .*lkey 0x" out || fail "quickstart output: $(cat out)"
+"$prefix/bin/sanctl" --socket "$tmp/s.sock" stats --json | grep -q '"allocations": 0' ||
+  fail "quickstart left an allocation behind"
+kill -TERM "$pid"
+wait "$pid" || fail "installed sanproxyd: bad exit"
+pid=
 echo "install: headers, libsan (shared and static), pkg-config, examples and tools work"
