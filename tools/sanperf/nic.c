@@ -7,7 +7,8 @@
  *   rdma_lat_64b: 64-byte RDMA-write ping-pong where each side polls its own memory. Both give the
  *   one-way latency (half a round trip) against a plain shared-memory ping-pong between two
  *   processes (the floor) and kernel TCP on loopback (what the SAN replaces): ratio = ours / TCP,
- *   ratio_floor = ours / shared memory, lower is better.
+ *   floor_ratio = ours / shared memory, lower is better (one_way_ns against baseline_one_way_ns,
+ *   sanperf's one convention).
  * Waiting: every waiter here yields the CPU between polls, as the NIC's engine does; these
  * machines may have two cores for three spinners. Options: --mib N (bandwidth volume, default
  * 256), --rounds N (ping-pongs, default 20000). */
@@ -188,10 +189,11 @@ static int bandwidth(const char *sock, const struct nic_opts *n, bool json)
     uint64_t ns = perf_now_ns() - t0;
     double gbps = (double)n->mib * MIB / (double)ns;
     if (json)
-        perf_json("\"suite\": \"nic\", \"case\": \"rdma_write_1m\", \"memory\": \"client\", "
-                  "\"inflight\": %d, \"bytes\": %llu, \"gbps\": %.2f, \"baseline\": \"memcpy_1m\", "
-                  "\"baseline_gbps\": %.2f, \"ratio\": %.2f, \"better\": \"higher\"",
-                  INFLIGHT, (unsigned long long)n->mib * MIB, gbps, base, gbps / base);
+        perf_json(
+            "\"suite\": \"nic\", \"case\": \"rdma_write_1m\", \"memory\": \"client\", "
+            "\"inflight\": %d, \"bytes\": %llu, \"gb_per_s\": %.3f, \"baseline\": \"memcpy_1m\", "
+            "\"baseline_gb_per_s\": %.3f, \"ratio\": %.3f, \"better\": \"higher\"",
+            INFLIGHT, (unsigned long long)n->mib * MIB, gbps, base, gbps / base);
     else
         printf("rdma_write_1m (client memory, %d in flight): %.2f GB/s, memcpy %.2f GB/s, "
                "ratio %.2f\n",
@@ -394,8 +396,9 @@ int perf_nic(const struct perf_opts *o)
         const char *name = rdma ? "rdma_lat_64b" : "send_lat_64b";
         if (o->json)
             perf_json("\"suite\": \"nic\", \"case\": \"%s\", \"rounds\": %u, \"one_way_ns\": %llu, "
-                      "\"baseline\": \"tcp_loopback_64b\", \"baseline_ns\": %llu, \"ratio\": %.2f, "
-                      "\"floor\": \"shm_pingpong\", \"floor_ns\": %llu, \"ratio_floor\": %.2f, "
+                      "\"baseline\": \"tcp_loopback_64b\", \"baseline_one_way_ns\": %llu, "
+                      "\"ratio\": %.3f, \"floor\": \"shm_pingpong\", \"floor_one_way_ns\": %llu, "
+                      "\"floor_ratio\": %.3f, "
                       "\"better\": \"lower\"",
                       name, n.rounds, (unsigned long long)ns, (unsigned long long)tcp,
                       tcp ? (double)ns / (double)tcp : 0, (unsigned long long)floor,
