@@ -36,6 +36,31 @@ expect_config_error '[bogus]\nx = 1\n' 'bad.ini:2:.*\[bogus\] x'
 expect_config_error '[machine]\nram_size = 1G\n\n[limts]\n' 'bad.ini:4:.*\[limts\]: unknown section'
 expect_config_error '[machine]\nthis line has no equals sign\n' 'bad.ini:2:.*syntax'
 expect_config_error '[machine]\njunk\nram_size = 1Q\n' 'bad.ini:2:.*syntax'
+# A key set twice names both lines (the second value would silently win otherwise).
+expect_config_error '[machine]\nram_size = 8G\n[nic]\nmax_length = 64K\n[machine]\nram_size = 16G\n' \
+  'bad.ini:6: \[machine\] ram_size: set twice, on line 2 and on line 6'
+# ram_size: what is accepted is what works (the RAM is one mapping in 128 TiB of address space).
+expect_config_error '[machine]\nram_size = 65T\n' 'bad.ini:2:.*ram_size: a size from 16M to 64T'
+expect_config_error '[machine]\nram_size = 1024T\n' 'bad.ini:2:.*ram_size: a size from 16M to 64T'
+printf '[machine]\nram_size = 64T\nnolowmem = true\n' >"$tmp/big.ini"
+mkfifo "$tmp/ready-big"
+"$bin/sanproxyd" --foreground --config "$tmp/big.ini" --socket "$tmp/big.sock" --ready-fd 3 \
+  3>"$tmp/ready-big" 2>"$tmp/log-big" &
+bpid=$!
+pids+=("$bpid")
+read -r _ <"$tmp/ready-big" || fail "ram_size = 64T (the largest accepted) does not start: $(cat "$tmp/log-big")"
+"$bin/sanctl" --socket "$tmp/big.sock" stats --json | grep -q '"ram_bytes": 70368744177664' ||
+  fail "ram_size = 64T not applied"
+kill -TERM "$bpid"
+wait "$bpid" || fail "the 64T daemon: bad exit"
+# $SANPROXY_LOG: a level name, or an error (exit 2) that names it; nothing is created.
+set +e
+SANPROXY_LOG=loud timeout 10 "$bin/sanproxyd" --foreground --socket "$tmp/never" 2>"$tmp/err"; rc=$?
+set -e
+[ $rc -eq 2 ] || fail "SANPROXY_LOG=loud: exit $rc, want 2"
+grep -q 'SANPROXY_LOG: error, warn, info or debug (got "loud")' "$tmp/err" ||
+  fail "SANPROXY_LOG=loud: $(cat "$tmp/err")"
+[ ! -e "$tmp/never" ] || fail "a socket was created despite a bad SANPROXY_LOG"
 # A directory is no config file (it reads as an error, not as an empty file).
 mkdir -p "$tmp/conf.d"
 set +e
@@ -50,6 +75,10 @@ set +e
 set -e
 [ $rc -eq 2 ] && grep -q "does-not-exist" "$tmp/err" || fail "missing config file: exit $rc"
 [ $rc2 -eq 2 ] || fail "unknown option: exit $rc2"
+set +e
+timeout 10 "$bin/sanproxyd" --foreground --config 2>"$tmp/err"; rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q -- "--config: needs a value" "$tmp/err" || fail "--config without a value: exit $rc"
 
 # --- a good config with every key; readiness through a FIFO, no sleeps ---
 cat >"$tmp/good.ini" <<INI
@@ -69,7 +98,8 @@ allocations = 10
 socket = $tmp/from-config.sock
 INI
 mkfifo "$tmp/ready"
-"$bin/sanproxyd" --foreground --config "$tmp/good.ini" --ready-fd 3 3>"$tmp/ready" 2>"$tmp/log" &
+SANPROXY_LOG=debug "$bin/sanproxyd" --foreground --config "$tmp/good.ini" --ready-fd 3 3>"$tmp/ready" \
+  2>"$tmp/log" &
 pid=$!
 pids+=("$pid")
 read -r line <"$tmp/ready" || fail "daemon did not become ready"
@@ -110,6 +140,8 @@ set -e
 [ $rc4 -eq 1 ] && grep -q "sanctl: stats: cannot write" "$tmp/err" || fail "sanctl >/dev/full: exit $rc4"
 [ $rc5 -eq 1 ] && grep -q "cannot write" "$tmp/err2" || fail "sanctl clients >/dev/full: exit $rc5"
 [ $rc2 -eq 2 ] && [ $rc3 -eq 2 ] || fail "sanctl usage errors: $rc2 $rc3"
+
+grep -q "debug: client [0-9]* connected" "$tmp/log" || fail "SANPROXY_LOG=debug not applied"
 
 # --- a second daemon on a live socket is refused; the first keeps running ---
 set +e
