@@ -132,6 +132,7 @@ set +e
 "$bin/sanctl" 2>/dev/null; rc3=$?
 set -e
 [ $rc -eq 1 ] && grep -q "sanctl: connect" "$tmp/err" || fail "sanctl without daemon: exit $rc"
+grep -q "sanctl: no sanproxyd at $tmp/nothing-here" "$tmp/err" || fail "sanctl without daemon: $(cat "$tmp/err")"
 # Output that cannot be written (a full disk) is a failure, not a silent success.
 set +e
 "$bin/sanctl" --socket "$sock" stats --json >/dev/full 2>"$tmp/err"; rc4=$?
@@ -142,6 +143,48 @@ set -e
 [ $rc2 -eq 2 ] && [ $rc3 -eq 2 ] || fail "sanctl usage errors: $rc2 $rc3"
 
 grep -q "debug: client [0-9]* connected" "$tmp/log" || fail "SANPROXY_LOG=debug not applied"
+
+# --- sanctl against a daemon that accepts but never answers, and one that never accepts: it
+# gives up after --timeout (default 5 s) with a message, exit 1, instead of hanging ---
+mkfifo "$tmp/mute-ready"
+python3 - "$tmp/mute.sock" "$tmp/deaf.sock" >"$tmp/mute-ready" <<'PY' &
+import socket, sys, time
+mute = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+mute.bind(sys.argv[1]); mute.listen(8)
+deaf = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+deaf.bind(sys.argv[2]); deaf.listen(8)  # connections wait in the backlog, never accepted
+print("ready", flush=True)
+held = []
+mute.settimeout(60)
+try:
+    while True:
+        held.append(mute.accept()[0])  # accepted, never answered
+except OSError:
+    pass
+PY
+mpid=$!
+pids+=("$mpid")
+read -r _ <"$tmp/mute-ready" || fail "the mute server did not start"
+for case in "mute 1 1000" "deaf 0.5 500" "mute - 5000"; do # server, --timeout (-: default), ms
+  read -r server t want_ms <<<"$case"
+  args=()
+  [ "$t" = - ] || args=(--timeout "$t")
+  start=$(date +%s%N)
+  set +e
+  timeout 30 "$bin/sanctl" --socket "$tmp/$server.sock" "${args[@]}" stats 2>"$tmp/err"; rc=$?
+  set -e
+  ms=$((($(date +%s%N) - start) / 1000000))
+  [ $rc -eq 1 ] || fail "sanctl on a $server daemon ($case): exit $rc, want 1"
+  grep -q "sanctl: stats: no answer from sanproxyd on $tmp/$server.sock within ${t/-/5} s (--timeout" \
+    "$tmp/err" || fail "sanctl on a $server daemon ($case): $(cat "$tmp/err")"
+  [ $ms -ge $((want_ms * 9 / 10)) ] && [ $ms -lt $((want_ms + 5000)) ] ||
+    fail "sanctl on a $server daemon ($case): gave up after $ms ms, not $want_ms"
+done
+kill "$mpid" 2>/dev/null || true
+set +e
+"$bin/sanctl" --timeout -1 stats 2>"$tmp/err"; rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q -- "--timeout: seconds" "$tmp/err" || fail "sanctl --timeout -1: exit $rc"
 
 # --- a second daemon on a live socket is refused; the first keeps running ---
 set +e
