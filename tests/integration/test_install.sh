@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make install PREFIX=DIR, then everything from the installed tree only, as a user would: headers,
-# libsan.so.0 and libsan.a, libsan.pc and libsan-static.pc, the tools.
+# libsan.so.0 and libsan.a, libsan.pc and libsan-static.pc, the tools and their man pages.
 # - A program built with README's line, `cc prog.c $(pkg-config --cflags --libs libsan)`, runs
 #   from this non-system prefix with nothing else set (the rpath comes from libsan.pc).
 # - `pkg-config --static --cflags --libs libsan-static` links libsan in: no NEEDED libsan.so, and
@@ -39,7 +39,8 @@ rm -f "$tmp/ldconfig.log"
 PATH=$tmp/fakebin:$PATH DESTDIR=$tmp/stage cmake --install "$SAN_BUILD" --prefix "$tmp/cached" >/dev/null
 [[ ! -e $tmp/ldconfig.log ]] || fail "ldconfig ran for a staged install (DESTDIR)"
 
-for f in include/san/san.h include/san/export.h bin/sanproxyd bin/sanctl bin/sanperf; do
+for f in include/san/san.h include/san/export.h bin/sanproxyd bin/sanctl bin/sanperf \
+         share/man/man8/sanproxyd.8 share/man/man8/sanctl.8 share/man/man1/sanperf.1; do
   [[ -e $prefix/$f ]] || fail "$f not installed"
 done
 pc=$(find "$prefix" -name libsan.pc | head -1)
@@ -124,4 +125,4 @@ grep -q "^registered: 64 KiB at .*lkey 0x" out || fail "quickstart output: $(cat
 kill -TERM "$pid"
 wait "$pid" || fail "installed sanproxyd: bad exit"
 pid=
-echo "install: headers, libsan (shared and static), pkg-config, examples and tools work"
+echo "install: headers, libsan (shared and static), pkg-config, examples, tools and man pages work"
