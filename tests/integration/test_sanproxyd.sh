@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # sanproxyd and sanctl as a user meets them: config errors (exit 2, key and line named), the socket
-# (mode 0660, a second daemon refused), sanctl's commands and failures, SIGTERM (exit 0, socket
-# removed), detaching without --foreground. Never leaves a daemon behind (trap on every exit).
+# (mode 0660: its group may use it, nobody else; a second daemon refused), sanctl's commands,
+# failures and timeout, SIGTERM (exit 0, socket removed), detaching without --foreground. Never
+# leaves a daemon behind (trap on every exit).
 set -euo pipefail
 # As under CTest: a developer's own settings do not reach the test.
 unset SANPROXY_SOCKET SANPROXY_SPIN_US SANPROXY_LOG SANPROXY_TEST_PASS_RIGHTS \
@@ -9,9 +10,10 @@ unset SANPROXY_SOCKET SANPROXY_SPIN_US SANPROXY_LOG SANPROXY_TEST_PASS_RIGHTS \
 bin=${SAN_BIN:?SAN_BIN not set}
 tmp=$(mktemp -d /tmp/santest.XXXXXX)
 pids=()
+gdir=
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
+  rm -rf "$tmp" ${gdir:+"$gdir"}
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; [ -f "$tmp/log" ] && tail -20 "$tmp/log" >&2; exit 1; }
@@ -185,6 +187,35 @@ set +e
 "$bin/sanctl" --timeout -1 stats 2>"$tmp/err"; rc=$?
 set -e
 [ $rc -eq 2 ] && grep -q -- "--timeout: seconds" "$tmp/err" || fail "sanctl --timeout -1: exit $rc"
+
+# --- who may use the socket (mode 0660): its group, which a set-group-ID directory gives it, and
+# nobody else; as root, with the unprivileged user nobody, when nobody may run the tools here ---
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && id nobody >/dev/null 2>&1 &&
+   setpriv --reuid=nobody --regid=nogroup --clear-groups "$bin/sanctl" --version >/dev/null 2>&1; then
+  gdir=$(mktemp -d /tmp/santest-group.XXXXXX)
+  chgrp nogroup "$gdir"
+  chmod 2770 "$gdir"
+  mkfifo "$tmp/ready-group"
+  "$bin/sanproxyd" --foreground --socket "$gdir/s.sock" --ready-fd 3 3>"$tmp/ready-group" \
+    2>"$tmp/log-group" &
+  gpid=$!
+  pids+=("$gpid")
+  read -r _ <"$tmp/ready-group" || fail "daemon in a set-group-ID directory did not start"
+  [ "$(stat -c '%a %G' "$gdir/s.sock")" = "660 nogroup" ] ||
+    fail "socket in a set-group-ID directory: $(stat -c '%a %G' "$gdir/s.sock")"
+  setpriv --reuid=nobody --regid=nogroup --clear-groups "$bin/sanctl" --socket "$gdir/s.sock" \
+    stats --json >/dev/null || fail "a member of the socket's group was refused"
+  set +e
+  setpriv --reuid=nobody --regid=1 --clear-groups "$bin/sanctl" --socket "$gdir/s.sock" \
+    stats 2>"$tmp/err"; rc=$?
+  set -e
+  [ $rc -eq 1 ] && grep -q "EACCES" "$tmp/err" && grep -q "mode 0660" "$tmp/err" ||
+    fail "a user outside the socket's group: exit $rc: $(cat "$tmp/err")"
+  kill -TERM "$gpid"
+  wait "$gpid" || fail "daemon in a set-group-ID directory: bad exit"
+  rmdir "$gdir"
+  gdir=
+fi
 
 # --- a second daemon on a live socket is refused; the first keeps running ---
 set +e

@@ -95,6 +95,11 @@ static void fail(const char *what, int err)
                 "sanctl: no sanproxyd at %s (start one, or name its socket: --socket PATH or "
                 "$SANPROXY_SOCKET)\n",
                 sock_path);
+    else if (err == -EACCES)
+        fprintf(stderr,
+                "sanctl: %s is the daemon's user's and its group's only (mode 0660): ask for the "
+                "group\n",
+                sock_path);
     exit(1);
 }
 
