@@ -24,11 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/capability.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <san/san.h>
 
@@ -45,28 +42,18 @@ struct opts {
     size_t buffer; /* bytes the direct and bounced cases lock and transfer into */
 };
 
-static bool has_ipc_lock(void)
-{
-    struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
-    struct __user_cap_data_struct d[2];
-    if (syscall(SYS_capget, &h, d))
-        return false;
-    return d[CAP_IPC_LOCK / 32].effective & (1u << (CAP_IPC_LOCK % 32));
-}
-
 /* The transfer buffer: FULL_BUFFER, or what RLIMIT_MEMLOCK leaves after 1 MiB kept for the
  * process's other locks, in whole transfers. */
 static size_t buffer_size(void)
 {
-    struct rlimit r;
-    if (has_ipc_lock() || getrlimit(RLIMIT_MEMLOCK, &r) || r.rlim_cur == RLIM_INFINITY ||
-        r.rlim_cur >= FULL_BUFFER + XFER)
+    uint64_t allowed = perf_memlock_allowance();
+    if (allowed >= FULL_BUFFER + XFER)
         return FULL_BUFFER;
-    size_t fit = r.rlim_cur > 2 * XFER ? (r.rlim_cur - XFER) / XFER * XFER : XFER;
+    size_t fit = allowed > 2 * XFER ? (allowed - XFER) / XFER * XFER : XFER;
     fprintf(stderr,
             "sanperf dma: RLIMIT_MEMLOCK is %llu KiB (ulimit -l): direct and bounced transfer into "
             "%zu MiB instead of %llu MiB\n",
-            (unsigned long long)(r.rlim_cur >> 10), fit / MIB,
+            (unsigned long long)(allowed >> 10), fit / MIB,
             (unsigned long long)(FULL_BUFFER / MIB));
     return fit;
 }

@@ -7,11 +7,13 @@
  * Before any suite runs, the soft RLIMIT_MEMLOCK is raised to the hard limit (the dma suite locks
  * what it measures). Single-threaded here. */
 #include <errno.h>
+#include <linux/capability.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "perf.h"
@@ -189,6 +191,19 @@ static int check_args(const char *name, const struct perf_suite *s, int argc, ch
             return -EINVAL;
     }
     return 0;
+}
+
+uint64_t perf_memlock_allowance(void)
+{
+    struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
+    struct __user_cap_data_struct d[2];
+    struct rlimit r;
+    if (!syscall(SYS_capget, &h, d) &&
+        (d[CAP_IPC_LOCK / 32].effective & (1u << (CAP_IPC_LOCK % 32))))
+        return UINT64_MAX;
+    if (getrlimit(RLIMIT_MEMLOCK, &r) || r.rlim_cur == RLIM_INFINITY)
+        return UINT64_MAX;
+    return r.rlim_cur;
 }
 
 /* What can be locked without privilege is the soft limit; the hard limit is the most it may be

@@ -54,6 +54,10 @@ static inline uint64_t perf_now_ns(void)
     return san_now_ns();
 }
 
+/* Bytes this process may lock: UINT64_MAX with CAP_IPC_LOCK or an unlimited RLIMIT_MEMLOCK, else
+ * the soft limit (main.c raised it to the hard one). Suites size what they lock to fit it. */
+uint64_t perf_memlock_allowance(void);
+
 /* Sorts samples in place and returns the q-quantile (0..1). */
 uint64_t perf_quantile(uint64_t *samples, size_t n, double q);
 /* Progress on stderr when it is a terminal; silent otherwise. done == total ends the line. */
