@@ -2,7 +2,7 @@
 #   make run      install what is missing, build, run the main job on the built-in defaults
 #   make test     install what is missing, build, run every test
 #   make asan     the whole suite under ASan+UBSan (clang, libFuzzer targets included)
-#   make bench    every sanperf suite, JSON lines
+#   make bench    every sanperf suite: JSON lines on stdout, nothing else (building goes to stderr)
 #   make install PREFIX=DIR
 #   make format / make format-check
 
@@ -39,8 +39,9 @@ asan: deps $(ASAN_BUILD)/build.ninja
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
 
-bench: build
-	$(BUILD)/bin/sanperf all --json
+bench:
+	@$(MAKE) --no-print-directory build >&2
+	@$(BUILD)/bin/sanperf all --json
 
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)

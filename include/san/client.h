@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <san/export.h>
 #include <san/types.h>
 
 #ifdef __cplusplus
@@ -25,21 +26,21 @@ struct san_mr;
  * nothing of the parent's). */
 /* Replies are polled for up to $SANPROXY_SPIN_US microseconds (default 20; 0: never) before the
  * calling thread sleeps. */
-int san_open(const char *socket_path, struct san_ctx **out);
+SAN_API int san_open(const char *socket_path, struct san_ctx **out);
 /* Releases everything the context holds: its allocations are unmapped, its registrations dropped
  * (every struct san_mr of it becomes invalid), the connection closed. NULL is a no-op. */
-void san_close(struct san_ctx *ctx);
+SAN_API void san_close(struct san_ctx *ctx);
 
 enum { SAN_ALLOC_LOW = 1, SAN_ALLOC_CONTIGUOUS = 2 }; /* LOW: below 4 GiB, even on NOLOWMEM */
 /* Allocates proxy memory (frames of the emulated machine, physically contiguous, zeroed), rounded
  * up to whole pages and mapped read-write into this process. Unknown flags or bytes 0: -EINVAL;
  * no memory: -ENOMEM; over the per-client allocation limit: -ENOBUFS. Blocks for one round trip. */
-int san_alloc(struct san_ctx *ctx, size_t bytes, unsigned flags, void **va);
+SAN_API int san_alloc(struct san_ctx *ctx, size_t bytes, unsigned flags, void **va);
 /* Frees what san_alloc returned (the exact address): -EINVAL otherwise. */
-int san_free(struct san_ctx *ctx, void *va);
+SAN_API int san_free(struct san_ctx *ctx, void *va);
 /* Physical address of a byte of san_alloc memory (no round trip) or of registered memory (one
  * round trip). -EINVAL for an address that is neither. */
-int san_physical_address(struct san_ctx *ctx, const void *va, san_paddr_t *pa);
+SAN_API int san_physical_address(struct san_ctx *ctx, const void *va, san_paddr_t *pa);
 
 /* Size of the descriptor san_register_rdma writes. */
 #define SAN_RDMA_DESC_SIZE 40u
@@ -51,27 +52,28 @@ int san_physical_address(struct san_ctx *ctx, const void *va, san_paddr_t *pa);
  * return the same handle as an earlier one; every successful call needs its own san_deregister.
  * Bad arguments: -EINVAL; an unmapped page: -EFAULT; over a per-client limit: -ENOBUFS; no frames:
  * -ENOMEM. A miss blocks for one round trip. */
-int san_register(struct san_ctx *ctx, void *addr, size_t len, unsigned access, struct san_mr **out);
+SAN_API int san_register(struct san_ctx *ctx, void *addr, size_t len, unsigned access,
+                         struct san_mr **out);
 /* WSPRegisterRdmaMemory: as san_register, and the registration gets a remote key usable by the
  * connected peer. Writes an opaque descriptor (SAN_RDMA_DESC_SIZE bytes) to desc; if *desc_len is
  * too small, nothing is registered: -EFAULT and *desc_len = the size needed. A cached RDMA
  * registration nobody holds has no rkey (peers cannot reach it); a hit on it gets a new rkey (one
  * round trip). */
-int san_register_rdma(struct san_ctx *ctx, void *addr, size_t len, unsigned access, void *desc,
-                      size_t *desc_len, struct san_mr **out);
+SAN_API int san_register_rdma(struct san_ctx *ctx, void *addr, size_t len, unsigned access,
+                              void *desc, size_t *desc_len, struct san_mr **out);
 /* Drops the reference mr holds. At the last one the registration stays cached (locked and
  * registered; RDMA: its rkey revoked) until it is evicted or invalidated; one served uncached
  * (cache full of held entries, file mappings, cache disabled) is released: -EBUSY while an
  * operation still uses the memory (mr stays valid then). */
-int san_deregister(struct san_mr *mr);
-uint32_t san_mr_lkey(const struct san_mr *mr);
-uint32_t san_mr_rkey(const struct san_mr *mr); /* 0 for local registrations */
+SAN_API int san_deregister(struct san_mr *mr);
+SAN_API uint32_t san_mr_lkey(const struct san_mr *mr);
+SAN_API uint32_t san_mr_rkey(const struct san_mr *mr); /* 0 for local registrations */
 
 /* WSPMemoryRegistrationCacheCallback: the memory at [addr, addr+len) is going away. Every cached
  * registration overlapping it is released now (handles still held become invalid: their keys no
  * longer work; they are still deregistered). -EINVAL when nothing registered by this context
  * overlaps it. Unmapping the memory does the same on its own (docs/rcache.md). */
-int san_cache_invalidate(struct san_ctx *ctx, void *addr, size_t len);
+SAN_API int san_cache_invalidate(struct san_ctx *ctx, void *addr, size_t len);
 
 #ifdef __cplusplus
 }

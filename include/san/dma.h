@@ -9,6 +9,7 @@
 
 #include <san/mdl.h>
 #include <san/phys.h>
+#include <san/export.h>
 #include <san/types.h>
 
 #ifdef __cplusplus
@@ -71,16 +72,16 @@ struct san_dma_ops {
  * bits. *nr_map_registers (may be NULL) is in/out: the number wanted (0 or
  * more than needed: the pages of max_length + 1) and the number granted, which is lower when
  * memory the device reaches runs short. Map registers are bounce pages reserved now. */
-int san_get_dma_adapter(struct san_machine *m, const struct san_device_description *desc,
-                        uint32_t *nr_map_registers, struct san_dma_adapter **out);
+SAN_API int san_get_dma_adapter(struct san_machine *m, const struct san_device_description *desc,
+                                uint32_t *nr_map_registers, struct san_dma_adapter **out);
 
 /* The device's own bus-master accesses by logical address. Beyond the adapter's address width, or
  * to a frame that is not allocated, locked or a bounce page in use: -EFAULT; a device write into
  * memory locked without SAN_MEM_WRITE: -EACCES; either counts a DMA fault. The whole range is
  * checked before a byte moves (nothing is copied on failure; the one exception is a client process
  * whose pages vanish mid-copy). len 0: 0. Thread-safe; devices do not serialise each other. */
-int san_dma_read(struct san_dma_adapter *a, san_laddr_t src, void *dst, size_t len);
-int san_dma_write(struct san_dma_adapter *a, san_laddr_t dst, const void *src, size_t len);
+SAN_API int san_dma_read(struct san_dma_adapter *a, san_laddr_t src, void *dst, size_t len);
+SAN_API int san_dma_write(struct san_dma_adapter *a, san_laddr_t dst, const void *src, size_t len);
 
 #ifdef __cplusplus
 }

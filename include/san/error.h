@@ -2,6 +2,8 @@
 #ifndef SAN_ERROR_H
 #define SAN_ERROR_H
 
+#include <san/export.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -9,7 +11,7 @@ extern "C" {
 /* Names an error code returned by any sanproxy function: "success" for 0, the errno name and a
  * sentence for a negative errno (positive values are accepted too). Never returns NULL; the string
  * is static. Thread-safe. */
-const char *san_strerror(int err);
+SAN_API const char *san_strerror(int err);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include <san/phys.h>
+#include <san/export.h>
 #include <san/types.h>
 
 #ifdef __cplusplus
@@ -24,16 +25,16 @@ struct san_mdl;
  * a page unmapped or without the access: -EFAULT; no frames left: -ENOMEM; mlock refused for lack
  * of privilege with RLIMIT_MEMLOCK 0: -EPERM, or over RLIMIT_MEMLOCK: -ENOBUFS.
  * The MDL must be unlocked before m is destroyed. Blocks in page faults; thread-safe. */
-int san_mdl_lock(struct san_machine *m, void *va, size_t len, unsigned access,
-                 struct san_mdl **out);
+SAN_API int san_mdl_lock(struct san_machine *m, void *va, size_t len, unsigned access,
+                         struct san_mdl **out);
 /* Unpins the pages (those no other MDL covers) and frees the frames. NULL is a no-op. An MDL
  * that a scatter-gather list still maps is logged and leaked, pages and frames kept: a device may
  * still write them. */
-void san_mdl_unlock(struct san_mdl *mdl);
+SAN_API void san_mdl_unlock(struct san_mdl *mdl);
 /* Number of pages the lock covers. */
-size_t san_mdl_page_count(const struct san_mdl *mdl);
+SAN_API size_t san_mdl_page_count(const struct san_mdl *mdl);
 /* Physical address of page i (0-based); 0 when i is out of range (0 is never RAM). */
-san_paddr_t san_mdl_page(const struct san_mdl *mdl, size_t i);
+SAN_API san_paddr_t san_mdl_page(const struct san_mdl *mdl, size_t i);
 
 #ifdef __cplusplus
 }

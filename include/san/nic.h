@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include <san/client.h>
+#include <san/export.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -25,26 +26,26 @@ struct san_ep;
  * listener has it; -EADDRNOTAVAIL when this host does not serve it ([nic] addresses); -EINVAL for
  * a malformed address or backlog < 1. A backlog of connections waiting for san_accept, capped by
  * the daemon; connections beyond it are refused. Blocks for one round trip. */
-int san_listen(struct san_ctx *ctx, const struct sockaddr *addr, socklen_t addrlen, int backlog,
-               struct san_listener **out);
+SAN_API int san_listen(struct san_ctx *ctx, const struct sockaddr *addr, socklen_t addrlen,
+                       int backlog, struct san_listener **out);
 /* Readable (poll/epoll) while a connection waits for san_accept. */
-int san_listener_fd(const struct san_listener *l);
+SAN_API int san_listener_fd(const struct san_listener *l);
 /* Takes a waiting connection. timeout_ms: 0 polls, -1 waits forever. -EAGAIN (nothing waits and
  * timeout 0), -ETIMEDOUT, -ENOBUFS over the per-client endpoint limit. */
-int san_accept(struct san_listener *l, int timeout_ms, struct san_ep **out);
+SAN_API int san_accept(struct san_listener *l, int timeout_ms, struct san_ep **out);
 /* Stops listening; connections still waiting are refused. NULL is a no-op. */
-void san_listener_close(struct san_listener *l);
+SAN_API void san_listener_close(struct san_listener *l);
 
 /* Connects to the listener at addr. -ECONNREFUSED (nobody listens there, its backlog is full, it
  * closed), -ENETUNREACH (nobody serves addr), -ETIMEDOUT (not accepted within timeout_ms; -1
  * waits forever), -ENOBUFS over the per-client endpoint limit. */
-int san_connect(struct san_ctx *ctx, const struct sockaddr *addr, socklen_t addrlen, int timeout_ms,
-                struct san_ep **out);
+SAN_API int san_connect(struct san_ctx *ctx, const struct sockaddr *addr, socklen_t addrlen,
+                        int timeout_ms, struct san_ep **out);
 /* Closes the endpoint: its queues are flushed, the peer's outstanding and later operations
  * complete with -ECONNRESET. Completions not yet polled are lost. NULL is a no-op. */
-void san_ep_close(struct san_ep *ep);
+SAN_API void san_ep_close(struct san_ep *ep);
 /* Readable (poll/epoll) while completions wait to be polled. */
-int san_ep_fd(const struct san_ep *ep);
+SAN_API int san_ep_fd(const struct san_ep *ep);
 
 #define SAN_MAX_SGE 4
 struct san_sge {
@@ -56,17 +57,20 @@ enum { SAN_WR_UNSIGNALED = 1 }; /* no completion on success (errors always compl
 
 /* Posting: 0; -EAGAIN (queue full, nothing posted); -EINVAL (arguments, nsge > SAN_MAX_SGE, a
  * malformed descriptor); -ENOTCONN (the endpoint is in error or its peer is gone). Never blocks. */
-int san_post_recv(struct san_ep *ep, uint64_t wr_id, const struct san_sge *sge, unsigned nsge);
+SAN_API int san_post_recv(struct san_ep *ep, uint64_t wr_id, const struct san_sge *sge,
+                          unsigned nsge);
 /* A send waits (never dropped) until the peer has a receive posted; one too small for it completes
  * with -EMSGSIZE on both sides. */
-int san_post_send(struct san_ep *ep, uint64_t wr_id, const struct san_sge *sge, unsigned nsge,
-                  unsigned flags);
+SAN_API int san_post_send(struct san_ep *ep, uint64_t wr_id, const struct san_sge *sge,
+                          unsigned nsge, unsigned flags);
 /* WSPRdmaWrite / WSPRdmaRead: the remote side is the peer's descriptor (from its
  * san_register_rdma) plus a byte offset into the registered range. */
-int san_rdma_write(struct san_ep *ep, uint64_t wr_id, const struct san_sge *sge, unsigned nsge,
-                   const void *desc, size_t desc_len, uint64_t offset, unsigned flags);
-int san_rdma_read(struct san_ep *ep, uint64_t wr_id, const struct san_sge *sge, unsigned nsge,
-                  const void *desc, size_t desc_len, uint64_t offset, unsigned flags);
+SAN_API int san_rdma_write(struct san_ep *ep, uint64_t wr_id, const struct san_sge *sge,
+                           unsigned nsge, const void *desc, size_t desc_len, uint64_t offset,
+                           unsigned flags);
+SAN_API int san_rdma_read(struct san_ep *ep, uint64_t wr_id, const struct san_sge *sge,
+                          unsigned nsge, const void *desc, size_t desc_len, uint64_t offset,
+                          unsigned flags);
 
 enum { SAN_WC_SEND = 1, SAN_WC_RECV = 2, SAN_WC_RDMA_WRITE = 3, SAN_WC_RDMA_READ = 4 };
 struct san_wc {
@@ -78,10 +82,10 @@ struct san_wc {
     uint32_t reserved;
 };
 /* Takes up to max completions, oldest first: the number taken (>= 0). Never blocks. */
-int san_poll(struct san_ep *ep, struct san_wc *wc, unsigned max);
+SAN_API int san_poll(struct san_ep *ep, struct san_wc *wc, unsigned max);
 /* Waits until a completion waits to be polled: 0; -ETIMEDOUT after timeout_ms (-1: forever).
  * Spins briefly, then sleeps. */
-int san_wait(struct san_ep *ep, int timeout_ms);
+SAN_API int san_wait(struct san_ep *ep, int timeout_ms);
 
 #ifdef __cplusplus
 }

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <san/export.h>
 #include <san/types.h>
 
 #ifdef __cplusplus
@@ -30,10 +31,10 @@ struct san_machine_config {
 
 /* Creates a machine. cfg may be NULL (default map, 4 GiB, no NOLOWMEM). The RAM is reserved address
  * space; it costs memory only when touched. Overlapping or unaligned ranges, or no RAM: -EINVAL. */
-int san_machine_create(const struct san_machine_config *cfg, struct san_machine **out);
+SAN_API int san_machine_create(const struct san_machine_config *cfg, struct san_machine **out);
 /* Destroys the machine and its RAM. Every pointer into its memory becomes invalid. NULL is a no-op.
  */
-void san_machine_destroy(struct san_machine *m);
+SAN_API void san_machine_destroy(struct san_machine *m);
 
 struct san_machine_stats {
     uint64_t ram_bytes;       /* all RAM of the map */
@@ -47,25 +48,26 @@ struct san_machine_stats {
     uint64_t map_registers_in_use;
     uint64_t free_extents; /* allocator metadata: number of free extents */
 };
-int san_machine_stats(struct san_machine *m, struct san_machine_stats *out);
+SAN_API int san_machine_stats(struct san_machine *m, struct san_machine_stats *out);
 
 /* NOLOWMEM pattern check: counts free frames below 4 GiB whose bytes were written since they were
  * last scrubbed (they should never be). Frees below 4 GiB are scrubbed on a NOLOWMEM machine. */
-int san_machine_check_lowmem(struct san_machine *m, uint64_t *dirty_frames);
+SAN_API int san_machine_check_lowmem(struct san_machine *m, uint64_t *dirty_frames);
 
 /* Allocates physically contiguous memory of bytes (rounded up to whole pages) lying entirely in
  * [lowest, highest] (inclusive) and not crossing a multiple of boundary (0: none; else a power of
  * two at least bytes). Highest suitable memory first. *va is the CPU address of the real bytes.
  * Bad arguments: -EINVAL; nothing fits: -ENOMEM. Thread-safe; does not block on I/O. */
-int san_alloc_contiguous(struct san_machine *m, size_t bytes, san_paddr_t lowest,
-                         san_paddr_t highest, san_paddr_t boundary, enum san_cache_type cache,
-                         void **va);
+SAN_API int san_alloc_contiguous(struct san_machine *m, size_t bytes, san_paddr_t lowest,
+                                 san_paddr_t highest, san_paddr_t boundary,
+                                 enum san_cache_type cache, void **va);
 /* Frees what san_alloc_contiguous returned; bytes (exactly as asked) and cache must match (-EINVAL
  * otherwise, as for an unknown or interior pointer or a double free; nothing changes then). */
-int san_free_contiguous(struct san_machine *m, void *va, size_t bytes, enum san_cache_type cache);
+SAN_API int san_free_contiguous(struct san_machine *m, void *va, size_t bytes,
+                                enum san_cache_type cache);
 /* Physical address of a byte of allocated machine memory; -EINVAL for an address outside the
  * machine's RAM, -EFAULT for a frame that is not allocated. */
-int san_get_physical_address(struct san_machine *m, const void *va, san_paddr_t *pa);
+SAN_API int san_get_physical_address(struct san_machine *m, const void *va, san_paddr_t *pa);
 
 #ifdef __cplusplus
 }

@@ -2,6 +2,7 @@
 #ifndef SAN_SAN_H
 #define SAN_SAN_H
 
+#include <san/export.h>
 #include <san/types.h>
 #include <san/error.h>
 #include <san/phys.h>

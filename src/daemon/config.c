@@ -3,8 +3,9 @@
  * Keys (docs/daemon.md): [machine] ram_size, nolowmem; [nic] dma_address_width, scatter_gather,
  * max_length, addresses; [limits] endpoints, locked_bytes, registrations, allocations,
  * allocated_bytes, per_uid_locked_bytes, per_uid_allocated_bytes, per_uid_connections; [daemon]
- * socket. An unknown section or key, or a value out of its domain, is an error naming the key and
- * its line; the first error wins. No locking: used once at start-up. */
+ * socket. An unknown section or key, a value out of its domain, or a key set twice, is an error
+ * naming the key and its line (both lines for a key set twice); the first error wins. No locking:
+ * used once at start-up. */
 #include "common/size.h"
 #include "daemon/daemon.h"
 
@@ -18,6 +19,13 @@
 #define KIB (UINT64_C(1) << 10)
 #define MIB (UINT64_C(1) << 20)
 #define GIB (UINT64_C(1) << 30)
+#define TIB (UINT64_C(1) << 40)
+
+/* The machine's RAM is one mapping of about ram_size (plus the 1 GiB hole below 4 GiB) in the
+ * daemon's 128 TiB of user address space, next to the program, its libraries and stacks: 64 TiB
+ * is the largest power of two that fits wherever the kernel placed those (more fails with ENOMEM
+ * at start-up, not here). */
+#define RAM_SIZE_MAX (64 * TIB)
 
 void san_config_defaults(struct san_daemon_config *c)
 {
@@ -72,8 +80,12 @@ static int parse_bool(const char *s, bool *out)
 
 struct parse_state {
     struct san_daemon_config *c;
-    char msg[256]; /* first error, without the line */
-    char key[64];  /* the key it names */
+    char msg[256];     /* first error, without the line */
+    char key[64];      /* the key it names */
+    char section[64];  /* and its section */
+    bool twice;        /* the error is a key set a second time */
+    char seen[32][64]; /* "section key" of every key set so far */
+    unsigned nr_seen;
 };
 
 static int fail(struct parse_state *st, const char *section, const char *key, const char *what,
@@ -82,6 +94,7 @@ static int fail(struct parse_state *st, const char *section, const char *key, co
     if (!st->msg[0]) {
         snprintf(st->msg, sizeof(st->msg), "[%s] %s: %s (got \"%s\")", section, key, what, value);
         snprintf(st->key, sizeof(st->key), "%s", key);
+        snprintf(st->section, sizeof(st->section), "%s", section);
     }
     return 0; /* tells inih: error on this line */
 }
@@ -96,11 +109,21 @@ static int handler(void *user, const char *section, const char *key, const char 
         return 1; /* report the first error only; later lines still parse */
     if (!key)
         return 1; /* a section header alone */
+    /* A key set twice: the second value would silently win (and inih calls here again for a
+     * continuation line of a key, which is no syntax of ours either). */
+    char id[sizeof(st->seen[0])];
+    snprintf(id, sizeof(id), "%s %s", section, key);
+    for (unsigned i = 0; i < st->nr_seen; i++)
+        if (!strcmp(st->seen[i], id)) {
+            st->twice = true;
+            return fail(st, section, key, "set twice", value);
+        }
+    if (st->nr_seen < sizeof(st->seen) / sizeof(st->seen[0]))
+        memcpy(st->seen[st->nr_seen++], id, sizeof(id));
 #define IS(s, k) (!strcmp(section, s) && !strcmp(key, k))
     if (IS("machine", "ram_size")) {
-        if (san_parse_size(value, &v) || v < 16 * MIB || v % SAN_PAGE_SIZE ||
-            v > (UINT64_C(1) << 50))
-            return fail(st, section, key, "a size from 16M to 1024T, whole 4K pages", value);
+        if (san_parse_size(value, &v) || v < 16 * MIB || v % SAN_PAGE_SIZE || v > RAM_SIZE_MAX)
+            return fail(st, section, key, "a size from 16M to 64T, whole 4K pages", value);
         c->ram_size = v;
     } else if (IS("machine", "nolowmem")) {
         if (parse_bool(value, &c->nolowmem))
@@ -178,6 +201,23 @@ static bool line_has_key(FILE *f, int line, const char *key)
     return false;
 }
 
+/* The first line of f that sets key in section, or 0. */
+static int first_key_line(FILE *f, const char *section, const char *key)
+{
+    char buf[512], cur[128] = "";
+    rewind(f);
+    for (int i = 1; fgets(buf, sizeof(buf), f); i++) {
+        const char *p = buf + strspn(buf, " \t");
+        const char *end = p[0] == '[' ? strchr(p, ']') : NULL;
+        size_t n = strlen(key);
+        if (end)
+            snprintf(cur, sizeof(cur), "%.*s", (int)(end - p - 1), p + 1);
+        else if (!strcmp(cur, section) && !strncmp(p, key, n) && strchr(" \t=:", p[n]))
+            return i;
+    }
+    return 0;
+}
+
 /* The first line of f that opens a section this config does not have, or 0. inih tells the
  * handler about a section only through its keys: an unknown section without keys would pass. */
 static int unknown_section(FILE *f, char *name, size_t size)
@@ -213,6 +253,7 @@ int san_config_load(struct san_daemon_config *c, const char *path, char *err, si
     int line = ini_parse_file(f, handler, &st);
     int read_err = ferror(f) ? errno : 0; /* inih takes a read error for the end of the file */
     bool keyed = line > 0 && st.msg[0] && line_has_key(f, line, st.key);
+    int first = keyed && st.twice ? first_key_line(f, st.section, st.key) : 0;
     char section[128];
     int bad_section = line == 0 && !read_err ? unknown_section(f, section, sizeof(section)) : 0;
     fclose(f);
@@ -228,6 +269,9 @@ int san_config_load(struct san_daemon_config *c, const char *path, char *err, si
         return 0;
     if (line < 0)
         snprintf(err, err_size, "%s: cannot parse (error %d)", path, line);
+    else if (first)
+        snprintf(err, err_size, "%s:%d: [%s] %s: set twice, on line %d and on line %d", path, line,
+                 st.section, st.key, first, line);
     else if (keyed)
         snprintf(err, err_size, "%s:%d: %s", path, line, st.msg);
     else

@@ -3,7 +3,8 @@
  * Sits on the wire structs of proto.h and the socket calls only. The decoder is a pure function: it
  * checks framing first (a datagram that does not even carry our header is garbage and costs the
  * sender its connection), then version, opcode and exact body size (each refused with an error
- * reply), then every field with a fixed domain. No locking: nothing here has state. */
+ * reply), then every field with a fixed domain. The public headers are included only to assert that
+ * libsan's values are the wire's. No locking: nothing here has state. */
 #include "proto/proto.h"
 
 #include <errno.h>
@@ -16,6 +17,15 @@
 
 #include <san/client.h>
 #include <san/types.h>
+
+/* libsan passes its public values through unchanged: they must be the wire's. */
+static_assert(SAN_PAGE_SIZE == SAN_WIRE_PAGE_SIZE, "page size");
+static_assert(SAN_ALLOC_LOW == SAN_WIRE_ALLOC_LOW &&
+                  SAN_ALLOC_CONTIGUOUS == SAN_WIRE_ALLOC_CONTIGUOUS,
+              "alloc flags");
+static_assert(SAN_MEM_READ == SAN_WIRE_MEM_READ && SAN_MEM_WRITE == SAN_WIRE_MEM_WRITE &&
+                  SAN_MEM_READWRITE == (SAN_WIRE_MEM_READ | SAN_WIRE_MEM_WRITE),
+              "access bits");
 
 long san_proto_body_size(unsigned opcode)
 {
@@ -59,20 +69,42 @@ long san_proto_body_size(unsigned opcode)
 
 static bool access_ok(uint32_t a)
 {
-    return a == SAN_MEM_READ || a == SAN_MEM_WRITE || a == SAN_MEM_READWRITE;
+    return a && !(a & ~(SAN_WIRE_MEM_READ | SAN_WIRE_MEM_WRITE));
 }
 
-/* Field domains of a request body whose size is already right. */
-static int check_request(const struct san_msg *m)
+/* The reserved word of a request body whose size is already right: not 0 is a malformed message
+ * (-EBADMSG), before any argument is looked at. */
+static uint32_t request_reserved(const struct san_msg *m)
 {
     switch (m->hdr.opcode) {
     case SAN_OP_HELLO:
-        return m->u.hello_req.version && !m->u.hello_req.reserved ? 0 : -EBADMSG;
+        return m->u.hello_req.reserved;
     case SAN_OP_ALLOC:
-        if (!m->u.alloc_req.bytes || m->u.alloc_req.reserved ||
-            (m->u.alloc_req.flags & ~SAN_ALLOC_FLAGS_ALL))
-            return -EINVAL;
+        return m->u.alloc_req.reserved;
+    case SAN_OP_DEREGISTER:
+        return m->u.deregister_req.reserved;
+    case SAN_OP_PADDR:
+        return m->u.paddr_req.reserved;
+    case SAN_OP_LISTEN:
+        return m->u.listen_req.addr.reserved | m->u.listen_req.addr.reserved2 |
+               m->u.listen_req.reserved;
+    case SAN_OP_CONNECT:
+        return m->u.connect_req.addr.reserved | m->u.connect_req.addr.reserved2;
+    default:
         return 0;
+    }
+}
+
+/* Argument domains of a well-formed request: -EINVAL, as libsan answers the same arguments. */
+static int check_request(const struct san_msg *m)
+{
+    if (request_reserved(m))
+        return -EBADMSG;
+    switch (m->hdr.opcode) {
+    case SAN_OP_HELLO:
+        return m->u.hello_req.version ? 0 : -EINVAL;
+    case SAN_OP_ALLOC:
+        return m->u.alloc_req.bytes && !(m->u.alloc_req.flags & ~SAN_ALLOC_FLAGS_ALL) ? 0 : -EINVAL;
     case SAN_OP_FREE:
         return m->u.free_req.handle ? 0 : -EINVAL;
     case SAN_OP_REGISTER: {
@@ -83,22 +115,17 @@ static int check_request(const struct san_msg *m)
         return 0;
     }
     case SAN_OP_DEREGISTER:
-        return m->u.deregister_req.lkey && !m->u.deregister_req.reserved ? 0 : -EINVAL;
+        return m->u.deregister_req.lkey ? 0 : -EINVAL;
     case SAN_OP_PADDR:
-        return m->u.paddr_req.lkey && !m->u.paddr_req.reserved ? 0 : -EINVAL;
+        return m->u.paddr_req.lkey ? 0 : -EINVAL;
     case SAN_OP_SET_REMOTE:
         return m->u.set_remote_req.lkey && m->u.set_remote_req.exposed <= 1 ? 0 : -EINVAL;
     case SAN_OP_LISTEN: {
         const struct san_listen_req *r = &m->u.listen_req;
-        return r->addr.port && !r->addr.reserved && !r->addr.reserved2 && r->backlog &&
-                       r->backlog <= INT32_MAX && !r->reserved
-                   ? 0
-                   : -EINVAL;
+        return r->addr.port && r->backlog && r->backlog <= INT32_MAX ? 0 : -EINVAL;
     }
-    case SAN_OP_CONNECT: {
-        const struct san_wire_addr *a = &m->u.connect_req.addr;
-        return a->port && !a->reserved && !a->reserved2 ? 0 : -EINVAL;
-    }
+    case SAN_OP_CONNECT:
+        return m->u.connect_req.addr.port ? 0 : -EINVAL;
     case SAN_OP_LISTEN_CLOSE:
     case SAN_OP_EP_CLOSE:
     case SAN_OP_ACCEPT:
@@ -116,7 +143,7 @@ static int check_reply(const struct san_msg *m)
     case SAN_OP_ALLOCATIONS:
         return m->u.allocations_rep.nr <= SAN_LIST_MAX ? 0 : -EBADMSG;
     case SAN_OP_ALLOC:
-        return m->u.alloc_rep.bytes && !(m->u.alloc_rep.bytes % SAN_PAGE_SIZE) ? 0 : -EBADMSG;
+        return m->u.alloc_rep.bytes && !(m->u.alloc_rep.bytes % SAN_WIRE_PAGE_SIZE) ? 0 : -EBADMSG;
     default:
         return 0;
     }

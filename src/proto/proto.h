@@ -24,6 +24,16 @@
 #define SAN_PROTO_MAGIC   0x504e4153u /* "SANP" */
 #define SAN_PROTO_VERSION 1u
 
+/* The wire's constants. The protocol defines them; libsan's public SAN_ALLOC_* and SAN_MEM_* have
+ * the same values (proto.c asserts it), so the library passes its arguments through unchanged. */
+#define SAN_WIRE_PAGE_SIZE        4096u /* of the emulated machine; hello reports it too */
+#define SAN_WIRE_ALLOC_LOW        1u    /* alloc flags: below 4 GiB */
+#define SAN_WIRE_ALLOC_CONTIGUOUS 2u    /* physically contiguous */
+#define SAN_ALLOC_FLAGS_ALL       (SAN_WIRE_ALLOC_LOW | SAN_WIRE_ALLOC_CONTIGUOUS)
+#define SAN_WIRE_MEM_READ         1u /* register access: devices may read */
+#define SAN_WIRE_MEM_WRITE        2u /* devices may write */
+#define SAN_REG_RDMA              1u /* register flags: also usable by the connected peer (rkey) */
+
 enum san_opcode {
     SAN_OP_HELLO = 1,         /* version check, daemon identity */
     SAN_OP_ALLOC = 2,         /* proxy memory: reply carries a memfd */
@@ -70,10 +80,9 @@ struct san_hello_rep {
     uint32_t reserved;
 };
 
-#define SAN_ALLOC_FLAGS_ALL 3u /* SAN_ALLOC_LOW | SAN_ALLOC_CONTIGUOUS */
 struct san_alloc_req {
     uint64_t bytes;
-    uint32_t flags; /* SAN_ALLOC_* */
+    uint32_t flags; /* SAN_WIRE_ALLOC_* */
     uint32_t reserved;
 };
 struct san_alloc_rep {
@@ -86,12 +95,11 @@ struct san_free_req {
     uint64_t handle;
 };
 
-#define SAN_REG_RDMA 1u /* also usable by the connected peer: an rkey is issued */
 struct san_register_req {
     uint64_t va; /* in the caller's address space (already mlocked by the caller) */
     uint64_t len;
-    uint32_t access; /* SAN_MEM_READ / WRITE / READWRITE */
-    uint32_t flags;  /* SAN_REG_* */
+    uint32_t access; /* SAN_WIRE_MEM_READ and/or SAN_WIRE_MEM_WRITE */
+    uint32_t flags;  /* SAN_REG_RDMA */
 };
 struct san_register_rep {
     uint32_t lkey;
@@ -280,9 +288,17 @@ long san_proto_body_size(unsigned opcode);
 
 /* Validates a received datagram of len bytes at buf (len may exceed SAN_MSG_MAX: then it is
  * garbage). reply says whether a reply is expected (client side) or a request (daemon side).
- * On SAN_DECODE_REJECT, *err is the status for the error reply (-EPROTO: version, -EOPNOTSUPP:
- * opcode, -EBADMSG: size or a field out of its domain). A reply with a non-zero status is accepted
- * with an empty body. Pure function: no side effects, no allocation. */
+ * On SAN_DECODE_REJECT, *err is the status for the error reply:
+ *   -EPROTO      another protocol version;
+ *   -EOPNOTSUPP  an unknown opcode;
+ *   -EBADMSG     a malformed message: the wrong direction, a status in a request, a body of
+ *                another size than the opcode's, a reserved word that is not 0, or a reply field
+ *                out of its domain;
+ *   -EINVAL      a well-formed request whose arguments are out of their domain (unknown flags or
+ *                access bits, a zero size, handle or key, a range that wraps): what libsan itself
+ *                returns for the same arguments.
+ * A reply with a non-zero status is accepted with an empty body. Pure function: no side effects,
+ * no allocation. */
 enum san_decode san_proto_decode(const void *buf, size_t len, bool reply, int *err);
 
 /* Fills hdr for a message of opcode with a body of the opcode's size. */

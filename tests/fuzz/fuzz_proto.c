@@ -2,12 +2,13 @@
  * inputs get a valid magic, version and length patched in, so that the fuzzer spends its time past
  * the framing checks, in the opcode, size and field validation. Whatever the decoder accepts must
  * be self-consistent: a known opcode, the exact size for it, and the fields it promises to check.
+ * Whatever it rejects carries the code proto.h promises: -EINVAL only for a well-formed request
+ * (its arguments), -EBADMSG for a well-sized request only when a reserved word is set.
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <san/client.h>
 
 #include "proto/proto.h"
 
@@ -28,13 +29,51 @@ static void check_accepted(const struct san_msg *m, size_t len, bool reply)
         abort();
     if (!reply && m->hdr.opcode == SAN_OP_REGISTER) {
         const struct san_register_req *r = &m->u.register_req;
-        if (!r->len || r->va + r->len < r->va || r->access < 1 || r->access > 3 || r->flags > 1)
+        if (!r->len || r->va + r->len < r->va || !r->access ||
+            (r->access & ~(SAN_WIRE_MEM_READ | SAN_WIRE_MEM_WRITE)) || (r->flags & ~SAN_REG_RDMA))
             abort();
     }
-    if (!reply && m->hdr.opcode == SAN_OP_ALLOC && (m->u.alloc_req.flags & ~3u))
+    if (!reply && m->hdr.opcode == SAN_OP_ALLOC && (m->u.alloc_req.flags & ~SAN_ALLOC_FLAGS_ALL))
         abort();
     if (reply && m->hdr.opcode == (SAN_OP_CLIENTS | SAN_OP_REPLY) &&
         m->u.clients_rep.nr > SAN_LIST_MAX)
+        abort();
+}
+
+static uint32_t reserved_word(const struct san_msg *m)
+{
+    switch (m->hdr.opcode) {
+    case SAN_OP_HELLO:
+        return m->u.hello_req.reserved;
+    case SAN_OP_ALLOC:
+        return m->u.alloc_req.reserved;
+    case SAN_OP_DEREGISTER:
+        return m->u.deregister_req.reserved;
+    case SAN_OP_PADDR:
+        return m->u.paddr_req.reserved;
+    case SAN_OP_LISTEN:
+        return m->u.listen_req.addr.reserved | m->u.listen_req.addr.reserved2 |
+               m->u.listen_req.reserved;
+    case SAN_OP_CONNECT:
+        return m->u.connect_req.addr.reserved | m->u.connect_req.addr.reserved2;
+    default:
+        return 0;
+    }
+}
+
+/* A rejected request that passed framing, version, direction, opcode, status and size. */
+static void check_rejected(const struct san_msg *m, size_t len, bool reply, int err)
+{
+    bool framed = len >= sizeof(m->hdr) && m->hdr.magic == SAN_PROTO_MAGIC &&
+                  m->hdr.length == len && m->hdr.version == SAN_PROTO_VERSION;
+    long body = framed ? san_proto_body_size(m->hdr.opcode) : -1;
+    bool well_formed = framed && !reply && !(m->hdr.opcode & SAN_OP_REPLY) && body >= 0 &&
+                       !m->hdr.status && len == sizeof(m->hdr) + (size_t)body;
+    if (err != -EPROTO && err != -EOPNOTSUPP && err != -EBADMSG && err != -EINVAL)
+        abort();
+    if (err == -EINVAL && (!well_formed || reserved_word(m)))
+        abort();
+    if (err == -EBADMSG && well_formed && !reserved_word(m))
         abort();
 }
 
@@ -73,8 +112,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_accepted(&m, size, reply);
         break;
     case SAN_DECODE_REJECT:
-        if (err >= 0 || err < -4095)
-            abort();
+        check_rejected(&m, size, reply, err);
         break;
     case SAN_DECODE_GARBAGE:
         break;

@@ -120,6 +120,17 @@ int main(void)
     san_proto_init(&m, SAN_OP_FREE, 16);
     m.u.free_req.handle = 12345;
     expect_reply(fd, &m, m.hdr.length, -EINVAL);
+    /* A reserved word set: a malformed message, whatever the arguments (proto.h). */
+    san_proto_init(&m, SAN_OP_ALLOC, 16);
+    m.u.alloc_req.bytes = 4096;
+    m.u.alloc_req.reserved = 1;
+    expect_reply(fd, &m, m.hdr.length, -EBADMSG);
+    san_proto_init(&m, SAN_OP_DEREGISTER, 16);
+    m.u.deregister_req = (struct san_deregister_req){.lkey = 0, .reserved = 2};
+    expect_reply(fd, &m, m.hdr.length, -EBADMSG);
+    san_proto_init(&m, SAN_OP_DEREGISTER, 16);
+    m.u.deregister_req = (struct san_deregister_req){.lkey = 0};
+    expect_reply(fd, &m, m.hdr.length, -EINVAL);
     san_proto_init(&m, SAN_OP_STATS, 17);
     expect_reply(fd, &m, m.hdr.length, 0); /* still usable */
 

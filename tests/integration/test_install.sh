@@ -1,22 +1,57 @@
 #!/usr/bin/env bash
-# make install PREFIX=DIR: headers under include/san/, libsanproxy (static and shared), the tools,
-# and sanproxy.pc, so that a program builds against the installed tree with pkg-config, dynamically
-# and with --static, and runs.
+# make install PREFIX=DIR, then everything from the installed tree only, as a user would: headers,
+# libsan.so.0 and libsan.a, libsan.pc and libsan-static.pc, the tools and their man pages.
+# - A program built with README's line, `cc prog.c $(pkg-config --cflags --libs libsan)`, runs
+#   from this non-system prefix with nothing else set (the rpath comes from libsan.pc).
+# - `pkg-config --static --cflags --libs libsan-static` links libsan in: no NEEDED libsan.so, and
+#   the program runs with the shared library gone.
+# - Every example (README's quickstart among them) builds from the installed tree alone, and
+#   quickstart runs against the installed sanproxyd (and fails, saying so, without one).
+# - README.md shows examples/quickstart.c as it is.
+# - An install into a directory of the dynamic loader's cache runs ldconfig; any other does not.
 set -euo pipefail
-: "${SAN_BUILD:?}" "${CC:=cc}"
+: "${SAN_BUILD:?}" "${SAN_SRC:?}" "${CC:=cc}"
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+pid=
+cleanup() {
+  [[ -z $pid ]] || kill -9 "$pid" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
 prefix=$tmp/prefix
+unset LD_LIBRARY_PATH PKG_CONFIG_LIBDIR
 
-cmake --install "$SAN_BUILD" --prefix "$prefix" >/dev/null
-for f in include/san/san.h bin/sanproxyd bin/sanctl bin/sanperf; do
-  [[ -e $prefix/$f ]] || { echo "FAIL: $f not installed" >&2; exit 1; }
+# An ldconfig that records its runs and reports $tmp/cached as a directory of the cache.
+mkdir -p "$tmp/fakebin" "$tmp/cached"
+cat >"$tmp/fakebin/ldconfig" <<SH
+#!/bin/sh
+if [ "\$*" = "-v -N -X" ]; then echo "$tmp/cached/lib: (from test)"; exit 0; fi
+echo "ran \$*" >>"$tmp/ldconfig.log"
+SH
+chmod +x "$tmp/fakebin/ldconfig"
+
+PATH=$tmp/fakebin:$PATH cmake --install "$SAN_BUILD" --prefix "$prefix" >/dev/null
+[[ ! -e $tmp/ldconfig.log ]] || fail "ldconfig ran for a prefix outside the loader's cache"
+PATH=$tmp/fakebin:$PATH cmake --install "$SAN_BUILD" --prefix "$tmp/cached" >/dev/null
+grep -qx "ran " "$tmp/ldconfig.log" || fail "ldconfig did not run for a directory of the loader's cache"
+rm -f "$tmp/ldconfig.log"
+PATH=$tmp/fakebin:$PATH DESTDIR=$tmp/stage cmake --install "$SAN_BUILD" --prefix "$tmp/cached" >/dev/null
+[[ ! -e $tmp/ldconfig.log ]] || fail "ldconfig ran for a staged install (DESTDIR)"
+
+for f in include/san/san.h include/san/export.h bin/sanproxyd bin/sanctl bin/sanperf \
+         share/man/man8/sanproxyd.8 share/man/man8/sanctl.8 share/man/man1/sanperf.1; do
+  [[ -e $prefix/$f ]] || fail "$f not installed"
 done
-pc=$(find "$prefix" -name sanproxy.pc | head -1)
-[[ -n $pc ]] || { echo "FAIL: sanproxy.pc not installed" >&2; exit 1; }
+pc=$(find "$prefix" -name libsan.pc | head -1)
+[[ -n $pc && -e $(dirname "$pc")/libsan-static.pc ]] || fail "libsan.pc / libsan-static.pc not installed"
 export PKG_CONFIG_PATH=$(dirname "$pc")
+libdir=$(pkg-config --variable=libdir libsan)
+for f in libsan.so.0 libsan.a; do [[ -e $libdir/$f ]] || fail "$libdir/$f not installed"; done
+! find "$prefix" -name 'libsanproxy*' | grep -q . || fail "a library under the old name is installed"
 
-cat >"$tmp/prog.c" <<'C'
+# The in-process emulated machine, through libsan.
+cat >"$tmp/machine.c" <<'C'
 #include <san/san.h>
 #include <stdio.h>
 #include <string.h>
@@ -40,13 +75,54 @@ int main(void)
     return 0;
 }
 C
-# shellcheck disable=SC2086
-"$CC" ${SAN_EXTRA_CFLAGS:-} -std=c11 "$tmp/prog.c" -o "$tmp/prog" $(pkg-config --cflags --libs sanproxy) \
-  -Wl,-rpath,"$(pkg-config --variable=libdir sanproxy)"
-"$tmp/prog" | grep -q '^ok EINVAL' || { echo "FAIL: dynamic program" >&2; exit 1; }
-# shellcheck disable=SC2086
-"$CC" ${SAN_EXTRA_CFLAGS:-} -std=c11 "$tmp/prog.c" -o "$tmp/prog-static" \
-  $(pkg-config --static --cflags sanproxy) "$(pkg-config --variable=libdir sanproxy)/libsanproxy.a" \
-  $(pkg-config --static --libs-only-l sanproxy | sed 's/-lsanproxy//')
-"$tmp/prog-static" | grep -q '^ok EINVAL' || { echo "FAIL: static program" >&2; exit 1; }
-echo "install: headers, libraries, tools and pkg-config all work"
+cd "$tmp"
+# shellcheck disable=SC2046,SC2086
+"$CC" ${SAN_EXTRA_CFLAGS:-} -std=c11 machine.c -o machine $(pkg-config --cflags --libs libsan)
+readelf -d machine | grep -q 'NEEDED.*\[libsan\.so\.0\]' || fail "dynamic program: no NEEDED libsan.so.0"
+./machine | grep -q '^ok EINVAL' || fail "dynamic program built with pkg-config libsan does not run"
+
+# shellcheck disable=SC2046,SC2086
+"$CC" ${SAN_EXTRA_CFLAGS:-} -std=c11 machine.c -o machine-static \
+  $(pkg-config --static --cflags --libs libsan-static)
+if readelf -d machine-static | grep -q 'NEEDED.*libsan'; then
+  fail "static program still needs libsan.so: $(readelf -d machine-static | grep NEEDED)"
+fi
+mv "$libdir/libsan.so.0" "$tmp/libsan.so.0.away"
+./machine-static | grep -q '^ok EINVAL' || fail "static program does not run without libsan.so"
+./machine 2>/dev/null && fail "the dynamic program ran without libsan.so.0 (test is broken)"
+mv "$tmp/libsan.so.0.away" "$libdir/libsan.so.0"
+
+# Every example builds against the installed tree alone (public headers, libsan), as README says:
+# cc prog.c $(pkg-config --cflags --libs libsan).
+for src in "$SAN_SRC"/examples/*.c; do
+  name=$(basename "$src" .c)
+  # shellcheck disable=SC2046,SC2086
+  "$CC" ${SAN_EXTRA_CFLAGS:-} -Wall -Wextra -Werror "$src" -o "ex-$name" \
+    $(pkg-config --cflags --libs libsan) || fail "examples/$name.c does not build from the install"
+done
+
+# quickstart: README's "Using it", as the file is; run against the installed daemon, and without one.
+python3 - "$SAN_SRC/README.md" "$SAN_SRC/examples/quickstart.c" <<'PY' || fail "README.md does not show examples/quickstart.c as it is"
+import re, sys
+blocks = re.findall(r'^```c\n(.*?)^```$', open(sys.argv[1]).read(), re.S | re.M)
+sys.exit(0 if open(sys.argv[2]).read() in blocks else 1)
+PY
+set +e
+SANPROXY_SOCKET=$tmp/nobody.sock ./ex-quickstart >out 2>err
+rc=$?
+set -e
+[[ $rc -ne 0 ]] || fail "quickstart without a daemon exited 0"
+grep -q "san_open: ENOENT.*no sanproxyd" err || fail "quickstart without a daemon: $(cat err)"
+mkfifo ready
+"$prefix/bin/sanproxyd" --foreground --socket "$tmp/s.sock" --ready-fd 3 3>ready 2>daemon.log &
+pid=$!
+read -r _ <ready || fail "installed sanproxyd did not start: $(cat daemon.log)"
+SANPROXY_SOCKET=$tmp/s.sock ./ex-quickstart >out 2>err || fail "quickstart: $(cat err)"
+grep -q "^proxy memory: 64 KiB at .*physical address 0x" out || fail "quickstart output: $(cat out)"
+grep -q "^registered: 64 KiB at .*lkey 0x" out || fail "quickstart output: $(cat out)"
+"$prefix/bin/sanctl" --socket "$tmp/s.sock" stats --json | grep -q '"allocations": 0' ||
+  fail "quickstart left an allocation behind"
+kill -TERM "$pid"
+wait "$pid" || fail "installed sanproxyd: bad exit"
+pid=
+echo "install: headers, libsan (shared and static), pkg-config, examples, tools and man pages work"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # sanproxyd and sanctl as a user meets them: config errors (exit 2, key and line named), the socket
-# (mode 0660, a second daemon refused), sanctl's commands and failures, SIGTERM (exit 0, socket
-# removed), detaching without --foreground. Never leaves a daemon behind (trap on every exit).
+# (mode 0660: its group may use it, nobody else; a second daemon refused), sanctl's commands,
+# failures and timeout, SIGTERM (exit 0, socket removed), detaching without --foreground. Never
+# leaves a daemon behind (trap on every exit).
 set -euo pipefail
 # As under CTest: a developer's own settings do not reach the test.
 unset SANPROXY_SOCKET SANPROXY_SPIN_US SANPROXY_LOG SANPROXY_TEST_PASS_RIGHTS \
@@ -9,9 +10,10 @@ unset SANPROXY_SOCKET SANPROXY_SPIN_US SANPROXY_LOG SANPROXY_TEST_PASS_RIGHTS \
 bin=${SAN_BIN:?SAN_BIN not set}
 tmp=$(mktemp -d /tmp/santest.XXXXXX)
 pids=()
+gdir=
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
+  rm -rf "$tmp" ${gdir:+"$gdir"}
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; [ -f "$tmp/log" ] && tail -20 "$tmp/log" >&2; exit 1; }
@@ -36,6 +38,31 @@ expect_config_error '[bogus]\nx = 1\n' 'bad.ini:2:.*\[bogus\] x'
 expect_config_error '[machine]\nram_size = 1G\n\n[limts]\n' 'bad.ini:4:.*\[limts\]: unknown section'
 expect_config_error '[machine]\nthis line has no equals sign\n' 'bad.ini:2:.*syntax'
 expect_config_error '[machine]\njunk\nram_size = 1Q\n' 'bad.ini:2:.*syntax'
+# A key set twice names both lines (the second value would silently win otherwise).
+expect_config_error '[machine]\nram_size = 8G\n[nic]\nmax_length = 64K\n[machine]\nram_size = 16G\n' \
+  'bad.ini:6: \[machine\] ram_size: set twice, on line 2 and on line 6'
+# ram_size: what is accepted is what works (the RAM is one mapping in 128 TiB of address space).
+expect_config_error '[machine]\nram_size = 65T\n' 'bad.ini:2:.*ram_size: a size from 16M to 64T'
+expect_config_error '[machine]\nram_size = 1024T\n' 'bad.ini:2:.*ram_size: a size from 16M to 64T'
+printf '[machine]\nram_size = 64T\nnolowmem = true\n' >"$tmp/big.ini"
+mkfifo "$tmp/ready-big"
+"$bin/sanproxyd" --foreground --config "$tmp/big.ini" --socket "$tmp/big.sock" --ready-fd 3 \
+  3>"$tmp/ready-big" 2>"$tmp/log-big" &
+bpid=$!
+pids+=("$bpid")
+read -r _ <"$tmp/ready-big" || fail "ram_size = 64T (the largest accepted) does not start: $(cat "$tmp/log-big")"
+"$bin/sanctl" --socket "$tmp/big.sock" stats --json | grep -q '"ram_bytes": 70368744177664' ||
+  fail "ram_size = 64T not applied"
+kill -TERM "$bpid"
+wait "$bpid" || fail "the 64T daemon: bad exit"
+# $SANPROXY_LOG: a level name, or an error (exit 2) that names it; nothing is created.
+set +e
+SANPROXY_LOG=loud timeout 10 "$bin/sanproxyd" --foreground --socket "$tmp/never" 2>"$tmp/err"; rc=$?
+set -e
+[ $rc -eq 2 ] || fail "SANPROXY_LOG=loud: exit $rc, want 2"
+grep -q 'SANPROXY_LOG: error, warn, info or debug (got "loud")' "$tmp/err" ||
+  fail "SANPROXY_LOG=loud: $(cat "$tmp/err")"
+[ ! -e "$tmp/never" ] || fail "a socket was created despite a bad SANPROXY_LOG"
 # A directory is no config file (it reads as an error, not as an empty file).
 mkdir -p "$tmp/conf.d"
 set +e
@@ -50,6 +77,10 @@ set +e
 set -e
 [ $rc -eq 2 ] && grep -q "does-not-exist" "$tmp/err" || fail "missing config file: exit $rc"
 [ $rc2 -eq 2 ] || fail "unknown option: exit $rc2"
+set +e
+timeout 10 "$bin/sanproxyd" --foreground --config 2>"$tmp/err"; rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q -- "--config: needs a value" "$tmp/err" || fail "--config without a value: exit $rc"
 
 # --- a good config with every key; readiness through a FIFO, no sleeps ---
 cat >"$tmp/good.ini" <<INI
@@ -69,7 +100,8 @@ allocations = 10
 socket = $tmp/from-config.sock
 INI
 mkfifo "$tmp/ready"
-"$bin/sanproxyd" --foreground --config "$tmp/good.ini" --ready-fd 3 3>"$tmp/ready" 2>"$tmp/log" &
+SANPROXY_LOG=debug "$bin/sanproxyd" --foreground --config "$tmp/good.ini" --ready-fd 3 3>"$tmp/ready" \
+  2>"$tmp/log" &
 pid=$!
 pids+=("$pid")
 read -r line <"$tmp/ready" || fail "daemon did not become ready"
@@ -102,6 +134,7 @@ set +e
 "$bin/sanctl" 2>/dev/null; rc3=$?
 set -e
 [ $rc -eq 1 ] && grep -q "sanctl: connect" "$tmp/err" || fail "sanctl without daemon: exit $rc"
+grep -q "sanctl: no sanproxyd at $tmp/nothing-here" "$tmp/err" || fail "sanctl without daemon: $(cat "$tmp/err")"
 # Output that cannot be written (a full disk) is a failure, not a silent success.
 set +e
 "$bin/sanctl" --socket "$sock" stats --json >/dev/full 2>"$tmp/err"; rc4=$?
@@ -110,6 +143,79 @@ set -e
 [ $rc4 -eq 1 ] && grep -q "sanctl: stats: cannot write" "$tmp/err" || fail "sanctl >/dev/full: exit $rc4"
 [ $rc5 -eq 1 ] && grep -q "cannot write" "$tmp/err2" || fail "sanctl clients >/dev/full: exit $rc5"
 [ $rc2 -eq 2 ] && [ $rc3 -eq 2 ] || fail "sanctl usage errors: $rc2 $rc3"
+
+grep -q "debug: client [0-9]* connected" "$tmp/log" || fail "SANPROXY_LOG=debug not applied"
+
+# --- sanctl against a daemon that accepts but never answers, and one that never accepts: it
+# gives up after --timeout (default 5 s) with a message, exit 1, instead of hanging ---
+mkfifo "$tmp/mute-ready"
+python3 - "$tmp/mute.sock" "$tmp/deaf.sock" >"$tmp/mute-ready" <<'PY' &
+import socket, sys, time
+mute = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+mute.bind(sys.argv[1]); mute.listen(8)
+deaf = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+deaf.bind(sys.argv[2]); deaf.listen(8)  # connections wait in the backlog, never accepted
+print("ready", flush=True)
+held = []
+mute.settimeout(60)
+try:
+    while True:
+        held.append(mute.accept()[0])  # accepted, never answered
+except OSError:
+    pass
+PY
+mpid=$!
+pids+=("$mpid")
+read -r _ <"$tmp/mute-ready" || fail "the mute server did not start"
+for case in "mute 1 1000" "deaf 0.5 500" "mute - 5000"; do # server, --timeout (-: default), ms
+  read -r server t want_ms <<<"$case"
+  args=()
+  [ "$t" = - ] || args=(--timeout "$t")
+  start=$(date +%s%N)
+  set +e
+  timeout 30 "$bin/sanctl" --socket "$tmp/$server.sock" "${args[@]}" stats 2>"$tmp/err"; rc=$?
+  set -e
+  ms=$((($(date +%s%N) - start) / 1000000))
+  [ $rc -eq 1 ] || fail "sanctl on a $server daemon ($case): exit $rc, want 1"
+  grep -q "sanctl: stats: no answer from sanproxyd on $tmp/$server.sock within ${t/-/5} s (--timeout" \
+    "$tmp/err" || fail "sanctl on a $server daemon ($case): $(cat "$tmp/err")"
+  [ $ms -ge $((want_ms * 9 / 10)) ] && [ $ms -lt $((want_ms + 5000)) ] ||
+    fail "sanctl on a $server daemon ($case): gave up after $ms ms, not $want_ms"
+done
+kill "$mpid" 2>/dev/null || true
+set +e
+"$bin/sanctl" --timeout -1 stats 2>"$tmp/err"; rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q -- "--timeout: seconds" "$tmp/err" || fail "sanctl --timeout -1: exit $rc"
+
+# --- who may use the socket (mode 0660): its group, which a set-group-ID directory gives it, and
+# nobody else; as root, with the unprivileged user nobody, when nobody may run the tools here ---
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && id nobody >/dev/null 2>&1 &&
+   setpriv --reuid=nobody --regid=nogroup --clear-groups "$bin/sanctl" --version >/dev/null 2>&1; then
+  gdir=$(mktemp -d /tmp/santest-group.XXXXXX)
+  chgrp nogroup "$gdir"
+  chmod 2770 "$gdir"
+  mkfifo "$tmp/ready-group"
+  "$bin/sanproxyd" --foreground --socket "$gdir/s.sock" --ready-fd 3 3>"$tmp/ready-group" \
+    2>"$tmp/log-group" &
+  gpid=$!
+  pids+=("$gpid")
+  read -r _ <"$tmp/ready-group" || fail "daemon in a set-group-ID directory did not start"
+  [ "$(stat -c '%a %G' "$gdir/s.sock")" = "660 nogroup" ] ||
+    fail "socket in a set-group-ID directory: $(stat -c '%a %G' "$gdir/s.sock")"
+  setpriv --reuid=nobody --regid=nogroup --clear-groups "$bin/sanctl" --socket "$gdir/s.sock" \
+    stats --json >/dev/null || fail "a member of the socket's group was refused"
+  set +e
+  setpriv --reuid=nobody --regid=1 --clear-groups "$bin/sanctl" --socket "$gdir/s.sock" \
+    stats 2>"$tmp/err"; rc=$?
+  set -e
+  [ $rc -eq 1 ] && grep -q "EACCES" "$tmp/err" && grep -q "mode 0660" "$tmp/err" ||
+    fail "a user outside the socket's group: exit $rc: $(cat "$tmp/err")"
+  kill -TERM "$gpid"
+  wait "$gpid" || fail "daemon in a set-group-ID directory: bad exit"
+  rmdir "$gdir"
+  gdir=
+fi
 
 # --- a second daemon on a live socket is refused; the first keeps running ---
 set +e

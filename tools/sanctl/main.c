@@ -1,7 +1,9 @@
 /* sanctl: the administrator's view of sanproxyd over its control socket.
- * `sanctl [--socket PATH] stats|clients|allocations|check-lowmem [--json]`. Readable tables by
- * default, one JSON object (stats, check-lowmem) or array (clients, allocations) with --json.
- * Exit status: 0 on success, 1 when the daemon cannot be reached or refuses, 2 on usage errors;
+ * `sanctl [--socket PATH] [--timeout SECONDS] stats|clients|allocations|check-lowmem [--json]`.
+ * Readable tables by default, one JSON object (stats, check-lowmem) or array (clients,
+ * allocations) with --json. Every connect, send and receive gives up after --timeout (default
+ * 5 s), so a daemon that accepts but never answers cannot hang it. Exit status: 0 on success, 1
+ * when the daemon cannot be reached, does not answer in time or refuses, 2 on usage errors;
  * check-lowmem exits 3 when dirty low frames were found. Sits on proto only (no libsan context:
  * sanctl holds nothing). */
 #include <errno.h>
@@ -10,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -17,8 +20,11 @@
 
 #include "proto/proto.h"
 
+#define DEFAULT_TIMEOUT_S 5.0
+
 static const char *sock_path;
 static char path_buf[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static double timeout_s = DEFAULT_TIMEOUT_S; /* 0: wait forever */
 
 static int connect_daemon(void)
 {
@@ -40,8 +46,18 @@ static int connect_daemon(void)
     fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+    /* One bound on every wait: connect (a full backlog), send and receive. */
+    time_t whole = (time_t)timeout_s;
+    struct timeval tv = {.tv_sec = whole,
+                         .tv_usec = (suseconds_t)((timeout_s - (double)whole) * 1e6)};
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ||
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv))) {
         err = -errno;
+        close(fd);
+        return err;
+    }
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+        err = errno == EAGAIN || errno == EINPROGRESS ? -ETIMEDOUT : -errno;
         close(fd);
         return err;
     }
@@ -59,7 +75,7 @@ static int call(int fd, unsigned op, uint64_t cursor, struct san_msg *rep)
     if (san_proto_body_size(op) == sizeof(struct san_list_req))
         req.u.list_req.cursor = cursor;
     if ((err = san_proto_send(fd, &req, -1, 0)) || (err = san_proto_recv(fd, rep, &len, NULL, 0)))
-        return err;
+        return err == -EAGAIN ? -ETIMEDOUT : err; /* SO_RCVTIMEO / SO_SNDTIMEO ran out */
     if (san_proto_decode(rep, len, true, &err) != SAN_DECODE_OK || rep->hdr.id != id ||
         rep->hdr.opcode != (op | SAN_OP_REPLY))
         return -EPROTO;
@@ -68,9 +84,22 @@ static int call(int fd, unsigned op, uint64_t cursor, struct san_msg *rep)
 
 static void fail(const char *what, int err)
 {
-    fprintf(stderr, "sanctl: %s: %s\n", what, san_strerror(err));
+    if (err == -ETIMEDOUT)
+        fprintf(stderr,
+                "sanctl: %s: no answer from sanproxyd on %s within %g s (--timeout SECONDS)\n",
+                what, sock_path, timeout_s);
+    else
+        fprintf(stderr, "sanctl: %s: %s\n", what, san_strerror(err));
     if (err == -ENOENT || err == -ECONNREFUSED)
-        fprintf(stderr, "sanctl: is sanproxyd running on %s? (--socket PATH)\n", sock_path);
+        fprintf(stderr,
+                "sanctl: no sanproxyd at %s (start one, or name its socket: --socket PATH or "
+                "$SANPROXY_SOCKET)\n",
+                sock_path);
+    else if (err == -EACCES)
+        fprintf(stderr,
+                "sanctl: %s is the daemon's user's and its group's only (mode 0660): ask for the "
+                "group\n",
+                sock_path);
     exit(1);
 }
 
@@ -178,11 +207,13 @@ static int cmd_allocations(int fd, bool json)
                        ", \"paddr\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"low\": %s, "
                        "\"contiguous\": %s}",
                        n ? ", " : "", a->client_id, a->pid, a->handle, a->paddr, a->bytes,
-                       a->flags & 1 ? "true" : "false", a->flags & 2 ? "true" : "false");
+                       a->flags & SAN_WIRE_ALLOC_LOW ? "true" : "false",
+                       a->flags & SAN_WIRE_ALLOC_CONTIGUOUS ? "true" : "false");
             else
                 printf("%6u %8d %8" PRIu64 " %#18" PRIx64 " %12" PRIu64 " %s%s\n", a->client_id,
-                       a->pid, a->handle, a->paddr, a->bytes, a->flags & 1 ? "low " : "",
-                       a->flags & 2 ? "contiguous" : "");
+                       a->pid, a->handle, a->paddr, a->bytes,
+                       a->flags & SAN_WIRE_ALLOC_LOW ? "low " : "",
+                       a->flags & SAN_WIRE_ALLOC_CONTIGUOUS ? "contiguous" : "");
         }
         cursor = rep.u.allocations_rep.next;
     } while (cursor);
@@ -213,12 +244,36 @@ static int cmd_lowmem(int fd, bool json)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: sanctl [--socket PATH] <command> [--json]\n"
-               "commands:\n"
-               "  stats         daemon-wide figures (clients, memory, registrations, DMA)\n"
-               "  clients       connected clients and what each holds\n"
-               "  allocations   proxy allocations of every client\n"
-               "  check-lowmem  NOLOWMEM pattern check of free low memory (exit 3 if dirty)\n");
+    fprintf(f,
+            "usage: sanctl [--socket PATH] [--timeout SECONDS] <command> [--json]\n"
+            "commands:\n"
+            "  stats         daemon-wide figures (clients, memory, registrations, DMA)\n"
+            "  clients       connected clients and what each holds\n"
+            "  allocations   proxy allocations of every client\n"
+            "  check-lowmem  NOLOWMEM pattern check of free low memory (exit 3 if dirty)\n"
+            "options:\n"
+            "  --socket PATH      the daemon's socket (default $SANPROXY_SOCKET, else\n"
+            "                     $XDG_RUNTIME_DIR/sanproxy.sock, else /tmp/sanproxy.sock)\n"
+            "  --timeout SECONDS  give up on a daemon that does not answer (default %g; 0: "
+            "never)\n"
+            "  --json             JSON instead of a table\n"
+            "  --version          print the version and exit\n"
+            "  -h, --help         this text\n",
+            DEFAULT_TIMEOUT_S);
+}
+
+/* Exits 2 with a message naming the option and the value. */
+static double parse_timeout(const char *v)
+{
+    char *end;
+    errno = 0;
+    double t = strtod(v, &end);
+    if (errno || end == v || *end || !(t >= 0) || t > 86400) {
+        fprintf(stderr, "sanctl: --timeout: seconds from 0 to 86400 (got \"%s\")\n", v);
+        usage(stderr);
+        exit(2);
+    }
+    return t;
 }
 
 int main(int argc, char **argv)
@@ -227,17 +282,28 @@ int main(int argc, char **argv)
     bool json = false;
 
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--socket") && i + 1 < argc) {
+        const char *a = argv[i];
+        bool more = i + 1 < argc;
+        if (!strcmp(a, "--socket") && more) {
             sock_path = argv[++i];
-        } else if (!strcmp(argv[i], "--json")) {
+        } else if (!strcmp(a, "--timeout") && more) {
+            timeout_s = parse_timeout(argv[++i]);
+        } else if (!strcmp(a, "--json")) {
             json = true;
-        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
-        } else if (!cmd && argv[i][0] != '-') {
-            cmd = argv[i];
+        } else if (!strcmp(a, "--version")) {
+            printf("sanctl (sanproxy) %s\n", SAN_VERSION);
+            return 0;
+        } else if (!cmd && a[0] != '-') {
+            cmd = a;
         } else {
-            fprintf(stderr, "sanctl: unexpected argument: %s\n", argv[i]);
+            bool takes_value = !strcmp(a, "--socket") || !strcmp(a, "--timeout");
+            fprintf(stderr, "sanctl: %s: %s\n", a,
+                    takes_value   ? "needs a value"
+                    : a[0] == '-' ? "unknown option"
+                                  : "one command only");
             usage(stderr);
             return 2;
         }

@@ -1,13 +1,15 @@
 /* sanperf nic: the NIC's data path through a private sanproxyd, every figure next to a baseline
  * measured in the same run.
  *
- * - rdma_write_1m: 1 MiB RDMA writes between two contexts' own (non-proxy) memory, 16 in flight:
+ * - rdma_write_1m: 1 MiB RDMA writes between two contexts' own (non-proxy) memory, 16 in flight
+ *   (fewer when RLIMIT_MEMLOCK does not allow 2 x 16 MiB locked: reported in inflight):
  *   bandwidth against memcpy of 1 MiB in this process (ratio = ours / memcpy, higher is better).
  * - send_lat_64b: 64-byte send/receive ping-pong between two processes through completions;
  *   rdma_lat_64b: 64-byte RDMA-write ping-pong where each side polls its own memory. Both give the
  *   one-way latency (half a round trip) against a plain shared-memory ping-pong between two
  *   processes (the floor) and kernel TCP on loopback (what the SAN replaces): ratio = ours / TCP,
- *   ratio_floor = ours / shared memory, lower is better.
+ *   floor_ratio = ours / shared memory, lower is better (one_way_ns against baseline_one_way_ns,
+ *   sanperf's one convention).
  * Waiting: every waiter here yields the CPU between polls, as the NIC's engine does; these
  * machines may have two cores for three spinners. Options: --mib N (bandwidth volume, default
  * 256), --rounds N (ping-pongs, default 20000). */
@@ -32,7 +34,7 @@
 #include "perf.h"
 
 #define MIB      (1u << 20)
-#define INFLIGHT 16
+#define INFLIGHT 16 /* 1 MiB writes in flight, each into its own slot of the target */
 #define PORT     7480
 
 struct nic_opts {
@@ -151,7 +153,18 @@ static int bandwidth(const char *sock, const struct nic_opts *n, bool json)
         return err;
     if ((err = pair(ca, cb, PORT, &a, &b)))
         goto out;
-    size_t len = (size_t)INFLIGHT * MIB;
+    /* Both buffers are locked in this process: as many slots as RLIMIT_MEMLOCK allows, after
+     * 1 MiB kept for the latency cases' small buffers. */
+    uint64_t allowed = perf_memlock_allowance();
+    unsigned inflight = INFLIGHT;
+    if (allowed < (uint64_t)(2 * INFLIGHT + 1) * MIB) {
+        inflight = allowed > 3ull * MIB ? (unsigned)((allowed - MIB) / (2 * MIB)) : 1;
+        fprintf(stderr,
+                "sanperf nic: RLIMIT_MEMLOCK is %llu KiB (ulimit -l): %u writes in flight instead "
+                "of %d\n",
+                (unsigned long long)(allowed >> 10), inflight, INFLIGHT);
+    }
+    size_t len = (size_t)inflight * MIB;
     char *src = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     char *dst = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (src == MAP_FAILED || dst == MAP_FAILED) {
@@ -168,15 +181,15 @@ static int bandwidth(const char *sock, const struct nic_opts *n, bool json)
     unsigned posted = 0, done = 0;
     uint64_t t0 = perf_now_ns();
     while (done < n->mib) {
-        while (posted < n->mib && posted - done < INFLIGHT) {
-            unsigned slot = posted % INFLIGHT;
+        while (posted < n->mib && posted - done < inflight) {
+            unsigned slot = posted % inflight;
             struct san_sge s = {src + (size_t)slot * MIB, MIB, san_mr_lkey(lmr)};
             if ((err = san_rdma_write(a, posted, &s, 1, desc, dl, (uint64_t)slot * MIB, 0)))
                 goto out;
             posted++;
         }
         struct san_wc wc[INFLIGHT];
-        int got = san_poll(a, wc, INFLIGHT);
+        int got = san_poll(a, wc, inflight);
         if (got < 0) {
             err = got;
             goto out;
@@ -194,14 +207,15 @@ static int bandwidth(const char *sock, const struct nic_opts *n, bool json)
     uint64_t ns = perf_now_ns() - t0;
     double gbps = (double)n->mib * MIB / (double)ns;
     if (json)
-        perf_json("\"suite\": \"nic\", \"case\": \"rdma_write_1m\", \"memory\": \"client\", "
-                  "\"inflight\": %d, \"bytes\": %llu, \"gbps\": %.2f, \"baseline\": \"memcpy_1m\", "
-                  "\"baseline_gbps\": %.2f, \"ratio\": %.2f, \"better\": \"higher\"",
-                  INFLIGHT, (unsigned long long)n->mib * MIB, gbps, base, gbps / base);
+        perf_json(
+            "\"suite\": \"nic\", \"case\": \"rdma_write_1m\", \"memory\": \"client\", "
+            "\"inflight\": %u, \"bytes\": %llu, \"gb_per_s\": %.3f, \"baseline\": \"memcpy_1m\", "
+            "\"baseline_gb_per_s\": %.3f, \"ratio\": %.3f, \"better\": \"higher\"",
+            inflight, (unsigned long long)n->mib * MIB, gbps, base, gbps / base);
     else
-        printf("rdma_write_1m (client memory, %d in flight): %.2f GB/s, memcpy %.2f GB/s, "
+        printf("rdma_write_1m (client memory, %u in flight): %.2f GB/s, memcpy %.2f GB/s, "
                "ratio %.2f\n",
-               INFLIGHT, gbps, base, gbps / base);
+               inflight, gbps, base, gbps / base);
     san_ep_close(a);
     san_ep_close(b);
     san_deregister(lmr);
@@ -408,8 +422,9 @@ int perf_nic(const struct perf_opts *o)
         const char *name = rdma ? "rdma_lat_64b" : "send_lat_64b";
         if (o->json)
             perf_json("\"suite\": \"nic\", \"case\": \"%s\", \"rounds\": %u, \"one_way_ns\": %llu, "
-                      "\"baseline\": \"tcp_loopback_64b\", \"baseline_ns\": %llu, \"ratio\": %.2f, "
-                      "\"floor\": \"shm_pingpong\", \"floor_ns\": %llu, \"ratio_floor\": %.2f, "
+                      "\"baseline\": \"tcp_loopback_64b\", \"baseline_one_way_ns\": %llu, "
+                      "\"ratio\": %.3f, \"floor\": \"shm_pingpong\", \"floor_one_way_ns\": %llu, "
+                      "\"floor_ratio\": %.3f, "
                       "\"better\": \"lower\"",
                       name, n.rounds, (unsigned long long)ns, (unsigned long long)tcp,
                       tcp ? (double)ns / (double)tcp : 0, (unsigned long long)floor,

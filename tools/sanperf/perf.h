@@ -1,5 +1,8 @@
 /* sanperf: shared pieces of the benchmark suites. Every timing is printed next to a baseline
  * measured in the same run; suites print one JSON object per case with --json, a table otherwise.
+ * One ratio convention in every JSON object: "ratio" = ours / the baseline's value of the same
+ * quantity, and "better": "lower" for times (p50_ns against baseline_p50_ns, or one_way_ns
+ * against baseline_one_way_ns) or "higher" for throughputs (gb_per_s against baseline_gb_per_s).
  */
 #ifndef SANPERF_PERF_H
 #define SANPERF_PERF_H
@@ -19,10 +22,29 @@ struct perf_opts {
     char **argv;
 };
 
-/* One suite: name, one-line help, entry point (0 on success). */
+/* One option of a suite and the domain of its value; main.c checks the command line against
+ * these before the suite runs. */
+enum perf_arg {
+    PERF_FLAG,   /* no value */
+    PERF_COUNT,  /* a decimal number in [min, max] */
+    PERF_SIZE,   /* bytes, K/M/G/T suffixes allowed, in [min, max] */
+    PERF_CHOICE, /* one of choices, "a|b|c" */
+};
+struct perf_option {
+    const char *name; /* "--rounds"; NULL ends a table */
+    enum perf_arg arg;
+    uint64_t min, max;
+    const char *choices;
+    const char *help;
+};
+
+/* One suite: name, one-line help, its options, entry point: 0 on success, PERF_USAGE for a usage
+ * error (sanperf exits 2), anything else for a failure (exit 1). */
+#define PERF_USAGE 2
 struct perf_suite {
     const char *name;
     const char *help;
+    const struct perf_option *options;
     int (*run)(const struct perf_opts *o);
 };
 
@@ -31,6 +53,10 @@ static inline uint64_t perf_now_ns(void)
 {
     return san_now_ns();
 }
+
+/* Bytes this process may lock: UINT64_MAX with CAP_IPC_LOCK or an unlimited RLIMIT_MEMLOCK, else
+ * the soft limit (main.c raised it to the hard one). Suites size what they lock to fit it. */
+uint64_t perf_memlock_allowance(void);
 
 /* Sorts samples in place and returns the q-quantile (0..1). */
 uint64_t perf_quantile(uint64_t *samples, size_t n, double q);

@@ -1,8 +1,8 @@
-/* sanproxyd: the SAN proxy daemon. Parses the command line and the config, then runs the server
- * (src/daemon). `sanproxyd [--config FILE] [--socket PATH] [--foreground] [--ready-fd FD]
- * [--spin-us N] [-v]`. Without --foreground it detaches once the socket is ready (the parent exits
- * 0 then, or 1 when start-up failed). Exit status: 0 after SIGTERM, 1 on a start-up failure, 2 on a
- * usage or config error. */
+/* sanproxyd: the SAN proxy daemon. Parses the command line, $SANPROXY_LOG and the config, then
+ * runs the server (src/daemon). `sanproxyd [--config FILE] [--socket PATH] [--foreground]
+ * [--ready-fd FD] [--spin-us N] [-v]`. Without --foreground it detaches once the socket is ready
+ * (the parent exits 0 then, or 1 when start-up failed). Exit status: 0 after SIGTERM, 1 on a
+ * start-up failure, 2 on a usage or config error (a bad $SANPROXY_LOG among them). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,18 +23,26 @@ static void usage(FILE *f)
                "  --ready-fd FD   write \"ready\\n\" to FD once the socket accepts connections\n"
                "  --spin-us N     poll N microseconds after a request before sleeping (default "
                "50, 0: never)\n"
-               "  -v, --verbose   debug logging (also SANPROXY_LOG=debug|info|warn|error)\n");
+               "  -v, --verbose   debug logging (else $SANPROXY_LOG: error, warn, info or debug)\n"
+               "  --version       print the version and exit\n"
+               "  -h, --help      this text\n");
 }
 
-static void log_level_from_env(void)
+/* $SANPROXY_LOG: unset or empty keeps the default; anything but a level name is an error (a typo
+ * would otherwise silently log at the default level). */
+static int log_level_from_env(void)
 {
     const char *s = getenv("SANPROXY_LOG");
     static const char *const names[] = {"error", "warn", "info", "debug"};
-    if (!s)
-        return;
+    if (!s || !*s)
+        return 0;
     for (int i = 0; i < 4; i++)
-        if (!strcmp(s, names[i]))
+        if (!strcmp(s, names[i])) {
             san_log_threshold = (enum san_log_level)i;
+            return 0;
+        }
+    fprintf(stderr, "sanproxyd: SANPROXY_LOG: error, warn, info or debug (got \"%s\")\n", s);
+    return -EINVAL;
 }
 
 /* Detaches: the parent waits for the child's "ready" and exits with the child's verdict. */
@@ -76,7 +84,7 @@ int main(int argc, char **argv)
     unsigned spin_us = SAN_DAEMON_SPIN_US;
 
     san_config_defaults(&cfg);
-    log_level_from_env();
+    int env_err = log_level_from_env(); /* before the options: -v wins over it */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool more = i + 1 < argc;
@@ -107,12 +115,20 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
+        } else if (!strcmp(a, "--version")) {
+            printf("sanproxyd (sanproxy) %s\n", SAN_VERSION);
+            return 0;
         } else {
-            fprintf(stderr, "sanproxyd: unknown or incomplete option: %s\n", a);
+            bool takes_value = !strcmp(a, "--config") || !strcmp(a, "--socket") ||
+                               !strcmp(a, "--ready-fd") || !strcmp(a, "--spin-us");
+            fprintf(stderr, "sanproxyd: %s: %s\n", a,
+                    takes_value ? "needs a value" : "unknown option");
             usage(stderr);
             return 2;
         }
     }
+    if (env_err)
+        return 2;
     if (config) {
         char err[512];
         if (san_config_load(&cfg, config, err, sizeof(err))) {
