@@ -98,6 +98,9 @@ int san_ctx_recv_locked(struct san_ctx *ctx, const struct san_msg *req, struct s
 int san_ctx_call_locked(struct san_ctx *ctx, struct san_msg *req, struct san_msg *rep, int *fd)
 {
     int err = san_ctx_send_locked(ctx, req);
+    /* A connection the daemon refused is closed, but its refusal (id 0) waits to be read. */
+    if (err == -ECONNRESET && !ctx->closing)
+        return san_ctx_recv_locked(ctx, req, rep, fd);
     return err ? err : san_ctx_recv_locked(ctx, req, rep, fd);
 }
 

@@ -75,10 +75,11 @@ static int try_stats(int fd)
     int err;
     recv_timeout(fd, 5000);
     san_proto_init(&req, SAN_OP_STATS, 3);
-    if ((err = san_proto_send(fd, &req, -1, MSG_NOSIGNAL)))
-        return err;
+    /* A refused connection may already be closed when we send: its refusal still waits to be
+     * read. */
+    int sent = san_proto_send(fd, &req, -1, MSG_NOSIGNAL);
     if ((err = san_proto_recv(fd, &rep, &len, NULL, 0)))
-        return err;
+        return sent ? sent : err;
     if (san_proto_decode(&rep, len, true, &err) != SAN_DECODE_OK)
         return -EPROTO;
     return rep.hdr.id == 3 || rep.hdr.id == 0 ? rep.hdr.status : -EPROTO;

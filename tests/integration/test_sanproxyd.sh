@@ -114,7 +114,7 @@ mode=$(stat -c %a "$sock")
 # --- sanctl ---
 json=$("$bin/sanctl" --socket "$sock" stats --json)
 for k in clients allocations allocated_bytes locked_bytes registrations ram_bytes free_bytes \
-         low_free_bytes dma_faults bounce_bytes; do
+         low_free_bytes dma_faults bounce_bytes endpoints nic_ops nic_bytes links; do
   echo "$json" | grep -q "\"$k\": [0-9]" || fail "stats --json lacks $k: $json"
 done
 echo "$json" | grep -q '"ram_bytes": 6442450944' || fail "ram_size not applied: $json"

@@ -128,10 +128,12 @@ static int cmd_stats(int fd, bool json)
                ", \"registrations\": %" PRIu64 ", \"ram_bytes\": %" PRIu64
                ", \"free_bytes\": %" PRIu64 ", \"low_free_bytes\": %" PRIu64
                ", \"dma_faults\": %" PRIu64 ", \"bounce_bytes\": %" PRIu64
-               ", \"map_registers_in_use\": %" PRIu64 ", \"nolowmem\": %s}\n",
+               ", \"map_registers_in_use\": %" PRIu64 ", \"nolowmem\": %s, \"endpoints\": %" PRIu64
+               ", \"nic_ops\": %" PRIu64 ", \"nic_bytes\": %" PRIu64 ", \"links\": %" PRIu64 "}\n",
                s->clients, s->allocations, s->allocated_bytes, s->locked_bytes, s->registrations,
                s->ram_bytes, s->free_bytes, s->low_free_bytes, s->dma_faults, s->bounce_bytes,
-               s->map_registers_in_use, s->nolowmem ? "true" : "false");
+               s->map_registers_in_use, s->nolowmem ? "true" : "false", s->endpoints, s->nic_ops,
+               s->nic_bytes, s->links);
         return 0;
     }
     char a[32], b[32];
@@ -148,6 +150,9 @@ static int cmd_stats(int fd, bool json)
     printf("  free below 4 GiB %s\n", a);
     human(a, sizeof(a), s->bounce_bytes);
     printf("  DMA faults       %" PRIu64 "\n  bounced          %s\n", s->dma_faults, a);
+    human(a, sizeof(a), s->nic_bytes);
+    printf("  endpoints        %" PRIu64 "\n  NIC operations   %" PRIu64 " (%s moved)\n",
+           s->endpoints, s->nic_ops, a);
     return 0;
 }
 
