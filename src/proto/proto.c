@@ -257,6 +257,19 @@ int san_proto_send(int sock, const struct san_msg *m, int fd, int flags)
     return san_proto_send_fds(sock, m, &fd, fd >= 0 ? 1 : 0, flags);
 }
 
+/* One recvmsg of a whole datagram (MSG_TRUNC: its real length), retried on EINTR: the length,
+ * or -EAGAIN / -errno. */
+static ssize_t recv_datagram(int sock, struct msghdr *mh, int flags)
+{
+    for (;;) {
+        ssize_t n = recvmsg(sock, mh, flags | MSG_TRUNC | MSG_CMSG_CLOEXEC);
+        if (n >= 0)
+            return n;
+        if (errno != EINTR)
+            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+}
+
 int san_proto_recv_fds(int sock, struct san_msg *m, size_t *len, int *fds, unsigned max,
                        unsigned *nfds, int flags)
 {
@@ -271,14 +284,8 @@ int san_proto_recv_fds(int sock, struct san_msg *m, size_t *len, int *fds, unsig
     *nfds = 0;
     mh.msg_control = ctl.buf;
     mh.msg_controllen = sizeof(ctl.buf);
-    for (;;) {
-        n = recvmsg(sock, &mh, flags | MSG_TRUNC | MSG_CMSG_CLOEXEC);
-        if (n >= 0)
-            break;
-        if (errno == EINTR)
-            continue;
-        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    }
+    if ((n = recv_datagram(sock, &mh, flags)) < 0)
+        return (int)n;
     /* Take what descriptors came; keep as many as are expected. */
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
@@ -327,14 +334,8 @@ int san_proto_recv_request(int sock, struct san_msg *m, size_t *len, struct san_
     from->nr_fds = 0;
     mh.msg_control = ctl.buf;
     mh.msg_controllen = sizeof(ctl.buf);
-    for (;;) {
-        n = recvmsg(sock, &mh, flags | MSG_TRUNC | MSG_CMSG_CLOEXEC);
-        if (n >= 0)
-            break;
-        if (errno == EINTR)
-            continue;
-        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    }
+    if ((n = recv_datagram(sock, &mh, flags)) < 0)
+        return (int)n;
     from->truncated = mh.msg_flags & MSG_CTRUNC;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
         if (c->cmsg_level != SOL_SOCKET)

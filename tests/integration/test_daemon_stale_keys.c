@@ -11,6 +11,7 @@
  *   untouched; a stale lkey in a local element is -EFAULT, and the new registration in its slot
  *   still works. */
 #include "harness.h"
+#include "nic_pair.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -174,47 +175,6 @@ static void stale_rkey(const struct test_daemon *d, const struct san_stats_rep *
 }
 
 /* ---- through the NIC ---- */
-
-struct acceptor {
-    struct san_listener *l;
-    struct san_ep *ep;
-    int err;
-};
-
-static void *accept_main(void *arg)
-{
-    struct acceptor *a = arg;
-    a->err = san_accept(a->l, 5000, &a->ep);
-    return NULL;
-}
-
-/* A connected pair: *a in ca (connector), *b in cb (acceptor). */
-static void connect_pair(struct san_ctx *ca, struct san_ctx *cb, uint16_t port, struct san_ep **a,
-                         struct san_ep **b)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-    CHECK(inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr) == 1);
-    struct acceptor acc = {0};
-    CHECK_EQ(san_listen(cb, (struct sockaddr *)&sa, sizeof(sa), 4, &acc.l), 0);
-    pthread_t t;
-    CHECK(!pthread_create(&t, NULL, accept_main, &acc));
-    CHECK_EQ(san_connect(ca, (struct sockaddr *)&sa, sizeof(sa), 5000, a), 0);
-    CHECK(!pthread_join(t, NULL));
-    CHECK_EQ(acc.err, 0);
-    *b = acc.ep;
-    san_listener_close(acc.l);
-}
-
-static struct san_wc wait_one(struct san_ep *ep)
-{
-    struct san_wc wc;
-    for (int i = 0; i < 200; i++) {
-        if (san_poll(ep, &wc, 1) == 1)
-            return wc;
-        CHECK(san_wait(ep, 100) == 0 || i < 199);
-    }
-    test_fail(__FILE__, __LINE__, "no completion");
-}
 
 static uint32_t desc_rkey(const unsigned char *desc)
 {

@@ -6,6 +6,7 @@
  * execution with write-then-send visibility, san_ep_fd with poll, listener handles per client and
  * stale once closed, and the stats back to idle. */
 #include "harness.h"
+#include "nic_pair.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -14,53 +15,6 @@
 #include <sys/mman.h>
 
 #define KIB 1024u
-
-static struct sockaddr_in addr4(const char *ip, uint16_t port)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-    CHECK(inet_pton(AF_INET, ip, &sa.sin_addr) == 1);
-    return sa;
-}
-
-struct acceptor {
-    struct san_listener *l;
-    struct san_ep *ep;
-    int err;
-};
-
-static void *accept_main(void *arg)
-{
-    struct acceptor *a = arg;
-    a->err = san_accept(a->l, 5000, &a->ep);
-    return NULL;
-}
-
-/* A connected pair: a (connector) in ctx_a, b (acceptor) in ctx_b. */
-static void connect_pair(struct san_ctx *ca, struct san_ctx *cb, uint16_t port, struct san_ep **a,
-                         struct san_ep **b)
-{
-    struct sockaddr_in sa = addr4("127.0.0.1", port);
-    struct acceptor acc = {0};
-    CHECK_EQ(san_listen(cb, (struct sockaddr *)&sa, sizeof(sa), 4, &acc.l), 0);
-    pthread_t t;
-    CHECK(!pthread_create(&t, NULL, accept_main, &acc));
-    CHECK_EQ(san_connect(ca, (struct sockaddr *)&sa, sizeof(sa), 5000, a), 0);
-    CHECK(!pthread_join(t, NULL));
-    CHECK_EQ(acc.err, 0);
-    *b = acc.ep;
-    san_listener_close(acc.l);
-}
-
-static struct san_wc wait_one(struct san_ep *ep)
-{
-    struct san_wc wc;
-    for (int i = 0; i < 200; i++) {
-        if (san_poll(ep, &wc, 1) == 1)
-            return wc;
-        CHECK(san_wait(ep, 100) == 0 || i < 199);
-    }
-    test_fail(__FILE__, __LINE__, "no completion");
-}
 
 static void connection_errors(struct san_ctx *ca, struct san_ctx *cb)
 {

@@ -6,6 +6,7 @@
  *   the survivor's receives complete with -ECONNRESET (no hang), its later posts are refused, and
  *   the daemon returns to idle. */
 #include "harness.h"
+#include "nic_pair.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -23,41 +24,6 @@ static unsigned ops_per_pair(void)
     const char *s = getenv("SAN_NIC_STRESS_OPS");
     unsigned n = s ? (unsigned)strtoul(s, NULL, 10) : 0;
     return n > 2000 ? n : 2000;
-}
-
-static struct sockaddr_in addr4(uint16_t port)
-{
-    struct sockaddr_in sa = {
-        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    return sa;
-}
-
-struct acceptor {
-    struct san_listener *l;
-    struct san_ep *ep;
-    int err;
-};
-
-static void *accept_main(void *arg)
-{
-    struct acceptor *a = arg;
-    a->err = san_accept(a->l, 10000, &a->ep);
-    return NULL;
-}
-
-static void connect_pair(struct san_ctx *ca, struct san_ctx *cb, uint16_t port, struct san_ep **a,
-                         struct san_ep **b)
-{
-    struct sockaddr_in sa = addr4(port);
-    struct acceptor acc = {0};
-    CHECK_EQ(san_listen(cb, (struct sockaddr *)&sa, sizeof(sa), 4, &acc.l), 0);
-    pthread_t t;
-    CHECK(!pthread_create(&t, NULL, accept_main, &acc));
-    CHECK_EQ(san_connect(ca, (struct sockaddr *)&sa, sizeof(sa), 10000, a), 0);
-    CHECK(!pthread_join(t, NULL));
-    CHECK_EQ(acc.err, 0);
-    *b = acc.ep;
-    san_listener_close(acc.l);
 }
 
 /* Takes completions until n arrived; all must be successful. */
@@ -245,7 +211,7 @@ static void streamer(uint16_t port, const char *desc)
     struct san_ep *ep;
     if (san_open(NULL, &ctx))
         _exit(2);
-    struct sockaddr_in sa = addr4(port);
+    struct sockaddr_in sa = addr4("127.0.0.1", port);
     if (san_connect(ctx, (struct sockaddr *)&sa, sizeof(sa), 10000, &ep))
         _exit(3);
     char *buf = mmap(NULL, 256 * KIB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -268,7 +234,7 @@ static void killed_mid_stream(const struct test_daemon *d, const struct san_stat
         struct san_ctx *ctx;
         CHECK_EQ(san_open(NULL, &ctx), 0);
         uint16_t port = (uint16_t)(7300 + round);
-        struct sockaddr_in sa = addr4(port);
+        struct sockaddr_in sa = addr4("127.0.0.1", port);
         struct san_listener *l;
         CHECK_EQ(san_listen(ctx, (struct sockaddr *)&sa, sizeof(sa), 1, &l), 0);
         char *sink =
