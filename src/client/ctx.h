@@ -44,6 +44,7 @@ struct client_reg {
     uint32_t refs; /* the daemon's reference count */
     unsigned access;
     bool rdma;
+    bool proxy; /* inside one of ctx->allocs: the daemon registers its frames; nothing pinned */
 };
 
 /* One reference of the daemon's registration count, held by the registration cache (one per

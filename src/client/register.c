@@ -4,11 +4,14 @@
  * per entry). The same range, access and kind registered again is the same daemon registration
  * with its count raised.
  *
- * Registration is MmProbeAndLockPages, our half first: the pages are pinned (pins.c), then the
- * daemon validates the range through our pidfd, gives it frames and registers it. Pinning before
- * the request also keeps our mlock (which holds our mm's lock for writing) from stalling the
- * daemon's validation of the same range. The last deregistration unpins while the daemon drops
- * the registration, and pins again if the daemon refuses.
+ * Proxy memory (a range inside one of our allocations) is registered as the allocation's frames,
+ * which are resident: nothing is pinned for it.
+ *
+ * Registration of other memory is MmProbeAndLockPages, our half first: the pages are pinned
+ * (pins.c), then the daemon validates the range through our pidfd, gives it frames and registers
+ * it. Pinning before the request also keeps our mlock (which holds our mm's lock for writing) from
+ * stalling the daemon's validation of the same range. The last deregistration unpins while the
+ * daemon drops the registration, and pins again if the daemon refuses.
  *
  * Locking: see ctx.h. san_ctx_release with defer runs on the cache's watcher thread, under the
  * cache's lock: it frees nothing (released references wait on ctx->dead). */
@@ -90,8 +93,11 @@ int san_ctx_register(struct san_ctx *ctx, void *addr, size_t len, unsigned acces
         err = -ENOMEM;
         goto fail;
     }
-    /* A range we already hold registered with this access is pinned already. */
-    if (!g && (err = san_ctx_pin_locked(ctx, start, end - start, access)))
+    /* A range we already hold registered with this access is pinned already; proxy memory (one of
+     * our allocations) is resident and never pinned: the daemon registers its frames. */
+    struct san_range *in = san_range_lookup(&ctx->allocs, va);
+    bool proxy = in && end <= san_range_end(in);
+    if (!g && !proxy && (err = san_ctx_pin_locked(ctx, start, end - start, access)))
         goto fail;
     san_proto_init(&req, SAN_OP_REGISTER, 0);
     req.u.register_req = (struct san_register_req){
@@ -106,7 +112,8 @@ int san_ctx_register(struct san_ctx *ctx, void *addr, size_t len, unsigned acces
                                  .lkey = rep.u.register_rep.lkey,
                                  .rkey = rep.u.register_rep.rkey,
                                  .access = access,
-                                 .rdma = rdma};
+                                 .rdma = rdma,
+                                 .proxy = proxy};
         san_range_insert(&ctx->regs, &g->r);
     }
     g->refs = rep.u.register_rep.refs;
@@ -118,7 +125,7 @@ int san_ctx_register(struct san_ctx *ctx, void *addr, size_t len, unsigned acces
     return 0;
 
 fail_unpin:
-    if (!g)
+    if (!g && !proxy)
         san_ctx_unpin_uncovered_locked(ctx, start, end - start);
 fail:
     san_mutex_unlock(&ctx->lock);
@@ -145,7 +152,8 @@ int san_ctx_release(struct client_ref *ref, bool defer)
     bool last = g->refs == 1;
     if (last) {
         san_range_erase(&ctx->regs, &g->r);
-        san_ctx_unpin_uncovered_locked(ctx, g->r.start, g->r.len);
+        if (!g->proxy)
+            san_ctx_unpin_uncovered_locked(ctx, g->r.start, g->r.len);
     }
     err = san_ctx_recv_locked(ctx, &req, &rep, NULL);
     if (err == -EINVAL) {
@@ -157,7 +165,8 @@ int san_ctx_release(struct client_ref *ref, bool defer)
     if (last && (err || rep.u.deregister_rep.refs)) {
         /* Still registered: pin it again. */
         san_range_insert(&ctx->regs, &g->r);
-        san_pin_lock(g->r.start, g->r.len);
+        if (!g->proxy)
+            san_pin_lock(g->r.start, g->r.len);
         last = false;
     }
     if (!err) {
@@ -210,7 +219,7 @@ void san_ctx_drop_regs(struct san_ctx *ctx, bool child)
         san_mutex_lock(&ctx->lock);
     while ((r = san_range_first(&ctx->regs))) {
         san_range_erase(&ctx->regs, r);
-        if (!child)
+        if (!child && !reg_of(r)->proxy)
             san_ctx_unpin_uncovered_locked(ctx, r->start, r->len);
         free(reg_of(r));
     }

@@ -67,14 +67,21 @@ void san_log(enum san_log_level level, const char *fmt, ...) __attribute__((form
 
 /* --- daemon state ---------------------------------------------------------------------------- */
 
-/* A proxy allocation: frames of the machine exported to one client through a memfd. */
+/* A proxy allocation: frames of the machine exported to one client through a memfd. Registrations
+ * of the client's mapping of it are backed by its frames (mr's san_regtab_backing), so its frames
+ * and the client's charge for them stay until FREE took its handle and the last such registration
+ * is gone. */
 struct san_daemon_alloc {
-    uint32_t handle;                     /* its key in the client's handle table */
-    struct san_daemon_alloc *freed_next; /* d->freed, once FREE detached it */
+    uint32_t handle;                     /* its key in the client's handle table; 0 once freed */
+    struct san_daemon_alloc *freed_next; /* d->freed, once nothing names it */
+    struct san_client *c;                /* charged with it */
     void *host;                          /* in the machine's image */
     uint64_t bytes;                      /* whole pages */
     san_paddr_t paddr;
     unsigned flags;
+    uint32_t dev_major, dev_minor; /* the memfd's device and inode: the client's mapping of it */
+    uint64_t ino;
+    uint32_t regs; /* backed registrations of it (under the registration table's lock) */
 };
 
 /* What all clients of one uid hold together ([limits] per_uid_*). */

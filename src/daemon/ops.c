@@ -13,18 +13,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <san/client.h>
 
 #include "common/page.h"
+#include "mdl/vma.h"
 #include "phys/export.h"
 
-/* Takes an allocation away from its client: from here on nothing can name it. */
-static void alloc_detach(struct san_client *c, struct san_daemon_alloc *a)
+/* The client stops paying for an allocation whose frames go back. */
+static void alloc_uncharge(struct san_daemon_alloc *a)
 {
+    struct san_client *c = a->c;
     struct san_daemon *d = c->d;
-    san_keytab_free(&c->allocs, a->handle);
     c->nr_allocs--;
     c->alloc_bytes -= a->bytes;
     c->usage->alloc_bytes -= a->bytes;
@@ -32,7 +35,8 @@ static void alloc_detach(struct san_client *c, struct san_daemon_alloc *a)
     d->alloc_bytes -= a->bytes;
 }
 
-/* Frees a detached allocation: the memfd stops backing the frames, then the frames go back. */
+/* Frees an allocation nothing names any more: the memfd stops backing the frames, then the frames
+ * go back. */
 static void alloc_free(struct san_daemon *d, struct san_daemon_alloc *a)
 {
     int err = san_phys_unexport(d->m, a->host, a->bytes);
@@ -46,10 +50,40 @@ static void alloc_free(struct san_daemon *d, struct san_daemon_alloc *a)
     free(a);
 }
 
-static void alloc_release(struct san_client *c, struct san_daemon_alloc *a)
+/* Once neither a handle nor a registration names it: uncharged now, freed after the reply (or at
+ * the end of the client's cleanup), before the next request is handled. */
+static void alloc_retire(struct san_daemon_alloc *a)
 {
-    alloc_detach(c, a);
-    alloc_free(c->d, a);
+    struct san_daemon *d = a->c->d;
+    alloc_uncharge(a);
+    a->freed_next = d->freed;
+    d->freed = a;
+}
+
+/* Takes the handle away: from here on the client cannot name the allocation. */
+static void alloc_unname(struct san_client *c, struct san_daemon_alloc *a)
+{
+    san_keytab_free(&c->allocs, a->handle);
+    a->handle = 0;
+    if (!a->regs)
+        alloc_retire(a);
+}
+
+/* mr's release of a registration backed by allocation arg. */
+static void alloc_registration_gone(void *arg)
+{
+    struct san_daemon_alloc *a = arg;
+    if (!--a->regs && !a->handle)
+        alloc_retire(a);
+}
+
+static void free_retired(struct san_daemon *d)
+{
+    while (d->freed) {
+        struct san_daemon_alloc *a = d->freed;
+        d->freed = a->freed_next;
+        alloc_free(d, a);
+    }
 }
 
 /* A fresh memfd made between requests, or -1. */
@@ -67,11 +101,7 @@ static int take_spare(struct san_daemon *d)
 
 void san_daemon_after_reply(struct san_daemon *d)
 {
-    while (d->freed) {
-        struct san_daemon_alloc *a = d->freed;
-        d->freed = a->freed_next;
-        alloc_free(d, a);
-    }
+    free_retired(d);
     for (size_t i = 0; i < sizeof(d->spare_memfd) / sizeof(d->spare_memfd[0]); i++)
         if (d->spare_memfd[i] < 0)
             d->spare_memfd[i] = memfd_create("sanproxy-alloc", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -122,8 +152,17 @@ static int op_alloc(struct san_client *c, const struct san_alloc_req *q, struct 
         goto fail_contig;
     if ((err = san_get_physical_address(d->m, a->host, &a->paddr)))
         goto fail_export;
+    struct stat st;
+    if (fstat(*fd, &st)) {
+        err = -errno;
+        goto fail_export;
+    }
+    a->dev_major = major(st.st_dev);
+    a->dev_minor = minor(st.st_dev);
+    a->ino = st.st_ino;
     if ((err = san_keytab_alloc(&c->allocs, a, &a->handle)))
         goto fail_export;
+    a->c = c;
     a->bytes = bytes;
     a->flags = q->flags;
     c->nr_allocs++;
@@ -154,11 +193,36 @@ static int op_free(struct san_client *c, const struct san_free_req *q)
     if (!a)
         return -EINVAL;
     /* Gone for the client now; the frames go back right after the reply (san_daemon_after_reply),
-     * before any other request is handled. */
-    alloc_detach(c, a);
-    a->freed_next = c->d->freed;
-    c->d->freed = a;
+     * before any other request is handled, or once the last registration backed by them is gone
+     * (the client's registration cache may hold some until it sees the unmap). */
+    alloc_unname(c, a);
     return 0;
+}
+
+/* The client's allocation that its mapping of [start, start+len) (whole pages) shows: 0 with *out
+ * and the physical address of start, -ENOENT for any other memory (the client's own pages, to be
+ * locked), -EFAULT when the mapping lacks the access. Recognised by the memfd's inode in the
+ * client's own maps (vma.h), so a client cannot pass other memory off as proxy memory. */
+static int proxy_memory(struct san_client *c, uint64_t start, uint64_t len, unsigned access,
+                        struct san_daemon_alloc **out, san_paddr_t *pa)
+{
+    struct san_vma_file f;
+    if (!c->nr_allocs || san_vma_file(c->owner.maps_fd, start, len, &f) || !f.shared)
+        return -ENOENT;
+    struct san_daemon_alloc *a;
+    uint32_t slot = 0, key;
+    for (; (a = san_keytab_next(&c->allocs, &slot, &key)); slot++) {
+        if (a->ino != f.inode || a->dev_major != f.dev_major || a->dev_minor != f.dev_minor)
+            continue;
+        if (f.offset % PAGE || f.offset > a->bytes || len > a->bytes - f.offset)
+            return -ENOENT;
+        if (!f.readable || ((access & SAN_MEM_WRITE) && !f.writable))
+            return -EFAULT;
+        *out = a;
+        *pa = a->paddr + f.offset;
+        return 0;
+    }
+    return -ENOENT;
 }
 
 static int op_register(struct san_client *c, const struct san_register_req *q,
@@ -172,8 +236,22 @@ static int op_register(struct san_client *c, const struct san_register_req *q,
      * process it could not open them for (another user's, not dumpable) cannot register. */
     if (!san_identity_can_register(c))
         return -EPERM;
-    int err = san_regtab_register(d->mr, &c->mrs, q->va, q->len, q->access, q->flags & SAN_REG_RDMA,
-                                  &lim, &r->lkey, &r->rkey, &r->refs);
+    /* Proxy memory is registered as its frames (the memcpy path of the NIC), anything else as the
+     * client's pages. A range the table refuses anyway is not looked up. */
+    struct san_daemon_alloc *a = NULL;
+    struct san_regtab_backing b = {.release = alloc_registration_gone};
+    int err;
+    if (q->va && q->len && q->va <= UINT64_MAX - PAGE && q->len <= UINT64_MAX - PAGE - q->va) {
+        uint64_t start = san_page_down(q->va), end = san_page_up(q->va + q->len);
+        if ((err = proxy_memory(c, start, end - start, q->access, &a, &b.pa)) == -EFAULT)
+            return err;
+    }
+    b.arg = a;
+    err = san_regtab_register_backed(d->mr, &c->mrs, q->va, q->len, q->access,
+                                     q->flags & SAN_REG_RDMA, &lim, a ? &b : NULL, &r->lkey,
+                                     &r->rkey, &r->refs);
+    if (!err && a && r->refs == 1)
+        a->regs++; /* a new registration: its release will drop this */
     if (err)
         log_debug("client %u: register %#llx+%llu: %s", c->id, (unsigned long long)q->va,
                   (unsigned long long)q->len, strerror(-err));
@@ -477,6 +555,7 @@ void san_daemon_release_client(struct san_client *c)
     slot = 0;
     san_regtab_set_release(c->d->mr, &c->mrs);
     while ((a = san_keytab_next(&c->allocs, &slot, &key)))
-        alloc_release(c, a);
+        alloc_unname(c, a);
     san_keytab_destroy(&c->allocs);
+    free_retired(c->d);
 }

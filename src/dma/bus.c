@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "mdl/mdl.h"
 #include "mdl/owner.h"
 
 /* May a device touch [pa, pa+n) of record f (n within f)? 0, -EFAULT or -EACCES. */
@@ -102,6 +103,19 @@ static int bus_access(struct san_dma_adapter *pub, san_laddr_t addr, uint8_t *bu
 fault:
     atomic_fetch_add(&m->dma_faults, 1);
     return err;
+}
+
+void *san_dma_direct(struct san_dma_adapter *pub, const struct san_mdl *mdl, uint64_t off,
+                     uint64_t len)
+{
+    if (!pub || !mdl || !mdl->allocated || !len || off > UINT64_MAX - len)
+        return NULL;
+    const struct san_adapter *a = san_adapter_of(pub);
+    san_paddr_t pa = mdl->pieces[0].pa + off;
+    if (off + len > (uint64_t)mdl->nr_pages * SAN_PAGE_SIZE || pa > a->limit ||
+        len - 1 > a->limit - pa)
+        return NULL;
+    return san_phys_to_host(a->m, pa);
 }
 
 int san_dma_read(struct san_dma_adapter *a, san_laddr_t src, void *dst, size_t len)

@@ -101,6 +101,14 @@ san_paddr_t san_reg_paddr(const struct san_adapter *a, uint32_t r);
 bool san_bounce_busy(const struct san_frames *f, san_paddr_t pa, uint64_t len);
 
 /* sg.c: the DMA_OPERATIONS entries. */
+/* The host bytes of [off, off+len) of an MDL's page range (off from its page_va) when the device
+ * reaches them directly: an allocated MDL (proxy memory, a contiguous allocation) whose frames lie
+ * within the device's address width, so no map register is needed. NULL otherwise (a locked MDL's
+ * pages are the owner's; memory beyond the reach is bounced): use a scatter-gather list. The
+ * caller holds the MDL (a use of its registration), which keeps the frames allocated. */
+void *san_dma_direct(struct san_dma_adapter *a, const struct san_mdl *mdl, uint64_t off,
+                     uint64_t len);
+
 int san_sg_get(struct san_dma_adapter *a, struct san_mdl *mdl, size_t offset, size_t len,
                bool to_device, struct san_sg_list **out);
 void san_sg_put(struct san_dma_adapter *a, struct san_sg_list *sg, bool to_device);

@@ -54,7 +54,7 @@ static bool seg_next(struct seg_iter *it, uint64_t *off, san_paddr_t *pa, uint64
     uint64_t pstart = (uint64_t)p->first_page * PAGE, pend = pstart + (uint64_t)p->nr_pages * PAGE;
     uint64_t stop = pend < it->end ? pend : it->end;
     *off = it->o;
-    *pa = p->f->r.start + (it->o - pstart);
+    *pa = p->pa + (it->o - pstart);
     *n = stop - it->o;
     *reach = *pa < it->split;
     if (*reach && it->split - *pa < *n)
@@ -96,9 +96,8 @@ static int bounce_copy(const struct san_sg_priv *s, bool into_bounce)
     const struct san_mdl *mdl = s->mdl;
     for (uint32_t i = 0; i < s->nr_copies; i++) {
         const struct san_bounce_copy *c = &s->copies[i];
-        int err = into_bounce
-                      ? san_owner_read(&mdl->owner, mdl->page_va + c->off, c->host, c->len)
-                      : san_owner_write(&mdl->owner, mdl->page_va + c->off, c->host, c->len);
+        int err = into_bounce ? san_mdl_read(mdl, c->off, c->host, c->len)
+                              : san_mdl_write(mdl, c->off, c->host, c->len);
         if (err)
             return err;
     }

@@ -12,6 +12,10 @@
  * process-wide tree of possibly overlapping ranges (common/range): unlocking munlocks only the
  * parts no other MDL still covers, and of those only what is still mapped.
  *
+ * An allocated MDL (san_mdl_build, MmBuildMdlForNonPagedPool) describes frames the machine already
+ * gave out, mapped in the owner's space (a daemon client's proxy memory): one piece, nothing
+ * locked, and devices reach its bytes in the RAM image, as the machine's own memory.
+ *
  * Locking: pin_lock (process-wide) serialises mlock/munlock with the pin tree, so a page is never
  * munlocked while an MDL covering it is being created. m->lock is taken for writing around frame
  * allocation and release, never while pin_lock is held. An MDL is immutable once returned. */
@@ -23,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -48,10 +53,12 @@ static void unpin_uncovered_locked(uint64_t start, uint64_t end)
 static void free_frames(struct san_mdl *mdl)
 {
     struct san_machine *m = mdl->m;
-    san_machine_write_lock(m);
-    for (size_t i = 0; i < mdl->nr_pieces; i++)
-        san_phys_free_locked(m, mdl->pieces[i].f);
-    san_machine_write_unlock(m);
+    if (!mdl->allocated) {
+        san_machine_write_lock(m);
+        for (size_t i = 0; i < mdl->nr_pieces; i++)
+            san_phys_free_locked(m, mdl->pieces[i].f);
+        san_machine_write_unlock(m);
+    }
     mdl->nr_pieces = 0;
 }
 
@@ -97,7 +104,7 @@ static int assign_frames(struct san_mdl *mdl)
         f->owner = &mdl->owner;
         f->owner_va = mdl->page_va + (uint64_t)page * PAGE;
         size_t n = (size_t)(f->r.len / PAGE);
-        mdl->pieces[mdl->nr_pieces++] = (struct san_mdl_piece){page, n, f};
+        mdl->pieces[mdl->nr_pieces++] = (struct san_mdl_piece){page, n, f->r.start, f};
         page += n;
     }
     if (err) {
@@ -196,6 +203,28 @@ bool san_owner_alive(const struct san_page_owner *o)
     }
 }
 
+/* A new MDL of [va, va+len) with no pieces yet; the range is checked by the caller. */
+static struct san_mdl *new_mdl(struct san_machine *m, const struct san_page_owner *owner,
+                               uint64_t va, size_t len, unsigned access)
+{
+    struct san_mdl *mdl = calloc(1, sizeof(*mdl));
+    if (!mdl)
+        return NULL;
+    uint64_t start = va & ~(PAGE - 1), end = (va + len + PAGE - 1) & ~(PAGE - 1);
+    mdl->m = m;
+    mdl->owner = *owner;
+    mdl->va = va;
+    mdl->len = len;
+    mdl->access = access;
+    mdl->page_va = start;
+    mdl->nr_pages = (size_t)((end - start) / PAGE);
+    mdl->cap_pieces = SAN_MDL_INLINE_PIECES;
+    mdl->pieces = mdl->inline_pieces;
+    mdl->pin.start = start;
+    mdl->pin.len = end - start;
+    return mdl;
+}
+
 int san_mdl_lock_for(struct san_machine *m, const struct san_page_owner *owner, uint64_t va,
                      size_t len, unsigned access, struct san_mdl **out)
 {
@@ -213,20 +242,8 @@ int san_mdl_lock_for(struct san_machine *m, const struct san_page_owner *owner, 
     if (owner->pid == 0 && end > (uint64_t)UINTPTR_MAX)
         return -EFAULT;
 
-    mdl = calloc(1, sizeof(*mdl));
-    if (!mdl)
+    if (!(mdl = new_mdl(m, owner, va, len, access)))
         return -ENOMEM;
-    mdl->m = m;
-    mdl->owner = *owner;
-    mdl->va = va;
-    mdl->len = len;
-    mdl->access = access;
-    mdl->page_va = start;
-    mdl->nr_pages = (size_t)((end - start) / PAGE);
-    mdl->cap_pieces = SAN_MDL_INLINE_PIECES;
-    mdl->pieces = mdl->inline_pieces;
-    mdl->pin.start = start;
-    mdl->pin.len = end - start;
 
     if (owner->pid == 0)
         err = san_pin_populate(start, end - start, access & SAN_MEM_WRITE);
@@ -257,6 +274,54 @@ fail_check:
     return err;
 }
 
+/* The RAM image's bytes at off in an allocated MDL's range: one piece, contiguous. */
+static uint8_t *allocated_host(const struct san_mdl *mdl, uint64_t off)
+{
+    return san_phys_to_host(mdl->m, mdl->pieces[0].pa + off);
+}
+
+int san_mdl_build(struct san_machine *m, const struct san_page_owner *owner, uint64_t va,
+                  size_t len, unsigned access, san_paddr_t pa, struct san_mdl **out)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!m || !owner || !len || access < SAN_MEM_READ || access > SAN_MEM_READWRITE || pa % PAGE ||
+        va > UINT64_MAX - len || va + len > UINT64_MAX - PAGE)
+        return -EINVAL;
+    struct san_mdl *mdl = new_mdl(m, owner, va, len, access);
+    if (!mdl)
+        return -ENOMEM;
+    mdl->allocated = true;
+    mdl->pieces[0] = (struct san_mdl_piece){0, mdl->nr_pages, pa, NULL};
+    mdl->nr_pieces = 1;
+    /* The probe: the image's mapping of the frames is made present now, so that no device access
+     * takes a page fault per page later (an exported allocation is a memfd mapped here, populated
+     * lazily). Best effort: without MADV_POPULATE_* (before 5.14) the first accesses fault. */
+    madvise(allocated_host(mdl, 0), (size_t)mdl->nr_pages * PAGE,
+            access & SAN_MEM_WRITE ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
+    *out = mdl;
+    return 0;
+}
+
+int san_mdl_read(const struct san_mdl *mdl, uint64_t off, void *buf, size_t len)
+{
+    if (mdl->allocated) {
+        memcpy(buf, allocated_host(mdl, off), len);
+        return 0;
+    }
+    return san_owner_read(&mdl->owner, mdl->page_va + off, buf, len);
+}
+
+int san_mdl_write(const struct san_mdl *mdl, uint64_t off, const void *buf, size_t len)
+{
+    if (mdl->allocated) {
+        memcpy(allocated_host(mdl, off), buf, len);
+        return 0;
+    }
+    return san_owner_write(&mdl->owner, mdl->page_va + off, buf, len);
+}
+
 int san_mdl_lock(struct san_machine *m, void *va, size_t len, unsigned access, struct san_mdl **out)
 {
     static const struct san_page_owner self = {
@@ -285,7 +350,7 @@ void san_mdl_unlock(struct san_mdl *mdl)
         pthread_mutex_unlock(&leak_lock);
         return;
     }
-    if (mdl->owner.pid == 0) {
+    if (mdl->owner.pid == 0 && !mdl->allocated) {
         uint64_t start = mdl->pin.start, end = san_range_end(&mdl->pin);
         san_mutex_lock(&pin_lock);
         san_range_erase(&pin_tree, &mdl->pin);
@@ -316,7 +381,7 @@ san_paddr_t san_mdl_page(const struct san_mdl *mdl, size_t i)
     if (!mdl || i >= mdl->nr_pages)
         return 0;
     const struct san_mdl_piece *p = &mdl->pieces[san_mdl_piece_of(mdl, i)];
-    return p->f->r.start + (uint64_t)(i - p->first_page) * PAGE;
+    return p->pa + (uint64_t)(i - p->first_page) * PAGE;
 }
 
 uint64_t san_mdl_va(const struct san_mdl *mdl)

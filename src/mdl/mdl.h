@@ -3,7 +3,8 @@
  * An MDL describes a locked buffer: its owner (this process, pid 0, or a client process), the
  * owner's virtual range, the access a device has, and its page list. The page list is a short
  * array of pieces: each piece is one SAN_FRAMES_LOCKED frame record of the machine (a run of
- * physically contiguous frames) covering consecutive pages of the buffer, so page i is found by a
+ * physically contiguous frames), or for an allocated MDL the frames of an allocation, covering
+ * consecutive pages of the buffer, so page i is found by a
  * binary search over the pieces (O(log pieces)) and a transfer walks whole pieces, never pages.
  *
  * Locking: an MDL is immutable between lock and unlock; any thread may read it. Locking and
@@ -29,7 +30,8 @@
 struct san_mdl_piece {
     size_t first_page;    /* index of the buffer page the piece starts at */
     size_t nr_pages;      /* pages in the piece */
-    struct san_frames *f; /* the frame record: f->r.start is the piece's physical address */
+    san_paddr_t pa;       /* the physical address of its first page */
+    struct san_frames *f; /* the frame record the MDL gave it, or NULL (an allocated MDL's) */
 };
 
 struct san_mdl {
@@ -38,6 +40,7 @@ struct san_mdl {
     uint64_t va;                 /* as asked: first byte of the buffer in the owner's space */
     size_t len;                  /* as asked: bytes */
     unsigned access;             /* SAN_MEM_* */
+    bool allocated;              /* describes allocated frames (san_mdl_build): nothing locked */
     uint64_t page_va;            /* va rounded down to a page */
     size_t nr_pages;
     atomic_uint maps;     /* scatter-gather lists outstanding on this MDL (dma) */
@@ -63,6 +66,21 @@ struct san_mdl {
  * held. Blocks in mlock (page faults) for this process; never on a client with a pagemap. */
 int san_mdl_lock_for(struct san_machine *m, const struct san_page_owner *owner, uint64_t va,
                      size_t len, unsigned access, struct san_mdl **out);
+
+/* MmBuildMdlForNonPagedPool: an MDL for [va, va+len) of owner's space where the owner maps memory
+ * the machine already gave out, physically contiguous from pa (the physical address of va's page):
+ * a daemon client's proxy memory. Nothing is checked, locked or pinned (the memory is resident and
+ * the caller has checked the mapping); the MDL's one piece is those frames, so devices reach them
+ * in the RAM image, never through the owner. The caller keeps the frames allocated until
+ * san_mdl_unlock, which frees nothing of them. -EINVAL, -ENOMEM. */
+int san_mdl_build(struct san_machine *m, const struct san_page_owner *owner, uint64_t va,
+                  size_t len, unsigned access, san_paddr_t pa, struct san_mdl **out);
+
+/* Copies between buf and [off, off+len) of the MDL's page range (off from page_va): its frames in
+ * the RAM image for an allocated MDL, the owner's pages (san_owner_read/write) otherwise. 0 or
+ * -EFAULT. */
+int san_mdl_read(const struct san_mdl *mdl, uint64_t off, void *buf, size_t len);
+int san_mdl_write(const struct san_mdl *mdl, uint64_t off, const void *buf, size_t len);
 
 /* Whether owner's address space is still the one its pagemap was opened on: false once the process
  * exec'd or exited (the pagemap then reads nothing), or when there is no pagemap. Owner pid 0 (this

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -40,6 +41,9 @@ _Static_assert(sizeof(struct vma_query) == 104, "PROCMAP_QUERY argument layout")
 #define VMA_QUERY_IOCTL    _IOWR('f', 17, struct vma_query)
 #define VMA_QUERY_READABLE 0x01u
 #define VMA_QUERY_WRITABLE 0x02u
+#define VMA_QUERY_SHARED   0x08u
+
+bool san_vma_text_only;
 
 static bool allows(bool readable, bool writable, unsigned access)
 {
@@ -137,13 +141,78 @@ static int check_by_text(int fd, uint64_t start, uint64_t end, unsigned access)
     return at >= end ? 0 : -EFAULT;
 }
 
+static int file_by_query(int fd, uint64_t start, uint64_t end, struct san_vma_file *out)
+{
+    struct vma_query q = {.size = sizeof(q), .query_addr = start};
+    if (ioctl(fd, VMA_QUERY_IOCTL, &q))
+        return errno == ENOENT ? -ENOENT : errno == ENOTTY ? -ENOTTY : -errno;
+    if (q.vma_start > start || q.vma_end < end || !q.inode)
+        return -ENOENT;
+    *out = (struct san_vma_file){.dev_major = q.dev_major,
+                                 .dev_minor = q.dev_minor,
+                                 .inode = q.inode,
+                                 .offset = q.vma_offset + (start - q.vma_start),
+                                 .shared = q.vma_flags & VMA_QUERY_SHARED,
+                                 .readable = q.vma_flags & VMA_QUERY_READABLE,
+                                 .writable = q.vma_flags & VMA_QUERY_WRITABLE};
+    return 0;
+}
+
+/* A line "START-END PERMS OFFSET MAJOR:MINOR INODE [PATH]" covering [start, end). */
+static int file_by_text(int fd, uint64_t start, uint64_t end, struct san_vma_file *out)
+{
+    size_t size;
+    int err = 0;
+    char *text = read_maps(fd, &size, &err);
+    if (!text)
+        return err;
+    err = size ? -ENOENT : -ESRCH;
+    for (char *line = text; line && *line;) {
+        char *next = strchr(line, '\n');
+        if (next)
+            *next++ = 0;
+        unsigned long long lo, hi, off, ino;
+        unsigned maj, min;
+        char perms[5];
+        if (sscanf(line, "%llx-%llx %4s %llx %x:%x %llu", &lo, &hi, perms, &off, &maj, &min,
+                   &ino) == 7 &&
+            lo <= start && start < hi) {
+            if (end <= hi && ino)
+                *out = (struct san_vma_file){.dev_major = maj,
+                                             .dev_minor = min,
+                                             .inode = ino,
+                                             .offset = off + (start - lo),
+                                             .shared = perms[3] == 's',
+                                             .readable = perms[0] == 'r',
+                                             .writable = perms[1] == 'w'};
+            err = end <= hi && ino ? 0 : -ENOENT;
+            break;
+        }
+        line = next;
+    }
+    free(text);
+    return err;
+}
+
+int san_vma_file(int maps_fd, uint64_t start, uint64_t len, struct san_vma_file *out)
+{
+    if (maps_fd < 0)
+        return -EPERM;
+    if (!len || start + len < start)
+        return -ENOENT;
+    int err = san_vma_text_only ? -ENOTTY : file_by_query(maps_fd, start, start + len, out);
+    if (err == -ENOTTY)
+        err = file_by_text(maps_fd, start, start + len, out);
+    return err;
+}
+
 int san_vma_check(int maps_fd, uint64_t start, uint64_t len, unsigned access)
 {
     if (maps_fd < 0)
         return -EPERM;
     if (!len || start + len < start)
         return -EFAULT;
-    int err = check_by_query(maps_fd, start, start + len, access);
+    int err = san_vma_text_only ? -ENOTTY : check_by_query(maps_fd, start, start + len, access);
     if (err == -ENOTTY)
         err = check_by_text(maps_fd, start, start + len, access);
     return err;

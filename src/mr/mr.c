@@ -1,7 +1,8 @@
 /* The registration table of the NIC: registrations of client memory with keys, access rights and
  * reference counts (WSPRegisterMemory / WSPRegisterRdmaMemory / WSPDeregister*Memory).
  *
- * Sits on mdl (san_mdl_lock_for locks the owner's pages and gives them frames), the key tables of
+ * Sits on mdl (san_mdl_lock_for locks the owner's pages and gives them frames; san_mdl_build
+ * describes proxy memory, a backed registration), the key tables of
  * common/keytab.c and the shared range tree (each owner's registrations by virtual range).
  * Locking: reg->lock protects the key tables, every set and every entry; it is held across the
  * MDL lock of a new registration (a few system calls), so the NIC never sees a half-made entry.
@@ -106,6 +107,8 @@ static void destroy_locked(struct san_regtab *reg, struct san_regtab_entry *e)
     reg->registrations--;
     reg->locked_bytes -= e->pages_bytes;
     san_mdl_unlock(e->mdl);
+    if (e->release)
+        e->release(e->release_arg);
     free(e);
 }
 
@@ -132,20 +135,29 @@ void san_regtab_set_release(struct san_regtab *reg, struct san_regtab_set *set)
 
 /* The owner's registration of exactly [va, va+len) with access and kind, or NULL. Equal starts sit
  * next to each other in the tree: look both ways from one of them. */
+static bool same(const struct san_regtab_entry *e, uint64_t len, unsigned access, bool rdma,
+                 const struct san_regtab_backing *b)
+{
+    if (e->r.len != len || e->access != access || e->rdma != rdma || e->mdl->allocated != !!b)
+        return false;
+    return !b || e->mdl->pieces[0].pa == b->pa;
+}
+
 static struct san_regtab_entry *find_same(struct san_regtab_set *set, uint64_t va, uint64_t len,
-                                          unsigned access, bool rdma)
+                                          unsigned access, bool rdma,
+                                          const struct san_regtab_backing *b)
 {
     struct san_range *at = san_range_floor(&set->by_va, va);
     if (!at || at->start != va)
         return NULL;
     for (struct san_range *r = at; r && r->start == va; r = san_range_prev(r)) {
         struct san_regtab_entry *e = entry_of(r);
-        if (e->r.len == len && e->access == access && e->rdma == rdma)
+        if (same(e, len, access, rdma, b))
             return e;
     }
     for (struct san_range *r = san_range_next(at); r && r->start == va; r = san_range_next(r)) {
         struct san_regtab_entry *e = entry_of(r);
-        if (e->r.len == len && e->access == access && e->rdma == rdma)
+        if (same(e, len, access, rdma, b))
             return e;
     }
     return NULL;
@@ -155,6 +167,15 @@ int san_regtab_register(struct san_regtab *reg, struct san_regtab_set *set, uint
                         uint64_t len, unsigned access, bool rdma,
                         const struct san_regtab_limits *lim, uint32_t *lkey, uint32_t *rkey,
                         uint32_t *refs)
+{
+    return san_regtab_register_backed(reg, set, va, len, access, rdma, lim, NULL, lkey, rkey, refs);
+}
+
+int san_regtab_register_backed(struct san_regtab *reg, struct san_regtab_set *set, uint64_t va,
+                               uint64_t len, unsigned access, bool rdma,
+                               const struct san_regtab_limits *lim,
+                               const struct san_regtab_backing *backing, uint32_t *lkey,
+                               uint32_t *rkey, uint32_t *refs)
 {
     struct san_regtab_entry *e;
     int err;
@@ -167,10 +188,11 @@ int san_regtab_register(struct san_regtab *reg, struct san_regtab_set *set, uint
     uint64_t end = va + len;
     if (end > UINT64_MAX - PAGE)
         return -EFAULT;
-    uint64_t pages_bytes = ((end + PAGE - 1) & ~(PAGE - 1)) - first;
+    /* Proxy memory is resident already: registering it locks nothing. */
+    uint64_t pages_bytes = backing ? 0 : ((end + PAGE - 1) & ~(PAGE - 1)) - first;
 
     san_mutex_lock(&reg->lock);
-    e = find_same(set, va, len, access, rdma);
+    e = find_same(set, va, len, access, rdma, backing);
     if (e) {
         if (e->refs == UINT32_MAX) {
             err = -ENOBUFS;
@@ -213,9 +235,14 @@ int san_regtab_register(struct san_regtab *reg, struct san_regtab_set *set, uint
         goto fail_free;
     if (rdma && (err = san_keytab_alloc(&reg->rtab, e, &e->rkey)))
         goto fail_lkey;
-    err = san_mdl_lock_for(reg->m, set->owner, va, (size_t)len, access, &e->mdl);
+    err = backing ? san_mdl_build(reg->m, set->owner, va, (size_t)len, access, backing->pa, &e->mdl)
+                  : san_mdl_lock_for(reg->m, set->owner, va, (size_t)len, access, &e->mdl);
     if (err)
         goto fail_rkey;
+    if (backing) {
+        e->release = backing->release;
+        e->release_arg = backing->arg;
+    }
     san_range_insert(&set->by_va, &e->r);
     set->registrations++;
     set->locked_bytes += pages_bytes;

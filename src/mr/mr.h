@@ -53,6 +53,19 @@ struct san_regtab_entry {
     uint32_t uses;        /* operations in flight */
     uint8_t access;       /* SAN_MEM_* */
     bool rdma;
+    void (*release)(void *arg); /* a backed registration's (san_regtab_backing) */
+    void *release_arg;
+};
+
+/* What backs a registration other than the owner's own pages: memory the machine already gave the
+ * owner, mapped at the registered range (a daemon client's proxy memory), physically contiguous
+ * from pa (the frame of the range's first page). Nothing is locked (the entry counts no locked
+ * bytes); devices reach the frames directly. release(arg) runs once the registration is gone,
+ * under the table's lock: the owner of the memory keeps it allocated until then. */
+struct san_regtab_backing {
+    san_paddr_t pa;
+    void (*release)(void *arg);
+    void *arg;
 };
 
 struct san_regtab_limits {
@@ -80,6 +93,13 @@ int san_regtab_register(struct san_regtab *reg, struct san_regtab_set *set, uint
                         uint64_t len, unsigned access, bool rdma,
                         const struct san_regtab_limits *lim, uint32_t *lkey, uint32_t *rkey,
                         uint32_t *refs);
+/* san_regtab_register for memory that backing describes (NULL: the owner's pages, as above). The
+ * same range, access and kind finds an existing registration only when it has the same backing. */
+int san_regtab_register_backed(struct san_regtab *reg, struct san_regtab_set *set, uint64_t va,
+                               uint64_t len, unsigned access, bool rdma,
+                               const struct san_regtab_limits *lim,
+                               const struct san_regtab_backing *backing, uint32_t *lkey,
+                               uint32_t *rkey, uint32_t *refs);
 /* Drops one reference of set's registration lkey; *refs gets what is left (0: it is gone).
  * -EINVAL for a key that set does not hold (stale, foreign, never issued); -EBUSY when this is the
  * last reference and an operation still uses it (nothing changes then). */

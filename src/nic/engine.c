@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "dma/dma.h"
 
 #ifndef SYS_futex_waitv
 #define SYS_futex_waitv 449
@@ -206,45 +207,59 @@ static int dma_move(struct san_nic *nic, struct san_regtab_entry *e, uint64_t va
     return 0;
 }
 
-/* Copies total bytes from the src pieces to the dst pieces, CHUNK at a time. 0, or -EFAULT
- * (the source side, *src_failed set) / -EFAULT (the destination side). */
-static int transfer(struct san_nic_pair *p, const struct piece *src, unsigned ns,
-                    const struct piece *dst, unsigned nd, uint64_t total, bool *src_failed)
+/* The host bytes of [va, va+n) of a piece's registration when the NIC reaches them directly
+ * (proxy memory within its address width), else NULL. */
+static uint8_t *direct(struct san_nic *nic, const struct piece *pc, uint64_t va, uint64_t n)
 {
+    const struct san_mdl *mdl = pc->e->mdl;
+    return san_dma_direct(nic->adapter, mdl, va - mdl->page_va, n);
+}
+
+/* Copies total bytes from the src pieces to the dst pieces. Where both sides are proxy memory the
+ * NIC reaches directly, one memcpy moves a whole run; where one side is, the other side's DMA
+ * reads or writes it in place; otherwise bytes go through the engine's bounce buffer, CHUNK at a
+ * time. 0, or -EFAULT with *src_failed saying which side failed. */
+static int transfer(struct san_nic_pair *p, const struct piece *src, const struct piece *dst,
+                    uint64_t total, bool *src_failed)
+{
+    struct san_nic *nic = p->nic;
     unsigned si = 0, di = 0;
-    uint64_t so = 0, doff = 0, moved = 0;
+    uint64_t so = 0, doff = 0;
     *src_failed = false;
-    while (moved < total) {
-        uint64_t chunk = total - moved < CHUNK ? total - moved : CHUNK;
-        /* Gather chunk bytes. */
-        for (uint64_t got = 0; got < chunk;) {
-            while (src[si].len == so) {
-                si++;
-                so = 0;
-            }
-            uint64_t n = src[si].len - so < chunk - got ? src[si].len - so : chunk - got;
-            if (dma_move(p->nic, src[si].e, src[si].va + so, p->bounce + got, (size_t)n, true)) {
-                *src_failed = true;
-                return -EFAULT;
-            }
-            so += n;
-            got += n;
+    for (uint64_t moved = 0; moved < total;) {
+        while (src[si].len == so) {
+            si++;
+            so = 0;
         }
-        for (uint64_t put = 0; put < chunk;) {
-            while (dst[di].len == doff) {
-                di++;
-                doff = 0;
-            }
-            uint64_t n = dst[di].len - doff < chunk - put ? dst[di].len - doff : chunk - put;
-            if (dma_move(p->nic, dst[di].e, dst[di].va + doff, p->bounce + put, (size_t)n, false))
-                return -EFAULT;
-            doff += n;
-            put += n;
+        while (dst[di].len == doff) {
+            di++;
+            doff = 0;
         }
-        moved += chunk;
+        uint64_t n = src[si].len - so < dst[di].len - doff ? src[si].len - so : dst[di].len - doff;
+        if (n > total - moved)
+            n = total - moved;
+        uint64_t sva = src[si].va + so, dva = dst[di].va + doff;
+        uint8_t *s = direct(nic, &src[si], sva, n), *d = direct(nic, &dst[di], dva, n);
+        if (s && d) {
+            memcpy(d, s, n);
+        } else if (d) {
+            if (dma_move(nic, src[si].e, sva, d, (size_t)n, true))
+                return *src_failed = true, -EFAULT;
+        } else if (s) {
+            if (dma_move(nic, dst[di].e, dva, s, (size_t)n, false))
+                return -EFAULT;
+        } else {
+            if (n > CHUNK)
+                n = CHUNK;
+            if (dma_move(nic, src[si].e, sva, p->bounce, (size_t)n, true))
+                return *src_failed = true, -EFAULT;
+            if (dma_move(nic, dst[di].e, dva, p->bounce, (size_t)n, false))
+                return -EFAULT;
+        }
+        so += n;
+        doff += n;
+        moved += n;
     }
-    (void)ns;
-    (void)nd;
     return 0;
 }
 
@@ -308,7 +323,7 @@ static int do_send(struct san_nic_pair *p, struct san_nic_ep *ep, const struct s
     bool src_failed = false;
     if (total > room || total > UINT32_MAX)
         status = -EMSGSIZE;
-    else if (transfer(p, src, w->nsge, dst, r.nsge, total, &src_failed))
+    else if (transfer(p, src, dst, total, &src_failed))
         status = -EFAULT;
     put_pieces(p->nic, src, w->nsge);
     put_pieces(p->nic, dst, r.nsge);
@@ -348,9 +363,9 @@ static void do_rdma(struct san_nic_pair *p, struct san_nic_ep *ep, const struct 
         put_pieces(p->nic, local, w->nsge);
         status = -EACCES;
     } else {
-        if (write && transfer(p, local, w->nsge, &remote, 1, total, &src_failed))
+        if (write && transfer(p, local, &remote, total, &src_failed))
             status = src_failed ? -EFAULT : -EACCES;
-        else if (!write && transfer(p, &remote, 1, local, w->nsge, total, &src_failed))
+        else if (!write && transfer(p, &remote, local, total, &src_failed))
             status = src_failed ? -EACCES : -EFAULT;
         put_pieces(p->nic, local, w->nsge);
         san_regtab_put(p->nic->reg, remote.e);

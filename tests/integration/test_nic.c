@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 
 #define KIB 1024u
+#define MIB (1024u * KIB)
 
 static void connection_errors(struct san_ctx *ca, struct san_ctx *cb)
 {
@@ -215,6 +216,102 @@ static void rdma_and_checks(struct san_ctx *ca, struct san_ctx *cb, struct san_c
     munmap(ro, len);
 }
 
+/* Proxy memory (san_alloc) is registered as its frames: nothing locked, the NIC copies it
+ * directly, to and from proxy memory and a context's own pages alike. A freed allocation that is
+ * still registered keeps its frames (and its charge) until the registration goes. ca and cb are
+ * uncached, so registrations end only when deregistered. */
+static void proxy_memory(struct test_daemon *d, struct san_ctx *ca, struct san_ctx *cb)
+{
+    struct san_ep *a, *b;
+    struct san_stats_rep before, st;
+    connect_pair(ca, cb, 6500, &a, &b);
+    size_t len = 4 * MIB;
+    char *src, *dst, *own;
+    CHECK_EQ(san_alloc(ca, len, 0, (void **)&src), 0);
+    CHECK_EQ(san_alloc(cb, len, 0, (void **)&dst), 0);
+    own = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(own != MAP_FAILED);
+    for (size_t i = 0; i < len; i++)
+        src[i] = (char)(i * 7 + 3);
+    test_stats(d, &before);
+    struct san_mr *smr, *dmr, *omr;
+    char desc[SAN_RDMA_DESC_SIZE], odesc[SAN_RDMA_DESC_SIZE];
+    size_t dl = sizeof(desc);
+    CHECK_EQ(san_register(ca, src, len, SAN_MEM_READWRITE, &smr), 0);
+    CHECK_EQ(san_register_rdma(cb, dst, len, SAN_MEM_READWRITE, desc, &dl, &dmr), 0);
+    test_stats(d, &st);
+    CHECK_EQ(st.registrations, before.registrations + 2);
+    CHECK_EQ(st.locked_bytes, before.locked_bytes); /* resident already: nothing locked */
+    CHECK_EQ(san_register_rdma(cb, own, len, SAN_MEM_READWRITE, odesc, &dl, &omr), 0);
+    test_stats(d, &st);
+    CHECK_EQ(st.locked_bytes, before.locked_bytes + len); /* own pages are locked */
+
+    /* Proxy to proxy, two pieces, then read back into proxy memory. */
+    struct san_sge ws[2] = {{src, 3 * MIB, san_mr_lkey(smr)},
+                            {src + 3 * MIB + 4096, MIB - 4096, san_mr_lkey(smr)}};
+    CHECK_EQ(san_rdma_write(a, 1, ws, 2, desc, sizeof(desc), 4096, 0), 0);
+    struct san_wc wc = wait_one(a);
+    CHECK(wc.wr_id == 1 && wc.status == 0 && wc.byte_len == len - 4096);
+    CHECK(!memcmp(dst + 4096, src, 3 * MIB));
+    CHECK(!memcmp(dst + 4096 + 3 * MIB, src + 3 * MIB + 4096, MIB - 4096));
+    memset(src + 2 * MIB, 0, MIB);
+    struct san_sge rd = {src + 2 * MIB, MIB, san_mr_lkey(smr)};
+    CHECK_EQ(san_rdma_read(a, 2, &rd, 1, desc, sizeof(desc), 4096, 0), 0);
+    wc = wait_one(a);
+    CHECK(wc.wr_id == 2 && wc.status == 0);
+    CHECK(!memcmp(src + 2 * MIB, dst + 4096, MIB));
+
+    /* Proxy memory into a context's own pages and back. */
+    struct san_sge w1 = {src, MIB, san_mr_lkey(smr)};
+    CHECK_EQ(san_rdma_write(a, 3, &w1, 1, odesc, sizeof(odesc), 100, 0), 0);
+    wc = wait_one(a);
+    CHECK(wc.wr_id == 3 && wc.status == 0);
+    CHECK(!memcmp(own + 100, src, MIB));
+    struct san_sge r1 = {src + 3 * MIB, 8192, san_mr_lkey(smr)};
+    CHECK_EQ(san_rdma_read(a, 4, &r1, 1, odesc, sizeof(odesc), 100, 0), 0);
+    wc = wait_one(a);
+    CHECK(wc.wr_id == 4 && wc.status == 0);
+    CHECK(!memcmp(src + 3 * MIB, own + 100, 8192));
+
+    /* A read-only mapping of proxy memory is not registered for the NIC to write. */
+    CHECK_EQ(mprotect(src, 4096, PROT_READ), 0);
+    struct san_mr *bad;
+    CHECK_EQ(san_register(ca, src, 4096, SAN_MEM_WRITE, &bad), -EFAULT);
+    CHECK_EQ(san_register(ca, src, 100, SAN_MEM_READ, &bad), 0);
+    CHECK_EQ(san_deregister(bad), 0);
+    CHECK_EQ(mprotect(src, 4096, PROT_READ | PROT_WRITE), 0);
+
+    /* Freed while registered: the frames stay (and stay charged) until the registration goes,
+     * and a new allocation gets other frames. */
+    san_paddr_t old_pa, new_pa;
+    CHECK_EQ(san_physical_address(cb, dst, &old_pa), 0);
+    test_stats(d, &before);
+    CHECK_EQ(san_free(cb, dst), 0);
+    test_stats(d, &st);
+    CHECK_EQ(st.allocated_bytes, before.allocated_bytes);
+    char *again;
+    CHECK_EQ(san_alloc(cb, len, 0, (void **)&again), 0);
+    CHECK_EQ(san_physical_address(cb, again, &new_pa), 0);
+    CHECK(new_pa + len <= old_pa || old_pa + len <= new_pa);
+    CHECK_EQ(san_rdma_write(a, 5, &w1, 1, desc, sizeof(desc), 0, 0), 0); /* still valid */
+    wc = wait_one(a);
+    CHECK(wc.wr_id == 5 && wc.status == 0);
+    CHECK_EQ(san_deregister(dmr), 0);
+    test_stats(d, &st);
+    CHECK_EQ(st.allocated_bytes, before.allocated_bytes); /* the old one went, the new came */
+    CHECK_EQ(san_rdma_write(a, 6, &w1, 1, desc, sizeof(desc), 0, 0), 0);
+    wc = wait_one(a);
+    CHECK(wc.wr_id == 6 && wc.status == -EACCES); /* stale */
+
+    san_ep_close(a);
+    san_ep_close(b);
+    CHECK_EQ(san_deregister(smr), 0);
+    CHECK_EQ(san_deregister(omr), 0);
+    CHECK_EQ(san_free(ca, src), 0);
+    CHECK_EQ(san_free(cb, again), 0);
+    munmap(own, len);
+}
+
 static int raw_handle_op(int fd, unsigned op, uint64_t handle)
 {
     struct san_msg req, rep;
@@ -273,6 +370,14 @@ int main(void)
     send_recv(ca, cb);
     rdma_and_checks(ca, cb, cc);
     stale_handles(&d);
+    struct san_ctx *ua, *ub;
+    setenv("SAN_RCACHE_MAX_ENTRIES", "0", 1);
+    CHECK_EQ(san_open(NULL, &ua), 0);
+    CHECK_EQ(san_open(NULL, &ub), 0);
+    unsetenv("SAN_RCACHE_MAX_ENTRIES");
+    proxy_memory(&d, ua, ub);
+    san_close(ua);
+    san_close(ub);
     /* san_close takes an open endpoint with it. */
     struct san_ep *a, *b;
     connect_pair(ca, cb, 6300, &a, &b);

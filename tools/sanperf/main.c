@@ -46,7 +46,9 @@ static const struct perf_option rcache_options[] = {
     {0},
 };
 static const struct perf_option nic_options[] = {
-    {"--mib", PERF_COUNT, 1, 1048576, NULL, "MiB the bandwidth case writes (default 256)"},
+    {"--mib", PERF_COUNT, 1, 1048576, NULL, "MiB each bandwidth case writes (default 256)"},
+    {"--memory", PERF_CHOICE, 0, 0, "proxy|client|both",
+     "the bandwidth cases: proxy memory, the clients' own pages, or both (default)"},
     {"--rounds", PERF_COUNT, 1, 100000000, NULL, "ping-pongs of each latency case (default 20000)"},
     {0},
 };
