@@ -30,6 +30,7 @@
 #include "client/desc.h"
 #include "client/ep.h"
 #include "common/clock.h"
+#include "common/spin.h"
 #include "proto/queue.h"
 
 #define WAIT_SPIN_NS 20000u /* san_wait polls this long before it sleeps */
@@ -480,19 +481,22 @@ static bool has_completion(struct san_ep *ep)
     return yes;
 }
 
+static bool completion_look(void *ep)
+{
+    return has_completion(ep);
+}
+
 int san_wait(struct san_ep *ep, int timeout_ms)
 {
     if (!ep)
         return -EINVAL;
     struct san_epq *q = ep->q;
     uint64_t start = san_now_ns(), deadline = deadline_of(timeout_ms);
-    while (san_now_ns() - start < WAIT_SPIN_NS) {
-        if (has_completion(ep))
+    if (!timeout_ms)
+        return has_completion(ep) ? 0 : -ETIMEDOUT;
+    while (san_now_ns() - start < WAIT_SPIN_NS)
+        if (san_spin_look(completion_look, ep))
             return 0;
-        if (!timeout_ms)
-            return -ETIMEDOUT;
-        sched_yield();
-    }
     for (;;) {
         atomic_store_explicit(&q->client_waiting, 1, memory_order_seq_cst);
         uint32_t seq = atomic_load_explicit(&q->cq_seq, memory_order_seq_cst);

@@ -17,9 +17,10 @@
  * away). Completions are posted only where the completion queue has room: an endpoint whose
  * owner does not poll stops, and a send to it waits. A send waits for a receive, never dropped.
  *
- * Sleeping: an idle engine spins (yielding the CPU) for spin_us, then sets engine_sleeping in
- * both regions and sleeps on both doorbells at once (futex_waitv); posters wake it only when they
- * see the flag. The loop thread wakes it the same way (close, state changes).
+ * Sleeping: an idle engine polls (common/spin.h: bursts of reads, then a yield) for spin_us, then
+ * sets engine_sleeping in both regions and sleeps on both doorbells at once (futex_waitv); posters
+ * wake it only when they see the flag. The loop thread wakes it the same way (close, state
+ * changes).
  *
  * Locking: pair->lock is held by the engine while it services the pair and by the loop when it
  * closes an endpoint, so an endpoint's registrations are never looked at after its owner closed
@@ -40,6 +41,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/spin.h"
 #include "dma/dma.h"
 
 #ifndef SYS_futex_waitv
@@ -481,6 +483,11 @@ static bool pending(struct san_nic_pair *p)
     return memcmp(now, p->seen, sizeof(now)) != 0;
 }
 
+static bool pending_look(void *p)
+{
+    return pending(p);
+}
+
 static void sleep_on(struct san_nic_pair *p)
 {
     struct futex_waiter w[2];
@@ -550,9 +557,11 @@ static void *engine_main(void *arg)
             continue;
         }
         memcpy(p->seen, before, sizeof(before)); /* what this pass looked at */
-        while (!pending(p) && san_now_ns() - idle_since < spin_ns)
-            sched_yield();
-        if (!pending(p))
+        bool ready;
+        do
+            ready = san_spin_look(pending_look, p);
+        while (!ready && san_now_ns() - idle_since < spin_ns);
+        if (!ready)
             sleep_on(p);
         idle_since = san_now_ns();
     }
