@@ -2,8 +2,10 @@
  * (the engine driven by hand, no threads) gets its send and receive queues and its client-owned
  * indexes filled from the input: opcodes, flags, piece counts, addresses, lengths and keys, each
  * key either a real one of the pair (A's lkey, B's lkey, B's rkey), a third party's real key, or
- * garbage. Then the engine runs. Whatever the input, nothing crashes, every completion carries a
- * status from the documented set, and the third party's registered buffer is never written. */
+ * garbage; B's buffer is proxy memory (a backed registration: the engine's direct copies), A's and
+ * C's are pages. Then the engine runs. Whatever the input, nothing crashes, every completion
+ * carries a status from the documented set, and the third party's registered buffer is never
+ * written. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -56,14 +58,20 @@ static void setup(void)
     f.abuf = mmap(NULL, 3 * BUF, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (f.abuf == MAP_FAILED)
         abort();
-    f.bbuf = f.abuf + BUF;
     f.cbuf = f.abuf + 2 * BUF;
     memset(f.abuf, 0x11, 3 * BUF);
+    /* B's buffer is proxy memory: the engine copies it directly (to and from A's and C's pages). */
+    san_paddr_t bpa;
+    if (san_alloc_contiguous(f.m, BUF, 0, UINT64_MAX, 0, SAN_CACHED, (void **)&f.bbuf) ||
+        san_get_physical_address(f.m, f.bbuf, &bpa))
+        abort();
+    memset(f.bbuf, 0x11, BUF);
+    struct san_regtab_backing proxy = {.pa = bpa};
     uint32_t unused;
     if (san_regtab_register(f.reg, &f.sa, (uintptr_t)f.abuf, BUF, SAN_MEM_READWRITE, false, NULL,
                             &f.alkey, &unused, &refs) ||
-        san_regtab_register(f.reg, &f.sb, (uintptr_t)f.bbuf, BUF, SAN_MEM_READWRITE, true, NULL,
-                            &f.blkey, &f.brkey, &refs) ||
+        san_regtab_register_backed(f.reg, &f.sb, (uintptr_t)f.bbuf, BUF, SAN_MEM_READWRITE, true,
+                                   NULL, &proxy, &f.blkey, &f.brkey, &refs) ||
         san_regtab_register(f.reg, &f.sc, (uintptr_t)f.cbuf, BUF, SAN_MEM_READWRITE, true, NULL,
                             &f.clkey, &f.crkey, &refs))
         abort();
