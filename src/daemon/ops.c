@@ -322,6 +322,12 @@ static int ep_reply(struct san_client_nic *o, struct san_ep_rep *r, int *fds, un
     return 0;
 }
 
+/* Who c is, for the NIC's listings of what it makes under handle. */
+static struct san_nic_owner nic_owner(const struct san_client *c, uint32_t handle)
+{
+    return (struct san_nic_owner){.client = c->id, .pid = c->pid, .uid = c->uid, .handle = handle};
+}
+
 static int op_nic(struct san_client *c, const struct san_msg *req, struct san_msg *rep, int *fds,
                   unsigned *nfds)
 {
@@ -335,7 +341,8 @@ static int op_nic(struct san_client *c, const struct san_msg *req, struct san_ms
         wire_to_addr(&req->u.listen_req.addr, &a);
         if (!(o = nic_obj_add(c)))
             return -ENOMEM;
-        if ((err = san_nic_listen(d->nic, c, &a, (int)req->u.listen_req.backlog, &o->l))) {
+        struct san_nic_owner lwho = nic_owner(c, o->handle);
+        if ((err = san_nic_listen(d->nic, &lwho, &a, (int)req->u.listen_req.backlog, &o->l))) {
             nic_obj_free(c, o);
             return err;
         }
@@ -362,11 +369,12 @@ static int op_nic(struct san_client *c, const struct san_msg *req, struct san_ms
             return -ENOBUFS;
         if (!(o = nic_obj_add(c)))
             return -ENOMEM;
+        struct san_nic_owner who = nic_owner(c, o->handle);
         if (l) {
-            err = san_nic_accept(l->l, c, &c->mrs, &o->ep);
+            err = san_nic_accept(l->l, &who, &c->mrs, &o->ep);
         } else {
             wire_to_addr(&req->u.connect_req.addr, &a);
-            err = san_nic_connect(d->nic, c, &c->mrs, &a, &o->ep);
+            err = san_nic_connect(d->nic, &who, &c->mrs, &a, &o->ep);
         }
         if (err) {
             nic_obj_free(c, o);
@@ -467,6 +475,49 @@ static void list_allocs(struct san_daemon *d, uint64_t cursor, struct san_alloca
     }
 }
 
+/* The NIC's endpoints page by endpoint id (cursor = first id wanted). Root and the daemon's own
+ * uid see every client's; anyone else sees those of clients with its uid only: other users'
+ * pids, addresses and traffic are theirs. */
+static void list_endpoints(struct san_client *c, uint64_t cursor, struct san_endpoints_rep *r)
+{
+    struct san_nic_ep_info e[SAN_LIST_MAX];
+    bool all = c->uid == 0 || c->uid == geteuid();
+    static_assert(SAN_NIC_CLOSING == (int)SAN_WIRE_EP_CLOSING &&
+                      (int)SAN_EPQ_ERROR == (int)SAN_WIRE_EP_ERROR &&
+                      (int)SAN_EPQ_CONNECTING == (int)SAN_WIRE_EP_CONNECTING &&
+                      (int)SAN_EPQ_CONNECTED == (int)SAN_WIRE_EP_CONNECTED &&
+                      (int)SAN_EPQ_REFUSED == (int)SAN_WIRE_EP_REFUSED,
+                  "endpoint states");
+    static_assert(SAN_EPQ_CQ <= SAN_WIRE_EP_FILL_MAX && SAN_EPQ_SQ <= SAN_WIRE_EP_FILL_MAX &&
+                      SAN_EPQ_RQ <= SAN_WIRE_EP_FILL_MAX,
+                  "ring depths");
+
+    memset(r, 0, sizeof(*r));
+    size_t n = san_nic_list(c->d->nic, cursor, all, (uint32_t)c->uid, e, SAN_LIST_MAX, &r->next);
+    for (size_t i = 0; i < n; i++) {
+        struct san_ep_info *w = &r->e[i];
+        *w = (struct san_ep_info){
+            .id = e[i].id,
+            .handle = e[i].owner.handle,
+            .client_id = e[i].owner.client,
+            .pid = e[i].owner.pid,
+            .uid = e[i].owner.uid,
+            .peer_client_id = e[i].peer_client,
+            .state = e[i].state,
+            .error = e[i].err,
+            .bad_rings = e[i].bad_rings,
+            .sq_fill = e[i].sq_fill,
+            .rq_fill = e[i].rq_fill,
+            .cq_fill = e[i].cq_fill,
+            .ops = e[i].ops,
+            .bytes = e[i].bytes,
+        };
+        addr_to_wire(&e[i].local, &w->local);
+        addr_to_wire(&e[i].remote, &w->remote);
+    }
+    r->nr = (uint32_t)n;
+}
+
 void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct san_msg *rep,
                        int *fds, unsigned *nfds)
 {
@@ -516,6 +567,9 @@ void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct s
         break;
     case SAN_OP_ALLOCATIONS:
         list_allocs(d, req->u.list_req.cursor, &rep->u.allocations_rep);
+        break;
+    case SAN_OP_ENDPOINTS:
+        list_endpoints(c, req->u.list_req.cursor, &rep->u.endpoints_rep);
         break;
     case SAN_OP_LISTEN:
     case SAN_OP_LISTEN_CLOSE:

@@ -116,8 +116,8 @@ static void enter_error(struct san_nic_ep *ep, int32_t err)
 {
     if (ep->state == SAN_EPQ_ERROR)
         return;
+    ep->err = err; /* before the state: a listing reads them in the other order */
     ep->state = SAN_EPQ_ERROR;
-    ep->err = err;
     atomic_store(&ep->q->state_err, err);
     atomic_store_explicit(&ep->q->state, SAN_EPQ_ERROR, memory_order_release);
     futex_wake(&ep->q->state);
@@ -278,8 +278,12 @@ static void count(struct san_nic_ep *ep, uint64_t bytes)
 {
     atomic_fetch_add_explicit(&ep->nic->ops, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&ep->nic->bytes, bytes, memory_order_relaxed);
-    ep->ops++;
-    ep->bytes += bytes;
+    /* The engine alone writes them; a listing reads them on the loop's thread. */
+    atomic_store_explicit(&ep->ops, atomic_load_explicit(&ep->ops, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&ep->bytes,
+                          atomic_load_explicit(&ep->bytes, memory_order_relaxed) + bytes,
+                          memory_order_relaxed);
 }
 
 /* A send: needs a receive of the peer. 1 done, 0 must wait. */

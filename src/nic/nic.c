@@ -7,8 +7,13 @@
  * new endpoint of the acceptor, starts their engine and tells the connector (state CONNECTED, a
  * futex wake on it). A listener that closes refuses what waits (state REFUSED).
  *
- * Locking: nic->lock covers the listener table; everything else here runs on the loop's thread.
- * Endpoints are shared with their engine from accept on, through refs (san_nic_ep_put frees). */
+ * Listing: every endpoint is in nic->eps from its creation until its last reference goes, in the
+ * order of its id, so a listing pages by id; what it reads of an endpoint is the owner copied in
+ * at creation, atomics the engine writes, and the region's indexes, taken as untrusted numbers.
+ *
+ * Locking: nic->lock covers the listener table and nic->eps; everything else here runs on the
+ * loop's thread. Endpoints are shared with their engine from accept on, through refs
+ * (san_nic_ep_put frees, after taking the endpoint out of nic->eps). */
 #include "nic/nic.h"
 
 #include <arpa/inet.h>
@@ -22,6 +27,8 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "common/tree.h"
 
 static void to_v6(const void *v4, uint8_t ip[16])
 {
@@ -121,6 +128,7 @@ int san_nic_create(const struct san_nic_config *cfg, struct san_regtab *reg,
     nic->cfg.nets = nic->nets;
     nic->reg = reg;
     nic->adapter = adapter;
+    san_list_init(&nic->eps);
     *out = nic;
     return 0;
 }
@@ -153,8 +161,8 @@ static void futex_wake_all(_Atomic uint32_t *word)
 }
 
 /* A new endpoint with its region and eventfd; one reference (the loop's). */
-static int ep_create(struct san_nic *nic, const void *owner, struct san_regtab_set *set,
-                     struct san_nic_ep **out)
+static int ep_create(struct san_nic *nic, const struct san_nic_owner *owner,
+                     struct san_regtab_set *set, struct san_nic_ep **out)
 {
     struct san_nic_ep *ep = calloc(1, sizeof(*ep));
     if (!ep)
@@ -188,9 +196,14 @@ static int ep_create(struct san_nic *nic, const void *owner, struct san_regtab_s
     ep->state = SAN_EPQ_CONNECTING;
     ep->nic = nic;
     ep->set = set;
-    ep->owner = owner;
+    if (owner)
+        ep->owner = *owner;
     atomic_init(&ep->refs, 1);
     atomic_fetch_add(&nic->endpoints, 1);
+    pthread_mutex_lock(&nic->lock);
+    ep->id = ++nic->last_ep_id;
+    san_list_append(&nic->eps, &ep->link);
+    pthread_mutex_unlock(&nic->lock);
     *out = ep;
     return 0;
 fail:
@@ -206,6 +219,9 @@ void san_nic_ep_put(struct san_nic_ep *ep)
 {
     if (atomic_fetch_sub(&ep->refs, 1) != 1)
         return;
+    pthread_mutex_lock(&ep->nic->lock);
+    san_list_del(&ep->link);
+    pthread_mutex_unlock(&ep->nic->lock);
     atomic_fetch_sub(&ep->nic->endpoints, 1);
     munmap(ep->q, SAN_EPQ_SIZE);
     close(ep->memfd);
@@ -216,8 +232,8 @@ void san_nic_ep_put(struct san_nic_ep *ep)
 /* Tells a connector what became of it. */
 static void set_state(struct san_nic_ep *ep, uint32_t state, int32_t err)
 {
-    ep->state = state;
     ep->err = err;
+    ep->state = state;
     atomic_store(&ep->q->state_err, err);
     atomic_store_explicit(&ep->q->state, state, memory_order_release);
     futex_wake_all(&ep->q->state);
@@ -233,8 +249,8 @@ static struct san_nic_listener *find_listener(struct san_nic *nic, const struct 
     return NULL;
 }
 
-int san_nic_listen(struct san_nic *nic, const void *owner, const struct san_nic_addr *addr,
-                   int backlog, struct san_nic_listener **out)
+int san_nic_listen(struct san_nic *nic, const struct san_nic_owner *owner,
+                   const struct san_nic_addr *addr, int backlog, struct san_nic_listener **out)
 {
     if (backlog < 1 || !addr->port)
         return -EINVAL;
@@ -250,7 +266,8 @@ int san_nic_listen(struct san_nic *nic, const void *owner, const struct san_nic_
     }
     l->nic = nic;
     l->addr = *addr;
-    l->owner = owner;
+    if (owner)
+        l->owner = *owner;
     l->backlog =
         (unsigned)backlog < nic->cfg.backlog_max ? (unsigned)backlog : nic->cfg.backlog_max;
     l->pending_tail = &l->pending;
@@ -320,8 +337,9 @@ void san_nic_listener_close(struct san_nic_listener *l)
     free(l);
 }
 
-int san_nic_connect(struct san_nic *nic, const void *owner, struct san_regtab_set *set,
-                    const struct san_nic_addr *addr, struct san_nic_ep **out)
+int san_nic_connect(struct san_nic *nic, const struct san_nic_owner *owner,
+                    struct san_regtab_set *set, const struct san_nic_addr *addr,
+                    struct san_nic_ep **out)
 {
     if (!addr->port)
         return -EINVAL;
@@ -348,8 +366,8 @@ int san_nic_connect(struct san_nic *nic, const void *owner, struct san_regtab_se
     return 0;
 }
 
-int san_nic_accept(struct san_nic_listener *l, const void *owner, struct san_regtab_set *set,
-                   struct san_nic_ep **out)
+int san_nic_accept(struct san_nic_listener *l, const struct san_nic_owner *owner,
+                   struct san_regtab_set *set, struct san_nic_ep **out)
 {
     struct san_nic_ep *a = l->pending, *b;
     if (!a)
@@ -360,12 +378,15 @@ int san_nic_accept(struct san_nic_listener *l, const void *owner, struct san_reg
     b->local = l->addr;
     a->peer = b;
     b->peer = a;
+    a->peer_client = b->owner.client;
+    b->peer_client = a->owner.client;
     unqueue(l, a);
     /* Connected before the engine starts: from then on the state is the engine's. */
     set_state(b, SAN_EPQ_CONNECTED, 0);
     set_state(a, SAN_EPQ_CONNECTED, 0);
     if ((err = san_nic_pair_start(l->nic, a, b))) {
         a->peer = NULL;
+        a->peer_client = 0;
         set_state(a, SAN_EPQ_REFUSED, -ECONNREFUSED);
         san_nic_ep_put(b);
         return err;
@@ -390,4 +411,57 @@ void san_nic_ep_close(struct san_nic_ep *ep)
     }
     san_nic_pair_close(ep);
     san_nic_ep_put(ep);
+}
+
+/* Entries posted on a ring and not yet taken, from two indexes of the region (either may be a
+ * client's scribble): clamped to the ring's depth, *bad gets bit when it had to be. */
+static uint32_t ring_fill(_Atomic uint32_t *tail, _Atomic uint32_t *head, uint32_t depth,
+                          uint32_t bit, uint32_t *bad)
+{
+    uint32_t n = atomic_load_explicit(tail, memory_order_relaxed) -
+                 atomic_load_explicit(head, memory_order_relaxed);
+    if (n <= depth)
+        return n;
+    *bad |= bit;
+    return depth;
+}
+
+static void ep_info(struct san_nic_ep *ep, struct san_nic_ep_info *o)
+{
+    uint32_t state = atomic_load_explicit(&ep->state, memory_order_acquire);
+    *o = (struct san_nic_ep_info){
+        .id = ep->id,
+        .owner = ep->owner,
+        .peer_client = ep->peer_client,
+        .state = atomic_load(&ep->closing) ? SAN_NIC_CLOSING : state,
+        .err = state == SAN_EPQ_ERROR || state == SAN_EPQ_REFUSED ? atomic_load(&ep->err) : 0,
+        .local = ep->local,
+        .remote = ep->remote,
+        .ops = atomic_load_explicit(&ep->ops, memory_order_relaxed),
+        .bytes = atomic_load_explicit(&ep->bytes, memory_order_relaxed),
+    };
+    struct san_epq *q = ep->q;
+    o->sq_fill = ring_fill(&q->sq_tail, &q->sq_head, SAN_EPQ_SQ, 1, &o->bad_rings);
+    o->rq_fill = ring_fill(&q->rq_tail, &q->rq_head, SAN_EPQ_RQ, 2, &o->bad_rings);
+    o->cq_fill = ring_fill(&q->cq_tail, &q->cq_head, SAN_EPQ_CQ, 4, &o->bad_rings);
+}
+
+size_t san_nic_list(struct san_nic *nic, uint64_t from, bool all, uint32_t uid,
+                    struct san_nic_ep_info *out, size_t max, uint64_t *next)
+{
+    size_t n = 0;
+    *next = 0;
+    pthread_mutex_lock(&nic->lock);
+    for (struct san_list *l = nic->eps.next; l != &nic->eps; l = l->next) {
+        struct san_nic_ep *ep = san_container_of(l, struct san_nic_ep, link);
+        if (ep->id < from || (!all && ep->owner.uid != uid))
+            continue;
+        if (n == max) {
+            *next = ep->id;
+            break;
+        }
+        ep_info(ep, &out[n++]);
+    }
+    pthread_mutex_unlock(&nic->lock);
+    return n;
 }

@@ -8,9 +8,11 @@
  * both ends are idle and is woken by a poster. One engine per connection means that a peer whose
  * memory cannot be reached quickly (docs/nic.md) slows only that connection.
  *
- * Locking: nic->lock protects the listener table and the counts; an endpoint's engine-side state
- * is its engine thread's, except `closing`, an atomic the loop sets. An endpoint's memory (its
- * region, its struct) goes when both the loop and the engine have let go of it (refs). */
+ * Locking: nic->lock protects the listener table, the table of every endpoint (the listing) and
+ * the counts; an endpoint's engine-side state is its engine thread's, except `closing`, an atomic
+ * the loop sets, and what a listing reads (state, err, ops, bytes: atomics the engine alone
+ * writes). An endpoint's memory (its region, its struct) goes when both the loop and the engine
+ * have let go of it (refs), after it left the table. */
 #ifndef SAN_NIC_NIC_H
 #define SAN_NIC_NIC_H
 
@@ -21,6 +23,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "common/list.h"
 #include "mdl/mdl.h"
 #include "mr/mr.h"
 #include "proto/queue.h"
@@ -57,6 +60,15 @@ struct san_nic_config {
     bool manual;          /* no engine threads: the caller drives pairs with san_nic_step (fuzz) */
 };
 
+/* Who holds a listener or an endpoint, copied in when it is made: a listing names an endpoint's
+ * owner even after the owner let go (a closed endpoint lives until its engine lets go too). */
+struct san_nic_owner {
+    uint32_t client; /* the daemon's client id */
+    int32_t pid;
+    uint32_t uid;
+    uint64_t handle; /* the owner's handle for it */
+};
+
 /* A daemon-side endpoint. */
 struct san_nic_ep {
     struct san_nic *nic;
@@ -65,14 +77,17 @@ struct san_nic_ep {
     struct san_epq *q;          /* the shared region, mapped here */
     int memfd, efd;             /* the region; the eventfd of san_ep_fd */
     struct san_regtab_set *set; /* the owner's registrations (lkeys) */
-    const void *owner;          /* the daemon's client, for listings */
+    struct san_nic_owner owner; /* for listings */
+    uint32_t peer_client;       /* the peer's owner (0 until accepted) */
+    uint64_t id;                /* the NIC's number for it: listing order, never reused */
+    struct san_list link;       /* in nic->eps, under nic->lock */
     _Atomic int refs;           /* the loop's and the engine's */
     _Atomic bool closing;       /* the owner closed it (or went away) */
     /* the engine's own copies of what it owns in the region */
     uint32_t sq_head, rq_head, cq_tail;
-    uint32_t state;
-    int32_t err;
-    uint64_t ops, bytes;             /* completed work requests and bytes moved (atomically read) */
+    _Atomic uint32_t state; /* err is stored before state: read state first */
+    _Atomic int32_t err;
+    _Atomic uint64_t ops, bytes;     /* completed work requests and bytes moved */
     struct san_nic_ep *next_pending; /* in a listener's backlog */
     struct san_nic_addr local, remote;
 };
@@ -81,7 +96,7 @@ struct san_nic_listener {
     struct san_nic_listener *next;
     struct san_nic *nic;
     struct san_nic_addr addr;
-    const void *owner;
+    struct san_nic_owner owner;
     int efd; /* readable while a connection waits */
     unsigned backlog, nr_pending;
     struct san_nic_ep *pending, **pending_tail;
@@ -93,15 +108,16 @@ int san_nic_create(const struct san_nic_config *cfg, struct san_regtab *reg,
 void san_nic_destroy(struct san_nic *nic);
 
 /* The loop's calls. Each returns 0 or a negative errno (the errors of include/san/nic.h). */
-int san_nic_listen(struct san_nic *nic, const void *owner, const struct san_nic_addr *addr,
-                   int backlog, struct san_nic_listener **out);
+int san_nic_listen(struct san_nic *nic, const struct san_nic_owner *owner,
+                   const struct san_nic_addr *addr, int backlog, struct san_nic_listener **out);
 void san_nic_listener_close(struct san_nic_listener *l);
 /* A new endpoint of set's owner connecting to addr; *out is CONNECTING until accepted. */
-int san_nic_connect(struct san_nic *nic, const void *owner, struct san_regtab_set *set,
-                    const struct san_nic_addr *addr, struct san_nic_ep **out);
+int san_nic_connect(struct san_nic *nic, const struct san_nic_owner *owner,
+                    struct san_regtab_set *set, const struct san_nic_addr *addr,
+                    struct san_nic_ep **out);
 /* Takes the oldest waiting connection of l: -EAGAIN when none waits. */
-int san_nic_accept(struct san_nic_listener *l, const void *owner, struct san_regtab_set *set,
-                   struct san_nic_ep **out);
+int san_nic_accept(struct san_nic_listener *l, const struct san_nic_owner *owner,
+                   struct san_regtab_set *set, struct san_nic_ep **out);
 /* The owner lets go of ep: flushed, the peer reset, freed once its engine lets go too. */
 void san_nic_ep_close(struct san_nic_ep *ep);
 
@@ -109,6 +125,30 @@ struct san_nic_stats {
     uint64_t endpoints, ops, bytes;
 };
 void san_nic_stats(struct san_nic *nic, struct san_nic_stats *out);
+
+/* What a listing shows of one endpoint. Ring fills are the entries posted and not yet taken,
+ * computed from the indexes in the shared region, which its client can scribble on: a fill past
+ * the ring's depth is shown as the depth with the ring's bit set in bad_rings (1 send, 2 receive,
+ * 4 completion). */
+#define SAN_NIC_CLOSING 5 /* state shown for an endpoint its owner closed */
+struct san_nic_ep_info {
+    uint64_t id;
+    struct san_nic_owner owner;
+    uint32_t peer_client;
+    uint32_t state; /* enum san_epq_state, or SAN_NIC_CLOSING */
+    int32_t err;    /* the first error (SAN_EPQ_ERROR, REFUSED), else 0 */
+    uint32_t bad_rings;
+    struct san_nic_addr local, remote; /* port 0: none */
+    uint32_t sq_fill, rq_fill, cq_fill;
+    uint64_t ops, bytes;
+};
+/* Fills out with up to max endpoints whose id is at least from, in id order, only those of
+ * owners with uid unless all; *next gets the id to start the next page at, 0 when there is none.
+ * Returns how many were filled. Takes nic->lock only (held by engines for a list update, never
+ * across a wait): the loop never waits on an engine or a client here, and an endpoint closed
+ * between two pages is simply not in the second. */
+size_t san_nic_list(struct san_nic *nic, uint64_t from, bool all, uint32_t uid,
+                    struct san_nic_ep_info *out, size_t max, uint64_t *next);
 
 /* engine.c */
 int san_nic_pair_start(struct san_nic *nic, struct san_nic_ep *a, struct san_nic_ep *b);
@@ -129,6 +169,8 @@ struct san_nic {
     struct san_dma_adapter *adapter;
     pthread_mutex_t lock;
     struct san_nic_listener *listeners;
+    struct san_list eps; /* every endpoint (struct san_nic_ep.link), by id */
+    uint64_t last_ep_id;
     _Atomic uint64_t endpoints, ops, bytes;
 };
 

@@ -49,6 +49,8 @@ long san_proto_body_size(unsigned opcode)
         return reply ? sizeof(struct san_clients_rep) : sizeof(struct san_list_req);
     case SAN_OP_ALLOCATIONS:
         return reply ? sizeof(struct san_allocations_rep) : sizeof(struct san_list_req);
+    case SAN_OP_ENDPOINTS:
+        return reply ? sizeof(struct san_endpoints_rep) : sizeof(struct san_list_req);
     case SAN_OP_CHECK_LOWMEM:
         return reply ? sizeof(struct san_lowmem_rep) : 0;
     case SAN_OP_SET_REMOTE:
@@ -135,9 +137,38 @@ static int check_request(const struct san_msg *m)
     }
 }
 
+/* An endpoint listing: every entry's fields in their domains, unused entries zero. */
+static int check_endpoints(const struct san_endpoints_rep *r)
+{
+    static const struct san_ep_info zero;
+    if (r->nr > SAN_LIST_MAX || r->reserved)
+        return -EBADMSG;
+    for (uint32_t i = 0; i < SAN_LIST_MAX; i++) {
+        const struct san_ep_info *e = &r->e[i];
+        if (i >= r->nr) {
+            if (memcmp(e, &zero, sizeof(zero)))
+                return -EBADMSG;
+            continue;
+        }
+        if (!e->id || e->state < SAN_WIRE_EP_CONNECTING || e->state > SAN_WIRE_EP_CLOSING ||
+            e->error > 0 || e->error < -4095 ||
+            ((e->state == SAN_WIRE_EP_ERROR || e->state == SAN_WIRE_EP_REFUSED) && !e->error) ||
+            ((e->state == SAN_WIRE_EP_CONNECTING || e->state == SAN_WIRE_EP_CONNECTED) &&
+             e->error) ||
+            (e->bad_rings & ~SAN_WIRE_EP_BAD_ALL) || e->reserved || e->reserved2 ||
+            e->local.reserved || e->local.reserved2 || e->remote.reserved || e->remote.reserved2 ||
+            e->sq_fill > SAN_WIRE_EP_FILL_MAX || e->rq_fill > SAN_WIRE_EP_FILL_MAX ||
+            e->cq_fill > SAN_WIRE_EP_FILL_MAX)
+            return -EBADMSG;
+    }
+    return 0;
+}
+
 static int check_reply(const struct san_msg *m)
 {
     switch (m->hdr.opcode & ~SAN_OP_REPLY) {
+    case SAN_OP_ENDPOINTS:
+        return check_endpoints(&m->u.endpoints_rep);
     case SAN_OP_CLIENTS:
         return m->u.clients_rep.nr <= SAN_LIST_MAX ? 0 : -EBADMSG;
     case SAN_OP_ALLOCATIONS:

@@ -51,7 +51,8 @@ enum san_opcode {
     SAN_OP_CONNECT = 14,      /* a new endpoint connecting: reply carries its region, eventfd */
     SAN_OP_ACCEPT = 15,       /* a new endpoint of a waiting connection: the same */
     SAN_OP_EP_CLOSE = 16,     /* close an endpoint */
-    SAN_OP_MAX = SAN_OP_EP_CLOSE,
+    SAN_OP_ENDPOINTS = 17,    /* list the NIC's endpoints, a page at a time */
+    SAN_OP_MAX = SAN_OP_ENDPOINTS,
 };
 #define SAN_OP_REPLY 0x8000u
 
@@ -208,6 +209,44 @@ struct san_allocations_rep {
     struct san_alloc_info a[SAN_LIST_MAX];
 };
 
+/* ENDPOINTS pages by the NIC's endpoint id (cursor = first id wanted). Root and the daemon's own
+ * uid see every endpoint; anyone else only those of clients with its own uid. */
+enum san_wire_ep_state {
+    SAN_WIRE_EP_CONNECTING = 1, /* connect asked, not accepted yet */
+    SAN_WIRE_EP_CONNECTED = 2,
+    SAN_WIRE_EP_REFUSED = 3, /* the listener went before accepting: error says so */
+    SAN_WIRE_EP_ERROR = 4,   /* error: the first error */
+    SAN_WIRE_EP_CLOSING = 5, /* its owner closed it; it goes when its engine lets go */
+};
+/* A ring's indexes in the shared region make no sense (its client scribbled): fill clamped. */
+#define SAN_WIRE_EP_BAD_SQ   1u
+#define SAN_WIRE_EP_BAD_RQ   2u
+#define SAN_WIRE_EP_BAD_CQ   4u
+#define SAN_WIRE_EP_BAD_ALL  7u
+#define SAN_WIRE_EP_FILL_MAX 128u /* the deepest ring (completions) */
+struct san_ep_info {
+    uint64_t id;     /* the NIC's number for the endpoint: listing order */
+    uint64_t handle; /* the owner's handle for it */
+    uint32_t client_id;
+    int32_t pid;
+    uint32_t uid;
+    uint32_t peer_client_id; /* the peer endpoint's owner; 0: none (not accepted) */
+    uint32_t state;          /* enum san_wire_ep_state */
+    int32_t error;           /* REFUSED, ERROR (and CLOSING after one): the first error; else 0 */
+    uint32_t bad_rings;      /* SAN_WIRE_EP_BAD_* */
+    uint32_t reserved;
+    struct san_wire_addr local, remote; /* port 0: none */
+    uint32_t sq_fill, rq_fill, cq_fill; /* posted, not yet taken (completions: not yet polled) */
+    uint32_t reserved2;
+    uint64_t ops, bytes; /* completed work requests, bytes moved */
+};
+struct san_endpoints_rep {
+    uint64_t next;
+    uint32_t nr;
+    uint32_t reserved;
+    struct san_ep_info e[SAN_LIST_MAX];
+};
+
 struct san_lowmem_rep {
     uint64_t dirty_frames;
     uint32_t nolowmem; /* 0: the check does not apply (nothing is scrubbed) */
@@ -240,9 +279,14 @@ static_assert(sizeof(struct san_clients_rep) == 16 + 48 * SAN_LIST_MAX, "wire la
 static_assert(sizeof(struct san_alloc_info) == 40, "wire layout");
 static_assert(sizeof(struct san_allocations_rep) == 16 + 40 * SAN_LIST_MAX, "wire layout");
 static_assert(sizeof(struct san_lowmem_rep) == 16, "wire layout");
+static_assert(sizeof(struct san_ep_info) == 128, "wire layout");
+static_assert(sizeof(struct san_endpoints_rep) == 16 + 128 * SAN_LIST_MAX, "wire layout");
 
 /* The largest message either side ever sends; a datagram longer than this is garbage. */
-#define SAN_MSG_MAX (sizeof(struct san_msg_hdr) + sizeof(struct san_clients_rep))
+#define SAN_MSG_MAX (sizeof(struct san_msg_hdr) + sizeof(struct san_endpoints_rep))
+static_assert(sizeof(struct san_endpoints_rep) >= sizeof(struct san_clients_rep) &&
+                  sizeof(struct san_endpoints_rep) >= sizeof(struct san_allocations_rep),
+              "the largest body");
 
 /* A message as it travels: the header and room for the largest body. */
 struct san_msg {
@@ -266,6 +310,7 @@ struct san_msg {
         struct san_list_req list_req;
         struct san_clients_rep clients_rep;
         struct san_allocations_rep allocations_rep;
+        struct san_endpoints_rep endpoints_rep;
         struct san_lowmem_rep lowmem_rep;
         struct san_listen_req listen_req;
         struct san_handle_req handle_req;

@@ -38,6 +38,17 @@ static void check_accepted(const struct san_msg *m, size_t len, bool reply)
     if (reply && m->hdr.opcode == (SAN_OP_CLIENTS | SAN_OP_REPLY) &&
         m->u.clients_rep.nr > SAN_LIST_MAX)
         abort();
+    if (reply && m->hdr.opcode == (SAN_OP_ENDPOINTS | SAN_OP_REPLY)) {
+        const struct san_endpoints_rep *r = &m->u.endpoints_rep;
+        if (r->nr > SAN_LIST_MAX)
+            abort();
+        for (uint32_t i = 0; i < r->nr; i++)
+            if (r->e[i].state < SAN_WIRE_EP_CONNECTING || r->e[i].state > SAN_WIRE_EP_CLOSING ||
+                r->e[i].error > 0 || r->e[i].sq_fill > SAN_WIRE_EP_FILL_MAX ||
+                r->e[i].cq_fill > SAN_WIRE_EP_FILL_MAX ||
+                (r->e[i].bad_rings & ~SAN_WIRE_EP_BAD_ALL))
+                abort();
+    }
 }
 
 static uint32_t reserved_word(const struct san_msg *m)
@@ -101,7 +112,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         m.hdr.magic = SAN_PROTO_MAGIC;
         m.hdr.version = SAN_PROTO_VERSION;
         m.hdr.length = (uint32_t)size;
-        m.hdr.opcode = (uint16_t)((m.hdr.opcode % 16) | (reply ? SAN_OP_REPLY : 0));
+        /* Every opcode (ENDPOINTS' the last), 0 and one past the last (unknown). */
+        m.hdr.opcode = (uint16_t)((m.hdr.opcode % (SAN_OP_MAX + 2)) | (reply ? SAN_OP_REPLY : 0));
         if (data[0] & 4)
             m.hdr.status = 0;
     }

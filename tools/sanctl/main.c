@@ -1,11 +1,12 @@
 /* sanctl: the administrator's view of sanproxyd over its control socket.
- * `sanctl [--socket PATH] [--timeout SECONDS] stats|clients|allocations|check-lowmem [--json]`.
- * Readable tables by default, one JSON object (stats, check-lowmem) or array (clients,
- * allocations) with --json. Every connect, send and receive gives up after --timeout (default
- * 5 s), so a daemon that accepts but never answers cannot hang it. Exit status: 0 on success, 1
- * when the daemon cannot be reached, does not answer in time or refuses, 2 on usage errors;
- * check-lowmem exits 3 when dirty low frames were found. Sits on proto only (no libsan context:
- * sanctl holds nothing). */
+ * `sanctl [--socket PATH] [--timeout SECONDS] stats|clients|allocations|endpoints|check-lowmem
+ * [--json]`. Readable tables by default, one JSON object (stats, check-lowmem) or array (clients,
+ * allocations, endpoints) with --json. Every connect, send and receive gives up after --timeout
+ * (default 5 s), so a daemon that accepts but never answers cannot hang it. Exit status: 0 on
+ * success, 1 when the daemon cannot be reached, does not answer in time or refuses, 2 on usage
+ * errors; check-lowmem exits 3 when dirty low frames were found. Sits on proto only (no libsan
+ * context: sanctl holds nothing). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -229,6 +230,109 @@ static int cmd_allocations(int fd, bool json)
     return 0;
 }
 
+static const char *ep_state(uint32_t s)
+{
+    switch (s) {
+    case SAN_WIRE_EP_CONNECTING:
+        return "connecting";
+    case SAN_WIRE_EP_CONNECTED:
+        return "connected";
+    case SAN_WIRE_EP_REFUSED:
+        return "refused";
+    case SAN_WIRE_EP_ERROR:
+        return "error";
+    default:
+        return "closing";
+    }
+}
+
+/* A SAN address as ip:port ([ip]:port for IPv6), "-" for none (port 0: a connector has no
+ * address of its own). */
+static void ep_addr(char *buf, size_t n, const struct san_wire_addr *a)
+{
+    static const uint8_t mapped[12] = {[10] = 0xff, [11] = 0xff};
+    char ip[INET6_ADDRSTRLEN];
+    if (!a->port)
+        snprintf(buf, n, "-");
+    else if (!memcmp(a->ip, mapped, sizeof(mapped)) &&
+             inet_ntop(AF_INET, a->ip + 12, ip, sizeof(ip)))
+        snprintf(buf, n, "%s:%u", ip, a->port);
+    else if (inet_ntop(AF_INET6, a->ip, ip, sizeof(ip)))
+        snprintf(buf, n, "[%s]:%u", ip, a->port);
+    else
+        snprintf(buf, n, "?");
+}
+
+/* The state with its error: "error (Connection reset by peer)". */
+static void ep_state_text(char *buf, size_t n, const struct san_ep_info *e)
+{
+    if (e->error)
+        snprintf(buf, n, "%s (%s)", ep_state(e->state), san_strerror(e->error));
+    else
+        snprintf(buf, n, "%s", ep_state(e->state));
+}
+
+static void ep_json(const struct san_ep_info *e, bool first)
+{
+    char local[64], remote[64], peer[16];
+    ep_addr(local, sizeof(local), &e->local);
+    ep_addr(remote, sizeof(remote), &e->remote);
+    snprintf(peer, sizeof(peer), "%u", e->peer_client_id);
+    printf("%s{\"id\": %" PRIu64 ", \"client\": %u, \"pid\": %d, \"uid\": %u, \"handle\": %" PRIu64
+           ", \"peer_client\": %s, \"state\": \"%s\", \"error\": %d, \"error_text\": ",
+           first ? "" : ", ", e->id, e->client_id, e->pid, e->uid, e->handle,
+           e->peer_client_id ? peer : "null", ep_state(e->state), e->error);
+    if (e->error)
+        printf("\"%s\"", san_strerror(e->error)); /* fixed texts: nothing to escape */
+    else
+        printf("null");
+    printf(", \"local\": %s%s%s, \"remote\": %s%s%s, \"sq_fill\": %u, \"rq_fill\": %u, "
+           "\"cq_fill\": %u, \"rings_garbled\": %s, \"ops\": %" PRIu64 ", \"bytes\": %" PRIu64 "}",
+           e->local.port ? "\"" : "", e->local.port ? local : "null", e->local.port ? "\"" : "",
+           e->remote.port ? "\"" : "", e->remote.port ? remote : "null", e->remote.port ? "\"" : "",
+           e->sq_fill, e->rq_fill, e->cq_fill, e->bad_rings ? "true" : "false", e->ops, e->bytes);
+}
+
+static int cmd_endpoints(int fd, bool json)
+{
+    struct san_msg rep;
+    uint64_t cursor = 0, n = 0;
+
+    if (json)
+        printf("[");
+    else
+        printf("%6s %6s %8s %6s %6s %-24s %-24s %4s %4s %4s %10s %12s %s\n", "id", "client", "pid",
+               "handle", "peer", "local", "remote", "sq", "rq", "cq", "ops", "bytes", "state");
+    do {
+        int err = call(fd, SAN_OP_ENDPOINTS, cursor, &rep);
+        if (err)
+            fail("endpoints", err);
+        for (uint32_t i = 0; i < rep.u.endpoints_rep.nr; i++, n++) {
+            const struct san_ep_info *e = &rep.u.endpoints_rep.e[i];
+            if (json) {
+                ep_json(e, !n);
+                continue;
+            }
+            char local[64], remote[64], peer[16], state[96];
+            ep_addr(local, sizeof(local), &e->local);
+            ep_addr(remote, sizeof(remote), &e->remote);
+            snprintf(peer, sizeof(peer), e->peer_client_id ? "%u" : "-", e->peer_client_id);
+            ep_state_text(state, sizeof(state), e);
+            printf("%6" PRIu64 " %6u %8d %6" PRIu64 " %6s %-24s %-24s %4u %4u %4u %10" PRIu64
+                   " %12" PRIu64 " %s%s\n",
+                   e->id, e->client_id, e->pid, e->handle, peer, local, remote, e->sq_fill,
+                   e->rq_fill, e->cq_fill, e->ops, e->bytes, state,
+                   e->bad_rings ? " (ring indexes garbled)" : "");
+        }
+        cursor = rep.u.endpoints_rep.next;
+    } while (cursor);
+    if (json)
+        printf("]\n");
+    else if (!n)
+        printf("(no endpoints)\n");
+    return 0;
+}
+
 static int cmd_lowmem(int fd, bool json)
 {
     struct san_msg rep;
@@ -255,6 +359,8 @@ static void usage(FILE *f)
             "  stats         daemon-wide figures (clients, memory, registrations, DMA)\n"
             "  clients       connected clients and what each holds\n"
             "  allocations   proxy allocations of every client\n"
+            "  endpoints     the NIC's endpoints: owner, peer, state, queue fill, traffic\n"
+            "                (other users' only for root and the daemon's user)\n"
             "  check-lowmem  NOLOWMEM pattern check of free low memory (exit 3 if dirty)\n"
             "options:\n"
             "  --socket PATH      the daemon's socket (default $SANPROXY_SOCKET, else\n"
@@ -320,6 +426,7 @@ int main(int argc, char **argv)
     int (*run)(int, bool) = !strcmp(cmd, "stats")          ? cmd_stats
                             : !strcmp(cmd, "clients")      ? cmd_clients
                             : !strcmp(cmd, "allocations")  ? cmd_allocations
+                            : !strcmp(cmd, "endpoints")    ? cmd_endpoints
                             : !strcmp(cmd, "check-lowmem") ? cmd_lowmem
                                                            : NULL;
     if (!run) {
