@@ -1,15 +1,19 @@
 /* The NIC's endpoint listing (ENDPOINTS, `sanctl endpoints`) against the real daemon: connected
  * pairs with traffic, posted receives and an unpolled completion, a pair on IPv6, one endpoint in
  * error, one still connecting, one closed by its owner while its peer stays (closing; the peer in
- * error, its receives flushed): every field of every entry checked exactly, the listing paged
- * (more endpoints than one reply holds, none missing, none twice), another user (nobody, when
+ * error, its receives flushed), one whose client scribbled on its ring indexes (fills clamped to
+ * the rings, the garbled rings flagged): every field of every entry checked exactly, the listing
+ * paged (more endpoints than one reply holds, none missing, none twice), another user (nobody, when
  * running as root) sees only its own endpoints while root sees everyone's, and sanctl's table and
  * JSON (parsed by python3) show the same. */
 #include "harness.h"
 #include "nic_pair.h"
 
 #include <pwd.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
+
+#include "proto/queue.h"
 
 #define MAX_EPS 64
 
@@ -80,8 +84,8 @@ static void check_entry(const struct san_ep_info *e, uint32_t peer, uint32_t sta
                   "%" PRIu64 " bytes %" PRIu64 " pid %d uid %u; want peer %u state %u error %d "
                   "fills %u/%u/%u ops %" PRIu64 " bytes %" PRIu64,
                   e->id, e->client_id, e->peer_client_id, e->state, e->error, e->sq_fill,
-                  e->rq_fill, e->cq_fill, e->ops, e->bytes, e->pid, e->uid, peer, state, err, sq, rq,
-                  cq, ops, bytes);
+                  e->rq_fill, e->cq_fill, e->ops, e->bytes, e->pid, e->uid, peer, state, err, sq,
+                  rq, cq, ops, bytes);
 }
 
 /* Waits until pred holds of the listing (the engine works on its own schedule), up to 10 s. */
@@ -139,24 +143,80 @@ static void check_sanctl(const struct test_daemon *d, const struct listing *l, u
         connected += l->e[i].state == SAN_WIRE_EP_CONNECTED;
         errors += l->e[i].state == SAN_WIRE_EP_ERROR;
     }
-    snprintf(cmd, sizeof(cmd),
-             "'%s/sanctl' --socket '%s' endpoints --json | python3 -c '"
-             "import json, sys\n"
-             "eps = json.load(sys.stdin)\n"
-             "assert len(eps) == %zu, len(eps)\n"
-             "assert sum(e[\"state\"] == \"connected\" for e in eps) == %u\n"
-             "assert sum(e[\"state\"] == \"error\" for e in eps) == %u\n"
-             "a1 = [e for e in eps if e[\"client\"] == %u and e[\"remote\"] == \"127.0.0.1:6500\"]\n"
-             "assert len(a1) == 1 and a1[0][\"ops\"] == 3 and a1[0][\"bytes\"] == 5104, a1\n"
-             "assert a1[0][\"local\"] is None and a1[0][\"cq_fill\"] == 1, a1\n"
-             "assert all(e[\"error\"] == 0 or e[\"error_text\"] for e in eps)\n"
-             "'",
-             bin, d->sock, l->n, connected, errors, ca);
+    snprintf(
+        cmd, sizeof(cmd),
+        "'%s/sanctl' --socket '%s' endpoints --json | python3 -c '"
+        "import json, sys\n"
+        "eps = json.load(sys.stdin)\n"
+        "assert len(eps) == %zu, len(eps)\n"
+        "assert sum(e[\"state\"] == \"connected\" for e in eps) == %u\n"
+        "assert sum(e[\"state\"] == \"error\" for e in eps) == %u\n"
+        "a1 = [e for e in eps if e[\"client\"] == %u and e[\"remote\"] == \"127.0.0.1:6500\"]\n"
+        "assert len(a1) == 1 and a1[0][\"ops\"] == 3 and a1[0][\"bytes\"] == 5104, a1\n"
+        "assert a1[0][\"local\"] is None and a1[0][\"cq_fill\"] == 1, a1\n"
+        "assert all(e[\"error\"] == 0 or e[\"error_text\"] for e in eps)\n"
+        "'",
+        bin, d->sock, l->n, connected, errors, ca);
     CHECK_EQ(system(cmd), 0);
     snprintf(cmd, sizeof(cmd),
              "'%s/sanctl' --socket '%s' endpoints | grep -q '127.0.0.1:6500.*connected'", bin,
              d->sock);
     CHECK_EQ(system(cmd), 0);
+}
+
+/* A client that scribbles on its region's indexes: a raw CONNECT (it waits in cb's backlog, no
+ * engine looks at it), then garbage tails and heads. The listing shows fills no deeper than the
+ * rings, with the garbled rings said, and nothing else of the entry changes. */
+static void scribbled(const struct test_daemon *d, int listfd, struct san_ctx *cb)
+{
+    struct sockaddr_in sa = addr4("127.0.0.1", 6504);
+    struct san_listener *lis;
+    CHECK_EQ(san_listen(cb, (struct sockaddr *)&sa, sizeof(sa), 4, &lis), 0);
+    int fd = test_connect(d);
+    struct san_msg req, rep;
+    san_proto_init(&req, SAN_OP_CONNECT, 7);
+    req.u.connect_req.addr = (struct san_wire_addr){
+        .ip = {[10] = 0xff, [11] = 0xff, [12] = 127, [15] = 1}, .port = 6504};
+    CHECK_EQ(san_proto_send(fd, &req, -1, 0), 0);
+    int fds[2];
+    unsigned nfds;
+    size_t len;
+    int err;
+    CHECK_EQ(san_proto_recv_fds(fd, &rep, &len, fds, 2, &nfds, 0), 0);
+    CHECK(san_proto_decode(&rep, len, true, &err) == SAN_DECODE_OK && !rep.hdr.status);
+    CHECK_EQ(nfds, 2);
+    struct san_epq *q =
+        mmap(NULL, (size_t)rep.u.ep_rep.region_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+    CHECK(q != MAP_FAILED);
+    atomic_store(&q->sq_tail, 5);        /* plausible: 5 posted */
+    atomic_store(&q->rq_tail, 1000);     /* more than the ring holds */
+    atomic_store(&q->cq_head, 0x12345u); /* ahead of the NIC's tail */
+    atomic_store(&q->sq_head, 0);        /* the NIC's own index, scribbled as well */
+    struct listing l;
+    list_all(listfd, &l);
+    const struct san_ep_info *e = NULL;
+    for (size_t i = 0; i < l.n; i++)
+        if (l.e[i].remote.port == 6504)
+            e = &l.e[i];
+    CHECK(e);
+    CHECK_EQ(e->state, SAN_WIRE_EP_CONNECTING);
+    CHECK_EQ(e->sq_fill, 5);
+    CHECK_EQ(e->rq_fill, 64);
+    CHECK_EQ(e->cq_fill, 128);
+    CHECK_EQ(e->bad_rings, SAN_WIRE_EP_BAD_RQ | SAN_WIRE_EP_BAD_CQ);
+    CHECK(e->ops == 0 && e->bytes == 0 && e->peer_client_id == 0);
+    munmap(q, (size_t)rep.u.ep_rep.region_size);
+    close(fds[0]);
+    close(fds[1]);
+    close(fd); /* the connection goes, and its endpoint with it */
+    san_listener_close(lis);
+    for (int i = 0; i < 10000; i++) {
+        list_all(listfd, &l);
+        if (l.n == 6)
+            return;
+        usleep(1000);
+    }
+    test_fail(__FILE__, __LINE__, "the scribbler's endpoint stays after it went");
 }
 
 /* As nobody: a pair of its own, and a listing that shows only it (run in a child that holds its
@@ -355,7 +415,8 @@ int main(void)
     }
     CHECK_EQ(l.n, 6);
 
-    other_user(&d, fd, l.n);
+    scribbled(&d, fd, cb);
+    other_user(&d, fd, 6);
 
     /* More endpoints than one page holds: 2 x 10 more, every one listed once, in order. */
     struct san_ep *many[20];
