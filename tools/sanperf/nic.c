@@ -15,14 +15,23 @@
  *   processes (the floor) and kernel TCP on loopback (what the SAN replaces): ratio = ours / TCP,
  *   floor_ratio = ours / shared memory, lower is better (one_way_ns against baseline_one_way_ns,
  *   sanperf's one convention).
+ * - UCX baselines, when ucx_perftest (Debian's ucx-utils) is installed: a server and a client on
+ *   loopback, run in this suite with UCX_TLS=posix,self (UCX's shared-memory transport), killed
+ *   after UCX_TIMEOUT_S. ucp_put_bw with 1 MiB messages, as many as the NIC case writes, gives
+ *   rdma_write_1m's ucx_gb_per_s and ucx_ratio = ours / UCX (higher is better); ucp_put_lat with
+ *   64 bytes, as many rounds, gives the latency rows' ucx_one_way_ns and ucx_ratio = ours / UCX
+ *   (lower is better). "ucx" says "ok", "not installed" or what went wrong (also on stderr): a
+ *   missing or failing UCX never fails the suite.
  * Waiting: every waiter here yields the CPU between polls, as the NIC's engine does; these
  * machines may have two cores for three spinners. Options: --mib N (bandwidth volume, default
  * 256), --memory proxy|client|both (bandwidth cases, default both), --rounds N (ping-pongs,
  * default 20000). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sched.h>
@@ -33,6 +42,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <san/san.h>
@@ -96,6 +106,223 @@ static int wait_wc(struct san_ep *ep, struct san_wc *wc)
         sched_yield();
     }
     return n < 0 ? n : wc->status;
+}
+
+/* --- UCX baselines ------------------------------------------------------------------------ */
+
+#define UCX_PERFTEST  "ucx_perftest"
+#define UCX_TIMEOUT_S 20 /* a server and client pair still running then is killed */
+
+struct ucx {
+    bool ok;
+    double lat_us; /* overall one-way latency (put_lat), or per message (put_bw) */
+    double mib_s;  /* overall bandwidth, MiB/s */
+    char why[128]; /* "ok", "not installed" or the failure */
+};
+
+/* Whether ucx_perftest is somewhere on $PATH. */
+static bool ucx_installed(void)
+{
+    const char *path = getenv("PATH");
+    char buf[4096];
+    for (const char *p = path ? path : "/usr/bin:/bin"; *p;) {
+        size_t n = strcspn(p, ":");
+        if (n && n + sizeof(UCX_PERFTEST) + 1 < sizeof(buf)) {
+            snprintf(buf, sizeof(buf), "%.*s/%s", (int)n, p, UCX_PERFTEST);
+            if (!access(buf, X_OK))
+                return true;
+        }
+        p += n + (p[n] == ':');
+    }
+    return false;
+}
+
+/* A TCP port on loopback that nobody uses right now (ucx_perftest's out-of-band exchange). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = addr_of(0);
+    socklen_t sl = sizeof(sa);
+    int port = -1;
+    if (fd >= 0 && !bind(fd, (struct sockaddr *)&sa, sizeof(sa)) &&
+        !getsockname(fd, (struct sockaddr *)&sa, &sl))
+        port = ntohs(sa.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+/* Whether something listens on TCP port (IPv4) of this host, from /proc/net/tcp. */
+static bool listening(int port)
+{
+    FILE *f = fopen("/proc/net/tcp", "r");
+    char line[256];
+    bool found = false;
+    if (!f)
+        return false;
+    while (!found && fgets(line, sizeof(line), f)) {
+        unsigned lport, st;
+        if (sscanf(line, " %*d: %*x:%x %*x:%*x %x", &lport, &st) == 2)
+            found = (int)lport == port && st == 0x0A; /* TCP_LISTEN */
+    }
+    fclose(f);
+    return found;
+}
+
+/* Starts ucx_perftest with args (server when host is NULL), its output to out_fd (-1: none),
+ * UCX restricted to its shared-memory transport. */
+static pid_t ucx_spawn(const char *host, const char *test, unsigned size, unsigned iters, int port,
+                       int out_fd)
+{
+    pid_t p = fork();
+    if (p)
+        return p;
+    char sz[16], it[16], warm[16], po[16];
+    snprintf(sz, sizeof(sz), "%u", size);
+    snprintf(it, sizeof(it), "%u", iters);
+    snprintf(warm, sizeof(warm), "%u", iters / 10 + 1);
+    snprintf(po, sizeof(po), "%d", port);
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    dup2(out_fd >= 0 ? out_fd : null, 1);
+    dup2(out_fd >= 0 ? out_fd : null, 2);
+    dup2(null, 0);
+    setenv("UCX_TLS", "posix,self", 1);
+    setenv("UCX_WARN_UNUSED_ENV_VARS", "n", 1);
+    const char *argv[16];
+    int n = 0;
+    argv[n++] = UCX_PERFTEST;
+    if (host)
+        argv[n++] = host;
+    const char *rest[] = {"-t", test, "-s", sz, "-n", it, "-w", warm, "-p", po, "-f", "-v", NULL};
+    for (int i = 0; rest[i]; i++)
+        argv[n++] = rest[i];
+    argv[n] = NULL;
+    execvp(UCX_PERFTEST, (char *const *)argv);
+    _exit(127);
+}
+
+/* Reads what fd gives until EOF or the deadline (ns); returns the bytes read, out terminated. */
+static size_t read_until(int fd, char *out, size_t size, uint64_t deadline)
+{
+    size_t n = 0;
+    while (n + 1 < size) {
+        uint64_t now = perf_now_ns();
+        if (now >= deadline)
+            break;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int r = poll(&p, 1, (int)((deadline - now) / 1000000) + 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        ssize_t got = read(fd, out + n, size - 1 - n);
+        if (got <= 0)
+            break;
+        n += (size_t)got;
+    }
+    out[n] = 0;
+    return n;
+}
+
+/* Waits for p until the deadline, then kills it. Its exit status, or -1 when it was killed. */
+static int reap_by(pid_t p, uint64_t deadline)
+{
+    int st;
+    while (waitpid(p, &st, WNOHANG) == 0) {
+        if (perf_now_ns() >= deadline) {
+            kill(p, SIGKILL);
+            waitpid(p, NULL, 0);
+            return -1;
+        }
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The last line of text that says something, made safe for a JSON string. */
+static void last_words(const char *text, char *out, size_t size)
+{
+    const char *line = text, *end;
+    for (const char *p = text; *p; p = end + (*end == '\n')) {
+        end = p + strcspn(p, "\n");
+        if (end > p)
+            line = p;
+    }
+    size_t n = 0;
+    for (const char *p = line; *p && *p != '\n' && n + 1 < size; p++)
+        out[n++] = *p == '"' || *p == '\\' || (unsigned char)*p < 32 ? '\'' : *p;
+    out[n] = 0;
+}
+
+/* One ucx_perftest server/client pair on loopback: test with messages of size bytes, iters of
+ * them. Fills u (u->ok, or u->why), says on stderr when UCX gave no figure. */
+static void ucx_measure(const char *test, unsigned size, unsigned iters, struct ucx *u)
+{
+    *u = (struct ucx){0};
+    if (!ucx_installed()) {
+        snprintf(u->why, sizeof(u->why), "not installed");
+        fprintf(stderr, "sanperf nic: %s not installed (Debian's ucx-utils): no UCX baseline\n",
+                UCX_PERFTEST);
+        return;
+    }
+    int port = free_port(), out[2];
+    if (port < 0 || pipe2(out, O_CLOEXEC)) {
+        snprintf(u->why, sizeof(u->why), "no port or pipe: %s", strerror(errno));
+        goto say;
+    }
+    uint64_t deadline = perf_now_ns() + UCX_TIMEOUT_S * 1000000000ull;
+    pid_t server = ucx_spawn(NULL, test, size, iters, port, -1);
+    while (server > 0 && !listening(port) && perf_now_ns() < deadline &&
+           !waitpid(server, NULL, WNOHANG)) {
+        struct timespec ms = {0, 2000000};
+        nanosleep(&ms, NULL);
+    }
+    pid_t client = server > 0 ? ucx_spawn("127.0.0.1", test, size, iters, port, out[1]) : -1;
+    close(out[1]);
+    static char text[16384];
+    read_until(out[0], text, sizeof(text), deadline);
+    close(out[0]);
+    int crc = client > 0 ? reap_by(client, deadline) : -1;
+    int src = server > 0 ? reap_by(server, perf_now_ns() + 1000000000ull) : -1;
+    /* The figures: the line after "iterations,..." (-f -v: final numbers as CSV). */
+    const char *csv = strstr(text, "iterations,");
+    csv = csv ? strchr(csv, '\n') : NULL;
+    unsigned long long it;
+    double p50, avg_lat, lat, avg_bw, bw;
+    if (crc == 0 && csv &&
+        sscanf(csv + 1, "%llu,%lf,%lf,%lf,%lf,%lf", &it, &p50, &avg_lat, &lat, &avg_bw, &bw) == 6 &&
+        lat > 0 && bw > 0) {
+        u->ok = true;
+        u->lat_us = lat;
+        u->mib_s = bw;
+        snprintf(u->why, sizeof(u->why), "ok");
+        return;
+    }
+    if (crc == -1 && perf_now_ns() >= deadline)
+        snprintf(u->why, sizeof(u->why), "%s %s did not finish within %d s", UCX_PERFTEST, test,
+                 UCX_TIMEOUT_S);
+    else if (!text[0])
+        snprintf(u->why, sizeof(u->why), "%s %s: exit %d, no output (server exit %d)", UCX_PERFTEST,
+                 test, crc, src);
+    else {
+        char words[96];
+        last_words(text, words, sizeof(words));
+        snprintf(u->why, sizeof(u->why), "%s %s: exit %d: %s", UCX_PERFTEST, test, crc, words);
+    }
+say:
+    fprintf(stderr, "sanperf nic: no UCX baseline: %s\n", u->why);
+}
+
+/* The JSON fields of a UCX baseline for a figure of ours (ratio = ours / UCX's). */
+static void ucx_fields(char *buf, size_t size, const struct ucx *u, const char *name, int digits,
+                       double ucx, double ours)
+{
+    if (u->ok)
+        snprintf(buf, size, ", \"ucx\": \"ok\", \"ucx_%s\": %.*f, \"ucx_ratio\": %.3f", name,
+                 digits, ucx, ucx > 0 ? ours / ucx : 0);
+    else
+        snprintf(buf, size, ", \"ucx\": \"%s\"", u->why);
 }
 
 /* --- bandwidth ------------------------------------------------------------------------------ */
@@ -175,7 +402,8 @@ static int buffers(struct san_ctx *ca, struct san_ctx *cb, bool proxy, size_t le
     return *src == MAP_FAILED || *dst == MAP_FAILED ? -ENOMEM : 0;
 }
 
-static int bandwidth(const char *sock, const struct nic_opts *n, bool proxy, bool json)
+static int bandwidth(const char *sock, const struct nic_opts *n, bool proxy, bool json,
+                     const struct ucx *ucx)
 {
     struct san_ctx *ca, *cb;
     struct san_ep *a, *b;
@@ -255,18 +483,26 @@ static int bandwidth(const char *sock, const struct nic_opts *n, bool proxy, boo
         goto out;
     }
     const char *kind = proxy ? "proxy" : "client";
+    double ucx_gbps = ucx->ok ? ucx->mib_s * MIB / 1e9 : 0; /* ucx_perftest's MB is 2^20 bytes */
+    char extra[192];
+    ucx_fields(extra, sizeof(extra), ucx, "gb_per_s", 3, ucx_gbps, gbps);
     if (json)
         perf_json(
             "\"suite\": \"nic\", \"case\": \"rdma_write_1m\", \"memory\": \"%s\", "
             "\"inflight\": %u, \"bytes\": %llu, \"gb_per_s\": %.3f, \"baseline\": \"memcpy_1m\", "
             "\"baseline_slots\": %u, \"baseline_gb_per_s\": %.3f, \"ratio\": %.3f, "
-            "\"hot_memcpy_gb_per_s\": %.3f, \"hot_ratio\": %.3f, \"better\": \"higher\"",
+            "\"hot_memcpy_gb_per_s\": %.3f, \"hot_ratio\": %.3f%s, \"better\": \"higher\"",
             kind, inflight, (unsigned long long)n->mib * MIB, gbps, inflight, base, gbps / base,
-            hot, gbps / hot);
-    else
+            hot, gbps / hot, extra);
+    else {
         printf("rdma_write_1m (%s memory, %u in flight): %.2f GB/s; memcpy over the same %u "
-               "slots %.2f GB/s (ratio %.2f); memcpy of one cached 1 MiB %.2f GB/s (ratio %.2f)\n",
+               "slots %.2f GB/s (ratio %.2f); memcpy of one cached 1 MiB %.2f GB/s (ratio %.2f)",
                kind, inflight, gbps, inflight, base, gbps / base, hot, gbps / hot);
+        if (ucx->ok)
+            printf("; UCX posix put %.2f GB/s (ratio %.2f)\n", ucx_gbps, gbps / ucx_gbps);
+        else
+            printf("; UCX: %s\n", ucx->why);
+    }
     san_ep_close(a);
     san_ep_close(b);
     san_deregister(lmr);
@@ -469,30 +705,41 @@ int perf_nic(const struct perf_opts *o)
     struct perf_daemon d;
     if (perf_start_daemon(&d, "nic", NULL, -1))
         return 1;
-    int err = n.proxy ? bandwidth(d.sock, &n, true, o->json) : 0;
+    struct ucx ucx_bw, ucx_lat;
+    ucx_measure("ucp_put_bw", MIB, n.mib, &ucx_bw);
+    int err = n.proxy ? bandwidth(d.sock, &n, true, o->json, &ucx_bw) : 0;
     if (!err && n.client)
-        err = bandwidth(d.sock, &n, false, o->json);
+        err = bandwidth(d.sock, &n, false, o->json, &ucx_bw);
     uint64_t floor = shm_latency(n.rounds), tcp = tcp_latency(n.rounds);
+    ucx_measure("ucp_put_lat", 64, n.rounds, &ucx_lat);
+    double ucx_ns = ucx_lat.ok ? ucx_lat.lat_us * 1000 : 0; /* already one way (half a round) */
     for (int rdma = 0; rdma < 2 && !err; rdma++) {
         uint64_t ns = 0;
         if ((err = latency(d.sock, &n, rdma, &ns)))
             break;
         const char *name = rdma ? "rdma_lat_64b" : "send_lat_64b";
+        char extra[192];
+        ucx_fields(extra, sizeof(extra), &ucx_lat, "one_way_ns", 0, ucx_ns, (double)ns);
         if (o->json)
             perf_json("\"suite\": \"nic\", \"case\": \"%s\", \"rounds\": %u, \"one_way_ns\": %llu, "
                       "\"baseline\": \"tcp_loopback_64b\", \"baseline_one_way_ns\": %llu, "
                       "\"ratio\": %.3f, \"floor\": \"shm_pingpong\", \"floor_one_way_ns\": %llu, "
-                      "\"floor_ratio\": %.3f, "
+                      "\"floor_ratio\": %.3f%s, "
                       "\"better\": \"lower\"",
                       name, n.rounds, (unsigned long long)ns, (unsigned long long)tcp,
                       tcp ? (double)ns / (double)tcp : 0, (unsigned long long)floor,
-                      floor ? (double)ns / (double)floor : 0);
-        else
+                      floor ? (double)ns / (double)floor : 0, extra);
+        else {
             printf("%s: one way %llu ns; TCP loopback %llu ns (ratio %.2f); shared memory %llu ns "
-                   "(ratio %.2f)\n",
+                   "(ratio %.2f)",
                    name, (unsigned long long)ns, (unsigned long long)tcp,
                    tcp ? (double)ns / (double)tcp : 0, (unsigned long long)floor,
                    floor ? (double)ns / (double)floor : 0);
+            if (ucx_lat.ok)
+                printf("; UCX posix put %.0f ns (ratio %.2f)\n", ucx_ns, (double)ns / ucx_ns);
+            else
+                printf("; UCX: %s\n", ucx_lat.why);
+        }
     }
     perf_stop_daemon(&d);
     return err ? 1 : 0;
