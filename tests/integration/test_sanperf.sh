@@ -4,7 +4,9 @@
 # convention: "ratio" = ours / the baseline's value of the same quantity, with "better": "lower"
 # for times (p50_ns / baseline_p50_ns, or one_way_ns / baseline_one_way_ns) or "higher" for
 # throughputs (gb_per_s / baseline_gb_per_s), and the ratio printed is that quotient. (Timings
-# themselves are not judged here: they belong to the benchmark runs.)
+# themselves are not judged here: they belong to the benchmark runs.) The nic rows also carry a
+# UCX baseline: "ucx" is "ok" with ucx_gb_per_s or ucx_one_way_ns (positive) and ucx_ratio, that
+# quotient too, or says why there is none ("not installed", or what failed).
 #
 # sanperf sizes what it locks to RLIMIT_MEMLOCK (dma's buffer, nic's buffers in flight), so every
 # suite runs for an ordinary user too. Under the sanitizers, which distort every timing and make
@@ -74,6 +76,29 @@ for line in open(sys.argv[1]):
     if abs(row["ratio"] - want) > 0.006 + 0.01 * want:  # ratios print with two decimals
         print(f"FAIL: {what}: ratio {row['ratio']} is not {ours} / {base} = {want:.4f}")
         bad = 1
+    if row["suite"] != "nic":
+        continue
+    ucx = row.get("ucx")
+    if not isinstance(ucx, str) or not ucx:
+        print(f"FAIL: {what}: no \"ucx\" saying whether UCX was measured: {line}", end="")
+        bad = 1
+        continue
+    uq = "ucx_gb_per_s" if row["better"] == "higher" else "ucx_one_way_ns"
+    if ucx != "ok":
+        if uq in row or "ucx_ratio" in row:
+            print(f"FAIL: {what}: UCX figures although ucx is {ucx!r}: {line}", end="")
+            bad = 1
+        continue
+    if not (row.get(uq, 0) > 0 and "ucx_ratio" in row):
+        print(f"FAIL: {what}: ucx is ok but {uq} or ucx_ratio is missing or not positive: {line}",
+              end="")
+        bad = 1
+        continue
+    want = row[ours] / row[uq]
+    if abs(row["ucx_ratio"] - want) > 0.006 + 0.01 * want:
+        print(f"FAIL: {what}: ucx_ratio {row['ucx_ratio']} is not {ours} / {uq} = {want:.4f}")
+        bad = 1
 sys.exit(bad)
 PY
-echo "$what: $(wc -l <"$out") results, JSON only, one ratio convention"
+ucx=$(grep -o '"ucx": "[^"]*"' "$out" | sort | uniq -c | tr -s ' ' | tr '\n' ';')
+echo "$what: $(wc -l <"$out") results, JSON only, one ratio convention; UCX baselines:$ucx"

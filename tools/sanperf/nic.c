@@ -111,7 +111,8 @@ static int wait_wc(struct san_ep *ep, struct san_wc *wc)
 /* --- UCX baselines ------------------------------------------------------------------------ */
 
 #define UCX_PERFTEST  "ucx_perftest"
-#define UCX_TIMEOUT_S 20 /* a server and client pair still running then is killed */
+#define UCX_TIMEOUT_S 10 /* a server and client pair still running then is killed */
+#define UCX_START_S   5  /* a server not listening by then has failed */
 
 struct ucx {
     bool ok;
@@ -227,8 +228,9 @@ static size_t read_until(int fd, char *out, size_t size, uint64_t deadline)
 /* Waits for p until the deadline, then kills it. Its exit status, or -1 when it was killed. */
 static int reap_by(pid_t p, uint64_t deadline)
 {
-    int st;
-    while (waitpid(p, &st, WNOHANG) == 0) {
+    int st = 0;
+    pid_t r;
+    while ((r = waitpid(p, &st, WNOHANG)) == 0) {
         if (perf_now_ns() >= deadline) {
             kill(p, SIGKILL);
             waitpid(p, NULL, 0);
@@ -237,7 +239,7 @@ static int reap_by(pid_t p, uint64_t deadline)
         struct timespec ms = {0, 1000000};
         nanosleep(&ms, NULL);
     }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return r == p && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 /* The last line of text that says something, made safe for a JSON string. */
@@ -271,11 +273,14 @@ static void ucx_measure(const char *test, unsigned size, unsigned iters, struct 
         snprintf(u->why, sizeof(u->why), "no port or pipe: %s", strerror(errno));
         goto say;
     }
-    uint64_t deadline = perf_now_ns() + UCX_TIMEOUT_S * 1000000000ull;
+    uint64_t start = perf_now_ns(), deadline = start + UCX_TIMEOUT_S * 1000000000ull;
     pid_t server = ucx_spawn(NULL, test, size, iters, port, -1);
-    while (server > 0 && !listening(port) && perf_now_ns() < deadline &&
-           !waitpid(server, NULL, WNOHANG)) {
-        struct timespec ms = {0, 2000000};
+    siginfo_t gone;
+    while (
+        server > 0 && !listening(port) && perf_now_ns() < start + UCX_START_S * 1000000000ull &&
+        !waitid(P_PID, (id_t)server, memset(&gone, 0, sizeof(gone)), WEXITED | WNOHANG | WNOWAIT) &&
+        !gone.si_pid) { /* not exited (peeked at, reaped below) */
+        struct timespec ms = {0, 5000000};
         nanosleep(&ms, NULL);
     }
     pid_t client = server > 0 ? ucx_spawn("127.0.0.1", test, size, iters, port, out[1]) : -1;
