@@ -422,11 +422,25 @@ static void fill_stats(struct san_daemon *d, struct san_stats_rep *r)
 }
 
 /* Clients page by id: cursor = first id wanted. */
-static void list_clients(struct san_daemon *d, uint64_t cursor, struct san_clients_rep *r)
+/* Whether who may see other users' clients in listings: root and the daemon's own uid see every
+ * client; anyone else sees those of its own uid only (other users' pids, memory and traffic are
+ * theirs). */
+static bool sees_all(const struct san_client *who)
 {
+    return who->uid == 0 || who->uid == geteuid();
+}
+
+static bool sees(const struct san_client *who, const struct san_client *c)
+{
+    return sees_all(who) || c->uid == who->uid;
+}
+
+static void list_clients(struct san_client *who, uint64_t cursor, struct san_clients_rep *r)
+{
+    struct san_daemon *d = who->d;
     memset(r, 0, sizeof(*r));
     for (struct san_client *c = d->clients.next; c != &d->clients; c = c->next) {
-        if (c->id < cursor)
+        if (c->id < cursor || !sees(who, c))
             continue;
         if (r->nr == SAN_LIST_MAX) {
             r->next = c->id;
@@ -447,14 +461,15 @@ static void list_clients(struct san_daemon *d, uint64_t cursor, struct san_clien
 
 /* Allocations page by (client id, handle table slot): cursor = id << 32 | the handle to start
  * from (its slot: the table is unsalted). */
-static void list_allocs(struct san_daemon *d, uint64_t cursor, struct san_allocations_rep *r)
+static void list_allocs(struct san_client *who, uint64_t cursor, struct san_allocations_rep *r)
 {
+    struct san_daemon *d = who->d;
     uint32_t cid = (uint32_t)(cursor >> 32);
     uint32_t h = (uint32_t)cursor;
 
     memset(r, 0, sizeof(*r));
     for (struct san_client *c = d->clients.next; c != &d->clients; c = c->next) {
-        if (c->id < cid)
+        if (c->id < cid || !sees(who, c))
             continue;
         uint32_t slot = c->id == cid ? san_key_index(h) : 0, key;
         struct san_daemon_alloc *a;
@@ -475,13 +490,11 @@ static void list_allocs(struct san_daemon *d, uint64_t cursor, struct san_alloca
     }
 }
 
-/* The NIC's endpoints page by endpoint id (cursor = first id wanted). Root and the daemon's own
- * uid see every client's; anyone else sees those of clients with its uid only: other users'
- * pids, addresses and traffic are theirs. */
+/* The NIC's endpoints page by endpoint id (cursor = first id wanted), as sees() allows. */
 static void list_endpoints(struct san_client *c, uint64_t cursor, struct san_endpoints_rep *r)
 {
     struct san_nic_ep_info e[SAN_LIST_MAX];
-    bool all = c->uid == 0 || c->uid == geteuid();
+    bool all = sees_all(c);
     static_assert(SAN_NIC_CLOSING == (int)SAN_WIRE_EP_CLOSING &&
                       (int)SAN_EPQ_ERROR == (int)SAN_WIRE_EP_ERROR &&
                       (int)SAN_EPQ_CONNECTING == (int)SAN_WIRE_EP_CONNECTING &&
@@ -563,10 +576,10 @@ void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct s
         fill_stats(d, &rep->u.stats_rep);
         break;
     case SAN_OP_CLIENTS:
-        list_clients(d, req->u.list_req.cursor, &rep->u.clients_rep);
+        list_clients(c, req->u.list_req.cursor, &rep->u.clients_rep);
         break;
     case SAN_OP_ALLOCATIONS:
-        list_allocs(d, req->u.list_req.cursor, &rep->u.allocations_rep);
+        list_allocs(c, req->u.list_req.cursor, &rep->u.allocations_rep);
         break;
     case SAN_OP_ENDPOINTS:
         list_endpoints(c, req->u.list_req.cursor, &rep->u.endpoints_rep);

@@ -247,8 +247,15 @@ static void other_user(const struct test_daemon *d, int rootfd, size_t root_sees
         int fd = test_connect(d);
         struct listing l;
         list_all(fd, &l);
-        if (l.n == 2 && l.e[0].uid == uid && l.e[1].uid == uid && l.e[0].pid == getpid() &&
-            l.e[1].pid == getpid() && l.e[0].peer_client_id == l.e[1].client_id &&
+        /* The clients listing too: its own three connections (x, y and fd), none of root's. */
+        struct san_msg req, rep;
+        san_proto_init(&req, SAN_OP_CLIENTS, 0);
+        bool clients_ok = !test_call(fd, &req, &rep) && rep.u.clients_rep.nr == 3;
+        for (uint32_t i = 0; clients_ok && i < rep.u.clients_rep.nr; i++)
+            clients_ok = rep.u.clients_rep.c[i].uid == uid;
+        if (clients_ok && l.n == 2 && l.e[0].uid == uid && l.e[1].uid == uid &&
+            l.e[0].pid == getpid() && l.e[1].pid == getpid() &&
+            l.e[0].peer_client_id == l.e[1].client_id &&
             l.e[1].peer_client_id == l.e[0].client_id && l.e[0].state == SAN_WIRE_EP_CONNECTED)
             ok = 'y';
         if (write(res[1], &ok, 1) != 1 || read(hold[0], &ok, 1) < 0) {
