@@ -197,10 +197,11 @@ static void kill_locked(struct san_rcache *rc, struct san_rcache_entry *e)
     san_memwatch_unwatch_locked(&rc->mw, &e->span);
     rc->bytes -= e->r.len;
     e->state = E_DEAD;
-    struct san_rcache_reg reg = e->pub.reg;
 
     if (e->rdma)
         pthread_mutex_lock(&e->remote_lock);
+    /* Copied under remote_lock: a put of an RDMA entry revokes or re-issues its rkey under it. */
+    struct san_rcache_reg reg = e->pub.reg;
     uint32_t old = atomic_fetch_or_explicit(&e->refs, DEAD, memory_order_acq_rel);
     if (old) /* still referenced: the last put frees it; until then it is an orphan */
         san_list_insert_after(&rc->orphans, &e->lru.link);
