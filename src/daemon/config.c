@@ -3,18 +3,21 @@
  * Keys (docs/daemon.md): [machine] ram_size, nolowmem; [nic] dma_address_width, scatter_gather,
  * max_length, addresses; [limits] endpoints, locked_bytes, registrations, allocations,
  * allocated_bytes, per_uid_locked_bytes, per_uid_allocated_bytes, per_uid_connections; [daemon]
- * socket. An unknown section or key, a value out of its domain, or a key set twice, is an error
- * naming the key and its line (both lines for a key set twice); the first error wins. No locking:
- * used once at start-up. */
+ * socket; [link] listen, peers, provider, timeout, secret, secret_file. An unknown section or key,
+ * a value out of its domain, or a key set twice, is an error naming the key and its line (both
+ * lines for a key set twice); the first error wins. No locking: used once at start-up. */
+#include "common/duration.h"
 #include "common/size.h"
 #include "daemon/daemon.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #define KIB (UINT64_C(1) << 10)
 #define MIB (UINT64_C(1) << 20)
@@ -43,6 +46,7 @@ void san_config_defaults(struct san_daemon_config *c)
         .limit_uid_allocated = SAN_LIMIT_AUTO,
         .limit_uid_connections = 256,
         .limit_endpoints = 256,
+        .link = {.provider = SAN_LINK_DEFAULT_PROV, .timeout_ns = SAN_LINK_DEFAULT_TIMEOUT},
     };
     size_t bad;
     san_nic_parse_nets(SAN_NIC_DEFAULT_NETS, c->nets, 16, &c->nr_nets, &bad);
@@ -76,6 +80,85 @@ static int parse_bool(const char *s, bool *out)
         }
     }
     return -EINVAL;
+}
+
+/* The secret in a file of its own (mode 0600, out of the config): its bytes, one trailing newline
+ * dropped. NULL or why not. */
+static const char *read_secret(struct san_link_config *l, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return "cannot open the file";
+    uint8_t buf[SAN_LINK_SECRET_MAX + 2];
+    ssize_t n, got = 0;
+    while (got < (ssize_t)sizeof(buf) && (n = read(fd, buf + got, sizeof(buf) - (size_t)got)) > 0)
+        got += n;
+    close(fd);
+    if (got > 0 && buf[got - 1] == '\n')
+        got--;
+    if (got > 0 && buf[got - 1] == '\r')
+        got--;
+    if (got <= 0 || got > SAN_LINK_SECRET_MAX)
+        return "a readable file of 1 to 256 bytes";
+    memcpy(l->secret, buf, (size_t)got);
+    l->secret_len = (size_t)got;
+    return NULL;
+}
+
+/* One [link] key: NULL, or what the value should have been. */
+static const char *link_key(struct san_daemon_config *c, const char *key, const char *value)
+{
+    struct san_link_config *l = &c->link;
+    uint64_t ns;
+
+    if (!strcmp(key, "listen")) {
+        if (san_link_parse_addr(value, &l->listen, &l->listen_len) ||
+            san_link_addr_is_any((struct sockaddr *)&l->listen))
+            return "a specific ADDRESS:PORT (IPv4, or [IPv6]:PORT; not a wildcard: peers name it)";
+    } else if (!strcmp(key, "peers")) {
+        char buf[1024], *save, *w;
+        if (strlen(value) >= sizeof(buf))
+            return "up to 16 ADDRESS:PORT, commas or spaces between them";
+        strcpy(buf, value);
+        l->nr_peers = 0;
+        for (w = strtok_r(buf, ", \t", &save); w; w = strtok_r(NULL, ", \t", &save)) {
+            if (l->nr_peers == SAN_LINK_MAX_PEERS)
+                return "up to 16 ADDRESS:PORT, commas or spaces between them";
+            size_t i = l->nr_peers;
+            if (san_link_parse_addr(w, &l->peers[i], &l->peer_len[i]) ||
+                san_link_addr_is_any((struct sockaddr *)&l->peers[i]))
+                return "up to 16 ADDRESS:PORT, commas or spaces between them";
+            for (size_t k = 0; k < i; k++)
+                if (l->peer_len[k] == l->peer_len[i] &&
+                    !memcmp(&l->peers[k], &l->peers[i], l->peer_len[i]))
+                    return "each peer once";
+            l->nr_peers++;
+        }
+    } else if (!strcmp(key, "provider")) {
+        size_t n = strlen(value);
+        if (!n || n >= sizeof(l->provider))
+            return "a libfabric provider name of 1 to 63 bytes (fi_info -l)";
+        memcpy(l->provider, value, n + 1);
+    } else if (!strcmp(key, "timeout")) {
+        if (san_parse_duration(value, &ns) || ns < 100 * 1000000ULL || ns > 3600 * 1000000000ULL)
+            return "a duration from 100ms to 1h (us, ms, s, m, h)";
+        l->timeout_ns = ns;
+    } else if (!strcmp(key, "secret")) {
+        size_t n = strlen(value);
+        if (l->secret_len)
+            return "secret and secret_file: one of them";
+        if (!n || n > SAN_LINK_SECRET_MAX)
+            return "1 to 256 bytes";
+        memcpy(l->secret, value, n);
+        l->secret_len = n;
+    } else if (!strcmp(key, "secret_file")) {
+        if (l->secret_len)
+            return "secret and secret_file: one of them";
+        return read_secret(l, value);
+    } else {
+        return "unknown key";
+    }
+    return NULL;
 }
 
 struct parse_state {
@@ -173,6 +256,11 @@ static int handler(void *user, const char *section, const char *key, const char 
             c->limit_endpoints = n;
         else
             c->limit_uid_connections = n;
+    } else if (!strcmp(section, "link")) {
+        const char *why = link_key(c, key, value);
+        if (why)
+            return fail(st, section, key, why, value);
+        c->link.enabled = true;
     } else if (IS("daemon", "socket")) {
         size_t n = strlen(value);
         if (!n || n >= sizeof(c->socket))
@@ -222,7 +310,7 @@ static int first_key_line(FILE *f, const char *section, const char *key)
  * handler about a section only through its keys: an unknown section without keys would pass. */
 static int unknown_section(FILE *f, char *name, size_t size)
 {
-    static const char *const known[] = {"machine", "nic", "limits", "daemon"};
+    static const char *const known[] = {"machine", "nic", "limits", "daemon", "link"};
     char buf[512];
     rewind(f);
     for (int i = 1; fgets(buf, sizeof(buf), f); i++) {
@@ -265,6 +353,17 @@ int san_config_load(struct san_daemon_config *c, const char *path, char *err, si
         snprintf(err, err_size, "%s: cannot read: %s", path, strerror(read_err));
         return -read_err;
     }
+    if (line == 0 && c->link.enabled && !c->link.listen_len) {
+        snprintf(err, err_size, "%s: [link] listen: required when [link] sets any key", path);
+        return -EINVAL;
+    }
+    for (size_t i = 0; line == 0 && i < c->link.nr_peers; i++)
+        if (c->link.peer_len[i] == c->link.listen_len &&
+            !memcmp(&c->link.peers[i], &c->link.listen, c->link.listen_len)) {
+            snprintf(err, err_size, "%s: [link] peers: names this daemon's own listen address",
+                     path);
+            return -EINVAL;
+        }
     if (line == 0)
         return 0;
     if (line < 0)

@@ -14,6 +14,7 @@
 #include <sys/un.h>
 
 #include "common/keytab.h"
+#include "link/link.h"
 #include "mr/mr.h"
 #include "nic/nic.h"
 #include "phys/machine.h"
@@ -38,6 +39,7 @@ struct san_daemon_config {
     struct san_nic_net nets[16];     /* [nic] addresses: the SAN networks served here */
     size_t nr_nets;
     char socket[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* [daemon] socket; "" = default */
+    struct san_link_config link;                              /* [link] */
 };
 
 /* A limit whose default follows ram_size until the config sets it (san_config_resolve). */
@@ -124,6 +126,7 @@ struct san_daemon {
     struct san_regtab *mr;
     struct san_dma_adapter *adapter; /* the NIC's DMA adapter */
     struct san_nic *nic;             /* the NIC: endpoints, listeners, engines */
+    struct san_link *link;           /* links to other hosts' daemons; NULL without [link] */
     uint64_t host_id;
     int epfd, lfd, sigfd, sweepfd;
     bool fds_can_arrive;         /* no SO_PASSRIGHTS: clients may pass descriptors (closer.c) */

@@ -43,6 +43,25 @@ expect_config_error '[machine]\nram_size = 8G\n[nic]\nmax_length = 64K\n[machine
   'bad.ini:6: \[machine\] ram_size: set twice, on line 2 and on line 6'
 # ram_size: what is accepted is what works (the RAM is one mapping in 128 TiB of address space).
 expect_config_error '[machine]\nram_size = 65T\n' 'bad.ini:2:.*ram_size: a size from 16M to 64T'
+# [link]: addresses, peers, durations, the secret, and listen required once the section is used
+expect_config_error '[link]\nlisten = 10.0.0.1\n' 'bad.ini:2:.*\[link\] listen: a specific ADDRESS:PORT'
+expect_config_error '[link]\nlisten = 0.0.0.0:7000\n' 'bad.ini:2:.*listen: .*not a wildcard'
+expect_config_error '[link]\nlisten = 10.0.0.1:70000\n' 'bad.ini:2:.*listen'
+expect_config_error '[link]\nlisten = host.example:7000\n' 'bad.ini:2:.*listen'
+expect_config_error '[link]\nlisten = 10.0.0.1:7000\npeers = 10.0.0.2:7000, nope\n' 'bad.ini:3:.*peers: up to 16'
+expect_config_error '[link]\nlisten = 10.0.0.1:7000\npeers = 10.0.0.2:7000 10.0.0.2:7000\n' 'bad.ini:3:.*peers: each peer once'
+expect_config_error '[link]\nlisten = 10.0.0.1:7000\npeers = 10.0.0.1:7000\n' "\[link\] peers: names this daemon's own listen address"
+expect_config_error '[link]\nlisten = 10.0.0.1:7000\ntimeout = 5 parsecs\n' 'bad.ini:3:.*timeout: a duration from 100ms to 1h'
+expect_config_error '[link]\nlisten = 10.0.0.1:7000\ntimeout = 10ms\n' 'bad.ini:3:.*timeout: a duration'
+expect_config_error '[link]\nlisten = 10.0.0.1:7000\nsecret = a\nsecret_file = /etc/hostname\n' 'bad.ini:4:.*secret_file: secret and secret_file: one of them'
+expect_config_error '[link]\nlisten = 10.0.0.1:7000\nsecret_file = /nonexistent/secret\n' 'bad.ini:3:.*secret_file: cannot open'
+printf 'x%.0s' {1..257} >"$tmp/long-secret"
+expect_config_error "[link]\nlisten = 10.0.0.1:7000\nsecret_file = $tmp/long-secret\n" 'bad.ini:3:.*secret_file: a readable file of 1 to 256 bytes'
+: >"$tmp/empty-secret"
+expect_config_error "[link]\nlisten = 10.0.0.1:7000\nsecret_file = $tmp/empty-secret\n" 'bad.ini:3:.*secret_file: a readable file'
+expect_config_error '[link]\nlisten = 10.0.0.1:7000\nprovider =\n' 'bad.ini:3:.*provider'
+expect_config_error '[link]\nlisten = 10.0.0.1:7000\nport = 1\n' 'bad.ini:3:.*\[link\] port: unknown key'
+expect_config_error '[link]\npeers = 10.0.0.2:7000\n' '\[link\] listen: required'
 expect_config_error '[machine]\nram_size = 1024T\n' 'bad.ini:2:.*ram_size: a size from 16M to 64T'
 printf '[machine]\nram_size = 64T\nnolowmem = true\n' >"$tmp/big.ini"
 mkfifo "$tmp/ready-big"
