@@ -62,6 +62,7 @@
 #define TAG_LISTEN ((uint64_t)1)
 #define TAG_SIGNAL ((uint64_t)2)
 #define TAG_SWEEP  ((uint64_t)3)
+#define TAG_LINK   ((uint64_t)4) /* the link thread has state changes to hand over */
 #define TAG_PIDFD  ((uint64_t)1) /* low bit of a client pointer: its pidfd fired */
 
 #define SWEEP_MS       1000 /* how soon a client that exec'd is dropped without a request */
@@ -380,6 +381,19 @@ static void sweep(struct san_daemon *d)
     }
 }
 
+/* The link thread's news: links up, down, peers restarted. Endpoints across hosts will act on
+ * them here, on the loop; for now the loop records them in the log. */
+static void link_events(struct san_daemon *d)
+{
+    struct san_link_event ev[16];
+    size_t n;
+    while ((n = san_link_events(d->link, ev, 16)))
+        for (size_t i = 0; i < n; i++)
+            log_debug("link %u: %s, peer host_id %016llx%s", ev[i].peer,
+                      san_link_state_name(ev[i].state), (unsigned long long)ev[i].host_id,
+                      ev[i].restarted ? ", restarted" : "");
+}
+
 static void reap(struct san_daemon *d)
 {
     while (d->graveyard) {
@@ -439,6 +453,16 @@ static int setup(struct san_daemon *d, int *sigfd)
         log_error("NIC: %s", strerror(-err));
         return err;
     }
+    if (d->cfg.link.enabled) {
+        struct san_link_params lp = {.cfg = &d->cfg.link,
+                                     .host_id = d->host_id,
+                                     .nets = d->cfg.nets,
+                                     .nr_nets = d->cfg.nr_nets};
+        if ((err = san_link_create(&lp, &d->link))) {
+            log_error("links ([link]): %s", strerror(-err));
+            return err;
+        }
+    }
     /* FDS_PER_CLIENT descriptors per client: use all the descriptors we may. */
     struct rlimit nofile;
     if (!getrlimit(RLIMIT_NOFILE, &nofile) && nofile.rlim_cur < nofile.rlim_max) {
@@ -477,7 +501,8 @@ static int setup(struct san_daemon *d, int *sigfd)
     }
     if ((err = epoll_add(d->epfd, d->lfd, TAG_LISTEN)) ||
         (err = epoll_add(d->epfd, *sigfd, TAG_SIGNAL)) ||
-        (err = epoll_add(d->epfd, d->sweepfd, TAG_SWEEP))) {
+        (err = epoll_add(d->epfd, d->sweepfd, TAG_SWEEP)) ||
+        (d->link && (err = epoll_add(d->epfd, san_link_event_fd(d->link), TAG_LINK)))) {
         log_error("epoll: %s", strerror(-err));
         return err;
     }
@@ -496,6 +521,7 @@ static void teardown(struct san_daemon *d)
     reap(d);
     san_daemon_after_reply(d); /* nothing is left to free; */
     san_daemon_drop_spares(d); /* the spares it made go too */
+    san_link_destroy(d->link);
     san_regtab_destroy(d->mr);
     san_nic_destroy(d->nic);
     if (d->adapter)
@@ -562,6 +588,8 @@ int san_daemon_run(const struct san_daemon_config *cfg, int ready_fd, unsigned s
                 accept_client(&d);
             } else if (data == TAG_SWEEP) {
                 sweep(&d);
+            } else if (data == TAG_LINK) {
+                link_events(&d);
             } else if (data == TAG_SIGNAL) {
                 struct signalfd_siginfo si;
                 if (read(d.sigfd, &si, sizeof(si)) == sizeof(si)) {

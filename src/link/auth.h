@@ -1,0 +1,27 @@
+/* The links' authentication: keys derived from the shared secret and both sides' nonces, and the
+ * MAC every link message but HELLO carries (HMAC-SHA256, nettle).
+ *
+ * The key of a direction is HMAC(secret, label | from host_id | from nonce | to host_id | to
+ * nonce): each direction of each session has its own key, so a message is never valid in another
+ * direction (no reflection) or in another session (fresh nonces), and proving knowledge of it
+ * needs the secret. Pure functions, no locking. */
+#ifndef SAN_LINK_AUTH_H
+#define SAN_LINK_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "link/wire.h"
+
+#define SAN_LINK_KEY 32
+
+void san_link_key(const uint8_t *secret, size_t secret_len, uint64_t from_host,
+                  const uint8_t from_nonce[SAN_LINK_NONCE], uint64_t to_host,
+                  const uint8_t to_nonce[SAN_LINK_NONCE], uint8_t key[SAN_LINK_KEY]);
+/* Writes m's MAC (over its hdr.length bytes, the MAC field zero) into m->hdr.mac. */
+void san_link_mac(const uint8_t key[SAN_LINK_KEY], struct san_link_msg *m);
+/* Whether m (already decoded: its length is right) carries the MAC of key; constant time. */
+bool san_link_mac_ok(const uint8_t key[SAN_LINK_KEY], const struct san_link_msg *m);
+
+#endif

@@ -1,0 +1,739 @@
+/* The link layer: this daemon's libfabric RDM endpoint, its thread, and every link's handshake,
+ * heartbeats, loss and re-link (link.h, the protocol in wire.h, the keys and MACs in auth.h).
+ *
+ * Sits on libfabric (the provider of [link] provider, FI_MSG | FI_RMA | FI_SOURCE; RMA is asked
+ * for now so that the provider chosen can carry endpoints later, and the registration mode it
+ * returns is branched on: local buffers are registered only under FI_MR_LOCAL, and bound to the
+ * endpoint under FI_MR_ENDPOINT), and on the daemon's log.
+ *
+ * A message's sender is the address vector entry libfabric names for it (FI_SOURCE): a message
+ * from no configured peer is dropped. A message that fails the decoder costs its peer's link (the
+ * session goes, the handshake starts again with a new nonce); one with a bad MAC is dropped, so a
+ * forger cannot take a link down. Sends are bounded per peer (TX_PER_PEER in flight): a peer that
+ * does not take its messages gets no more until it does, and the link times out.
+ *
+ * Threads and locking: link_thread owns the libfabric objects after san_link_create; it waits in
+ * fi_cq_sreadfrom (which drives the provider's progress) for at most TICK_MS, then handles the
+ * completions and the timers under l->lock. The loop's calls take l->lock for a snapshot. */
+#include "link/link.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <rdma/fabric.h>
+#include <rdma/fi_cm.h>
+#include <rdma/fi_domain.h>
+#include <rdma/fi_endpoint.h>
+#include <rdma/fi_errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "daemon/daemon.h"
+#include "link/auth.h"
+#include "link/wire.h"
+
+#define FI_API      FI_VERSION(1, 17)
+#define NR_RX       16
+#define NR_TX       64
+#define TX_PER_PEER 8
+#define RX_SIZE     4096 /* above SAN_LINK_MSG_MAX: an oversized message is seen, and refused */
+#define TICK_MS     50
+#define BACKOFF_MIN (100 * 1000000ULL)
+#define NR_EVENTS   64
+#define BYE_WAIT_NS (200 * 1000000ULL)
+
+static_assert(SAN_LINK_MSG_MAX < RX_SIZE, "receive buffers");
+
+/* A buffer libfabric works on: the context first, as FI_CONTEXT2 asks. */
+struct link_buf {
+    struct fi_context2 ctx;
+    int peer; /* tx: the peer it goes to */
+    bool busy;
+    bool rx;
+    _Alignas(8) uint8_t data[RX_SIZE];
+};
+
+struct link_peer {
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    char name[64];
+    fi_addr_t fa;
+    unsigned state;
+    uint8_t my_nonce[SAN_LINK_NONCE]; /* ours for the session we offer this peer */
+    /* the session, while state is SAN_LINK_UP */
+    uint64_t peer_host;
+    uint8_t peer_nonce[SAN_LINK_NONCE];
+    uint8_t tx_key[SAN_LINK_KEY], rx_key[SAN_LINK_KEY];
+    uint64_t rx_seq;
+    uint64_t last_host; /* of the last session: another one is a restarted peer */
+    struct san_nic_net nets[SAN_LINK_NETS];
+    size_t nr_nets;
+    uint64_t tx_seq;
+    uint64_t last_heard, next_hello, next_heartbeat, backoff;
+    unsigned inflight;
+    uint64_t bytes_tx, bytes_rx, msgs_tx, msgs_rx, sessions;
+    char last_error[96];
+};
+
+struct san_link {
+    struct san_link_config cfg;
+    uint64_t host_id;
+    struct san_link_net nets[SAN_LINK_NETS];
+    uint32_t nr_nets;
+    struct fi_info *info;
+    struct fid_fabric *fabric;
+    struct fid_domain *domain;
+    struct fid_ep *ep;
+    struct fid_av *av;
+    struct fid_cq *cq;
+    struct fid_mr *mr;
+    void *desc;
+    struct link_buf *bufs; /* NR_RX receive buffers, then NR_TX send buffers */
+    pthread_t thread;
+    bool started;
+    _Atomic bool stop;
+    pthread_mutex_t lock;
+    struct link_peer peers[SAN_LINK_MAX_PEERS];
+    size_t nr_peers;
+    uint64_t strays; /* messages from no configured peer */
+    struct san_link_event events[NR_EVENTS];
+    unsigned ev_head, ev_count;
+    int evfd;
+    _Atomic uint64_t up;
+};
+
+const char *san_link_state_name(unsigned state)
+{
+    switch (state) {
+    case SAN_LINK_CONNECTING:
+        return "connecting";
+    case SAN_LINK_UP:
+        return "up";
+    case SAN_LINK_DOWN:
+        return "down";
+    default:
+        return "?";
+    }
+}
+
+static int fi_err(int r)
+{
+    return r < 0 ? (r <= -FI_ERRNO_OFFSET ? -EIO : r) : -r;
+}
+
+static void new_nonce(uint8_t n[SAN_LINK_NONCE])
+{
+    if (getrandom(n, SAN_LINK_NONCE, 0) != SAN_LINK_NONCE) {
+        /* Never seen on Linux; a nonce that repeats weakens only replay protection across
+         * sessions, still under the secret. */
+        uint64_t t = san_now_ns();
+        memcpy(n, &t, sizeof(t));
+        memcpy(n + 8, &n, sizeof(void *));
+    }
+}
+
+/* Records why a link is not (or no longer) well; logged once per new reason. */
+static void peer_error(struct link_peer *p, enum san_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void peer_error(struct link_peer *p, enum san_log_level level, const char *fmt, ...)
+{
+    char why[sizeof(p->last_error)];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    if (strcmp(why, p->last_error))
+        san_log(level, "link %s: %s", p->name, why);
+    memcpy(p->last_error, why, sizeof(why));
+}
+
+static void push_event(struct san_link *l, struct link_peer *p, bool restarted)
+{
+    struct san_link_event ev = {.peer = (unsigned)(p - l->peers),
+                                .state = p->state,
+                                .host_id = p->peer_host,
+                                .restarted = restarted};
+    if (l->ev_count == NR_EVENTS) { /* the loop is behind: the oldest change goes */
+        l->ev_head = (l->ev_head + 1) % NR_EVENTS;
+        l->ev_count--;
+    }
+    l->events[(l->ev_head + l->ev_count++) % NR_EVENTS] = ev;
+    uint64_t one = 1;
+    ssize_t w = write(l->evfd, &one, sizeof(one));
+    (void)w;
+}
+
+static struct link_buf *tx_buf(struct san_link *l)
+{
+    for (unsigned i = NR_RX; i < NR_RX + NR_TX; i++)
+        if (!l->bufs[i].busy)
+            return &l->bufs[i];
+    return NULL;
+}
+
+/* Sends m to p (its MAC already set, or a HELLO). Dropped when p has TX_PER_PEER in flight or the
+ * provider is not ready yet (-FI_EAGAIN: RxM connects lazily): every message is resent or
+ * superseded by the timers, and a peer that takes nothing times out. */
+static void send_msg(struct san_link *l, struct link_peer *p, const struct san_link_msg *m)
+{
+    struct link_buf *b;
+    if (p->fa == FI_ADDR_NOTAVAIL || p->inflight >= TX_PER_PEER || !(b = tx_buf(l)))
+        return;
+    memcpy(b->data, m, m->hdr.length);
+    ssize_t r = fi_send(l->ep, b->data, m->hdr.length, l->desc, p->fa, &b->ctx);
+    if (r) {
+        if (r != -FI_EAGAIN)
+            peer_error(p, SAN_LOG_DEBUG, "send: %s", fi_strerror((int)-r));
+        return;
+    }
+    b->busy = true;
+    b->peer = (int)(p - l->peers);
+    p->inflight++;
+    p->msgs_tx++;
+    p->bytes_tx += m->hdr.length;
+}
+
+static void send_hello(struct san_link *l, struct link_peer *p)
+{
+    struct san_link_msg m;
+    san_link_init(&m, SAN_LINK_HELLO, l->host_id, ++p->tx_seq);
+    memcpy(m.u.hello.nonce, p->my_nonce, SAN_LINK_NONCE);
+    m.u.hello.max_version = SAN_LINK_VERSION;
+    send_msg(l, p, &m);
+}
+
+/* The answer to a HELLO of (host, nonce), and what a side sends once its session is up. */
+static void send_proof(struct san_link *l, struct link_peer *p, uint64_t host,
+                       const uint8_t nonce[SAN_LINK_NONCE])
+{
+    struct san_link_msg m;
+    uint8_t key[SAN_LINK_KEY];
+    san_link_init(&m, SAN_LINK_PROOF, l->host_id, ++p->tx_seq);
+    memcpy(m.u.proof.your_nonce, nonce, SAN_LINK_NONCE);
+    memcpy(m.u.proof.my_nonce, p->my_nonce, SAN_LINK_NONCE);
+    m.u.proof.your_host_id = host;
+    m.u.proof.nr_nets = l->nr_nets;
+    memcpy(m.u.proof.nets, l->nets, sizeof(l->nets));
+    san_link_key(l->cfg.secret, l->cfg.secret_len, l->host_id, p->my_nonce, host, nonce, key);
+    san_link_mac(key, &m);
+    send_msg(l, p, &m);
+}
+
+static void send_session(struct san_link *l, struct link_peer *p, unsigned type)
+{
+    struct san_link_msg m;
+    san_link_init(&m, type, l->host_id, ++p->tx_seq);
+    if (type == SAN_LINK_HEARTBEAT)
+        m.u.heartbeat.sent_ns = san_now_ns();
+    san_link_mac(p->tx_key, &m);
+    send_msg(l, p, &m);
+}
+
+/* The session of p is over: down (if it was up), a new nonce, hellos again soon. */
+static void lose(struct san_link *l, struct link_peer *p, uint64_t now)
+{
+    if (p->state == SAN_LINK_UP) {
+        p->state = SAN_LINK_DOWN;
+        atomic_fetch_sub(&l->up, 1);
+        push_event(l, p, false);
+    }
+    new_nonce(p->my_nonce);
+    p->backoff = BACKOFF_MIN;
+    p->next_hello = now + BACKOFF_MIN;
+}
+
+/* A valid PROOF from p that answers our current nonce: a session, or the one we have. */
+static void proven(struct san_link *l, struct link_peer *p, const struct san_link_msg *m,
+                   const uint8_t rx_key[SAN_LINK_KEY], uint64_t now)
+{
+    const struct san_link_proof *pr = &m->u.proof;
+    if (p->state == SAN_LINK_UP && p->peer_host == m->hdr.host_id &&
+        !memcmp(p->peer_nonce, pr->my_nonce, SAN_LINK_NONCE)) {
+        if (m->hdr.seq > p->rx_seq) {
+            p->rx_seq = m->hdr.seq;
+            p->last_heard = now;
+        }
+        return;
+    }
+    bool restarted = p->last_host && p->last_host != m->hdr.host_id;
+    bool was_up = p->state == SAN_LINK_UP;
+    p->peer_host = p->last_host = m->hdr.host_id;
+    memcpy(p->peer_nonce, pr->my_nonce, SAN_LINK_NONCE);
+    memcpy(p->rx_key, rx_key, SAN_LINK_KEY);
+    san_link_key(l->cfg.secret, l->cfg.secret_len, l->host_id, p->my_nonce, p->peer_host,
+                 p->peer_nonce, p->tx_key);
+    p->rx_seq = m->hdr.seq;
+    p->nr_nets = pr->nr_nets;
+    for (uint32_t i = 0; i < pr->nr_nets; i++) {
+        memcpy(p->nets[i].ip, pr->nets[i].ip, 16);
+        p->nets[i].prefix = pr->nets[i].prefix;
+    }
+    if (!was_up)
+        atomic_fetch_add(&l->up, 1);
+    p->state = SAN_LINK_UP;
+    p->sessions++;
+    p->last_heard = now;
+    p->next_heartbeat = now + l->cfg.timeout_ns / 4;
+    p->last_error[0] = 0;
+    san_log(SAN_LOG_INFO, "link %s: up, peer host_id %016llx, %u networks%s%s", p->name,
+            (unsigned long long)p->peer_host, (unsigned)p->nr_nets,
+            restarted ? " (the peer restarted)" : "", was_up ? " (new session)" : "");
+    push_event(l, p, restarted);
+    send_proof(l, p, p->peer_host, p->peer_nonce);
+}
+
+static void handle_msg(struct san_link *l, struct link_peer *p, const void *buf, size_t len,
+                       uint64_t now)
+{
+    const struct san_link_msg *m = buf;
+    int err = san_link_decode(buf, len);
+
+    if (!err && m->hdr.host_id == l->host_id)
+        err = -EBADMSG; /* our own host_id: a reflection, or a clash to refuse anyway */
+    if (err) {
+        if (err == -EPROTO)
+            peer_error(p, SAN_LOG_WARN,
+                       "refused: the peer speaks link protocol version %u, this "
+                       "daemon %u",
+                       (unsigned)m->hdr.version, SAN_LINK_VERSION);
+        else
+            peer_error(p, SAN_LOG_WARN, "refused: a malformed message (%zu bytes: %s)", len,
+                       err == -EOPNOTSUPP ? "unknown type" : "not the link protocol");
+        lose(l, p, now);
+        return;
+    }
+    p->msgs_rx++;
+    p->bytes_rx += len;
+    switch (m->hdr.type) {
+    case SAN_LINK_HELLO:
+        send_proof(l, p, m->hdr.host_id, m->u.hello.nonce);
+        return;
+    case SAN_LINK_PROOF: {
+        const struct san_link_proof *pr = &m->u.proof;
+        uint8_t key[SAN_LINK_KEY];
+        if (pr->your_host_id != l->host_id || memcmp(pr->your_nonce, p->my_nonce, SAN_LINK_NONCE))
+            return; /* answers a hello of an older session of ours */
+        san_link_key(l->cfg.secret, l->cfg.secret_len, m->hdr.host_id, pr->my_nonce, l->host_id,
+                     p->my_nonce, key);
+        if (!san_link_mac_ok(key, m)) {
+            peer_error(p, SAN_LOG_WARN,
+                       "authentication failed: bad MAC (the peer has another [link] secret?)");
+            return;
+        }
+        proven(l, p, m, key, now);
+        return;
+    }
+    case SAN_LINK_HEARTBEAT:
+    case SAN_LINK_BYE:
+        /* Of another session, a replay or a forgery: dropped, the session stays as it is. */
+        if (p->state != SAN_LINK_UP || m->hdr.host_id != p->peer_host || m->hdr.seq <= p->rx_seq)
+            return;
+        if (!san_link_mac_ok(p->rx_key, m)) {
+            peer_error(p, SAN_LOG_WARN, "a message with a bad MAC was dropped");
+            return;
+        }
+        p->rx_seq = m->hdr.seq;
+        p->last_heard = now;
+        if (m->hdr.type == SAN_LINK_BYE) {
+            san_log(SAN_LOG_INFO, "link %s: the peer stopped", p->name);
+            snprintf(p->last_error, sizeof(p->last_error), "the peer stopped");
+            lose(l, p, now);
+        }
+        return;
+    }
+}
+
+static struct link_peer *peer_of(struct san_link *l, fi_addr_t fa)
+{
+    for (size_t i = 0; i < l->nr_peers; i++)
+        if (l->peers[i].fa == fa && fa != FI_ADDR_NOTAVAIL)
+            return &l->peers[i];
+    return NULL;
+}
+
+static void repost(struct san_link *l, struct link_buf *b)
+{
+    ssize_t r;
+    /* A receive is posted on an endpoint with room for NR_RX of them: -FI_EAGAIN only while the
+     * provider is busy; try a few times, then leave the buffer unposted (logged). */
+    for (int i = 0; i < 100 && (r = fi_recv(l->ep, b->data, RX_SIZE, l->desc, FI_ADDR_UNSPEC,
+                                            &b->ctx)) == -FI_EAGAIN;
+         i++)
+        ;
+    if (r)
+        san_log(SAN_LOG_ERROR, "link: a receive buffer cannot be posted: %s", fi_strerror((int)-r));
+}
+
+static void completion(struct san_link *l, struct fi_cq_tagged_entry *e, fi_addr_t src,
+                       uint64_t now)
+{
+    struct link_buf *b = (struct link_buf *)e->op_context;
+    if (!b)
+        return;
+    if (b->rx) {
+        struct link_peer *p = peer_of(l, src);
+        if (p)
+            handle_msg(l, p, b->data, e->len, now);
+        else if (!l->strays++ || !(l->strays & 1023))
+            san_log(SAN_LOG_WARN, "link: %llu message(s) from no configured peer dropped",
+                    (unsigned long long)l->strays);
+        repost(l, b);
+        return;
+    }
+    b->busy = false;
+    l->peers[b->peer].inflight--;
+}
+
+static void completion_error(struct san_link *l, uint64_t now)
+{
+    struct fi_cq_err_entry e = {0};
+    if (fi_cq_readerr(l->cq, &e, 0) != 1)
+        return;
+    struct link_buf *b = (struct link_buf *)e.op_context;
+    if (!b)
+        return;
+    if (b->rx) {
+        /* Unattributed (no FI_SOURCE_ERR): a message too large for a receive buffer or one the
+         * provider could not deliver. The sender's link learns nothing: log and go on. */
+        san_log(SAN_LOG_WARN, "link: a receive failed: %s (%zu bytes over)", fi_strerror(e.err),
+                (size_t)e.olen);
+        repost(l, b);
+        return;
+    }
+    struct link_peer *p = &l->peers[b->peer];
+    b->busy = false;
+    p->inflight--;
+    if (e.err != FI_ECANCELED)
+        peer_error(p, p->state == SAN_LINK_UP ? SAN_LOG_WARN : SAN_LOG_DEBUG, "send failed: %s",
+                   fi_strerror(e.err));
+}
+
+static void timers(struct san_link *l, uint64_t now)
+{
+    for (size_t i = 0; i < l->nr_peers; i++) {
+        struct link_peer *p = &l->peers[i];
+        if (p->state == SAN_LINK_UP) {
+            if (now - p->last_heard > l->cfg.timeout_ns) {
+                peer_error(p, SAN_LOG_WARN, "no answer for %llu ms: down",
+                           (unsigned long long)(l->cfg.timeout_ns / 1000000));
+                lose(l, p, now);
+            } else if (now >= p->next_heartbeat) {
+                send_session(l, p, SAN_LINK_HEARTBEAT);
+                p->next_heartbeat = now + l->cfg.timeout_ns / 4;
+            }
+        } else if (now >= p->next_hello) {
+            send_hello(l, p);
+            uint64_t cap = l->cfg.timeout_ns > BACKOFF_MIN ? l->cfg.timeout_ns : BACKOFF_MIN;
+            p->next_hello = now + p->backoff;
+            p->backoff = p->backoff * 2 < cap ? p->backoff * 2 : cap;
+        }
+    }
+}
+
+static void poll_once(struct san_link *l, int timeout_ms)
+{
+    struct fi_cq_tagged_entry e[16];
+    fi_addr_t src[16];
+    ssize_t n = fi_cq_sreadfrom(l->cq, e, 16, src, NULL, timeout_ms);
+    uint64_t now = san_now_ns();
+
+    pthread_mutex_lock(&l->lock);
+    for (ssize_t i = 0; i < n; i++)
+        completion(l, &e[i], src[i], now);
+    if (n == -FI_EAVAIL)
+        completion_error(l, now);
+    timers(l, now);
+    pthread_mutex_unlock(&l->lock);
+}
+
+static bool tx_idle(struct san_link *l)
+{
+    for (unsigned i = NR_RX; i < NR_RX + NR_TX; i++)
+        if (l->bufs[i].busy)
+            return false;
+    return true;
+}
+
+static void *link_thread(void *arg)
+{
+    struct san_link *l = arg;
+    while (!atomic_load(&l->stop))
+        poll_once(l, TICK_MS);
+    /* Goodbye to every up peer, so that it does not wait for the timeout; then a short while
+     * for those messages to leave. */
+    pthread_mutex_lock(&l->lock);
+    for (size_t i = 0; i < l->nr_peers; i++)
+        if (l->peers[i].state == SAN_LINK_UP)
+            send_session(l, &l->peers[i], SAN_LINK_BYE);
+    pthread_mutex_unlock(&l->lock);
+    uint64_t until = san_now_ns() + BYE_WAIT_NS;
+    while (!tx_idle(l) && san_now_ns() < until) {
+        struct fi_cq_tagged_entry e[16];
+        fi_addr_t src[16];
+        ssize_t n = fi_cq_readfrom(l->cq, e, 16, src);
+        for (ssize_t i = 0; i < n; i++)
+            if (!((struct link_buf *)e[i].op_context)->rx)
+                ((struct link_buf *)e[i].op_context)->busy = false;
+        if (n == -FI_EAVAIL) {
+            struct fi_cq_err_entry err = {0};
+            if (fi_cq_readerr(l->cq, &err, 0) == 1 && err.op_context)
+                ((struct link_buf *)err.op_context)->busy = false;
+        }
+    }
+    return NULL;
+}
+
+/* host and port of sa as strings for fi_getinfo. */
+static void host_port(const struct sockaddr_storage *sa, socklen_t len, char *host, size_t hsize,
+                      char *port, size_t psize)
+{
+    if (getnameinfo((const struct sockaddr *)sa, len, host, (socklen_t)hsize, port,
+                    (socklen_t)psize, NI_NUMERICHOST | NI_NUMERICSERV)) {
+        snprintf(host, hsize, "?");
+        snprintf(port, psize, "0");
+    }
+}
+
+static struct fi_info *hints_for(const struct san_link_config *c)
+{
+    struct fi_info *h = fi_allocinfo();
+    if (!h)
+        return NULL;
+    h->caps = FI_MSG | FI_RMA | FI_SOURCE;
+    h->mode = FI_CONTEXT | FI_CONTEXT2;
+    h->ep_attr->type = FI_EP_RDM;
+    h->domain_attr->mr_mode =
+        FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
+    h->domain_attr->threading = FI_THREAD_DOMAIN; /* only the link thread calls in */
+    h->fabric_attr->prov_name = strdup(c->provider);
+    if (!h->fabric_attr->prov_name) {
+        fi_freeinfo(h);
+        return NULL;
+    }
+    return h;
+}
+
+/* Resolves the peers (numeric: no name service) and inserts them into the address vector. A peer
+ * that cannot be resolved stays unreachable, with its reason. */
+static void add_peers(struct san_link *l, struct fi_info *hints)
+{
+    for (size_t i = 0; i < l->cfg.nr_peers; i++) {
+        struct link_peer *p = &l->peers[i];
+        char host[64], port[16];
+        struct fi_info *pi = NULL;
+        p->addr = l->cfg.peers[i];
+        p->addr_len = l->cfg.peer_len[i];
+        p->fa = FI_ADDR_NOTAVAIL;
+        san_link_format_addr((struct sockaddr *)&p->addr, p->name, sizeof(p->name));
+        new_nonce(p->my_nonce);
+        p->backoff = BACKOFF_MIN;
+        host_port(&p->addr, p->addr_len, host, sizeof(host), port, sizeof(port));
+        int r = fi_getinfo(FI_API, host, port, 0, hints, &pi);
+        if (!r && pi->dest_addr && fi_av_insert(l->av, pi->dest_addr, 1, &p->fa, 0, NULL) != 1) {
+            p->fa = FI_ADDR_NOTAVAIL;
+            r = -FI_EINVAL;
+        }
+        if (r || p->fa == FI_ADDR_NOTAVAIL)
+            peer_error(p, SAN_LOG_ERROR, "cannot be addressed with provider %s: %s",
+                       l->cfg.provider, fi_strerror(r ? -r : FI_EINVAL));
+        fi_freeinfo(pi);
+    }
+    l->nr_peers = l->cfg.nr_peers;
+}
+
+/* Opens the fabric, domain, completion queue, address vector and endpoint on cfg.listen. */
+static int open_endpoint(struct san_link *l, struct fi_info *hints)
+{
+    char host[64], port[16], where[96];
+    int r;
+
+    host_port(&l->cfg.listen, l->cfg.listen_len, host, sizeof(host), port, sizeof(port));
+    san_link_format_addr((struct sockaddr *)&l->cfg.listen, where, sizeof(where));
+    if ((r = fi_getinfo(FI_API, host, port, FI_SOURCE, hints, &l->info))) {
+        san_log(SAN_LOG_ERROR,
+                "link: no libfabric provider \"%s\" with RDM, FI_MSG and FI_RMA on %s: "
+                "%s (fi_info -l lists the providers)",
+                l->cfg.provider, where, fi_strerror(-r));
+        return fi_err(r);
+    }
+    struct fi_cq_attr cq_attr = {
+        .size = NR_RX + NR_TX + 16, .format = FI_CQ_FORMAT_TAGGED, .wait_obj = FI_WAIT_UNSPEC};
+    struct fi_av_attr av_attr = {.type = FI_AV_TABLE, .count = SAN_LINK_MAX_PEERS};
+    const char *step = "fabric";
+    if ((r = fi_fabric(l->info->fabric_attr, &l->fabric, NULL)) ||
+        (step = "domain", r = fi_domain(l->fabric, l->info, &l->domain, NULL)) ||
+        (step = "completion queue", r = fi_cq_open(l->domain, &cq_attr, &l->cq, NULL)) ||
+        (step = "address vector", r = fi_av_open(l->domain, &av_attr, &l->av, NULL)) ||
+        (step = "endpoint", r = fi_endpoint(l->domain, l->info, &l->ep, NULL)) ||
+        (step = "binding", r = fi_ep_bind(l->ep, &l->av->fid, 0)) ||
+        (r = fi_ep_bind(l->ep, &l->cq->fid, FI_TRANSMIT | FI_RECV)) ||
+        (step = "enabling the endpoint on the listen address", r = fi_enable(l->ep))) {
+        san_log(SAN_LOG_ERROR, "link: %s (%s on %s): %s", step, l->info->fabric_attr->prov_name,
+                where, fi_strerror(-r));
+        return fi_err(r);
+    }
+    /* The registration mode the provider returned decides what local buffers need. */
+    uint64_t mode = (uint64_t)l->info->domain_attr->mr_mode;
+    if (mode & FI_MR_LOCAL) {
+        step = "registering the message buffers";
+        if ((r = fi_mr_reg(l->domain, l->bufs, sizeof(*l->bufs) * (NR_RX + NR_TX),
+                           FI_SEND | FI_RECV, 0, 0, 0, &l->mr, NULL)) ||
+            ((mode & FI_MR_ENDPOINT) &&
+             ((r = fi_mr_bind(l->mr, &l->ep->fid, 0)) || (r = fi_mr_enable(l->mr))))) {
+            san_log(SAN_LOG_ERROR, "link: %s: %s", step, fi_strerror(-r));
+            return fi_err(r);
+        }
+        l->desc = fi_mr_desc(l->mr);
+    }
+    san_log(SAN_LOG_INFO, "link: listening on %s with %s (registration mode %#llx%s)", where,
+            l->info->fabric_attr->prov_name, (unsigned long long)mode,
+            mode & FI_MR_LOCAL ? ": local buffers registered" : "");
+    return 0;
+}
+
+int san_link_create(const struct san_link_params *prm, struct san_link **out)
+{
+    struct san_link *l = calloc(1, sizeof(*l));
+    struct fi_info *hints = NULL;
+    int err;
+
+    if (!l)
+        return -ENOMEM;
+    l->cfg = *prm->cfg;
+    l->host_id = prm->host_id;
+    l->evfd = -1;
+    pthread_mutex_init(&l->lock, NULL);
+    for (size_t i = 0; i < prm->nr_nets && i < SAN_LINK_NETS; i++) {
+        memcpy(l->nets[i].ip, prm->nets[i].ip, 16);
+        l->nets[i].prefix = prm->nets[i].prefix;
+        l->nr_nets++;
+    }
+    l->bufs = aligned_alloc(64, sizeof(*l->bufs) * (NR_RX + NR_TX));
+    hints = hints_for(&l->cfg);
+    l->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (!l->bufs || !hints || l->evfd < 0) {
+        err = l->evfd < 0 ? -errno : -ENOMEM;
+        goto fail;
+    }
+    memset(l->bufs, 0, sizeof(*l->bufs) * (NR_RX + NR_TX));
+    if ((err = open_endpoint(l, hints)))
+        goto fail;
+    add_peers(l, hints);
+    for (unsigned i = 0; i < NR_RX; i++) {
+        ssize_t r;
+        l->bufs[i].rx = true;
+        if ((r = fi_recv(l->ep, l->bufs[i].data, RX_SIZE, l->desc, FI_ADDR_UNSPEC,
+                         &l->bufs[i].ctx))) {
+            san_log(SAN_LOG_ERROR, "link: posting receives: %s", fi_strerror((int)-r));
+            err = fi_err((int)r);
+            goto fail;
+        }
+    }
+    if (!l->cfg.secret_len)
+        san_log(SAN_LOG_WARN, "link: no [link] secret: links are unauthenticated, any program "
+                              "that reaches the link address may join the SAN (docs/link.md)");
+    if ((err = -pthread_create(&l->thread, NULL, link_thread, l)))
+        goto fail;
+    l->started = true;
+    fi_freeinfo(hints);
+    *out = l;
+    return 0;
+fail:
+    fi_freeinfo(hints);
+    san_link_destroy(l);
+    return err;
+}
+
+void san_link_destroy(struct san_link *l)
+{
+    if (!l)
+        return;
+    if (l->started) {
+        atomic_store(&l->stop, true);
+        fi_cq_signal(l->cq);
+        pthread_join(l->thread, NULL);
+    }
+    if (l->ep)
+        fi_close(&l->ep->fid);
+    if (l->mr)
+        fi_close(&l->mr->fid);
+    if (l->av)
+        fi_close(&l->av->fid);
+    if (l->cq)
+        fi_close(&l->cq->fid);
+    if (l->domain)
+        fi_close(&l->domain->fid);
+    if (l->fabric)
+        fi_close(&l->fabric->fid);
+    fi_freeinfo(l->info);
+    if (l->evfd >= 0)
+        close(l->evfd);
+    pthread_mutex_destroy(&l->lock);
+    free(l->bufs);
+    free(l);
+}
+
+int san_link_event_fd(const struct san_link *l)
+{
+    return l->evfd;
+}
+
+size_t san_link_events(struct san_link *l, struct san_link_event *ev, size_t max)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&l->lock);
+    uint64_t v;
+    ssize_t r = read(l->evfd, &v, sizeof(v));
+    (void)r;
+    while (n < max && l->ev_count) {
+        ev[n++] = l->events[l->ev_head];
+        l->ev_head = (l->ev_head + 1) % NR_EVENTS;
+        l->ev_count--;
+    }
+    if (l->ev_count) { /* more than max: readable again */
+        uint64_t one = 1;
+        ssize_t w = write(l->evfd, &one, sizeof(one));
+        (void)w;
+    }
+    pthread_mutex_unlock(&l->lock);
+    return n;
+}
+
+size_t san_link_nr_peers(const struct san_link *l)
+{
+    return l->nr_peers;
+}
+
+int san_link_peer_info(struct san_link *l, size_t i, struct san_link_peer_info *out)
+{
+    if (i >= l->nr_peers)
+        return -ENOENT;
+    pthread_mutex_lock(&l->lock);
+    const struct link_peer *p = &l->peers[i];
+    *out = (struct san_link_peer_info){
+        .addr = p->addr,
+        .state = p->state,
+        .host_id = p->last_host,
+        .nr_nets = p->state == SAN_LINK_UP ? p->nr_nets : 0,
+        .bytes_tx = p->bytes_tx,
+        .bytes_rx = p->bytes_rx,
+        .msgs_tx = p->msgs_tx,
+        .msgs_rx = p->msgs_rx,
+        .sessions = p->sessions,
+    };
+    memcpy(out->nets, p->nets, sizeof(p->nets[0]) * out->nr_nets);
+    memcpy(out->last_error, p->last_error, sizeof(out->last_error));
+    pthread_mutex_unlock(&l->lock);
+    return 0;
+}
+
+uint64_t san_link_up(struct san_link *l)
+{
+    return atomic_load(&l->up);
+}

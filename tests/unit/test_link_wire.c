@@ -1,0 +1,171 @@
+/* link/wire and link/auth: the decoder accepts each well-formed message and refuses every way a
+ * message can be wrong with the code wire.h promises, one case each; the keys differ by secret,
+ * direction and nonce, and a MAC fails on any change of the message it covers. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "link/auth.h"
+#include "link/wire.h"
+
+static struct san_link_msg msg(unsigned type)
+{
+    struct san_link_msg m;
+    san_link_init(&m, type, 0x1234, 7);
+    if (type == SAN_LINK_HELLO)
+        m.u.hello.max_version = SAN_LINK_VERSION;
+    if (type == SAN_LINK_PROOF) {
+        m.u.proof.your_host_id = 0x5678;
+        m.u.proof.nr_nets = 1;
+        m.u.proof.nets[0].ip[15] = 1;
+        m.u.proof.nets[0].prefix = 128;
+    }
+    return m;
+}
+
+static int decode(const struct san_link_msg *m)
+{
+    return san_link_decode(m, m->hdr.length);
+}
+
+static void test_valid(void **state)
+{
+    (void)state;
+    for (unsigned t = SAN_LINK_HELLO; t <= SAN_LINK_TYPE_MAX; t++) {
+        struct san_link_msg m = msg(t);
+        assert_int_equal(decode(&m), 0);
+        assert_int_equal(m.hdr.length, sizeof(m.hdr) + (size_t)san_link_body_size(t));
+    }
+}
+
+static void test_framing(void **state)
+{
+    (void)state;
+    struct san_link_msg m = msg(SAN_LINK_HEARTBEAT);
+    uint8_t big[2 * sizeof(m)] = {0};
+    assert_int_equal(san_link_decode(&m, sizeof(m.hdr) - 1), -EBADMSG); /* too short */
+    assert_int_equal(san_link_decode(&m, 0), -EBADMSG);
+    memcpy(big, &m, sizeof(m));
+    ((struct san_link_hdr *)big)->length = sizeof(big);
+    assert_int_equal(san_link_decode(big, sizeof(big)), -EBADMSG); /* oversized */
+    m.hdr.magic ^= 1;
+    assert_int_equal(decode(&m), -EBADMSG); /* not ours */
+    m = msg(SAN_LINK_HEARTBEAT);
+    assert_int_equal(san_link_decode(&m, m.hdr.length + 8), -EBADMSG); /* length lies */
+    m.hdr.length += 8;
+    assert_int_equal(decode(&m), -EBADMSG); /* body of the wrong size */
+}
+
+static void test_version_and_type(void **state)
+{
+    (void)state;
+    struct san_link_msg m = msg(SAN_LINK_HELLO);
+    m.hdr.version = 2;
+    assert_int_equal(decode(&m), -EPROTO);
+    m.hdr.length = 4000; /* another version may have other sizes: still -EPROTO */
+    assert_int_equal(san_link_decode(&m, sizeof(m)), -EPROTO);
+    m = msg(SAN_LINK_HELLO);
+    m.hdr.type = 0;
+    assert_int_equal(decode(&m), -EOPNOTSUPP);
+    m.hdr.type = SAN_LINK_TYPE_MAX + 1;
+    assert_int_equal(decode(&m), -EOPNOTSUPP);
+}
+
+static void test_fields(void **state)
+{
+    (void)state;
+    struct san_link_msg m = msg(SAN_LINK_BYE);
+    m.hdr.reserved = 1;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_BYE);
+    m.hdr.host_id = 0;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_BYE);
+    m.u.bye.reserved = 1;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_HEARTBEAT);
+    m.u.heartbeat.reserved = 1;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_HELLO);
+    m.hdr.mac[3] = 1; /* a HELLO carries no MAC */
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_HELLO);
+    m.u.hello.max_version = 0;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_HELLO);
+    m.u.hello.reserved2 = 1;
+    assert_int_equal(decode(&m), -EBADMSG);
+}
+
+static void test_proof(void **state)
+{
+    (void)state;
+    struct san_link_msg m = msg(SAN_LINK_PROOF);
+    m.u.proof.nr_nets = SAN_LINK_NETS + 1;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_PROOF);
+    m.u.proof.nets[0].prefix = 129;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_PROOF);
+    m.u.proof.nets[0].reserved = 1;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_PROOF);
+    m.u.proof.nets[5].ip[0] = 1; /* past nr_nets: must be zero */
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_PROOF);
+    m.u.proof.your_host_id = 0;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_PROOF);
+    m.u.proof.reserved = 1;
+    assert_int_equal(decode(&m), -EBADMSG);
+}
+
+static void test_keys_and_macs(void **state)
+{
+    (void)state;
+    uint8_t na[SAN_LINK_NONCE] = {1}, nb[SAN_LINK_NONCE] = {2};
+    uint8_t k1[SAN_LINK_KEY], k2[SAN_LINK_KEY], k3[SAN_LINK_KEY], k4[SAN_LINK_KEY];
+    const uint8_t s1[] = "secret", s2[] = "secreT";
+    san_link_key(s1, 6, 10, na, 20, nb, k1);
+    san_link_key(s1, 6, 20, nb, 10, na, k2); /* the other direction */
+    san_link_key(s2, 6, 10, na, 20, nb, k3); /* another secret */
+    nb[15] = 1;
+    san_link_key(s1, 6, 10, na, 20, nb, k4); /* another nonce */
+    assert_memory_not_equal(k1, k2, SAN_LINK_KEY);
+    assert_memory_not_equal(k1, k3, SAN_LINK_KEY);
+    assert_memory_not_equal(k1, k4, SAN_LINK_KEY);
+    san_link_key(s1, 6, 10, na, 20, nb, k2);
+    assert_memory_equal(k4, k2, SAN_LINK_KEY); /* deterministic */
+
+    struct san_link_msg m = msg(SAN_LINK_PROOF);
+    san_link_mac(k1, &m);
+    assert_true(san_link_mac_ok(k1, &m));
+    assert_false(san_link_mac_ok(k3, &m));
+    for (size_t i = 0; i < m.hdr.length; i++) {
+        if (i >= offsetof(struct san_link_hdr, mac) && i < sizeof(struct san_link_hdr))
+            continue;
+        struct san_link_msg c = m;
+        ((uint8_t *)&c)[i] ^= 0x40;
+        assert_false(san_link_mac_ok(k1, &c));
+    }
+    m.hdr.mac[0] ^= 1;
+    assert_false(san_link_mac_ok(k1, &m));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid),
+        cmocka_unit_test(test_framing),
+        cmocka_unit_test(test_version_and_type),
+        cmocka_unit_test(test_fields),
+        cmocka_unit_test(test_proof),
+        cmocka_unit_test(test_keys_and_macs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
