@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -417,8 +418,44 @@ static void fill_stats(struct san_daemon *d, struct san_stats_rep *r)
         .endpoints = ns.endpoints,
         .nic_ops = ns.ops,
         .nic_bytes = ns.bytes,
-        .links = 0,
+        .links = d->link ? san_link_up(d->link) : 0,
     };
+}
+
+/* Links page by their index in [link] peers. */
+static void list_links(struct san_daemon *d, uint64_t cursor, struct san_links_rep *r)
+{
+    struct san_link_peer_info p;
+    memset(r, 0, sizeof(*r));
+    r->enabled = d->link != NULL;
+    for (uint64_t i = cursor; d->link && !san_link_peer_info(d->link, i, &p); i++) {
+        if (r->nr == SAN_LINKS_MAX) {
+            r->next = i;
+            return;
+        }
+        struct san_link_info *o = &r->l[r->nr++];
+        struct san_nic_addr a;
+        if (!san_nic_addr_from((struct sockaddr *)&p.addr,
+                               p.addr.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                           : sizeof(struct sockaddr_in6),
+                               &a)) {
+            memcpy(o->addr.ip, a.ip, 16);
+            o->addr.port = a.port;
+        }
+        o->state = p.state;
+        o->nr_nets = (uint32_t)p.nr_nets;
+        o->host_id = p.host_id;
+        o->bytes_tx = p.bytes_tx;
+        o->bytes_rx = p.bytes_rx;
+        o->msgs_tx = p.msgs_tx;
+        o->msgs_rx = p.msgs_rx;
+        o->sessions = p.sessions;
+        snprintf(o->last_error, sizeof(o->last_error), "%s", p.last_error);
+        for (size_t k = 0; k < p.nr_nets; k++) {
+            memcpy(o->nets[k].ip, p.nets[k].ip, 16);
+            o->nets[k].prefix = p.nets[k].prefix;
+        }
+    }
 }
 
 /* Clients page by id: cursor = first id wanted. */
@@ -583,6 +620,9 @@ void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct s
         break;
     case SAN_OP_ENDPOINTS:
         list_endpoints(c, req->u.list_req.cursor, &rep->u.endpoints_rep);
+        break;
+    case SAN_OP_LINKS:
+        list_links(d, req->u.list_req.cursor, &rep->u.links_rep);
         break;
     case SAN_OP_LISTEN:
     case SAN_OP_LISTEN_CLOSE:

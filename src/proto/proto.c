@@ -53,6 +53,8 @@ long san_proto_body_size(unsigned opcode)
         return reply ? sizeof(struct san_endpoints_rep) : sizeof(struct san_list_req);
     case SAN_OP_CHECK_LOWMEM:
         return reply ? sizeof(struct san_lowmem_rep) : 0;
+    case SAN_OP_LINKS:
+        return reply ? sizeof(struct san_links_rep) : sizeof(struct san_list_req);
     case SAN_OP_SET_REMOTE:
         return reply ? sizeof(struct san_set_remote_rep) : sizeof(struct san_set_remote_req);
     case SAN_OP_LISTEN:
@@ -164,9 +166,28 @@ static int check_endpoints(const struct san_endpoints_rep *r)
     return 0;
 }
 
+/* A links page: every listed entry in its domain, its text terminated. */
+static int check_links(const struct san_links_rep *r)
+{
+    if (r->nr > SAN_LINKS_MAX || r->enabled > 1)
+        return -EBADMSG;
+    for (uint32_t i = 0; i < r->nr; i++) {
+        const struct san_link_info *l = &r->l[i];
+        if (l->state > SAN_LINK_STATE_MAX || l->nr_nets > 16 || l->addr.reserved ||
+            l->addr.reserved2 || !memchr(l->last_error, 0, sizeof(l->last_error)))
+            return -EBADMSG;
+        for (uint32_t k = 0; k < l->nr_nets; k++)
+            if (l->nets[k].prefix > 128 || l->nets[k].reserved)
+                return -EBADMSG;
+    }
+    return 0;
+}
+
 static int check_reply(const struct san_msg *m)
 {
     switch (m->hdr.opcode & ~SAN_OP_REPLY) {
+    case SAN_OP_LINKS:
+        return check_links(&m->u.links_rep);
     case SAN_OP_ENDPOINTS:
         return check_endpoints(&m->u.endpoints_rep);
     case SAN_OP_CLIENTS:

@@ -52,7 +52,8 @@ enum san_opcode {
     SAN_OP_ACCEPT = 15,       /* a new endpoint of a waiting connection: the same */
     SAN_OP_EP_CLOSE = 16,     /* close an endpoint */
     SAN_OP_ENDPOINTS = 17,    /* list the NIC's endpoints, a page at a time */
-    SAN_OP_MAX = SAN_OP_ENDPOINTS,
+    SAN_OP_LINKS = 18,        /* list the links to other hosts' daemons, a page at a time */
+    SAN_OP_MAX = SAN_OP_LINKS,
 };
 #define SAN_OP_REPLY 0x8000u
 
@@ -247,6 +248,31 @@ struct san_endpoints_rep {
     struct san_ep_info e[SAN_LIST_MAX];
 };
 
+/* SAN_OP_LINKS: the cursor is the index of the first link wanted (the order of [link] peers). */
+#define SAN_LINKS_MAX      4
+#define SAN_LINK_STATE_MAX 2 /* link/link.h: connecting, up, down */
+struct san_wire_net {
+    uint8_t ip[16];  /* IPv6, or ::ffff:a.b.c.d */
+    uint32_t prefix; /* 0..128 */
+    uint32_t reserved;
+};
+struct san_link_info {
+    struct san_wire_addr addr; /* the peer's link address, as configured */
+    uint32_t state;            /* 0 connecting, 1 up, 2 down */
+    uint32_t nr_nets;          /* networks the peer serves (while up) */
+    uint64_t host_id;          /* the peer daemon's, from its last session; 0: never up */
+    uint64_t bytes_tx, bytes_rx, msgs_tx, msgs_rx;
+    uint64_t sessions;   /* handshakes completed */
+    char last_error[96]; /* NUL-terminated; "" when none */
+    struct san_wire_net nets[16];
+};
+struct san_links_rep {
+    uint64_t next;
+    uint32_t nr;
+    uint32_t enabled; /* 1: the daemon has a [link] section */
+    struct san_link_info l[SAN_LINKS_MAX];
+};
+
 struct san_lowmem_rep {
     uint64_t dirty_frames;
     uint32_t nolowmem; /* 0: the check does not apply (nothing is scrubbed) */
@@ -281,11 +307,15 @@ static_assert(sizeof(struct san_allocations_rep) == 16 + 40 * SAN_LIST_MAX, "wir
 static_assert(sizeof(struct san_lowmem_rep) == 16, "wire layout");
 static_assert(sizeof(struct san_ep_info) == 128, "wire layout");
 static_assert(sizeof(struct san_endpoints_rep) == 16 + 128 * SAN_LIST_MAX, "wire layout");
+static_assert(sizeof(struct san_wire_net) == 24, "wire layout");
+static_assert(sizeof(struct san_link_info) == 176 + 24 * 16, "wire layout");
+static_assert(sizeof(struct san_links_rep) == 16 + 560 * SAN_LINKS_MAX, "wire layout");
 
 /* The largest message either side ever sends; a datagram longer than this is garbage. */
-#define SAN_MSG_MAX (sizeof(struct san_msg_hdr) + sizeof(struct san_endpoints_rep))
-static_assert(sizeof(struct san_endpoints_rep) >= sizeof(struct san_clients_rep) &&
-                  sizeof(struct san_endpoints_rep) >= sizeof(struct san_allocations_rep),
+#define SAN_MSG_MAX (sizeof(struct san_msg_hdr) + sizeof(struct san_links_rep))
+static_assert(sizeof(struct san_links_rep) >= sizeof(struct san_endpoints_rep) &&
+                  sizeof(struct san_links_rep) >= sizeof(struct san_clients_rep) &&
+                  sizeof(struct san_links_rep) >= sizeof(struct san_allocations_rep),
               "the largest body");
 
 /* A message as it travels: the header and room for the largest body. */
@@ -312,6 +342,7 @@ struct san_msg {
         struct san_allocations_rep allocations_rep;
         struct san_endpoints_rep endpoints_rep;
         struct san_lowmem_rep lowmem_rep;
+        struct san_links_rep links_rep;
         struct san_listen_req listen_req;
         struct san_handle_req handle_req;
         struct san_handle_rep handle_rep;

@@ -1,7 +1,8 @@
 /* sanctl: the administrator's view of sanproxyd over its control socket.
- * `sanctl [--socket PATH] [--timeout SECONDS] stats|clients|allocations|endpoints|check-lowmem
- * [--json]`. Readable tables by default, one JSON object (stats, check-lowmem) or array (clients,
- * allocations, endpoints) with --json. Every connect, send and receive gives up after --timeout
+ * `sanctl [--socket PATH] [--timeout SECONDS]
+ * stats|clients|allocations|endpoints|links|check-lowmem [--json]`. Readable tables by default,
+ * one JSON object (stats, check-lowmem) or array (clients, allocations, endpoints, links) with
+ * --json. Every connect, send and receive gives up after --timeout
  * (default 5 s), so a daemon that accepts but never answers cannot hang it. Exit status: 0 on
  * success, 1 when the daemon cannot be reached, does not answer in time or refuses, 2 on usage
  * errors; check-lowmem exits 3 when dirty low frames were found. Sits on proto only (no libsan
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <netinet/in.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -154,6 +156,7 @@ static int cmd_stats(int fd, bool json)
     human(a, sizeof(a), s->nic_bytes);
     printf("  endpoints        %" PRIu64 "\n  NIC operations   %" PRIu64 " (%s moved)\n",
            s->endpoints, s->nic_ops, a);
+    printf("  links up         %" PRIu64 "\n", s->links);
     return 0;
 }
 
@@ -333,6 +336,88 @@ static int cmd_endpoints(int fd, bool json)
     return 0;
 }
 
+/* The networks of l as "a/p, b/q" (JSON: "\"a/p\", \"b/q\""). */
+static void nets_text(const struct san_link_info *l, bool json, char *buf, size_t n)
+{
+    size_t at = 0;
+    buf[0] = 0;
+    for (uint32_t k = 0; k < l->nr_nets && at < n; k++) {
+        static const uint8_t mapped[12] = {[10] = 0xff, [11] = 0xff};
+        char a[INET6_ADDRSTRLEN] = "?";
+        unsigned prefix = l->nets[k].prefix;
+        if (!memcmp(l->nets[k].ip, mapped, 12) && prefix >= 96) {
+            prefix -= 96; /* an IPv4 network: its prefix over the IPv4 address */
+            inet_ntop(AF_INET, l->nets[k].ip + 12, a, sizeof(a));
+        } else {
+            inet_ntop(AF_INET6, l->nets[k].ip, a, sizeof(a));
+        }
+        int w =
+            snprintf(buf + at, n - at, json ? "%s\"%s/%u\"" : "%s%s/%u", k ? ", " : "", a, prefix);
+        at += w > 0 ? (size_t)w : 0;
+    }
+}
+
+/* A last_error for JSON: quotes and backslashes escaped, control bytes dropped. */
+static void json_text(const char *s, char *buf, size_t n)
+{
+    size_t at = 0;
+    for (; *s && at + 3 < n; s++) {
+        if (*s == '"' || *s == '\\')
+            buf[at++] = '\\';
+        if ((unsigned char)*s >= 0x20)
+            buf[at++] = *s;
+    }
+    buf[at] = 0;
+}
+
+static int cmd_links(int fd, bool json)
+{
+    static const char *const states[] = {"connecting", "up", "down"};
+    struct san_msg rep;
+    uint64_t cursor = 0, n = 0;
+    bool enabled = false;
+
+    if (json)
+        printf("[");
+    do {
+        int err = call(fd, SAN_OP_LINKS, cursor, &rep);
+        if (err)
+            fail("links", err);
+        enabled = rep.u.links_rep.enabled;
+        for (uint32_t i = 0; i < rep.u.links_rep.nr; i++, n++) {
+            const struct san_link_info *l = &rep.u.links_rep.l[i];
+            char peer[80], nets[16 * 48], why[200];
+            ep_addr(peer, sizeof(peer), &l->addr);
+            nets_text(l, json, nets, sizeof(nets));
+            if (json) {
+                json_text(l->last_error, why, sizeof(why));
+                printf("%s{\"peer\": \"%s\", \"state\": \"%s\", \"host_id\": \"%016" PRIx64
+                       "\", \"networks\": [%s], \"bytes_tx\": %" PRIu64 ", \"bytes_rx\": %" PRIu64
+                       ", \"msgs_tx\": %" PRIu64 ", \"msgs_rx\": %" PRIu64
+                       ", \"sessions\": %" PRIu64 ", \"last_error\": \"%s\"}",
+                       n ? ", " : "", peer, states[l->state], l->host_id, nets, l->bytes_tx,
+                       l->bytes_rx, l->msgs_tx, l->msgs_rx, l->sessions, why);
+                continue;
+            }
+            if (!n)
+                printf("%-24s %-10s %-16s %10s %10s %8s %8s %s\n", "peer", "state", "host_id",
+                       "bytes_tx", "bytes_rx", "msgs_tx", "msgs_rx", "networks");
+            printf("%-24s %-10s %016" PRIx64 " %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %8" PRIu64
+                   " %s\n",
+                   peer, states[l->state], l->host_id, l->bytes_tx, l->bytes_rx, l->msgs_tx,
+                   l->msgs_rx, l->nr_nets ? nets : "-");
+            if (l->last_error[0])
+                printf("%-24s last error: %s\n", "", l->last_error);
+        }
+        cursor = rep.u.links_rep.next;
+    } while (cursor);
+    if (json)
+        printf("]\n");
+    else if (!n)
+        printf(enabled ? "(no [link] peers)\n" : "(no links: the daemon has no [link] section)\n");
+    return 0;
+}
+
 static int cmd_lowmem(int fd, bool json)
 {
     struct san_msg rep;
@@ -360,6 +445,7 @@ static void usage(FILE *f)
             "  clients       connected clients and what each holds\n"
             "  allocations   proxy allocations of every client\n"
             "  endpoints     the NIC's endpoints: owner, peer, state, queue fill, traffic\n"
+            "  links         links to other hosts' daemons: state, networks, traffic\n"
             "                (other users' only for root and the daemon's user)\n"
             "  check-lowmem  NOLOWMEM pattern check of free low memory (exit 3 if dirty)\n"
             "options:\n"
@@ -427,6 +513,7 @@ int main(int argc, char **argv)
                             : !strcmp(cmd, "clients")      ? cmd_clients
                             : !strcmp(cmd, "allocations")  ? cmd_allocations
                             : !strcmp(cmd, "endpoints")    ? cmd_endpoints
+                            : !strcmp(cmd, "links")        ? cmd_links
                             : !strcmp(cmd, "check-lowmem") ? cmd_lowmem
                                                            : NULL;
     if (!run) {
