@@ -553,16 +553,17 @@ int san_daemon_run(const struct san_daemon_config *cfg, int ready_fd, unsigned s
         return 1;
     }
     const struct san_daemon_config *k = &d.cfg;
-    log_info("ready on %s: ram %llu MiB%s, limits per client: locked %llu KiB, %llu "
-             "registrations, %llu allocations, allocated %llu KiB; per uid: locked %llu KiB, "
-             "allocated %llu KiB, %llu connections; %llu clients",
-             d.path, (unsigned long long)(k->ram_size >> 20), k->nolowmem ? " (nolowmem)" : "",
-             (unsigned long long)(k->limit_locked_bytes >> 10),
-             (unsigned long long)k->limit_registrations, (unsigned long long)k->limit_allocations,
-             (unsigned long long)(k->limit_allocated_bytes >> 10),
-             (unsigned long long)(k->limit_uid_locked_bytes >> 10),
-             (unsigned long long)(k->limit_uid_allocated >> 10),
-             (unsigned long long)k->limit_uid_connections, (unsigned long long)d.max_clients);
+    log_info(
+        "ready on %s: host_id %016llx, ram %llu MiB%s, limits per client: locked %llu KiB, %llu "
+        "registrations, %llu allocations, allocated %llu KiB; per uid: locked %llu KiB, "
+        "allocated %llu KiB, %llu connections; %llu clients",
+        d.path, (unsigned long long)d.host_id, (unsigned long long)(k->ram_size >> 20),
+        k->nolowmem ? " (nolowmem)" : "", (unsigned long long)(k->limit_locked_bytes >> 10),
+        (unsigned long long)k->limit_registrations, (unsigned long long)k->limit_allocations,
+        (unsigned long long)(k->limit_allocated_bytes >> 10),
+        (unsigned long long)(k->limit_uid_locked_bytes >> 10),
+        (unsigned long long)(k->limit_uid_allocated >> 10),
+        (unsigned long long)k->limit_uid_connections, (unsigned long long)d.max_clients);
     if (ready_fd >= 0) {
         ssize_t w = write(ready_fd, "ready\n", 6);
         (void)w;

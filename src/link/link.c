@@ -25,6 +25,7 @@
 #include <rdma/fi_domain.h>
 #include <rdma/fi_endpoint.h>
 #include <rdma/fi_errno.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -597,7 +598,7 @@ static int open_endpoint(struct san_link *l, struct fi_info *hints)
     return 0;
 }
 
-int san_link_create(const struct san_link_params *prm, struct san_link **out)
+static int create(const struct san_link_params *prm, struct san_link **out)
 {
     struct san_link *l = calloc(1, sizeof(*l));
     struct fi_info *hints = NULL;
@@ -647,6 +648,19 @@ int san_link_create(const struct san_link_params *prm, struct san_link **out)
 fail:
     fi_freeinfo(hints);
     san_link_destroy(l);
+    return err;
+}
+
+/* Every thread made here (ours, and any the provider starts) blocks every signal: the daemon
+ * takes SIGTERM and SIGINT through a signalfd, which a thread that does not block them would
+ * defeat (the default action would kill the process). */
+int san_link_create(const struct san_link_params *prm, struct san_link **out)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int err = create(prm, out);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     return err;
 }
 

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Links between hosts, two hosts on one machine: two network namespaces joined by a veth pair
+# (10.199.77.1/30 and .2/30, on those veths only), a sanproxyd in each linked to the other. Checks:
+# both see the link up with each other's networks and host_id; a wrong secret is refused and both
+# daemons stay fine; a stray TCP client writing garbage into a link port is dropped and the link is
+# unaffected; the veth cut: the link is down within [link] timeout (+ slack); restored: up again; a
+# daemon restarted: the other sees its new host_id. Needs root and `ip netns` (exit 77 otherwise).
+# The namespaces, the veth and the daemons go at the end, whatever happens (trap).
+set -euo pipefail
+unset SANPROXY_SOCKET SANPROXY_SPIN_US SANPROXY_LOG SANPROXY_TEST_PASS_RIGHTS \
+  SAN_RCACHE_MAX_ENTRIES SAN_RCACHE_MAX_BYTES SANPERF_DAEMON_LOG
+bin=${SAN_BIN:?SAN_BIN not set}
+
+skip() {
+  echo "SKIPPED: $*" >&2
+  [[ -n ${SAN_SKIP_LOG:-} ]] && echo "integration/test_link_netns: $*" >>"$SAN_SKIP_LOG"
+  exit 77
+}
+((EUID == 0)) || skip "network namespaces need root"
+command -v ip >/dev/null || skip "no ip command (iproute2)"
+command -v python3 >/dev/null || skip "no python3 (the stray client and the JSON checks)"
+
+tag=$$
+nsa=sanlink-$tag-a nsb=sanlink-$tag-b
+veth_a=slk${tag}a veth_b=slk${tag}b
+ip_a=10.199.77.1 ip_b=10.199.77.2 port=7000
+timeout_s=2 # [link] timeout
+slack_s=3   # for the heartbeat period, the loop's tick, a loaded machine
+tmp=$(mktemp -d /tmp/santest.XXXXXX)
+declare -A pid=()
+
+cleanup() {
+  for k in "${!pid[@]}"; do kill -9 "${pid[$k]}" 2>/dev/null || true; done
+  ip netns del "$nsa" 2>/dev/null || true
+  ip netns del "$nsb" 2>/dev/null || true
+  ip link del "$veth_a" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  for f in "$tmp"/*.log; do [[ -f $f ]] && { echo "--- $f" >&2; tail -15 "$f" >&2; }; done
+  exit 1
+}
+
+ip netns add "$nsa" 2>/dev/null || skip "ip netns add failed (no network namespaces here)"
+ip netns add "$nsb" || fail "ip netns add $nsb"
+ip link add "$veth_a" type veth peer name "$veth_b" || skip "no veth support"
+ip link set "$veth_a" netns "$nsa"
+ip link set "$veth_b" netns "$nsb"
+ip -n "$nsa" addr add "$ip_a/30" dev "$veth_a"
+ip -n "$nsb" addr add "$ip_b/30" dev "$veth_b"
+for ns in "$nsa" "$nsb"; do ip -n "$ns" link set lo up; done
+ip -n "$nsa" link set "$veth_a" up
+ip -n "$nsb" link set "$veth_b" up
+
+# conf NAME LISTEN PEER NETWORKS SECRET
+conf() {
+  cat >"$tmp/$1.ini" <<INI
+[machine]
+ram_size = 64M
+[nic]
+addresses = $4
+[link]
+listen = $2:$port
+peers = $3:$port
+timeout = ${timeout_s}s
+secret = $5
+INI
+}
+
+# start NAME NS: a daemon in NS on $tmp/NAME.ini, its socket $tmp/NAME.sock (path-based: sanctl
+# reaches it from here), ready when its socket accepts.
+start() {
+  rm -f "$tmp/$1.ready"
+  mkfifo "$tmp/$1.ready"
+  ip netns exec "$2" "$bin/sanproxyd" --foreground --config "$tmp/$1.ini" --socket "$tmp/$1.sock" \
+    --ready-fd 3 3>"$tmp/$1.ready" 2>>"$tmp/$1.log" &
+  pid[$1]=$!
+  local line
+  read -r -t 30 line <"$tmp/$1.ready" || fail "daemon $1 did not become ready"
+  [[ $line == ready ]] || fail "daemon $1: readiness line '$line'"
+}
+stop() {
+  kill -TERM "${pid[$1]}"
+  wait "${pid[$1]}" || fail "daemon $1 did not exit 0 on SIGTERM"
+  unset "pid[$1]"
+}
+alive() {
+  kill -0 "${pid[$1]}" 2>/dev/null || fail "daemon $1 died"
+  "$bin/sanctl" --socket "$tmp/$1.sock" stats --json >/dev/null || fail "daemon $1 does not answer"
+}
+# host_id NAME: the daemon's own, from its last start-up line
+host_id() {
+  grep -o 'ready on .*: host_id [0-9a-f]*' "$tmp/$1.log" | tail -1 | awk '{print $NF}'
+}
+# link NAME EXPR: EXPR (Python, over the one link `l` of sanctl links --json) for daemon NAME
+link() {
+  "$bin/sanctl" --socket "$tmp/$1.sock" links --json |
+    python3 -c 'import json,sys; l=json.load(sys.stdin)[0]; print(eval(sys.argv[1]))' "$2"
+}
+# wait_for NAME EXPR SECONDS: until EXPR is True; the seconds it took, or fail
+wait_for() {
+  local t0 now
+  t0=$(date +%s.%N)
+  while :; do
+    [[ $(link "$1" "$2") == True ]] && break
+    now=$(date +%s.%N)
+    python3 -c "import sys; sys.exit(0 if $now - $t0 < $3 else 1)" ||
+      fail "daemon $1: not ($2) within $3 s: $(link "$1" 'l')"
+    sleep 0.1
+  done
+  python3 -c "print(round($(date +%s.%N) - $t0, 2))"
+}
+
+conf a "$ip_a" "$ip_b" "10.1.0.0/16" "good secret"
+conf b "$ip_b" "$ip_a" "10.2.0.0/16, fd00:2::/64" "good secret"
+start a "$nsa"
+start b "$nsb"
+ha=$(host_id a) hb=$(host_id b)
+[[ -n $ha && -n $hb && $ha != "$hb" ]] || fail "host_ids '$ha' '$hb'"
+
+# --- both up, each with the other's networks and host_id ---
+wait_for a "l['state'] == 'up'" 10 >/dev/null
+wait_for b "l['state'] == 'up'" 10 >/dev/null
+[[ $(link a "l['host_id']") == "$hb" ]] || fail "a sees host_id $(link a "l['host_id']"), b is $hb"
+[[ $(link b "l['host_id']") == "$ha" ]] || fail "b sees host_id $(link b "l['host_id']"), a is $ha"
+[[ $(link a "l['networks']") == "['10.2.0.0/16', 'fd00:2::/64']" ]] || fail "a: $(link a l)"
+[[ $(link b "l['networks']") == "['10.1.0.0/16']" ]] || fail "b: $(link b l)"
+[[ $(link a "l['peer']") == "$ip_b:$port" ]] || fail "a: peer $(link a "l['peer']")"
+"$bin/sanctl" --socket "$tmp/a.sock" stats --json | grep -q '"links": 1' || fail "a: stats links"
+wait_for a "l['msgs_rx'] > 3 and l['msgs_tx'] > 3 and l['bytes_rx'] > 0" 10 >/dev/null
+"$bin/sanctl" --socket "$tmp/a.sock" links | grep -q "^$ip_b:$port *up" || fail "a: links table"
+echo "ok: linked, host_ids and networks exchanged"
+
+# --- a stray TCP client writing garbage into b's link port: that connection goes, the link stays ---
+sessions=$(link a "l['sessions']")
+ip netns exec "$nsa" python3 - "$ip_b" "$port" <<'PY' || fail "the stray connection was not dropped"
+import os, socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+try:
+    s.sendall(os.urandom(512) + b"\xff" * 8192)
+    while s.recv(4096):  # whatever it answers, then end of stream or a reset
+        pass
+except ConnectionResetError:
+    pass
+except socket.timeout:
+    sys.exit("still open after 5 s")
+PY
+sleep 1
+alive a
+alive b
+[[ $(link a "l['state']") == up && $(link b "l['state']") == up ]] || fail "link lost to the stray client"
+[[ $(link a "l['sessions']") == "$sessions" ]] || fail "the stray client forced a new session"
+echo "ok: stray TCP client dropped, link unaffected"
+
+# --- the veth cut: down within timeout + slack on both sides; restored: up again ---
+ip -n "$nsa" link set "$veth_a" down
+took=$(wait_for a "l['state'] == 'down'" $((timeout_s + slack_s)))
+wait_for b "l['state'] == 'down'" $((timeout_s + slack_s)) >/dev/null
+link a "l['last_error']" | grep -q "no answer" || fail "a: last_error $(link a "l['last_error']")"
+echo "ok: cut veth, link down after ${took}s (timeout ${timeout_s}s)"
+ip -n "$nsa" link set "$veth_a" up
+took=$(wait_for a "l['state'] == 'up'" 30)
+wait_for b "l['state'] == 'up'" 30 >/dev/null
+[[ $(link a "l['host_id']") == "$hb" ]] || fail "a: another host_id after the cut"
+echo "ok: veth back, link up again after ${took}s"
+alive a
+alive b
+
+# --- b restarted: a sees the new host_id ---
+stop b
+wait_for a "l['state'] == 'down'" 5 >/dev/null # b said goodbye
+link a "l['last_error']" | grep -q "stopped" || fail "a: last_error $(link a "l['last_error']")"
+start b "$nsb"
+hb2=$(host_id b)
+[[ $hb2 != "$hb" ]] || fail "b kept its host_id over a restart"
+wait_for a "l['state'] == 'up' and l['host_id'] == '$hb2'" 15 >/dev/null
+grep -q "the peer restarted" "$tmp/a.log" || fail "a did not log the restart"
+echo "ok: b restarted, a sees host_id $hb2 (was $hb)"
+
+# --- a wrong secret: refused on both sides, both daemons fine ---
+stop b
+conf b "$ip_b" "$ip_a" "10.2.0.0/16" "another secret"
+start b "$nsb"
+wait_for a "'bad MAC' in l['last_error']" 10 >/dev/null
+wait_for b "'bad MAC' in l['last_error']" 10 >/dev/null
+sleep 1
+[[ $(link a "l['state']") != up && $(link b "l['state']") != up ]] || fail "a wrong secret got a link up"
+[[ $(link b "l['host_id']") == 0000000000000000 ]] || fail "b learnt a host_id without the secret"
+"$bin/sanctl" --socket "$tmp/a.sock" stats --json | grep -q '"links": 0' || fail "a: stats links"
+alive a
+alive b
+echo "ok: wrong secret refused, daemons fine"
+
+stop a
+stop b
