@@ -474,6 +474,13 @@ static int setup(struct san_daemon *d, int *sigfd)
     d->max_clients = nofile.rlim_cur > FDS_FOR_DAEMON + FDS_PER_CLIENT * (ROOT_RESERVE + 1)
                          ? (nofile.rlim_cur - FDS_FOR_DAEMON) / FDS_PER_CLIENT
                          : ROOT_RESERVE + 1;
+    /* The daemon's signals are its own. Libraries loaded with libfabric (its PSM providers' support
+     * libraries) install handlers from their constructors for SIGINT, SIGTERM and the crash
+     * signals, which print a backtrace and exit: the defaults come back, so a crash leaves a core
+     * and its signal to whoever supervises the daemon. */
+    static const int reset[] = {SIGINT, SIGTERM, SIGILL, SIGABRT, SIGBUS, SIGFPE, SIGSEGV};
+    for (size_t i = 0; i < sizeof(reset) / sizeof(reset[0]); i++)
+        signal(reset[i], SIG_DFL);
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
