@@ -1,6 +1,7 @@
 /* Durations with a unit, as the config file takes them ("5s", "500ms"). No locking, no
  * allocation. */
 #include "common/duration.h"
+#include "common/size.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -18,14 +19,9 @@ int san_parse_duration(const char *s, uint64_t *ns)
                  {"h", 3600 * 1000000000ULL},
                  {"", 1000000000}};
     char *end;
+    uint64_t v;
 
-    while (*s == ' ' || *s == '\t')
-        s++;
-    if (*s < '0' || *s > '9')
-        return -EINVAL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno)
+    if (san_parse_leading(s, &v, &end))
         return -EINVAL;
     for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
         if (strcmp(end, units[i].name))

@@ -5,18 +5,27 @@
 #include <errno.h>
 #include <stdlib.h>
 
-int san_parse_size(const char *s, uint64_t *out)
+int san_parse_leading(const char *s, uint64_t *v, char **end)
 {
-    char *end;
-    unsigned shift = 0;
-
     while (*s == ' ' || *s == '\t')
         s++;
     if (*s < '0' || *s > '9')
         return -EINVAL;
     errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
+    unsigned long long n = strtoull(s, end, 10);
     if (errno)
+        return -EINVAL;
+    *v = n;
+    return 0;
+}
+
+int san_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned shift = 0;
+    uint64_t v;
+
+    if (san_parse_leading(s, &v, &end))
         return -EINVAL;
     switch (*end) {
     case 'k':
