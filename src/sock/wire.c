@@ -97,8 +97,8 @@ size_t sansock_wire_encode_rdma(void *buf, uint8_t type, uint16_t flags, uint32_
                                 const struct sansock_wire_rdma *r, uint32_t inline_len)
 {
     uint8_t *p = (uint8_t *)buf + SANSOCK_HDR_SIZE;
-    size_t n = sansock_wire_encode_hdr(buf, type, flags, (uint32_t)sizeof(*r) + inline_len,
-                                       credits);
+    size_t n =
+        sansock_wire_encode_hdr(buf, type, flags, (uint32_t)sizeof(*r) + inline_len, credits);
     put64(p + OFF(sansock_wire_rdma, total_len), r->total_len);
     put32(p + OFF(sansock_wire_rdma, cookie), r->cookie);
     put32(p + OFF(sansock_wire_rdma, desc_len), r->desc_len);
@@ -194,8 +194,7 @@ enum sansock_wire_err sansock_wire_decode(const void *buf, size_t n,
     if ((out->type == SANSOCK_MSG_NEGOTIATE) == lim->negotiated)
         return SANSOCK_WERR_ORDER;
     /* The peer holds at most the receives it was told about: credits beyond them are a lie. */
-    if (out->credits > lim->max_credits ||
-        (out->type == SANSOCK_MSG_NEGOTIATE && out->credits) ||
+    if (out->credits > lim->max_credits || (out->type == SANSOCK_MSG_NEGOTIATE && out->credits) ||
         (out->type == SANSOCK_MSG_CREDIT && !out->credits))
         return SANSOCK_WERR_CREDITS;
 

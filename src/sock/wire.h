@@ -38,21 +38,21 @@ enum { SANSOCK_FEAT_RDMA_READ = 1, SANSOCK_FEAT_RDMA_WRITE = 2 };
 #define SANSOCK_FEAT_ALL (SANSOCK_FEAT_RDMA_READ | SANSOCK_FEAT_RDMA_WRITE)
 
 /* Bounds a negotiation must respect. */
-#define SANSOCK_MAX_SLOTS     64u                     /* receives one side may post */
-#define SANSOCK_MIN_SLOT      (16u + 64u)             /* header + 64 bytes of data */
-#define SANSOCK_MAX_SLOT      (16u + 65536u)          /* header + 64 KiB */
-#define SANSOCK_MAX_RDMA      (1u << 30)              /* bytes one RDMA offer or sink may name */
-#define SANSOCK_DESC_MAX      48u                     /* an RDMA descriptor (opaque) */
-#define SANSOCK_NEGOTIATE_MAX 256u                    /* WSD: a negotiation message fits 256 B */
+#define SANSOCK_MAX_SLOTS     64u            /* receives one side may post */
+#define SANSOCK_MIN_SLOT      (16u + 64u)    /* header + 64 bytes of data */
+#define SANSOCK_MAX_SLOT      (16u + 65536u) /* header + 64 KiB */
+#define SANSOCK_MAX_RDMA      (1u << 30)     /* bytes one RDMA offer or sink may name */
+#define SANSOCK_DESC_MAX      48u            /* an RDMA descriptor (opaque) */
+#define SANSOCK_NEGOTIATE_MAX 256u           /* WSD: a negotiation message fits 256 B */
 enum { SANSOCK_WIRE_AF_INET = 4, SANSOCK_WIRE_AF_INET6 = 6 }; /* address families on the wire */
 
 /* The layout. Integers are little-endian on the wire. */
 struct sansock_wire_hdr {
-    uint8_t version; /* SANSOCK_WIRE_VERSION */
-    uint8_t type;    /* enum sansock_msg_type */
-    uint16_t flags;  /* SANSOCK_F_* */
-    uint32_t len;    /* payload bytes after the header */
-    uint32_t credits; /* receives the sender reposted since its last message (credits returned) */
+    uint8_t version;   /* SANSOCK_WIRE_VERSION */
+    uint8_t type;      /* enum sansock_msg_type */
+    uint16_t flags;    /* SANSOCK_F_* */
+    uint32_t len;      /* payload bytes after the header */
+    uint32_t credits;  /* receives the sender reposted since its last message (credits returned) */
     uint32_t reserved; /* 0 */
 };
 struct sansock_wire_addr {
@@ -63,8 +63,8 @@ struct sansock_wire_addr {
     uint32_t scope_id;
 };
 struct sansock_wire_negotiate {
-    uint32_t recv_slots;     /* receives posted: the peer's initial credits (1..SANSOCK_MAX_SLOTS) */
-    uint32_t slot_size;      /* bytes of each receive (header included) */
+    uint32_t recv_slots; /* receives posted: the peer's initial credits (1..SANSOCK_MAX_SLOTS) */
+    uint32_t slot_size;  /* bytes of each receive (header included) */
     uint32_t rdma_threshold; /* the sender's threshold (informative: each side decides its sends) */
     uint32_t features;       /* SANSOCK_FEAT_* the sender supports */
     uint32_t max_rdma;       /* largest RDMA transfer the sender accepts (0 without RDMA) */
@@ -73,10 +73,10 @@ struct sansock_wire_negotiate {
     struct sansock_wire_addr dst; /* the address the connector connected to */
 };
 struct sansock_wire_rdma {          /* RDMA_OFFER (then inline data) and RDMA_SINK */
-    uint64_t total_len;              /* bytes of the whole transfer */
-    uint32_t cookie;                 /* the sender's tag, echoed in DONE */
-    uint32_t desc_len;               /* bytes of desc used (1..SANSOCK_DESC_MAX) */
-    uint8_t desc[SANSOCK_DESC_MAX];  /* san_register_rdma's descriptor */
+    uint64_t total_len;             /* bytes of the whole transfer */
+    uint32_t cookie;                /* the sender's tag, echoed in DONE */
+    uint32_t desc_len;              /* bytes of desc used (1..SANSOCK_DESC_MAX) */
+    uint8_t desc[SANSOCK_DESC_MAX]; /* san_register_rdma's descriptor */
 };
 struct sansock_wire_done {
     uint32_t cookie;
@@ -121,10 +121,10 @@ struct sansock_msg {
 
 /* What the receiving side of a connection knows when a message arrives. */
 struct sansock_wire_limits {
-    bool negotiated;         /* the peer's NEGOTIATE was received already */
-    uint32_t max_payload;    /* our receive slot minus the header */
-    uint32_t max_credits;    /* credits the peer may still return: its receives minus ours held */
-    uint32_t features;       /* features both sides announced (0 before negotiation) */
+    bool negotiated;      /* the peer's NEGOTIATE was received already */
+    uint32_t max_payload; /* our receive slot minus the header */
+    uint32_t max_credits; /* credits the peer may still return: its receives minus ours held */
+    uint32_t features;    /* features both sides announced (0 before negotiation) */
 };
 
 /* Why a message was rejected (0: accepted). */

@@ -19,23 +19,18 @@ static const struct sansock_wire_limits after = {
     .negotiated = true, .max_payload = 4096, .max_credits = 32, .features = 0};
 static const struct sansock_wire_limits before = {
     .negotiated = false, .max_payload = 4096, .max_credits = 0, .features = 0};
-static const struct sansock_wire_limits rdma = {.negotiated = true,
-                                                .max_payload = 4096,
-                                                .max_credits = 32,
-                                                .features = SANSOCK_FEAT_ALL};
+static const struct sansock_wire_limits rdma = {
+    .negotiated = true, .max_payload = 4096, .max_credits = 32, .features = SANSOCK_FEAT_ALL};
 
 static struct sansock_wire_negotiate sample_negotiate(void)
 {
-    struct sansock_wire_negotiate n = {.recv_slots = 32,
-                                       .slot_size = 4160,
-                                       .rdma_threshold = 4096,
-                                       .features = 0,
-                                       .max_rdma = 0};
+    struct sansock_wire_negotiate n = {
+        .recv_slots = 32, .slot_size = 4160, .rdma_threshold = 4096, .features = 0, .max_rdma = 0};
     struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons(40001)};
     inet_pton(AF_INET, "127.0.0.1", &in.sin_addr);
     assert_int_equal(sansock_wire_addr_from(&n.src, (struct sockaddr *)&in, sizeof(in)), 0);
-    struct sockaddr_in6 in6 = {.sin6_family = AF_INET6, .sin6_port = htons(8080),
-                               .sin6_scope_id = 3};
+    struct sockaddr_in6 in6 = {
+        .sin6_family = AF_INET6, .sin6_port = htons(8080), .sin6_scope_id = 3};
     inet_pton(AF_INET6, "::1", &in6.sin6_addr);
     assert_int_equal(sansock_wire_addr_from(&n.dst, (struct sockaddr *)&in6, sizeof(in6)), 0);
     return n;
@@ -361,12 +356,10 @@ static void test_addresses(void **state)
     (void)state;
     struct sansock_wire_addr w;
     struct sockaddr_in in = {.sin_family = AF_INET};
-    assert_int_equal(sansock_wire_addr_from(&w, (struct sockaddr *)&in, sizeof(in) - 1),
-                     -EINVAL);
+    assert_int_equal(sansock_wire_addr_from(&w, (struct sockaddr *)&in, sizeof(in) - 1), -EINVAL);
     assert_int_equal(sansock_wire_addr_from(&w, NULL, 0), -EINVAL);
     struct sockaddr_in6 in6 = {.sin6_family = AF_INET6};
-    assert_int_equal(sansock_wire_addr_from(&w, (struct sockaddr *)&in6, sizeof(in6) - 1),
-                     -EINVAL);
+    assert_int_equal(sansock_wire_addr_from(&w, (struct sockaddr *)&in6, sizeof(in6) - 1), -EINVAL);
     struct sockaddr un = {.sa_family = AF_UNIX};
     assert_int_equal(sansock_wire_addr_from(&w, &un, sizeof(un)), -EAFNOSUPPORT);
     assert_string_equal(sansock_wire_strerror(SANSOCK_WERR_CREDITS),
