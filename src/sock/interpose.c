@@ -98,8 +98,7 @@ EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
     ON_CONN(fd, fail(sansock_conn_recv(c, fd, buf, n, flags)), REAL(recv)(fd, buf, n, flags));
 }
 
-EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, __SOCKADDR_ARG addr,
-                        socklen_t *len)
+EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, __SOCKADDR_ARG addr, socklen_t *len)
 {
     /* A connected stream socket names no source: the length comes back 0. */
     ON_CONN(fd, (len ? (void)(*len = 0) : (void)0, fail(sansock_conn_recv(c, fd, buf, n, flags))),

@@ -156,8 +156,7 @@ out:
     return fd;
 }
 
-int sansock_accept(int fd, struct sansock_obj *o, struct sockaddr *addr, socklen_t *len,
-                   int flags)
+int sansock_accept(int fd, struct sansock_obj *o, struct sockaddr *addr, socklen_t *len, int flags)
 {
     struct sansock_lsn *s = (struct sansock_lsn *)o;
     int n = s->obj.gen == sansock_fork_gen ? s->n : 0; /* in a child: the kernel half only */

@@ -18,7 +18,7 @@ struct entry {
     struct sansock_obj *o;
     struct sansock_waiter w;
     int linked;
-    int kfd[3];  /* indexes into the kernel set: the descriptor (or completion fd), listeners */
+    int kfd[3]; /* indexes into the kernel set: the descriptor (or completion fd), listeners */
 };
 
 static uint64_t now_ms(void)

@@ -45,9 +45,9 @@ void sansock_real_resolve(void);
          : (sansock_real_resolve(), sansock_real_fns.name))
 
 struct sansock_config {
-    bool disabled;              /* SANSOCK_DISABLE=1: everything to the kernel */
-    unsigned rdma_threshold;    /* SANSOCK_RDMA_THRESHOLD: inline data bytes per message */
-    int connect_timeout_ms;     /* SANSOCK_CONNECT_TIMEOUT_MS */
+    bool disabled;           /* SANSOCK_DISABLE=1: everything to the kernel */
+    unsigned rdma_threshold; /* SANSOCK_RDMA_THRESHOLD: inline data bytes per message */
+    int connect_timeout_ms;  /* SANSOCK_CONNECT_TIMEOUT_MS */
 };
 extern struct sansock_config sansock_cfg;
 void sansock_config_load(void);

@@ -52,15 +52,15 @@ struct sansock_conn {
     uint64_t send_free; /* bit j: send slot j is free */
     uint32_t sends_posted;
 
-    uint32_t credits;     /* receives the peer has posted for us */
-    uint32_t owed;        /* receives we reposted and have not told the peer about */
-    uint32_t peer_slots;  /* the peer's receive count (its NEGOTIATE) */
-    bool negotiated;      /* the peer's NEGOTIATE arrived */
-    bool peer_low;        /* the peer said it has at most one credit left */
-    bool peer_eof;        /* the peer's SHUTDOWN arrived */
-    bool peer_gone;       /* the peer's endpoint is closed */
+    uint32_t credits;    /* receives the peer has posted for us */
+    uint32_t owed;       /* receives we reposted and have not told the peer about */
+    uint32_t peer_slots; /* the peer's receive count (its NEGOTIATE) */
+    bool negotiated;     /* the peer's NEGOTIATE arrived */
+    bool peer_low;       /* the peer said it has at most one credit left */
+    bool peer_eof;       /* the peer's SHUTDOWN arrived */
+    bool peer_gone;      /* the peer's endpoint is closed */
     bool rd_shut, wr_shut, shut_sent;
-    int err;              /* reset: -ECONNRESET (or the NIC's error); 0 while healthy */
+    int err; /* reset: -ECONNRESET (or the NIC's error); 0 while healthy */
 
     struct sansock_wire_negotiate peer_neg;
     struct sansock_wire_addr local, peer;

@@ -3,8 +3,10 @@
  * - Round trips from 1 byte to 4 MiB, checksummed by the client, really over the SAN: the
  *   daemon's nic_bytes grows by at least twice the bytes echoed; each side's getsockname is the
  *   other's getpeername; a client that sends nothing and shuts down reads EOF.
- * - A plain TCP client (not under sanrun) reaches the sanrun'd server, and moves nothing on the SAN.
- * - A sanrun'd client with no daemon at its socket falls back to TCP without noticing.
+ * - A plain TCP client (not under sanrun) reaches the sanrun'd server, and moves nothing on the
+ * SAN.
+ * - A sanrun'd client with no daemon at its socket falls back to TCP without noticing; one with
+ *   SANSOCK_DISABLE=1 uses TCP.
  * - Hostile raw-libsan peers: one that sends garbage instead of its negotiation, one that
  *   negotiates and then sends credits it never got: each loses its connection (its NIC reports
  *   ECONNRESET), and the server goes on serving the next client. */
@@ -68,7 +70,8 @@ static void client(bool under_sanrun, const char *sock, int port, size_t size, c
 }
 
 /* The server's "conn peer=... local=..." line for the connection just served (a hostile peer's,
- * which claims 127.0.0.1:1, is skipped: whether its accept completes before the reset is a race). */
+ * which claims 127.0.0.1:1, is skipped: whether its accept completes before the reset is a race).
+ */
 static void server_conn(FILE *srv, char *peer, char *local)
 {
     char line[256];
@@ -184,6 +187,16 @@ int main(void)
     after = nic_bytes(&d);
     CHECK(after - before < 1 << 20);
     printf("no daemon: fell back to TCP\n");
+
+    /* SANSOCK_DISABLE=1: the kernel's TCP. */
+    setenv("SANSOCK_DISABLE", "1", 1);
+    before = nic_bytes(&d);
+    client(true, d.sock, port, 1 << 20, line, sizeof(line));
+    server_conn(srv, peer, local);
+    after = nic_bytes(&d);
+    unsetenv("SANSOCK_DISABLE");
+    CHECK(after - before < 1 << 20);
+    printf("SANSOCK_DISABLE=1: TCP\n");
 
     /* Hostile peers lose their connection; the server goes on. */
     uint8_t garbage[64];

@@ -108,7 +108,8 @@ static int serve(const char *host)
         char np[80], nl[80];
         if (getsockname(c, (struct sockaddr *)&local, &llen))
             die("getsockname");
-        printf("conn peer=%s local=%s\n", name(&peer, np, sizeof(np)), name(&local, nl, sizeof(nl)));
+        printf("conn peer=%s local=%s\n", name(&peer, np, sizeof(np)),
+               name(&local, nl, sizeof(nl)));
         fflush(stdout);
         bool quit = false;
         size_t total = 0;
