@@ -7,6 +7,7 @@
  * SAN.
  * - A sanrun'd client with no daemon at its socket falls back to TCP without noticing; one with
  *   SANSOCK_DISABLE=1 uses TCP.
+ * - fork: a child's inherited SAN connection fails with ECONNRESET, the parent's goes on.
  * - Hostile raw-libsan peers: one that sends garbage instead of its negotiation, one that
  *   negotiates and then sends credits it never got: each loses its connection (its NIC reports
  *   ECONNRESET), and the server goes on serving the next client. */
@@ -26,6 +27,7 @@ static pid_t spawn(char *const argv[], const char *env_socket, FILE **out)
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failing test leaves no server behind */
         dup2(p[1], 1);
         close(p[0]);
         close(p[1]);
@@ -187,6 +189,24 @@ int main(void)
     after = nic_bytes(&d);
     CHECK(after - before < 1 << 20);
     printf("no daemon: fell back to TCP\n");
+
+    /* fork with a SAN connection open: the child gets ECONNRESET, the parent's connection works;
+     * with the kernel's TCP (no daemon) the child shares the connection. */
+    static char fork_prog[600];
+    snprintf(fork_prog, sizeof(fork_prog), "%s/tests/sock_fork", build);
+    char ps_[16];
+    snprintf(ps_, sizeof(ps_), "%d", port);
+    char *fork_argv[] = {sanrun, fork_prog, "127.0.0.1", ps_, NULL};
+    for (int i = 0; i < 2; i++) {
+        FILE *fo;
+        pid_t fp = spawn(fork_argv, i ? nowhere : d.sock, &fo);
+        CHECK(fgets(line, sizeof(line), fo));
+        fclose(fo);
+        CHECK_EQ(wait_exit(fp), 0);
+        CHECK(!strcmp(line, i ? "ok child=tcp\n" : "ok child=san\n"));
+        server_conn(srv, peer, local);
+    }
+    printf("fork: the child's inherited SAN connection is reset, the parent's works\n");
 
     /* SANSOCK_DISABLE=1: the kernel's TCP. */
     setenv("SANSOCK_DISABLE", "1", 1);
