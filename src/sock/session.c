@@ -105,12 +105,23 @@ static void reset_locked(struct sansock_conn *c, int err)
     close_ep_locked(c);
 }
 
+/* A post failed. -ENOTCONN: the peer closed its endpoint (its SHUTDOWN, if it sent one, is in our
+ * completion queue already: the NIC completes in order), so the next progress tells an orderly
+ * close from a reset. Anything else is a broken endpoint. */
+static void post_failed_locked(struct sansock_conn *c, int err)
+{
+    if (err == -ENOTCONN)
+        c->peer_gone = true;
+    else
+        reset_locked(c, -ECONNRESET);
+}
+
 static int repost_locked(struct sansock_conn *c, uint32_t slot)
 {
     struct san_sge sge = {.addr = recv_slot(c, slot), .length = c->slot_size, .lkey = c->lkey};
     int err = c->ep ? san_post_recv(c->ep, slot, &sge, 1) : -ENOTCONN;
     if (err) {
-        reset_locked(c, -ECONNRESET);
+        post_failed_locked(c, err);
         return err;
     }
     c->owed++;
@@ -130,7 +141,7 @@ static int send_locked(struct sansock_conn *c, uint8_t type, const void *payload
     struct san_sge sge = {.addr = s, .length = (uint32_t)n, .lkey = c->lkey};
     int err = c->ep ? san_post_send(c->ep, SEND_TAG | j, &sge, 1, 0) : -ENOTCONN;
     if (err) {
-        reset_locked(c, -ECONNRESET);
+        post_failed_locked(c, err);
         return err;
     }
     c->send_free &= ~(1ull << j);
@@ -524,9 +535,15 @@ ssize_t sansock_conn_recv(struct sansock_conn *c, int fd, void *buf, size_t len,
         progress_locked(c);
         if (c->rd_shut)
             break;
-        got += take_locked(c, (uint8_t *)buf + got, len - got, flags & MSG_PEEK);
+        if (flags & MSG_PEEK) /* looks at what is there from the start, each time */
+            got = take_locked(c, buf, len, true);
+        else
+            got += take_locked(c, (uint8_t *)buf + got, len - got, false);
         if (got == len || (got && !(flags & MSG_WAITALL)))
             break;
+        progress_locked(c); /* a repost that found the peer gone: its SHUTDOWN may be queued */
+        if (c->rcount && !(flags & MSG_PEEK))
+            continue;
         if (c->peer_eof)
             break;
         if (c->err || c->peer_gone) {

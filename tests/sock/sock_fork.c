@@ -48,15 +48,15 @@ int main(int argc, char **argv)
         else if (w == 1 && r == 1)
             code = 12; /* TCP, and the child read its own byte's echo already */
         else
-            fprintf(stderr, "sock_fork child: send %zd (%s) recv %zd (%s) poll %d revents %#x\n",
-                    w, strerror(werr), r, strerror(rerr), pr, p.revents);
+            fprintf(stderr, "sock_fork child: send %zd (%s) recv %zd (%s) poll %d revents %#x\n", w,
+                    strerror(werr), r, strerror(rerr), pr, p.revents);
         if (close(s))
             code = 4;
         _exit(code);
     }
     int st;
-    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) ||
-        WEXITSTATUS(st) < 10 || WEXITSTATUS(st) > 12) {
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) < 10 ||
+        WEXITSTATUS(st) > 12) {
         fprintf(stderr, "sock_fork: child failed\n");
         return 1;
     }
