@@ -104,6 +104,10 @@ const char *san_strerror(int err)
         return "EADDRNOTAVAIL: address not served by this host";
     case ENETUNREACH:
         return "ENETUNREACH: network unreachable (no host serves the address)";
+    case EISCONN:
+        return "EISCONN: the socket is connected already";
+    case EAFNOSUPPORT:
+        return "EAFNOSUPPORT: address family not supported (not IPv4 or IPv6)";
     case EHOSTUNREACH:
         return "EHOSTUNREACH: host unreachable";
     default:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make install PREFIX=DIR, then everything from the installed tree only, as a user would: headers,
-# libsan.so.0 and libsan.a, libsan.pc and libsan-static.pc, the tools and their man pages.
+# libsan.so.0 and libsan.a, libsan.pc and libsan-static.pc, the tools and their man pages,
+# libsansock.so and sanrun (which finds the installed library).
 # - A program built with README's line, `cc prog.c $(pkg-config --cflags --libs libsan)`, runs
 #   from this non-system prefix with nothing else set (the rpath comes from libsan.pc).
 # - `pkg-config --static --cflags --libs libsan-static` links libsan in: no NEEDED libsan.so, and
@@ -39,15 +40,16 @@ rm -f "$tmp/ldconfig.log"
 PATH=$tmp/fakebin:$PATH DESTDIR=$tmp/stage cmake --install "$SAN_BUILD" --prefix "$tmp/cached" >/dev/null
 [[ ! -e $tmp/ldconfig.log ]] || fail "ldconfig ran for a staged install (DESTDIR)"
 
-for f in include/san/san.h include/san/export.h bin/sanproxyd bin/sanctl bin/sanperf \
-         share/man/man8/sanproxyd.8 share/man/man8/sanctl.8 share/man/man1/sanperf.1; do
+for f in include/san/san.h include/san/export.h bin/sanproxyd bin/sanctl bin/sanperf bin/sanrun \
+         share/man/man8/sanproxyd.8 share/man/man8/sanctl.8 share/man/man1/sanperf.1 \
+         share/man/man1/sanrun.1; do
   [[ -e $prefix/$f ]] || fail "$f not installed"
 done
 pc=$(find "$prefix" -name libsan.pc | head -1)
 [[ -n $pc && -e $(dirname "$pc")/libsan-static.pc ]] || fail "libsan.pc / libsan-static.pc not installed"
 export PKG_CONFIG_PATH=$(dirname "$pc")
 libdir=$(pkg-config --variable=libdir libsan)
-for f in libsan.so.0 libsan.a; do [[ -e $libdir/$f ]] || fail "$libdir/$f not installed"; done
+for f in libsan.so.0 libsan.a libsansock.so; do [[ -e $libdir/$f ]] || fail "$libdir/$f not installed"; done
 ! find "$prefix" -name 'libsanproxy*' | grep -q . || fail "a library under the old name is installed"
 
 # The in-process emulated machine, through libsan.
@@ -122,6 +124,11 @@ grep -q "^proxy memory: 64 KiB at .*physical address 0x" out || fail "quickstart
 grep -q "^registered: 64 KiB at .*lkey 0x" out || fail "quickstart output: $(cat out)"
 "$prefix/bin/sanctl" --socket "$tmp/s.sock" stats --json | grep -q '"allocations": 0' ||
   fail "quickstart left an allocation behind"
+# The installed sanrun preloads the installed libsansock.so (not the build tree's).
+if [[ -z ${SAN_EXTRA_CFLAGS:-} ]]; then # an instrumented library needs its sanitizer runtime
+  out=$("$prefix/bin/sanrun" --socket "$tmp/s.sock" sh -c 'echo "$LD_PRELOAD|$SANPROXY_SOCKET"')
+  [[ $out == "$libdir/libsansock.so|$tmp/s.sock" ]] || fail "installed sanrun: '$out'"
+fi
 kill -TERM "$pid"
 wait "$pid" || fail "installed sanproxyd: bad exit"
 pid=

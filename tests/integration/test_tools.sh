@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What every tool (sanproxyd, sanctl, sanperf) promises on its command line, checked against the
+# What every tool (sanproxyd, sanctl, sanperf, sanrun) promises on its command line, checked against the
 # tool's own source: --version prints the project's version; --help (exit 0) lists every option
 # the source knows (each "--name" it compares arguments with, in tools/<tool>/); so does the tool's man page
 # (docs/man/), which renders without warnings; an unknown option and an option without its value
@@ -24,7 +24,7 @@ usage_error() { # $1 = what, $2 = the option the message must name, then the com
   [[ ! -s $tmp/out ]] || fail "$what: a usage error printed on stdout"
 }
 
-for tool in sanproxyd sanctl sanperf; do
+for tool in sanproxyd sanctl sanperf sanrun; do
   out=$("$SAN_BIN/$tool" --version) || fail "$tool --version: exit $?"
   [[ $out == "$tool (sanproxy) $version" ]] || fail "$tool --version: '$out'"
 
@@ -50,6 +50,7 @@ done
 usage_error "sanproxyd --config" --config "$SAN_BIN/sanproxyd" --foreground --config
 usage_error "sanctl --socket" --socket "$SAN_BIN/sanctl" stats --socket
 usage_error "sanctl --timeout" --timeout "$SAN_BIN/sanctl" stats --timeout
+usage_error "sanrun --socket" --socket "$SAN_BIN/sanrun" --socket
 usage_error "sanperf dma --rounds" --rounds "$SAN_BIN/sanperf" dma --rounds
 # Values out of their domain, and the options of another suite.
 usage_error "sanperf dma --rounds 0" --rounds "$SAN_BIN/sanperf" dma --rounds 0

@@ -1,0 +1,105 @@
+/* connect: SAN first for destinations on the SAN, else (or when the SAN connect fails before a
+ * connection exists) the kernel's connect on the same, untouched socket (docs/sock.md, "Connect").
+ * The program's descriptor stays its kernel TCP socket: bound to an ephemeral loopback port so that
+ * getsockname is real, never connected. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sock/real.h"
+#include "sock/san.h"
+#include "sock/session.h"
+#include "sock/sock.h"
+
+/* Whether fd is a kernel TCP stream socket. */
+static bool is_tcp(int fd)
+{
+    int type = 0, proto = 0;
+    socklen_t l1 = sizeof(type), l2 = sizeof(proto);
+    return !getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l1) && type == SOCK_STREAM &&
+           !getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &l2) && proto == IPPROTO_TCP;
+}
+
+/* Binds an unbound socket to the loopback address of its family, port 0; returns its name. */
+static int local_name(int fd, struct sansock_wire_addr *w)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (REAL(getsockname)(fd, (struct sockaddr *)&ss, &len))
+        return -errno;
+    bool unbound = (ss.ss_family == AF_INET && !((struct sockaddr_in *)&ss)->sin_port) ||
+                   (ss.ss_family == AF_INET6 && !((struct sockaddr_in6 *)&ss)->sin6_port);
+    if (unbound) {
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in in = {.sin_family = AF_INET,
+                                     .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+            if (bind(fd, (struct sockaddr *)&in, sizeof(in)) < 0)
+                return -errno;
+        } else {
+            struct sockaddr_in6 in6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+            if (bind(fd, (struct sockaddr *)&in6, sizeof(in6)) < 0)
+                return -errno;
+        }
+        len = sizeof(ss);
+        if (REAL(getsockname)(fd, (struct sockaddr *)&ss, &len))
+            return -errno;
+    }
+    return sansock_wire_addr_from(w, (struct sockaddr *)&ss, len);
+}
+
+/* The SAN attempt: 0 with fd in the table, or a negative errno and fd untouched except maybe
+ * bound (a bound, unconnected socket still connects over TCP). */
+static int san_attempt(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    struct sockaddr_storage dst;
+    socklen_t dlen;
+    if (!sansock_on_san(addr, len, &dst, &dlen) || !is_tcp(fd))
+        return -ENETUNREACH;
+    struct sansock_obj *o = sansock_fd_get(fd);
+    if (o) { /* a SAN connection is connected; a listener: the kernel says what TCP says */
+        bool conn = o->kind == SANSOCK_CONN;
+        sansock_obj_put(o);
+        return conn ? -EISCONN : -EINVAL;
+    }
+    struct san_ctx *ctx;
+    int err = sansock_ctx(&ctx);
+    if (err)
+        return err;
+    struct san_ep *ep;
+    err = san_connect(ctx, (struct sockaddr *)&dst, dlen, sansock_cfg.connect_timeout_ms, &ep);
+    if (err)
+        return err;
+    struct sansock_wire_addr src, to;
+    err = local_name(fd, &src);
+    if (!err)
+        err = sansock_wire_addr_from(&to, addr, len);
+    if (err) {
+        san_ep_close(ep);
+        return err;
+    }
+    struct sansock_conn *c;
+    err = sansock_conn_create(ctx, ep, &src, &to, &c);
+    if (err)
+        return err;
+    err = sansock_fd_set(fd, sansock_conn_obj(c));
+    sansock_obj_put(sansock_conn_obj(c));
+    return err;
+}
+
+int sansock_connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    if (!sansock_cfg.disabled) {
+        int saved = errno;
+        int err = san_attempt(fd, addr, len);
+        if (!err)
+            return 0;
+        errno = saved;
+        if (err == -EISCONN) {
+            errno = EISCONN;
+            return -1;
+        }
+    }
+    return REAL(connect)(fd, addr, len);
+}

@@ -1,0 +1,119 @@
+/* The descriptor table (fdtab.h): 1024 chunks of 1024 entries (descriptors below 1M; a socket
+ * numbered higher stays the kernel's), each chunk mapped when its first entry is set and never
+ * unmapped, so a reader never sees a chunk go away. */
+#include "sock/fdtab.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <sys/mman.h>
+
+#define CHUNK_BITS 10
+#define CHUNK      (1u << CHUNK_BITS)
+#define TOP        1024u
+
+static struct sansock_obj *_Atomic *_Atomic chunks[TOP];
+static unsigned entries; /* set entries, under tab_lock */
+static _Atomic unsigned any_entries;
+static pthread_mutex_t tab_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct sansock_obj *_Atomic *slot_of(unsigned fd, bool make)
+{
+    unsigned top = fd >> CHUNK_BITS;
+    if (top >= TOP)
+        return NULL;
+    struct sansock_obj *_Atomic *c = atomic_load_explicit(&chunks[top], memory_order_acquire);
+    if (!c && make) { /* under tab_lock: only one maker */
+        void *m = mmap(NULL, CHUNK * sizeof(*c), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return NULL;
+        c = m;
+        atomic_store_explicit(&chunks[top], c, memory_order_release);
+    }
+    return c ? &c[fd & (CHUNK - 1)] : NULL;
+}
+
+struct sansock_obj *sansock_fd_get(int fd)
+{
+    if (fd < 0 || !atomic_load_explicit(&any_entries, memory_order_relaxed))
+        return NULL;
+    struct sansock_obj *_Atomic *s = slot_of((unsigned)fd, false);
+    if (!s || !atomic_load_explicit(s, memory_order_relaxed))
+        return NULL;
+    pthread_mutex_lock(&tab_lock);
+    struct sansock_obj *o = atomic_load_explicit(s, memory_order_relaxed);
+    if (o)
+        o->refs++;
+    pthread_mutex_unlock(&tab_lock);
+    return o;
+}
+
+void sansock_obj_put(struct sansock_obj *o)
+{
+    if (!o)
+        return;
+    pthread_mutex_lock(&tab_lock);
+    bool last = --o->refs == 0;
+    pthread_mutex_unlock(&tab_lock);
+    if (last)
+        o->destroy(o);
+}
+
+int sansock_fd_set(int fd, struct sansock_obj *o)
+{
+    if (fd < 0)
+        return -EBADF;
+    pthread_mutex_lock(&tab_lock);
+    struct sansock_obj *_Atomic *s = slot_of((unsigned)fd, true);
+    if (!s) {
+        pthread_mutex_unlock(&tab_lock);
+        return -EMFILE;
+    }
+    o->refs++;
+    struct sansock_obj *old = atomic_exchange(s, o);
+    if (!old)
+        atomic_store(&any_entries, ++entries);
+    bool last = old && --old->refs == 0;
+    pthread_mutex_unlock(&tab_lock);
+    if (last)
+        old->destroy(old);
+    return 0;
+}
+
+struct sansock_obj *sansock_fd_take(int fd)
+{
+    if (fd < 0 || !atomic_load_explicit(&any_entries, memory_order_relaxed))
+        return NULL;
+    struct sansock_obj *_Atomic *s = slot_of((unsigned)fd, false);
+    if (!s || !atomic_load_explicit(s, memory_order_relaxed))
+        return NULL;
+    pthread_mutex_lock(&tab_lock);
+    struct sansock_obj *o = atomic_exchange(s, NULL);
+    if (o)
+        atomic_store(&any_entries, --entries);
+    pthread_mutex_unlock(&tab_lock);
+    return o;
+}
+
+void sansock_fd_drop_range(unsigned first, unsigned last)
+{
+    if (!atomic_load_explicit(&any_entries, memory_order_relaxed))
+        return;
+    for (unsigned top = first >> CHUNK_BITS; top < TOP && top <= (last >> CHUNK_BITS); top++) {
+        if (!atomic_load_explicit(&chunks[top], memory_order_acquire))
+            continue;
+        for (unsigned i = 0; i < CHUNK; i++) {
+            unsigned fd = top << CHUNK_BITS | i;
+            if (fd < first || fd > last || fd > (unsigned)__INT_MAX__)
+                continue;
+            sansock_obj_put(sansock_fd_take((int)fd));
+        }
+    }
+}
+
+void sansock_fdtab_atfork_child(void)
+{
+    pthread_mutex_init(&tab_lock, NULL);
+}

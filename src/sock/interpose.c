@@ -1,0 +1,256 @@
+/* The libc names libsansock.so exports (the version script sansock.map lists exactly these).
+ * Each looks the descriptor up (lock-free when it is not a SAN socket) and either goes to the
+ * switch or to the real function. Errors follow libc: -1 and errno. The constructor resolves the
+ * real functions, reads the environment and installs the fork handler. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <unistd.h>
+
+#include "sock/real.h"
+#include "sock/san.h"
+#include "sock/session.h"
+#include "sock/sock.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* With _GNU_SOURCE glibc declares the address parameters as transparent unions. */
+#if defined __USE_GNU && !defined __cplusplus
+#define SA(a) ((a).__sockaddr__)
+#else
+#define SA(a) (a)
+#endif
+
+__attribute__((constructor)) static void sansock_init(void)
+{
+    sansock_real_resolve();
+    sansock_config_load();
+    sansock_san_init();
+}
+
+static ssize_t fail(ssize_t r)
+{
+    if (r >= 0)
+        return r;
+    errno = (int)-r;
+    return -1;
+}
+
+/* EPIPE on a stream socket raises SIGPIPE unless MSG_NOSIGNAL, as the kernel does. */
+static ssize_t send_result(ssize_t r, int flags)
+{
+    if (r == -EPIPE && !(flags & MSG_NOSIGNAL))
+        raise(SIGPIPE);
+    return fail(r);
+}
+
+EXPORT int connect(int fd, __CONST_SOCKADDR_ARG addr, socklen_t len)
+{
+    return sansock_connect(fd, SA(addr), len);
+}
+
+EXPORT int listen(int fd, int backlog)
+{
+    return sansock_listen(fd, backlog);
+}
+
+EXPORT int accept4(int fd, __SOCKADDR_ARG addr, socklen_t *len, int flags)
+{
+    struct sansock_obj *o = sansock_fd_get(fd);
+    if (!o || o->kind != SANSOCK_LISTENER) {
+        sansock_obj_put(o);
+        return REAL(accept4)(fd, SA(addr), len, flags);
+    }
+    int r = sansock_accept(fd, o, SA(addr), len, flags);
+    int e = errno;
+    sansock_obj_put(o);
+    errno = e;
+    return r;
+}
+
+EXPORT int accept(int fd, __SOCKADDR_ARG addr, socklen_t *len)
+{
+    return accept4(fd, addr, len, 0);
+}
+
+/* Runs expr with c bound to fd's connection, else falls through to the kernel. */
+#define ON_CONN(fd, expr, kernel)                                                                  \
+    do {                                                                                           \
+        struct sansock_obj *o_ = sansock_fd_get(fd);                                               \
+        struct sansock_conn *c = sansock_obj_conn(o_);                                             \
+        if (!c) {                                                                                  \
+            sansock_obj_put(o_);                                                                   \
+            return kernel;                                                                         \
+        }                                                                                          \
+        ssize_t r_ = (expr);                                                                       \
+        sansock_obj_put(o_);                                                                       \
+        return r_;                                                                                 \
+    } while (0)
+
+EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+    ON_CONN(fd, fail(sansock_conn_recv(c, fd, buf, n, 0)), REAL(read)(fd, buf, n));
+}
+
+EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
+{
+    ON_CONN(fd, fail(sansock_conn_recv(c, fd, buf, n, flags)), REAL(recv)(fd, buf, n, flags));
+}
+
+EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, __SOCKADDR_ARG addr, socklen_t *len)
+{
+    /* A connected stream socket names no source: the length comes back 0. */
+    ON_CONN(fd, (len ? (void)(*len = 0) : (void)0, fail(sansock_conn_recv(c, fd, buf, n, flags))),
+            REAL(recvfrom)(fd, buf, n, flags, SA(addr), len));
+}
+
+EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+    ON_CONN(fd, send_result(sansock_conn_send(c, fd, buf, n, 0), 0), REAL(write)(fd, buf, n));
+}
+
+EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+    ON_CONN(fd, send_result(sansock_conn_send(c, fd, buf, n, flags), flags),
+            REAL(send)(fd, buf, n, flags));
+}
+
+EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, __CONST_SOCKADDR_ARG addr,
+                      socklen_t len)
+{
+    ON_CONN(fd, send_result(sansock_conn_send(c, fd, buf, n, flags), flags),
+            REAL(sendto)(fd, buf, n, flags, SA(addr), len));
+}
+
+EXPORT int shutdown(int fd, int how)
+{
+    ON_CONN(fd, (int)fail(sansock_conn_shutdown(c, how)), REAL(shutdown)(fd, how));
+}
+
+static int name_of(struct sansock_conn *c, bool peer, struct sockaddr *addr, socklen_t *len)
+{
+    struct sansock_wire_addr local, remote;
+    if (!len) {
+        errno = EFAULT;
+        return -1;
+    }
+    sansock_conn_names(c, &local, &remote);
+    sansock_wire_addr_to(peer ? &remote : &local, addr, len);
+    return 0;
+}
+
+EXPORT int getsockname(int fd, __SOCKADDR_ARG addr, socklen_t *len)
+{
+    ON_CONN(fd, name_of(c, false, SA(addr), len), REAL(getsockname)(fd, SA(addr), len));
+}
+
+EXPORT int getpeername(int fd, __SOCKADDR_ARG addr, socklen_t *len)
+{
+    ON_CONN(fd, name_of(c, true, SA(addr), len), REAL(getpeername)(fd, SA(addr), len));
+}
+
+EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+    return sansock_poll(fds, n, timeout);
+}
+
+EXPORT int close(int fd)
+{
+    struct sansock_obj *o = sansock_fd_take(fd);
+    int r = REAL(close)(fd);
+    int e = errno;
+    sansock_obj_put(o);
+    errno = e;
+    return r;
+}
+
+/* newfd now names what oldfd names (after a successful dup of any kind). */
+static void dup_entry(int oldfd, int newfd)
+{
+    struct sansock_obj *o = sansock_fd_get(oldfd);
+    if (o) {
+        int e = errno;
+        sansock_fd_set(newfd, o);
+        sansock_obj_put(o);
+        errno = e;
+    }
+}
+
+EXPORT int dup(int fd)
+{
+    int r = REAL(dup)(fd);
+    if (r >= 0)
+        dup_entry(fd, r);
+    return r;
+}
+
+static int dup_over(int oldfd, int newfd, int flags, bool three)
+{
+    if (oldfd == newfd)
+        return three ? REAL(dup3)(oldfd, newfd, flags) : REAL(dup2)(oldfd, newfd);
+    int r = three ? REAL(dup3)(oldfd, newfd, flags) : REAL(dup2)(oldfd, newfd);
+    if (r < 0)
+        return r;
+    int e = errno;
+    sansock_obj_put(sansock_fd_take(newfd)); /* the kernel closed what newfd was */
+    dup_entry(oldfd, newfd);
+    errno = e;
+    return r;
+}
+
+EXPORT int dup2(int oldfd, int newfd)
+{
+    return dup_over(oldfd, newfd, 0, false);
+}
+
+EXPORT int dup3(int oldfd, int newfd, int flags)
+{
+    return dup_over(oldfd, newfd, flags, true);
+}
+
+static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, void *arg)
+{
+    int r = real(fd, cmd, arg);
+    if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
+        dup_entry(fd, r);
+    return r;
+}
+
+EXPORT int fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *); /* as glibc's own fcntl reads it, whatever the command */
+    va_end(ap);
+    return fcntl_common(REAL(fcntl), fd, cmd, arg);
+}
+
+EXPORT int fcntl64(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return fcntl_common(REAL(fcntl64), fd, cmd, arg);
+}
+
+EXPORT int close_range(unsigned first, unsigned last, int flags)
+{
+    int r = REAL(close_range)(first, last, flags);
+    if (!r && !(flags & CLOSE_RANGE_CLOEXEC)) {
+        int e = errno;
+        sansock_fd_drop_range(first, last);
+        errno = e;
+    }
+    return r;
+}
+
+EXPORT void closefrom(int lowfd)
+{
+    REAL(closefrom)(lowfd);
+    int e = errno;
+    if (lowfd >= 0)
+        sansock_fd_drop_range((unsigned)lowfd, ~0u);
+    errno = e;
+}

@@ -1,0 +1,159 @@
+/* poll on sets that mix SAN sockets and kernel descriptors (docs/sock.md, "Waiting and
+ * readiness"). Without SAN sockets in the set it is the kernel's poll, untouched. Otherwise: the
+ * SAN sockets' readiness comes from their state; if nothing is ready the thread sleeps in the
+ * kernel's poll on the kernel descriptors, the SAN sockets' completion descriptors, the SAN
+ * listeners' descriptors and its own wake-up eventfd, then looks again.
+ * Locking: none of its own (sansock_conn_events takes each connection's lock). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sock/real.h"
+#include "sock/session.h"
+#include "sock/sock.h"
+#include "sock/wait.h"
+
+struct entry {
+    struct sansock_obj *o;
+    struct sansock_waiter w;
+    int linked;
+    int kfd[3]; /* indexes into the kernel set: the descriptor (or completion fd), listeners */
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int sansock_poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+    struct entry stack_e[16];
+    struct pollfd stack_k[16 * 3 + 1];
+    struct entry *e = stack_e;
+    struct pollfd *k = stack_k;
+    bool any = false;
+    if (n <= 16) {
+        for (nfds_t i = 0; i < n; i++) {
+            e[i].o = sansock_fd_get(fds[i].fd);
+            any |= e[i].o != NULL;
+        }
+    } else {
+        /* Large sets: look first, allocate only if a SAN socket is among them. */
+        for (nfds_t i = 0; i < n && !any; i++) {
+            struct sansock_obj *o = sansock_fd_get(fds[i].fd);
+            any = o != NULL;
+            sansock_obj_put(o);
+        }
+        if (!any)
+            return REAL(poll)(fds, n, timeout);
+        e = calloc(n, sizeof(*e));
+        k = calloc(n * 3 + 1, sizeof(*k));
+        if (!e || !k) {
+            free(e);
+            free(k);
+            errno = ENOMEM;
+            return -1;
+        }
+        for (nfds_t i = 0; i < n; i++)
+            e[i].o = sansock_fd_get(fds[i].fd);
+    }
+    if (!any)
+        return REAL(poll)(fds, n, timeout);
+
+    uint64_t deadline = timeout > 0 ? now_ms() + (uint64_t)timeout : 0;
+    int wfd = sansock_wakefd();
+    int ret;
+    for (;;) {
+        int ready = 0;
+        nfds_t nk = 0;
+        for (nfds_t i = 0; i < n; i++) {
+            fds[i].revents = 0;
+            e[i].linked = 0;
+            e[i].kfd[0] = e[i].kfd[1] = e[i].kfd[2] = -1;
+            struct sansock_conn *c = sansock_obj_conn(e[i].o);
+            if (c) {
+                int cfd = -1;
+                e[i].w.fd = wfd;
+                fds[i].revents =
+                    sansock_conn_events(c, fds[i].events, wfd >= 0 ? &e[i].w : NULL, &cfd);
+                if (fds[i].revents) {
+                    ready++;
+                } else if (wfd >= 0) {
+                    e[i].linked = 1;
+                    if (cfd >= 0) {
+                        e[i].kfd[0] = (int)nk;
+                        k[nk++] = (struct pollfd){.fd = cfd, .events = POLLIN};
+                    }
+                }
+                continue;
+            }
+            e[i].kfd[0] = (int)nk;
+            k[nk++] = (struct pollfd){.fd = fds[i].fd, .events = fds[i].events};
+            if (e[i].o) {
+                int lfd[2];
+                int nl = sansock_listener_fds(e[i].o, lfd);
+                for (int j = 0; j < nl; j++) {
+                    e[i].kfd[1 + j] = (int)nk;
+                    k[nk++] = (struct pollfd){.fd = lfd[j], .events = POLLIN};
+                }
+            }
+        }
+        int wait = 0;
+        if (!ready) {
+            wait = timeout < 0 ? -1 : 0;
+            if (timeout > 0) {
+                uint64_t now = now_ms();
+                wait = now >= deadline ? 0 : (int)(deadline - now);
+            }
+        }
+        nfds_t nwait = nk;
+        if (wait && wfd >= 0)
+            k[nwait++] = (struct pollfd){.fd = wfd, .events = POLLIN};
+        int r = REAL(poll)(k, nwait, wait);
+        int err = errno;
+        for (nfds_t i = 0; i < n; i++) {
+            struct sansock_conn *c = sansock_obj_conn(e[i].o);
+            if (c) {
+                if (e[i].linked)
+                    sansock_conn_unwait(c, &e[i].w);
+                continue;
+            }
+            if (r > 0) {
+                fds[i].revents = k[e[i].kfd[0]].revents;
+                for (int j = 1; j < 3; j++)
+                    if (e[i].kfd[j] >= 0 && (k[e[i].kfd[j]].revents & POLLIN))
+                        fds[i].revents |= (short)(fds[i].events & (POLLIN | POLLRDNORM));
+                if (fds[i].revents)
+                    ready++;
+            }
+        }
+        if (wait && wfd >= 0)
+            sansock_wakefd_drain(wfd);
+        if (r < 0 && !ready) {
+            ret = -1;
+            errno = err;
+            break;
+        }
+        if (ready || !wait || (timeout > 0 && now_ms() >= deadline)) {
+            if (ready) {
+                ret = ready;
+                break;
+            }
+            if (!wait) {
+                ret = 0;
+                break;
+            }
+        }
+        /* Woken by a completion or a wake-up: look at the SAN sockets again. */
+    }
+    for (nfds_t i = 0; i < n; i++)
+        sansock_obj_put(e[i].o);
+    if (e != stack_e) {
+        free(e);
+        free(k);
+    }
+    return ret;
+}

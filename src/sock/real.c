@@ -1,0 +1,72 @@
+/* The real libc functions (real.h) and the environment's settings. Resolving uses dlsym with
+ * RTLD_NEXT: the next definition after libsansock.so in the lookup order, i.e. libc's. */
+#include "sock/real.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct sansock_real sansock_real_fns;
+struct sansock_config sansock_cfg = {.rdma_threshold = 4096, .connect_timeout_ms = 5000};
+
+#define RESOLVE(name)                                                                              \
+    __atomic_store_n((void **)&sansock_real_fns.name, dlsym(RTLD_NEXT, #name), __ATOMIC_RELAXED)
+
+void sansock_real_resolve(void)
+{
+    RESOLVE(connect);
+    RESOLVE(listen);
+    RESOLVE(accept);
+    RESOLVE(accept4);
+    RESOLVE(read);
+    RESOLVE(write);
+    RESOLVE(send);
+    RESOLVE(recv);
+    RESOLVE(sendto);
+    RESOLVE(recvfrom);
+    RESOLVE(close);
+    RESOLVE(shutdown);
+    RESOLVE(getsockname);
+    RESOLVE(getpeername);
+    RESOLVE(poll);
+    RESOLVE(dup);
+    RESOLVE(dup2);
+    RESOLVE(dup3);
+    RESOLVE(fcntl);
+    RESOLVE(fcntl64);
+    RESOLVE(close_range);
+    RESOLVE(closefrom);
+    if (!sansock_real_fns.fcntl64)
+        sansock_real_fns.fcntl64 = sansock_real_fns.fcntl;
+}
+
+static unsigned long env_num(const char *name, unsigned long dflt, unsigned long lo,
+                             unsigned long hi)
+{
+    const char *s = getenv(name);
+    char *end;
+    if (!s || !*s)
+        return dflt;
+    unsigned long v = strtoul(s, &end, 10);
+    if (*end || v < lo || v > hi)
+        return dflt;
+    return v;
+}
+
+void sansock_config_load(void)
+{
+    const char *d = getenv("SANSOCK_DISABLE");
+    sansock_cfg.disabled = d && *d && strcmp(d, "0") != 0;
+    sansock_cfg.rdma_threshold = (unsigned)env_num("SANSOCK_RDMA_THRESHOLD", 4096, 64, 65536);
+    sansock_cfg.connect_timeout_ms =
+        (int)env_num("SANSOCK_CONNECT_TIMEOUT_MS", 5000, 1, 3600 * 1000);
+}
+
+bool sansock_nonblocking(int fd, int flags)
+{
+    if (flags & MSG_DONTWAIT)
+        return true;
+    int fl = REAL(fcntl)(fd, F_GETFL);
+    return fl >= 0 && (fl & O_NONBLOCK);
+}

@@ -1,0 +1,59 @@
+/* The real libc functions under the interposer (resolved with dlsym(RTLD_NEXT)), and the
+ * switch's settings from the environment. Resolution happens in the library's constructor; a call
+ * that comes earlier (another library's constructor) resolves on first use. No locking: pointers
+ * are written once with the same value by whoever resolves (relaxed atomics). */
+#ifndef SANSOCK_REAL_H
+#define SANSOCK_REAL_H
+
+#include <poll.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+struct sansock_real {
+    int (*connect)(int, const struct sockaddr *, socklen_t);
+    int (*listen)(int, int);
+    int (*accept)(int, struct sockaddr *, socklen_t *);
+    int (*accept4)(int, struct sockaddr *, socklen_t *, int);
+    ssize_t (*read)(int, void *, size_t);
+    ssize_t (*write)(int, const void *, size_t);
+    ssize_t (*send)(int, const void *, size_t, int);
+    ssize_t (*recv)(int, void *, size_t, int);
+    ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+    ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+    int (*close)(int);
+    int (*shutdown)(int, int);
+    int (*getsockname)(int, struct sockaddr *, socklen_t *);
+    int (*getpeername)(int, struct sockaddr *, socklen_t *);
+    int (*poll)(struct pollfd *, nfds_t, int);
+    int (*dup)(int);
+    int (*dup2)(int, int);
+    int (*dup3)(int, int, int);
+    int (*fcntl)(int, int, ...);
+    int (*fcntl64)(int, int, ...);
+    int (*close_range)(unsigned, unsigned, int);
+    void (*closefrom)(int);
+};
+
+extern struct sansock_real sansock_real_fns;
+void sansock_real_resolve(void);
+
+/* The real function `name`, resolved if nothing resolved it yet. */
+#define REAL(name)                                                                                 \
+    (__atomic_load_n(&sansock_real_fns.name, __ATOMIC_RELAXED)                                     \
+         ? sansock_real_fns.name                                                                   \
+         : (sansock_real_resolve(), sansock_real_fns.name))
+
+struct sansock_config {
+    bool disabled;           /* SANSOCK_DISABLE=1: everything to the kernel */
+    unsigned rdma_threshold; /* SANSOCK_RDMA_THRESHOLD: inline data bytes per message */
+    int connect_timeout_ms;  /* SANSOCK_CONNECT_TIMEOUT_MS */
+};
+extern struct sansock_config sansock_cfg;
+void sansock_config_load(void);
+
+/* Whether a blocking call on fd would have to wait: MSG_DONTWAIT in flags, or the file's
+ * O_NONBLOCK (read from the kernel, so fcntl and FIONBIO by anyone are seen). */
+bool sansock_nonblocking(int fd, int flags);
+
+#endif

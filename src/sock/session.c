@@ -1,0 +1,627 @@
+/* A SAN connection (session.h): buffers, the session protocol, progress and waiting.
+ *
+ * Buffers: one region of proxy memory (san_alloc, so the NIC moves it with one memcpy), registered
+ * once: NRECV receive slots, then NSEND send slots, of slot_size bytes each. Receive slot i is
+ * posted with wr_id i, send slot j is sent with wr_id SEND_TAG | j. A DATA message stays in its
+ * receive slot until the program has read it all; the slot is then reposted and its credit owed
+ * back to the peer (sent in the header of the next message, or in a CREDIT).
+ *
+ * Credits (docs/sock.md): credits + our messages the peer has not reposted yet + what the peer
+ * owes us == the peer's receive count, so a peer that returns more is lying (the decoder's
+ * max_credits). Data never takes the last credit: it is kept for CREDIT and SHUTDOWN.
+ *
+ * Locking: c->lock guards everything here and every libsan call on c->ep. Objects inherited
+ * through fork (gen differs) are never locked or passed to libsan: their lock may be held by a
+ * thread that does not exist in the child, and their endpoint is the parent's. */
+#include "sock/session.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "sock/real.h"
+#include "sock/san.h"
+
+#define NRECV    32u
+#define NSEND    32u
+#define SEND_TAG 0x100u
+#define SPIN_NS  20000u
+#define CLOSE_MS 2000
+
+struct ready {
+    uint16_t slot;
+    uint32_t off, len; /* bytes of the slot's payload already read, and its payload length */
+};
+
+struct sansock_conn {
+    struct sansock_obj obj;
+    pthread_mutex_t lock;
+    struct san_ctx *ctx;
+    struct san_ep *ep; /* NULL once closed (reset) */
+    struct san_mr *mr;
+    uint8_t *mem;
+    uint32_t slot_size, lkey, max_inline;
+
+    struct ready ready[NRECV]; /* DATA messages in arrival order */
+    uint32_t rhead, rcount;
+    uint64_t send_free; /* bit j: send slot j is free */
+    uint32_t sends_posted;
+
+    uint32_t credits;    /* receives the peer has posted for us */
+    uint32_t owed;       /* receives we reposted and have not told the peer about */
+    uint32_t peer_slots; /* the peer's receive count (its NEGOTIATE) */
+    bool negotiated;     /* the peer's NEGOTIATE arrived */
+    bool peer_low;       /* the peer said it has at most one credit left */
+    bool peer_eof;       /* the peer's SHUTDOWN arrived */
+    bool peer_gone;      /* the peer's endpoint is closed */
+    bool rd_shut, wr_shut, shut_sent;
+    int err; /* reset: -ECONNRESET (or the NIC's error); 0 while healthy */
+
+    struct sansock_wire_negotiate peer_neg;
+    struct sansock_wire_addr local, peer;
+    struct sansock_waiter *waiters;
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static bool inherited(const struct sansock_conn *c)
+{
+    return c->obj.gen != sansock_fork_gen;
+}
+
+static uint8_t *recv_slot(struct sansock_conn *c, uint32_t i)
+{
+    return c->mem + (size_t)i * c->slot_size;
+}
+
+static uint8_t *send_slot(struct sansock_conn *c, uint32_t j)
+{
+    return c->mem + (size_t)(NRECV + j) * c->slot_size;
+}
+
+/* Closes the endpoint of a reset connection once no thread waits on its descriptor. */
+static void close_ep_locked(struct sansock_conn *c)
+{
+    if (c->ep && c->err && !c->waiters) {
+        san_ep_close(c->ep);
+        c->ep = NULL;
+    }
+}
+
+static void reset_locked(struct sansock_conn *c, int err)
+{
+    if (!c->err)
+        c->err = err ? err : -ECONNRESET;
+    close_ep_locked(c);
+}
+
+/* A post failed. -ENOTCONN: the peer closed its endpoint (its SHUTDOWN, if it sent one, is in our
+ * completion queue already: the NIC completes in order), so the next progress tells an orderly
+ * close from a reset. Anything else is a broken endpoint. */
+static void post_failed_locked(struct sansock_conn *c, int err)
+{
+    if (err == -ENOTCONN)
+        c->peer_gone = true;
+    else
+        reset_locked(c, -ECONNRESET);
+}
+
+static int repost_locked(struct sansock_conn *c, uint32_t slot)
+{
+    struct san_sge sge = {.addr = recv_slot(c, slot), .length = c->slot_size, .lkey = c->lkey};
+    int err = c->ep ? san_post_recv(c->ep, slot, &sge, 1) : -ENOTCONN;
+    if (err) {
+        post_failed_locked(c, err);
+        return err;
+    }
+    c->owed++;
+    return 0;
+}
+
+/* Sends one message of type with payload (len bytes) from a free send slot, the credits owed in
+ * its header. The caller checked that a credit and a slot are free. */
+static int send_locked(struct sansock_conn *c, uint8_t type, const void *payload, uint32_t len)
+{
+    uint32_t j = (uint32_t)__builtin_ctzll(c->send_free);
+    uint8_t *s = send_slot(c, j);
+    uint16_t flags = c->credits <= 2 ? SANSOCK_F_CREDIT_LOW : 0;
+    size_t n = sansock_wire_encode_hdr(s, type, flags, len, c->owed);
+    if (len)
+        memcpy(s + SANSOCK_HDR_SIZE, payload, len);
+    struct san_sge sge = {.addr = s, .length = (uint32_t)n, .lkey = c->lkey};
+    int err = c->ep ? san_post_send(c->ep, SEND_TAG | j, &sge, 1, 0) : -ENOTCONN;
+    if (err) {
+        post_failed_locked(c, err);
+        return err;
+    }
+    c->send_free &= ~(1ull << j);
+    c->sends_posted++;
+    c->credits--;
+    c->owed = 0;
+    c->peer_low = false;
+    return 0;
+}
+
+/* The control messages that are due: a pending SHUTDOWN, and credits owed when half the receives
+ * are owed or the peer said it runs low. Both may use the last credit. */
+static void control_locked(struct sansock_conn *c)
+{
+    if (c->err || !c->negotiated || c->peer_gone)
+        return;
+    if (c->wr_shut && !c->shut_sent && c->credits && c->send_free) {
+        if (send_locked(c, SANSOCK_MSG_SHUTDOWN, NULL, 0))
+            return;
+        c->shut_sent = true;
+    }
+    if (c->owed && (c->owed >= NRECV / 2 || c->peer_low) && c->credits && c->send_free)
+        send_locked(c, SANSOCK_MSG_CREDIT, NULL, 0);
+}
+
+static void on_recv_locked(struct sansock_conn *c, uint32_t slot, uint32_t byte_len)
+{
+    struct sansock_wire_limits lim = {
+        .negotiated = c->negotiated,
+        .max_payload = c->slot_size - SANSOCK_HDR_SIZE,
+        .max_credits = c->negotiated ? c->peer_slots - c->credits : 0,
+        .features = 0,
+    };
+    struct sansock_msg m;
+    if (sansock_wire_decode(recv_slot(c, slot), byte_len, &lim, &m) != SANSOCK_WERR_OK) {
+        reset_locked(c, -ECONNRESET);
+        return;
+    }
+    c->credits += m.credits;
+    if (m.flags & SANSOCK_F_CREDIT_LOW)
+        c->peer_low = true;
+    switch (m.type) {
+    case SANSOCK_MSG_NEGOTIATE:
+        c->peer_neg = m.u.negotiate;
+        c->peer_slots = m.u.negotiate.recv_slots;
+        /* Our own NEGOTIATE took one of the peer's receives already. */
+        c->credits = c->peer_slots - 1;
+        c->max_inline = m.u.negotiate.slot_size - SANSOCK_HDR_SIZE;
+        if (c->max_inline > c->slot_size - SANSOCK_HDR_SIZE)
+            c->max_inline = c->slot_size - SANSOCK_HDR_SIZE;
+        c->negotiated = true;
+        repost_locked(c, slot);
+        break;
+    case SANSOCK_MSG_DATA:
+        if (c->rd_shut || c->peer_eof) { /* dropped, as TCP drops data after SHUT_RD */
+            repost_locked(c, slot);
+            break;
+        }
+        c->ready[(c->rhead + c->rcount) % NRECV] =
+            (struct ready){.slot = (uint16_t)slot, .off = 0, .len = m.payload_len};
+        c->rcount++;
+        break;
+    case SANSOCK_MSG_SHUTDOWN:
+        c->peer_eof = true;
+        repost_locked(c, slot);
+        break;
+    default: /* CREDIT (RDMA types never pass the decoder without the feature) */
+        repost_locked(c, slot);
+        break;
+    }
+}
+
+/* Takes the completions waiting: true if anything changed. Wakes the other waiters then. */
+static bool progress_locked(struct sansock_conn *c)
+{
+    struct san_wc wc[16];
+    bool changed = false;
+    int n;
+    while (c->ep && (n = san_poll(c->ep, wc, 16)) > 0) {
+        changed = true;
+        for (int i = 0; i < n; i++) {
+            if (wc[i].wr_id & SEND_TAG) {
+                c->send_free |= 1ull << (wc[i].wr_id & (NSEND - 1));
+                c->sends_posted--;
+                if (wc[i].status)
+                    reset_locked(c, wc[i].status);
+            } else if (wc[i].status) {
+                /* A flushed receive: the peer closed its endpoint (or ours is in error). After
+                 * its SHUTDOWN that is an orderly close. */
+                c->peer_gone = true;
+                if (!c->peer_eof || wc[i].status != -ECONNRESET)
+                    reset_locked(c, -ECONNRESET);
+            } else if (wc[i].wr_id < NRECV) {
+                on_recv_locked(c, (uint32_t)wc[i].wr_id, wc[i].byte_len);
+            }
+            if (!c->ep)
+                break;
+        }
+    }
+    if (changed) {
+        control_locked(c);
+        sansock_waiters_wake(c->waiters);
+    }
+    return changed;
+}
+
+/* Waits (lock dropped) until progress or deadline_ns (0: forever): 0, -EINTR, -ETIMEDOUT. */
+static int wait_locked(struct sansock_conn *c, uint64_t deadline_ns)
+{
+    uint64_t start = now_ns();
+    while (now_ns() - start < SPIN_NS) {
+        pthread_mutex_unlock(&c->lock);
+        sched_yield();
+        pthread_mutex_lock(&c->lock);
+        if (progress_locked(c) || c->err)
+            return 0;
+    }
+    int wfd = sansock_wakefd();
+    if (wfd < 0)
+        return wfd;
+    struct sansock_waiter w = {.fd = wfd};
+    struct pollfd p[2] = {{.fd = wfd, .events = POLLIN}, {.fd = -1, .events = POLLIN}};
+    if (c->ep)
+        p[1].fd = san_ep_fd(c->ep);
+    sansock_waiter_link(&c->waiters, &w);
+    int timeout = -1;
+    if (deadline_ns) {
+        uint64_t now = now_ns();
+        timeout = now >= deadline_ns ? 0 : (int)((deadline_ns - now + 999999) / 1000000);
+    }
+    pthread_mutex_unlock(&c->lock);
+    int r = REAL(poll)(p, 2, timeout);
+    int e = errno;
+    pthread_mutex_lock(&c->lock);
+    sansock_waiter_unlink(&c->waiters, &w);
+    sansock_wakefd_drain(wfd);
+    progress_locked(c);
+    close_ep_locked(c);
+    if (r < 0 && e == EINTR)
+        return -EINTR;
+    if (r == 0)
+        return -ETIMEDOUT;
+    return 0;
+}
+
+static void conn_destroy(struct sansock_obj *o);
+
+int sansock_conn_create(struct san_ctx *ctx, struct san_ep *ep, const struct sansock_wire_addr *src,
+                        const struct sansock_wire_addr *dst, struct sansock_conn **out)
+{
+    int err = -ENOMEM;
+    struct sansock_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        goto fail_ep;
+    c->slot_size = (SANSOCK_HDR_SIZE + sansock_cfg.rdma_threshold + 63) & ~63u;
+    size_t bytes = (size_t)(NRECV + NSEND) * c->slot_size;
+    void *mem;
+    err = san_alloc(ctx, bytes, 0, &mem);
+    if (err)
+        goto fail_free;
+    c->mem = mem;
+    err = san_register(ctx, mem, bytes, SAN_MEM_READWRITE, &c->mr);
+    if (err)
+        goto fail_mem;
+    err = -pthread_mutex_init(&c->lock, NULL);
+    if (err)
+        goto fail_mr;
+    c->obj = (struct sansock_obj){
+        .kind = SANSOCK_CONN, .refs = 1, .gen = sansock_fork_gen, .destroy = conn_destroy};
+    c->ctx = ctx;
+    c->ep = ep;
+    c->lkey = san_mr_lkey(c->mr);
+    c->send_free = NSEND == 64 ? ~0ull : (1ull << NSEND) - 1;
+    c->local = *src;
+    c->peer = *dst;
+    for (uint32_t i = 0; i < NRECV; i++) {
+        struct san_sge sge = {.addr = recv_slot(c, i), .length = c->slot_size, .lkey = c->lkey};
+        err = san_post_recv(ep, i, &sge, 1);
+        if (err)
+            goto fail_lock;
+    }
+    struct sansock_wire_negotiate n = {.recv_slots = NRECV,
+                                       .slot_size = c->slot_size,
+                                       .rdma_threshold = sansock_cfg.rdma_threshold,
+                                       .src = *src,
+                                       .dst = *dst};
+    uint8_t *s = send_slot(c, 0);
+    size_t len = sansock_wire_encode_negotiate(s, &n);
+    struct san_sge sge = {.addr = s, .length = (uint32_t)len, .lkey = c->lkey};
+    err = san_post_send(ep, SEND_TAG, &sge, 1, 0);
+    if (err)
+        goto fail_lock;
+    c->send_free &= ~1ull;
+    c->sends_posted = 1;
+    *out = c;
+    return 0;
+
+fail_lock:
+    pthread_mutex_destroy(&c->lock);
+fail_mr:
+    san_ep_close(ep); /* before the memory its receives name goes */
+    ep = NULL;
+    san_deregister(c->mr);
+fail_mem:
+    san_free(ctx, c->mem);
+fail_free:
+    free(c);
+fail_ep:
+    san_ep_close(ep);
+    return err;
+}
+
+struct sansock_obj *sansock_conn_obj(struct sansock_conn *c)
+{
+    return &c->obj;
+}
+
+struct sansock_conn *sansock_obj_conn(struct sansock_obj *o)
+{
+    return o && o->kind == SANSOCK_CONN ? (struct sansock_conn *)o : NULL;
+}
+
+static void conn_destroy(struct sansock_obj *o)
+{
+    struct sansock_conn *c = (struct sansock_conn *)o;
+    if (inherited(c)) { /* the parent's: forget it, touch nothing of libsan's */
+        free(c);
+        return;
+    }
+    pthread_mutex_lock(&c->lock);
+    /* As TCP's close: what was written reaches the peer, then the peer reads EOF. Bounded. */
+    uint64_t deadline = now_ns() + (uint64_t)CLOSE_MS * 1000000u;
+    c->wr_shut = true;
+    while (c->ep && !c->err && !c->peer_gone && (!c->shut_sent || c->sends_posted)) {
+        control_locked(c);
+        if (c->shut_sent && !c->sends_posted)
+            break;
+        if (wait_locked(c, deadline) == -ETIMEDOUT)
+            break;
+    }
+    if (c->ep)
+        san_ep_close(c->ep);
+    c->ep = NULL;
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_destroy(&c->lock);
+    san_deregister(c->mr);
+    san_free(c->ctx, c->mem);
+    free(c);
+}
+
+int sansock_conn_wait_negotiated(struct sansock_conn *c, int timeout_ms)
+{
+    uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
+    int err = 0;
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        progress_locked(c);
+        if (c->err) {
+            err = c->err;
+            break;
+        }
+        if (c->negotiated)
+            break;
+        if (c->peer_gone) {
+            err = -ECONNRESET;
+            break;
+        }
+        int r = wait_locked(c, deadline);
+        if (r == -ETIMEDOUT) {
+            err = r;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    return err;
+}
+
+void sansock_conn_peer_addrs(struct sansock_conn *c, struct sansock_wire_addr *src,
+                             struct sansock_wire_addr *dst)
+{
+    pthread_mutex_lock(&c->lock);
+    *src = c->peer_neg.src;
+    *dst = c->peer_neg.dst;
+    pthread_mutex_unlock(&c->lock);
+}
+
+void sansock_conn_set_names(struct sansock_conn *c, const struct sansock_wire_addr *local,
+                            const struct sansock_wire_addr *peer)
+{
+    pthread_mutex_lock(&c->lock);
+    c->local = *local;
+    c->peer = *peer;
+    pthread_mutex_unlock(&c->lock);
+}
+
+void sansock_conn_names(struct sansock_conn *c, struct sansock_wire_addr *local,
+                        struct sansock_wire_addr *peer)
+{
+    if (inherited(c)) {
+        *local = c->local;
+        *peer = c->peer;
+        return;
+    }
+    pthread_mutex_lock(&c->lock);
+    *local = c->local;
+    *peer = c->peer;
+    pthread_mutex_unlock(&c->lock);
+}
+
+ssize_t sansock_conn_send(struct sansock_conn *c, int fd, const void *buf, size_t len, int flags)
+{
+    if (inherited(c))
+        return -ECONNRESET;
+    const uint8_t *p = buf;
+    size_t sent = 0;
+    ssize_t ret = 0;
+    pthread_mutex_lock(&c->lock);
+    while (sent < len) {
+        progress_locked(c);
+        if (c->wr_shut || (c->peer_gone && c->peer_eof)) {
+            ret = -EPIPE;
+            break;
+        }
+        if (c->err || c->peer_gone) {
+            ret = c->err ? -ECONNRESET : -EPIPE;
+            break;
+        }
+        if (c->negotiated && c->credits >= 2 && c->send_free) {
+            size_t chunk = len - sent < c->max_inline ? len - sent : c->max_inline;
+            if (send_locked(c, SANSOCK_MSG_DATA, p + sent, (uint32_t)chunk)) {
+                ret = -ECONNRESET;
+                break;
+            }
+            sent += chunk;
+            continue;
+        }
+        if (sansock_nonblocking(fd, flags)) {
+            ret = -EAGAIN;
+            break;
+        }
+        int r = wait_locked(c, 0);
+        if (r == -EINTR) {
+            ret = r;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    return sent ? (ssize_t)sent : ret;
+}
+
+/* Copies up to len ready bytes (consumes them unless peek): the bytes copied. */
+static size_t take_locked(struct sansock_conn *c, uint8_t *dst, size_t len, bool peek)
+{
+    size_t got = 0;
+    uint32_t i = 0;
+    while (got < len && i < c->rcount) {
+        struct ready *r = &c->ready[(c->rhead + i) % NRECV];
+        size_t n = r->len - r->off;
+        if (n > len - got)
+            n = len - got;
+        memcpy(dst + got, recv_slot(c, r->slot) + SANSOCK_HDR_SIZE + r->off, n);
+        got += n;
+        if (peek) {
+            i++;
+            continue;
+        }
+        r->off += (uint32_t)n;
+        if (r->off == r->len) {
+            uint16_t slot = r->slot;
+            c->rhead = (c->rhead + 1) % NRECV;
+            c->rcount--;
+            if (repost_locked(c, slot))
+                break;
+        }
+    }
+    if (got && !peek)
+        control_locked(c);
+    return got;
+}
+
+ssize_t sansock_conn_recv(struct sansock_conn *c, int fd, void *buf, size_t len, int flags)
+{
+    if (inherited(c))
+        return -ECONNRESET;
+    if (!len)
+        return 0;
+    size_t got = 0;
+    ssize_t ret = 0;
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        progress_locked(c);
+        if (c->rd_shut)
+            break;
+        if (flags & MSG_PEEK) /* looks at what is there from the start, each time */
+            got = take_locked(c, buf, len, true);
+        else
+            got += take_locked(c, (uint8_t *)buf + got, len - got, false);
+        if (got == len || (got && !(flags & MSG_WAITALL)))
+            break;
+        progress_locked(c); /* a repost that found the peer gone: its SHUTDOWN may be queued */
+        if (c->rcount && !(flags & MSG_PEEK))
+            continue;
+        if (c->peer_eof)
+            break;
+        if (c->err || c->peer_gone) {
+            ret = -ECONNRESET;
+            break;
+        }
+        if (sansock_nonblocking(fd, flags)) {
+            ret = -EAGAIN;
+            break;
+        }
+        int r = wait_locked(c, 0);
+        if (r == -EINTR) {
+            ret = r;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    return got ? (ssize_t)got : ret;
+}
+
+int sansock_conn_shutdown(struct sansock_conn *c, int how)
+{
+    if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+        return -EINVAL;
+    if (inherited(c))
+        return -ENOTCONN;
+    pthread_mutex_lock(&c->lock);
+    if (how != SHUT_WR) {
+        c->rd_shut = true;
+        /* What is buffered is dropped, its slots reposted, as TCP discards it. */
+        while (c->rcount && !c->err) {
+            uint16_t slot = c->ready[c->rhead].slot;
+            c->rhead = (c->rhead + 1) % NRECV;
+            c->rcount--;
+            repost_locked(c, slot);
+        }
+    }
+    if (how != SHUT_RD)
+        c->wr_shut = true;
+    progress_locked(c);
+    control_locked(c);
+    sansock_waiters_wake(c->waiters);
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
+short sansock_conn_events(struct sansock_conn *c, short events, struct sansock_waiter *w,
+                          int *wait_fd)
+{
+    if (inherited(c))
+        return POLLERR | POLLHUP;
+    short ev = 0;
+    pthread_mutex_lock(&c->lock);
+    progress_locked(c);
+    if (c->rcount || c->peer_eof || c->rd_shut || c->err || c->peer_gone)
+        ev |= POLLIN | POLLRDNORM;
+    if (c->peer_eof)
+        ev |= POLLRDHUP;
+    if ((c->negotiated && c->credits >= 2 && c->send_free && !c->wr_shut) || c->err ||
+        c->peer_gone || c->wr_shut)
+        ev |= POLLOUT | POLLWRNORM;
+    if (c->err)
+        ev |= POLLERR;
+    if (c->err || c->peer_gone || (c->peer_eof && c->wr_shut))
+        ev |= POLLHUP;
+    ev &= (short)(events | POLLERR | POLLHUP);
+    if (!ev && w) {
+        sansock_waiter_link(&c->waiters, w);
+        *wait_fd = c->ep ? san_ep_fd(c->ep) : -1;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return ev;
+}
+
+void sansock_conn_unwait(struct sansock_conn *c, struct sansock_waiter *w)
+{
+    pthread_mutex_lock(&c->lock);
+    sansock_waiter_unlink(&c->waiters, w);
+    close_ep_locked(c);
+    pthread_mutex_unlock(&c->lock);
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Unmodified programs under sanrun against the real daemon: python3 -m http.server (poll, accept4,
+# send/recv through Python's socket module) serving a 64 MiB file to curl. A sanrun'd curl gets
+# it over the SAN (the daemon's nic_bytes grows by at least the file's size), a plain curl over
+# TCP from the same server; both copies equal the file. Skipped when curl is missing
+# (scripts/install-deps installs it).
+set -euo pipefail
+: "${SAN_BIN:?}"
+skip() {
+  echo "test_sock_programs: $*"
+  [[ -z ${SAN_SKIP_LOG:-} ]] || echo "test_sock_programs: $*" >>"$SAN_SKIP_LOG"
+  exit 77
+}
+[[ -z ${SAN_EXTRA_CFLAGS:-} ]] || skip "the instrumented libsansock.so of a sanitizer build cannot be preloaded into curl and python3"
+command -v curl >/dev/null || skip "curl is not installed"
+command -v python3 >/dev/null || skip "python3 is not installed"
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  tail -5 "$tmp/daemon.log" "$tmp/http.err" >&2 2>/dev/null || true
+  exit 1
+}
+nic_bytes() {
+  "$SAN_BIN/sanctl" --socket "$tmp/s.sock" stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["nic_bytes"])'
+}
+
+mkfifo "$tmp/ready"
+"$SAN_BIN/sanproxyd" --foreground --socket "$tmp/s.sock" --ready-fd 3 3>"$tmp/ready" 2>"$tmp/daemon.log" &
+pids+=($!)
+read -r _ <"$tmp/ready" || fail "sanproxyd did not start"
+export SANPROXY_SOCKET=$tmp/s.sock
+
+mkdir "$tmp/www"
+head -c $((64 << 20)) /dev/urandom >"$tmp/www/big.bin"
+(cd "$tmp/www" && exec "$SAN_BIN/sanrun" python3 -u -m http.server --bind 127.0.0.1 0 >"$tmp/http.out" 2>"$tmp/http.err") &
+pids+=($!)
+port=
+for _ in $(seq 100); do
+  port=$(sed -n 's/.* port \([0-9]*\) .*/\1/p' "$tmp/http.out" 2>/dev/null | head -1)
+  [[ -n $port ]] && break
+  sleep 0.1
+done
+[[ -n $port ]] || fail "http.server did not start"
+
+want=$(sha256sum <"$tmp/www/big.bin")
+before=$(nic_bytes)
+timeout 120 "$SAN_BIN/sanrun" curl -sS -o "$tmp/san.bin" "http://127.0.0.1:$port/big.bin" || fail "sanrun curl: exit $?"
+after=$(nic_bytes)
+[[ $(sha256sum <"$tmp/san.bin") == "$want" ]] || fail "sanrun curl: the copy differs"
+((after - before >= 64 << 20)) || fail "sanrun curl: nic_bytes grew by $((after - before)) only"
+
+before=$(nic_bytes)
+timeout 120 curl -sS -o "$tmp/tcp.bin" "http://127.0.0.1:$port/big.bin" || fail "plain curl: exit $?"
+after=$(nic_bytes)
+[[ $(sha256sum <"$tmp/tcp.bin") == "$want" ]] || fail "plain curl: the copy differs"
+((after - before < 1 << 20)) || fail "plain curl went over the SAN ($((after - before)) bytes)"
+echo "sock programs: curl and python3 -m http.server, 64 MiB over the SAN and over TCP, equal"

@@ -1,0 +1,253 @@
+/* An echo server and client using nothing but the socket API (no libsan): the programs the
+ * sockets switch's tests run under sanrun, and without it.
+ *
+ *   sock_echo server [ADDR]         listens on ADDR (default 127.0.0.1) port 0, prints "port P",
+ *                                   then echoes every connection (read to EOF, written back,
+ *                                   shutdown) until it reads a connection that sends "quit"
+ *   sock_echo client ADDR PORT SIZE sends SIZE pseudo-random bytes (non-blocking, poll on
+ *                                   POLLIN|POLLOUT), shutdown(SHUT_WR), reads the echo to EOF;
+ *                                   prints "ok SIZE SUM local=ADDR:PORT peer=ADDR:PORT"
+ *   sock_echo quit ADDR PORT        tells the server to stop
+ * The sum is a 64-bit FNV-1a of the bytes; the client checks the echo against what it sent. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void die(const char *what)
+{
+    fprintf(stderr, "sock_echo: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+static socklen_t parse(const char *host, int port, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *in = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)port);
+        return sizeof(*in);
+    }
+    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        return sizeof(*in6);
+    }
+    fprintf(stderr, "sock_echo: bad address %s\n", host);
+    exit(2);
+}
+
+static const char *name(const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+        port = ntohs(in->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+        port = ntohs(in6->sin6_port);
+    }
+    snprintf(buf, len, "%s:%d", ip, port);
+    return buf;
+}
+
+static uint64_t fnv(uint64_t h, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint8_t byte_at(uint64_t i)
+{
+    uint64_t x = (i + 1) * 0x9e3779b97f4a7c15ull;
+    return (uint8_t)(x >> 56);
+}
+
+static int serve(const char *host)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = parse(host, 0, &ss);
+    int l = socket(ss.ss_family, SOCK_STREAM, 0);
+    if (l < 0)
+        die("socket");
+    int one = 1;
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(l, (struct sockaddr *)&ss, len) || listen(l, 16))
+        die("bind/listen");
+    len = sizeof(ss);
+    if (getsockname(l, (struct sockaddr *)&ss, &len))
+        die("getsockname");
+    printf("port %d\n", ntohs(((struct sockaddr_in *)&ss)->sin_port));
+    fflush(stdout);
+    static uint8_t buf[1 << 16];
+    for (;;) {
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof(peer);
+        int c = accept(l, (struct sockaddr *)&peer, &plen);
+        if (c < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            die("accept");
+        }
+        struct sockaddr_storage local;
+        socklen_t llen = sizeof(local);
+        char np[80], nl[80];
+        if (getsockname(c, (struct sockaddr *)&local, &llen))
+            die("getsockname");
+        printf("conn peer=%s local=%s\n", name(&peer, np, sizeof(np)),
+               name(&local, nl, sizeof(nl)));
+        fflush(stdout);
+        bool quit = false;
+        size_t total = 0;
+        for (;;) {
+            ssize_t n = read(c, buf, sizeof(buf));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                if (n < 0)
+                    fprintf(stderr, "sock_echo server: read: %s\n", strerror(errno));
+                break;
+            }
+            if (!total && n == 4 && !memcmp(buf, "quit", 4))
+                quit = true;
+            total += (size_t)n;
+            for (ssize_t off = 0; off < n;) {
+                ssize_t w = send(c, buf + off, (size_t)(n - off), MSG_NOSIGNAL);
+                if (w < 0 && errno == EINTR)
+                    continue;
+                if (w <= 0) {
+                    fprintf(stderr, "sock_echo server: send: %s\n", strerror(errno));
+                    n = -1;
+                    break;
+                }
+                off += w;
+            }
+            if (n < 0)
+                break;
+        }
+        shutdown(c, SHUT_WR);
+        close(c);
+        if (quit)
+            break;
+    }
+    close(l);
+    return 0;
+}
+
+static int client(const char *host, int port, size_t size)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = parse(host, port, &ss);
+    int s = socket(ss.ss_family, SOCK_STREAM, 0);
+    if (s < 0)
+        die("socket");
+    if (connect(s, (struct sockaddr *)&ss, len))
+        die("connect");
+    struct sockaddr_storage a, b;
+    socklen_t la = sizeof(a), lb = sizeof(b);
+    char na[80], nb[80];
+    if (getsockname(s, (struct sockaddr *)&a, &la) || getpeername(s, (struct sockaddr *)&b, &lb))
+        die("getsockname/getpeername");
+    if (fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK))
+        die("fcntl");
+    static uint8_t out[1 << 16], in[1 << 16];
+    size_t sent = 0, got = 0;
+    uint64_t sum_out = 0xcbf29ce484222325ull, sum_in = sum_out;
+    bool shut = false;
+    if (!size) {
+        shutdown(s, SHUT_WR);
+        shut = true;
+    }
+    for (;;) {
+        struct pollfd p = {.fd = s, .events = POLLIN | (shut ? 0 : POLLOUT)};
+        if (poll(&p, 1, 30000) <= 0) {
+            fprintf(stderr, "sock_echo client: poll: timeout or error (sent %zu got %zu)\n", sent,
+                    got);
+            return 1;
+        }
+        if (!shut && (p.revents & POLLOUT)) {
+            size_t n = size - sent < sizeof(out) ? size - sent : sizeof(out);
+            for (size_t i = 0; i < n; i++)
+                out[i] = byte_at(sent + i);
+            ssize_t w = send(s, out, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (w < 0 && errno != EAGAIN)
+                die("send");
+            if (w > 0) {
+                sum_out = fnv(sum_out, out, (size_t)w);
+                sent += (size_t)w;
+                if (sent == size) {
+                    if (shutdown(s, SHUT_WR))
+                        die("shutdown");
+                    shut = true;
+                }
+            }
+        }
+        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t n = recv(s, in, sizeof(in), MSG_DONTWAIT);
+            if (n < 0 && errno != EAGAIN)
+                die("recv");
+            if (n == 0)
+                break;
+            if (n > 0) {
+                for (ssize_t i = 0; i < n; i++)
+                    if (in[i] != byte_at(got + (size_t)i)) {
+                        fprintf(stderr, "sock_echo client: byte %zu differs\n", got + (size_t)i);
+                        return 1;
+                    }
+                sum_in = fnv(sum_in, in, (size_t)n);
+                got += (size_t)n;
+            }
+        }
+    }
+    if (got != size || sum_in != sum_out || sent != size) {
+        fprintf(stderr, "sock_echo client: sent %zu, got %zu back\n", sent, got);
+        return 1;
+    }
+    printf("ok %zu %016llx local=%s peer=%s\n", size, (unsigned long long)sum_in,
+           name(&a, na, sizeof(na)), name(&b, nb, sizeof(nb)));
+    close(s);
+    return 0;
+}
+
+static int quit(const char *host, int port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = parse(host, port, &ss);
+    int s = socket(ss.ss_family, SOCK_STREAM, 0);
+    if (s < 0 || connect(s, (struct sockaddr *)&ss, len))
+        die("connect");
+    if (write(s, "quit", 4) != 4)
+        die("write");
+    shutdown(s, SHUT_WR);
+    char b[8];
+    while (read(s, b, sizeof(b)) > 0) {
+    }
+    close(s);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && !strcmp(argv[1], "server"))
+        return serve(argc > 2 ? argv[2] : "127.0.0.1");
+    if (argc == 5 && !strcmp(argv[1], "client"))
+        return client(argv[2], atoi(argv[3]), strtoull(argv[4], NULL, 0));
+    if (argc == 4 && !strcmp(argv[1], "quit"))
+        return quit(argv[2], atoi(argv[3]));
+    fprintf(stderr, "usage: sock_echo server [ADDR] | client ADDR PORT SIZE | quit ADDR PORT\n");
+    return 2;
+}
