@@ -27,8 +27,10 @@ set -e
 [[ $rc -eq 1 ]] || fail "sanrun false: exit $rc"
 [[ $rc2 -eq 127 ]] || fail "sanrun of a missing program: exit $rc2"
 
-ls -la / >"$tmp/plain"
-"$run" ls -la / >"$tmp/pre"
+# A directory of its own: / and /tmp change while other tests run.
+mkdir "$tmp/dir" && touch "$tmp/dir/a" "$tmp/dir/b" && ln -s a "$tmp/dir/c"
+ls -lA "$tmp/dir" >"$tmp/plain"
+"$run" ls -lA "$tmp/dir" >"$tmp/pre"
 cmp -s "$tmp/plain" "$tmp/pre" || fail "sanrun ls differs from ls"
 
 head -c 3000000 /dev/urandom >"$tmp/in"
