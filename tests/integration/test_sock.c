@@ -2,7 +2,8 @@
  * and client of tests/sock/sock_echo.c (plain socket calls, no libsan) run under sanrun.
  * - Round trips from 1 byte to 4 MiB, checksummed by the client, really over the SAN: the
  *   daemon's nic_bytes grows by at least twice the bytes echoed; each side's getsockname is the
- *   other's getpeername; a client that sends nothing and shuts down reads EOF.
+ *   other's getpeername; a client that sends nothing and shuts down reads EOF; MSG_PEEK shows
+ *   the same first bytes twice and MSG_WAITALL then takes the whole echo in one call.
  * - A plain TCP client (not under sanrun) reaches the sanrun'd server, and moves nothing on the
  * SAN.
  * - A sanrun'd client with no daemon at its socket falls back to TCP without noticing; one with
@@ -170,6 +171,25 @@ int main(void)
         test_fail(__FILE__, __LINE__, "nic_bytes grew by %" PRIu64 ", want >= %" PRIu64,
                   after - before, 2 * echoed);
     printf("SAN: %" PRIu64 " bytes echoed, nic_bytes +%" PRIu64 "\n", echoed, after - before);
+
+    /* MSG_PEEK and MSG_WAITALL on a SAN socket. */
+    {
+        char ps[16];
+        snprintf(ps, sizeof(ps), "%d", port);
+        char *peek_argv[] = {sanrun, echo, "peek", "127.0.0.1", ps, NULL};
+        FILE *out;
+        before = nic_bytes(&d);
+        pid_t pid = spawn(peek_argv, d.sock, &out);
+        if (!fgets(line, sizeof(line), out))
+            line[0] = '\0';
+        fclose(out);
+        CHECK_EQ(wait_exit(pid), 0);
+        CHECK(!strncmp(line, "ok peek", 7));
+        char p2[80], l2[80];
+        server_conn(srv, p2, l2);
+        CHECK(nic_bytes(&d) - before >= 20000);
+        printf("MSG_PEEK, MSG_WAITALL: ok\n");
+    }
 
     /* A plain TCP client reaches the sanrun'd server; nothing moves on the SAN. */
     char peer[80], local[80];

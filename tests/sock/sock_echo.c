@@ -223,6 +223,45 @@ static int client(const char *host, int port, size_t size)
     return 0;
 }
 
+/* Sends a known message, half-closes, then reads the echo back with MSG_PEEK (twice: the same
+ * bytes, nothing consumed) and MSG_WAITALL (all of it in one blocking call), then end of file. */
+static int peek(const char *host, int port)
+{
+    enum { LEN = 10000 };
+    struct sockaddr_storage ss;
+    socklen_t len = parse(host, port, &ss);
+    int s = socket(ss.ss_family, SOCK_STREAM, 0);
+    if (s < 0 || connect(s, (struct sockaddr *)&ss, len))
+        die("connect");
+    static uint8_t out[LEN], in[LEN];
+    for (size_t i = 0; i < LEN; i++)
+        out[i] = byte_at(i);
+    if (send(s, out, LEN, MSG_NOSIGNAL) != LEN || shutdown(s, SHUT_WR))
+        die("send");
+    for (int round = 0; round < 2; round++) {
+        memset(in, 0, 100);
+        ssize_t n = recv(s, in, 100, MSG_PEEK);
+        if (n <= 0 || memcmp(in, out, (size_t)n)) {
+            fprintf(stderr, "sock_echo peek: MSG_PEEK round %d: %zd bytes, or not the first\n",
+                    round, n);
+            return 1;
+        }
+    }
+    memset(in, 0, LEN);
+    ssize_t n = recv(s, in, LEN, MSG_WAITALL);
+    if (n != LEN || memcmp(in, out, LEN)) {
+        fprintf(stderr, "sock_echo peek: MSG_WAITALL gave %zd of %d bytes\n", n, LEN);
+        return 1;
+    }
+    if ((n = recv(s, in, 1, 0)) != 0) {
+        fprintf(stderr, "sock_echo peek: %zd after the echo, want end of file\n", n);
+        return 1;
+    }
+    printf("ok peek\n");
+    close(s);
+    return 0;
+}
+
 static int quit(const char *host, int port)
 {
     struct sockaddr_storage ss;
@@ -248,6 +287,10 @@ int main(int argc, char **argv)
         return client(argv[2], atoi(argv[3]), strtoull(argv[4], NULL, 0));
     if (argc == 4 && !strcmp(argv[1], "quit"))
         return quit(argv[2], atoi(argv[3]));
-    fprintf(stderr, "usage: sock_echo server [ADDR] | client ADDR PORT SIZE | quit ADDR PORT\n");
+    if (argc == 4 && !strcmp(argv[1], "peek"))
+        return peek(argv[2], atoi(argv[3]));
+    fprintf(stderr,
+            "usage: sock_echo server [ADDR] | client ADDR PORT SIZE | peek ADDR PORT | quit "
+            "ADDR PORT\n");
     return 2;
 }
