@@ -155,6 +155,11 @@ EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
     return sansock_poll(fds, n, timeout);
 }
 
+EXPORT int select(int n, fd_set *r, fd_set *w, fd_set *x, struct timeval *tv)
+{
+    return sansock_select(n, r, w, x, tv);
+}
+
 EXPORT int close(int fd)
 {
     struct sansock_obj *o = sansock_fd_take(fd);

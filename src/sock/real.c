@@ -30,6 +30,7 @@ void sansock_real_resolve(void)
     RESOLVE(getsockname);
     RESOLVE(getpeername);
     RESOLVE(poll);
+    RESOLVE(select);
     RESOLVE(dup);
     RESOLVE(dup2);
     RESOLVE(dup3);

@@ -6,6 +6,7 @@
 #define SANSOCK_REAL_H
 
 #include <poll.h>
+#include <sys/select.h>
 #include <stdbool.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -26,6 +27,7 @@ struct sansock_real {
     int (*getsockname)(int, struct sockaddr *, socklen_t *);
     int (*getpeername)(int, struct sockaddr *, socklen_t *);
     int (*poll)(struct pollfd *, nfds_t, int);
+    int (*select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
     int (*dup)(int);
     int (*dup2)(int, int);
     int (*dup3)(int, int, int);

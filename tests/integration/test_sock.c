@@ -3,7 +3,8 @@
  * - Round trips from 1 byte to 4 MiB, checksummed by the client, really over the SAN: the
  *   daemon's nic_bytes grows by at least twice the bytes echoed; each side's getsockname is the
  *   other's getpeername; a client that sends nothing and shuts down reads EOF; MSG_PEEK shows
- *   the same first bytes twice and MSG_WAITALL then takes the whole echo in one call.
+ *   the same first bytes twice and MSG_WAITALL then takes the whole echo in one call; a client
+ *   that waits with select instead of poll.
  * - A plain TCP client (not under sanrun) reaches the sanrun'd server, and moves nothing on the
  * SAN.
  * - A sanrun'd client with no daemon at its socket falls back to TCP without noticing; one with
@@ -51,14 +52,15 @@ static int wait_exit(pid_t pid)
 }
 
 /* Runs the client (under sanrun or not) for size bytes; its "ok" line goes to line. */
-static void client(bool under_sanrun, const char *sock, int port, size_t size, char *line,
-                   size_t len)
+static void client_as(const char *mode, bool under_sanrun, const char *sock, int port, size_t size,
+                      char *line, size_t len)
 {
-    char ps[16], ss[32];
+    char ps[16], ss[32], m[16];
     snprintf(ps, sizeof(ps), "%d", port);
     snprintf(ss, sizeof(ss), "%zu", size);
-    char *with[] = {sanrun, echo, "client", "127.0.0.1", ps, ss, NULL};
-    char *without[] = {echo, "client", "127.0.0.1", ps, ss, NULL};
+    snprintf(m, sizeof(m), "%s", mode);
+    char *with[] = {sanrun, echo, m, "127.0.0.1", ps, ss, NULL};
+    char *without[] = {echo, m, "127.0.0.1", ps, ss, NULL};
     FILE *out;
     pid_t pid = spawn(under_sanrun ? with : without, sock, &out);
     line[0] = '\0';
@@ -70,6 +72,12 @@ static void client(bool under_sanrun, const char *sock, int port, size_t size, c
     snprintf(want, sizeof(want), "ok %zu ", size);
     if (strncmp(line, want, strlen(want)))
         test_fail(__FILE__, __LINE__, "client %zu: '%s'", size, line);
+}
+
+static void client(bool under_sanrun, const char *sock, int port, size_t size, char *line,
+                   size_t len)
+{
+    client_as("client", under_sanrun, sock, port, size, line, len);
 }
 
 /* The server's "conn peer=... local=..." line for the connection just served (a hostile peer's,
@@ -172,7 +180,17 @@ int main(void)
                   after - before, 2 * echoed);
     printf("SAN: %" PRIu64 " bytes echoed, nic_bytes +%" PRIu64 "\n", echoed, after - before);
 
-    /* MSG_PEEK and MSG_WAITALL on a SAN socket. */
+    /* select instead of poll on a SAN socket. */
+    {
+        char p2[80], l2[80];
+        before = nic_bytes(&d);
+        client_as("client-select", true, d.sock, port, 1000003, line, sizeof(line));
+        server_conn(srv, p2, l2);
+        CHECK(nic_bytes(&d) - before >= 2 * 1000003);
+        printf("select: ok\n");
+    }
+
+    /* select that times out and then sees data, MSG_PEEK and MSG_WAITALL on a SAN socket. */
     {
         char ps[16];
         snprintf(ps, sizeof(ps), "%d", port);
@@ -188,7 +206,7 @@ int main(void)
         char p2[80], l2[80];
         server_conn(srv, p2, l2);
         CHECK(nic_bytes(&d) - before >= 20000);
-        printf("MSG_PEEK, MSG_WAITALL: ok\n");
+        printf("select timing out, MSG_PEEK, MSG_WAITALL: ok\n");
     }
 
     /* A plain TCP client reaches the sanrun'd server; nothing moves on the SAN. */

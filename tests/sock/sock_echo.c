@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/select.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -148,7 +149,24 @@ static int serve(const char *host)
     return 0;
 }
 
-static int client(const char *host, int port, size_t size)
+/* Waits up to 30 s for p->fd to be ready as p->events asks: poll, or select with the same sets. */
+static int ready(struct pollfd *p, bool use_select)
+{
+    if (!use_select)
+        return poll(p, 1, 30000);
+    fd_set r, w;
+    FD_ZERO(&r);
+    FD_ZERO(&w);
+    FD_SET(p->fd, &r);
+    if (p->events & POLLOUT)
+        FD_SET(p->fd, &w);
+    struct timeval tv = {30, 0};
+    int n = select(p->fd + 1, &r, &w, NULL, &tv);
+    p->revents = (short)((FD_ISSET(p->fd, &r) ? POLLIN : 0) | (FD_ISSET(p->fd, &w) ? POLLOUT : 0));
+    return n;
+}
+
+static int client(const char *host, int port, size_t size, bool use_select)
 {
     struct sockaddr_storage ss;
     socklen_t len = parse(host, port, &ss);
@@ -174,9 +192,9 @@ static int client(const char *host, int port, size_t size)
     }
     for (;;) {
         struct pollfd p = {.fd = s, .events = POLLIN | (shut ? 0 : POLLOUT)};
-        if (poll(&p, 1, 30000) <= 0) {
-            fprintf(stderr, "sock_echo client: poll: timeout or error (sent %zu got %zu)\n", sent,
-                    got);
+        if (ready(&p, use_select) <= 0) {
+            fprintf(stderr, "sock_echo client: %s: timeout or error (sent %zu got %zu)\n",
+                    use_select ? "select" : "poll", sent, got);
             return 1;
         }
         if (!shut && (p.revents & POLLOUT)) {
@@ -223,8 +241,9 @@ static int client(const char *host, int port, size_t size)
     return 0;
 }
 
-/* Sends a known message, half-closes, then reads the echo back with MSG_PEEK (twice: the same
- * bytes, nothing consumed) and MSG_WAITALL (all of it in one blocking call), then end of file. */
+/* select with nothing to read times out; then it sends a known message, half-closes, select sees
+ * the echo, which it reads back with MSG_PEEK (twice: the same bytes, nothing consumed) and
+ * MSG_WAITALL (all of it in one blocking call), then end of file. */
 static int peek(const char *host, int port)
 {
     enum { LEN = 10000 };
@@ -233,11 +252,27 @@ static int peek(const char *host, int port)
     int s = socket(ss.ss_family, SOCK_STREAM, 0);
     if (s < 0 || connect(s, (struct sockaddr *)&ss, len))
         die("connect");
+    /* Nothing to read yet: select waits out its timeout and says so, then sees the echo. */
+    fd_set r;
+    FD_ZERO(&r);
+    FD_SET(s, &r);
+    struct timeval tv = {0, 200000};
+    int n0 = select(s + 1, &r, NULL, NULL, &tv);
+    if (n0 != 0 || FD_ISSET(s, &r) || tv.tv_sec || tv.tv_usec) {
+        fprintf(stderr, "sock_echo peek: select with nothing to read gave %d\n", n0);
+        return 1;
+    }
     static uint8_t out[LEN], in[LEN];
     for (size_t i = 0; i < LEN; i++)
         out[i] = byte_at(i);
     if (send(s, out, LEN, MSG_NOSIGNAL) != LEN || shutdown(s, SHUT_WR))
         die("send");
+    FD_SET(s, &r);
+    tv = (struct timeval){10, 0};
+    if (select(s + 1, &r, NULL, NULL, &tv) != 1 || !FD_ISSET(s, &r)) {
+        fprintf(stderr, "sock_echo peek: select did not see the echo\n");
+        return 1;
+    }
     for (int round = 0; round < 2; round++) {
         memset(in, 0, 100);
         ssize_t n = recv(s, in, 100, MSG_PEEK);
@@ -283,8 +318,9 @@ int main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "server"))
         return serve(argc > 2 ? argv[2] : "127.0.0.1");
-    if (argc == 5 && !strcmp(argv[1], "client"))
-        return client(argv[2], atoi(argv[3]), strtoull(argv[4], NULL, 0));
+    if (argc == 5 && (!strcmp(argv[1], "client") || !strcmp(argv[1], "client-select")))
+        return client(argv[2], atoi(argv[3]), strtoull(argv[4], NULL, 0),
+                      !strcmp(argv[1], "client-select"));
     if (argc == 4 && !strcmp(argv[1], "quit"))
         return quit(argv[2], atoi(argv[3]));
     if (argc == 4 && !strcmp(argv[1], "peek"))
