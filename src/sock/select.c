@@ -47,9 +47,9 @@ int sansock_select(int n, fd_set *r, fd_set *w, fd_set *x, struct timeval *tv)
         return -1;
     }
     for (int fd = 0; fd < n; fd++) {
-        short ev = (short)((r && FD_ISSET(fd, r) ? POLLIN : 0) |
-                           (w && FD_ISSET(fd, w) ? POLLOUT : 0) |
-                           (x && FD_ISSET(fd, x) ? POLLPRI : 0));
+        short ev =
+            (short)((r && FD_ISSET(fd, r) ? POLLIN : 0) | (w && FD_ISSET(fd, w) ? POLLOUT : 0) |
+                    (x && FD_ISSET(fd, x) ? POLLPRI : 0));
         if (ev)
             p[np++] = (struct pollfd){.fd = fd, .events = ev};
     }
@@ -86,7 +86,8 @@ int sansock_select(int n, fd_set *r, fd_set *w, fd_set *x, struct timeval *tv)
         }
     }
     if (tv) {
-        int64_t left = total - (now_us() - start);
+        /* Timed out: none left (the poll's millisecond deadline may end a little early). */
+        int64_t left = ret == 0 ? 0 : total - (now_us() - start);
         if (left < 0)
             left = 0;
         tv->tv_sec = left / 1000000;
