@@ -2,8 +2,10 @@
 # Unmodified programs under sanrun against the real daemon: python3 -m http.server (poll, accept4,
 # send/recv through Python's socket module) serving a 64 MiB file to curl. A sanrun'd curl gets
 # it over the SAN (the daemon's nic_bytes grows by at least the file's size), a plain curl over
-# TCP from the same server; both copies equal the file. Skipped when curl is missing
-# (scripts/install-deps installs it).
+# TCP from the same server; both copies equal the file. iperf3 (select, a control and a data
+# connection) under sanrun on both ends moves its stream over the SAN (nic_bytes grows by at
+# least what iperf3's receiver reports). Skipped when curl or iperf3 is missing
+# (scripts/install-deps installs them).
 set -euo pipefail
 : "${SAN_BIN:?}"
 skip() {
@@ -14,6 +16,7 @@ skip() {
 [[ -z ${SAN_EXTRA_CFLAGS:-} ]] || skip "the instrumented libsansock.so of a sanitizer build cannot be preloaded into curl and python3"
 command -v curl >/dev/null || skip "curl is not installed"
 command -v python3 >/dev/null || skip "python3 is not installed"
+command -v iperf3 >/dev/null || skip "iperf3 is not installed"
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
@@ -61,3 +64,20 @@ after=$(nic_bytes)
 [[ $(sha256sum <"$tmp/tcp.bin") == "$want" ]] || fail "plain curl: the copy differs"
 ((after - before < 1 << 20)) || fail "plain curl went over the SAN ($((after - before)) bytes)"
 echo "sock programs: curl and python3 -m http.server, 64 MiB over the SAN and over TCP, equal"
+
+# iperf3, both ends under sanrun, one second: its bytes cross the SAN.
+iport=$((20000 + RANDOM % 20000))
+timeout 60 "$SAN_BIN/sanrun" iperf3 -s -1 -B 127.0.0.1 -p "$iport" >"$tmp/iperf-s.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  grep -q "listening" "$tmp/iperf-s.out" 2>/dev/null && break
+  sleep 0.1
+done
+before=$(nic_bytes)
+timeout 60 "$SAN_BIN/sanrun" iperf3 -c 127.0.0.1 -p "$iport" -t 1 -J >"$tmp/iperf-c.json" ||
+  fail "sanrun iperf3 client: exit $? ($(tail -3 "$tmp/iperf-c.json" "$tmp/iperf-s.out" 2>/dev/null))"
+after=$(nic_bytes)
+got=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["end"]["sum_received"]["bytes"]))' "$tmp/iperf-c.json")
+((got > 0)) || fail "iperf3 moved nothing"
+((after - before >= got)) || fail "iperf3: nic_bytes grew by $((after - before)), the receiver got $got"
+echo "sock programs: iperf3 under sanrun, $got bytes over the SAN"
