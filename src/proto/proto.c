@@ -76,9 +76,7 @@ static bool access_ok(uint32_t a)
     return a && !(a & ~(SAN_WIRE_MEM_READ | SAN_WIRE_MEM_WRITE));
 }
 
-/* The reserved word of a request body whose size is already right: not 0 is a malformed message
- * (-EBADMSG), before any argument is looked at. */
-static uint32_t request_reserved(const struct san_msg *m)
+uint32_t san_proto_request_reserved(const struct san_msg *m)
 {
     switch (m->hdr.opcode) {
     case SAN_OP_HELLO:
@@ -102,7 +100,7 @@ static uint32_t request_reserved(const struct san_msg *m)
 /* Argument domains of a well-formed request: -EINVAL, as libsan answers the same arguments. */
 static int check_request(const struct san_msg *m)
 {
-    if (request_reserved(m))
+    if (san_proto_request_reserved(m))
         return -EBADMSG;
     switch (m->hdr.opcode) {
     case SAN_OP_HELLO:

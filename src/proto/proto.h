@@ -376,6 +376,10 @@ long san_proto_body_size(unsigned opcode);
  * A reply with a non-zero status is accepted with an empty body. Pure function: no side effects,
  * no allocation. */
 enum san_decode san_proto_decode(const void *buf, size_t len, bool reply, int *err);
+/* The reserved words of a request whose body size is right, ORed: not 0 makes the request
+ * malformed (-EBADMSG), before any argument is looked at. The decoder's rule, shared with its
+ * fuzzer. */
+uint32_t san_proto_request_reserved(const struct san_msg *m);
 
 /* Fills hdr for a message of opcode with a body of the opcode's size. */
 void san_proto_init(struct san_msg *m, unsigned opcode, uint64_t id);

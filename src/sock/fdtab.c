@@ -35,12 +35,20 @@ static struct sansock_obj *_Atomic *slot_of(unsigned fd, bool make)
     return c ? &c[fd & (CHUNK - 1)] : NULL;
 }
 
-struct sansock_obj *sansock_fd_get(int fd)
+/* The slot of fd when it may hold an object, seen without the lock (the fast path for the
+ * program's own descriptors: one or two atomic loads), or NULL. */
+static struct sansock_obj *_Atomic *occupied_slot(int fd)
 {
     if (fd < 0 || !atomic_load_explicit(&any_entries, memory_order_relaxed))
         return NULL;
     struct sansock_obj *_Atomic *s = slot_of((unsigned)fd, false);
-    if (!s || !atomic_load_explicit(s, memory_order_relaxed))
+    return s && atomic_load_explicit(s, memory_order_relaxed) ? s : NULL;
+}
+
+struct sansock_obj *sansock_fd_get(int fd)
+{
+    struct sansock_obj *_Atomic *s = occupied_slot(fd);
+    if (!s)
         return NULL;
     pthread_mutex_lock(&tab_lock);
     struct sansock_obj *o = atomic_load_explicit(s, memory_order_relaxed);
@@ -84,10 +92,8 @@ int sansock_fd_set(int fd, struct sansock_obj *o)
 
 struct sansock_obj *sansock_fd_take(int fd)
 {
-    if (fd < 0 || !atomic_load_explicit(&any_entries, memory_order_relaxed))
-        return NULL;
-    struct sansock_obj *_Atomic *s = slot_of((unsigned)fd, false);
-    if (!s || !atomic_load_explicit(s, memory_order_relaxed))
+    struct sansock_obj *_Atomic *s = occupied_slot(fd);
+    if (!s)
         return NULL;
     pthread_mutex_lock(&tab_lock);
     struct sansock_obj *o = atomic_exchange(s, NULL);

@@ -451,6 +451,16 @@ void sansock_conn_names(struct sansock_conn *c, struct sansock_wire_addr *local,
     pthread_mutex_unlock(&c->lock);
 }
 
+/* A send or receive that cannot go on now: -EAGAIN for a non-blocking one, else it waits for
+ * progress: 0 to look again, or -EINTR. */
+static int block_locked(struct sansock_conn *c, int fd, int flags)
+{
+    if (sansock_nonblocking(fd, flags))
+        return -EAGAIN;
+    int r = wait_locked(c, 0);
+    return r == -EINTR ? r : 0;
+}
+
 ssize_t sansock_conn_send(struct sansock_conn *c, int fd, const void *buf, size_t len, int flags)
 {
     if (inherited(c))
@@ -478,15 +488,8 @@ ssize_t sansock_conn_send(struct sansock_conn *c, int fd, const void *buf, size_
             sent += chunk;
             continue;
         }
-        if (sansock_nonblocking(fd, flags)) {
-            ret = -EAGAIN;
+        if ((ret = block_locked(c, fd, flags)))
             break;
-        }
-        int r = wait_locked(c, 0);
-        if (r == -EINTR) {
-            ret = r;
-            break;
-        }
     }
     pthread_mutex_unlock(&c->lock);
     return sent ? (ssize_t)sent : ret;
@@ -550,15 +553,8 @@ ssize_t sansock_conn_recv(struct sansock_conn *c, int fd, void *buf, size_t len,
             ret = -ECONNRESET;
             break;
         }
-        if (sansock_nonblocking(fd, flags)) {
-            ret = -EAGAIN;
+        if ((ret = block_locked(c, fd, flags)))
             break;
-        }
-        int r = wait_locked(c, 0);
-        if (r == -EINTR) {
-            ret = r;
-            break;
-        }
     }
     pthread_mutex_unlock(&c->lock);
     return got ? (ssize_t)got : ret;

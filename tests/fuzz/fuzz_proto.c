@@ -51,27 +51,6 @@ static void check_accepted(const struct san_msg *m, size_t len, bool reply)
     }
 }
 
-static uint32_t reserved_word(const struct san_msg *m)
-{
-    switch (m->hdr.opcode) {
-    case SAN_OP_HELLO:
-        return m->u.hello_req.reserved;
-    case SAN_OP_ALLOC:
-        return m->u.alloc_req.reserved;
-    case SAN_OP_DEREGISTER:
-        return m->u.deregister_req.reserved;
-    case SAN_OP_PADDR:
-        return m->u.paddr_req.reserved;
-    case SAN_OP_LISTEN:
-        return m->u.listen_req.addr.reserved | m->u.listen_req.addr.reserved2 |
-               m->u.listen_req.reserved;
-    case SAN_OP_CONNECT:
-        return m->u.connect_req.addr.reserved | m->u.connect_req.addr.reserved2;
-    default:
-        return 0;
-    }
-}
-
 /* A rejected request that passed framing, version, direction, opcode, status and size. */
 static void check_rejected(const struct san_msg *m, size_t len, bool reply, int err)
 {
@@ -82,9 +61,9 @@ static void check_rejected(const struct san_msg *m, size_t len, bool reply, int 
                        !m->hdr.status && len == sizeof(m->hdr) + (size_t)body;
     if (err != -EPROTO && err != -EOPNOTSUPP && err != -EBADMSG && err != -EINVAL)
         abort();
-    if (err == -EINVAL && (!well_formed || reserved_word(m)))
+    if (err == -EINVAL && (!well_formed || san_proto_request_reserved(m)))
         abort();
-    if (err == -EBADMSG && well_formed && !reserved_word(m))
+    if (err == -EBADMSG && well_formed && !san_proto_request_reserved(m))
         abort();
 }
 
