@@ -27,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -295,11 +294,9 @@ int san_mdl_build(struct san_machine *m, const struct san_page_owner *owner, uin
     mdl->allocated = true;
     mdl->pieces[0] = (struct san_mdl_piece){0, mdl->nr_pages, pa, NULL};
     mdl->nr_pieces = 1;
-    /* The probe: the image's mapping of the frames is made present now, so that no device access
-     * takes a page fault per page later (an exported allocation is a memfd mapped here, populated
-     * lazily). Best effort: without MADV_POPULATE_* (before 5.14) the first accesses fault. */
-    madvise(allocated_host(mdl, 0), (size_t)mdl->nr_pages * PAGE,
-            access & SAN_MEM_WRITE ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
+    /* Nothing is populated here: the daemon builds this on its loop, and zeroing a fresh
+     * allocation's pages there would stall every other client for as long as the range is large.
+     * The first device accesses fault the pages in, on the NIC engine of that connection. */
     *out = mdl;
     return 0;
 }
