@@ -15,7 +15,9 @@ run=$SAN_BIN/sanrun
 set +e
 "$run" false
 rc=$?
-"$run" no-such-program-here 2>/dev/null
+# A PATH every user can search: an unsearchable directory in it makes execvp say EACCES (126),
+# as env(1) does.
+PATH=/usr/bin:/bin "$run" no-such-program-here 2>/dev/null
 rc2=$?
 set -e
 [[ $rc -eq 1 ]] || fail "sanrun false: exit $rc"
