@@ -5,7 +5,8 @@
 # daemon's nic_bytes grows by at least the bytes sockperf reports). A plain sockperf client (not
 # under sanrun) must reach the sanrun'd server over TCP, untouched by the SAN. The same runs over
 # plain TCP are printed beside the SAN's, as figures (not asserted: these machines are noisy).
-# (epoll joins the list once the switch interposes it.) Skipped when sockperf is missing (scripts/install-deps installs it).
+# (-F e joins the list once the switch interposes epoll.) Skipped when sockperf is missing
+# (scripts/install-deps installs it).
 set -euo pipefail
 : "${SAN_BIN:?}"
 skip() {
