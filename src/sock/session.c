@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include "sock/real.h"
@@ -51,6 +52,8 @@ struct sansock_conn {
     uint32_t rhead, rcount;
     uint64_t send_free; /* bit j: send slot j is free */
     uint32_t sends_posted;
+    uint32_t send_bytes[NSEND]; /* data bytes in posted send slot j */
+    uint64_t outq;              /* data bytes in posted sends not completed yet */
 
     uint32_t credits;    /* receives the peer has posted for us */
     uint32_t owed;       /* receives we reposted and have not told the peer about */
@@ -60,7 +63,9 @@ struct sansock_conn {
     bool peer_eof;       /* the peer's SHUTDOWN arrived */
     bool peer_gone;      /* the peer's endpoint is closed */
     bool rd_shut, wr_shut, shut_sent;
-    int err; /* reset: -ECONNRESET (or the NIC's error); 0 while healthy */
+    int err;          /* reset: -ECONNRESET (or the NIC's error); 0 while healthy */
+    int so_error;     /* err until reported once (SO_ERROR, or a call that failed with it) */
+    bool abort_close; /* SO_LINGER {1, 0}: close resets instead of delivering */
 
     struct sansock_wire_negotiate peer_neg;
     struct sansock_wire_addr local, peer;
@@ -101,7 +106,7 @@ static void close_ep_locked(struct sansock_conn *c)
 static void reset_locked(struct sansock_conn *c, int err)
 {
     if (!c->err)
-        c->err = err ? err : -ECONNRESET;
+        c->so_error = c->err = err ? err : -ECONNRESET;
     close_ep_locked(c);
 }
 
@@ -128,24 +133,66 @@ static int repost_locked(struct sansock_conn *c, uint32_t slot)
     return 0;
 }
 
-/* Sends one message of type with payload (len bytes) from a free send slot, the credits owed in
- * its header. The caller checked that a credit and a slot are free. */
-static int send_locked(struct sansock_conn *c, uint8_t type, const void *payload, uint32_t len)
+/* A position in the program's iovec array: a vectored call copies across its pieces as if they
+ * were one buffer, so many small pieces fill one message. */
+struct cursor {
+    const struct iovec *iov;
+    int cnt;
+    size_t off; /* into iov[0] */
+};
+
+static void cursor_skip_empty(struct cursor *u)
+{
+    while (u->cnt && u->off == u->iov->iov_len) {
+        u->iov++;
+        u->cnt--;
+        u->off = 0;
+    }
+}
+
+/* Copies len bytes between the cursor's pieces and flat (to flat if out), advancing it. The caller
+ * checked that the pieces hold len bytes. */
+static void cursor_copy(struct cursor *u, uint8_t *flat, size_t len, bool out)
+{
+    while (len) {
+        cursor_skip_empty(u);
+        size_t n = u->iov->iov_len - u->off;
+        if (n > len)
+            n = len;
+        uint8_t *p = (uint8_t *)u->iov->iov_base + u->off;
+        if (out)
+            memcpy(flat, p, n);
+        else
+            memcpy(p, flat, n);
+        flat += n;
+        len -= n;
+        u->off += n;
+    }
+}
+
+/* Sends one message of type with len payload bytes from src (NULL: none) from a free send slot,
+ * the credits owed in its header. The caller checked that a credit and a slot are free. */
+static int send_locked(struct sansock_conn *c, uint8_t type, struct cursor *src, uint32_t len)
 {
     uint32_t j = (uint32_t)__builtin_ctzll(c->send_free);
     uint8_t *s = send_slot(c, j);
     uint16_t flags = c->credits <= 2 ? SANSOCK_F_CREDIT_LOW : 0;
     size_t n = sansock_wire_encode_hdr(s, type, flags, len, c->owed);
+    struct cursor before = len ? *src : (struct cursor){0};
     if (len)
-        memcpy(s + SANSOCK_HDR_SIZE, payload, len);
+        cursor_copy(src, s + SANSOCK_HDR_SIZE, len, true);
     struct san_sge sge = {.addr = s, .length = (uint32_t)n, .lkey = c->lkey};
     int err = c->ep ? san_post_send(c->ep, SEND_TAG | j, &sge, 1, 0) : -ENOTCONN;
     if (err) {
+        if (len)
+            *src = before;
         post_failed_locked(c, err);
         return err;
     }
     c->send_free &= ~(1ull << j);
     c->sends_posted++;
+    c->send_bytes[j] = len;
+    c->outq += len;
     c->credits--;
     c->owed = 0;
     c->peer_low = false;
@@ -224,8 +271,11 @@ static bool progress_locked(struct sansock_conn *c)
         changed = true;
         for (int i = 0; i < n; i++) {
             if (wc[i].wr_id & SEND_TAG) {
-                c->send_free |= 1ull << (wc[i].wr_id & (NSEND - 1));
+                uint32_t j = (uint32_t)(wc[i].wr_id & (NSEND - 1));
+                c->send_free |= 1ull << j;
                 c->sends_posted--;
+                c->outq -= c->send_bytes[j];
+                c->send_bytes[j] = 0;
                 if (wc[i].status)
                     reset_locked(c, wc[i].status);
             } else if (wc[i].status) {
@@ -375,7 +425,8 @@ static void conn_destroy(struct sansock_obj *o)
     /* As TCP's close: what was written reaches the peer, then the peer reads EOF. Bounded. */
     uint64_t deadline = now_ns() + (uint64_t)CLOSE_MS * 1000000u;
     c->wr_shut = true;
-    while (c->ep && !c->err && !c->peer_gone && (!c->shut_sent || c->sends_posted)) {
+    while (c->ep && !c->abort_close && !c->err && !c->peer_gone &&
+           (!c->shut_sent || c->sends_posted)) {
         control_locked(c);
         if (c->shut_sent && !c->sends_posted)
             break;
@@ -461,12 +512,35 @@ static int block_locked(struct sansock_conn *c, int fd, int flags)
     return r == -EINTR ? r : 0;
 }
 
+/* The call fails with the connection's reset: reported, so SO_ERROR no longer holds it. */
+static ssize_t reported_locked(struct sansock_conn *c, ssize_t r)
+{
+    if (r == -ECONNRESET)
+        c->so_error = 0;
+    return r;
+}
+
+static size_t iov_total(const struct iovec *iov, int cnt)
+{
+    size_t len = 0;
+    for (int i = 0; i < cnt; i++)
+        len += iov[i].iov_len; /* the caller checked that this cannot overflow */
+    return len;
+}
+
 ssize_t sansock_conn_send(struct sansock_conn *c, int fd, const void *buf, size_t len, int flags)
+{
+    struct iovec v = {.iov_base = (void *)buf, .iov_len = len};
+    return sansock_conn_sendv(c, fd, &v, 1, flags);
+}
+
+ssize_t sansock_conn_sendv(struct sansock_conn *c, int fd, const struct iovec *iov, int iovcnt,
+                           int flags)
 {
     if (inherited(c))
         return -ECONNRESET;
-    const uint8_t *p = buf;
-    size_t sent = 0;
+    struct cursor u = {.iov = iov, .cnt = iovcnt};
+    size_t len = iov_total(iov, iovcnt), sent = 0;
     ssize_t ret = 0;
     pthread_mutex_lock(&c->lock);
     while (sent < len) {
@@ -481,7 +555,7 @@ ssize_t sansock_conn_send(struct sansock_conn *c, int fd, const void *buf, size_
         }
         if (c->negotiated && c->credits >= 2 && c->send_free) {
             size_t chunk = len - sent < c->max_inline ? len - sent : c->max_inline;
-            if (send_locked(c, SANSOCK_MSG_DATA, p + sent, (uint32_t)chunk)) {
+            if (send_locked(c, SANSOCK_MSG_DATA, &u, (uint32_t)chunk)) {
                 ret = -ECONNRESET;
                 break;
             }
@@ -491,12 +565,14 @@ ssize_t sansock_conn_send(struct sansock_conn *c, int fd, const void *buf, size_
         if ((ret = block_locked(c, fd, flags)))
             break;
     }
+    if (!sent)
+        ret = reported_locked(c, ret);
     pthread_mutex_unlock(&c->lock);
     return sent ? (ssize_t)sent : ret;
 }
 
-/* Copies up to len ready bytes (consumes them unless peek): the bytes copied. */
-static size_t take_locked(struct sansock_conn *c, uint8_t *dst, size_t len, bool peek)
+/* Copies up to len ready bytes to dst (consumes them unless peek): the bytes copied. */
+static size_t take_locked(struct sansock_conn *c, struct cursor *dst, size_t len, bool peek)
 {
     size_t got = 0;
     uint32_t i = 0;
@@ -505,7 +581,7 @@ static size_t take_locked(struct sansock_conn *c, uint8_t *dst, size_t len, bool
         size_t n = r->len - r->off;
         if (n > len - got)
             n = len - got;
-        memcpy(dst + got, recv_slot(c, r->slot) + SANSOCK_HDR_SIZE + r->off, n);
+        cursor_copy(dst, recv_slot(c, r->slot) + SANSOCK_HDR_SIZE + r->off, n, false);
         got += n;
         if (peek) {
             i++;
@@ -527,10 +603,19 @@ static size_t take_locked(struct sansock_conn *c, uint8_t *dst, size_t len, bool
 
 ssize_t sansock_conn_recv(struct sansock_conn *c, int fd, void *buf, size_t len, int flags)
 {
+    struct iovec v = {.iov_base = buf, .iov_len = len};
+    return sansock_conn_recvv(c, fd, &v, 1, flags);
+}
+
+ssize_t sansock_conn_recvv(struct sansock_conn *c, int fd, const struct iovec *iov, int iovcnt,
+                           int flags)
+{
     if (inherited(c))
         return -ECONNRESET;
+    size_t len = iov_total(iov, iovcnt);
     if (!len)
         return 0;
+    struct cursor u = {.iov = iov, .cnt = iovcnt};
     size_t got = 0;
     ssize_t ret = 0;
     pthread_mutex_lock(&c->lock);
@@ -538,10 +623,12 @@ ssize_t sansock_conn_recv(struct sansock_conn *c, int fd, void *buf, size_t len,
         progress_locked(c);
         if (c->rd_shut)
             break;
-        if (flags & MSG_PEEK) /* looks at what is there from the start, each time */
-            got = take_locked(c, buf, len, true);
-        else
-            got += take_locked(c, (uint8_t *)buf + got, len - got, false);
+        if (flags & MSG_PEEK) { /* looks at what is there from the start, each time */
+            struct cursor start = {.iov = iov, .cnt = iovcnt};
+            got = take_locked(c, &start, len, true);
+        } else {
+            got += take_locked(c, &u, len - got, false);
+        }
         if (got == len || (got && !(flags & MSG_WAITALL)))
             break;
         progress_locked(c); /* a repost that found the peer gone: its SHUTDOWN may be queued */
@@ -556,6 +643,8 @@ ssize_t sansock_conn_recv(struct sansock_conn *c, int fd, void *buf, size_t len,
         if ((ret = block_locked(c, fd, flags)))
             break;
     }
+    if (!got)
+        ret = reported_locked(c, ret);
     pthread_mutex_unlock(&c->lock);
     return got ? (ssize_t)got : ret;
 }
@@ -619,5 +708,52 @@ void sansock_conn_unwait(struct sansock_conn *c, struct sansock_waiter *w)
     pthread_mutex_lock(&c->lock);
     sansock_waiter_unlink(&c->waiters, w);
     close_ep_locked(c);
+    pthread_mutex_unlock(&c->lock);
+}
+
+void sansock_conn_state(struct sansock_conn *c, struct sansock_conn_state *st)
+{
+    *st = (struct sansock_conn_state){.rcvbuf = NRECV * (c->slot_size - SANSOCK_HDR_SIZE)};
+    if (inherited(c)) {
+        st->err = -ECONNRESET;
+        return;
+    }
+    pthread_mutex_lock(&c->lock);
+    progress_locked(c);
+    for (uint32_t i = 0; i < c->rcount; i++) {
+        const struct ready *r = &c->ready[(c->rhead + i) % NRECV];
+        st->inq += r->len - r->off;
+    }
+    st->outq = c->outq;
+    st->mss = c->negotiated ? c->max_inline : c->slot_size - SANSOCK_HDR_SIZE;
+    /* Data never takes the last credit, nor more than the send slots. */
+    st->sndbuf = (NSEND < c->peer_slots ? NSEND : c->peer_slots) * st->mss;
+    if (!c->negotiated)
+        st->sndbuf = NSEND * st->mss;
+    st->negotiated = c->negotiated;
+    st->peer_eof = c->peer_eof;
+    st->wr_shut = c->wr_shut;
+    st->err = c->err ? c->err : c->peer_gone && !c->peer_eof ? -ECONNRESET : 0;
+    pthread_mutex_unlock(&c->lock);
+}
+
+int sansock_conn_take_error(struct sansock_conn *c)
+{
+    if (inherited(c))
+        return 0;
+    pthread_mutex_lock(&c->lock);
+    progress_locked(c);
+    int e = c->so_error;
+    c->so_error = 0;
+    pthread_mutex_unlock(&c->lock);
+    return e;
+}
+
+void sansock_conn_set_abort(struct sansock_conn *c, bool abort_close)
+{
+    if (inherited(c))
+        return;
+    pthread_mutex_lock(&c->lock);
+    c->abort_close = abort_close;
     pthread_mutex_unlock(&c->lock);
 }

@@ -10,7 +10,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <san/san.h>
 
@@ -45,6 +47,12 @@ void sansock_conn_names(struct sansock_conn *c, struct sansock_wire_addr *local,
  * wait); flags: MSG_DONTWAIT, and for receive MSG_PEEK, MSG_WAITALL. */
 ssize_t sansock_conn_send(struct sansock_conn *c, int fd, const void *buf, size_t len, int flags);
 ssize_t sansock_conn_recv(struct sansock_conn *c, int fd, void *buf, size_t len, int flags);
+/* The same over an iovec array (the caller checked iovcnt and that the lengths' sum fits a
+ * ssize_t): the pieces are one stream, so many small pieces travel in few messages. */
+ssize_t sansock_conn_sendv(struct sansock_conn *c, int fd, const struct iovec *iov, int iovcnt,
+                           int flags);
+ssize_t sansock_conn_recvv(struct sansock_conn *c, int fd, const struct iovec *iov, int iovcnt,
+                           int flags);
 /* SHUT_RD, SHUT_WR, SHUT_RDWR: 0, -EINVAL, -ENOTCONN. Never blocks (SHUTDOWN is sent as soon as a
  * credit allows). */
 int sansock_conn_shutdown(struct sansock_conn *c, int how);
@@ -57,5 +65,21 @@ short sansock_conn_events(struct sansock_conn *c, short events, struct sansock_w
                           int *wait_fd);
 /* Unlinks a waiter linked by sansock_conn_events. */
 void sansock_conn_unwait(struct sansock_conn *c, struct sansock_waiter *w);
+
+/* What ioctl and getsockopt report (after polling completions). */
+struct sansock_conn_state {
+    size_t inq;      /* bytes readable now */
+    size_t outq;     /* bytes sent and not yet in the peer's receive buffers */
+    uint32_t rcvbuf; /* bytes this side's posted receives hold */
+    uint32_t sndbuf; /* bytes the peer's receives hold for us: what can be in flight */
+    uint32_t mss;    /* the most data bytes one message carries */
+    bool negotiated, peer_eof, wr_shut;
+    int err; /* the connection is reset: -ECONNRESET (or the NIC's error) */
+};
+void sansock_conn_state(struct sansock_conn *c, struct sansock_conn_state *st);
+/* The pending error for SO_ERROR (negative errno, or 0), cleared: TCP reports a reset once. */
+int sansock_conn_take_error(struct sansock_conn *c);
+/* SO_LINGER {1, 0}: close drops what is unsent and resets the peer instead of delivering. */
+void sansock_conn_set_abort(struct sansock_conn *c, bool abort_close);
 
 #endif
