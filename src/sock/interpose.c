@@ -8,12 +8,11 @@
 #include <stdarg.h>
 #include <unistd.h>
 
+#include "sock/export.h"
 #include "sock/real.h"
 #include "sock/san.h"
 #include "sock/session.h"
 #include "sock/sock.h"
-
-#define EXPORT __attribute__((visibility("default")))
 
 /* With _GNU_SOURCE glibc declares the address parameters as transparent unions. */
 #if defined __USE_GNU && !defined __cplusplus
@@ -29,21 +28,8 @@ __attribute__((constructor)) static void sansock_init(void)
     sansock_san_init();
 }
 
-static ssize_t fail(ssize_t r)
-{
-    if (r >= 0)
-        return r;
-    errno = (int)-r;
-    return -1;
-}
-
-/* EPIPE on a stream socket raises SIGPIPE unless MSG_NOSIGNAL, as the kernel does. */
-static ssize_t send_result(ssize_t r, int flags)
-{
-    if (r == -EPIPE && !(flags & MSG_NOSIGNAL))
-        raise(SIGPIPE);
-    return fail(r);
-}
+#define fail        sansock_fail
+#define send_result sansock_send_result
 
 EXPORT int connect(int fd, __CONST_SOCKADDR_ARG addr, socklen_t len)
 {
@@ -73,20 +59,6 @@ EXPORT int accept(int fd, __SOCKADDR_ARG addr, socklen_t *len)
 {
     return accept4(fd, addr, len, 0);
 }
-
-/* Runs expr with c bound to fd's connection, else falls through to the kernel. */
-#define ON_CONN(fd, expr, kernel)                                                                  \
-    do {                                                                                           \
-        struct sansock_obj *o_ = sansock_fd_get(fd);                                               \
-        struct sansock_conn *c = sansock_obj_conn(o_);                                             \
-        if (!c) {                                                                                  \
-            sansock_obj_put(o_);                                                                   \
-            return kernel;                                                                         \
-        }                                                                                          \
-        ssize_t r_ = (expr);                                                                       \
-        sansock_obj_put(o_);                                                                       \
-        return r_;                                                                                 \
-    } while (0)
 
 EXPORT ssize_t read(int fd, void *buf, size_t n)
 {

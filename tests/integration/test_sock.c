@@ -17,39 +17,10 @@
 
 #include "harness.h"
 #include "nic_pair.h"
+#include "sock_spawn.h"
 #include "sock/wire.h"
 
 static char sanrun[512], echo[512];
-
-/* Starts argv with stdout on a pipe (*out); env_socket: SANPROXY_SOCKET for the child. */
-static pid_t spawn(char *const argv[], const char *env_socket, FILE **out)
-{
-    int p[2];
-    CHECK(!pipe(p));
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failing test leaves no server behind */
-        dup2(p[1], 1);
-        close(p[0]);
-        close(p[1]);
-        if (env_socket)
-            setenv("SANPROXY_SOCKET", env_socket, 1);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    close(p[1]);
-    *out = fdopen(p[0], "r");
-    CHECK(*out);
-    return pid;
-}
-
-static int wait_exit(pid_t pid)
-{
-    int st;
-    CHECK(waitpid(pid, &st, 0) == pid);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
 
 /* Runs the client (under sanrun or not) for size bytes; its "ok" line goes to line. */
 static void client_as(const char *mode, bool under_sanrun, const char *sock, int port, size_t size,

@@ -1,0 +1,39 @@
+/* Starting the sockets switch's test programs (tests/sock/) from an integration test: each runs
+ * with its stdout on a pipe the test reads, and dies with the test. */
+#ifndef SAN_TEST_SOCK_SPAWN_H
+#define SAN_TEST_SOCK_SPAWN_H
+
+#include "harness.h"
+
+/* Starts argv with stdout on a pipe (*out); env_socket: SANPROXY_SOCKET for the child. */
+static pid_t spawn(char *const argv[], const char *env_socket, FILE **out)
+{
+    int p[2];
+    CHECK(!pipe(p));
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failing test leaves no server behind */
+        dup2(p[1], 1);
+        close(p[0]);
+        close(p[1]);
+        if (env_socket)
+            setenv("SANPROXY_SOCKET", env_socket, 1);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(p[1]);
+    *out = fdopen(p[0], "r");
+    CHECK(*out);
+    return pid;
+}
+
+/* The exit status of pid (128 + the signal if one ended it). */
+static int wait_exit(pid_t pid)
+{
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+#endif
