@@ -120,7 +120,10 @@ int main(void)
     CHECK(bin && build);
     snprintf(sanrun, sizeof(sanrun), "%s/sanrun", bin);
     snprintf(prog, sizeof(prog), "%s/tests/sock_calls", build);
-    /* The fortify role tests something only if the program calls the fortified names. */
+    /* The fortify role tests something only if the program calls the fortified names. glibc
+     * leaves _FORTIFY_SOURCE off under AddressSanitizer: there the role reads with plain read,
+     * recv and recvfrom, and the fortified names are tested by the plain build. */
+#ifndef SAN_UNDER_SANITIZER
     char cmd[700];
     static const char *chk[] = {"__read_chk", "__recv_chk", "__recvfrom_chk", "__poll_chk"};
     for (size_t i = 0; i < sizeof(chk) / sizeof(chk[0]); i++) {
@@ -129,6 +132,7 @@ int main(void)
             test_fail(__FILE__, __LINE__, "sock_calls does not call %s: not built fortified",
                       chk[i]);
     }
+#endif
     struct test_daemon d;
     test_daemon_start(&d, NULL);
     daemon_sock = d.sock;

@@ -283,6 +283,8 @@ static void vec_client(int s)
     }
     EXPECT(got == total);
     check(in, total, 0);
+    free(in);
+    free(out);
     printf("ok vec %zu\n", total);
 }
 
@@ -340,6 +342,7 @@ static void vec_server(int s)
         }
     }
     shutdown(s, SHUT_WR);
+    free(in);
     printf("ok vec %zu\n", total);
 }
 
@@ -380,6 +383,7 @@ static void send_pattern_server(int s, size_t len)
     struct iovec v = {out, len};
     struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
     EXPECT(sendmsg(s, &m, MSG_NOSIGNAL) == (ssize_t)len);
+    free(out);
     EXPECT(shutdown(s, SHUT_WR) == 0);
     char b;
     EXPECT(read(s, &b, 1) == 0);
