@@ -105,8 +105,10 @@ static void close_ep_locked(struct sansock_conn *c)
 
 static void reset_locked(struct sansock_conn *c, int err)
 {
-    if (!c->err)
-        c->so_error = c->err = err ? err : -ECONNRESET;
+    if (!c->err) {
+        c->err = err ? err : -ECONNRESET;
+        c->so_error = -ECONNRESET; /* what reads and writes say too, whatever the NIC said */
+    }
     close_ep_locked(c);
 }
 
@@ -724,12 +726,10 @@ void sansock_conn_state(struct sansock_conn *c, struct sansock_conn_state *st)
         const struct ready *r = &c->ready[(c->rhead + i) % NRECV];
         st->inq += r->len - r->off;
     }
-    st->outq = c->outq;
+    st->outq = c->err ? 0 : c->outq; /* a reset drops what was in flight, as TCP's */
     st->mss = c->negotiated ? c->max_inline : c->slot_size - SANSOCK_HDR_SIZE;
-    /* Data never takes the last credit, nor more than the send slots. */
-    st->sndbuf = (NSEND < c->peer_slots ? NSEND : c->peer_slots) * st->mss;
-    if (!c->negotiated)
-        st->sndbuf = NSEND * st->mss;
+    /* In flight at most: a message per send slot, and per receive the peer posted. */
+    st->sndbuf = (c->negotiated && c->peer_slots < NSEND ? c->peer_slots : NSEND) * st->mss;
     st->negotiated = c->negotiated;
     st->peer_eof = c->peer_eof;
     st->wr_shut = c->wr_shut;
@@ -739,8 +739,8 @@ void sansock_conn_state(struct sansock_conn *c, struct sansock_conn_state *st)
 
 int sansock_conn_take_error(struct sansock_conn *c)
 {
-    if (inherited(c))
-        return 0;
+    if (inherited(c)) /* dead for use in this process, as its reads and writes say */
+        return -ECONNRESET;
     pthread_mutex_lock(&c->lock);
     progress_locked(c);
     int e = c->so_error;
