@@ -109,8 +109,6 @@ static ssize_t conn_recvmsg(struct sansock_conn *c, int fd, struct msghdr *m, in
 {
     if (!m)
         return -EFAULT;
-    if (flags & MSG_ERRQUEUE) /* nothing is ever queued there: no timestamps, no ICMP */
-        return -EAGAIN;
     int err = check_iov(m->msg_iov, m->msg_iovlen, EMSGSIZE);
     if (err)
         return err;

@@ -541,6 +541,8 @@ ssize_t sansock_conn_sendv(struct sansock_conn *c, int fd, const struct iovec *i
 {
     if (inherited(c))
         return -ECONNRESET;
+    if (flags & MSG_OOB) /* no urgent data on the SAN: refused rather than sent inline */
+        return -EOPNOTSUPP;
     struct cursor u = {.iov = iov, .cnt = iovcnt};
     size_t len = iov_total(iov, iovcnt), sent = 0;
     ssize_t ret = 0;
@@ -614,6 +616,11 @@ ssize_t sansock_conn_recvv(struct sansock_conn *c, int fd, const struct iovec *i
 {
     if (inherited(c))
         return -ECONNRESET;
+    /* As TCP's with no urgent data and an empty error queue (no timestamps, no ICMP). */
+    if (flags & MSG_ERRQUEUE)
+        return -EAGAIN;
+    if (flags & MSG_OOB)
+        return -EINVAL;
     size_t len = iov_total(iov, iovcnt);
     if (!len)
         return 0;

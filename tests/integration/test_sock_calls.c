@@ -146,7 +146,7 @@ int main(void)
         run(&d, "epipe", "", san, 0);
         run(&d, "closed", "", san, 0);
         run(&d, "sendfile", san ? "san" : "", san, 300000 + (1u << 20) + 2 * (8u << 20));
-        run(&d, "sockopt", "", san, 600);
+        run(&d, "sockopt", san ? "san" : "", san, 600);
         run(&d, "fortify", "7", san, 10000);
         run(&d, "fortify", "4099", san, 10000);
         run_kill("reset", san, "accepted", "connected");

@@ -22,13 +22,14 @@
  *             advances), at end of file, count 0, a SAN socket as source (EINVAL, ARG "san"),
  *             non-blocking (the position advances by exactly what was sent)
  *   sockopt   SO_TYPE/SO_DOMAIN/SO_PROTOCOL, SO_ERROR 0, buffer sizes, TCP_NODELAY, SO_KEEPALIVE,
- *             SO_REUSEADDR read back, TCP_INFO says established, sendmmsg/recvmmsg; then
- *             SO_LINGER {1, 0} and close: the server's read fails with ECONNRESET
- *   reset     the client writes 10 bytes the server never reads; the test SIGKILLs the server;
- *             the client's poll sees POLLERR, SO_ERROR is ECONNRESET once, then 0
- *   killsend  the client writes until the test SIGKILLs the reading server: EPIPE or ECONNRESET
- *   killrecv  the client reads until the test SIGKILLs the writing server: EOF or ECONNRESET
- *   fortify   read, recv, recvfrom and poll built with _FORTIFY_SOURCE (__read_chk...) */
+ *             SO_REUSEADDR read back, TCP_INFO says established, MSG_OOB and MSG_ERRQUEUE as
+ *             TCP's without urgent data (ARG "san": a MSG_OOB send is EOPNOTSUPP),
+ * sendmmsg/recvmmsg; then SO_LINGER {1, 0} and close: the server's read fails with ECONNRESET reset
+ * the client writes 10 bytes the server never reads; the test SIGKILLs the server; the client's
+ * poll sees POLLERR, SO_ERROR is ECONNRESET once, then 0 killsend  the client writes until the test
+ * SIGKILLs the reading server: EPIPE or ECONNRESET killrecv  the client reads until the test
+ * SIGKILLs the writing server: EOF or ECONNRESET fortify   read, recv, recvfrom and poll built with
+ * _FORTIFY_SOURCE (__read_chk...) */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -704,7 +705,7 @@ static void set_int(int s, int level, int opt, int v)
         FAIL("setsockopt %d/%d", level, opt);
 }
 
-static void sockopt_client(int s)
+static void sockopt_client(int s, bool san)
 {
     char c;
     EXPECT(read_full(s, &c, 1) && c == 'r');
@@ -736,6 +737,16 @@ static void sockopt_client(int s)
     len = sizeof(v);
     errno = 0;
     EXPECT(getsockopt(s, SOL_SOCKET, 12345, &v, &len) == -1 && errno == ENOPROTOOPT);
+    /* No urgent data, an empty error queue: TCP's answers. */
+    char urg;
+    errno = 0;
+    EXPECT(recv(s, &urg, 1, MSG_OOB) == -1 && errno == EINVAL);
+    errno = 0;
+    EXPECT(recv(s, &urg, 1, MSG_ERRQUEUE | MSG_DONTWAIT) == -1 && errno == EAGAIN);
+    if (san) { /* urgent data cannot travel: refused, never sent inline */
+        errno = 0;
+        EXPECT(send(s, "u", 1, MSG_OOB | MSG_NOSIGNAL) == -1 && errno == EOPNOTSUPP);
+    }
 
     /* sendmmsg and recvmmsg: the server echoes the two messages' 300 bytes. */
     uint8_t out[300], in[300];
@@ -1032,7 +1043,7 @@ int main(int argc, char **argv)
         else if (!strcmp(role, "sendfile"))
             sendfile_client(s, !strcmp(arg, "san"));
         else if (!strcmp(role, "sockopt"))
-            sockopt_client(s);
+            sockopt_client(s, !strcmp(arg, "san"));
         else if (!strcmp(role, "reset"))
             reset_client(s);
         else if (!strcmp(role, "killsend"))
