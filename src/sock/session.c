@@ -140,7 +140,8 @@ static int repost_locked(struct sansock_conn *c, uint32_t slot)
 struct cursor {
     const struct iovec *iov;
     int cnt;
-    size_t off; /* into iov[0] */
+    size_t off;   /* into iov[0] */
+    bool discard; /* a receive with MSG_TRUNC: the bytes are consumed, not copied (as TCP's) */
 };
 
 static void cursor_skip_empty(struct cursor *u)
@@ -156,6 +157,8 @@ static void cursor_skip_empty(struct cursor *u)
  * checked that the pieces hold len bytes. */
 static void cursor_copy(struct cursor *u, uint8_t *flat, size_t len, bool out)
 {
+    if (u->discard)
+        return;
     while (len) {
         cursor_skip_empty(u);
         size_t n = u->iov->iov_len - u->off;
@@ -624,7 +627,8 @@ ssize_t sansock_conn_recvv(struct sansock_conn *c, int fd, const struct iovec *i
     size_t len = iov_total(iov, iovcnt);
     if (!len)
         return 0;
-    struct cursor u = {.iov = iov, .cnt = iovcnt};
+    bool discard = flags & MSG_TRUNC;
+    struct cursor u = {.iov = iov, .cnt = iovcnt, .discard = discard};
     size_t got = 0;
     ssize_t ret = 0;
     pthread_mutex_lock(&c->lock);
@@ -633,7 +637,7 @@ ssize_t sansock_conn_recvv(struct sansock_conn *c, int fd, const struct iovec *i
         if (c->rd_shut)
             break;
         if (flags & MSG_PEEK) { /* looks at what is there from the start, each time */
-            struct cursor start = {.iov = iov, .cnt = iovcnt};
+            struct cursor start = {.iov = iov, .cnt = iovcnt, .discard = discard};
             got = take_locked(c, &start, len, true);
         } else {
             got += take_locked(c, &u, len - got, false);

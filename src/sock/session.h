@@ -44,7 +44,8 @@ void sansock_conn_names(struct sansock_conn *c, struct sansock_wire_addr *local,
 
 /* Stream I/O as the socket calls do: bytes moved or a negative errno (-EAGAIN, -EINTR, -EPIPE,
  * -ECONNRESET). fd is the descriptor the call came on (its O_NONBLOCK is read when the call would
- * wait); flags: MSG_DONTWAIT, and for receive MSG_PEEK, MSG_WAITALL. MSG_OOB: send -EOPNOTSUPP,
+ * wait); flags: MSG_DONTWAIT, and for receive MSG_PEEK, MSG_WAITALL, MSG_TRUNC (the bytes are
+ * consumed without being copied: the buffers may be NULL). MSG_OOB: send -EOPNOTSUPP,
  * receive -EINVAL (TCP's answer without urgent data); MSG_ERRQUEUE: receive -EAGAIN. */
 ssize_t sansock_conn_send(struct sansock_conn *c, int fd, const void *buf, size_t len, int flags);
 ssize_t sansock_conn_recv(struct sansock_conn *c, int fd, void *buf, size_t len, int flags);
