@@ -795,6 +795,15 @@ static void sockopt_client(int s, bool san)
 
 static void sockopt_server(int s)
 {
+    /* The accepting side's descriptor is the switch's own socket there: the same answers. */
+    EXPECT(get_int(s, SOL_SOCKET, SO_TYPE) == SOCK_STREAM);
+    EXPECT(get_int(s, SOL_SOCKET, SO_DOMAIN) == AF_INET);
+    EXPECT(get_int(s, SOL_SOCKET, SO_PROTOCOL) == IPPROTO_TCP);
+    EXPECT(get_int(s, SOL_SOCKET, SO_ERROR) == 0);
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    EXPECT(getsockopt(s, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0);
+    EXPECT(ti.tcpi_state == TCP_ESTABLISHED);
     write_full(s, "r", 1);
     uint8_t in[300];
     EXPECT(read_full(s, in, sizeof(in)));
