@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <sys/mman.h>
 
+#include "sock/sock.h"
+
 #define CHUNK_BITS 10
 #define CHUNK      (1u << CHUNK_BITS)
 #define TOP        1024u
@@ -58,6 +60,13 @@ struct sansock_obj *sansock_fd_get(int fd)
     return o;
 }
 
+void sansock_obj_ref(struct sansock_obj *o)
+{
+    pthread_mutex_lock(&tab_lock);
+    o->refs++;
+    pthread_mutex_unlock(&tab_lock);
+}
+
 void sansock_obj_put(struct sansock_obj *o)
 {
     if (!o)
@@ -100,6 +109,8 @@ struct sansock_obj *sansock_fd_take(int fd)
     if (o)
         atomic_store(&any_entries, --entries);
     pthread_mutex_unlock(&tab_lock);
+    if (o && o->kind != SANSOCK_EPOLL)
+        sansock_epoll_forget(fd, o); /* outside tab_lock: epoll's locks come before it */
     return o;
 }
 

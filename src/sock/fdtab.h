@@ -9,7 +9,7 @@
 
 #include <stdbool.h>
 
-enum sansock_kind { SANSOCK_CONN = 1, SANSOCK_LISTENER = 2 };
+enum sansock_kind { SANSOCK_CONN = 1, SANSOCK_LISTENER = 2, SANSOCK_EPOLL = 3 };
 
 struct sansock_obj {
     enum sansock_kind kind;
@@ -20,12 +20,15 @@ struct sansock_obj {
 
 /* The object at fd with a reference taken, or NULL. */
 struct sansock_obj *sansock_fd_get(int fd);
+/* Takes one more reference to an object the caller holds a reference to. */
+void sansock_obj_ref(struct sansock_obj *o);
 /* Drops a reference; the last one destroys the object (outside the lock). */
 void sansock_obj_put(struct sansock_obj *o);
 /* Makes fd name o (a reference is taken for the table). -EMFILE if fd is beyond the table. Any
  * object fd named before is dropped. */
 int sansock_fd_set(int fd, struct sansock_obj *o);
-/* Removes fd's entry and returns the table's reference to it (or NULL). */
+/* Removes fd's entry and returns the table's reference to it (or NULL). A socket leaves the epoll
+ * sets it was added to with fd (sansock_epoll_forget), as the kernel drops a closed file. */
 struct sansock_obj *sansock_fd_take(int fd);
 /* Drops every entry in [first, last] (close_range, closefrom). */
 void sansock_fd_drop_range(unsigned first, unsigned last);

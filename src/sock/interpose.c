@@ -231,3 +231,55 @@ EXPORT void closefrom(int lowfd)
         sansock_fd_drop_range((unsigned)lowfd, ~0u);
     errno = e;
 }
+
+EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *to, const sigset_t *mask)
+{
+    return sansock_ppoll(fds, n, to, mask, false);
+}
+
+EXPORT int pselect(int n, fd_set *r, fd_set *w, fd_set *x, const struct timespec *to,
+                   const sigset_t *mask)
+{
+    return sansock_pselect(n, r, w, x, to, mask);
+}
+
+EXPORT int epoll_create(int size)
+{
+    return sansock_epoll_create(REAL(epoll_create)(size));
+}
+
+EXPORT int epoll_create1(int flags)
+{
+    return sansock_epoll_create(REAL(epoll_create1)(flags));
+}
+
+EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    return sansock_epoll_ctl(epfd, op, fd, ev);
+}
+
+static struct timespec *ms_to_ts(int ms, struct timespec *ts)
+{
+    if (ms < 0)
+        return NULL;
+    *ts = (struct timespec){.tv_sec = ms / 1000, .tv_nsec = ms % 1000 * 1000000L};
+    return ts;
+}
+
+EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
+{
+    struct timespec ts;
+    return sansock_epoll_wait(epfd, ev, max, ms_to_ts(timeout, &ts), NULL, SANSOCK_EPOLL_WAIT);
+}
+
+EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout, const sigset_t *mask)
+{
+    struct timespec ts;
+    return sansock_epoll_wait(epfd, ev, max, ms_to_ts(timeout, &ts), mask, SANSOCK_EPOLL_PWAIT);
+}
+
+EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct timespec *to,
+                        const sigset_t *mask)
+{
+    return sansock_epoll_wait(epfd, ev, max, to, mask, SANSOCK_EPOLL_PWAIT2);
+}

@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <time.h>
 
 #include "sock/real.h"
@@ -23,7 +24,8 @@ struct sansock_lsn {
     struct san_listener *l[2];
     struct sansock_wire_addr addr[2]; /* the SAN addresses listened on */
     int n;
-    int family; /* of the kernel socket */
+    int family;               /* of the kernel socket */
+    _Atomic unsigned accepts; /* accept calls: epoll's edge-triggered mode (epoll.c) */
 };
 
 static void lsn_destroy(struct sansock_obj *o)
@@ -120,6 +122,12 @@ int sansock_listener_fds(struct sansock_obj *o, int fds[2])
     return s->n;
 }
 
+unsigned sansock_listener_accepts(struct sansock_obj *o)
+{
+    struct sansock_lsn *s = (struct sansock_lsn *)o;
+    return atomic_load_explicit(&s->accepts, memory_order_relaxed);
+}
+
 /* A SAN connection just accepted on listener i: its descriptor, or -1 (the connection is gone). */
 static int accept_san(struct sansock_lsn *s, int i, struct san_ep *ep, struct sockaddr *addr,
                       socklen_t *len, int flags)
@@ -161,6 +169,7 @@ int sansock_accept(int fd, struct sansock_obj *o, struct sockaddr *addr, socklen
     struct sansock_lsn *s = (struct sansock_lsn *)o;
     int n = s->obj.gen == sansock_fork_gen ? s->n : 0; /* in a child: the kernel half only */
     int saved = errno;
+    atomic_fetch_add_explicit(&s->accepts, 1, memory_order_relaxed);
     for (;;) {
         for (int i = 0; i < n; i++) {
             struct san_ep *ep;

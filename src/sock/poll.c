@@ -1,7 +1,8 @@
-/* poll on sets that mix SAN sockets and kernel descriptors (docs/sock.md, "Waiting and
- * readiness"). Without SAN sockets in the set it is the kernel's poll, untouched. Otherwise: the
- * SAN sockets' readiness comes from their state; if nothing is ready the thread sleeps in the
- * kernel's poll on the kernel descriptors, the SAN sockets' completion descriptors, the SAN
+/* poll and ppoll on sets that mix SAN sockets and kernel descriptors (docs/sock.md, "Waiting and
+ * readiness"). Without SAN sockets in the set it is the kernel's poll or ppoll, untouched.
+ * Otherwise: the SAN sockets' readiness comes from their state; if nothing is ready the thread
+ * sleeps in the kernel's ppoll (with the caller's signal mask, which the kernel applies for the
+ * sleep only) on the kernel descriptors, the SAN sockets' completion descriptors, the SAN
  * listeners' descriptors and its own wake-up eventfd, then looks again.
  * Locking: none of its own (sansock_conn_events takes each connection's lock). */
 #include <errno.h>
@@ -21,14 +22,30 @@ struct entry {
     int kfd[3]; /* indexes into the kernel set: the descriptor (or completion fd), listeners */
 };
 
-static uint64_t now_ms(void)
+static int64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 int sansock_poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+    struct timespec ts = {.tv_sec = timeout / 1000, .tv_nsec = timeout % 1000 * 1000000L};
+    return sansock_ppoll(fds, n, timeout < 0 ? NULL : &ts, NULL, true);
+}
+
+/* The kernel's call for a set without SAN sockets: poll when that is what the program called. */
+static int kernel_poll(struct pollfd *fds, nfds_t n, const struct timespec *to,
+                       const sigset_t *mask, bool as_poll)
+{
+    if (as_poll)
+        return REAL(poll)(fds, n, to ? (int)(to->tv_sec * 1000 + to->tv_nsec / 1000000) : -1);
+    return REAL(ppoll)(fds, n, to, mask);
+}
+
+int sansock_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *to, const sigset_t *mask,
+                  bool as_poll)
 {
     struct entry stack_e[16];
     struct pollfd stack_k[16 * 3 + 1];
@@ -48,7 +65,7 @@ int sansock_poll(struct pollfd *fds, nfds_t n, int timeout)
             sansock_obj_put(o);
         }
         if (!any)
-            return REAL(poll)(fds, n, timeout);
+            return kernel_poll(fds, n, to, mask, as_poll);
         e = calloc(n, sizeof(*e));
         k = calloc(n * 3 + 1, sizeof(*k));
         if (!e || !k) {
@@ -61,9 +78,25 @@ int sansock_poll(struct pollfd *fds, nfds_t n, int timeout)
             e[i].o = sansock_fd_get(fds[i].fd);
     }
     if (!any)
-        return REAL(poll)(fds, n, timeout);
+        return kernel_poll(fds, n, to, mask, as_poll);
+    if (to && (to->tv_sec < 0 || to->tv_nsec < 0 || to->tv_nsec >= 1000000000)) {
+        for (nfds_t i = 0; i < n; i++)
+            sansock_obj_put(e[i].o);
+        if (e != stack_e) {
+            free(e);
+            free(k);
+        }
+        errno = EINVAL;
+        return -1;
+    }
 
-    uint64_t deadline = timeout > 0 ? now_ms() + (uint64_t)timeout : 0;
+    /* timeout: -1 forever, 0 a look, else the deadline on the monotonic clock */
+    int timeout = !to ? -1 : (to->tv_sec || to->tv_nsec) ? 1 : 0;
+    int64_t deadline = 0;
+    if (timeout > 0)
+        deadline = to->tv_sec > (INT64_MAX - now_ns()) / 1000000000 - 1
+                       ? INT64_MAX
+                       : now_ns() + to->tv_sec * 1000000000 + to->tv_nsec;
     int wfd = sansock_wakefd();
     int ret;
     for (;;) {
@@ -101,18 +134,22 @@ int sansock_poll(struct pollfd *fds, nfds_t n, int timeout)
                 }
             }
         }
-        int wait = 0;
-        if (!ready) {
-            wait = timeout < 0 ? -1 : 0;
-            if (timeout > 0) {
-                uint64_t now = now_ms();
-                wait = now >= deadline ? 0 : (int)(deadline - now);
-            }
+        /* wait: whether this round sleeps; left: for how long (NULL: forever) */
+        bool wait = false;
+        struct timespec left = {0, 0}, *lp = &left;
+        if (!ready && timeout < 0) {
+            wait = true;
+            lp = NULL;
+        } else if (!ready && timeout > 0) {
+            int64_t d = deadline - now_ns();
+            wait = d > 0;
+            if (wait)
+                left = (struct timespec){.tv_sec = d / 1000000000, .tv_nsec = d % 1000000000};
         }
         nfds_t nwait = nk;
         if (wait && wfd >= 0)
             k[nwait++] = (struct pollfd){.fd = wfd, .events = POLLIN};
-        int r = REAL(poll)(k, nwait, wait);
+        int r = REAL(ppoll)(k, nwait, lp, wait ? mask : NULL);
         int err = errno;
         for (nfds_t i = 0; i < n; i++) {
             struct sansock_conn *c = sansock_obj_conn(e[i].o);
@@ -137,7 +174,7 @@ int sansock_poll(struct pollfd *fds, nfds_t n, int timeout)
             errno = err;
             break;
         }
-        if (ready || !wait || (timeout > 0 && now_ms() >= deadline)) {
+        if (ready || !wait || (timeout > 0 && now_ns() >= deadline)) {
             if (ready) {
                 ret = ready;
                 break;

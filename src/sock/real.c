@@ -49,6 +49,14 @@ void sansock_real_resolve(void)
     RESOLVE(fcntl64);
     RESOLVE(close_range);
     RESOLVE(closefrom);
+    RESOLVE(ppoll);
+    RESOLVE(pselect);
+    RESOLVE(epoll_create);
+    RESOLVE(epoll_create1);
+    RESOLVE(epoll_ctl);
+    RESOLVE(epoll_wait);
+    RESOLVE(epoll_pwait);
+    RESOLVE(epoll_pwait2); /* glibc 2.35 and later; epoll.c makes the system call without it */
     if (!sansock_real_fns.fcntl64)
         sansock_real_fns.fcntl64 = sansock_real_fns.fcntl;
 }

@@ -6,6 +6,8 @@
 #define SANSOCK_REAL_H
 
 #include <poll.h>
+#include <signal.h>
+#include <sys/epoll.h>
 #include <sys/select.h>
 #include <stdbool.h>
 #include <sys/socket.h>
@@ -47,6 +49,14 @@ struct sansock_real {
     int (*fcntl64)(int, int, ...);
     int (*close_range)(unsigned, unsigned, int);
     void (*closefrom)(int);
+    int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+    int (*pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *);
+    int (*epoll_create)(int);
+    int (*epoll_create1)(int);
+    int (*epoll_ctl)(int, int, int, struct epoll_event *);
+    int (*epoll_wait)(int, struct epoll_event *, int, int);
+    int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+    int (*epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *, const sigset_t *);
 };
 
 extern struct sansock_real sansock_real_fns;

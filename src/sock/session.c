@@ -70,6 +70,7 @@ struct sansock_conn {
     struct sansock_wire_negotiate peer_neg;
     struct sansock_wire_addr local, peer;
     struct sansock_waiter *waiters;
+    unsigned seq; /* bumped by every change of state: epoll's edge-triggered mode (epoll.c) */
 };
 
 static uint64_t now_ns(void)
@@ -105,6 +106,7 @@ static void close_ep_locked(struct sansock_conn *c)
 
 static void reset_locked(struct sansock_conn *c, int err)
 {
+    c->seq++;
     if (!c->err) {
         c->err = err ? err : -ECONNRESET;
         c->so_error = -ECONNRESET; /* what reads and writes say too, whatever the NIC said */
@@ -117,6 +119,7 @@ static void reset_locked(struct sansock_conn *c, int err)
  * close from a reset. Anything else is a broken endpoint. */
 static void post_failed_locked(struct sansock_conn *c, int err)
 {
+    c->seq++;
     if (err == -ENOTCONN)
         c->peer_gone = true;
     else
@@ -297,6 +300,7 @@ static bool progress_locked(struct sansock_conn *c)
         }
     }
     if (changed) {
+        c->seq++;
         control_locked(c);
         sansock_waiters_wake(c->waiters);
     }
@@ -683,14 +687,17 @@ int sansock_conn_shutdown(struct sansock_conn *c, int how)
         c->wr_shut = true;
     progress_locked(c);
     control_locked(c);
+    c->seq++;
     sansock_waiters_wake(c->waiters);
     pthread_mutex_unlock(&c->lock);
     return 0;
 }
 
-short sansock_conn_events(struct sansock_conn *c, short events, struct sansock_waiter *w,
-                          int *wait_fd)
+short sansock_conn_watch(struct sansock_conn *c, short events, struct sansock_waiter *w,
+                         bool always, int *wait_fd, unsigned *seq)
 {
+    if (seq)
+        *seq = 0;
     if (inherited(c))
         return POLLERR | POLLHUP;
     short ev = 0;
@@ -708,12 +715,20 @@ short sansock_conn_events(struct sansock_conn *c, short events, struct sansock_w
     if (c->err || c->peer_gone || (c->peer_eof && c->wr_shut))
         ev |= POLLHUP;
     ev &= (short)(events | POLLERR | POLLHUP);
-    if (!ev && w) {
+    if ((!ev || always) && w) {
         sansock_waiter_link(&c->waiters, w);
         *wait_fd = c->ep ? san_ep_fd(c->ep) : -1;
     }
+    if (seq)
+        *seq = c->seq;
     pthread_mutex_unlock(&c->lock);
     return ev;
+}
+
+short sansock_conn_events(struct sansock_conn *c, short events, struct sansock_waiter *w,
+                          int *wait_fd)
+{
+    return sansock_conn_watch(c, events, w, false, wait_fd, NULL);
 }
 
 void sansock_conn_unwait(struct sansock_conn *c, struct sansock_waiter *w)

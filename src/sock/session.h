@@ -65,7 +65,12 @@ int sansock_conn_shutdown(struct sansock_conn *c, int how);
  * descriptor (or -1). */
 short sansock_conn_events(struct sansock_conn *c, short events, struct sansock_waiter *w,
                           int *wait_fd);
-/* Unlinks a waiter linked by sansock_conn_events. */
+/* sansock_conn_events for epoll (epoll.c): with always, w is linked even when something is ready
+ * (an edge-triggered waiter sleeps on a ready connection); *seq (if not NULL) gets the
+ * connection's change count, which moves on every progress or change of state. */
+short sansock_conn_watch(struct sansock_conn *c, short events, struct sansock_waiter *w,
+                         bool always, int *wait_fd, unsigned *seq);
+/* Unlinks a waiter linked by sansock_conn_events or sansock_conn_watch. */
 void sansock_conn_unwait(struct sansock_conn *c, struct sansock_waiter *w);
 
 /* What ioctl and getsockopt report (after polling completions). */

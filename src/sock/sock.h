@@ -1,5 +1,6 @@
 /* The socket calls the switch implements for SAN sockets, called by interpose.c: connect
- * (connect.c), listen and accept (listen.c), poll (poll.c), select (select.c). Each takes the
+ * (connect.c), listen and accept (listen.c), poll and ppoll (poll.c), select and pselect
+ * (select.c), epoll (epoll.c). Each takes the
  * descriptor as the program gave it and returns what the libc call returns (-1 with errno on
  * failure). */
 #ifndef SANSOCK_SOCK_H
@@ -7,6 +8,8 @@
 
 #include <poll.h>
 #include <stdbool.h>
+#include <signal.h>
+#include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 
@@ -19,8 +22,29 @@ int sansock_accept(int fd, struct sansock_obj *lsn, struct sockaddr *addr, sockl
                    int flags);
 /* The SAN listeners' descriptors of a listener object (none in a forked child): how many. */
 int sansock_listener_fds(struct sansock_obj *lsn, int fds[2]);
+/* accept calls on a listener object so far (epoll's edge-triggered mode: a listener that was
+ * accepted from since it was reported may be reported again). */
+unsigned sansock_listener_accepts(struct sansock_obj *lsn);
 int sansock_poll(struct pollfd *fds, nfds_t n, int timeout);
-/* select (select.c), as sansock_poll. */
+/* ppoll (poll.c); poll is this with as_poll (a set without SAN sockets goes to the kernel's poll
+ * then, else to its ppoll). */
+int sansock_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeout,
+                  const sigset_t *mask, bool as_poll);
+/* select and pselect (select.c), as sansock_ppoll. */
 int sansock_select(int n, fd_set *r, fd_set *w, fd_set *x, struct timeval *tv);
+int sansock_pselect(int n, fd_set *r, fd_set *w, fd_set *x, const struct timespec *timeout,
+                    const sigset_t *mask);
+
+/* epoll (epoll.c). The program's epoll descriptor stays the kernel's instance for its kernel
+ * members; SAN members live in an object of the descriptor table at the epoll descriptor. */
+int sansock_epoll_create(int fd);
+int sansock_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev);
+int sansock_epoll_wait(int epfd, struct epoll_event *events, int max,
+                       const struct timespec *timeout, const sigset_t *mask, int kind);
+/* The kernel call sansock_epoll_wait stands for (its kind argument). */
+enum { SANSOCK_EPOLL_WAIT, SANSOCK_EPOLL_PWAIT, SANSOCK_EPOLL_PWAIT2 };
+/* fd, which named the socket o, is closed or reused: o leaves every epoll set it was added to
+ * under that number. */
+void sansock_epoll_forget(int fd, struct sansock_obj *o);
 
 #endif
