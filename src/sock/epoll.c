@@ -28,6 +28,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,6 +57,7 @@ struct sansock_ep {
     size_t rr;         /* where the next snapshot starts, so every member gets its turn */
     bool kernel_first; /* alternates who fills a wait's array first */
     struct sansock_waiter *sleepers;
+    int kick; /* an eventfd in the program's instance: wakes threads asleep in the kernel */
     struct sansock_ep *next, *prev; /* all sets, under all_lock */
 };
 
@@ -75,6 +77,12 @@ static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct sansock_ep *all;
 static _Atomic unsigned nsets;
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+/* The kick's tag in the program's instance: the address of a byte of ours, which no pointer the
+ * program keeps in epoll_data can equal. Threads in the kernel's epoll_wait (on a descriptor
+ * without a set): how many, so that one woken by a kick passes it on while others may sleep. */
+static char kick_tag;
+#define KICK ((uint64_t)(uintptr_t)&kick_tag)
+static _Atomic unsigned kernel_waiters;
 
 #define EXCLUSIVE_OK                                                                               \
     (EPOLLIN | EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLWAKEUP | EPOLLET | EPOLLEXCLUSIVE)
@@ -115,6 +123,8 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+static void kick(struct sansock_ep *ep);
+
 static void set_destroy(struct sansock_obj *o)
 {
     struct sansock_ep *ep = (struct sansock_ep *)o;
@@ -129,6 +139,8 @@ static void set_destroy(struct sansock_obj *o)
     pthread_mutex_unlock(&all_lock);
     for (size_t i = 0; i < ep->n; i++)
         sansock_obj_put(ep->m[i].o);
+    if (ep->kick >= 0)
+        REAL(close)(ep->kick); /* which takes it out of the kernel's instance */
     if (!inherited(ep))
         pthread_mutex_destroy(&ep->lock);
     free(ep->m);
@@ -157,6 +169,14 @@ static struct sansock_ep *set_make(int epfd)
     }
     ep->obj = (struct sansock_obj){
         .kind = SANSOCK_EPOLL, .refs = 1, .gen = sansock_fork_gen, .destroy = set_destroy};
+    /* Threads already asleep in the kernel's epoll_wait on epfd would not see SAN members: the
+     * kick (edge-triggered) wakes one, which moves to the set and passes the kick on. */
+    ep->kick = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct epoll_event kev = {.events = EPOLLIN | EPOLLET, .data.u64 = KICK};
+    if (ep->kick >= 0 && REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, ep->kick, &kev)) {
+        REAL(close)(ep->kick);
+        ep->kick = -1;
+    }
     ep->next = all;
     if (all)
         all->prev = ep;
@@ -169,7 +189,32 @@ static struct sansock_ep *set_make(int epfd)
         errno = ENOMEM; /* an epoll descriptor numbered beyond the table */
         return NULL;
     }
+    kick(ep);
     return ep;
+}
+
+static void kick(struct sansock_ep *ep)
+{
+    uint64_t one = 1;
+    int e = errno;
+    if (ep->kick >= 0 && REAL(write)(ep->kick, &one, sizeof(one)) < 0) {
+    }
+    errno = e;
+}
+
+/* Takes the kicks out of what the kernel's epoll_wait returned (n events): how many are left. */
+static int drop_kicks(struct epoll_event *ev, int n, bool *kicked)
+{
+    if (n <= 0 || !atomic_load_explicit(&nsets, memory_order_relaxed))
+        return n;
+    int j = 0;
+    for (int i = 0; i < n; i++) {
+        if (ev[i].data.u64 == KICK)
+            *kicked = true;
+        else
+            ev[j++] = ev[i];
+    }
+    return j;
 }
 
 static struct member *find_locked(struct sansock_ep *ep, int fd)
@@ -407,11 +452,38 @@ static int claim(struct sansock_ep *ep, struct snap *s, size_t ns, struct epoll_
 int sansock_epoll_wait(int epfd, struct epoll_event *events, int max, const struct timespec *to,
                        const sigset_t *mask, int kind)
 {
-    struct sansock_obj *o = sansock_fd_get(epfd);
-    struct sansock_ep *ep = set_of(o);
-    if (!ep) {
+    struct sansock_obj *o;
+    struct sansock_ep *ep;
+    struct timespec rest;
+    int64_t start = 0;
+    while (!(ep = set_of(o = sansock_fd_get(epfd)))) {
         sansock_obj_put(o);
-        return kernel_wait(epfd, events, max, to, mask, kind);
+        if (to && (to->tv_sec || to->tv_nsec) && !start)
+            start = now_ns();
+        atomic_fetch_add_explicit(&kernel_waiters, 1, memory_order_relaxed);
+        int r = kernel_wait(epfd, events, max, to, mask, kind);
+        int e = errno;
+        atomic_fetch_sub_explicit(&kernel_waiters, 1, memory_order_relaxed);
+        bool kicked = false;
+        r = drop_kicks(events, r, &kicked);
+        if (kicked) {
+            /* A set was made at epfd while this thread slept: others may sleep there too. */
+            struct sansock_obj *ko = sansock_fd_get(epfd);
+            if (set_of(ko) && atomic_load_explicit(&kernel_waiters, memory_order_relaxed))
+                kick(set_of(ko));
+            sansock_obj_put(ko);
+        }
+        if (r || !kicked) {
+            errno = e;
+            return r;
+        }
+        if (to && start) { /* the time left, for the set's wait */
+            int64_t d = (int64_t)to->tv_sec * 1000000000 + to->tv_nsec - (now_ns() - start);
+            d = d < 0 ? 0 : d;
+            rest = (struct timespec){.tv_sec = d / 1000000000, .tv_nsec = d % 1000000000};
+            to = &rest;
+            start = now_ns();
+        }
     }
     int ret = 0, err = 0;
     if (max <= 0 || max > MAX_EVENTS)
@@ -486,14 +558,16 @@ int sansock_epoll_wait(int epfd, struct epoll_event *events, int max, const stru
         for (size_t i = 0; i < ns; i++)
             s[i].ready = evaluate(&s[i], NULL, NULL, NULL);
         int got = 0;
+        bool kicked = false;
         if (kernel_first) {
-            got = REAL(epoll_wait)(epfd, events, max, 0);
+            got = drop_kicks(events, REAL(epoll_wait)(epfd, events, max, 0), &kicked);
             got = got < 0 ? 0 : got;
             got += claim(ep, s, ns, events + got, max - got);
         } else {
             got = claim(ep, s, ns, events, max);
             if (got < max) {
-                int kg = REAL(epoll_wait)(epfd, events + got, max - got, 0);
+                int kg = drop_kicks(events + got,
+                                    REAL(epoll_wait)(epfd, events + got, max - got, 0), &kicked);
                 got += kg < 0 ? 0 : kg;
             }
         }
