@@ -152,14 +152,23 @@ static void set_destroy(struct sansock_obj *o)
 static struct sansock_ep *set_make(int epfd)
 {
     pthread_once(&fork_once, install_atfork);
-    pthread_mutex_lock(&all_lock);
-    struct sansock_obj *o = sansock_fd_get(epfd);
-    struct sansock_ep *ep = set_of(o);
+    struct sansock_obj *o;
+    struct sansock_ep *ep;
+    for (;;) {
+        pthread_mutex_lock(&all_lock);
+        o = sansock_fd_get(epfd);
+        if ((ep = set_of(o)) || !o)
+            break;
+        /* An inherited set (or a stale entry) at epfd: dropped first, without all_lock, which
+         * its destruction takes. */
+        pthread_mutex_unlock(&all_lock);
+        sansock_obj_put(o);
+        sansock_obj_put(sansock_fd_take(epfd));
+    }
     if (ep) {
         pthread_mutex_unlock(&all_lock);
         return ep;
     }
-    sansock_obj_put(o);
     ep = calloc(1, sizeof(*ep));
     if (!ep || pthread_mutex_init(&ep->lock, NULL)) {
         pthread_mutex_unlock(&all_lock);

@@ -10,7 +10,9 @@
  *                one epoll descriptor (a one-shot event goes to one of them; a member added
  *                while a thread waits wakes it), a closed member leaving the set, ppoll, pselect,
  *                epoll_pwait and epoll_pwait2 with a signal mask (a pending signal the mask
- *                unblocks interrupts the wait at once; one it keeps blocked does not), EOF with
+ *                unblocks interrupts the wait at once; one it keeps blocked does not), fork (the
+ *                child's inherited set has none of the parent's SAN members; the parent's set
+ *                goes on), EOF with
  *                EPOLLRDHUP, and a peer killed (EPOLLERR|EPOLLHUP). Prints "ok san=N" (N: how many
  *                accepted connections the kernel sees unconnected, i.e. were SAN sockets). */
 #include <arpa/inet.h>
@@ -393,6 +395,28 @@ int main(void)
     CHECK(epoll_pwait2(ep, evs, 8, &two, NULL) == 1 && evs[0].events == EPOLLIN);
     read_exact(c, 1000);
     printf("signal masks: ok\n");
+
+    /* fork: the child's inherited set has none of the parent's SAN members (their connections
+     * are dead there); one it adds itself is in a set of its own and reports the dead connection;
+     * the parent's set goes on. */
+    send_cmd(c, 'w');
+    CHECK(poll(&p, 1, 5000) == 1);
+    pid_t k = fork();
+    CHECK(k >= 0);
+    if (k == 0) {
+        int code = 0;
+        if (wait_tag(ep, 100, 3, &n) != 0 || n != 0)
+            code = 1;
+        else if (ctl_err(ep, EPOLL_CTL_ADD, c, EPOLLIN) != 0)
+            code = 2;
+        else if ((wait_tag(ep, 1000, 0, NULL) & (EPOLLERR | EPOLLHUP)) != (EPOLLERR | EPOLLHUP))
+            code = 3;
+        _exit(code);
+    }
+    CHECK(waitpid(k, &n, 0) == k && WIFEXITED(n) && WEXITSTATUS(n) == 0);
+    CHECK(wait_tag(ep, 2000, 3, NULL) == EPOLLIN);
+    read_exact(c, 1000);
+    printf("fork: ok\n");
 
     /* End of file: EPOLLRDHUP (the peer shut its writing down). */
     add(ep, EPOLL_CTL_MOD, c, EPOLLIN | EPOLLRDHUP, 3);
