@@ -563,9 +563,14 @@ int sansock_epoll_wait(int epfd, struct epoll_event *events, int max, const stru
         sansock_waiter_link(&ep->sleepers, &sleeper);
         pthread_mutex_unlock(&ep->lock);
 
-        /* Look: the SAN members from their state, the kernel's without waiting. */
-        for (size_t i = 0; i < ns; i++)
-            s[i].ready = evaluate(&s[i], NULL, NULL, NULL);
+        /* Look at the SAN members from their state, watching them at the same time (unless
+         * this is only a look) so that a change after the look ends the sleep below; then at
+         * the kernel's members without waiting. */
+        nfds_t nk = 0;
+        for (size_t i = 0; i < ns; i++) {
+            s[i].w.fd = wfd;
+            s[i].ready = evaluate(&s[i], look ? NULL : &s[i].w, k, &nk);
+        }
         int got = 0;
         bool kicked = false;
         if (kernel_first) {
@@ -581,49 +586,41 @@ int sansock_epoll_wait(int epfd, struct epoll_event *events, int max, const stru
             }
         }
         bool expired = look || (!forever && now_ns() >= deadline);
-        bool slept = false, any = false;
+        bool woken = false;
         int r = 0, perr = 0;
-        nfds_t nk = 0;
         if (!got && !expired) {
-            /* Watch every member, then sleep unless something became ready meanwhile. */
-            for (size_t i = 0; i < ns; i++) {
-                s[i].w.fd = wfd;
-                s[i].ready = evaluate(&s[i], &s[i].w, k, &nk);
-                any |= reportable(&s[i]);
+            /* Nothing (or only what other threads claimed): sleep until a change. */
+            k[nk++] = (struct pollfd){.fd = epfd, .events = POLLIN};
+            k[nk++] = (struct pollfd){.fd = wfd, .events = POLLIN};
+            struct timespec left, *lp = NULL;
+            if (!forever) {
+                int64_t d = deadline - now_ns();
+                d = d < 0 ? 0 : d;
+                left = (struct timespec){.tv_sec = d / 1000000000, .tv_nsec = d % 1000000000};
+                lp = &left;
             }
-            if (!any) {
-                k[nk++] = (struct pollfd){.fd = epfd, .events = POLLIN};
-                k[nk++] = (struct pollfd){.fd = wfd, .events = POLLIN};
-                struct timespec left, *lp = NULL;
-                if (!forever) {
-                    int64_t d = deadline - now_ns();
-                    d = d < 0 ? 0 : d;
-                    left = (struct timespec){.tv_sec = d / 1000000000, .tv_nsec = d % 1000000000};
-                    lp = &left;
-                }
-                r = REAL(ppoll)(k, nk, lp, mask);
-                perr = errno;
-                slept = true;
-            }
-            for (size_t i = 0; i < ns; i++) {
-                struct sansock_conn *c = sansock_obj_conn(s[i].o);
-                if (c && s[i].linked)
-                    sansock_conn_unwait(c, &s[i].w);
-                s[i].linked = false;
-            }
+            r = REAL(ppoll)(k, nk, lp, mask);
+            perr = errno;
+            woken = r > 0 && (k[nk - 1].revents & POLLIN);
+        }
+        for (size_t i = 0; i < ns; i++) {
+            struct sansock_conn *c = sansock_obj_conn(s[i].o);
+            if (c && s[i].linked)
+                sansock_conn_unwait(c, &s[i].w);
+            s[i].linked = false;
         }
         pthread_mutex_lock(&ep->lock);
         sansock_waiter_unlink(&ep->sleepers, &sleeper);
         pthread_mutex_unlock(&ep->lock);
-        if (slept)
+        if (woken)
             sansock_wakefd_drain(wfd);
         for (size_t i = 0; i < ns; i++)
             sansock_obj_put(s[i].o);
-        if (got || (expired && !any)) {
+        if (got || expired) {
             ret = got;
             break;
         }
-        if (slept && r < 0) {
+        if (r < 0) {
             ret = -1;
             err = perr; /* EINTR: a signal, as the kernel's epoll_wait */
             break;
