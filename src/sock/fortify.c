@@ -16,6 +16,8 @@ ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags);
 ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags, struct sockaddr *addr,
                        socklen_t *len);
 int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen);
+int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *to, const sigset_t *mask,
+                size_t fdslen);
 
 EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
 {
@@ -49,4 +51,12 @@ EXPORT int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen)
     if (fdslen / sizeof(*fds) < n)
         __chk_fail();
     return sansock_poll(fds, n, timeout);
+}
+
+EXPORT int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *to,
+                       const sigset_t *mask, size_t fdslen)
+{
+    if (fdslen / sizeof(*fds) < n)
+        __chk_fail();
+    return sansock_ppoll(fds, n, to, mask, false);
 }

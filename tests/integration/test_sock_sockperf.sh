@@ -5,7 +5,7 @@
 # daemon's nic_bytes grows by at least the bytes sockperf reports). A plain sockperf client (not
 # under sanrun) must reach the sanrun'd server over TCP, untouched by the SAN. The same runs over
 # plain TCP are printed beside the SAN's, as figures (not asserted: these machines are noisy).
-# (-F e joins the list once the switch interposes epoll.) Skipped when sockperf is missing
+# Skipped when sockperf is missing
 # (scripts/install-deps installs it).
 set -euo pipefail
 : "${SAN_BIN:?}"
@@ -37,7 +37,7 @@ mkfifo "$tmp/ready"
 pids+=($!)
 read -r _ <"$tmp/ready" || fail "sanproxyd did not start"
 export SANPROXY_SOCKET=$tmp/s.sock
-muxes=(p s)
+muxes=(p s e)
 
 # Starts a sockperf server (under sanrun when $1 is "san") with multiplexer $2 on a fresh port;
 # sets feed (the feed file naming it) and server (its pid).

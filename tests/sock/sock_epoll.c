@@ -180,6 +180,10 @@ static void *wait_thread(void *arg)
     return NULL;
 }
 
+/* glibc declares it only under _FORTIFY_SOURCE. */
+int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *to, const sigset_t *mask,
+                size_t fdslen);
+
 static volatile sig_atomic_t signals;
 
 static void on_usr1(int sig)
@@ -409,6 +413,9 @@ int main(int argc, char **argv)
     struct timespec two = {2, 0};
     struct pollfd p = {.fd = c, .events = POLLIN};
     CHECK(ppoll(&p, 1, &two, NULL) == 1 && p.revents == POLLIN);
+    /* glibc's fortified ppoll (what _FORTIFY_SOURCE makes of a ppoll) is the switch's too. */
+    p.revents = 0;
+    CHECK(__ppoll_chk(&p, 1, &two, NULL, sizeof(p)) == 1 && p.revents == POLLIN);
     fd_set rs;
     FD_ZERO(&rs);
     FD_SET(c, &rs);
