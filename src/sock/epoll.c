@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,7 +58,9 @@ struct sansock_ep {
     size_t rr;         /* where the next snapshot starts, so every member gets its turn */
     bool kernel_first; /* alternates who fills a wait's array first */
     struct sansock_waiter *sleepers;
-    int kick; /* an eventfd in the program's instance: wakes threads asleep in the kernel */
+    int kick;       /* an eventfd in the program's instance: wakes threads asleep in the kernel */
+    dev_t kick_dev; /* which file it is: a program that closes descriptors it does not know */
+    ino_t kick_ino; /* (closefrom) may give its number to a file of its own */
     struct sansock_ep *next, *prev; /* all sets, under all_lock */
 };
 
@@ -123,6 +126,7 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+static bool kick_ours(const struct sansock_ep *ep);
 static void kick(struct sansock_ep *ep);
 
 static void set_destroy(struct sansock_obj *o)
@@ -139,7 +143,7 @@ static void set_destroy(struct sansock_obj *o)
     pthread_mutex_unlock(&all_lock);
     for (size_t i = 0; i < ep->n; i++)
         sansock_obj_put(ep->m[i].o);
-    if (ep->kick >= 0)
+    if (kick_ours(ep))
         REAL(close)(ep->kick); /* which takes it out of the kernel's instance */
     if (!inherited(ep))
         pthread_mutex_destroy(&ep->lock);
@@ -182,9 +186,14 @@ static struct sansock_ep *set_make(int epfd)
      * kick (edge-triggered) wakes one, which moves to the set and passes the kick on. */
     ep->kick = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     struct epoll_event kev = {.events = EPOLLIN | EPOLLET, .data.u64 = KICK};
-    if (ep->kick >= 0 && REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, ep->kick, &kev)) {
+    struct stat st;
+    if (ep->kick >= 0 &&
+        (fstat(ep->kick, &st) || REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, ep->kick, &kev))) {
         REAL(close)(ep->kick);
         ep->kick = -1;
+    } else if (ep->kick >= 0) {
+        ep->kick_dev = st.st_dev;
+        ep->kick_ino = st.st_ino;
     }
     ep->next = all;
     if (all)
@@ -202,11 +211,20 @@ static struct sansock_ep *set_make(int epfd)
     return ep;
 }
 
+/* Whether the kick's descriptor is still the kick (rare calls: its creation, a pass-on, the end).
+ */
+static bool kick_ours(const struct sansock_ep *ep)
+{
+    struct stat st;
+    return ep->kick >= 0 && !fstat(ep->kick, &st) && st.st_dev == ep->kick_dev &&
+           st.st_ino == ep->kick_ino;
+}
+
 static void kick(struct sansock_ep *ep)
 {
     uint64_t one = 1;
     int e = errno;
-    if (ep->kick >= 0 && REAL(write)(ep->kick, &one, sizeof(one)) < 0) {
+    if (kick_ours(ep) && REAL(write)(ep->kick, &one, sizeof(one)) < 0) {
     }
     errno = e;
 }
