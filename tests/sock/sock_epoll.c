@@ -342,6 +342,8 @@ int main(int argc, char **argv)
     CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, c, NULL) < 0 && errno == EFAULT);
     CHECK(ctl_err(pp[0], EPOLL_CTL_ADD, c, EPOLLIN) == EINVAL);
     CHECK(ctl_err(1000, EPOLL_CTL_ADD, c, EPOLLIN) == EBADF);
+    int file = open("/etc/passwd", O_RDONLY | O_CLOEXEC); /* a regular file: not pollable */
+    CHECK(file >= 0 && ctl_err(ep, EPOLL_CTL_ADD, file, EPOLLIN) == EPERM && close(file) == 0);
     CHECK(epoll_wait(ep, evs, 0, 0) < 0 && errno == EINVAL);
     CHECK(epoll_wait(c, evs, 8, 0) < 0 && errno == EINVAL);
     int ep2 = epoll_create1(0);
