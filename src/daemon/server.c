@@ -381,8 +381,8 @@ static void sweep(struct san_daemon *d)
     }
 }
 
-/* The link thread's news: links up, down, peers restarted. Endpoints across hosts will act on
- * them here, on the loop; for now the loop records them in the log. */
+/* The link thread's news: links up, down, peers restarted. Endpoints across hosts need nothing
+ * of the loop here (the link thread resets them when a session ends): the loop logs them. */
 static void link_events(struct san_daemon *d)
 {
     struct san_link_event ev[16];
@@ -448,7 +448,8 @@ static int setup(struct san_daemon *d, int *sigfd)
                                 .nr_nets = d->cfg.nr_nets,
                                 .backlog_max = 128,
                                 .spin_us = 20,
-                                .max_length = d->cfg.max_length};
+                                .max_length = d->cfg.max_length,
+                                .host_id = d->host_id};
     if ((err = san_nic_create(&nc, d->mr, d->adapter, &d->nic))) {
         log_error("NIC: %s", strerror(-err));
         return err;
@@ -457,11 +458,15 @@ static int setup(struct san_daemon *d, int *sigfd)
         struct san_link_params lp = {.cfg = &d->cfg.link,
                                      .host_id = d->host_id,
                                      .nets = d->cfg.nets,
-                                     .nr_nets = d->cfg.nr_nets};
+                                     .nr_nets = d->cfg.nr_nets,
+                                     .nic = d->nic};
         if ((err = san_link_create(&lp, &d->link))) {
             log_error("links ([link]): %s", strerror(-err));
             return err;
         }
+        struct san_nic_xport x;
+        san_link_xport(d->link, &x);
+        san_nic_set_xport(d->nic, &x); /* endpoints across hosts */
     }
     /* FDS_PER_CLIENT descriptors per client: use all the descriptors we may. */
     struct rlimit nofile;
@@ -528,6 +533,8 @@ static void teardown(struct san_daemon *d)
     reap(d);
     san_daemon_after_reply(d); /* nothing is left to free; */
     san_daemon_drop_spares(d); /* the spares it made go too */
+    if (d->nic)
+        san_nic_set_xport(d->nic, NULL); /* before the links go */
     san_link_destroy(d->link);
     san_regtab_destroy(d->mr);
     san_nic_destroy(d->nic);

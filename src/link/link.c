@@ -40,10 +40,12 @@
 #include "link/wire.h"
 
 #define FI_API      FI_VERSION(1, 17)
-#define NR_RX       16
+#define NR_RX       64
 #define NR_TX       64
-#define TX_PER_PEER 8
-#define RX_SIZE     4096 /* above SAN_LINK_MSG_MAX: an oversized message is seen, and refused */
+#define TX_PER_PEER 8  /* link protocol messages in flight to one peer */
+#define EP_PER_PEER 48 /* endpoint messages in flight to one peer (the rest wait in its queue) */
+#define RX_SIZE     (16 << 10) /* above SAN_LINK_MSG_MAX: an oversized message is seen, refused */
+#define EPQ_MAX     (64ULL << 20) /* bytes of endpoint messages waiting for one peer */
 #define TICK_MS     50
 #define BACKOFF_MIN (100 * 1000000ULL)
 #define NR_EVENTS   64
@@ -57,6 +59,7 @@ struct link_buf {
     int peer; /* tx: the peer it goes to */
     bool busy;
     bool rx;
+    bool ep; /* tx: an endpoint message */
     _Alignas(8) uint8_t data[RX_SIZE];
 };
 
@@ -77,9 +80,21 @@ struct link_peer {
     size_t nr_nets;
     uint64_t tx_seq;
     uint64_t last_heard, next_hello, next_heartbeat, backoff;
-    unsigned inflight;
+    unsigned inflight, ep_inflight;
     uint64_t bytes_tx, bytes_rx, msgs_tx, msgs_rx, sessions;
     char last_error[96];
+    /* endpoint messages waiting to be sent (txlock); live: sessions while up, else 0 */
+    struct epq_node *epq_head, **epq_tail;
+    uint64_t epq_bytes;
+    _Atomic uint64_t live;
+};
+
+/* An endpoint message waiting for a send buffer: its session, the message without MAC or seq. */
+struct epq_node {
+    struct epq_node *next;
+    uint64_t session;
+    size_t len;
+    _Alignas(8) uint8_t msg[];
 };
 
 struct san_link {
@@ -102,11 +117,15 @@ struct san_link {
     pthread_mutex_t lock;
     struct link_peer peers[SAN_LINK_MAX_PEERS];
     size_t nr_peers;
-    uint64_t strays; /* messages from no configured peer */
+    uint64_t strays;        /* messages from no configured peer */
+    struct san_nic *nic;    /* where endpoint messages go (san_nic_xdeliver) */
+    pthread_mutex_t txlock; /* the peers' endpoint message queues */
     struct san_link_event events[NR_EVENTS];
     unsigned ev_head, ev_count;
     int evfd;
     _Atomic uint64_t up;
+    unsigned ep_inflight; /* endpoint messages in flight, every peer */
+    _Atomic bool kicked;  /* the thread was signalled for queued endpoint messages */
 };
 
 const char *san_link_state_name(unsigned state)
@@ -236,12 +255,32 @@ static void send_session(struct san_link *l, struct link_peer *p, unsigned type)
     send_msg(l, p, &m);
 }
 
+/* The endpoints across p's session reset; what waits to be sent in it goes. */
+static void end_session(struct san_link *l, struct link_peer *p)
+{
+    atomic_store(&p->live, 0);
+    if (l->nic)
+        san_nic_xreset(l->nic, (unsigned)(p - l->peers), p->sessions);
+    pthread_mutex_lock(&l->txlock);
+    struct epq_node *n = p->epq_head;
+    p->epq_head = NULL;
+    p->epq_tail = &p->epq_head;
+    p->epq_bytes = 0;
+    pthread_mutex_unlock(&l->txlock);
+    while (n) {
+        struct epq_node *next = n->next;
+        free(n);
+        n = next;
+    }
+}
+
 /* The session of p is over: down (if it was up), a new nonce, hellos again soon. */
 static void lose(struct san_link *l, struct link_peer *p, uint64_t now)
 {
     if (p->state == SAN_LINK_UP) {
         p->state = SAN_LINK_DOWN;
         atomic_fetch_sub(&l->up, 1);
+        end_session(l, p);
         push_event(l, p, false);
     }
     new_nonce(p->my_nonce);
@@ -264,6 +303,8 @@ static void proven(struct san_link *l, struct link_peer *p, const struct san_lin
     }
     bool restarted = p->last_host && p->last_host != m->hdr.host_id;
     bool was_up = p->state == SAN_LINK_UP;
+    if (was_up)
+        end_session(l, p); /* a new session replaces it: nothing of the old one goes on */
     p->peer_host = p->last_host = m->hdr.host_id;
     memcpy(p->peer_nonce, pr->my_nonce, SAN_LINK_NONCE);
     memcpy(p->rx_key, rx_key, SAN_LINK_KEY);
@@ -279,6 +320,7 @@ static void proven(struct san_link *l, struct link_peer *p, const struct san_lin
         atomic_fetch_add(&l->up, 1);
     p->state = SAN_LINK_UP;
     p->sessions++;
+    atomic_store(&p->live, p->sessions);
     p->last_heard = now;
     p->next_heartbeat = now + l->cfg.timeout_ns / 4;
     p->last_error[0] = 0;
@@ -287,6 +329,92 @@ static void proven(struct san_link *l, struct link_peer *p, const struct san_lin
             restarted ? " (the peer restarted)" : "", was_up ? " (new session)" : "");
     push_event(l, p, restarted);
     send_proof(l, p, p->peer_host, p->peer_nonce);
+}
+
+/* Queues an endpoint message for p in session: sent by the link thread in order, under that
+ * session's key. -ENOBUFS past EPQ_MAX bytes waiting. */
+static int ep_queue(struct san_link *l, struct link_peer *p, uint64_t session,
+                    const struct san_xmsg *x, const void *payload, size_t len)
+{
+    size_t size = sizeof(struct san_link_hdr) + sizeof(*x) + len;
+    struct epq_node *n = malloc(sizeof(*n) + size);
+    if (!n)
+        return -ENOBUFS;
+    struct san_link_hdr *h = (struct san_link_hdr *)n->msg;
+    *h = (struct san_link_hdr){.magic = SAN_LINK_MAGIC,
+                               .version = SAN_LINK_VERSION,
+                               .type = SAN_LINK_EP,
+                               .length = (uint32_t)size,
+                               .host_id = l->host_id};
+    memcpy(n->msg + sizeof(*h), x, sizeof(*x));
+    if (len)
+        memcpy(n->msg + sizeof(*h) + sizeof(*x), payload, len);
+    n->next = NULL;
+    n->session = session;
+    n->len = size;
+    pthread_mutex_lock(&l->txlock);
+    int err = p->epq_bytes + size > EPQ_MAX ? -ENOBUFS : 0;
+    if (!err) {
+        *p->epq_tail = n;
+        p->epq_tail = &n->next;
+        p->epq_bytes += size;
+    }
+    pthread_mutex_unlock(&l->txlock);
+    if (err)
+        free(n);
+    return err;
+}
+
+static struct epq_node *epq_pop(struct san_link *l, struct link_peer *p, bool pop)
+{
+    pthread_mutex_lock(&l->txlock);
+    struct epq_node *n = p->epq_head;
+    if (n && pop) {
+        p->epq_head = n->next;
+        if (!p->epq_head)
+            p->epq_tail = &p->epq_head;
+        p->epq_bytes -= n->len;
+    }
+    pthread_mutex_unlock(&l->txlock);
+    return n;
+}
+
+/* Sends what waits for p, as send buffers and p's share of them allow. A send that fails for
+ * another reason than a busy provider loses a message of the endpoints' stream: the session
+ * ends (its endpoints reset), and the handshake starts again. */
+static void ep_drain(struct san_link *l, struct link_peer *p, uint64_t now)
+{
+    struct epq_node *n;
+    while (p->ep_inflight < EP_PER_PEER && l->ep_inflight < NR_TX - TX_PER_PEER &&
+           (n = epq_pop(l, p, false))) {
+        if (p->state != SAN_LINK_UP || n->session != p->sessions) {
+            free(epq_pop(l, p, true)); /* of a session that is over */
+            continue;
+        }
+        struct link_buf *b = tx_buf(l);
+        if (!b)
+            return;
+        struct san_link_msg *m = (struct san_link_msg *)b->data;
+        memcpy(b->data, n->msg, n->len);
+        m->hdr.seq = ++p->tx_seq;
+        san_link_mac(p->tx_key, m);
+        ssize_t r = fi_send(l->ep, b->data, n->len, l->desc, p->fa, &b->ctx);
+        if (r == -FI_EAGAIN)
+            return; /* the provider is busy: again after its next completion */
+        if (r) {
+            peer_error(p, SAN_LOG_WARN, "send: %s: the session ends", fi_strerror((int)-r));
+            lose(l, p, now);
+            return;
+        }
+        b->busy = true;
+        b->ep = true;
+        b->peer = (int)(p - l->peers);
+        p->ep_inflight++;
+        l->ep_inflight++;
+        p->msgs_tx++;
+        p->bytes_tx += n->len;
+        free(epq_pop(l, p, true));
+    }
 }
 
 static void handle_msg(struct san_link *l, struct link_peer *p, const void *buf, size_t len,
@@ -330,6 +458,22 @@ static void handle_msg(struct san_link *l, struct link_peer *p, const void *buf,
         proven(l, p, m, key, now);
         return;
     }
+    case SAN_LINK_EP: {
+        if (p->state != SAN_LINK_UP || m->hdr.host_id != p->peer_host || m->hdr.seq <= p->rx_seq)
+            return;
+        if (!san_link_mac_ok(p->rx_key, m)) {
+            peer_error(p, SAN_LOG_WARN, "a message with a bad MAC was dropped");
+            return;
+        }
+        p->rx_seq = m->hdr.seq;
+        p->last_heard = now;
+        struct san_xmsg reply;
+        if (l->nic && san_nic_xdeliver(l->nic, (unsigned)(p - l->peers), p->sessions, p->peer_host,
+                                       &m->u.ep.x, m->u.ep.data, &reply) == 1) {
+            ep_queue(l, p, p->sessions, &reply, NULL, 0);
+        }
+        return;
+    }
     case SAN_LINK_HEARTBEAT:
     case SAN_LINK_BYE:
         /* Of another session, a replay or a forgery: dropped, the session stays as it is. */
@@ -371,6 +515,18 @@ static void repost(struct san_link *l, struct link_buf *b)
         san_log(SAN_LOG_ERROR, "link: a receive buffer cannot be posted: %s", fi_strerror((int)-r));
 }
 
+static void tx_done(struct san_link *l, struct link_buf *b)
+{
+    b->busy = false;
+    if (b->ep) {
+        b->ep = false;
+        l->peers[b->peer].ep_inflight--;
+        l->ep_inflight--;
+    } else {
+        l->peers[b->peer].inflight--;
+    }
+}
+
 static void completion(struct san_link *l, struct fi_cq_tagged_entry *e, fi_addr_t src,
                        uint64_t now)
 {
@@ -387,8 +543,7 @@ static void completion(struct san_link *l, struct fi_cq_tagged_entry *e, fi_addr
         repost(l, b);
         return;
     }
-    b->busy = false;
-    l->peers[b->peer].inflight--;
+    tx_done(l, b);
 }
 
 static void completion_error(struct san_link *l, uint64_t now)
@@ -408,8 +563,14 @@ static void completion_error(struct san_link *l, uint64_t now)
         return;
     }
     struct link_peer *p = &l->peers[b->peer];
-    b->busy = false;
-    p->inflight--;
+    bool ep = b->ep;
+    tx_done(l, b);
+    if (ep && p->state == SAN_LINK_UP) {
+        /* An endpoint message that did not go: the endpoints' stream has a hole. */
+        peer_error(p, SAN_LOG_WARN, "send failed: %s: the session ends", fi_strerror(e.err));
+        lose(l, p, now);
+        return;
+    }
     if (e.err != FI_ECANCELED)
         peer_error(p, p->state == SAN_LINK_UP ? SAN_LOG_WARN : SAN_LOG_DEBUG, "send failed: %s",
                    fi_strerror(e.err));
@@ -450,6 +611,9 @@ static void poll_once(struct san_link *l, int timeout_ms)
     if (n == -FI_EAVAIL)
         completion_error(l, now);
     timers(l, now);
+    atomic_store(&l->kicked, false); /* what is queued from now on signals again */
+    for (size_t i = 0; i < l->nr_peers; i++)
+        ep_drain(l, &l->peers[i], now);
     pthread_mutex_unlock(&l->lock);
 }
 
@@ -512,6 +676,9 @@ static struct fi_info *hints_for(const struct san_link_config *c)
     h->domain_attr->mr_mode =
         FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
     h->domain_attr->threading = FI_THREAD_DOMAIN; /* only the link thread calls in */
+    /* Endpoint messages are a stream: sends to one peer arrive in the order they were sent. */
+    h->tx_attr->msg_order = FI_ORDER_SAS;
+    h->rx_attr->msg_order = FI_ORDER_SAS;
     h->fabric_attr->prov_name = strdup(c->provider);
     if (!h->fabric_attr->prov_name) {
         fi_freeinfo(h);
@@ -609,7 +776,11 @@ static int create(const struct san_link_params *prm, struct san_link **out)
     l->cfg = *prm->cfg;
     l->host_id = prm->host_id;
     l->evfd = -1;
+    l->nic = prm->nic;
     pthread_mutex_init(&l->lock, NULL);
+    pthread_mutex_init(&l->txlock, NULL);
+    for (size_t i = 0; i < SAN_LINK_MAX_PEERS; i++)
+        l->peers[i].epq_tail = &l->peers[i].epq_head;
     for (size_t i = 0; i < prm->nr_nets && i < SAN_LINK_NETS; i++) {
         memcpy(l->nets[i].ip, prm->nets[i].ip, 16);
         l->nets[i].prefix = prm->nets[i].prefix;
@@ -688,6 +859,13 @@ void san_link_destroy(struct san_link *l)
     fi_freeinfo(l->info);
     if (l->evfd >= 0)
         close(l->evfd);
+    for (size_t i = 0; i < SAN_LINK_MAX_PEERS; i++)
+        while (l->peers[i].epq_head) {
+            struct epq_node *n = l->peers[i].epq_head;
+            l->peers[i].epq_head = n->next;
+            free(n);
+        }
+    pthread_mutex_destroy(&l->txlock);
     pthread_mutex_destroy(&l->lock);
     free(l->bufs);
     free(l);
@@ -750,4 +928,49 @@ int san_link_peer_info(struct san_link *l, size_t i, struct san_link_peer_info *
 uint64_t san_link_up(struct san_link *l)
 {
     return atomic_load(&l->up);
+}
+
+/* The NIC's transport (nic.h): which link serves an address, and queueing endpoint messages. */
+static int link_route(void *ctx, const struct san_nic_addr *a, unsigned *link, uint64_t *session,
+                      uint64_t *host)
+{
+    struct san_link *l = ctx;
+    int err = -ENETUNREACH;
+    pthread_mutex_lock(&l->lock);
+    for (size_t i = 0; i < l->nr_peers && err; i++) {
+        const struct link_peer *p = &l->peers[i];
+        if (p->state != SAN_LINK_UP)
+            continue;
+        for (size_t j = 0; j < p->nr_nets; j++) {
+            if (san_nic_net_has(&p->nets[j], a)) {
+                *link = (unsigned)i;
+                *session = p->sessions;
+                *host = p->peer_host;
+                err = 0;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&l->lock);
+    return err;
+}
+
+static int link_send(void *ctx, unsigned link, uint64_t session, const struct san_xmsg *m,
+                     const void *payload, size_t len)
+{
+    struct san_link *l = ctx;
+    if (link >= l->nr_peers || len > SAN_XMSG_CHUNK)
+        return -EINVAL;
+    struct link_peer *p = &l->peers[link];
+    if (!session || atomic_load(&p->live) != session)
+        return -ECONNRESET;
+    int err = ep_queue(l, p, session, m, payload, len);
+    if (!err && !atomic_exchange(&l->kicked, true))
+        fi_cq_signal(l->cq); /* out of its wait: the link thread sends it */
+    return err;
+}
+
+void san_link_xport(struct san_link *l, struct san_nic_xport *out)
+{
+    *out = (struct san_nic_xport){.ctx = l, .route = link_route, .send = link_send};
 }

@@ -60,6 +60,7 @@ struct san_link_params {
     uint64_t host_id;
     const struct san_nic_net *nets; /* [nic] addresses: told to every peer */
     size_t nr_nets;
+    struct san_nic *nic; /* endpoint messages are delivered to it (NULL: dropped) */
 };
 
 /* What the loop learns of a link. */
@@ -101,5 +102,10 @@ size_t san_link_nr_peers(const struct san_link *l);
 int san_link_peer_info(struct san_link *l, size_t i, struct san_link_peer_info *out);
 /* Links that are up. */
 uint64_t san_link_up(struct san_link *l);
+
+/* The transport endpoints across hosts use (san_nic_set_xport): routes over the links that are
+ * up, endpoint messages queued per peer and sent by the link thread in order, under the session's
+ * keys. Detach it from the NIC before san_link_destroy. */
+void san_link_xport(struct san_link *l, struct san_nic_xport *out);
 
 #endif

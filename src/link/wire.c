@@ -4,6 +4,7 @@
 #include "link/wire.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 long san_link_body_size(unsigned type)
@@ -17,9 +18,33 @@ long san_link_body_size(unsigned type)
         return sizeof(struct san_link_heartbeat);
     case SAN_LINK_BYE:
         return sizeof(struct san_link_bye);
+    case SAN_LINK_EP:
+        return sizeof(struct san_xmsg);
     default:
         return -1;
     }
+}
+
+/* An endpoint message's fixed part: what every receiver may rely on before it looks further. */
+static int check_ep(const struct san_xmsg *x)
+{
+    static const uint8_t zero[16];
+    bool data = x->op == SAN_XMSG_SEND || x->op == SAN_XMSG_WRITE || x->op == SAN_XMSG_RDATA;
+    if (x->op < 1 || x->op > SAN_XMSG_OP_MAX || x->reserved || x->reserved2 || x->status > 0 ||
+        x->status < -4095 || (x->len && !data))
+        return -EBADMSG;
+    if (!x->from && !(x->op == SAN_XMSG_ACCEPT && x->status))
+        return -EBADMSG; /* only a refusal names no connection of its sender */
+    if (x->op == SAN_XMSG_CONNECT)
+        return x->conn || !x->port ? -EBADMSG : 0;
+    if (x->port || memcmp(x->ip, zero, sizeof(x->ip)))
+        return -EBADMSG;
+    if (!x->conn && x->op != SAN_XMSG_CLOSE && x->op != SAN_XMSG_ACCEPT)
+        return -EBADMSG;
+    if (data && (!x->seq || x->len > SAN_XMSG_CHUNK || x->offset > x->total ||
+                 x->len > x->total - x->offset || (x->status && x->len)))
+        return -EBADMSG;
+    return 0;
 }
 
 static int check_body(const struct san_link_msg *m)
@@ -49,6 +74,8 @@ static int check_body(const struct san_link_msg *m)
         return m->u.heartbeat.reserved ? -EBADMSG : 0;
     case SAN_LINK_BYE:
         return m->u.bye.reserved ? -EBADMSG : 0;
+    case SAN_LINK_EP:
+        return check_ep(&m->u.ep.x);
     default:
         return -EOPNOTSUPP;
     }
@@ -68,7 +95,10 @@ int san_link_decode(const void *buf, size_t len)
     long body = san_link_body_size(m->hdr.type);
     if (body < 0)
         return -EOPNOTSUPP;
-    if (len != sizeof(struct san_link_hdr) + (size_t)body || m->hdr.reserved || !m->hdr.host_id)
+    size_t want = sizeof(struct san_link_hdr) + (size_t)body;
+    if (m->hdr.type == SAN_LINK_EP && len >= want)
+        want += m->u.ep.x.len; /* its payload: at most a chunk, checked below */
+    if (len != want || m->hdr.reserved || !m->hdr.host_id)
         return -EBADMSG;
     return check_body(m);
 }

@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nic/xmsg.h"
+
 #define SAN_LINK_MAGIC   0x4c4e4153u /* "SANL" */
 #define SAN_LINK_VERSION 1u
 #define SAN_LINK_NONCE   16
@@ -37,7 +39,8 @@ enum san_link_type {
     SAN_LINK_PROOF = 2,
     SAN_LINK_HEARTBEAT = 3,
     SAN_LINK_BYE = 4,
-    SAN_LINK_TYPE_MAX = SAN_LINK_BYE,
+    SAN_LINK_EP = 5, /* an endpoint message (nic/xmsg.h) and its payload */
+    SAN_LINK_TYPE_MAX = SAN_LINK_EP,
 };
 
 struct san_link_hdr {
@@ -98,18 +101,25 @@ struct san_link_msg {
         struct san_link_proof proof;
         struct san_link_heartbeat heartbeat;
         struct san_link_bye bye;
+        struct {
+            struct san_xmsg x;
+            uint8_t data[SAN_XMSG_CHUNK];
+        } ep;
     } u;
 };
 #define SAN_LINK_MSG_MAX sizeof(struct san_link_msg)
 
-/* Size of the body of type, -1 for an unknown type. */
+/* Size of the body of type, -1 for an unknown type (EP: its fixed part, without payload). */
 long san_link_body_size(unsigned type);
 
 /* Validates a received message of len bytes at buf. 0 when it may be used (its MAC is the
  * caller's to check: auth.h), else:
  *   -EBADMSG     not ours or malformed: too short or too long, bad magic, a length that lies, a
  *                body of another size than its type's, a reserved field set, host_id 0, a HELLO
- *                with a MAC, a network out of its domain;
+ *                with a MAC, a network out of its domain; an endpoint message whose payload is
+ *                not the length it says, larger than a chunk, on an operation that carries none,
+ *                an unknown operation, a status that is no negative errno, a connection 0 where
+ *                one is needed;
  *   -EPROTO      another version of the link protocol (the header is ours: a peer to upgrade);
  *   -EOPNOTSUPP  an unknown type. */
 int san_link_decode(const void *buf, size_t len);

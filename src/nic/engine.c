@@ -69,13 +69,6 @@ struct san_nic_pair {
     unsigned char *bounce; /* CHUNK bytes */
 };
 
-/* A piece of a transfer: a registration (use held) and the range in it. */
-struct piece {
-    struct san_regtab_entry *e;
-    uint64_t va;
-    uint64_t len;
-};
-
 static void futex_wake(_Atomic uint32_t *word)
 {
     syscall(SYS_futex, word, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
@@ -87,15 +80,15 @@ void san_nic_kick(struct san_nic_ep *ep)
     futex_wake(&ep->q->doorbell);
 }
 
-static uint32_t cq_room(struct san_nic_ep *ep)
+uint32_t san_nic_cq_room(struct san_nic_ep *ep)
 {
     uint32_t head = atomic_load_explicit(&ep->q->cq_head, memory_order_acquire);
     uint32_t used = ep->cq_tail - head;
     return used > SAN_EPQ_CQ ? 0 : SAN_EPQ_CQ - used;
 }
 
-static void complete(struct san_nic_ep *ep, uint64_t wr_id, int32_t status, uint32_t op,
-                     uint32_t len)
+void san_nic_complete(struct san_nic_ep *ep, uint64_t wr_id, int32_t status, uint32_t op,
+                      uint32_t len)
 {
     struct san_epq_cqe *c = &san_epq_cq(ep->q)[ep->cq_tail & (SAN_EPQ_CQ - 1)];
     *c = (struct san_epq_cqe){.wr_id = wr_id, .status = status, .opcode = op, .byte_len = len};
@@ -112,7 +105,7 @@ static void complete(struct san_nic_ep *ep, uint64_t wr_id, int32_t status, uint
 }
 
 /* The first error: the endpoint stops; its client learns it from the region. */
-static void enter_error(struct san_nic_ep *ep, int32_t err)
+void san_nic_enter_error(struct san_nic_ep *ep, int32_t err)
 {
     if (ep->state == SAN_EPQ_ERROR)
         return;
@@ -124,13 +117,13 @@ static void enter_error(struct san_nic_ep *ep, int32_t err)
 }
 
 /* How many entries the client says it posted past head, or -1 for a lie. */
-static int posted(_Atomic uint32_t *tail, uint32_t head, uint32_t depth)
+int san_nic_posted(_Atomic uint32_t *tail, uint32_t head, uint32_t depth)
 {
     uint32_t n = atomic_load_explicit(tail, memory_order_acquire) - head;
     return n > depth ? -1 : (int)n;
 }
 
-static void put_pieces(struct san_nic *nic, struct piece *p, unsigned n)
+void san_nic_put_pieces(struct san_nic *nic, struct san_nic_piece *p, unsigned n)
 {
     for (unsigned i = 0; i < n; i++)
         san_regtab_put(nic->reg, p[i].e);
@@ -138,8 +131,8 @@ static void put_pieces(struct san_nic *nic, struct piece *p, unsigned n)
 
 /* Checks the local pieces of a request against ep's owner: lkey its own, the range inside the
  * registration, write access when the NIC writes them. Takes a use of each. 0 or -EFAULT. */
-static int local_pieces(struct san_nic_ep *ep, const struct san_epq_wqe *w, bool write,
-                        struct piece *out, uint64_t *total)
+int san_nic_local_pieces(struct san_nic_ep *ep, const struct san_epq_wqe *w, bool write,
+                         struct san_nic_piece *out, uint64_t *total)
 {
     *total = 0;
     for (uint32_t i = 0; i < w->nsge; i++) {
@@ -150,30 +143,37 @@ static int local_pieces(struct san_nic_ep *ep, const struct san_epq_wqe *w, bool
             (!e || s->va < e->r.start || s->va - e->r.start > e->r.len ||
              s->len > e->r.len - (s->va - e->r.start) || (write && !(e->access & SAN_MEM_WRITE)))) {
             san_regtab_put(ep->nic->reg, e);
-            put_pieces(ep->nic, out, i);
+            san_nic_put_pieces(ep->nic, out, i);
             return -EFAULT;
         }
-        out[i] = (struct piece){.e = e, .va = s->va, .len = s->len};
+        out[i] = (struct san_nic_piece){.e = e, .va = s->va, .len = s->len};
         *total += s->len;
     }
     return 0;
 }
 
-/* The remote side of an RDMA request: rkey current and the peer's, access, range. -EACCES. */
-static int remote_piece(struct san_nic_ep *ep, const struct san_epq_wqe *w, uint64_t len,
-                        bool write, struct piece *out)
+int san_nic_remote(struct san_nic *nic, const struct san_regtab_set *owner, uint32_t rkey,
+                   uint64_t va, uint64_t len, bool write, struct san_nic_piece *out)
 {
-    struct san_nic_ep *peer = ep->peer;
-    struct san_regtab_entry *e = san_regtab_get_rkey(ep->nic->reg, w->rkey);
+    struct san_regtab_entry *e = san_regtab_get_rkey(nic->reg, rkey);
     unsigned need = write ? SAN_MEM_WRITE : SAN_MEM_READ;
-    if (!e || e->set != peer->set || !e->rdma || (e->access & need) != need ||
-        w->remote_va < e->r.start || w->remote_va - e->r.start > e->r.len ||
-        len > e->r.len - (w->remote_va - e->r.start)) {
-        san_regtab_put(ep->nic->reg, e);
+    if (!e || e->set != owner || !e->rdma || (e->access & need) != need || va < e->r.start ||
+        va - e->r.start > e->r.len || len > e->r.len - (va - e->r.start)) {
+        san_regtab_put(nic->reg, e);
         return -EACCES;
     }
-    *out = (struct piece){.e = e, .va = w->remote_va, .len = len};
+    *out = (struct san_nic_piece){.e = e, .va = va, .len = len};
     return 0;
+}
+
+/* The remote side of an RDMA request: a descriptor of this host, the rkey current and the
+ * peer's, access, range. -EACCES. */
+static int remote_piece(struct san_nic_ep *ep, const struct san_epq_wqe *w, uint64_t len,
+                        bool write, struct san_nic_piece *out)
+{
+    if (w->remote_host != ep->nic->cfg.host_id)
+        return -EACCES; /* a descriptor of another host: not this NIC's to honour */
+    return san_nic_remote(ep->nic, ep->peer->set, w->rkey, w->remote_va, len, write, out);
 }
 
 /* Moves len bytes between a registration's memory at va and buf through the adapter: from
@@ -211,7 +211,7 @@ static int dma_move(struct san_nic *nic, struct san_regtab_entry *e, uint64_t va
 
 /* The host bytes of [va, va+n) of a piece's registration when the NIC reaches them directly
  * (proxy memory within its address width), else NULL. */
-static uint8_t *direct(struct san_nic *nic, const struct piece *pc, uint64_t va, uint64_t n)
+static uint8_t *direct(struct san_nic *nic, const struct san_nic_piece *pc, uint64_t va, uint64_t n)
 {
     const struct san_mdl *mdl = pc->e->mdl;
     return san_dma_direct(nic->adapter, mdl, va - mdl->page_va, n);
@@ -221,8 +221,8 @@ static uint8_t *direct(struct san_nic *nic, const struct piece *pc, uint64_t va,
  * NIC reaches directly, one memcpy moves a whole run; where one side is, the other side's DMA
  * reads or writes it in place; otherwise bytes go through the engine's bounce buffer, CHUNK at a
  * time. 0, or -EFAULT with *src_failed saying which side failed. */
-static int transfer(struct san_nic_pair *p, const struct piece *src, const struct piece *dst,
-                    uint64_t total, bool *src_failed)
+static int transfer(struct san_nic_pair *p, const struct san_nic_piece *src,
+                    const struct san_nic_piece *dst, uint64_t total, bool *src_failed)
 {
     struct san_nic *nic = p->nic;
     unsigned si = 0, di = 0;
@@ -265,7 +265,31 @@ static int transfer(struct san_nic_pair *p, const struct piece *src, const struc
     return 0;
 }
 
-static bool valid_wqe(const struct san_epq_wqe *w, bool recv)
+int san_nic_pieces_io(struct san_nic *nic, const struct san_nic_piece *pc, unsigned n, uint64_t off,
+                      void *buf, uint64_t len, bool to_memory)
+{
+    uint64_t at = 0; /* where piece i starts in the request */
+    for (unsigned i = 0; i < n && len; at += pc[i].len, i++) {
+        if (off >= at + pc[i].len)
+            continue;
+        uint64_t in = off - at, k = pc[i].len - in < len ? pc[i].len - in : len;
+        uint8_t *d = direct(nic, &pc[i], pc[i].va + in, k);
+        if (d) {
+            if (to_memory)
+                memcpy(d, buf, k);
+            else
+                memcpy(buf, d, k);
+        } else if (dma_move(nic, pc[i].e, pc[i].va + in, buf, (size_t)k, !to_memory)) {
+            return -EFAULT;
+        }
+        buf = (char *)buf + k;
+        off += k;
+        len -= k;
+    }
+    return len ? -EFAULT : 0;
+}
+
+bool san_nic_valid_wqe(const struct san_epq_wqe *w, bool recv)
 {
     if (w->nsge > SAN_EPQ_SGE || (w->flags & ~(uint32_t)SAN_EPQ_UNSIGNALED))
         return false;
@@ -274,7 +298,7 @@ static bool valid_wqe(const struct san_epq_wqe *w, bool recv)
     return w->opcode == SAN_EPQ_SEND || w->opcode == SAN_EPQ_WRITE || w->opcode == SAN_EPQ_READ;
 }
 
-static void count(struct san_nic_ep *ep, uint64_t bytes)
+void san_nic_count(struct san_nic_ep *ep, uint64_t bytes)
 {
     atomic_fetch_add_explicit(&ep->nic->ops, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&ep->nic->bytes, bytes, memory_order_relaxed);
@@ -292,37 +316,37 @@ static int do_send(struct san_nic_pair *p, struct san_nic_ep *ep, const struct s
     struct san_nic_ep *peer = ep->peer;
     bool signaled = !(w->flags & SAN_EPQ_UNSIGNALED);
     if (peer->state == SAN_EPQ_ERROR) {
-        enter_error(ep, -ECONNRESET);
-        complete(ep, w->wr_id, -ECONNRESET, SAN_EPQ_SEND, 0);
+        san_nic_enter_error(ep, -ECONNRESET);
+        san_nic_complete(ep, w->wr_id, -ECONNRESET, SAN_EPQ_SEND, 0);
         return 1;
     }
-    int n = posted(&peer->q->rq_tail, peer->rq_head, SAN_EPQ_RQ);
+    int n = san_nic_posted(&peer->q->rq_tail, peer->rq_head, SAN_EPQ_RQ);
     if (n < 0) {
-        enter_error(peer, -EFAULT); /* the peer's own queue is garbage */
+        san_nic_enter_error(peer, -EFAULT); /* the peer's own queue is garbage */
         return 0;
     }
-    if (!n || !cq_room(peer))
+    if (!n || !san_nic_cq_room(peer))
         return 0;
     struct san_epq_wqe r = san_epq_rq(peer->q)[peer->rq_head & (SAN_EPQ_RQ - 1)];
     peer->rq_head++;
     atomic_store_explicit(&peer->q->rq_head, peer->rq_head, memory_order_release);
-    struct piece src[SAN_EPQ_SGE], dst[SAN_EPQ_SGE];
+    struct san_nic_piece src[SAN_EPQ_SGE], dst[SAN_EPQ_SGE];
     uint64_t total, room;
-    if (!valid_wqe(&r, true) || local_pieces(peer, &r, true, dst, &room)) {
-        complete(peer, r.wr_id, -EFAULT, SAN_EPQ_RECV, 0);
-        enter_error(peer, -EFAULT);
-        complete(ep, w->wr_id, -EACCES, SAN_EPQ_SEND, 0);
-        enter_error(ep, -EACCES);
+    if (!san_nic_valid_wqe(&r, true) || san_nic_local_pieces(peer, &r, true, dst, &room)) {
+        san_nic_complete(peer, r.wr_id, -EFAULT, SAN_EPQ_RECV, 0);
+        san_nic_enter_error(peer, -EFAULT);
+        san_nic_complete(ep, w->wr_id, -EACCES, SAN_EPQ_SEND, 0);
+        san_nic_enter_error(ep, -EACCES);
         return 1;
     }
-    if (local_pieces(ep, w, false, src, &total)) {
-        put_pieces(p->nic, dst, r.nsge);
-        complete(ep, w->wr_id, -EFAULT, SAN_EPQ_SEND, 0);
-        enter_error(ep, -EFAULT);
+    if (san_nic_local_pieces(ep, w, false, src, &total)) {
+        san_nic_put_pieces(p->nic, dst, r.nsge);
+        san_nic_complete(ep, w->wr_id, -EFAULT, SAN_EPQ_SEND, 0);
+        san_nic_enter_error(ep, -EFAULT);
         /* The receive it took goes back to the peer as flushed by a failed sender? No: it
          * completes with the sender's reset, and the peer's endpoint goes on. */
-        complete(peer, r.wr_id, -ECONNRESET, SAN_EPQ_RECV, 0);
-        enter_error(peer, -ECONNRESET);
+        san_nic_complete(peer, r.wr_id, -ECONNRESET, SAN_EPQ_RECV, 0);
+        san_nic_enter_error(peer, -ECONNRESET);
         return 1;
     }
     int status = 0;
@@ -331,79 +355,81 @@ static int do_send(struct san_nic_pair *p, struct san_nic_ep *ep, const struct s
         status = -EMSGSIZE;
     else if (transfer(p, src, dst, total, &src_failed))
         status = -EFAULT;
-    put_pieces(p->nic, src, w->nsge);
-    put_pieces(p->nic, dst, r.nsge);
+    san_nic_put_pieces(p->nic, src, w->nsge);
+    san_nic_put_pieces(p->nic, dst, r.nsge);
     if (status == -EMSGSIZE) {
-        complete(peer, r.wr_id, -EMSGSIZE, SAN_EPQ_RECV, 0);
-        enter_error(peer, -EMSGSIZE);
-        complete(ep, w->wr_id, -EMSGSIZE, SAN_EPQ_SEND, 0);
-        enter_error(ep, -EMSGSIZE);
+        san_nic_complete(peer, r.wr_id, -EMSGSIZE, SAN_EPQ_RECV, 0);
+        san_nic_enter_error(peer, -EMSGSIZE);
+        san_nic_complete(ep, w->wr_id, -EMSGSIZE, SAN_EPQ_SEND, 0);
+        san_nic_enter_error(ep, -EMSGSIZE);
         return 1;
     }
     if (status) {
-        complete(peer, r.wr_id, src_failed ? -ECONNRESET : -EFAULT, SAN_EPQ_RECV, 0);
-        enter_error(peer, src_failed ? -ECONNRESET : -EFAULT);
-        complete(ep, w->wr_id, src_failed ? -EFAULT : -EACCES, SAN_EPQ_SEND, 0);
-        enter_error(ep, src_failed ? -EFAULT : -EACCES);
+        san_nic_complete(peer, r.wr_id, src_failed ? -ECONNRESET : -EFAULT, SAN_EPQ_RECV, 0);
+        san_nic_enter_error(peer, src_failed ? -ECONNRESET : -EFAULT);
+        san_nic_complete(ep, w->wr_id, src_failed ? -EFAULT : -EACCES, SAN_EPQ_SEND, 0);
+        san_nic_enter_error(ep, src_failed ? -EFAULT : -EACCES);
         return 1;
     }
-    count(ep, total);
-    complete(peer, r.wr_id, 0, SAN_EPQ_RECV, (uint32_t)total);
+    san_nic_count(ep, total);
+    san_nic_complete(peer, r.wr_id, 0, SAN_EPQ_RECV, (uint32_t)total);
     if (signaled)
-        complete(ep, w->wr_id, 0, SAN_EPQ_SEND, (uint32_t)total);
+        san_nic_complete(ep, w->wr_id, 0, SAN_EPQ_SEND, (uint32_t)total);
     return 1;
 }
 
 static void do_rdma(struct san_nic_pair *p, struct san_nic_ep *ep, const struct san_epq_wqe *w)
 {
     bool write = w->opcode == SAN_EPQ_WRITE, signaled = !(w->flags & SAN_EPQ_UNSIGNALED);
-    struct piece local[SAN_EPQ_SGE], remote;
+    struct san_nic_piece local[SAN_EPQ_SGE], remote;
     uint64_t total;
     int status = 0;
     bool src_failed = false;
     if (ep->peer->state == SAN_EPQ_ERROR && ep->peer->err == -ECONNRESET) {
         status = -ECONNRESET;
-    } else if (local_pieces(ep, w, !write, local, &total)) {
+    } else if (san_nic_local_pieces(ep, w, !write, local, &total)) {
         status = -EFAULT;
     } else if (total > UINT32_MAX || remote_piece(ep, w, total, write, &remote)) {
-        put_pieces(p->nic, local, w->nsge);
+        san_nic_put_pieces(p->nic, local, w->nsge);
         status = -EACCES;
     } else {
         if (write && transfer(p, local, &remote, total, &src_failed))
             status = src_failed ? -EFAULT : -EACCES;
         else if (!write && transfer(p, &remote, local, total, &src_failed))
             status = src_failed ? -EACCES : -EFAULT;
-        put_pieces(p->nic, local, w->nsge);
+        san_nic_put_pieces(p->nic, local, w->nsge);
         san_regtab_put(p->nic->reg, remote.e);
     }
     uint32_t op = write ? SAN_EPQ_WRITE : SAN_EPQ_READ;
     if (status) {
-        complete(ep, w->wr_id, status, op, 0);
-        enter_error(ep, status);
+        san_nic_complete(ep, w->wr_id, status, op, 0);
+        san_nic_enter_error(ep, status);
         return;
     }
-    count(ep, total);
+    san_nic_count(ep, total);
     if (signaled)
-        complete(ep, w->wr_id, 0, op, (uint32_t)total);
+        san_nic_complete(ep, w->wr_id, 0, op, (uint32_t)total);
 }
 
 /* Completes everything posted on ep with the flush status. */
-static bool flush(struct san_nic_ep *ep)
+bool san_nic_flush(struct san_nic_ep *ep)
 {
     int32_t st = ep->err == -ECONNRESET ? -ECONNRESET : -ECANCELED;
     bool did = false;
     int n;
-    while ((n = posted(&ep->q->sq_tail, ep->sq_head, SAN_EPQ_SQ)) > 0 && cq_room(ep)) {
+    while ((n = san_nic_posted(&ep->q->sq_tail, ep->sq_head, SAN_EPQ_SQ)) > 0 &&
+           san_nic_cq_room(ep)) {
         struct san_epq_wqe w = san_epq_sq(ep->q)[ep->sq_head & (SAN_EPQ_SQ - 1)];
         ep->sq_head++;
         uint32_t op = w.opcode >= SAN_EPQ_SEND && w.opcode <= SAN_EPQ_READ ? w.opcode : 0;
-        complete(ep, w.wr_id, st, op, 0);
+        san_nic_complete(ep, w.wr_id, st, op, 0);
         did = true;
     }
-    while ((n = posted(&ep->q->rq_tail, ep->rq_head, SAN_EPQ_RQ)) > 0 && cq_room(ep)) {
+    while ((n = san_nic_posted(&ep->q->rq_tail, ep->rq_head, SAN_EPQ_RQ)) > 0 &&
+           san_nic_cq_room(ep)) {
         struct san_epq_wqe w = san_epq_rq(ep->q)[ep->rq_head & (SAN_EPQ_RQ - 1)];
         ep->rq_head++;
-        complete(ep, w.wr_id, st, SAN_EPQ_RECV, 0);
+        san_nic_complete(ep, w.wr_id, st, SAN_EPQ_RECV, 0);
         did = true;
     }
     atomic_store_explicit(&ep->q->sq_head, ep->sq_head, memory_order_release);
@@ -421,33 +447,33 @@ static bool service(struct san_nic_pair *p, int side)
         /* The owner let go: its peer is reset; nothing of it is touched again. */
         p->done[side] = true;
         if (!p->done[!side])
-            enter_error(peer, -ECONNRESET);
+            san_nic_enter_error(peer, -ECONNRESET);
         return true;
     }
     if (ep->state == SAN_EPQ_ERROR)
-        return flush(ep);
+        return san_nic_flush(ep);
     bool did = false;
     for (int i = 0; i < BATCH; i++) {
-        int n = posted(&ep->q->sq_tail, ep->sq_head, SAN_EPQ_SQ);
+        int n = san_nic_posted(&ep->q->sq_tail, ep->sq_head, SAN_EPQ_SQ);
         if (n < 0) {
-            enter_error(ep, -EFAULT);
+            san_nic_enter_error(ep, -EFAULT);
             return true;
         }
-        if (!n || !cq_room(ep))
+        if (!n || !san_nic_cq_room(ep))
             break;
         struct san_epq_wqe w = san_epq_sq(ep->q)[ep->sq_head & (SAN_EPQ_SQ - 1)];
-        if (!valid_wqe(&w, false)) {
+        if (!san_nic_valid_wqe(&w, false)) {
             ep->sq_head++;
-            complete(ep, w.wr_id, -EINVAL, 0, 0);
-            enter_error(ep, -EINVAL);
+            san_nic_complete(ep, w.wr_id, -EINVAL, 0, 0);
+            san_nic_enter_error(ep, -EINVAL);
             did = true;
             break;
         }
         if (w.opcode == SAN_EPQ_SEND) {
             if (p->done[!side]) {
                 ep->sq_head++;
-                complete(ep, w.wr_id, -ECONNRESET, SAN_EPQ_SEND, 0);
-                enter_error(ep, -ECONNRESET);
+                san_nic_complete(ep, w.wr_id, -ECONNRESET, SAN_EPQ_SEND, 0);
+                san_nic_enter_error(ep, -ECONNRESET);
                 did = true;
                 break;
             }

@@ -97,17 +97,19 @@ int san_nic_parse_nets(const char *s, struct san_nic_net *out, size_t max, size_
     }
 }
 
+bool san_nic_net_has(const struct san_nic_net *net, const struct san_nic_addr *a)
+{
+    unsigned full = net->prefix / 8, rest = net->prefix % 8;
+    if (net->prefix > 128 || memcmp(a->ip, net->ip, full))
+        return false;
+    return !rest || !((a->ip[full] ^ net->ip[full]) & (0xff00 >> rest));
+}
+
 static bool served(const struct san_nic *nic, const struct san_nic_addr *a)
 {
-    for (size_t i = 0; i < nic->cfg.nr_nets; i++) {
-        const struct san_nic_net *net = &nic->nets[i];
-        unsigned full = net->prefix / 8, rest = net->prefix % 8;
-        if (memcmp(a->ip, net->ip, full))
-            continue;
-        if (rest && (a->ip[full] ^ net->ip[full]) & (0xff00 >> rest))
-            continue;
-        return true;
-    }
+    for (size_t i = 0; i < nic->cfg.nr_nets; i++)
+        if (san_nic_net_has(&nic->nets[i], a))
+            return true;
     return false;
 }
 
@@ -123,6 +125,18 @@ int san_nic_create(const struct san_nic_config *cfg, struct san_regtab *reg,
         free(nic);
         return -ENOMEM;
     }
+    if (pthread_mutex_init(&nic->xlock, NULL)) {
+        pthread_mutex_destroy(&nic->lock);
+        free(nic);
+        return -ENOMEM;
+    }
+    if (pthread_rwlock_init(&nic->xport_lock, NULL)) {
+        pthread_mutex_destroy(&nic->xlock);
+        pthread_mutex_destroy(&nic->lock);
+        free(nic);
+        return -ENOMEM;
+    }
+    san_list_init(&nic->xconns);
     nic->cfg = *cfg;
     memcpy(nic->nets, cfg->nets, cfg->nr_nets * sizeof(cfg->nets[0]));
     nic->cfg.nets = nic->nets;
@@ -144,6 +158,8 @@ void san_nic_destroy(struct san_nic *nic)
     }
     if (atomic_load(&nic->endpoints))
         return; /* an engine still runs: leave it what it uses */
+    pthread_rwlock_destroy(&nic->xport_lock);
+    pthread_mutex_destroy(&nic->xlock);
     pthread_mutex_destroy(&nic->lock);
     free(nic);
 }
@@ -161,8 +177,8 @@ static void futex_wake_all(_Atomic uint32_t *word)
 }
 
 /* A new endpoint with its region and eventfd; one reference (the loop's). */
-static int ep_create(struct san_nic *nic, const struct san_nic_owner *owner,
-                     struct san_regtab_set *set, struct san_nic_ep **out)
+int san_nic_ep_new(struct san_nic *nic, const struct san_nic_owner *owner,
+                   struct san_regtab_set *set, struct san_nic_ep **out)
 {
     struct san_nic_ep *ep = calloc(1, sizeof(*ep));
     if (!ep)
@@ -230,7 +246,7 @@ void san_nic_ep_put(struct san_nic_ep *ep)
 }
 
 /* Tells a connector what became of it. */
-static void set_state(struct san_nic_ep *ep, uint32_t state, int32_t err)
+void san_nic_set_state(struct san_nic_ep *ep, uint32_t state, int32_t err)
 {
     ep->err = err;
     ep->state = state;
@@ -287,7 +303,8 @@ int san_nic_listen(struct san_nic *nic, const struct san_nic_owner *owner,
     return 0;
 }
 
-/* Takes ep out of l's backlog (it is there). */
+/* Takes ep out of l's backlog (it is there). Under nic->lock: the link thread adds connectors
+ * of other hosts to backlogs. */
 static void unqueue(struct san_nic_listener *l, struct san_nic_ep *ep)
 {
     for (struct san_nic_ep **p = &l->pending; *p; p = &(*p)->next_pending) {
@@ -327,14 +344,62 @@ void san_nic_listener_close(struct san_nic_listener *l)
             break;
         }
     }
-    pthread_mutex_unlock(&nic->lock);
+    struct san_nic_ep *refused = NULL, **tail = &refused;
     while (l->pending) {
         struct san_nic_ep *ep = l->pending;
         unqueue(l, ep);
-        set_state(ep, SAN_EPQ_REFUSED, -ECONNREFUSED);
+        *tail = ep;
+        tail = &ep->next_pending;
+    }
+    pthread_mutex_unlock(&nic->lock);
+    while (refused) {
+        struct san_nic_ep *ep = refused;
+        refused = ep->next_pending;
+        ep->next_pending = NULL;
+        if (ep->xc)
+            san_xconn_refuse(ep); /* a connector of another host */
+        else
+            san_nic_set_state(ep, SAN_EPQ_REFUSED, -ECONNREFUSED);
     }
     close(l->efd);
     free(l);
+}
+
+/* Puts ep at the end of the backlog of the listener on addr, under nic->lock. -ECONNREFUSED. */
+static int backlog_add_locked(struct san_nic *nic, const struct san_nic_addr *addr,
+                              struct san_nic_ep *ep)
+{
+    struct san_nic_listener *l = find_listener(nic, addr);
+    if (!l || l->nr_pending >= l->backlog)
+        return -ECONNREFUSED;
+    *l->pending_tail = ep;
+    l->pending_tail = &ep->next_pending;
+    if (!l->nr_pending++) {
+        uint64_t one = 1;
+        if (write(l->efd, &one, sizeof(one)) < 0) {
+        }
+    }
+    return 0;
+}
+
+int san_nic_backlog_add(struct san_nic *nic, const struct san_nic_addr *addr, struct san_nic_ep *ep)
+{
+    if (!addr->port || !served(nic, addr))
+        return -ECONNREFUSED;
+    pthread_mutex_lock(&nic->lock);
+    int err = backlog_add_locked(nic, addr, ep);
+    pthread_mutex_unlock(&nic->lock);
+    return err;
+}
+
+bool san_nic_backlog_remove(struct san_nic *nic, struct san_nic_ep *ep)
+{
+    pthread_mutex_lock(&nic->lock);
+    struct san_nic_listener *l = waiting_on(nic, ep);
+    if (l)
+        unqueue(l, ep);
+    pthread_mutex_unlock(&nic->lock);
+    return l != NULL;
 }
 
 int san_nic_connect(struct san_nic *nic, const struct san_nic_owner *owner,
@@ -343,24 +408,45 @@ int san_nic_connect(struct san_nic *nic, const struct san_nic_owner *owner,
 {
     if (!addr->port)
         return -EINVAL;
-    if (!served(nic, addr))
-        return -ENETUNREACH;
+    if (!served(nic, addr)) {
+        /* Another host's, if a linked daemon serves it. */
+        unsigned link;
+        uint64_t session, host;
+        int err = -ENETUNREACH;
+        pthread_rwlock_rdlock(&nic->xport_lock);
+        if (nic->xport.route)
+            err = nic->xport.route(nic->xport.ctx, addr, &link, &session, &host);
+        pthread_rwlock_unlock(&nic->xport_lock);
+        if (err)
+            return err;
+        struct san_nic_ep *ep;
+        if ((err = san_nic_ep_new(nic, owner, set, &ep)))
+            return err;
+        ep->remote = *addr;
+        if ((err = san_xconn_connect(nic, ep, link, session, host))) {
+            san_nic_ep_put(ep);
+            return err;
+        }
+        *out = ep;
+        return 0;
+    }
     pthread_mutex_lock(&nic->lock);
     struct san_nic_listener *l = find_listener(nic, addr);
+    bool full = !l || l->nr_pending >= l->backlog;
     pthread_mutex_unlock(&nic->lock);
-    if (!l || l->nr_pending >= l->backlog)
+    if (full)
         return -ECONNREFUSED;
     struct san_nic_ep *ep;
-    int err = ep_create(nic, owner, set, &ep);
+    int err = san_nic_ep_new(nic, owner, set, &ep);
     if (err)
         return err;
     ep->remote = *addr;
-    *l->pending_tail = ep;
-    l->pending_tail = &ep->next_pending;
-    if (!l->nr_pending++) {
-        uint64_t one = 1;
-        if (write(l->efd, &one, sizeof(one)) < 0) {
-        }
+    pthread_mutex_lock(&nic->lock);
+    err = backlog_add_locked(nic, addr, ep);
+    pthread_mutex_unlock(&nic->lock);
+    if (err) {
+        san_nic_ep_put(ep);
+        return err;
     }
     *out = ep;
     return 0;
@@ -369,25 +455,40 @@ int san_nic_connect(struct san_nic *nic, const struct san_nic_owner *owner,
 int san_nic_accept(struct san_nic_listener *l, const struct san_nic_owner *owner,
                    struct san_regtab_set *set, struct san_nic_ep **out)
 {
-    struct san_nic_ep *a = l->pending, *b;
-    if (!a)
+    pthread_mutex_lock(&l->nic->lock);
+    bool none = !l->pending;
+    pthread_mutex_unlock(&l->nic->lock);
+    if (none)
         return -EAGAIN;
-    int err = ep_create(l->nic, owner, set, &b);
+    struct san_nic_ep *a, *b;
+    int err = san_nic_ep_new(l->nic, owner, set, &b);
     if (err)
         return err;
     b->local = l->addr;
+    pthread_mutex_lock(&l->nic->lock);
+    a = l->pending; /* the oldest: only this thread takes from a backlog */
+    unqueue(l, a);
+    pthread_mutex_unlock(&l->nic->lock);
+    if (a->xc) {
+        /* A connector of another host: its daemon learns of the accept over the link. */
+        if ((err = san_xconn_accept(a, b))) {
+            san_nic_ep_put(b);
+            return err;
+        }
+        *out = b;
+        return 0;
+    }
     a->peer = b;
     b->peer = a;
     a->peer_client = b->owner.client;
     b->peer_client = a->owner.client;
-    unqueue(l, a);
     /* Connected before the engine starts: from then on the state is the engine's. */
-    set_state(b, SAN_EPQ_CONNECTED, 0);
-    set_state(a, SAN_EPQ_CONNECTED, 0);
+    san_nic_set_state(b, SAN_EPQ_CONNECTED, 0);
+    san_nic_set_state(a, SAN_EPQ_CONNECTED, 0);
     if ((err = san_nic_pair_start(l->nic, a, b))) {
         a->peer = NULL;
         a->peer_client = 0;
-        set_state(a, SAN_EPQ_REFUSED, -ECONNREFUSED);
+        san_nic_set_state(a, SAN_EPQ_REFUSED, -ECONNREFUSED);
         san_nic_ep_put(b);
         return err;
     }
@@ -399,13 +500,14 @@ void san_nic_ep_close(struct san_nic_ep *ep)
 {
     if (!ep)
         return;
+    if (ep->xc) {
+        san_xconn_close(ep); /* its peer is on another host */
+        san_nic_ep_put(ep);
+        return;
+    }
     if (!ep->pair) {
         /* Still waiting in a backlog, or refused. */
-        pthread_mutex_lock(&ep->nic->lock);
-        struct san_nic_listener *l = waiting_on(ep->nic, ep);
-        pthread_mutex_unlock(&ep->nic->lock);
-        if (l)
-            unqueue(l, ep);
+        san_nic_backlog_remove(ep->nic, ep);
         san_nic_ep_put(ep);
         return;
     }

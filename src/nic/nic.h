@@ -26,11 +26,13 @@
 #include "common/list.h"
 #include "mdl/mdl.h"
 #include "mr/mr.h"
+#include "nic/xmsg.h"
 #include "proto/queue.h"
 
 struct san_dma_adapter;
 struct san_nic;
 struct san_nic_pair;
+struct san_xconn;
 
 /* A SAN address: family, port, address bytes (IPv4 mapped into IPv6 form for comparison). */
 struct san_nic_addr {
@@ -48,6 +50,8 @@ struct san_nic_net {
 /* Parses "127.0.0.0/8, ::1/128" (commas or spaces between networks). -EINVAL with *bad set to
  * the offending word's offset. */
 int san_nic_parse_nets(const char *s, struct san_nic_net *out, size_t max, size_t *n, size_t *bad);
+/* Whether a is inside net. */
+bool san_nic_net_has(const struct san_nic_net *net, const struct san_nic_addr *a);
 /* A socket address (AF_INET or AF_INET6 with its exact size) as a SAN address, -EINVAL. */
 int san_nic_addr_from(const struct sockaddr *sa, socklen_t len, struct san_nic_addr *out);
 
@@ -58,6 +62,7 @@ struct san_nic_config {
     unsigned spin_us;     /* an idle engine spins this long before it sleeps */
     size_t max_length;    /* the adapter's bytes per transfer */
     bool manual;          /* no engine threads: the caller drives pairs with san_nic_step (fuzz) */
+    uint64_t host_id;     /* this daemon's: the host of every descriptor its NIC honours */
 };
 
 /* Who holds a listener or an endpoint, copied in when it is made: a listing names an endpoint's
@@ -89,6 +94,7 @@ struct san_nic_ep {
     _Atomic int32_t err;
     _Atomic uint64_t ops, bytes;     /* completed work requests and bytes moved */
     struct san_nic_ep *next_pending; /* in a listener's backlog */
+    struct san_xconn *xc;            /* its peer is on another host (xconn.c), else NULL */
     struct san_nic_addr local, remote;
 };
 
@@ -150,6 +156,71 @@ struct san_nic_ep_info {
 size_t san_nic_list(struct san_nic *nic, uint64_t from, bool all, uint32_t uid,
                     struct san_nic_ep_info *out, size_t max, uint64_t *next);
 
+/* Endpoints across hosts (xconn.c). The NIC reaches other hosts through a transport the daemon
+ * sets (the links, link/link.h); the NIC never depends on how messages travel. Every call of the
+ * transport may come from any thread and never blocks on the network. */
+struct san_nic_xport {
+    void *ctx;
+    /* Which up link serves a: its index, session and peer host_id. -ENETUNREACH. */
+    int (*route)(void *ctx, const struct san_nic_addr *a, unsigned *link, uint64_t *session,
+                 uint64_t *host);
+    /* Queues m (and len payload bytes) to the peer of link, in session. -ECONNRESET when that
+     * session is over, -ENOBUFS when the transport holds too much already. */
+    int (*send)(void *ctx, unsigned link, uint64_t session, const struct san_xmsg *m,
+                const void *payload, size_t len);
+};
+/* Sets (or, with NULL, detaches: every connection across hosts resets) the transport. Detach
+ * before the transport goes: afterwards no call of it is made or in progress. */
+void san_nic_set_xport(struct san_nic *nic, const struct san_nic_xport *x);
+/* A message from the peer of link in session: delivered to its connection (or, CONNECT, to a
+ * listener's backlog). When the message needs an answer the transport must send at once (a
+ * refused CONNECT, a message for a connection not known here), *reply is filled and 1 returned;
+ * else 0. Called on the transport's thread; never blocks (takes nic locks briefly). */
+int san_nic_xdeliver(struct san_nic *nic, unsigned link, uint64_t session, uint64_t host,
+                     const struct san_xmsg *m, const void *payload, struct san_xmsg *reply);
+/* The session of link is over (the link went down, or the peer restarted): every connection
+ * across it completes what is outstanding and everything later with -ECONNRESET. */
+void san_nic_xreset(struct san_nic *nic, unsigned link, uint64_t session);
+/* The loop's side (nic.c): connect across a link, accept a pending remote connector, close. */
+int san_xconn_connect(struct san_nic *nic, struct san_nic_ep *ep, unsigned link, uint64_t session,
+                      uint64_t host);
+int san_xconn_accept(struct san_nic_ep *stub, struct san_nic_ep *ep);
+void san_xconn_refuse(struct san_nic_ep *stub);
+void san_xconn_close(struct san_nic_ep *ep);
+
+/* A piece of a transfer: a registration (use held) and the range in it. */
+struct san_nic_piece {
+    struct san_regtab_entry *e;
+    uint64_t va;
+    uint64_t len;
+};
+/* Shared by engine.c and xconn.c: the checks and moves of docs/nic.md, on one endpoint. */
+uint32_t san_nic_cq_room(struct san_nic_ep *ep);
+void san_nic_complete(struct san_nic_ep *ep, uint64_t wr_id, int32_t status, uint32_t op,
+                      uint32_t len);
+void san_nic_enter_error(struct san_nic_ep *ep, int32_t err);
+int san_nic_posted(_Atomic uint32_t *tail, uint32_t head, uint32_t depth);
+void san_nic_put_pieces(struct san_nic *nic, struct san_nic_piece *p, unsigned n);
+int san_nic_local_pieces(struct san_nic_ep *ep, const struct san_epq_wqe *w, bool write,
+                         struct san_nic_piece *out, uint64_t *total);
+/* rkey registered for RDMA by owner, with the access, [va, va+len) inside: a use held. -EACCES. */
+int san_nic_remote(struct san_nic *nic, const struct san_regtab_set *owner, uint32_t rkey,
+                   uint64_t va, uint64_t len, bool write, struct san_nic_piece *out);
+/* Copies len bytes between buf and the pieces at byte off of the request they make up. -EFAULT. */
+int san_nic_pieces_io(struct san_nic *nic, const struct san_nic_piece *pc, unsigned n, uint64_t off,
+                      void *buf, uint64_t len, bool to_memory);
+bool san_nic_valid_wqe(const struct san_epq_wqe *w, bool recv);
+void san_nic_count(struct san_nic_ep *ep, uint64_t bytes);
+bool san_nic_flush(struct san_nic_ep *ep);
+void san_nic_set_state(struct san_nic_ep *ep, uint32_t state, int32_t err);
+/* A connector of another host (a stub endpoint: no region) into the backlog of the listener on
+ * addr, or -ECONNREFUSED; and out of the backlog it waits in (whether it was in one). */
+int san_nic_backlog_add(struct san_nic *nic, const struct san_nic_addr *addr,
+                        struct san_nic_ep *ep);
+bool san_nic_backlog_remove(struct san_nic *nic, struct san_nic_ep *ep);
+int san_nic_ep_new(struct san_nic *nic, const struct san_nic_owner *owner,
+                   struct san_regtab_set *set, struct san_nic_ep **out);
+
 /* engine.c */
 int san_nic_pair_start(struct san_nic *nic, struct san_nic_ep *a, struct san_nic_ep *b);
 /* One engine pass over both endpoints of a pair (cfg.manual): 1 when something happened, 0 when
@@ -172,6 +243,14 @@ struct san_nic {
     struct san_list eps; /* every endpoint (struct san_nic_ep.link), by id */
     uint64_t last_ep_id;
     _Atomic uint64_t endpoints, ops, bytes;
+    /* Endpoints across hosts: xlock covers the connections' table; xport_lock the transport
+     * (read: a call of it; write: setting it). Order: a transport's own lock, then xlock; never
+     * xlock while calling the transport. */
+    pthread_mutex_t xlock;
+    struct san_list xconns;
+    uint64_t last_xconn;
+    pthread_rwlock_t xport_lock;
+    struct san_nic_xport xport; /* .send NULL: none */
 };
 
 #endif

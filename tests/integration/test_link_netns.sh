@@ -141,6 +141,31 @@ wait_for a "l['msgs_rx'] > 3 and l['msgs_tx'] > 3 and l['bytes_rx'] > 0" 10 >/de
 "$bin/sanctl" --socket "$tmp/a.sock" links | grep -q "^$ip_b:$port *up" || fail "a: links table"
 echo "ok: linked, host_ids and networks exchanged"
 
+# --- endpoints across hosts: a server on b (SAN address 10.2.0.1:5000, a network b serves), the
+# clients on a. The programs run here: the daemons' sockets are paths. ---
+xep=${SAN_BUILD:?SAN_BUILD not set}/tests/xhost_ep
+san_ip=10.2.0.1 san_port=5000
+# serve DIR: the echo server on b, its descriptors in DIR
+serve() {
+  mkdir -p "$1"
+  rm -f "$1/ready"
+  "$xep" server "$tmp/b.sock" $san_ip $san_port "$1" 2>>"$tmp/server.log" &
+  pid[server]=$!
+  for _ in $(seq 200); do [[ -f $1/ready ]] && return; sleep 0.05; done
+  fail "the server on b did not start"
+}
+stats() { "$bin/sanctl" --socket "$tmp/$1.sock" stats --json | python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])"; }
+serve "$tmp/s1"
+timeout 120 "$xep" client "$tmp/a.sock" $san_ip $san_port "$tmp/s1" 2>>"$tmp/client.log" ||
+  fail "endpoints across hosts (client.log)"
+timeout 20 "$xep" unreach "$tmp/a.sock" 10.3.0.1 $san_port 2>>"$tmp/client.log" ||
+  fail "an address nobody serves"
+[[ $(stats a endpoints) == 0 ]] || fail "a: endpoints left after the clients: $(stats a endpoints)"
+(($(stats a nic_bytes) > 4000000)) || fail "a: nic_bytes $(stats a nic_bytes)"
+alive a
+alive b
+echo "ok: endpoints across hosts: send/recv, RDMA, the target's checks, -ENETUNREACH"
+
 # --- a stray TCP client writing garbage into b's link port: that connection goes, the link stays ---
 sessions=$(link a "l['sessions']")
 ip netns exec "$nsa" python3 - "$ip_b" "$port" <<'PY' || fail "the stray connection was not dropped"
@@ -201,5 +226,6 @@ alive a
 alive b
 echo "ok: wrong secret refused, daemons fine"
 
+[[ -n ${pid[server]:-} ]] && { kill "${pid[server]}"; wait "${pid[server]}" 2>/dev/null || true; unset "pid[server]"; }
 stop a
 stop b

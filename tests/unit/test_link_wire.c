@@ -25,6 +25,24 @@ static struct san_link_msg msg(unsigned type)
         m.u.proof.nets[0].ip[15] = 1;
         m.u.proof.nets[0].prefix = 128;
     }
+    if (type == SAN_LINK_EP) {
+        m.u.ep.x.op = SAN_XMSG_CREDIT;
+        m.u.ep.x.conn = 5;
+        m.u.ep.x.from = 6;
+    }
+    return m;
+}
+
+/* An endpoint message carrying len payload bytes of operation op. */
+static struct san_link_msg ep_data(unsigned op, uint32_t len)
+{
+    struct san_link_msg m = msg(SAN_LINK_EP);
+    m.u.ep.x.op = op;
+    m.u.ep.x.seq = 1;
+    m.u.ep.x.total = 2 * SAN_XMSG_CHUNK;
+    m.u.ep.x.offset = SAN_XMSG_CHUNK;
+    m.u.ep.x.len = len;
+    m.hdr.length += len;
     return m;
 }
 
@@ -125,6 +143,70 @@ static void test_proof(void **state)
     assert_int_equal(decode(&m), -EBADMSG);
 }
 
+static void test_ep(void **state)
+{
+    (void)state;
+    struct san_link_msg m = ep_data(SAN_XMSG_WRITE, SAN_XMSG_CHUNK);
+    assert_int_equal(decode(&m), 0); /* a full chunk, the last of its request */
+    assert_int_equal(san_link_decode(&m, m.hdr.length - 1), -EBADMSG); /* length lies */
+    m.hdr.length -= 1;
+    assert_int_equal(decode(&m), -EBADMSG); /* payload shorter than it says */
+    m = ep_data(SAN_XMSG_SEND, SAN_XMSG_CHUNK);
+    m.u.ep.x.offset = SAN_XMSG_CHUNK + 1;
+    assert_int_equal(decode(&m), -EBADMSG); /* past the request's end */
+    m = ep_data(SAN_XMSG_RDATA, 16);
+    m.u.ep.x.status = -EACCES;
+    assert_int_equal(decode(&m), -EBADMSG); /* a refusal carries no data */
+    m = ep_data(SAN_XMSG_RDATA, 16);
+    m.u.ep.x.seq = 0;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = ep_data(SAN_XMSG_DONE, 16);
+    assert_int_equal(decode(&m), -EBADMSG); /* no payload on a DONE */
+    m = msg(SAN_LINK_EP);
+    m.u.ep.x.op = SAN_XMSG_OP_MAX + 1;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_EP);
+    m.u.ep.x.op = 0;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_EP);
+    m.u.ep.x.status = 1;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_EP);
+    m.u.ep.x.status = -5000;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_EP);
+    m.u.ep.x.reserved = 1;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_EP);
+    m.u.ep.x.reserved2 = 1;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_EP);
+    m.u.ep.x.conn = 0;
+    assert_int_equal(decode(&m), -EBADMSG); /* a credit names a connection */
+    m = msg(SAN_LINK_EP);
+    m.u.ep.x.from = 0;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_EP);
+    m.u.ep.x.port = 80;
+    assert_int_equal(decode(&m), -EBADMSG); /* an address only on a CONNECT */
+    m = msg(SAN_LINK_EP);
+    m.u.ep.x.op = SAN_XMSG_CONNECT;
+    m.u.ep.x.conn = 0;
+    m.u.ep.x.port = 80;
+    assert_int_equal(decode(&m), 0);
+    m.u.ep.x.port = 0;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m.u.ep.x.port = 80;
+    m.u.ep.x.conn = 3;
+    assert_int_equal(decode(&m), -EBADMSG);
+    m = msg(SAN_LINK_EP);
+    m.u.ep.x.op = SAN_XMSG_ACCEPT;
+    m.u.ep.x.from = 0;
+    assert_int_equal(decode(&m), -EBADMSG); /* an accept names the acceptor's half */
+    m.u.ep.x.status = -ECONNREFUSED;
+    assert_int_equal(decode(&m), 0); /* a refusal names none */
+}
+
 static void test_keys_and_macs(void **state)
 {
     (void)state;
@@ -165,6 +247,7 @@ int main(void)
         cmocka_unit_test(test_version_and_type),
         cmocka_unit_test(test_fields),
         cmocka_unit_test(test_proof),
+        cmocka_unit_test(test_ep),
         cmocka_unit_test(test_keys_and_macs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
