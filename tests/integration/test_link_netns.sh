@@ -187,12 +187,31 @@ alive b
 [[ $(link a "l['sessions']") == "$sessions" ]] || fail "the stray client forced a new session"
 echo "ok: stray TCP client dropped, link unaffected"
 
-# --- the veth cut: down within timeout + slack on both sides; restored: up again ---
+# --- the veth cut mid-stream: the link down within timeout + slack on both sides, the stream's
+# endpoint reset (-ECONNRESET) as soon, nothing hangs; restored: up again ---
+rm -f "$tmp/s1/streaming"
+timeout $((timeout_s + slack_s + 60)) "$xep" stream "$tmp/a.sock" $san_ip $san_port "$tmp/s1" \
+  >"$tmp/stream.out" 2>>"$tmp/client.log" &
+pid[stream]=$!
+for _ in $(seq 200); do [[ -f $tmp/s1/streaming ]] && break; sleep 0.05; done
+sleep 0.5
 ip -n "$nsa" link set "$veth_a" down
 took=$(wait_for a "l['state'] == 'down'" $((timeout_s + slack_s)))
 wait_for b "l['state'] == 'down'" $((timeout_s + slack_s)) >/dev/null
 link a "l['last_error']" | grep -q "no answer" || fail "a: last_error $(link a "l['last_error']")"
 echo "ok: cut veth, link down after ${took}s (timeout ${timeout_s}s)"
+for _ in $(seq 100); do kill -0 "${pid[stream]}" 2>/dev/null || break; sleep 0.05; done
+kill -0 "${pid[stream]}" 2>/dev/null && fail "the stream across the cut veth still runs"
+wait "${pid[stream]}" || fail "the stream did not end with -ECONNRESET: $(cat "$tmp/stream.out")"
+unset "pid[stream]"
+grep -q "writes, then" "$tmp/stream.out" || fail "stream: $(cat "$tmp/stream.out")"
+echo "ok: the endpoint streaming across the cut: $(sed 's/^stream: //' "$tmp/stream.out")"
+for _ in $(seq 100); do [[ $(stats a endpoints) == 0 && $(stats b endpoints) == 0 ]] && break; sleep 0.05; done
+[[ $(stats a endpoints) == 0 && $(stats b endpoints) == 0 ]] ||
+  fail "endpoints left after the cut: a $(stats a endpoints), b $(stats b endpoints)"
+ops=$(stats a nic_ops)
+sleep 0.5
+[[ $(stats a nic_ops) == "$ops" ]] || fail "a: nic_ops still moving after the reset"
 ip -n "$nsa" link set "$veth_a" up
 took=$(wait_for a "l['state'] == 'up'" 30)
 wait_for b "l['state'] == 'up'" 30 >/dev/null
@@ -201,7 +220,10 @@ echo "ok: veth back, link up again after ${took}s"
 alive a
 alive b
 
-# --- b restarted: a sees the new host_id ---
+# --- b restarted: a sees the new host_id; old descriptors refused, new connections work ---
+kill "${pid[server]}"
+wait "${pid[server]}" 2>/dev/null || true
+unset "pid[server]"
 stop b
 wait_for a "l['state'] == 'down'" 5 >/dev/null # b said goodbye
 link a "l['last_error']" | grep -q "stopped" || fail "a: last_error $(link a "l['last_error']")"
@@ -211,6 +233,12 @@ hb2=$(host_id b)
 wait_for a "l['state'] == 'up' and l['host_id'] == '$hb2'" 15 >/dev/null
 grep -q "the peer restarted" "$tmp/a.log" || fail "a did not log the restart"
 echo "ok: b restarted, a sees host_id $hb2 (was $hb)"
+serve "$tmp/s2"
+timeout 60 "$xep" stale "$tmp/a.sock" $san_ip $san_port "$tmp/s2" "$tmp/s1" 2>>"$tmp/client.log" ||
+  fail "endpoints after b's restart (client.log)"
+kill "${pid[server]}"
+wait "${pid[server]}" 2>/dev/null || true
+unset "pid[server]"
 
 # --- a wrong secret: refused on both sides, both daemons fine ---
 stop b
