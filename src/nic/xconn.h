@@ -1,0 +1,87 @@
+/* Endpoints across hosts, inside the NIC: a connection's state, shared by xconn.c (its life, its
+ * thread, the loop's and the transport's calls) and xops.c (what the connection does with its
+ * endpoint's requests and the peer's messages). Not for other modules: nic.h is the interface.
+ *
+ * Everything but the inbox (lock), the reset flag and the wake word is the connection thread's,
+ * under its run lock; a stub's fate is decided under nic->xlock. */
+#ifndef SAN_NIC_XCONN_H
+#define SAN_NIC_XCONN_H
+
+#include "nic/nic.h"
+
+#define INBOX_MAX (2 * SAN_XMSG_WINDOW + 2 * SAN_EPQ_RQ) /* messages a peer may have waiting */
+
+enum phase { X_PENDING, X_CONNECTING, X_RUNNING };
+
+struct xin {
+    struct xin *next;
+    struct san_xmsg m;
+    _Alignas(8) uint8_t data[];
+};
+
+struct san_xconn {
+    struct san_nic *nic;
+    struct san_list node; /* nic->xconns */
+    uint64_t id;
+    _Atomic uint64_t peer_conn; /* the peer's number for it; 0 until accepted */
+    unsigned link;
+    uint64_t session, host;
+    struct san_nic_ep *ep;   /* NULL while a stub */
+    struct san_nic_ep *stub; /* the backlog entry while pending */
+    enum phase phase;        /* pending: under xlock; after: the thread's */
+    bool acceptor;
+    bool peer_gone; /* pending: the connector gave up (under xlock) */
+    pthread_mutex_t lock, run;
+    struct xin *in_head, **in_tail;
+    unsigned in_count;
+    bool overflow;
+    _Atomic uint32_t wake, sleeping;
+    _Atomic bool reset;
+    uint8_t *buf; /* SAN_XMSG_CHUNK */
+    /* the thread's */
+    bool dead; /* reset: nothing more goes to the peer */
+    bool peer_closed;
+    int32_t peer_err; /* the peer endpoint's error (STATE) */
+    bool state_sent;
+    uint32_t credits;      /* data messages we may still send */
+    uint32_t to_return;    /* the peer's data messages taken, not yet credited back */
+    uint32_t recv_credits; /* the peer's posted receives we may still consume */
+    uint32_t rq_adv;       /* our receive queue advertised up to here */
+    uint32_t seen[4];      /* sq_tail, rq_tail, cq_head, wake when the last pass found nothing */
+    /* our request in flight */
+    bool busy;
+    struct san_epq_wqe w;
+    uint64_t out_seq, total, sent, got;
+    uint64_t dropped_seq; /* an RDMA read given up here: its late data is dropped */
+    /* the peer's request in progress here */
+    uint64_t in_seq;
+    uint32_t in_op;
+    bool in_failed;
+    uint64_t in_total, in_got, in_va, in_host;
+    uint32_t in_rkey;
+    struct san_epq_wqe in_recv;
+    /* the peer's RDMA read being answered */
+    bool rd_busy;
+    uint64_t rd_seq, rd_va, rd_total, rd_sent;
+    uint32_t rd_rkey;
+    int32_t rd_status; /* refused: the answer is this status alone */
+};
+
+enum { TAKEN, STALL }; /* what handling a message did: STALL leaves it first in the inbox */
+
+/* xconn.c */
+void san_xconn_fail_all(struct san_xconn *xc);
+void san_xconn_violation(struct san_xconn *xc);
+void san_xconn_send_or_fail(struct san_xconn *xc, struct san_xmsg *m, const void *payload,
+                            size_t len);
+void san_xconn_done(struct san_xconn *xc, uint64_t seq, int32_t status, uint64_t total);
+
+/* xops.c */
+int san_xconn_handle(struct san_xconn *xc, const struct xin *in);
+bool san_xconn_start(struct san_xconn *xc);
+bool san_xconn_ship(struct san_xconn *xc);
+bool san_xconn_answer(struct san_xconn *xc);
+bool san_xconn_credit(struct san_xconn *xc);
+void san_xconn_finish(struct san_xconn *xc, int32_t status, uint64_t bytes);
+
+#endif

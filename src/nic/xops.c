@@ -1,0 +1,519 @@
+/* Endpoints across hosts: what a connection does (xconn.h), on its thread under its run lock.
+ *
+ * As target it executes the peer's requests on this endpoint's memory: a send into the receive at
+ * the head of the receive queue (advertised to the peer in CREDIT), an RDMA write or read checked
+ * as engine.c checks it (a descriptor of this host, rkey current and registered by this
+ * endpoint's owner for RDMA, access covering the operation, the whole range inside) before a byte
+ * moves, again for each chunk, and the outcome sent back (DONE, or RDATA's status). As initiator
+ * it takes its own requests one at a time, checks their local pieces, ships their bytes a chunk
+ * per credit and completes them with the target's outcome. Every message of the peer is checked
+ * against the operation in flight: anything out of order or beyond a credit is a protocol
+ * violation (the connection resets, the peer is told). */
+#include "nic/xconn.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* --- the target: the peer's requests on this endpoint's memory ------------------------------ */
+
+/* A new operation of the peer: it must be the next one. */
+static bool next_op(struct san_xconn *xc, const struct san_xmsg *m)
+{
+    if (m->seq != xc->in_seq + 1)
+        return false;
+    xc->in_seq = m->seq;
+    xc->in_op = m->op;
+    xc->in_failed = false;
+    xc->in_total = m->total;
+    xc->in_got = 0;
+    return true;
+}
+
+/* A later message of the operation in progress: in order, inside it. */
+static bool same_op(struct san_xconn *xc, const struct san_xmsg *m)
+{
+    return m->seq == xc->in_seq && m->op == xc->in_op && m->total == xc->in_total &&
+           (xc->in_failed || (m->offset == xc->in_got && m->len <= m->total - m->offset));
+}
+
+static int on_send(struct san_xconn *xc, const struct san_xmsg *m, const void *data)
+{
+    struct san_nic_ep *ep = xc->ep;
+    if (!san_nic_cq_room(ep))
+        return STALL; /* a send waits for the receiver's completion queue, as on one host */
+    xc->to_return++;
+    if (m->offset == 0 && m->seq == xc->in_seq + 1) {
+        next_op(xc, m);
+        if (m->status < 0) {
+            /* The sender's own pieces failed: the receive it would have filled is reset. */
+            xc->in_failed = true;
+            if (san_nic_posted(&ep->q->rq_tail, ep->rq_head, SAN_EPQ_RQ) > 0 &&
+                ep->state != SAN_EPQ_ERROR) {
+                struct san_epq_wqe r = san_epq_rq(ep->q)[ep->rq_head & (SAN_EPQ_RQ - 1)];
+                ep->rq_head++;
+                atomic_store_explicit(&ep->q->rq_head, ep->rq_head, memory_order_release);
+                san_nic_complete(ep, r.wr_id, -ECONNRESET, SAN_EPQ_RECV, 0);
+            }
+            san_nic_enter_error(ep, -ECONNRESET);
+            return TAKEN;
+        }
+        if (ep->state == SAN_EPQ_ERROR || atomic_load(&ep->closing)) {
+            xc->in_failed = true;
+            san_xconn_done(xc, m->seq, -ECONNRESET, 0);
+            return TAKEN;
+        }
+        int n = san_nic_posted(&ep->q->rq_tail, ep->rq_head, SAN_EPQ_RQ);
+        if (n < 0) {
+            san_nic_enter_error(ep, -EFAULT); /* our client's queue is garbage */
+            xc->in_failed = true;
+            san_xconn_done(xc, m->seq, -ECONNRESET, 0);
+            return TAKEN;
+        }
+        if (!n) {
+            san_xconn_violation(xc); /* a send without a receive we advertised */
+            return TAKEN;
+        }
+        xc->in_recv = san_epq_rq(ep->q)[ep->rq_head & (SAN_EPQ_RQ - 1)];
+        ep->rq_head++;
+        atomic_store_explicit(&ep->q->rq_head, ep->rq_head, memory_order_release);
+        struct san_nic_piece dst[SAN_EPQ_SGE];
+        uint64_t room;
+        if (!san_nic_valid_wqe(&xc->in_recv, true) ||
+            san_nic_local_pieces(ep, &xc->in_recv, true, dst, &room)) {
+            san_nic_complete(ep, xc->in_recv.wr_id, -EFAULT, SAN_EPQ_RECV, 0);
+            san_nic_enter_error(ep, -EFAULT);
+            xc->in_failed = true;
+            san_xconn_done(xc, m->seq, -EACCES, 0);
+            return TAKEN;
+        }
+        san_nic_put_pieces(xc->nic, dst, xc->in_recv.nsge);
+        if (m->total > room || m->total > UINT32_MAX) {
+            san_nic_complete(ep, xc->in_recv.wr_id, -EMSGSIZE, SAN_EPQ_RECV, 0);
+            san_nic_enter_error(ep, -EMSGSIZE);
+            xc->in_failed = true;
+            san_xconn_done(xc, m->seq, -EMSGSIZE, 0);
+            return TAKEN;
+        }
+    } else if (!same_op(xc, m) || xc->in_op != SAN_XMSG_SEND) {
+        san_xconn_violation(xc);
+        return TAKEN;
+    }
+    if (xc->in_failed)
+        return TAKEN;
+    if (m->status < 0) { /* the sender failed part way */
+        xc->in_failed = true;
+        san_nic_complete(ep, xc->in_recv.wr_id, -ECONNRESET, SAN_EPQ_RECV, 0);
+        san_nic_enter_error(ep, -ECONNRESET);
+        return TAKEN;
+    }
+    if (m->offset != xc->in_got || m->len > xc->in_total - m->offset) {
+        san_xconn_violation(xc);
+        return TAKEN;
+    }
+    struct san_nic_piece dst[SAN_EPQ_SGE];
+    uint64_t room;
+    int err = san_nic_local_pieces(ep, &xc->in_recv, true, dst, &room);
+    if (!err) {
+        err = san_nic_pieces_io(xc->nic, dst, xc->in_recv.nsge, m->offset, (void *)data, m->len,
+                                true);
+        san_nic_put_pieces(xc->nic, dst, xc->in_recv.nsge);
+    }
+    if (err) {
+        san_nic_complete(ep, xc->in_recv.wr_id, -EFAULT, SAN_EPQ_RECV, 0);
+        san_nic_enter_error(ep, -EFAULT);
+        xc->in_failed = true;
+        san_xconn_done(xc, m->seq, -EACCES, 0);
+        return TAKEN;
+    }
+    xc->in_got += m->len;
+    if (xc->in_got == xc->in_total) {
+        san_nic_complete(ep, xc->in_recv.wr_id, 0, SAN_EPQ_RECV, (uint32_t)xc->in_total);
+        san_xconn_done(xc, m->seq, 0, xc->in_total);
+    }
+    return TAKEN;
+}
+
+/* The checks of an RDMA access of the peer to this endpoint's memory, for the whole request:
+ * a descriptor of this host, the endpoint not reset, the rkey its owner's, access, range. */
+static int check_remote(struct san_xconn *xc, uint64_t host, uint32_t rkey, uint64_t va,
+                        uint64_t total, bool write)
+{
+    struct san_nic_ep *ep = xc->ep;
+    struct san_nic_piece pc;
+    if ((ep->state == SAN_EPQ_ERROR && ep->err == -ECONNRESET) || atomic_load(&ep->closing))
+        return -ECONNRESET;
+    if (host != xc->nic->cfg.host_id || total > UINT32_MAX)
+        return -EACCES; /* a descriptor of another host is not this NIC's to honour */
+    if (san_nic_remote(xc->nic, ep->set, rkey, va, total, write, &pc))
+        return -EACCES;
+    san_nic_put_pieces(xc->nic, &pc, 1);
+    return 0;
+}
+
+/* Moves len bytes between buf and the registration of rkey at va + off, checked again (the
+ * registration may have gone since the request's first message). -EACCES. */
+static int remote_io(struct san_xconn *xc, uint32_t rkey, uint64_t va, uint64_t total, uint64_t off,
+                     void *buf, uint64_t len, bool write)
+{
+    struct san_nic_piece pc;
+    if (san_nic_remote(xc->nic, xc->ep->set, rkey, va, total, write, &pc))
+        return -EACCES;
+    int err = san_nic_pieces_io(xc->nic, &pc, 1, off, buf, len, write);
+    san_nic_put_pieces(xc->nic, &pc, 1);
+    return err ? -EACCES : 0;
+}
+
+static int on_write(struct san_xconn *xc, const struct san_xmsg *m, const void *data)
+{
+    xc->to_return++;
+    if (m->offset == 0 && m->seq == xc->in_seq + 1) {
+        next_op(xc, m);
+        xc->in_rkey = m->rkey;
+        xc->in_va = m->va;
+        xc->in_host = m->host;
+        if (m->status < 0) {
+            xc->in_failed = true; /* the writer's own pieces failed: nothing to answer */
+            return TAKEN;
+        }
+        int st = check_remote(xc, m->host, m->rkey, m->va, m->total, true);
+        if (st) {
+            xc->in_failed = true;
+            san_xconn_done(xc, m->seq, st, 0);
+            return TAKEN;
+        }
+    } else if (!same_op(xc, m) || xc->in_op != SAN_XMSG_WRITE) {
+        san_xconn_violation(xc);
+        return TAKEN;
+    }
+    if (xc->in_failed)
+        return TAKEN;
+    if (m->status < 0) {
+        xc->in_failed = true;
+        return TAKEN;
+    }
+    if (remote_io(xc, xc->in_rkey, xc->in_va, xc->in_total, m->offset, (void *)data, m->len,
+                  true)) {
+        xc->in_failed = true;
+        san_xconn_done(xc, m->seq, -EACCES, 0);
+        return TAKEN;
+    }
+    xc->in_got += m->len;
+    if (xc->in_got == xc->in_total)
+        san_xconn_done(xc, m->seq, 0, xc->in_total);
+    return TAKEN;
+}
+
+static int on_read(struct san_xconn *xc, const struct san_xmsg *m)
+{
+    if (xc->rd_busy || !next_op(xc, m)) {
+        san_xconn_violation(xc);
+        return TAKEN;
+    }
+    xc->rd_status = check_remote(xc, m->host, m->rkey, m->va, m->total, false);
+    xc->rd_busy = true; /* answered as credits allow */
+    xc->rd_seq = m->seq;
+    xc->rd_rkey = m->rkey;
+    xc->rd_va = m->va;
+    xc->rd_total = m->total;
+    xc->rd_sent = 0;
+    return TAKEN;
+}
+
+/* Answers the peer's RDMA read, a chunk per credit. */
+bool san_xconn_answer(struct san_xconn *xc)
+{
+    bool did = false;
+    while (xc->rd_busy && xc->credits && !xc->dead) {
+        uint64_t n = xc->rd_total - xc->rd_sent;
+        if (n > SAN_XMSG_CHUNK)
+            n = SAN_XMSG_CHUNK;
+        struct san_xmsg r = {.op = SAN_XMSG_RDATA,
+                             .seq = xc->rd_seq,
+                             .total = xc->rd_total,
+                             .offset = xc->rd_sent,
+                             .status = xc->rd_status};
+        if (r.status) {
+            n = 0;
+            xc->rd_busy = false;
+        } else if (remote_io(xc, xc->rd_rkey, xc->rd_va, xc->rd_total, xc->rd_sent, xc->buf, n,
+                             false)) {
+            r.status = -EACCES;
+            n = 0;
+            xc->rd_busy = false;
+        }
+        xc->credits--;
+        san_xconn_send_or_fail(xc, &r, xc->buf, n);
+        xc->rd_sent += n;
+        if (xc->rd_sent == xc->rd_total)
+            xc->rd_busy = false;
+        did = true;
+    }
+    return did;
+}
+
+/* --- the initiator: this endpoint's own requests -------------------------------------------- */
+
+void san_xconn_finish(struct san_xconn *xc, int32_t status, uint64_t bytes)
+{
+    struct san_nic_ep *ep = xc->ep;
+    xc->busy = false;
+    if (status) {
+        san_nic_complete(ep, xc->w.wr_id, status, xc->w.opcode, 0);
+        san_nic_enter_error(ep, status);
+        return;
+    }
+    san_nic_count(ep, bytes);
+    if (!(xc->w.flags & SAN_EPQ_UNSIGNALED))
+        san_nic_complete(ep, xc->w.wr_id, 0, xc->w.opcode, (uint32_t)bytes);
+}
+
+static int on_done(struct san_xconn *xc, const struct san_xmsg *m)
+{
+    if (!xc->busy || m->seq != xc->out_seq) {
+        if (m->seq <= xc->out_seq)
+            return TAKEN; /* of a request this side already gave up */
+        san_xconn_violation(xc);
+        return TAKEN;
+    }
+    if (xc->w.opcode == SAN_EPQ_READ ||
+        (!m->status && (xc->sent != xc->total || m->total != xc->total))) {
+        san_xconn_violation(xc);
+        return TAKEN;
+    }
+    if (!san_nic_cq_room(xc->ep))
+        return STALL;
+    san_xconn_finish(xc, m->status, xc->total);
+    return TAKEN;
+}
+
+static int on_rdata(struct san_xconn *xc, const struct san_xmsg *m, const void *data)
+{
+    struct san_nic_ep *ep = xc->ep;
+    if (!xc->busy || xc->w.opcode != SAN_EPQ_READ || m->seq != xc->out_seq) {
+        if (m->seq && m->seq == xc->dropped_seq) {
+            xc->to_return++;
+            return TAKEN;
+        }
+        san_xconn_violation(xc);
+        return TAKEN;
+    }
+    if (m->total != xc->total ||
+        (!m->status && (m->offset != xc->got || m->len > xc->total - m->offset))) {
+        san_xconn_violation(xc);
+        return TAKEN;
+    }
+    if (!san_nic_cq_room(ep))
+        return STALL; /* every answer may complete the read */
+    xc->to_return++;
+    if (m->status) {
+        san_xconn_finish(xc, m->status, 0);
+        return TAKEN;
+    }
+    struct san_nic_piece dst[SAN_EPQ_SGE];
+    uint64_t total;
+    int err = san_nic_local_pieces(ep, &xc->w, true, dst, &total);
+    if (!err) {
+        err = san_nic_pieces_io(xc->nic, dst, xc->w.nsge, m->offset, (void *)data, m->len, true);
+        san_nic_put_pieces(xc->nic, dst, xc->w.nsge);
+    }
+    if (err) {
+        xc->dropped_seq = m->seq; /* the rest of its answer is dropped */
+        san_xconn_finish(xc, -EFAULT, 0);
+        return TAKEN;
+    }
+    xc->got += m->len;
+    if (xc->got == xc->total)
+        san_xconn_finish(xc, 0, xc->total);
+    return TAKEN;
+}
+
+/* Ships what the request in flight still has to send, a chunk per credit. */
+bool san_xconn_ship(struct san_xconn *xc)
+{
+    bool did = false;
+    unsigned op = xc->w.opcode;
+    if (!xc->busy || (op != SAN_EPQ_SEND && op != SAN_EPQ_WRITE))
+        return false;
+    while (xc->busy && xc->credits && !xc->dead &&
+           (xc->sent < xc->total || (!xc->total && !xc->got))) {
+        uint64_t n = xc->total - xc->sent;
+        if (n > SAN_XMSG_CHUNK)
+            n = SAN_XMSG_CHUNK;
+        struct san_xmsg m = {.op = op == SAN_EPQ_SEND ? SAN_XMSG_SEND : SAN_XMSG_WRITE,
+                             .seq = xc->out_seq,
+                             .offset = xc->sent,
+                             .total = xc->total,
+                             .rkey = xc->w.rkey,
+                             .va = op == SAN_EPQ_WRITE ? xc->w.remote_va : 0,
+                             .host = op == SAN_EPQ_WRITE ? xc->w.remote_host : 0};
+        if (op == SAN_EPQ_SEND)
+            m.rkey = 0;
+        struct san_nic_piece src[SAN_EPQ_SGE];
+        uint64_t total;
+        int err = san_nic_local_pieces(xc->ep, &xc->w, false, src, &total);
+        if (!err) {
+            err = san_nic_pieces_io(xc->nic, src, xc->w.nsge, xc->sent, xc->buf, n, false);
+            san_nic_put_pieces(xc->nic, src, xc->w.nsge);
+        }
+        xc->credits--;
+        if (err) {
+            m.status = -EFAULT; /* tells the target to drop what it has of this request */
+            san_xconn_send_or_fail(xc, &m, NULL, 0);
+            if (xc->busy)
+                san_xconn_finish(xc, -EFAULT, 0);
+            return true;
+        }
+        san_xconn_send_or_fail(xc, &m, xc->buf, n);
+        xc->sent += n;
+        xc->got = 1; /* something went: a request of 0 bytes goes once */
+        did = true;
+    }
+    return did;
+}
+
+/* Takes the next request of the send queue, when nothing of ours is in flight. */
+bool san_xconn_start(struct san_xconn *xc)
+{
+    struct san_nic_ep *ep = xc->ep;
+    if (xc->busy || xc->dead || xc->phase != X_RUNNING || ep->state == SAN_EPQ_ERROR)
+        return false;
+    int n = san_nic_posted(&ep->q->sq_tail, ep->sq_head, SAN_EPQ_SQ);
+    if (n < 0) {
+        san_nic_enter_error(ep, -EFAULT);
+        return true;
+    }
+    if (!n || !san_nic_cq_room(ep))
+        return false;
+    struct san_epq_wqe w = san_epq_sq(ep->q)[ep->sq_head & (SAN_EPQ_SQ - 1)];
+    bool is_send = w.opcode == SAN_EPQ_SEND;
+    if (san_nic_valid_wqe(&w, false) && is_send && !xc->peer_closed && !xc->peer_err &&
+        (!xc->recv_credits || !xc->credits))
+        return false; /* a send waits for the peer's receive */
+    ep->sq_head++;
+    atomic_store_explicit(&ep->q->sq_head, ep->sq_head, memory_order_release);
+    xc->w = w;
+    if (!san_nic_valid_wqe(&w, false)) {
+        xc->w.opcode = 0;
+        san_xconn_finish(xc, -EINVAL, 0);
+        return true;
+    }
+    bool write = w.opcode == SAN_EPQ_WRITE;
+    if (xc->peer_closed || (is_send && xc->peer_err) || (!is_send && xc->peer_err == -ECONNRESET)) {
+        san_xconn_finish(xc, -ECONNRESET, 0);
+        return true;
+    }
+    struct san_nic_piece local[SAN_EPQ_SGE];
+    uint64_t total;
+    if (san_nic_local_pieces(ep, &w, w.opcode == SAN_EPQ_READ, local, &total)) {
+        if (is_send) {
+            /* The receive it takes over there completes with the reset, as on one host. */
+            struct san_xmsg m = {.op = SAN_XMSG_SEND, .seq = ++xc->out_seq, .status = -EFAULT};
+            xc->recv_credits--;
+            xc->credits--;
+            san_xconn_send_or_fail(xc, &m, NULL, 0);
+        }
+        san_xconn_finish(xc, -EFAULT, 0);
+        return true;
+    }
+    san_nic_put_pieces(xc->nic, local, w.nsge);
+    if (!is_send && (total > UINT32_MAX || w.remote_host != xc->host)) {
+        san_xconn_finish(xc, -EACCES, 0); /* a descriptor of neither end of this connection */
+        return true;
+    }
+    xc->busy = true;
+    xc->out_seq++;
+    xc->total = total;
+    xc->sent = xc->got = 0;
+    if (is_send) {
+        xc->recv_credits--;
+    } else if (!write) {
+        struct san_xmsg m = {.op = SAN_XMSG_READ,
+                             .seq = xc->out_seq,
+                             .total = total,
+                             .rkey = w.rkey,
+                             .va = w.remote_va,
+                             .host = w.remote_host};
+        san_xconn_send_or_fail(xc, &m, NULL, 0);
+    }
+    return true;
+}
+
+/* --- the peer's messages ------------------------------------------------------------------- */
+
+int san_xconn_handle(struct san_xconn *xc, const struct xin *in)
+{
+    const struct san_xmsg *m = &in->m;
+    struct san_nic_ep *ep = xc->ep;
+    if (xc->phase == X_CONNECTING) {
+        if (m->op == SAN_XMSG_ACCEPT && !m->status && m->from) {
+            pthread_mutex_lock(&xc->nic->xlock);
+            atomic_store(&xc->peer_conn, m->from);
+            pthread_mutex_unlock(&xc->nic->xlock);
+            xc->phase = X_RUNNING;
+            san_nic_set_state(ep, SAN_EPQ_CONNECTED, 0);
+        } else if (m->op == SAN_XMSG_ACCEPT || m->op == SAN_XMSG_CLOSE) {
+            xc->dead = true;
+            san_nic_set_state(ep, SAN_EPQ_REFUSED, -ECONNREFUSED);
+        }
+        return TAKEN; /* anything else before the accept: nothing to act on */
+    }
+    if (xc->dead)
+        return TAKEN;
+    switch (m->op) {
+    case SAN_XMSG_SEND:
+        return on_send(xc, m, in->data);
+    case SAN_XMSG_WRITE:
+        return on_write(xc, m, in->data);
+    case SAN_XMSG_READ:
+        return on_read(xc, m);
+    case SAN_XMSG_RDATA:
+        return on_rdata(xc, m, in->data);
+    case SAN_XMSG_DONE:
+        return on_done(xc, m);
+    case SAN_XMSG_CREDIT:
+        if (m->chunks > SAN_XMSG_WINDOW - xc->credits || m->recvs > SAN_EPQ_RQ - xc->recv_credits) {
+            san_xconn_violation(xc);
+            return TAKEN;
+        }
+        xc->credits += m->chunks;
+        xc->recv_credits += m->recvs;
+        return TAKEN;
+    case SAN_XMSG_STATE:
+        if (!xc->peer_err)
+            xc->peer_err = m->status;
+        return TAKEN;
+    case SAN_XMSG_CLOSE:
+        /* The peer's endpoint is gone: as on one host, this one is reset. */
+        xc->peer_closed = true;
+        if (xc->busy && san_nic_cq_room(ep))
+            san_xconn_finish(xc, -ECONNRESET, 0);
+        san_nic_enter_error(ep, -ECONNRESET);
+        xc->dead = true;
+        return TAKEN;
+    default:
+        san_xconn_violation(xc);
+        return TAKEN;
+    }
+}
+
+/* Tells the peer of receives newly posted and of data messages taken. */
+bool san_xconn_credit(struct san_xconn *xc)
+{
+    struct san_nic_ep *ep = xc->ep;
+    struct san_xmsg m = {.op = SAN_XMSG_CREDIT};
+    if (xc->dead || xc->phase != X_RUNNING)
+        return false;
+    if (ep->state != SAN_EPQ_ERROR) {
+        uint32_t tail = atomic_load_explicit(&ep->q->rq_tail, memory_order_acquire);
+        if (tail - ep->rq_head <= SAN_EPQ_RQ && tail - xc->rq_adv <= SAN_EPQ_RQ) {
+            m.recvs = tail - xc->rq_adv;
+            xc->rq_adv = tail;
+        }
+    }
+    m.chunks = xc->to_return;
+    if (!m.recvs && !m.chunks)
+        return false;
+    xc->to_return = 0;
+    san_xconn_send_or_fail(xc, &m, NULL, 0);
+    return true;
+}
