@@ -208,7 +208,8 @@ grep -q "writes, then" "$tmp/stream.out" || fail "stream: $(cat "$tmp/stream.out
 echo "ok: the endpoint streaming across the cut: $(sed 's/^stream: //' "$tmp/stream.out")"
 for _ in $(seq 100); do [[ $(stats a endpoints) == 0 && $(stats b endpoints) == 0 ]] && break; sleep 0.05; done
 [[ $(stats a endpoints) == 0 && $(stats b endpoints) == 0 ]] ||
-  fail "endpoints left after the cut: a $(stats a endpoints), b $(stats b endpoints)"
+  fail "endpoints left after the cut: a $(stats a endpoints), b $(stats b endpoints)
+$("$bin/sanctl" --socket "$tmp/b.sock" endpoints)"
 ops=$(stats a nic_ops)
 sleep 0.5
 [[ $(stats a nic_ops) == "$ops" ]] || fail "a: nic_ops still moving after the reset"

@@ -157,12 +157,11 @@ static void main_server(const char *dir)
                 san_ep_close(c[i].ep);
                 continue;
             }
-            if (wc.opcode == SAN_WC_RECV) {
-                s.length = wc.byte_len;
-                if (san_post_send(c[i].ep, 2, &s, 1, 0))
-                    c[i].dead = true;
-            } else if (wc.opcode == SAN_WC_SEND) {
-                san_post_recv(c[i].ep, 1, &s, 1);
+            s.length = wc.byte_len;
+            if ((wc.opcode == SAN_WC_RECV && san_post_send(c[i].ep, 2, &s, 1, 0)) ||
+                (wc.opcode == SAN_WC_SEND && (s.length = SLOT, san_post_recv(c[i].ep, 1, &s, 1)))) {
+                c[i].dead = true; /* its peer went before the echo ended */
+                san_ep_close(c[i].ep);
             }
         }
         if (idle)
@@ -200,6 +199,13 @@ static void client_open(struct client *cl, const char *dir)
     load(dir, "rw", cl->rw, sizeof(cl->rw));
     load(dir, "ro", cl->ro, sizeof(cl->ro));
     load(dir, "wo", cl->wo, sizeof(cl->wo));
+}
+
+static void client_close(struct client *cl)
+{
+    san_close(cl->ctx); /* its registrations go with it */
+    free(cl->buf);
+    free(cl->back);
 }
 
 /* One echo of len bytes: sent from buf, received into back, equal. */
@@ -325,7 +331,7 @@ static void main_client(const char *dir)
     san_ep_close(e2);
     printf("ok: a send larger than the peer's receive: -EMSGSIZE\n");
     san_ep_close(ep);
-    san_close(cl.ctx);
+    client_close(&cl);
 }
 
 static void main_stream(const char *dir)
@@ -348,7 +354,7 @@ static void main_stream(const char *dir)
         if (st2 != -ECONNRESET && st2 != -ECANCELED && st2 != -ENOTCONN)
             FAIL("a request after the reset: %s", san_strerror(st2));
         san_ep_close(ep);
-        san_close(cl.ctx);
+        client_close(&cl);
         exit(st == -ECONNRESET ? 0 : 1);
     }
 }
@@ -368,7 +374,7 @@ static void main_stale(const char *dir, const char *old)
     echo(&cl, ep, 70000);
     san_ep_close(ep);
     printf("ok: new connections and descriptors work after the restart\n");
-    san_close(cl.ctx);
+    client_close(&cl);
 }
 
 static void main_unreach(void)
