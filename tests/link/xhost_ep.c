@@ -12,6 +12,8 @@
  *   xhost_ep stale SOCK IP PORT DIR OLD old descriptors (DIR OLD, of a server since restarted) are
  *                                       refused, the new ones work
  *   xhost_ep unreach SOCK IP PORT       connecting to an address nobody serves: -ENETUNREACH
+ *   xhost_ep bench SOCK IP PORT DIR     one-shot figures, not a test: 64 B RDMA write round trips
+ *                                       (write, then its completion) and 1 MiB writes in a row
  *
  * Prints "ok: ..." per check; exits 1 with a reason at the first failure. */
 #include <arpa/inet.h>
@@ -377,6 +379,29 @@ static void main_stale(const char *dir, const char *old)
     client_close(&cl);
 }
 
+static void main_bench(const char *dir)
+{
+    struct client cl;
+    client_open(&cl, dir);
+    struct san_ep *ep = connect_to(&cl);
+    for (int i = 0; i < 100; i++)
+        CHECK_EQ(rdma(&cl, ep, true, cl.rw, 0, 64, cl.buf, cl.mr), 0);
+    int n = 5000;
+    double t0 = now_s();
+    for (int i = 0; i < n; i++)
+        CHECK_EQ(rdma(&cl, ep, true, cl.rw, 0, 64, cl.buf, cl.mr), 0);
+    double lat = (now_s() - t0) / n;
+    int m = 300;
+    t0 = now_s();
+    for (int i = 0; i < m; i++)
+        CHECK_EQ(rdma(&cl, ep, true, cl.rw, 0, REGION, cl.buf, cl.mr), 0);
+    double bw = (double)m * REGION / (now_s() - t0);
+    printf("{\"rdma_write_64B_us\": %.1f, \"rdma_write_1MiB_GB_per_s\": %.3f}\n", lat * 1e6,
+           bw / 1e9);
+    san_ep_close(ep);
+    client_close(&cl);
+}
+
 static void main_unreach(void)
 {
     struct san_ctx *ctx;
@@ -409,6 +434,8 @@ int main(int argc, char **argv)
         main_client(argv[5]);
     else if (!strcmp(argv[1], "stream"))
         main_stream(argv[5]);
+    else if (!strcmp(argv[1], "bench"))
+        main_bench(argv[5]);
     else if (!strcmp(argv[1], "stale") && argc > 6)
         main_stale(argv[5], argv[6]);
     else
