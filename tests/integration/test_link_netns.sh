@@ -5,8 +5,10 @@
 # daemons stay fine; endpoints across hosts (tests/link/xhost_ep.c: send/recv, RDMA, the target's
 # checks, -ENETUNREACH) and the sockets switch across hosts (iperf3 under sanrun, a loopback
 # destination the other host serves); a stray TCP client writing garbage into a link port is
-# dropped and the link is unaffected; the veth cut: the link is down within [link] timeout (+ slack); restored: up again; a
-# daemon restarted: the other sees its new host_id. Needs root and `ip netns` (exit 77 otherwise).
+# dropped and the link is unaffected; the veth cut mid-stream: the link down and the stream's
+# endpoint reset within [link] timeout (+ slack); restored: up again; a daemon restarted: the other
+# sees its new host_id, the old descriptors are refused, new connections work. Needs root and
+# `ip netns` (exit 77 otherwise).
 # The namespaces, the veth and the daemons go at the end, whatever happens (trap).
 set -euo pipefail
 unset SANPROXY_SOCKET SANPROXY_SPIN_US SANPROXY_LOG SANPROXY_TEST_PASS_RIGHTS \
