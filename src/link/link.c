@@ -25,6 +25,7 @@
 #include <rdma/fi_domain.h>
 #include <rdma/fi_endpoint.h>
 #include <rdma/fi_errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -47,6 +48,7 @@
 #define RX_SIZE     (16 << 10) /* above SAN_LINK_MSG_MAX: an oversized message is seen, refused */
 #define EPQ_MAX     (64ULL << 20) /* bytes of endpoint messages waiting for one peer */
 #define TICK_MS     50
+#define SPIN_NS     (50 * 1000ULL)
 #define BACKOFF_MIN (100 * 1000000ULL)
 #define NR_EVENTS   64
 #define BYE_WAIT_NS (200 * 1000000ULL)
@@ -598,12 +600,16 @@ static void timers(struct san_link *l, uint64_t now)
     }
 }
 
-static void poll_once(struct san_link *l, int timeout_ms)
+/* One batch of completions (waiting up to timeout_ms for one; 0: a look only), the timers, and
+ * the endpoint messages waiting. Whether anything came or went. */
+static bool poll_once(struct san_link *l, int timeout_ms)
 {
     struct fi_cq_tagged_entry e[16];
     fi_addr_t src[16];
-    ssize_t n = fi_cq_sreadfrom(l->cq, e, 16, src, NULL, timeout_ms);
+    ssize_t n = timeout_ms ? fi_cq_sreadfrom(l->cq, e, 16, src, NULL, timeout_ms)
+                           : fi_cq_readfrom(l->cq, e, 16, src);
     uint64_t now = san_now_ns();
+    bool queued = false;
 
     pthread_mutex_lock(&l->lock);
     for (ssize_t i = 0; i < n; i++)
@@ -612,9 +618,12 @@ static void poll_once(struct san_link *l, int timeout_ms)
         completion_error(l, now);
     timers(l, now);
     atomic_store(&l->kicked, false); /* what is queued from now on signals again */
-    for (size_t i = 0; i < l->nr_peers; i++)
+    for (size_t i = 0; i < l->nr_peers; i++) {
+        queued |= l->peers[i].epq_head != NULL; /* a racy look: a hint for spinning only */
         ep_drain(l, &l->peers[i], now);
+    }
     pthread_mutex_unlock(&l->lock);
+    return n > 0 || n == -FI_EAVAIL || queued;
 }
 
 static bool tx_idle(struct san_link *l)
@@ -628,8 +637,17 @@ static bool tx_idle(struct san_link *l)
 static void *link_thread(void *arg)
 {
     struct san_link *l = arg;
-    while (!atomic_load(&l->stop))
-        poll_once(l, TICK_MS);
+    uint64_t spin_until = 0;
+    /* While messages flow, the thread looks without waiting for SPIN_NS after the last one (the
+     * provider progresses only when called, and a wake-up costs more than a look), yielding
+     * between looks; then it waits in the provider for up to TICK_MS. */
+    while (!atomic_load(&l->stop)) {
+        bool spinning = san_now_ns() < spin_until;
+        if (poll_once(l, spinning ? 0 : TICK_MS))
+            spin_until = san_now_ns() + SPIN_NS;
+        else if (spinning)
+            sched_yield();
+    }
     /* Goodbye to every up peer, so that it does not wait for the timeout; then a short while
      * for those messages to leave. */
     pthread_mutex_lock(&l->lock);

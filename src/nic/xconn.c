@@ -377,7 +377,9 @@ int san_xconn_accept(struct san_nic_ep *stub, struct san_nic_ep *ep)
     int err = start_thread(xc);
     if (err) {
         ep->xc = NULL;
+        pthread_mutex_lock(&nic->xlock);
         xc->ep = NULL;
+        pthread_mutex_unlock(&nic->xlock);
         san_xconn_refuse(stub);
         return err;
     }
@@ -390,11 +392,11 @@ void san_xconn_refuse(struct san_nic_ep *stub)
     struct san_nic *nic = xc->nic;
     struct san_xmsg m = {
         .op = SAN_XMSG_ACCEPT, .conn = atomic_load(&xc->peer_conn), .status = -ECONNREFUSED};
-    xc->phase = X_PENDING;
-    xsend(xc, &m, NULL, 0);
+    /* Out of the table first: a CLOSE of the connector (the link thread) no longer finds it. */
     pthread_mutex_lock(&nic->xlock);
     san_list_del(&xc->node);
     pthread_mutex_unlock(&nic->xlock);
+    xsend(xc, &m, NULL, 0);
     xconn_free(xc); /* and the stub */
 }
 

@@ -53,6 +53,12 @@ static const struct perf_option nic_options[] = {
     {0},
 };
 
+static const struct perf_option link_options[] = {
+    {"--rounds", PERF_COUNT, 1, 100000000, NULL, "ping-pongs of the latency case (default 2000)"},
+    {"--mib", PERF_COUNT, 1, 1048576, NULL, "MiB the bandwidth case writes (default 256)"},
+    {0},
+};
+
 static const struct perf_suite suites[] = {
     {"contig", "contiguous allocator against glibc malloc+free", contig_options, perf_contig},
     {"dma", "DMA direct and bounced against memcpy, SG lists, MDL locking against mlock",
@@ -63,7 +69,11 @@ static const struct perf_suite suites[] = {
      rcache_options, perf_rcache},
     {"nic", "the NIC: RDMA write bandwidth against memcpy, send and RDMA latency against TCP",
      nic_options, perf_nic},
+    /* Last, and not in `all`: it needs root and makes network namespaces. */
+    {"link", "endpoints across hosts (root: two namespaces): against fi_pingpong and kernel TCP",
+     link_options, perf_link},
 };
+#define NR_IN_ALL (NR_SUITES - 1)
 #define NR_SUITES (sizeof(suites) / sizeof(suites[0]))
 
 static int cmp_u64(const void *a, const void *b)
@@ -127,7 +137,7 @@ static void usage_suite(FILE *f, const struct perf_suite *s)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: sanperf <suite> [--json] [options]\n"
-               "       sanperf all [--json]      every suite, on its defaults\n"
+               "       sanperf all [--json]      every suite but link, on its defaults\n"
                "       sanperf --version | --help\n"
                "Every timing is printed next to a baseline measured in the same run; --json\n"
                "prints one JSON object per case on stdout, with ratio = ours / baseline and\n"
@@ -260,7 +270,7 @@ int main(int argc, char **argv)
     if (!suite) {
         int rc = 0;
         struct perf_opts all = {.json = o.json};
-        for (size_t i = 0; i < NR_SUITES; i++)
+        for (size_t i = 0; i < NR_IN_ALL; i++)
             rc |= suites[i].run(&all) != 0;
         return rc;
     }

@@ -86,5 +86,6 @@ int perf_dma(const struct perf_opts *o);
 int perf_reg(const struct perf_opts *o);
 int perf_rcache(const struct perf_opts *o);
 int perf_nic(const struct perf_opts *o);
+int perf_link(const struct perf_opts *o);
 
 #endif
