@@ -8,6 +8,8 @@
 # UCX baseline: "ucx" is "ok" with ucx_gb_per_s or ucx_one_way_ns (positive) and ucx_ratio, that
 # quotient too, or says why there is none ("not installed", or what failed).
 #
+# sanperf link runs too where it can (root), small.
+#
 # sanperf sizes what it locks to RLIMIT_MEMLOCK (dma's buffer, nic's buffers in flight), so every
 # suite runs for an ordinary user too. Under the sanitizers, which distort every timing and make
 # the full run long, each suite runs on its own with smaller sizes instead of `make bench`, so that
@@ -45,6 +47,17 @@ else
   ((rc == 124)) && { echo "FAIL: make bench did not finish in 600 s" >&2; exit 1; }
   ((rc == 0)) || { echo "FAIL: make bench: exit $rc" >&2; exit 1; }
   what="make bench"
+fi
+# sanperf link (not in `make bench`: it needs root and makes network namespaces), small, where it
+# can run: its rows follow the same convention, and it leaves no namespace behind.
+if ((EUID == 0)) && command -v ip >/dev/null && ip netns list >/dev/null 2>&1; then
+  perf 300 link --json --rounds 200 --mib 8
+  suites+=(link)
+  what="$what, sanperf link"
+  if ip netns list | grep -q '^sanperf-link-'; then
+    echo "FAIL: sanperf link left a namespace: $(ip netns list | grep '^sanperf-link-')" >&2
+    exit 1
+  fi
 fi
 if grep -qv '^{"suite": "[a-z]*", .*}$' "$out"; then
   echo "FAIL: a line of $what's stdout that is not a JSON object of a suite:" >&2

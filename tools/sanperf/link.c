@@ -143,8 +143,7 @@ static int setup(struct link_env *e)
     for (int i = 0; i < 2; i++)
         if (run("ip link set %s netns %s && ip -n %s addr add %s/30 dev %s && ip -n %s link set "
                 "lo up && ip -n %s link set %s up",
-                e->veth[i], e->ns[i], e->ns[i], ips[i], e->veth[i], e->ns[i], e->ns[i],
-                e->veth[i]))
+                e->veth[i], e->ns[i], e->ns[i], ips[i], e->veth[i], e->ns[i], e->ns[i], e->veth[i]))
             return -EIO;
     for (int i = 0; i < 2; i++)
         if (start_daemon(e, i))
@@ -320,8 +319,8 @@ static int ours(const char *const sock[2], unsigned rounds, unsigned mib, uint64
 /* --- the baselines --------------------------------------------------------------------------- */
 
 /* fi_pingpong of size bytes, iterations times: its one-way microseconds and its MB/s. */
-static int fi_pingpong(const struct link_env *e, unsigned size, unsigned iterations,
-                       double *usec, double *mbps, char *why, size_t whysize)
+static int fi_pingpong(const struct link_env *e, unsigned size, unsigned iterations, double *usec,
+                       double *mbps, char *why, size_t whysize)
 {
     char cmd[512], line[256], last[256] = "";
     if (run("command -v fi_pingpong >/dev/null 2>&1")) {
@@ -507,9 +506,8 @@ int perf_link(const struct perf_opts *o)
                   "\"one_way_ns\": %llu, \"baseline\": \"fi_pingpong_rdm_64b\", "
                   "\"baseline_one_way_ns\": %.0f, \"ratio\": %.3f, \"better\": \"lower\", "
                   "\"fi_pingpong\": \"%s\", \"tcp_one_way_ns\": %llu, \"tcp_ratio\": %.3f",
-                  rounds, (unsigned long long)ns, fi_ns, fi_ns > 0 ? (double)ns / fi_ns : 0,
-                  fi_why, (unsigned long long)tcp_ns,
-                  tcp_ns ? (double)ns / (double)tcp_ns : 0);
+                  rounds, (unsigned long long)ns, fi_ns, fi_ns > 0 ? (double)ns / fi_ns : 0, fi_why,
+                  (unsigned long long)tcp_ns, tcp_ns ? (double)ns / (double)tcp_ns : 0);
         perf_json("\"suite\": \"link\", \"case\": \"rdma_write_1m\", \"mib\": %u, \"inflight\": "
                   "%d, \"gb_per_s\": %.3f, \"baseline\": \"tcp_netns_1m\", "
                   "\"baseline_gb_per_s\": %.3f, \"ratio\": %.3f, \"better\": \"higher\", "
