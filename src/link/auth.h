@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <nettle/umac.h>
+
 #include "link/wire.h"
 
 #define SAN_LINK_KEY 32
@@ -23,5 +25,15 @@ void san_link_key(const uint8_t *secret, size_t secret_len, uint64_t from_host,
 void san_link_mac(const uint8_t key[SAN_LINK_KEY], struct san_link_msg *m);
 /* Whether m (already decoded: its length is right) carries the MAC of key; constant time. */
 bool san_link_mac_ok(const uint8_t key[SAN_LINK_KEY], const struct san_link_msg *m);
+
+/* Endpoint messages (SAN_LINK_EP) carry the endpoints' data: they are MAC'd with UMAC-128 (RFC
+ * 4418, AES-based, several times faster than HMAC-SHA256 here), keyed from the direction's key
+ * (its own derivation: no key serves two algorithms) and with the message's sequence number as
+ * the nonce, unique within a direction's key. The 16-byte tag fills the first half of the MAC
+ * field, the second half is zero. A context per direction is kept for the session (its key
+ * schedule is the costly part). */
+void san_link_umac_key(const uint8_t key[SAN_LINK_KEY], struct umac128_ctx *ctx);
+void san_link_umac(struct umac128_ctx *ctx, struct san_link_msg *m);
+bool san_link_umac_ok(struct umac128_ctx *ctx, const struct san_link_msg *m);
 
 #endif

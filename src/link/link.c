@@ -76,6 +76,7 @@ struct link_peer {
     uint64_t peer_host;
     uint8_t peer_nonce[SAN_LINK_NONCE];
     uint8_t tx_key[SAN_LINK_KEY], rx_key[SAN_LINK_KEY];
+    struct umac128_ctx tx_umac, rx_umac; /* endpoint messages' MACs, keyed from those */
     uint64_t rx_seq;
     uint64_t last_host; /* of the last session: another one is a restarted peer */
     struct san_nic_net nets[SAN_LINK_NETS];
@@ -312,6 +313,8 @@ static void proven(struct san_link *l, struct link_peer *p, const struct san_lin
     memcpy(p->rx_key, rx_key, SAN_LINK_KEY);
     san_link_key(l->cfg.secret, l->cfg.secret_len, l->host_id, p->my_nonce, p->peer_host,
                  p->peer_nonce, p->tx_key);
+    san_link_umac_key(p->tx_key, &p->tx_umac);
+    san_link_umac_key(p->rx_key, &p->rx_umac);
     p->rx_seq = m->hdr.seq;
     p->nr_nets = pr->nr_nets;
     for (uint32_t i = 0; i < pr->nr_nets; i++) {
@@ -399,7 +402,7 @@ static void ep_drain(struct san_link *l, struct link_peer *p, uint64_t now)
         struct san_link_msg *m = (struct san_link_msg *)b->data;
         memcpy(b->data, n->msg, n->len);
         m->hdr.seq = ++p->tx_seq;
-        san_link_mac(p->tx_key, m);
+        san_link_umac(&p->tx_umac, m);
         ssize_t r = fi_send(l->ep, b->data, n->len, l->desc, p->fa, &b->ctx);
         if (r == -FI_EAGAIN)
             return; /* the provider is busy: again after its next completion */
@@ -463,7 +466,7 @@ static void handle_msg(struct san_link *l, struct link_peer *p, const void *buf,
     case SAN_LINK_EP: {
         if (p->state != SAN_LINK_UP || m->hdr.host_id != p->peer_host || m->hdr.seq <= p->rx_seq)
             return;
-        if (!san_link_mac_ok(p->rx_key, m)) {
+        if (!san_link_umac_ok(&p->rx_umac, m)) {
             peer_error(p, SAN_LOG_WARN, "a message with a bad MAC was dropped");
             return;
         }
