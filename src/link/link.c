@@ -70,6 +70,8 @@ struct link_peer {
     socklen_t addr_len;
     char name[64];
     fi_addr_t fa;
+    uint8_t raw[128]; /* the provider's address of the peer, to insert it again */
+    size_t raw_len;
     unsigned state;
     uint8_t my_nonce[SAN_LINK_NONCE]; /* ours for the session we offer this peer */
     /* the session, while state is SAN_LINK_UP */
@@ -278,12 +280,29 @@ static void end_session(struct san_link *l, struct link_peer *p)
 }
 
 /* The session of p is over: down (if it was up), a new nonce, hellos again soon. */
+/* A fresh provider connection to p: its address out of the address vector and in again, so that
+ * the provider drops the connection it had (and whatever it still held queued in it: after a
+ * network outage, TCP's retransmissions of a lost session's backlog would delay the next
+ * session's messages past the timeout). */
+static void reconnect(struct san_link *l, struct link_peer *p)
+{
+    if (p->fa == FI_ADDR_NOTAVAIL || !p->raw_len)
+        return;
+    fi_av_remove(l->av, &p->fa, 1, 0);
+    p->fa = FI_ADDR_NOTAVAIL;
+    if (fi_av_insert(l->av, p->raw, 1, &p->fa, 0, NULL) != 1) {
+        p->fa = FI_ADDR_NOTAVAIL;
+        peer_error(p, SAN_LOG_ERROR, "cannot be addressed again after a loss");
+    }
+}
+
 static void lose(struct san_link *l, struct link_peer *p, uint64_t now)
 {
     if (p->state == SAN_LINK_UP) {
         p->state = SAN_LINK_DOWN;
         atomic_fetch_sub(&l->up, 1);
         end_session(l, p);
+        reconnect(l, p);
         push_event(l, p, false);
     }
     new_nonce(p->my_nonce);
@@ -727,6 +746,10 @@ static void add_peers(struct san_link *l, struct fi_info *hints)
         if (!r && pi->dest_addr && fi_av_insert(l->av, pi->dest_addr, 1, &p->fa, 0, NULL) != 1) {
             p->fa = FI_ADDR_NOTAVAIL;
             r = -FI_EINVAL;
+        }
+        if (!r && pi->dest_addrlen <= sizeof(p->raw)) {
+            memcpy(p->raw, pi->dest_addr, pi->dest_addrlen);
+            p->raw_len = pi->dest_addrlen;
         }
         if (r || p->fa == FI_ADDR_NOTAVAIL)
             peer_error(p, SAN_LOG_ERROR, "cannot be addressed with provider %s: %s",

@@ -134,6 +134,7 @@ void san_xconn_fail_all(struct san_xconn *xc)
         san_nic_complete(ep, xc->w.wr_id, -ECONNRESET, xc->w.opcode, 0);
         xc->busy = false;
     }
+    san_xconn_abandon(xc);
     san_nic_enter_error(ep, -ECONNRESET);
 }
 
@@ -197,11 +198,13 @@ static bool pass(struct san_xconn *xc)
         san_xconn_fail_all(xc);
         did = true;
     }
+    /* What the reset found the completion queue too full for completes as room comes. */
     if (xc->dead && xc->busy && san_nic_cq_room(ep)) {
-        san_xconn_finish(xc, -ECONNRESET,
-                         0); /* what the reset found the completion queue too full for */
+        san_xconn_finish(xc, -ECONNRESET, 0);
         did = true;
     }
+    if (xc->dead)
+        did |= san_xconn_abandon(xc);
     did |= drain_inbox(xc);
     did |= san_xconn_start(xc);
     did |= san_xconn_ship(xc);

@@ -83,5 +83,8 @@ bool san_xconn_ship(struct san_xconn *xc);
 bool san_xconn_answer(struct san_xconn *xc);
 bool san_xconn_credit(struct san_xconn *xc);
 void san_xconn_finish(struct san_xconn *xc, int32_t status, uint64_t bytes);
+/* A receive the peer's send was filling, when the connection ends: completed with -ECONNRESET
+ * (every receive taken completes), once the completion queue has room. Whether it was. */
+bool san_xconn_abandon(struct san_xconn *xc);
 
 #endif

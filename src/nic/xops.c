@@ -70,6 +70,7 @@ static int on_send(struct san_xconn *xc, const struct san_xmsg *m, const void *d
             return TAKEN;
         }
         if (!n) {
+            xc->in_failed = true;
             san_xconn_violation(xc); /* a send without a receive we advertised */
             return TAKEN;
         }
@@ -131,6 +132,16 @@ static int on_send(struct san_xconn *xc, const struct san_xmsg *m, const void *d
         san_xconn_done(xc, m->seq, 0, xc->in_total);
     }
     return TAKEN;
+}
+
+bool san_xconn_abandon(struct san_xconn *xc)
+{
+    if (xc->in_op != SAN_XMSG_SEND || xc->in_failed || xc->in_got >= xc->in_total ||
+        !san_nic_cq_room(xc->ep))
+        return false;
+    xc->in_failed = true;
+    san_nic_complete(xc->ep, xc->in_recv.wr_id, -ECONNRESET, SAN_EPQ_RECV, 0);
+    return true;
 }
 
 /* The checks of an RDMA access of the peer to this endpoint's memory, for the whole request:
@@ -487,6 +498,7 @@ int san_xconn_handle(struct san_xconn *xc, const struct xin *in)
         xc->peer_closed = true;
         if (xc->busy && san_nic_cq_room(ep))
             san_xconn_finish(xc, -ECONNRESET, 0);
+        san_xconn_abandon(xc);
         san_nic_enter_error(ep, -ECONNRESET);
         xc->dead = true;
         return TAKEN;
