@@ -641,7 +641,9 @@ static bool poll_once(struct san_link *l, int timeout_ms)
     timers(l, now);
     atomic_store(&l->kicked, false); /* what is queued from now on signals again */
     for (size_t i = 0; i < l->nr_peers; i++) {
-        queued |= l->peers[i].epq_head != NULL; /* a racy look: a hint for spinning only */
+        pthread_mutex_lock(&l->txlock);
+        queued |= l->peers[i].epq_head != NULL;
+        pthread_mutex_unlock(&l->txlock);
         ep_drain(l, &l->peers[i], now);
     }
     pthread_mutex_unlock(&l->lock);

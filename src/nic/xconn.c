@@ -408,8 +408,8 @@ void san_xconn_close(struct san_nic_ep *ep)
     struct san_xconn *xc = ep->xc;
     pthread_mutex_lock(&xc->run);
     atomic_store(&ep->closing, true);
+    wake(xc); /* under the run lock: once it is released, the thread may end and free xc */
     pthread_mutex_unlock(&xc->run);
-    wake(xc);
 }
 
 /* --- the transport's calls ------------------------------------------------------------------ */
