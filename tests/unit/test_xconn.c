@@ -1,0 +1,367 @@
+/* nic/xconn, xops: a connection across hosts as its target daemon sees it, the peer daemon played
+ * by the test through the NIC's transport interface (san_nic_xdeliver in, a recording transport
+ * out; the connection's own thread runs). A CONNECT queues in the listener's backlog and accept
+ * answers it; the target checks every RDMA access itself: a write and a read of this endpoint's
+ * registration are done, a registration of another client of this host, a descriptor of a third
+ * host and a range past the end are -EACCES with the memory untouched; a hostile peer's message
+ * out of order or beyond its credits resets that connection (CLOSE -EPROTO to the peer, the
+ * endpoint in error with -ECONNRESET), a message for a connection not known here is answered
+ * with CLOSE, a CONNECT nobody listens for with a refusal, and a session that ends resets its
+ * connections. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <san/dma.h>
+#include <san/nic.h>
+
+#include "mr/mr.h"
+#include "nic/nic.h"
+
+#define BUF     (64 * 1024)
+#define HOST    0xb0b0u /* this daemon's host_id */
+#define PEER    0xa0a0u /* the peer daemon's */
+#define LINK    0
+#define SESSION 1
+#define MAXMSG  256
+
+static struct {
+    struct san_machine *m;
+    struct san_dma_adapter *adapter;
+    struct san_regtab *reg;
+    struct san_nic *nic;
+    struct san_regtab_set sb, sc;
+    struct san_page_owner self;
+    char *bbuf, *cbuf;
+    uint32_t blkey, brkey, clkey, crkey;
+    struct san_nic_listener *l;
+    pthread_mutex_t lock;
+    struct san_xmsg sent[MAXMSG];
+    uint8_t data[MAXMSG][64];
+    unsigned nr_sent;
+} t;
+
+static int fake_route(void *ctx, const struct san_nic_addr *a, unsigned *link, uint64_t *session,
+                      uint64_t *host)
+{
+    (void)ctx, (void)a, (void)link, (void)session, (void)host;
+    return -ENETUNREACH;
+}
+
+static int fake_send(void *ctx, unsigned link, uint64_t session, const struct san_xmsg *m,
+                     const void *payload, size_t len)
+{
+    (void)ctx;
+    if (link != LINK || session != SESSION)
+        return -ECONNRESET;
+    pthread_mutex_lock(&t.lock);
+    if (t.nr_sent < MAXMSG) {
+        t.sent[t.nr_sent] = *m;
+        if (len)
+            memcpy(t.data[t.nr_sent], payload, len < 64 ? len : 64);
+        t.nr_sent++;
+    }
+    pthread_mutex_unlock(&t.lock);
+    return 0;
+}
+
+/* The first message of op the daemon sent at or after *from, waited for up to 5 s; *from moves
+ * past it. */
+static struct san_xmsg wait_sent(unsigned op, unsigned *from, uint8_t *data)
+{
+    for (int i = 0; i < 5000; i++) {
+        pthread_mutex_lock(&t.lock);
+        for (unsigned j = *from; j < t.nr_sent; j++)
+            if (t.sent[j].op == op) {
+                struct san_xmsg m = t.sent[j];
+                if (data)
+                    memcpy(data, t.data[j], 64);
+                *from = j + 1;
+                pthread_mutex_unlock(&t.lock);
+                return m;
+            }
+        pthread_mutex_unlock(&t.lock);
+        usleep(1000);
+    }
+    fail_msg("no message of op %u sent", op);
+    return (struct san_xmsg){0};
+}
+
+static unsigned nr_sent(void)
+{
+    pthread_mutex_lock(&t.lock);
+    unsigned n = t.nr_sent;
+    pthread_mutex_unlock(&t.lock);
+    return n;
+}
+
+static int deliver(const struct san_xmsg *m, const void *payload, struct san_xmsg *reply)
+{
+    return san_nic_xdeliver(t.nic, LINK, SESSION, PEER, m, payload, reply);
+}
+
+static struct san_nic_addr listen_addr(void)
+{
+    struct san_nic_addr a = {.ip = {[10] = 0xff, [11] = 0xff, 10, 2, 0, 1}, .port = 5000};
+    return a;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    struct san_machine_config mc = {.ram_size = 256u << 20};
+    struct san_device_description dd = {.version = 3,
+                                        .master = true,
+                                        .scatter_gather = true,
+                                        .dma64 = true,
+                                        .dma_address_width = 64,
+                                        .max_length = 1u << 20};
+    struct san_nic_net net = {.ip = {[10] = 0xff, [11] = 0xff, 10, 2}, .prefix = 96 + 16};
+    struct san_nic_config nc = {.nets = &net,
+                                .nr_nets = 1,
+                                .backlog_max = 4,
+                                .spin_us = 20,
+                                .max_length = 1 << 20,
+                                .host_id = HOST};
+    uint32_t nmr = 0, refs;
+    pthread_mutex_init(&t.lock, NULL);
+    assert_int_equal(san_machine_create(&mc, &t.m), 0);
+    assert_int_equal(san_get_dma_adapter(t.m, &dd, &nmr, &t.adapter), 0);
+    assert_int_equal(san_regtab_create(t.m, &t.reg), 0);
+    assert_int_equal(san_nic_create(&nc, t.reg, t.adapter, &t.nic), 0);
+    t.self = (struct san_page_owner){
+        .pid = 0, .pidfd = -1, .pagemap_fd = -1, .maps_fd = -1, .mem_fd = -1};
+    san_regtab_set_init(&t.sb, &t.self);
+    san_regtab_set_init(&t.sc, &t.self);
+    san_paddr_t bpa;
+    assert_int_equal(san_alloc_contiguous(t.m, BUF, 0, UINT64_MAX, 0, SAN_CACHED, (void **)&t.bbuf),
+                     0);
+    assert_int_equal(san_get_physical_address(t.m, t.bbuf, &bpa), 0);
+    memset(t.bbuf, 0x11, BUF);
+    struct san_regtab_backing proxy = {.pa = bpa};
+    assert_int_equal(san_regtab_register_backed(t.reg, &t.sb, (uintptr_t)t.bbuf, BUF,
+                                                SAN_MEM_READWRITE, true, NULL, &proxy, &t.blkey,
+                                                &t.brkey, &refs),
+                     0);
+    t.cbuf = aligned_alloc(4096, BUF);
+    memset(t.cbuf, 0x22, BUF);
+    assert_int_equal(san_regtab_register(t.reg, &t.sc, (uintptr_t)t.cbuf, BUF, SAN_MEM_READWRITE,
+                                         true, NULL, &t.clkey, &t.crkey, &refs),
+                     0);
+    struct san_nic_xport x = {.route = fake_route, .send = fake_send};
+    san_nic_set_xport(t.nic, &x);
+    struct san_nic_addr a = listen_addr();
+    assert_int_equal(san_nic_listen(t.nic, NULL, &a, 4, &t.l), 0);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    san_nic_listener_close(t.l);
+    san_nic_set_xport(t.nic, NULL);
+    san_nic_destroy(t.nic); /* waits for the connections' threads to let go */
+    san_regtab_set_release(t.reg, &t.sb);
+    san_regtab_set_release(t.reg, &t.sc);
+    san_regtab_destroy(t.reg);
+    t.adapter->ops->put_dma_adapter(t.adapter);
+    san_machine_destroy(t.m);
+    free(t.cbuf);
+    return 0;
+}
+
+/* A connection of the peer's half `from`, accepted here: the local endpoint, and our half's
+ * number in *conn. */
+static struct san_nic_ep *connection(uint64_t from, uint64_t *conn)
+{
+    struct san_nic_addr a = listen_addr();
+    struct san_xmsg m = {.op = SAN_XMSG_CONNECT, .from = from, .port = a.port}, reply;
+    memcpy(m.ip, a.ip, 16);
+    unsigned at = nr_sent();
+    assert_int_equal(deliver(&m, NULL, &reply), 0);
+    struct san_nic_ep *ep;
+    assert_int_equal(san_nic_accept(t.l, NULL, &t.sb, &ep), 0);
+    struct san_xmsg acc = wait_sent(SAN_XMSG_ACCEPT, &at, NULL);
+    assert_int_equal(acc.conn, from);
+    assert_int_equal(acc.status, 0);
+    assert_true(acc.from != 0);
+    *conn = acc.from;
+    return ep;
+}
+
+static struct san_xmsg write_msg(uint64_t conn, uint64_t from, uint64_t seq, uint32_t rkey,
+                                 uint64_t va, uint64_t host, uint32_t len)
+{
+    return (struct san_xmsg){.op = SAN_XMSG_WRITE,
+                             .conn = conn,
+                             .from = from,
+                             .seq = seq,
+                             .total = len,
+                             .len = len,
+                             .rkey = rkey,
+                             .va = va,
+                             .host = host};
+}
+
+static void wait_error(struct san_nic_ep *ep, int32_t err)
+{
+    for (int i = 0; i < 5000 && atomic_load(&ep->q->state) != SAN_EPQ_ERROR; i++)
+        usleep(1000);
+    assert_int_equal(atomic_load(&ep->q->state), SAN_EPQ_ERROR);
+    assert_int_equal(atomic_load(&ep->q->state_err), err);
+}
+
+static void test_target_checks(void **state)
+{
+    (void)state;
+    uint64_t conn;
+    struct san_nic_ep *ep = connection(101, &conn);
+    uint8_t payload[16], data[64];
+    memset(payload, 0x5a, sizeof(payload));
+    unsigned at = nr_sent();
+    struct san_xmsg reply;
+
+    /* This endpoint's own registration: written. */
+    struct san_xmsg m = write_msg(conn, 101, 1, t.brkey, (uintptr_t)t.bbuf + 100, HOST, 16);
+    assert_int_equal(deliver(&m, payload, &reply), 0);
+    struct san_xmsg d = wait_sent(SAN_XMSG_DONE, &at, NULL);
+    assert_int_equal(d.seq, 1);
+    assert_int_equal(d.status, 0);
+    assert_int_equal(d.total, 16);
+    assert_memory_equal(t.bbuf + 100, payload, 16);
+
+    /* Another client's registration of this host: refused, untouched. */
+    m = write_msg(conn, 101, 2, t.crkey, (uintptr_t)t.cbuf, HOST, 16);
+    assert_int_equal(deliver(&m, payload, &reply), 0);
+    d = wait_sent(SAN_XMSG_DONE, &at, NULL);
+    assert_int_equal(d.seq, 2);
+    assert_int_equal(d.status, -EACCES);
+    assert_int_equal((uint8_t)t.cbuf[0], 0x22);
+
+    /* A descriptor of a third host, though the rkey and range are right. */
+    m = write_msg(conn, 101, 3, t.brkey, (uintptr_t)t.bbuf, 0xc0c0, 16);
+    assert_int_equal(deliver(&m, payload, &reply), 0);
+    d = wait_sent(SAN_XMSG_DONE, &at, NULL);
+    assert_int_equal(d.seq, 3);
+    assert_int_equal(d.status, -EACCES);
+    assert_int_equal((uint8_t)t.bbuf[0], 0x11);
+
+    /* Past the registration's end. */
+    m = write_msg(conn, 101, 4, t.brkey, (uintptr_t)t.bbuf + BUF - 8, HOST, 16);
+    assert_int_equal(deliver(&m, payload, &reply), 0);
+    d = wait_sent(SAN_XMSG_DONE, &at, NULL);
+    assert_int_equal(d.seq, 4);
+    assert_int_equal(d.status, -EACCES);
+    assert_int_equal((uint8_t)t.bbuf[BUF - 8], 0x11);
+
+    /* A read of this endpoint's registration: its bytes come back. */
+    m = (struct san_xmsg){.op = SAN_XMSG_READ,
+                          .conn = conn,
+                          .from = 101,
+                          .seq = 5,
+                          .total = 16,
+                          .rkey = t.brkey,
+                          .va = (uintptr_t)t.bbuf + 100,
+                          .host = HOST};
+    assert_int_equal(deliver(&m, NULL, &reply), 0);
+    d = wait_sent(SAN_XMSG_RDATA, &at, data);
+    assert_int_equal(d.seq, 5);
+    assert_int_equal(d.status, 0);
+    assert_int_equal(d.len, 16);
+    assert_memory_equal(data, payload, 16);
+    /* A read of another client's registration: refused. */
+    m.seq = 6;
+    m.rkey = t.crkey;
+    m.va = (uintptr_t)t.cbuf;
+    assert_int_equal(deliver(&m, NULL, &reply), 0);
+    d = wait_sent(SAN_XMSG_RDATA, &at, NULL);
+    assert_int_equal(d.seq, 6);
+    assert_int_equal(d.status, -EACCES);
+    assert_int_equal(d.len, 0);
+    assert_int_equal(atomic_load(&ep->q->state), SAN_EPQ_CONNECTED); /* the peer's errors */
+
+    /* Out of order (seq 9 after 6): a violation. The connection resets; the peer is told. */
+    m = write_msg(conn, 101, 9, t.brkey, (uintptr_t)t.bbuf, HOST, 16);
+    assert_int_equal(deliver(&m, payload, &reply), 0);
+    d = wait_sent(SAN_XMSG_CLOSE, &at, NULL);
+    assert_int_equal(d.status, -EPROTO);
+    assert_int_equal(d.conn, 101);
+    wait_error(ep, -ECONNRESET);
+    assert_int_equal((uint8_t)t.bbuf[0], 0x11);
+    san_nic_ep_close(ep);
+}
+
+static void test_hostile(void **state)
+{
+    (void)state;
+    struct san_xmsg reply, m;
+    uint64_t conn;
+
+    /* A message for a connection nobody has here: answered with CLOSE. */
+    m = (struct san_xmsg){.op = SAN_XMSG_DONE, .conn = 987654, .from = 55, .seq = 1};
+    assert_int_equal(deliver(&m, NULL, &reply), 1);
+    assert_int_equal(reply.op, SAN_XMSG_CLOSE);
+    assert_int_equal(reply.conn, 55);
+    assert_int_equal(reply.from, 987654);
+
+    /* A CONNECT to an address nobody listens on: refused at once. */
+    m = (struct san_xmsg){.op = SAN_XMSG_CONNECT, .from = 56, .port = 6000};
+    struct san_nic_addr a = listen_addr();
+    memcpy(m.ip, a.ip, 16);
+    assert_int_equal(deliver(&m, NULL, &reply), 1);
+    assert_int_equal(reply.op, SAN_XMSG_ACCEPT);
+    assert_int_equal(reply.conn, 56);
+    assert_int_equal(reply.status, -ECONNREFUSED);
+
+    /* Credits beyond the window: a violation. */
+    struct san_nic_ep *ep = connection(102, &conn);
+    unsigned at = nr_sent();
+    m = (struct san_xmsg){.op = SAN_XMSG_CREDIT, .conn = conn, .from = 102, .chunks = 1};
+    assert_int_equal(deliver(&m, NULL, &reply), 0);
+    struct san_xmsg d = wait_sent(SAN_XMSG_CLOSE, &at, NULL);
+    assert_int_equal(d.status, -EPROTO);
+    wait_error(ep, -ECONNRESET);
+    san_nic_ep_close(ep);
+
+    /* A send without a receive advertised: a violation. */
+    ep = connection(103, &conn);
+    at = nr_sent();
+    uint8_t byte = 1;
+    m = (struct san_xmsg){
+        .op = SAN_XMSG_SEND, .conn = conn, .from = 103, .seq = 1, .total = 1, .len = 1};
+    assert_int_equal(deliver(&m, &byte, &reply), 0);
+    d = wait_sent(SAN_XMSG_CLOSE, &at, NULL);
+    assert_int_equal(d.status, -EPROTO);
+    wait_error(ep, -ECONNRESET);
+    san_nic_ep_close(ep);
+
+    /* Another peer's message for this connection (another link): not delivered, told CLOSE. */
+    ep = connection(104, &conn);
+    m = write_msg(conn, 104, 1, t.brkey, (uintptr_t)t.bbuf, HOST, 1);
+    assert_int_equal(san_nic_xdeliver(t.nic, LINK + 1, SESSION, PEER, &m, &byte, &reply), 1);
+    assert_int_equal(reply.op, SAN_XMSG_CLOSE);
+    assert_int_equal((uint8_t)t.bbuf[0], 0x11);
+
+    /* The session ends: the connection resets. */
+    san_nic_xreset(t.nic, LINK, SESSION);
+    wait_error(ep, -ECONNRESET);
+    san_nic_ep_close(ep);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_target_checks),
+        cmocka_unit_test(test_hostile),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
