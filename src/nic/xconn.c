@@ -130,10 +130,9 @@ void san_xconn_fail_all(struct san_xconn *xc)
         san_nic_set_state(ep, SAN_EPQ_REFUSED, -ECONNREFUSED);
         return;
     }
-    if (xc->busy && san_nic_cq_room(ep)) {
-        san_nic_complete(ep, xc->w.wr_id, -ECONNRESET, xc->w.opcode, 0);
-        xc->busy = false;
-    }
+    if (!xc->flush_status)
+        xc->flush_status = -ECONNRESET;
+    san_xconn_flush_ring(xc);
     san_xconn_abandon(xc);
     san_nic_enter_error(ep, -ECONNRESET);
 }
@@ -160,6 +159,8 @@ void san_xconn_send_or_fail(struct san_xconn *xc, struct san_xmsg *m, const void
 void san_xconn_done(struct san_xconn *xc, uint64_t seq, int32_t status, uint64_t total)
 {
     struct san_xmsg m = {.op = SAN_XMSG_DONE, .seq = seq, .status = status, .total = total};
+    if (status)
+        xc->in_dead = true; /* the peer's later requests are flushed there: dropped here */
     san_xconn_send_or_fail(xc, &m, NULL, 0);
 }
 
@@ -198,11 +199,9 @@ static bool pass(struct san_xconn *xc)
         san_xconn_fail_all(xc);
         did = true;
     }
-    /* What the reset found the completion queue too full for completes as room comes. */
-    if (xc->dead && xc->busy && san_nic_cq_room(ep)) {
-        san_xconn_finish(xc, -ECONNRESET, 0);
-        did = true;
-    }
+    /* What a failure or the reset found the completion queue too full for completes as room
+     * comes. */
+    did |= san_xconn_flush_ring(xc);
     if (xc->dead)
         did |= san_xconn_abandon(xc);
     did |= drain_inbox(xc);
@@ -216,7 +215,7 @@ static bool pass(struct san_xconn *xc)
             xc->state_sent = true;
             san_xconn_send_or_fail(xc, &m, NULL, 0);
         }
-        if (!xc->busy)
+        if (san_xconn_idle(xc))
             did |= san_nic_flush(ep);
     }
     return did;

@@ -19,6 +19,15 @@ struct xin {
     _Alignas(8) uint8_t data[];
 };
 
+#define SAN_XCONN_PIPE 16 /* requests of one endpoint in flight at a time */
+
+/* One of this endpoint's requests in flight. */
+struct xop {
+    struct san_epq_wqe w;
+    uint64_t seq, total, sent, got;
+    int32_t status; /* it failed here part way: completes with this when its turn comes */
+};
+
 struct san_xconn {
     struct san_nic *nic;
     struct san_list node; /* nic->xconns */
@@ -48,15 +57,18 @@ struct san_xconn {
     uint32_t recv_credits; /* the peer's posted receives we may still consume */
     uint32_t rq_adv;       /* our receive queue advertised up to here */
     uint32_t seen[4];      /* sq_tail, rq_tail, cq_head, wake when the last pass found nothing */
-    /* our request in flight */
-    bool busy;
-    struct san_epq_wqe w;
-    uint64_t out_seq, total, sent, got;
-    uint64_t dropped_seq; /* an RDMA read given up here: its late data is dropped */
+    /* our requests in flight (xops.c) */
+    struct xop ops[SAN_XCONN_PIPE];
+    uint32_t op_head, op_ship, op_tail;
+    uint64_t out_seq;
+    uint64_t done_seq;    /* requests up to here have ended: late answers of them are dropped */
+    int32_t flush_status; /* after a failure: what the rest of the ring completes with */
+    bool ship_stopped;    /* a request failed part way here: nothing after it goes */
     /* the peer's request in progress here */
     uint64_t in_seq;
     uint32_t in_op;
     bool in_failed;
+    bool in_dead; /* a request of the peer failed (or it gave one up): the later ones are dropped */
     uint64_t in_total, in_got, in_va, in_host;
     uint32_t in_rkey;
     struct san_epq_wqe in_recv;
@@ -82,7 +94,11 @@ bool san_xconn_start(struct san_xconn *xc);
 bool san_xconn_ship(struct san_xconn *xc);
 bool san_xconn_answer(struct san_xconn *xc);
 bool san_xconn_credit(struct san_xconn *xc);
-void san_xconn_finish(struct san_xconn *xc, int32_t status, uint64_t bytes);
+/* Whether none of this endpoint's requests is in flight. */
+bool san_xconn_idle(const struct san_xconn *xc);
+/* Completes what must complete without an answer (a request that failed here, the flushed ones),
+ * as the completion queue has room. Whether it completed any. */
+bool san_xconn_flush_ring(struct san_xconn *xc);
 /* A receive the peer's send was filling, when the connection ends: completed with -ECONNRESET
  * (every receive taken completes), once the completion queue has room. Whether it was. */
 bool san_xconn_abandon(struct san_xconn *xc);

@@ -4,9 +4,11 @@
  * the head of the receive queue (advertised to the peer in CREDIT), an RDMA write or read checked
  * as engine.c checks it (a descriptor of this host, rkey current and registered by this
  * endpoint's owner for RDMA, access covering the operation, the whole range inside) before a byte
- * moves, again for each chunk, and the outcome sent back (DONE, or RDATA's status). As initiator
- * it takes its own requests one at a time, checks their local pieces, ships their bytes a chunk
- * per credit and completes them with the target's outcome. Every message of the peer is checked
+ * moves, again for each chunk, and the outcome sent back (DONE, or RDATA's status); once it
+ * refused one, it drops the peer's later requests (they are flushed at home, as a NIC in error
+ * flushes). As initiator it takes up to SAN_XCONN_PIPE of its own requests at a time, checks
+ * their local pieces, ships their messages in order, data a chunk per credit, and completes them
+ * in order with the target's outcomes. Every message of the peer is checked
  * against the operation in flight: anything out of order or beyond a credit is a protocol
  * violation (the connection resets, the peer is told). */
 #include "nic/xconn.h"
@@ -44,8 +46,13 @@ static int on_send(struct san_xconn *xc, const struct san_xmsg *m, const void *d
     xc->to_return++;
     if (m->offset == 0 && m->seq == xc->in_seq + 1) {
         next_op(xc, m);
+        if (xc->in_dead) {
+            xc->in_failed = true; /* after a failure of the peer's: dropped, as flushed there */
+            return TAKEN;
+        }
         if (m->status < 0) {
             /* The sender's own pieces failed: the receive it would have filled is reset. */
+            xc->in_dead = true;
             xc->in_failed = true;
             if (san_nic_posted(&ep->q->rq_tail, ep->rq_head, SAN_EPQ_RQ) > 0 &&
                 ep->state != SAN_EPQ_ERROR) {
@@ -102,6 +109,7 @@ static int on_send(struct san_xconn *xc, const struct san_xmsg *m, const void *d
     if (xc->in_failed)
         return TAKEN;
     if (m->status < 0) { /* the sender failed part way */
+        xc->in_dead = true;
         xc->in_failed = true;
         san_nic_complete(ep, xc->in_recv.wr_id, -ECONNRESET, SAN_EPQ_RECV, 0);
         san_nic_enter_error(ep, -ECONNRESET);
@@ -182,8 +190,11 @@ static int on_write(struct san_xconn *xc, const struct san_xmsg *m, const void *
         xc->in_rkey = m->rkey;
         xc->in_va = m->va;
         xc->in_host = m->host;
-        if (m->status < 0) {
-            xc->in_failed = true; /* the writer's own pieces failed: nothing to answer */
+        if (xc->in_dead || m->status < 0) {
+            /* Dropped after a failure of the peer's, or the writer's own pieces failed: nothing
+             * to answer. */
+            xc->in_dead = true;
+            xc->in_failed = true;
             return TAKEN;
         }
         int st = check_remote(xc, m->host, m->rkey, m->va, m->total, true);
@@ -199,6 +210,7 @@ static int on_write(struct san_xconn *xc, const struct san_xmsg *m, const void *
     if (xc->in_failed)
         return TAKEN;
     if (m->status < 0) {
+        xc->in_dead = true;
         xc->in_failed = true;
         return TAKEN;
     }
@@ -220,6 +232,8 @@ static int on_read(struct san_xconn *xc, const struct san_xmsg *m)
         san_xconn_violation(xc);
         return TAKEN;
     }
+    if (xc->in_dead)
+        return TAKEN; /* after a failure of the peer's: dropped, as flushed there */
     xc->rd_status = check_remote(xc, m->host, m->rkey, m->va, m->total, false);
     xc->rd_busy = true; /* answered as credits allow */
     xc->rd_seq = m->seq;
@@ -246,11 +260,13 @@ bool san_xconn_answer(struct san_xconn *xc)
         if (r.status) {
             n = 0;
             xc->rd_busy = false;
+            xc->in_dead = true;
         } else if (remote_io(xc, xc->rd_rkey, xc->rd_va, xc->rd_total, xc->rd_sent, xc->buf, n,
                              false)) {
             r.status = -EACCES;
             n = 0;
             xc->rd_busy = false;
+            xc->in_dead = true;
         }
         xc->credits--;
         san_xconn_send_or_fail(xc, &r, xc->buf, n);
@@ -264,52 +280,99 @@ bool san_xconn_answer(struct san_xconn *xc)
 
 /* --- the initiator: this endpoint's own requests -------------------------------------------- */
 
-void san_xconn_finish(struct san_xconn *xc, int32_t status, uint64_t bytes)
+/* Requests in flight sit in a ring in send-queue order, [op_head, op_tail): the oldest waits for
+ * its outcome, op_ship is the first whose messages have not all gone. The target answers them in
+ * order, so an answer is always the oldest's. After a failure nothing later runs at the target
+ * (it drops the peer's later requests once it reported one failed, as a NIC flushes a queue in
+ * error) and what is still in the ring completes here, flushed. */
+static struct xop *op_at(struct san_xconn *xc, uint32_t i)
+{
+    return &xc->ops[i % SAN_XCONN_PIPE];
+}
+
+bool san_xconn_idle(const struct san_xconn *xc)
+{
+    return xc->op_head == xc->op_tail;
+}
+
+static void complete_op(struct san_xconn *xc, struct xop *o, int32_t status, uint64_t bytes)
 {
     struct san_nic_ep *ep = xc->ep;
-    xc->busy = false;
     if (status) {
-        san_nic_complete(ep, xc->w.wr_id, status, xc->w.opcode, 0);
-        san_nic_enter_error(ep, status);
+        san_nic_complete(ep, o->w.wr_id, status, o->w.opcode, 0);
         return;
     }
     san_nic_count(ep, bytes);
-    if (!(xc->w.flags & SAN_EPQ_UNSIGNALED))
-        san_nic_complete(ep, xc->w.wr_id, 0, xc->w.opcode, (uint32_t)bytes);
+    if (!(o->w.flags & SAN_EPQ_UNSIGNALED))
+        san_nic_complete(ep, o->w.wr_id, 0, o->w.opcode, (uint32_t)bytes);
+}
+
+/* The oldest request ends with status (0: bytes moved). A failure puts the endpoint in error and
+ * flushes the rest of the ring. */
+static void finish_head(struct san_xconn *xc, int32_t status, uint64_t bytes)
+{
+    struct xop *o = op_at(xc, xc->op_head++);
+    xc->done_seq = o->seq;
+    if (xc->op_ship < xc->op_head)
+        xc->op_ship = xc->op_head;
+    complete_op(xc, o, status, bytes);
+    if (status) {
+        san_nic_enter_error(xc->ep, status);
+        if (!xc->flush_status)
+            xc->flush_status = status == -ECONNRESET ? -ECONNRESET : -ECANCELED;
+    }
+}
+
+bool san_xconn_flush_ring(struct san_xconn *xc)
+{
+    bool did = false;
+    if (xc->dead && !xc->flush_status && !san_xconn_idle(xc))
+        xc->flush_status = -ECONNRESET; /* the connection is gone: nothing will answer */
+    while (!san_xconn_idle(xc) && san_nic_cq_room(xc->ep)) {
+        struct xop *o = op_at(xc, xc->op_head);
+        if (o->status) /* it failed here part way: its turn came */
+            finish_head(xc, o->status, 0);
+        else if (xc->flush_status)
+            finish_head(xc, xc->flush_status, 0);
+        else
+            break;
+        did = true;
+    }
+    return did;
 }
 
 static int on_done(struct san_xconn *xc, const struct san_xmsg *m)
 {
-    if (!xc->busy || m->seq != xc->out_seq) {
-        if (m->seq <= xc->out_seq)
-            return TAKEN; /* of a request this side already gave up */
+    if (m->seq <= xc->done_seq)
+        return TAKEN; /* of a request this side already ended (it failed here) */
+    if (san_xconn_idle(xc) || xc->flush_status) {
+        if (xc->flush_status)
+            return TAKEN; /* answers after a failure: the ring completes flushed */
         san_xconn_violation(xc);
         return TAKEN;
     }
-    if (xc->w.opcode == SAN_EPQ_READ ||
-        (!m->status && (xc->sent != xc->total || m->total != xc->total))) {
+    struct xop *o = op_at(xc, xc->op_head);
+    if (m->seq != o->seq || o->w.opcode == SAN_EPQ_READ ||
+        (!m->status && (o->sent != o->total || m->total != o->total))) {
         san_xconn_violation(xc);
         return TAKEN;
     }
     if (!san_nic_cq_room(xc->ep))
         return STALL;
-    san_xconn_finish(xc, m->status, xc->total);
+    finish_head(xc, o->status ? o->status : m->status, o->total);
     return TAKEN;
 }
 
 static int on_rdata(struct san_xconn *xc, const struct san_xmsg *m, const void *data)
 {
     struct san_nic_ep *ep = xc->ep;
-    if (!xc->busy || xc->w.opcode != SAN_EPQ_READ || m->seq != xc->out_seq) {
-        if (m->seq && m->seq == xc->dropped_seq) {
-            xc->to_return++;
-            return TAKEN;
-        }
-        san_xconn_violation(xc);
+    if (m->seq <= xc->done_seq || xc->flush_status) {
+        xc->to_return++; /* the rest of an answer given up here */
         return TAKEN;
     }
-    if (m->total != xc->total ||
-        (!m->status && (m->offset != xc->got || m->len > xc->total - m->offset))) {
+    struct xop *o = san_xconn_idle(xc) ? NULL : op_at(xc, xc->op_head);
+    if (!o || o->w.opcode != SAN_EPQ_READ || m->seq != o->seq || m->total != o->total ||
+        (!m->status && (m->offset != o->got || m->len > o->total - m->offset))) {
         san_xconn_violation(xc);
         return TAKEN;
     }
@@ -317,136 +380,144 @@ static int on_rdata(struct san_xconn *xc, const struct san_xmsg *m, const void *
         return STALL; /* every answer may complete the read */
     xc->to_return++;
     if (m->status) {
-        san_xconn_finish(xc, m->status, 0);
+        finish_head(xc, m->status, 0);
         return TAKEN;
     }
     struct san_nic_piece dst[SAN_EPQ_SGE];
     uint64_t total;
-    int err = san_nic_local_pieces(ep, &xc->w, true, dst, &total);
+    int err = san_nic_local_pieces(ep, &o->w, true, dst, &total);
     if (!err) {
-        err = san_nic_pieces_io(xc->nic, dst, xc->w.nsge, m->offset, (void *)data, m->len, true);
-        san_nic_put_pieces(xc->nic, dst, xc->w.nsge);
+        err = san_nic_pieces_io(xc->nic, dst, o->w.nsge, m->offset, (void *)data, m->len, true);
+        san_nic_put_pieces(xc->nic, dst, o->w.nsge);
     }
     if (err) {
-        xc->dropped_seq = m->seq; /* the rest of its answer is dropped */
-        san_xconn_finish(xc, -EFAULT, 0);
+        finish_head(xc, -EFAULT, 0); /* the rest of its answer is dropped (done_seq) */
         return TAKEN;
     }
-    xc->got += m->len;
-    if (xc->got == xc->total)
-        san_xconn_finish(xc, 0, xc->total);
+    o->got += m->len;
+    if (o->got == o->total)
+        finish_head(xc, 0, o->total);
     return TAKEN;
 }
 
-/* Ships what the request in flight still has to send, a chunk per credit. */
+/* Ships the requests' messages in order, data a chunk per credit. A request whose own pieces
+ * fail part way tells the target to drop it, and nothing after it goes: it completes with
+ * -EFAULT when its turn comes, and the rest is flushed. */
 bool san_xconn_ship(struct san_xconn *xc)
 {
     bool did = false;
-    unsigned op = xc->w.opcode;
-    if (!xc->busy || (op != SAN_EPQ_SEND && op != SAN_EPQ_WRITE))
-        return false;
-    while (xc->busy && xc->credits && !xc->dead &&
-           (xc->sent < xc->total || (!xc->total && !xc->got))) {
-        uint64_t n = xc->total - xc->sent;
+    while (xc->op_ship != xc->op_tail && !xc->dead && !xc->flush_status && !xc->ship_stopped) {
+        struct xop *o = op_at(xc, xc->op_ship);
+        unsigned op = o->w.opcode;
+        if (op == SAN_EPQ_READ) {
+            struct san_xmsg m = {.op = SAN_XMSG_READ,
+                                 .seq = o->seq,
+                                 .total = o->total,
+                                 .rkey = o->w.rkey,
+                                 .va = o->w.remote_va,
+                                 .host = o->w.remote_host};
+            san_xconn_send_or_fail(xc, &m, NULL, 0);
+            xc->op_ship++;
+            did = true;
+            continue;
+        }
+        if (!xc->credits)
+            break;
+        uint64_t n = o->total - o->sent;
         if (n > SAN_XMSG_CHUNK)
             n = SAN_XMSG_CHUNK;
         struct san_xmsg m = {.op = op == SAN_EPQ_SEND ? SAN_XMSG_SEND : SAN_XMSG_WRITE,
-                             .seq = xc->out_seq,
-                             .offset = xc->sent,
-                             .total = xc->total,
-                             .rkey = xc->w.rkey,
-                             .va = op == SAN_EPQ_WRITE ? xc->w.remote_va : 0,
-                             .host = op == SAN_EPQ_WRITE ? xc->w.remote_host : 0};
-        if (op == SAN_EPQ_SEND)
-            m.rkey = 0;
+                             .seq = o->seq,
+                             .offset = o->sent,
+                             .total = o->total,
+                             .rkey = op == SAN_EPQ_WRITE ? o->w.rkey : 0,
+                             .va = op == SAN_EPQ_WRITE ? o->w.remote_va : 0,
+                             .host = op == SAN_EPQ_WRITE ? o->w.remote_host : 0};
         struct san_nic_piece src[SAN_EPQ_SGE];
         uint64_t total;
-        int err = san_nic_local_pieces(xc->ep, &xc->w, false, src, &total);
+        int err = san_nic_local_pieces(xc->ep, &o->w, false, src, &total);
         if (!err) {
-            err = san_nic_pieces_io(xc->nic, src, xc->w.nsge, xc->sent, xc->buf, n, false);
-            san_nic_put_pieces(xc->nic, src, xc->w.nsge);
+            err = san_nic_pieces_io(xc->nic, src, o->w.nsge, o->sent, xc->buf, n, false);
+            san_nic_put_pieces(xc->nic, src, o->w.nsge);
         }
         xc->credits--;
+        did = true;
         if (err) {
-            m.status = -EFAULT; /* tells the target to drop what it has of this request */
+            m.status = -EFAULT; /* the target drops what it has of this request */
             san_xconn_send_or_fail(xc, &m, NULL, 0);
-            if (xc->busy)
-                san_xconn_finish(xc, -EFAULT, 0);
-            return true;
+            o->status = -EFAULT;
+            xc->ship_stopped = true;
+            break;
         }
         san_xconn_send_or_fail(xc, &m, xc->buf, n);
-        xc->sent += n;
-        xc->got = 1; /* something went: a request of 0 bytes goes once */
-        did = true;
+        o->sent += n;
+        if (o->sent == o->total)
+            xc->op_ship++; /* a request of 0 bytes goes once */
     }
     return did;
 }
 
-/* Takes the next request of the send queue, when nothing of ours is in flight. */
+/* Takes the next requests of the send queue while the ring has room. One that fails here waits
+ * until the ring is empty, so that completions keep the queue's order. */
 bool san_xconn_start(struct san_xconn *xc)
 {
     struct san_nic_ep *ep = xc->ep;
-    if (xc->busy || xc->dead || xc->phase != X_RUNNING || ep->state == SAN_EPQ_ERROR)
-        return false;
-    int n = san_nic_posted(&ep->q->sq_tail, ep->sq_head, SAN_EPQ_SQ);
-    if (n < 0) {
-        san_nic_enter_error(ep, -EFAULT);
-        return true;
-    }
-    if (!n || !san_nic_cq_room(ep))
-        return false;
-    struct san_epq_wqe w = san_epq_sq(ep->q)[ep->sq_head & (SAN_EPQ_SQ - 1)];
-    bool is_send = w.opcode == SAN_EPQ_SEND;
-    if (san_nic_valid_wqe(&w, false) && is_send && !xc->peer_closed && !xc->peer_err &&
-        (!xc->recv_credits || !xc->credits))
-        return false; /* a send waits for the peer's receive */
-    ep->sq_head++;
-    atomic_store_explicit(&ep->q->sq_head, ep->sq_head, memory_order_release);
-    xc->w = w;
-    if (!san_nic_valid_wqe(&w, false)) {
-        xc->w.opcode = 0;
-        san_xconn_finish(xc, -EINVAL, 0);
-        return true;
-    }
-    bool write = w.opcode == SAN_EPQ_WRITE;
-    if (xc->peer_closed || (is_send && xc->peer_err) || (!is_send && xc->peer_err == -ECONNRESET)) {
-        san_xconn_finish(xc, -ECONNRESET, 0);
-        return true;
-    }
-    struct san_nic_piece local[SAN_EPQ_SGE];
-    uint64_t total;
-    if (san_nic_local_pieces(ep, &w, w.opcode == SAN_EPQ_READ, local, &total)) {
-        if (is_send) {
-            /* The receive it takes over there completes with the reset, as on one host. */
-            struct san_xmsg m = {.op = SAN_XMSG_SEND, .seq = ++xc->out_seq, .status = -EFAULT};
-            xc->recv_credits--;
-            xc->credits--;
-            san_xconn_send_or_fail(xc, &m, NULL, 0);
+    bool did = false;
+    while (xc->op_tail - xc->op_head < SAN_XCONN_PIPE && !xc->dead && xc->phase == X_RUNNING &&
+           ep->state != SAN_EPQ_ERROR && !xc->flush_status && !xc->ship_stopped) {
+        int n = san_nic_posted(&ep->q->sq_tail, ep->sq_head, SAN_EPQ_SQ);
+        if (n < 0) {
+            if (!san_xconn_idle(xc))
+                return did;
+            san_nic_enter_error(ep, -EFAULT);
+            return true;
         }
-        san_xconn_finish(xc, -EFAULT, 0);
-        return true;
+        if (!n || san_nic_cq_room(ep) <= xc->op_tail - xc->op_head)
+            return did;
+        struct san_epq_wqe w = san_epq_sq(ep->q)[ep->sq_head & (SAN_EPQ_SQ - 1)];
+        bool valid = san_nic_valid_wqe(&w, false), is_send = w.opcode == SAN_EPQ_SEND;
+        int32_t fail = 0;
+        struct san_nic_piece local[SAN_EPQ_SGE];
+        uint64_t total = 0;
+        if (!valid)
+            fail = -EINVAL;
+        else if (xc->peer_closed || (is_send && xc->peer_err) ||
+                 (!is_send && xc->peer_err == -ECONNRESET))
+            fail = -ECONNRESET;
+        else if (is_send && !xc->recv_credits)
+            return did; /* a send waits for the peer's receive */
+        else if (san_nic_local_pieces(ep, &w, w.opcode == SAN_EPQ_READ, local, &total))
+            fail = -EFAULT;
+        else if (san_nic_put_pieces(xc->nic, local, w.nsge),
+                 !is_send && (total > UINT32_MAX || w.remote_host != xc->host))
+            fail = -EACCES; /* a descriptor of neither end of this connection */
+        if (fail && !san_xconn_idle(xc))
+            return did;
+        if (fail == -EFAULT && is_send && !xc->credits)
+            return did; /* its abort needs a credit */
+        ep->sq_head++;
+        atomic_store_explicit(&ep->q->sq_head, ep->sq_head, memory_order_release);
+        struct xop *o = op_at(xc, xc->op_tail++);
+        *o = (struct xop){.w = w, .seq = ++xc->out_seq, .total = total};
+        if (!valid)
+            o->w.opcode = 0;
+        did = true;
+        if (fail) {
+            if (fail == -EFAULT && is_send) {
+                /* The receive it takes over there completes with the reset, as on one host. */
+                struct san_xmsg m = {.op = SAN_XMSG_SEND, .seq = o->seq, .status = -EFAULT};
+                xc->recv_credits--;
+                xc->credits--;
+                san_xconn_send_or_fail(xc, &m, NULL, 0);
+            }
+            xc->op_ship = xc->op_tail;
+            finish_head(xc, fail, 0);
+            return true;
+        }
+        if (is_send)
+            xc->recv_credits--;
     }
-    san_nic_put_pieces(xc->nic, local, w.nsge);
-    if (!is_send && (total > UINT32_MAX || w.remote_host != xc->host)) {
-        san_xconn_finish(xc, -EACCES, 0); /* a descriptor of neither end of this connection */
-        return true;
-    }
-    xc->busy = true;
-    xc->out_seq++;
-    xc->total = total;
-    xc->sent = xc->got = 0;
-    if (is_send) {
-        xc->recv_credits--;
-    } else if (!write) {
-        struct san_xmsg m = {.op = SAN_XMSG_READ,
-                             .seq = xc->out_seq,
-                             .total = total,
-                             .rkey = w.rkey,
-                             .va = w.remote_va,
-                             .host = w.remote_host};
-        san_xconn_send_or_fail(xc, &m, NULL, 0);
-    }
-    return true;
+    return did;
 }
 
 /* --- the peer's messages ------------------------------------------------------------------- */
@@ -496,8 +567,9 @@ int san_xconn_handle(struct san_xconn *xc, const struct xin *in)
     case SAN_XMSG_CLOSE:
         /* The peer's endpoint is gone: as on one host, this one is reset. */
         xc->peer_closed = true;
-        if (xc->busy && san_nic_cq_room(ep))
-            san_xconn_finish(xc, -ECONNRESET, 0);
+        if (!xc->flush_status)
+            xc->flush_status = -ECONNRESET;
+        san_xconn_flush_ring(xc);
         san_xconn_abandon(xc);
         san_nic_enter_error(ep, -ECONNRESET);
         xc->dead = true;

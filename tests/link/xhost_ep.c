@@ -315,6 +315,33 @@ static void main_client(const char *dir)
     uint8_t mine[SAN_RDMA_DESC_SIZE];
     reg(cl.ctx, cl.back + REGION, SMALL, SAN_MEM_READWRITE, mine);
     refused(&cl, "a descriptor of the initiator's own host", true, mine, 0, 16);
+    /* Requests pipelined behind a refused one: flushed, and none of them ran at the target. */
+    ep = connect_to(&cl);
+    memset(cl.buf + 3 * REGION, 0xe7, 4096);
+    struct san_sge good = {cl.buf + 3 * REGION, 4096, san_mr_lkey(cl.mr)};
+    CHECK_EQ(san_rdma_write(ep, 50, &good, 1, cl.rw, SAN_RDMA_DESC_SIZE, 8192, 0), 0);
+    CHECK_EQ(san_rdma_write(ep, 51, &good, 1, cl.ro, SAN_RDMA_DESC_SIZE, 0, 0), 0);
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ(san_rdma_write(ep, 52 + i, &good, 1, cl.rw, SAN_RDMA_DESC_SIZE,
+                                100000 + 4096 * (uint64_t)i, 0),
+                 0);
+    static const int want[] = {0, -EACCES, -ECANCELED, -ECANCELED, -ECANCELED, -ECANCELED};
+    for (int i = 0; i < 6; i++) {
+        struct san_wc w = wait_one(ep, TIMEOUT);
+        CHECK_EQ(w.wr_id, 50 + i);
+        CHECK_EQ(w.status, want[i]);
+    }
+    san_ep_close(ep);
+    ep = connect_to(&cl);
+    CHECK_EQ(rdma(&cl, ep, false, cl.rw, 8192, 4096, cl.back, cl.bmr), 0);
+    if (memcmp(cl.back, cl.buf + 3 * REGION, 4096))
+        FAIL("the write before the refused one did not land");
+    CHECK_EQ(rdma(&cl, ep, false, cl.rw, 100000, 4 * 4096, cl.back, cl.bmr), 0);
+    if (memcmp(cl.back, cl.buf + 100000, 4 * 4096)) /* still the 1 MiB write's bytes */
+        FAIL("a write flushed behind a refused one ran at the target");
+    san_ep_close(ep);
+    printf("ok: writes pipelined behind a refused one are flushed, none ran at the target\n");
+
     /* Nothing of the refused write past the end reached the region. */
     ep = connect_to(&cl);
     CHECK_EQ(rdma(&cl, ep, false, cl.rw, REGION - 10, 10, cl.back, cl.bmr), 0);

@@ -3,7 +3,8 @@
  * out; the connection's own thread runs). A CONNECT queues in the listener's backlog and accept
  * answers it; the target checks every RDMA access itself: a write and a read of this endpoint's
  * registration are done, a registration of another client of this host, a descriptor of a third
- * host and a range past the end are -EACCES with the memory untouched; a hostile peer's message
+ * host and a range past the end are -EACCES with the memory untouched, and after a refusal the
+ * peer's later requests are dropped (its queue is flushed at home); a hostile peer's message
  * out of order or beyond its credits resets that connection (CLOSE -EPROTO to the peer, the
  * endpoint in error with -ECONNRESET), a message for a connection not known here is answered
  * with CLOSE, a CONNECT nobody listens for with a refusal, and a session that ends resets its
@@ -100,6 +101,17 @@ static unsigned nr_sent(void)
 {
     pthread_mutex_lock(&t.lock);
     unsigned n = t.nr_sent;
+    pthread_mutex_unlock(&t.lock);
+    return n;
+}
+
+/* How many messages of op the daemon sent at or after from. */
+static unsigned count_sent(unsigned op, unsigned from)
+{
+    unsigned n = 0;
+    pthread_mutex_lock(&t.lock);
+    for (unsigned j = from; j < t.nr_sent; j++)
+        n += t.sent[j].op == op;
     pthread_mutex_unlock(&t.lock);
     return n;
 }
@@ -220,6 +232,24 @@ static void wait_error(struct san_nic_ep *ep, int32_t err)
     assert_int_equal(atomic_load(&ep->q->state_err), err);
 }
 
+/* One request on a connection of its own whose answer must be a refusal of status. */
+static void refused(struct san_xmsg m, const void *payload, unsigned answer, uint64_t peer)
+{
+    uint64_t conn;
+    struct san_nic_ep *ep = connection(peer, &conn);
+    struct san_xmsg reply;
+    unsigned at = nr_sent();
+    m.conn = conn;
+    m.from = peer;
+    assert_int_equal(deliver(&m, payload, &reply), 0);
+    struct san_xmsg d = wait_sent(answer, &at, NULL);
+    assert_int_equal(d.seq, 1);
+    assert_int_equal(d.status, -EACCES);
+    assert_int_equal(d.len, 0);
+    assert_int_equal(atomic_load(&ep->q->state), SAN_EPQ_CONNECTED); /* the peer's error */
+    san_nic_ep_close(ep);
+}
+
 static void test_target_checks(void **state)
 {
     (void)state;
@@ -230,7 +260,7 @@ static void test_target_checks(void **state)
     unsigned at = nr_sent();
     struct san_xmsg reply;
 
-    /* This endpoint's own registration: written. */
+    /* This endpoint's own registration: written, then read. */
     struct san_xmsg m = write_msg(conn, 101, 1, t.brkey, (uintptr_t)t.bbuf + 100, HOST, 16);
     assert_int_equal(deliver(&m, payload, &reply), 0);
     struct san_xmsg d = wait_sent(SAN_XMSG_DONE, &at, NULL);
@@ -238,63 +268,65 @@ static void test_target_checks(void **state)
     assert_int_equal(d.status, 0);
     assert_int_equal(d.total, 16);
     assert_memory_equal(t.bbuf + 100, payload, 16);
-
-    /* Another client's registration of this host: refused, untouched. */
-    m = write_msg(conn, 101, 2, t.crkey, (uintptr_t)t.cbuf, HOST, 16);
-    assert_int_equal(deliver(&m, payload, &reply), 0);
-    d = wait_sent(SAN_XMSG_DONE, &at, NULL);
+    struct san_xmsg r = {.op = SAN_XMSG_READ,
+                         .conn = conn,
+                         .from = 101,
+                         .seq = 2,
+                         .total = 16,
+                         .rkey = t.brkey,
+                         .va = (uintptr_t)t.bbuf + 100,
+                         .host = HOST};
+    assert_int_equal(deliver(&r, NULL, &reply), 0);
+    d = wait_sent(SAN_XMSG_RDATA, &at, data);
     assert_int_equal(d.seq, 2);
-    assert_int_equal(d.status, -EACCES);
-    assert_int_equal((uint8_t)t.cbuf[0], 0x22);
+    assert_int_equal(d.status, 0);
+    assert_int_equal(d.len, 16);
+    assert_memory_equal(data, payload, 16);
 
-    /* A descriptor of a third host, though the rkey and range are right. */
-    m = write_msg(conn, 101, 3, t.brkey, (uintptr_t)t.bbuf, 0xc0c0, 16);
+    /* Another client's registration of this host: refused, untouched; and once the target has
+     * refused a request, the peer's later ones are dropped (flushed at the initiator). */
+    m = write_msg(conn, 101, 3, t.crkey, (uintptr_t)t.cbuf, HOST, 16);
     assert_int_equal(deliver(&m, payload, &reply), 0);
     d = wait_sent(SAN_XMSG_DONE, &at, NULL);
     assert_int_equal(d.seq, 3);
     assert_int_equal(d.status, -EACCES);
+    assert_int_equal((uint8_t)t.cbuf[0], 0x22);
+    m = write_msg(conn, 101, 4, t.brkey, (uintptr_t)t.bbuf, HOST, 16);
+    assert_int_equal(deliver(&m, payload, &reply), 0);
+    usleep(200000);
+    assert_int_equal(count_sent(SAN_XMSG_DONE, at), 0); /* no answer but its credit back */
     assert_int_equal((uint8_t)t.bbuf[0], 0x11);
+    assert_int_equal(atomic_load(&ep->q->state), SAN_EPQ_CONNECTED);
+    san_nic_ep_close(ep);
 
-    /* Past the registration's end. */
-    m = write_msg(conn, 101, 4, t.brkey, (uintptr_t)t.bbuf + BUF - 8, HOST, 16);
+    /* A descriptor of a third host, though the rkey and range are right; past the end; a read
+     * of another client's registration. */
+    refused(write_msg(0, 0, 1, t.brkey, (uintptr_t)t.bbuf, 0xc0c0, 16), payload, SAN_XMSG_DONE,
+            102);
+    assert_int_equal((uint8_t)t.bbuf[0], 0x11);
+    refused(write_msg(0, 0, 1, t.brkey, (uintptr_t)t.bbuf + BUF - 8, HOST, 16), payload,
+            SAN_XMSG_DONE, 103);
+    assert_int_equal((uint8_t)t.bbuf[BUF - 8], 0x11);
+    r = (struct san_xmsg){.op = SAN_XMSG_READ,
+                          .seq = 1,
+                          .total = 16,
+                          .rkey = t.crkey,
+                          .va = (uintptr_t)t.cbuf,
+                          .host = HOST};
+    refused(r, NULL, SAN_XMSG_RDATA, 104);
+
+    /* Out of order (seq 9 after 1): a violation. The connection resets; the peer is told. */
+    ep = connection(105, &conn);
+    at = nr_sent();
+    m = write_msg(conn, 105, 1, t.brkey, (uintptr_t)t.bbuf + 200, HOST, 16);
     assert_int_equal(deliver(&m, payload, &reply), 0);
     d = wait_sent(SAN_XMSG_DONE, &at, NULL);
-    assert_int_equal(d.seq, 4);
-    assert_int_equal(d.status, -EACCES);
-    assert_int_equal((uint8_t)t.bbuf[BUF - 8], 0x11);
-
-    /* A read of this endpoint's registration: its bytes come back. */
-    m = (struct san_xmsg){.op = SAN_XMSG_READ,
-                          .conn = conn,
-                          .from = 101,
-                          .seq = 5,
-                          .total = 16,
-                          .rkey = t.brkey,
-                          .va = (uintptr_t)t.bbuf + 100,
-                          .host = HOST};
-    assert_int_equal(deliver(&m, NULL, &reply), 0);
-    d = wait_sent(SAN_XMSG_RDATA, &at, data);
-    assert_int_equal(d.seq, 5);
     assert_int_equal(d.status, 0);
-    assert_int_equal(d.len, 16);
-    assert_memory_equal(data, payload, 16);
-    /* A read of another client's registration: refused. */
-    m.seq = 6;
-    m.rkey = t.crkey;
-    m.va = (uintptr_t)t.cbuf;
-    assert_int_equal(deliver(&m, NULL, &reply), 0);
-    d = wait_sent(SAN_XMSG_RDATA, &at, NULL);
-    assert_int_equal(d.seq, 6);
-    assert_int_equal(d.status, -EACCES);
-    assert_int_equal(d.len, 0);
-    assert_int_equal(atomic_load(&ep->q->state), SAN_EPQ_CONNECTED); /* the peer's errors */
-
-    /* Out of order (seq 9 after 6): a violation. The connection resets; the peer is told. */
-    m = write_msg(conn, 101, 9, t.brkey, (uintptr_t)t.bbuf, HOST, 16);
+    m = write_msg(conn, 105, 9, t.brkey, (uintptr_t)t.bbuf, HOST, 16);
     assert_int_equal(deliver(&m, payload, &reply), 0);
     d = wait_sent(SAN_XMSG_CLOSE, &at, NULL);
     assert_int_equal(d.status, -EPROTO);
-    assert_int_equal(d.conn, 101);
+    assert_int_equal(d.conn, 105);
     wait_error(ep, -ECONNRESET);
     assert_int_equal((uint8_t)t.bbuf[0], 0x11);
     san_nic_ep_close(ep);
@@ -323,9 +355,9 @@ static void test_hostile(void **state)
     assert_int_equal(reply.status, -ECONNREFUSED);
 
     /* Credits beyond the window: a violation. */
-    struct san_nic_ep *ep = connection(102, &conn);
+    struct san_nic_ep *ep = connection(202, &conn);
     unsigned at = nr_sent();
-    m = (struct san_xmsg){.op = SAN_XMSG_CREDIT, .conn = conn, .from = 102, .chunks = 1};
+    m = (struct san_xmsg){.op = SAN_XMSG_CREDIT, .conn = conn, .from = 202, .chunks = 1};
     assert_int_equal(deliver(&m, NULL, &reply), 0);
     struct san_xmsg d = wait_sent(SAN_XMSG_CLOSE, &at, NULL);
     assert_int_equal(d.status, -EPROTO);
@@ -333,11 +365,11 @@ static void test_hostile(void **state)
     san_nic_ep_close(ep);
 
     /* A send without a receive advertised: a violation. */
-    ep = connection(103, &conn);
+    ep = connection(203, &conn);
     at = nr_sent();
     uint8_t byte = 1;
     m = (struct san_xmsg){
-        .op = SAN_XMSG_SEND, .conn = conn, .from = 103, .seq = 1, .total = 1, .len = 1};
+        .op = SAN_XMSG_SEND, .conn = conn, .from = 203, .seq = 1, .total = 1, .len = 1};
     assert_int_equal(deliver(&m, &byte, &reply), 0);
     d = wait_sent(SAN_XMSG_CLOSE, &at, NULL);
     assert_int_equal(d.status, -EPROTO);
@@ -345,8 +377,8 @@ static void test_hostile(void **state)
     san_nic_ep_close(ep);
 
     /* Another peer's message for this connection (another link): not delivered, told CLOSE. */
-    ep = connection(104, &conn);
-    m = write_msg(conn, 104, 1, t.brkey, (uintptr_t)t.bbuf, HOST, 1);
+    ep = connection(204, &conn);
+    m = write_msg(conn, 204, 1, t.brkey, (uintptr_t)t.bbuf, HOST, 1);
     assert_int_equal(san_nic_xdeliver(t.nic, LINK + 1, SESSION, PEER, &m, &byte, &reply), 1);
     assert_int_equal(reply.op, SAN_XMSG_CLOSE);
     assert_int_equal((uint8_t)t.bbuf[0], 0x11);
