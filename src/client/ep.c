@@ -345,6 +345,7 @@ int san_ep_fd(const struct san_ep *ep)
         /* Completions that came before the NIC was told to signal. */
         if (atomic_load_explicit(&q->cq_tail, memory_order_acquire) != ep->cq_head) {
             uint64_t one = 1;
+            atomic_store(&q->efd_signaled, 1);
             if (write(ep->efd, &one, sizeof(one)) < 0) {
             }
         }
@@ -456,13 +457,19 @@ int san_poll(struct san_ep *ep, struct san_wc *wc, unsigned max)
     }
     if (n)
         atomic_store_explicit(&q->cq_head, ep->cq_head, memory_order_release);
-    if (ep->cq_head == tail && atomic_load_explicit(&q->notify_armed, memory_order_relaxed)) {
-        /* Empty: the descriptor stops being readable, unless a completion just came. */
+    if (ep->cq_head == tail && atomic_load_explicit(&q->notify_armed, memory_order_relaxed) &&
+        atomic_load_explicit(&q->efd_signaled, memory_order_seq_cst)) {
+        /* Empty: the descriptor stops being readable, unless a completion just came. Cleared
+         * before the drain and the second look, so a completion after that look finds 0 and
+         * signals again; one before it is seen here and signalled again (the NIC may have found
+         * 1 and not written). Not signalled: nothing to drain, no system call. */
         uint64_t v;
+        atomic_store_explicit(&q->efd_signaled, 0, memory_order_seq_cst);
         if (read(ep->efd, &v, sizeof(v)) < 0) {
         }
         if (atomic_load_explicit(&q->cq_tail, memory_order_seq_cst) != ep->cq_head) {
             uint64_t one = 1;
+            atomic_store_explicit(&q->efd_signaled, 1, memory_order_seq_cst);
             if (write(ep->efd, &one, sizeof(one)) < 0) {
             }
         }

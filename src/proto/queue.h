@@ -18,7 +18,7 @@
  * bumps doorbell and wakes it (futex). A client about to sleep sets client_waiting and sleeps on
  * cq_seq, which the NIC bumps and wakes after posting a completion if client_waiting is set. When
  * notify_armed is set (the client asked for a pollable descriptor), the NIC also signals the
- * endpoint's eventfd. */
+ * endpoint's eventfd, when efd_signaled says it is not signalled already. */
 #ifndef SAN_PROTO_QUEUE_H
 #define SAN_PROTO_QUEUE_H
 
@@ -96,6 +96,11 @@ struct san_epq {
     _Alignas(SAN_EPQ_LINE) _Atomic uint32_t doorbell; /* futex the NIC sleeps on */
     _Alignas(SAN_EPQ_LINE) _Atomic uint32_t client_waiting;
     _Atomic uint32_t notify_armed;
+    /* Written by both: 1 while the eventfd has been signalled and not drained. The NIC signals
+     * only on 0 -> 1 and the client drains only when it is 1, so a stream of completions costs
+     * one write and one read of the eventfd per wake-up, not one per completion and per poll.
+     * A client that scribbles on it only loses its own notifications. */
+    _Atomic uint32_t efd_signaled;
 };
 static_assert(sizeof(struct san_epq) % SAN_EPQ_LINE == 0, "header layout");
 
