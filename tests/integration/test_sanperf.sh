@@ -10,6 +10,9 @@
 #
 # sanperf link runs too where it can (root), small.
 #
+# The sock rows of programs (iperf3, sockperf) carry "status": "ok" with their ratio, or why they
+# did not run (then no ratio).
+#
 # sanperf sizes what it locks to RLIMIT_MEMLOCK (dma's buffer, nic's buffers in flight), so every
 # suite runs for an ordinary user too. Under the sanitizers, which distort every timing and make
 # the full run long, each suite runs on its own with smaller sizes instead of `make bench`, so that
@@ -21,7 +24,7 @@ unset SANPROXY_SOCKET SANPROXY_SPIN_US SANPROXY_LOG SANPROXY_TEST_PASS_RIGHTS \
 : "${SAN_BIN:?}" "${SAN_BUILD:?}" "${SAN_SRC:?}"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-suites=(contig dma reg rcache nic)
+suites=(contig dma reg rcache nic sock)
 
 # A suite that hangs fails here, named, instead of at CTest's timeout.
 perf() { # perf SECONDS ARGS...
@@ -34,7 +37,8 @@ perf() { # perf SECONDS ARGS...
 
 if [[ -n ${SAN_EXTRA_CFLAGS:-} ]]; then
   declare -A small=([contig]="--ram 1G --ops 4000" [dma]="--rounds 2 --ops 400"
-    [reg]="--ops 400" [rcache]="--rounds 400" [nic]="--mib 16 --rounds 200")
+    [reg]="--ops 400" [rcache]="--rounds 400" [nic]="--mib 16 --rounds 200"
+    [sock]="--mib 16 --rounds 200 --case switch")
   for s in "${suites[@]}"; do
     # shellcheck disable=SC2086
     perf 300 "$s" --json ${small[$s]}
@@ -73,6 +77,11 @@ bad = 0
 for line in open(sys.argv[1]):
     row = json.loads(line)
     what = f'{row["suite"]} {row.get("case")}'
+    if row.get("status", "ok") != "ok":  # a program the sock suite could not run, and why
+        if "ratio" in row:
+            print(f"FAIL: {what}: a ratio although status is {row['status']!r}: {line}", end="")
+            bad = 1
+        continue
     if "ratio" not in row or row.get("better") not in ("lower", "higher"):
         print(f"FAIL: {what}: no ratio, or better is not lower/higher: {line}", end="")
         bad = 1

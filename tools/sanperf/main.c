@@ -53,6 +53,14 @@ static const struct perf_option nic_options[] = {
     {0},
 };
 
+static const struct perf_option sock_options[] = {
+    {"--mib", PERF_COUNT, 16, 1048576, NULL, "MiB the stream case writes (default 1024)"},
+    {"--rounds", PERF_COUNT, 10, 100000000, NULL, "ping-pongs of the latency case (default 20000)"},
+    {"--case", PERF_CHOICE, 0, 0, "stream|pingpong|crossover|programs|switch",
+     "run that case only (switch: all but the programs)"},
+    {0},
+};
+
 static const struct perf_option link_options[] = {
     {"--rounds", PERF_COUNT, 1, 100000000, NULL, "ping-pongs of the latency case (default 2000)"},
     {"--mib", PERF_COUNT, 1, 1048576, NULL, "MiB the bandwidth case writes (default 256)"},
@@ -69,6 +77,10 @@ static const struct perf_suite suites[] = {
      rcache_options, perf_rcache},
     {"nic", "the NIC: RDMA write bandwidth against memcpy, send and RDMA latency against TCP",
      nic_options, perf_nic},
+    {"sock",
+     "sockets under sanrun (libsansock) against kernel TCP: stream, ping-pong, RDMA "
+     "crossover, iperf3, sockperf",
+     sock_options, perf_sock},
     /* Last, and not in `all`: it needs root and makes network namespaces. */
     {"link", "endpoints across hosts (root: two namespaces): against fi_pingpong and kernel TCP",
      link_options, perf_link},
@@ -243,6 +255,9 @@ int main(int argc, char **argv)
         printf("sanperf (sanproxy) %s\n", SAN_VERSION);
         return 0;
     }
+    /* The sock suite's two ends: this binary again, run plainly or under sanrun (sock.c). */
+    if (!strcmp(argv[1], "sock-peer"))
+        return perf_sock_peer(argc - 2, argv + 2);
     const struct perf_suite *suite = NULL;
     for (size_t i = 0; i < NR_SUITES; i++)
         if (!strcmp(argv[1], suites[i].name))

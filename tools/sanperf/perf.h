@@ -87,5 +87,8 @@ int perf_reg(const struct perf_opts *o);
 int perf_rcache(const struct perf_opts *o);
 int perf_nic(const struct perf_opts *o);
 int perf_link(const struct perf_opts *o);
+int perf_sock(const struct perf_opts *o);
+/* `sanperf sock-peer ...`: one end of a sock case (sock.c), not a suite. */
+int perf_sock_peer(int argc, char **argv);
 
 #endif
