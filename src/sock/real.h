@@ -70,7 +70,8 @@ void sansock_real_resolve(void);
 
 struct sansock_config {
     bool disabled;           /* SANSOCK_DISABLE=1: everything to the kernel */
-    unsigned rdma_threshold; /* SANSOCK_RDMA_THRESHOLD: inline data bytes per message */
+    unsigned rdma_threshold; /* SANSOCK_RDMA_THRESHOLD: larger writes go by RDMA */
+    bool rdma;               /* SANSOCK_RDMA (default 1): 0 announces no RDMA mode (all inline) */
     int connect_timeout_ms;  /* SANSOCK_CONNECT_TIMEOUT_MS */
 };
 extern struct sansock_config sansock_cfg;

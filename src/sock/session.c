@@ -25,18 +25,23 @@
 #include <sys/uio.h>
 #include <time.h>
 
+#include "sock/copy.h"
+#include "sock/rdma.h"
 #include "sock/real.h"
 #include "sock/san.h"
 
-#define NRECV    32u
-#define NSEND    32u
-#define SEND_TAG 0x100u
-#define SPIN_NS  20000u
-#define CLOSE_MS 2000
+#define NRECV     32u
+#define NSEND     32u
+#define SEND_TAG  0x100u
+#define SPIN_NS   20000u
+#define CLOSE_MS  2000
+#define NREADY    (NRECV + RDMA_NBUF) /* DATA slots held, and RDMA transfers (rdma.h) */
+#define SLOT_DATA (16u << 10)         /* the most data one receive slot holds */
 
 struct ready {
-    uint16_t slot;
-    uint32_t off, len; /* bytes of the slot's payload already read, and its payload length */
+    uint16_t slot;     /* DATA: its receive slot; RDMA: its sink (the offer's slot is reposted) */
+    bool rdma;         /* an RDMA transfer, read once the sink's read completed */
+    uint32_t off, len; /* bytes of the payload already read, and its length */
 };
 
 struct sansock_conn {
@@ -48,7 +53,7 @@ struct sansock_conn {
     uint8_t *mem;
     uint32_t slot_size, lkey, max_inline;
 
-    struct ready ready[NRECV]; /* DATA messages in arrival order */
+    struct ready ready[NREADY]; /* DATA messages and RDMA transfers in arrival order */
     uint32_t rhead, rcount;
     uint64_t send_free; /* bit j: send slot j is free */
     uint32_t sends_posted;
@@ -66,6 +71,10 @@ struct sansock_conn {
     int err;          /* reset: -ECONNRESET (or the NIC's error); 0 while healthy */
     int so_error;     /* err until reported once (SO_ERROR, or a call that failed with it) */
     bool abort_close; /* SO_LINGER {1, 0}: close resets instead of delivering */
+
+    uint32_t features;      /* RDMA modes both sides announced */
+    uint32_t peer_max_rdma; /* the largest offer the peer reads */
+    struct sansock_rdma rdma;
 
     struct sansock_wire_negotiate peer_neg;
     struct sansock_wire_addr local, peer;
@@ -169,9 +178,9 @@ static void cursor_copy(struct cursor *u, uint8_t *flat, size_t len, bool out)
             n = len;
         uint8_t *p = (uint8_t *)u->iov->iov_base + u->off;
         if (out)
-            memcpy(flat, p, n);
+            sansock_copy(flat, p, n);
         else
-            memcpy(p, flat, n);
+            sansock_copy(p, flat, n);
         flat += n;
         len -= n;
         u->off += n;
@@ -207,6 +216,21 @@ static int send_locked(struct sansock_conn *c, uint8_t type, struct cursor *src,
     return 0;
 }
 
+/* Sends a protocol message whose payload (len bytes at payload) is not stream data: it does not
+ * count in outq (an offer's bytes count until its DONE: sansock_rdma_outstanding_bytes). */
+static int send_ctl_locked(struct sansock_conn *c, uint8_t type, const void *payload, uint32_t len)
+{
+    uint32_t j = (uint32_t)__builtin_ctzll(c->send_free);
+    struct iovec v = {.iov_base = (void *)payload, .iov_len = len};
+    struct cursor u = {.iov = &v, .cnt = 1};
+    int err = send_locked(c, type, &u, len);
+    if (!err) {
+        c->outq -= len;
+        c->send_bytes[j] = 0;
+    }
+    return err;
+}
+
 /* The control messages that are due: a pending SHUTDOWN, and credits owed when half the receives
  * are owed or the peer said it runs low. Both may use the last credit. */
 static void control_locked(struct sansock_conn *c)
@@ -218,8 +242,41 @@ static void control_locked(struct sansock_conn *c)
             return;
         c->shut_sent = true;
     }
+    /* DONE frees a staging buffer the peer's sender waits for: due at once, any credit. */
+    while (c->rdma.dones_due && c->credits && c->send_free && !c->err) {
+        struct sansock_wire_done d;
+        uint8_t msg[SANSOCK_HDR_SIZE + sizeof(d)];
+        sansock_rdma_next_done(&c->rdma, &d);
+        sansock_wire_encode_done(msg, 0, 0, &d);
+        if (send_ctl_locked(c, SANSOCK_MSG_DONE, msg + SANSOCK_HDR_SIZE, sizeof(d)))
+            return;
+    }
     if (c->owed && (c->owed >= NRECV / 2 || c->peer_low) && c->credits && c->send_free)
         send_locked(c, SANSOCK_MSG_CREDIT, NULL, 0);
+}
+
+/* Whether the oldest ready bytes can be read now (an RDMA transfer once its read completed). */
+static bool readable_locked(const struct sansock_conn *c)
+{
+    if (!c->rcount)
+        return false;
+    const struct ready *r = &c->ready[c->rhead];
+    return !r->rdma || sansock_rdma_fetched(&c->rdma, r->slot);
+}
+
+/* Drops what is ready (after SHUT_RD), as TCP discards it: slots reposted, transfers DONE'd;
+ * stops at a transfer whose read is still in flight (its completion drops it). */
+static void drop_ready_locked(struct sansock_conn *c)
+{
+    while (readable_locked(c) && !c->err) {
+        struct ready r = c->ready[c->rhead];
+        c->rhead = (c->rhead + 1) % NREADY;
+        c->rcount--;
+        if (r.rdma)
+            sansock_rdma_consumed(&c->rdma, r.slot);
+        else
+            repost_locked(c, r.slot);
+    }
 }
 
 static void on_recv_locked(struct sansock_conn *c, uint32_t slot, uint32_t byte_len)
@@ -228,7 +285,8 @@ static void on_recv_locked(struct sansock_conn *c, uint32_t slot, uint32_t byte_
         .negotiated = c->negotiated,
         .max_payload = c->slot_size - SANSOCK_HDR_SIZE,
         .max_credits = c->negotiated ? c->peer_slots - c->credits : 0,
-        .features = 0,
+        .features = c->features,
+        .max_rdma = RDMA_CHUNK,
     };
     struct sansock_msg m;
     if (sansock_wire_decode(recv_slot(c, slot), byte_len, &lim, &m) != SANSOCK_WERR_OK) {
@@ -247,6 +305,8 @@ static void on_recv_locked(struct sansock_conn *c, uint32_t slot, uint32_t byte_
         c->max_inline = m.u.negotiate.slot_size - SANSOCK_HDR_SIZE;
         if (c->max_inline > c->slot_size - SANSOCK_HDR_SIZE)
             c->max_inline = c->slot_size - SANSOCK_HDR_SIZE;
+        c->features = sansock_cfg.rdma ? m.u.negotiate.features & SANSOCK_FEAT_RDMA_READ : 0;
+        c->peer_max_rdma = m.u.negotiate.max_rdma;
         c->negotiated = true;
         repost_locked(c, slot);
         break;
@@ -255,9 +315,30 @@ static void on_recv_locked(struct sansock_conn *c, uint32_t slot, uint32_t byte_
             repost_locked(c, slot);
             break;
         }
-        c->ready[(c->rhead + c->rcount) % NRECV] =
+        c->ready[(c->rhead + c->rcount) % NREADY] =
             (struct ready){.slot = (uint16_t)slot, .off = 0, .len = m.payload_len};
         c->rcount++;
+        break;
+    case SANSOCK_MSG_RDMA_OFFER: {
+        /* Read at once into a sink (even after SHUT_RD: the DONE frees the peer's buffer). */
+        uint32_t sink;
+        int err = sansock_rdma_on_offer(&c->rdma, c->ctx, c->ep, &m, &sink);
+        if (err) {
+            reset_locked(c, err == -EPROTO || err == -EINVAL ? -ECONNRESET : err);
+            return;
+        }
+        c->ready[(c->rhead + c->rcount) % NREADY] = (struct ready){
+            .slot = (uint16_t)sink, .rdma = true, .off = 0, .len = (uint32_t)m.u.rdma.total_len};
+        c->rcount++;
+        repost_locked(c, slot);
+        break;
+    }
+    case SANSOCK_MSG_DONE:
+        if (sansock_rdma_on_done(&c->rdma, &m.u.done)) {
+            reset_locked(c, -ECONNRESET);
+            return;
+        }
+        repost_locked(c, slot);
         break;
     case SANSOCK_MSG_SHUTDOWN:
         c->peer_eof = true;
@@ -278,7 +359,15 @@ static bool progress_locked(struct sansock_conn *c)
     while (c->ep && (n = san_poll(c->ep, wc, 16)) > 0) {
         changed = true;
         for (int i = 0; i < n; i++) {
-            if (wc[i].wr_id & SEND_TAG) {
+            if (wc[i].wr_id & RDMA_TAG) {
+                /* A read the NIC refused (the peer's descriptor or length lied) resets us. */
+                sansock_rdma_on_read(&c->rdma, (uint32_t)(wc[i].wr_id & (RDMA_NBUF - 1)),
+                                     wc[i].status);
+                if (wc[i].status)
+                    reset_locked(c, -ECONNRESET);
+                else if (c->rd_shut)
+                    drop_ready_locked(c);
+            } else if (wc[i].wr_id & SEND_TAG) {
                 uint32_t j = (uint32_t)(wc[i].wr_id & (NSEND - 1));
                 c->send_free |= 1ull << j;
                 c->sends_posted--;
@@ -355,7 +444,10 @@ int sansock_conn_create(struct san_ctx *ctx, struct san_ep *ep, const struct san
     struct sansock_conn *c = calloc(1, sizeof(*c));
     if (!c)
         goto fail_ep;
-    c->slot_size = (SANSOCK_HDR_SIZE + sansock_cfg.rdma_threshold + 63) & ~63u;
+    /* Inline data up to the threshold, in pieces of at most SLOT_DATA: a high threshold does not
+     * make every connection's slots (64 of them) large. */
+    uint32_t data = sansock_cfg.rdma_threshold < SLOT_DATA ? sansock_cfg.rdma_threshold : SLOT_DATA;
+    c->slot_size = (SANSOCK_HDR_SIZE + data + 63) & ~63u;
     size_t bytes = (size_t)(NRECV + NSEND) * c->slot_size;
     void *mem;
     err = san_alloc(ctx, bytes, 0, &mem);
@@ -385,6 +477,8 @@ int sansock_conn_create(struct san_ctx *ctx, struct san_ep *ep, const struct san
     struct sansock_wire_negotiate n = {.recv_slots = NRECV,
                                        .slot_size = c->slot_size,
                                        .rdma_threshold = sansock_cfg.rdma_threshold,
+                                       .features = sansock_cfg.rdma ? SANSOCK_FEAT_RDMA_READ : 0,
+                                       .max_rdma = sansock_cfg.rdma ? RDMA_CHUNK : 0,
                                        .src = *src,
                                        .dst = *dst};
     uint8_t *s = send_slot(c, 0);
@@ -434,10 +528,12 @@ static void conn_destroy(struct sansock_obj *o)
     /* As TCP's close: what was written reaches the peer, then the peer reads EOF. Bounded. */
     uint64_t deadline = now_ns() + (uint64_t)CLOSE_MS * 1000000u;
     c->wr_shut = true;
+    /* Offers count as sent once the peer's DONE says it read them: until then it reads our
+     * staging buffers. */
     while (c->ep && !c->abort_close && !c->err && !c->peer_gone &&
-           (!c->shut_sent || c->sends_posted)) {
+           (!c->shut_sent || c->sends_posted || sansock_rdma_outstanding(&c->rdma))) {
         control_locked(c);
-        if (c->shut_sent && !c->sends_posted)
+        if (c->shut_sent && !c->sends_posted && !sansock_rdma_outstanding(&c->rdma))
             break;
         if (wait_locked(c, deadline) == -ETIMEDOUT)
             break;
@@ -447,6 +543,7 @@ static void conn_destroy(struct sansock_obj *o)
     c->ep = NULL;
     pthread_mutex_unlock(&c->lock);
     pthread_mutex_destroy(&c->lock);
+    sansock_rdma_free(&c->rdma, c->ctx);
     san_deregister(c->mr);
     san_free(c->ctx, c->mem);
     free(c);
@@ -564,6 +661,37 @@ ssize_t sansock_conn_sendv(struct sansock_conn *c, int fd, const struct iovec *i
             ret = c->err ? -ECONNRESET : -EPIPE;
             break;
         }
+        /* A write beyond the threshold by RDMA when the peer reads offers (but for a tail that
+         * fits one message): a blocking send waits for a staging buffer, a non-blocking one goes
+         * inline meanwhile (poll said writable). */
+        uint32_t tail =
+            c->max_inline < sansock_cfg.rdma_threshold ? c->max_inline : sansock_cfg.rdma_threshold;
+        bool by_rdma = c->features && c->peer_max_rdma && len > sansock_cfg.rdma_threshold &&
+                       len - sent > tail;
+        if (by_rdma && c->negotiated && c->credits >= 2 && c->send_free &&
+            sansock_rdma_can_offer(&c->rdma)) {
+            uint8_t *stage;
+            size_t n = sansock_rdma_room(&c->rdma, len - sent, c->peer_max_rdma);
+            if ((ret = sansock_rdma_stage_buf(&c->rdma, c->ctx, &stage)))
+                break;
+            cursor_copy(&u, stage, n, true);
+            struct sansock_wire_rdma o;
+            uint8_t msg[SANSOCK_HDR_SIZE + sizeof(o)];
+            sansock_rdma_staged(&c->rdma, (uint32_t)n, &o);
+            sansock_wire_encode_rdma(msg, SANSOCK_MSG_RDMA_OFFER, 0, 0, &o, 0);
+            if (send_ctl_locked(c, SANSOCK_MSG_RDMA_OFFER, msg + SANSOCK_HDR_SIZE, sizeof(o))) {
+                reset_locked(c, -ECONNRESET); /* the stream would have a hole */
+                ret = -ECONNRESET;
+                break;
+            }
+            sent += n;
+            continue;
+        }
+        if (by_rdma && !sansock_nonblocking(fd, flags) && c->negotiated) {
+            if ((ret = block_locked(c, fd, flags)))
+                break;
+            continue;
+        }
         if (c->negotiated && c->credits >= 2 && c->send_free) {
             size_t chunk = len - sent < c->max_inline ? len - sent : c->max_inline;
             if (send_locked(c, SANSOCK_MSG_DATA, &u, (uint32_t)chunk)) {
@@ -588,11 +716,15 @@ static size_t take_locked(struct sansock_conn *c, struct cursor *dst, size_t len
     size_t got = 0;
     uint32_t i = 0;
     while (got < len && i < c->rcount) {
-        struct ready *r = &c->ready[(c->rhead + i) % NRECV];
+        struct ready *r = &c->ready[(c->rhead + i) % NREADY];
+        if (r->rdma && !sansock_rdma_fetched(&c->rdma, r->slot))
+            break; /* its bytes are still on the way: the stream stops here for now */
         size_t n = r->len - r->off;
         if (n > len - got)
             n = len - got;
-        cursor_copy(dst, recv_slot(c, r->slot) + SANSOCK_HDR_SIZE + r->off, n, false);
+        uint8_t *src = r->rdma ? (uint8_t *)sansock_rdma_sink_data(&c->rdma, r->slot)
+                               : recv_slot(c, r->slot) + SANSOCK_HDR_SIZE;
+        cursor_copy(dst, src + r->off, n, false);
         got += n;
         if (peek) {
             i++;
@@ -600,10 +732,12 @@ static size_t take_locked(struct sansock_conn *c, struct cursor *dst, size_t len
         }
         r->off += (uint32_t)n;
         if (r->off == r->len) {
-            uint16_t slot = r->slot;
-            c->rhead = (c->rhead + 1) % NRECV;
+            struct ready done = *r;
+            c->rhead = (c->rhead + 1) % NREADY;
             c->rcount--;
-            if (repost_locked(c, slot))
+            if (done.rdma)
+                sansock_rdma_consumed(&c->rdma, done.slot);
+            else if (repost_locked(c, done.slot))
                 break;
         }
     }
@@ -649,9 +783,9 @@ ssize_t sansock_conn_recvv(struct sansock_conn *c, int fd, const struct iovec *i
         if (got == len || (got && !(flags & MSG_WAITALL)))
             break;
         progress_locked(c); /* a repost that found the peer gone: its SHUTDOWN may be queued */
-        if (c->rcount && !(flags & MSG_PEEK))
+        if (readable_locked(c) && !(flags & MSG_PEEK))
             continue;
-        if (c->peer_eof)
+        if (c->peer_eof && !c->rcount) /* EOF after the last transfer, read or not */
             break;
         if (c->err || c->peer_gone) {
             ret = -ECONNRESET;
@@ -675,13 +809,7 @@ int sansock_conn_shutdown(struct sansock_conn *c, int how)
     pthread_mutex_lock(&c->lock);
     if (how != SHUT_WR) {
         c->rd_shut = true;
-        /* What is buffered is dropped, its slots reposted, as TCP discards it. */
-        while (c->rcount && !c->err) {
-            uint16_t slot = c->ready[c->rhead].slot;
-            c->rhead = (c->rhead + 1) % NRECV;
-            c->rcount--;
-            repost_locked(c, slot);
-        }
+        drop_ready_locked(c);
     }
     if (how != SHUT_RD)
         c->wr_shut = true;
@@ -703,7 +831,7 @@ short sansock_conn_watch(struct sansock_conn *c, short events, struct sansock_wa
     short ev = 0;
     pthread_mutex_lock(&c->lock);
     progress_locked(c);
-    if (c->rcount || c->peer_eof || c->rd_shut || c->err || c->peer_gone)
+    if (readable_locked(c) || (c->peer_eof && !c->rcount) || c->rd_shut || c->err || c->peer_gone)
         ev |= POLLIN | POLLRDNORM;
     if (c->peer_eof)
         ev |= POLLRDHUP;
@@ -748,11 +876,14 @@ void sansock_conn_state(struct sansock_conn *c, struct sansock_conn_state *st)
     }
     pthread_mutex_lock(&c->lock);
     progress_locked(c);
-    for (uint32_t i = 0; i < c->rcount; i++) {
-        const struct ready *r = &c->ready[(c->rhead + i) % NRECV];
+    for (uint32_t i = 0; i < c->rcount; i++) { /* readable now: up to a transfer still read */
+        const struct ready *r = &c->ready[(c->rhead + i) % NREADY];
+        if (r->rdma && !sansock_rdma_fetched(&c->rdma, r->slot))
+            break;
         st->inq += r->len - r->off;
     }
-    st->outq = c->err ? 0 : c->outq; /* a reset drops what was in flight, as TCP's */
+    /* A reset drops what was in flight, as TCP's; an offer is in flight until its DONE. */
+    st->outq = c->err ? 0 : c->outq + sansock_rdma_outstanding_bytes(&c->rdma);
     st->mss = c->negotiated ? c->max_inline : c->slot_size - SANSOCK_HDR_SIZE;
     /* In flight at most: a message per send slot, and per receive the peer posted. */
     st->sndbuf = (c->negotiated && c->peer_slots < NSEND ? c->peer_slots : NSEND) * st->mss;

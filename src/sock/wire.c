@@ -146,7 +146,8 @@ static enum sansock_wire_err decode_negotiate(const uint8_t *p, struct sansock_m
     return SANSOCK_WERR_OK;
 }
 
-static enum sansock_wire_err decode_rdma(const uint8_t *p, uint32_t len, uint32_t max_payload,
+static enum sansock_wire_err decode_rdma(const uint8_t *p, uint32_t len,
+                                         const struct sansock_wire_limits *lim,
                                          struct sansock_msg *m)
 {
     struct sansock_wire_rdma *r = &m->u.rdma;
@@ -161,10 +162,13 @@ static enum sansock_wire_err decode_rdma(const uint8_t *p, uint32_t len, uint32_
     if (!r->desc_len || r->desc_len > SANSOCK_DESC_MAX || !r->total_len ||
         r->total_len > SANSOCK_MAX_RDMA)
         return SANSOCK_WERR_FIELD;
+    /* The receiver reads an offer into a buffer of its own of max_rdma bytes: no more. */
+    if (m->type == SANSOCK_MSG_RDMA_OFFER && r->total_len > lim->max_rdma)
+        return SANSOCK_WERR_FIELD;
     if (m->type == SANSOCK_MSG_RDMA_SINK && m->payload_len)
         return SANSOCK_WERR_LENGTH;
     /* An offer's inline part is the start of the transfer: never all of it, never beyond a slot. */
-    if (m->payload_len >= r->total_len || len > max_payload)
+    if (m->payload_len >= r->total_len || len > lim->max_payload)
         return SANSOCK_WERR_LENGTH;
     return SANSOCK_WERR_OK;
 }
@@ -217,11 +221,11 @@ enum sansock_wire_err sansock_wire_decode(const void *buf, size_t n,
     case SANSOCK_MSG_RDMA_OFFER:
         if (!(lim->features & SANSOCK_FEAT_RDMA_READ))
             return SANSOCK_WERR_FEATURE;
-        return decode_rdma(body, out->len, lim->max_payload, out);
+        return decode_rdma(body, out->len, lim, out);
     case SANSOCK_MSG_RDMA_SINK:
         if (!(lim->features & SANSOCK_FEAT_RDMA_WRITE))
             return SANSOCK_WERR_FEATURE;
-        return decode_rdma(body, out->len, lim->max_payload, out);
+        return decode_rdma(body, out->len, lim, out);
     default: /* SANSOCK_MSG_DONE */
         if (!(lim->features & SANSOCK_FEAT_ALL))
             return SANSOCK_WERR_FEATURE;

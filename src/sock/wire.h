@@ -125,6 +125,7 @@ struct sansock_wire_limits {
     uint32_t max_payload; /* our receive slot minus the header */
     uint32_t max_credits; /* credits the peer may still return: its receives minus ours held */
     uint32_t features;    /* features both sides announced (0 before negotiation) */
+    uint32_t max_rdma;    /* largest RDMA_OFFER this side reads (its NEGOTIATE's max_rdma) */
 };
 
 /* Why a message was rejected (0: accepted). */
@@ -138,7 +139,8 @@ enum sansock_wire_err {
     SANSOCK_WERR_RESERVED, /* a reserved field is not 0 */
     SANSOCK_WERR_ORDER,    /* NEGOTIATE not first, or a second one */
     SANSOCK_WERR_CREDITS,  /* more credits than the peer's receives allow, or none in a CREDIT */
-    SANSOCK_WERR_FIELD,    /* a field out of range (negotiation sizes, addresses, RDMA lengths) */
+    SANSOCK_WERR_FIELD,    /* a field out of range (negotiation sizes, addresses, RDMA lengths,
+                              an offer beyond the receiver's max_rdma) */
     SANSOCK_WERR_FEATURE,  /* an RDMA message on a connection that did not negotiate it */
 };
 const char *sansock_wire_strerror(enum sansock_wire_err e);

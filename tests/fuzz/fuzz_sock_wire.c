@@ -3,7 +3,8 @@
  * get back, features); half of the inputs get a valid version, a known type and a length equal to
  * the bytes received patched in, so the fuzzer spends its time in the per-type checks. Whatever the
  * decoder accepts must keep every promise wire.h makes: a known type in the right order, the exact
- * length, credits within the limit, data within the slot, RDMA only when negotiated, sane
+ * length, credits within the limit, data within the slot, RDMA only when negotiated and offers
+ * within the receiver's max_rdma, sane
  * negotiation fields; and an accepted message re-encodes to the same bytes. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,6 +51,7 @@ static void check_accepted(const uint8_t *buf, size_t n, const struct sansock_wi
                                                                  : SANSOCK_FEAT_RDMA_WRITE)) ||
             !m->u.rdma.desc_len || m->u.rdma.desc_len > SANSOCK_DESC_MAX ||
             m->payload_len >= m->u.rdma.total_len || m->u.rdma.total_len > SANSOCK_MAX_RDMA ||
+            (m->type == SANSOCK_MSG_RDMA_OFFER && m->u.rdma.total_len > lim->max_rdma) ||
             m->len > lim->max_payload)
             abort();
         len = sansock_wire_encode_rdma(again, m->type, m->flags, m->credits, &m->u.rdma,
@@ -77,6 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .max_payload = 64u + (uint32_t)(data[1] % 8) * 512u,
         .max_credits = data[2] % (SANSOCK_MAX_SLOTS + 1),
         .features = data[3] & SANSOCK_FEAT_ALL,
+        .max_rdma = (uint32_t)(data[3] >> 2) << 12, /* 0 to 252 KiB */
     };
     bool patch = data[0] & 2;
     uint8_t type = (uint8_t)(data[0] >> 2);

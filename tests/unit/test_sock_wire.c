@@ -19,8 +19,11 @@ static const struct sansock_wire_limits after = {
     .negotiated = true, .max_payload = 4096, .max_credits = 32, .features = 0};
 static const struct sansock_wire_limits before = {
     .negotiated = false, .max_payload = 4096, .max_credits = 0, .features = 0};
-static const struct sansock_wire_limits rdma = {
-    .negotiated = true, .max_payload = 4096, .max_credits = 32, .features = SANSOCK_FEAT_ALL};
+static const struct sansock_wire_limits rdma = {.negotiated = true,
+                                                .max_payload = 4096,
+                                                .max_credits = 32,
+                                                .features = SANSOCK_FEAT_ALL,
+                                                .max_rdma = 1 << 20};
 
 static struct sansock_wire_negotiate sample_negotiate(void)
 {
@@ -317,6 +320,17 @@ static void test_field_rejections(void **state)
     rb.total_len = (uint64_t)SANSOCK_MAX_RDMA + 1;
     len = sansock_wire_encode_rdma(rbuf, SANSOCK_MSG_RDMA_SINK, 0, 0, &rb, 0);
     expect(rbuf, len, &rdma, SANSOCK_WERR_FIELD);
+    /* An offer beyond what the receiver said it reads (its max_rdma); exactly that is fine. */
+    rb = r;
+    rb.total_len = rdma.max_rdma + 1u;
+    len = sansock_wire_encode_rdma(rbuf, SANSOCK_MSG_RDMA_OFFER, 0, 0, &rb, 0);
+    expect(rbuf, len, &rdma, SANSOCK_WERR_FIELD);
+    rb.total_len = rdma.max_rdma;
+    len = sansock_wire_encode_rdma(rbuf, SANSOCK_MSG_RDMA_OFFER, 0, 0, &rb, 0);
+    expect(rbuf, len, &rdma, SANSOCK_WERR_OK);
+    struct sansock_wire_limits small = rdma;
+    small.max_rdma = 0; /* a receiver that reads no offer */
+    expect(rbuf, len, &small, SANSOCK_WERR_FIELD);
     struct sansock_wire_done d = {.cookie = 1, .status = 1, .bytes = 0};
     len = sansock_wire_encode_done(rbuf, 0, 0, &d);
     expect(rbuf, len, &rdma, SANSOCK_WERR_FIELD);
@@ -337,6 +351,7 @@ static void test_feature_rejections(void **state)
     struct sansock_wire_limits read_only = after, write_only = after;
     read_only.features = SANSOCK_FEAT_RDMA_READ;
     write_only.features = SANSOCK_FEAT_RDMA_WRITE;
+    read_only.max_rdma = write_only.max_rdma = 1 << 20;
     size_t n = sansock_wire_encode_rdma(buf, SANSOCK_MSG_RDMA_OFFER, 0, 0, &r, 0);
     expect(buf, n, &after, SANSOCK_WERR_FEATURE);
     expect(buf, n, &write_only, SANSOCK_WERR_FEATURE);

@@ -19,15 +19,16 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: sanrun [--socket PATH] PROGRAM ARGS...\n"
-            "Runs PROGRAM with libsansock.so preloaded: its TCP connections to programs also run\n"
-            "under sanrun go over the SAN of sanproxyd; everything else stays TCP.\n"
-            "  --socket PATH  sanproxyd's socket (sets SANPROXY_SOCKET)\n"
-            "  --help         this text\n"
-            "  --version      the version\n"
-            "Environment: SANSOCK_DISABLE=1 (all TCP), SANSOCK_RDMA_THRESHOLD (bytes, 4096),\n"
-            "SANSOCK_CONNECT_TIMEOUT_MS (5000).\n");
+    fprintf(
+        f,
+        "usage: sanrun [--socket PATH] PROGRAM ARGS...\n"
+        "Runs PROGRAM with libsansock.so preloaded: its TCP connections to programs also run\n"
+        "under sanrun go over the SAN of sanproxyd; everything else stays TCP.\n"
+        "  --socket PATH  sanproxyd's socket (sets SANPROXY_SOCKET)\n"
+        "  --help         this text\n"
+        "  --version      the version\n"
+        "Environment: SANSOCK_DISABLE=1 (all TCP), SANSOCK_RDMA_THRESHOLD (bytes: larger\n"
+        "writes by RDMA, 65536), SANSOCK_RDMA=0 (no RDMA), SANSOCK_CONNECT_TIMEOUT_MS (5000).\n");
 }
 
 /* The library next to this program: 0 and its absolute path in out. */

@@ -1,0 +1,161 @@
+/* RDMA read mode of the sockets switch (rdma.h). No locking of its own: the connection's lock
+ * covers every call. Memory comes from san_alloc (proxy memory: the NIC moves it with one memcpy,
+ * where a program's own pages cost it a copy through the process) on the first large write or
+ * the first offer, so connections that never carry one never pay for it. */
+#include "sock/rdma.h"
+
+#include <errno.h>
+#include <string.h>
+
+bool sansock_rdma_can_offer(const struct sansock_rdma *r)
+{
+    return r->tx_next - r->tx_acked < RDMA_NBUF;
+}
+
+uint32_t sansock_rdma_outstanding(const struct sansock_rdma *r)
+{
+    return r->tx_next - r->tx_acked;
+}
+
+static int stage_setup(struct sansock_rdma *r, struct san_ctx *ctx)
+{
+    void *mem;
+    if (san_alloc(ctx, (size_t)RDMA_NBUF * RDMA_CHUNK, 0, &mem))
+        return -ENOBUFS;
+    for (uint32_t i = 0; i < RDMA_NBUF; i++) {
+        struct sansock_rdma_stage *s = &r->stage[i];
+        size_t dl = sizeof(s->desc);
+        if (san_register_rdma(ctx, (uint8_t *)mem + (size_t)i * RDMA_CHUNK, RDMA_CHUNK,
+                              SAN_MEM_READ, s->desc, &dl, &s->mr)) {
+            while (i--)
+                san_deregister(r->stage[i].mr);
+            san_free(ctx, mem);
+            return -ENOBUFS;
+        }
+        s->desc_len = (uint32_t)dl;
+    }
+    r->stage_mem = mem;
+    return 0;
+}
+
+size_t sansock_rdma_room(const struct sansock_rdma *r, size_t len, size_t peer_max)
+{
+    (void)r;
+    size_t n = len < peer_max ? len : peer_max;
+    return n < RDMA_CHUNK ? n : RDMA_CHUNK;
+}
+
+int sansock_rdma_stage_buf(struct sansock_rdma *r, struct san_ctx *ctx, uint8_t **buf)
+{
+    if (!r->stage_mem && stage_setup(r, ctx))
+        return -ENOBUFS;
+    *buf = r->stage_mem + (size_t)(r->tx_next % RDMA_NBUF) * RDMA_CHUNK;
+    return 0;
+}
+
+void sansock_rdma_staged(struct sansock_rdma *r, uint32_t len, struct sansock_wire_rdma *offer)
+{
+    struct sansock_rdma_stage *s = &r->stage[r->tx_next % RDMA_NBUF];
+    s->len = len;
+    *offer =
+        (struct sansock_wire_rdma){.total_len = len, .cookie = r->tx_next, .desc_len = s->desc_len};
+    memcpy(offer->desc, s->desc, sizeof(offer->desc));
+    r->tx_next++;
+}
+
+uint64_t sansock_rdma_outstanding_bytes(const struct sansock_rdma *r)
+{
+    uint64_t n = 0;
+    for (uint32_t k = r->tx_acked; k != r->tx_next; k++)
+        n += r->stage[k % RDMA_NBUF].len;
+    return n;
+}
+
+int sansock_rdma_on_done(struct sansock_rdma *r, const struct sansock_wire_done *d)
+{
+    if (r->tx_acked == r->tx_next || d->cookie != r->tx_acked || d->status ||
+        d->bytes != r->stage[r->tx_acked % RDMA_NBUF].len)
+        return -EPROTO;
+    r->tx_acked++;
+    return 0;
+}
+
+int sansock_rdma_on_offer(struct sansock_rdma *r, struct san_ctx *ctx, struct san_ep *ep,
+                          const struct sansock_msg *m, uint32_t *sink)
+{
+    const struct sansock_wire_rdma *o = &m->u.rdma;
+    if (o->cookie != r->rx_next || r->rx_next - r->rx_done >= RDMA_NBUF ||
+        o->total_len > RDMA_CHUNK)
+        return -EPROTO;
+    if (!r->sink_mem) {
+        void *mem;
+        if (san_alloc(ctx, (size_t)RDMA_NBUF * RDMA_CHUNK, 0, &mem))
+            return -ENOBUFS;
+        if (san_register(ctx, mem, (size_t)RDMA_NBUF * RDMA_CHUNK, SAN_MEM_READWRITE,
+                         &r->sink_mr)) {
+            san_free(ctx, mem);
+            return -ENOBUFS;
+        }
+        r->sink_mem = mem;
+    }
+    uint32_t k = r->rx_next % RDMA_NBUF;
+    uint8_t *dst = r->sink_mem + (size_t)k * RDMA_CHUNK;
+    /* The inline part is the transfer's first bytes (the decoder keeps it shorter than total). */
+    memcpy(dst, m->payload, m->payload_len);
+    struct san_sge sge = {.addr = dst + m->payload_len,
+                          .length = (uint32_t)o->total_len - m->payload_len,
+                          .lkey = san_mr_lkey(r->sink_mr)};
+    int err = san_rdma_read(ep, RDMA_TAG | k, &sge, 1, o->desc, o->desc_len, m->payload_len, 0);
+    if (err)
+        return err;
+    r->sink[k] = (struct sansock_rdma_sink){.len = (uint32_t)o->total_len};
+    r->reads_posted++;
+    r->rx_next++;
+    *sink = k;
+    return 0;
+}
+
+void sansock_rdma_on_read(struct sansock_rdma *r, uint32_t sink, int32_t status)
+{
+    r->reads_posted--;
+    if (!status)
+        r->sink[sink % RDMA_NBUF].fetched = true;
+}
+
+bool sansock_rdma_fetched(const struct sansock_rdma *r, uint32_t sink)
+{
+    return r->sink[sink % RDMA_NBUF].fetched;
+}
+
+const uint8_t *sansock_rdma_sink_data(const struct sansock_rdma *r, uint32_t sink)
+{
+    return r->sink_mem + (size_t)(sink % RDMA_NBUF) * RDMA_CHUNK;
+}
+
+void sansock_rdma_consumed(struct sansock_rdma *r, uint32_t sink)
+{
+    r->sink[sink % RDMA_NBUF].fetched = false;
+    r->dones_due++;
+}
+
+void sansock_rdma_next_done(struct sansock_rdma *r, struct sansock_wire_done *d)
+{
+    *d = (struct sansock_wire_done){.cookie = r->rx_done,
+                                    .bytes = r->sink[r->rx_done % RDMA_NBUF].len};
+    r->rx_done++;
+    r->dones_due--;
+}
+
+void sansock_rdma_free(struct sansock_rdma *r, struct san_ctx *ctx)
+{
+    if (r->stage_mem) {
+        for (uint32_t i = 0; i < RDMA_NBUF; i++)
+            san_deregister(r->stage[i].mr);
+        san_free(ctx, r->stage_mem);
+    }
+    if (r->sink_mem) {
+        san_deregister(r->sink_mr);
+        san_free(ctx, r->sink_mem);
+    }
+    memset(r, 0, sizeof(*r));
+}

@@ -1,0 +1,173 @@
+/* A one-way stream between two processes, with plain socket calls only (no libsan): the program
+ * the RDMA-mode tests of the sockets switch run under sanrun.
+ *
+ *   sock_stream SIZE COUNT READ
+ *
+ * forks before any socket call (the child gets its own libsan context when it makes one). The
+ * child listens on 127.0.0.1 port 0 (the port goes to the parent through a pipe), accepts one
+ * connection and reads it to EOF with recv of READ bytes at a time; before every third recv it
+ * peeks (MSG_PEEK) at up to 17 bytes, twice, and checks the same bytes come back, not consumed.
+ * Every byte is checked against the pattern at its stream offset. It then writes back the number
+ * of bytes it read. The parent connects, sends COUNT blocking writes of SIZE bytes (each one
+ * call, checked to be complete), shuts down its side and reads the count back.
+ * Prints "ok TOTAL" and exits 0 when the count is SIZE * COUNT and every byte was right. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static uint8_t byte_at(uint64_t i)
+{
+    uint64_t x = (i + 1) * 0x9e3779b97f4a7c15ull;
+    return (uint8_t)(x >> 56);
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "sock_stream: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+static bool pattern_ok(const uint8_t *p, size_t n, uint64_t at)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != byte_at(at + i)) {
+            fprintf(stderr, "sock_stream: byte %llu is %u, want %u\n", (unsigned long long)(at + i),
+                    p[i], byte_at(at + i));
+            return false;
+        }
+    return true;
+}
+
+static int reader(int wfd, size_t rd)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof(sa)) || listen(l, 1) ||
+        getsockname(l, (struct sockaddr *)&sa, &sl))
+        die("listen");
+    uint16_t port = ntohs(sa.sin_port);
+    if (write(wfd, &port, sizeof(port)) != sizeof(port))
+        die("pipe");
+    close(wfd);
+    int c = accept(l, NULL, NULL);
+    if (c < 0)
+        die("accept");
+    uint8_t *buf = malloc(rd), peek[2][17];
+    if (!buf)
+        die("malloc");
+    uint64_t total = 0;
+    for (unsigned round = 0;; round++) {
+        if (round % 3 == 0) {
+            ssize_t a = recv(c, peek[0], sizeof(peek[0]), MSG_PEEK);
+            ssize_t b = recv(c, peek[1], sizeof(peek[1]), MSG_PEEK);
+            if (a < 0 || b < 0)
+                die("recv MSG_PEEK");
+            /* The second peek may see more (bytes arrived), never other bytes. */
+            size_t n = (size_t)(a < b ? a : b);
+            if (a > b || memcmp(peek[0], peek[1], n) || !pattern_ok(peek[1], (size_t)b, total)) {
+                fprintf(stderr, "sock_stream: peeks at %llu differ (%zd, %zd bytes)\n",
+                        (unsigned long long)total, a, b);
+                return 1;
+            }
+        }
+        ssize_t n = recv(c, buf, rd, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            die("recv");
+        if (n == 0)
+            break;
+        if (!pattern_ok(buf, (size_t)n, total))
+            return 1;
+        total += (uint64_t)n;
+    }
+    if (write(c, &total, sizeof(total)) != sizeof(total))
+        die("write");
+    close(c);
+    close(l);
+    return 0;
+}
+
+static int writer(int rfd, size_t size, uint64_t count)
+{
+    uint16_t port;
+    if (read(rfd, &port, sizeof(port)) != sizeof(port))
+        die("pipe");
+    struct sockaddr_in sa = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0 || connect(s, (struct sockaddr *)&sa, sizeof(sa)))
+        die("connect");
+    uint8_t *buf = malloc(size ? size : 1);
+    if (!buf)
+        die("malloc");
+    uint64_t at = 0;
+    for (uint64_t k = 0; k < count; k++) {
+        for (size_t i = 0; i < size; i++)
+            buf[i] = byte_at(at + i);
+        ssize_t n = send(s, buf, size, MSG_NOSIGNAL);
+        if (n != (ssize_t)size) {
+            fprintf(stderr, "sock_stream: send %llu: %zd of %zu (%s)\n", (unsigned long long)k, n,
+                    size, strerror(errno));
+            return 1;
+        }
+        at += size;
+    }
+    uint64_t total = 0;
+    if (shutdown(s, SHUT_WR))
+        die("shutdown");
+    for (size_t got = 0; got < sizeof(total);) {
+        ssize_t n = read(s, (char *)&total + got, sizeof(total) - got);
+        if (n <= 0)
+            die("read count");
+        got += (size_t)n;
+    }
+    close(s);
+    if (total != at) {
+        fprintf(stderr, "sock_stream: the reader got %llu bytes of %llu\n",
+                (unsigned long long)total, (unsigned long long)at);
+        return 1;
+    }
+    printf("ok %llu\n", (unsigned long long)total);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 4) {
+        fprintf(stderr, "usage: sock_stream SIZE COUNT READ\n");
+        return 2;
+    }
+    size_t size = strtoull(argv[1], NULL, 0), rd = strtoull(argv[3], NULL, 0);
+    uint64_t count = strtoull(argv[2], NULL, 0);
+    if (!rd)
+        return 2;
+    int p[2];
+    if (pipe(p))
+        die("pipe");
+    fflush(stdout);
+    pid_t child = fork();
+    if (child < 0)
+        die("fork");
+    if (child == 0) {
+        close(p[0]);
+        _exit(reader(p[1], rd));
+    }
+    close(p[1]);
+    int rc = writer(p[0], size, count);
+    int st;
+    if (waitpid(child, &st, 0) != child || !WIFEXITED(st) || WEXITSTATUS(st)) {
+        fprintf(stderr, "sock_stream: the reader failed\n");
+        return 1;
+    }
+    return rc;
+}
