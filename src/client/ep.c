@@ -50,6 +50,10 @@ struct san_ep {
     int efd;
     pthread_mutex_t sq_lock, cq_lock;
     uint32_t sq_tail, rq_tail, cq_head; /* ours: the region's copies are for the NIC */
+    /* The eventfd's users: san_ep_fd arms it for good; san_ep_wait_arm for one wait (under
+     * cq_lock), so that a client that polls while nobody sleeps costs the NIC no write. */
+    bool fd_given;
+    uint32_t wait_arms;
 };
 
 int san_nic_objs_init(struct san_nic_objs *o)
@@ -336,20 +340,69 @@ int san_connect(struct san_ctx *ctx, const struct sockaddr *addr, socklen_t addr
     return st == SAN_EPQ_CONNECTING ? -ETIMEDOUT : -ECONNREFUSED;
 }
 
-int san_ep_fd(const struct san_ep *ep)
+/* Under cq_lock, with the queue looked at: when it is empty and the eventfd signalled, drains it
+ * (clearing the word first and looking again after, so a completion that raced is signalled
+ * again: the NIC may have found the word set and not written). */
+static void settle_efd_locked(struct san_ep *ep)
 {
-    if (!ep)
-        return -EINVAL;
     struct san_epq *q = ep->q;
-    if (!atomic_exchange(&q->notify_armed, 1)) {
-        /* Completions that came before the NIC was told to signal. */
-        if (atomic_load_explicit(&q->cq_tail, memory_order_acquire) != ep->cq_head) {
-            uint64_t one = 1;
-            atomic_store(&q->efd_signaled, 1);
-            if (write(ep->efd, &one, sizeof(one)) < 0) {
-            }
+    if (atomic_load_explicit(&q->cq_tail, memory_order_seq_cst) != ep->cq_head ||
+        !atomic_load_explicit(&q->efd_signaled, memory_order_seq_cst))
+        return;
+    uint64_t v;
+    atomic_store_explicit(&q->efd_signaled, 0, memory_order_seq_cst);
+    if (read(ep->efd, &v, sizeof(v)) < 0) {
+    }
+    if (atomic_load_explicit(&q->cq_tail, memory_order_seq_cst) != ep->cq_head) {
+        uint64_t one = 1;
+        atomic_store_explicit(&q->efd_signaled, 1, memory_order_seq_cst);
+        if (write(ep->efd, &one, sizeof(one)) < 0) {
         }
     }
+}
+
+/* Under cq_lock: tells the NIC to signal the eventfd, and signals completions already there. */
+static void arm_locked(struct san_ep *ep)
+{
+    struct san_epq *q = ep->q;
+    if (atomic_exchange(&q->notify_armed, 1))
+        return;
+    if (atomic_load_explicit(&q->cq_tail, memory_order_seq_cst) != ep->cq_head) {
+        uint64_t one = 1;
+        atomic_store(&q->efd_signaled, 1);
+        if (write(ep->efd, &one, sizeof(one)) < 0) {
+        }
+    } else {
+        settle_efd_locked(ep); /* signalled while disarmed, drained since: not readable now */
+    }
+}
+
+int san_ep_wait_arm(struct san_ep *ep)
+{
+    pthread_mutex_lock(&ep->cq_lock);
+    if (!ep->wait_arms++ && !ep->fd_given)
+        arm_locked(ep);
+    pthread_mutex_unlock(&ep->cq_lock);
+    return ep->efd;
+}
+
+void san_ep_wait_disarm(struct san_ep *ep)
+{
+    pthread_mutex_lock(&ep->cq_lock);
+    if (!--ep->wait_arms && !ep->fd_given)
+        atomic_store_explicit(&ep->q->notify_armed, 0, memory_order_seq_cst);
+    pthread_mutex_unlock(&ep->cq_lock);
+}
+
+int san_ep_fd(const struct san_ep *cep)
+{
+    if (!cep)
+        return -EINVAL;
+    struct san_ep *ep = (struct san_ep *)cep; /* its locks and counters are ours to change */
+    pthread_mutex_lock(&ep->cq_lock);
+    ep->fd_given = true;
+    arm_locked(ep);
+    pthread_mutex_unlock(&ep->cq_lock);
     return ep->efd;
 }
 
@@ -457,23 +510,10 @@ int san_poll(struct san_ep *ep, struct san_wc *wc, unsigned max)
     }
     if (n)
         atomic_store_explicit(&q->cq_head, ep->cq_head, memory_order_release);
-    if (ep->cq_head == tail && atomic_load_explicit(&q->notify_armed, memory_order_relaxed) &&
-        atomic_load_explicit(&q->efd_signaled, memory_order_seq_cst)) {
-        /* Empty: the descriptor stops being readable, unless a completion just came. Cleared
-         * before the drain and the second look, so a completion after that look finds 0 and
-         * signals again; one before it is seen here and signalled again (the NIC may have found
-         * 1 and not written). Not signalled: nothing to drain, no system call. */
-        uint64_t v;
-        atomic_store_explicit(&q->efd_signaled, 0, memory_order_seq_cst);
-        if (read(ep->efd, &v, sizeof(v)) < 0) {
-        }
-        if (atomic_load_explicit(&q->cq_tail, memory_order_seq_cst) != ep->cq_head) {
-            uint64_t one = 1;
-            atomic_store_explicit(&q->efd_signaled, 1, memory_order_seq_cst);
-            if (write(ep->efd, &one, sizeof(one)) < 0) {
-            }
-        }
-    }
+    /* Empty: the descriptor stops being readable, unless a completion just came. Not
+     * signalled: nothing to drain, no system call. */
+    if (ep->cq_head == tail && atomic_load_explicit(&q->notify_armed, memory_order_relaxed))
+        settle_efd_locked(ep);
     pthread_mutex_unlock(&ep->cq_lock);
     if (n)
         kick(q); /* room in the queue for a NIC that waits for it */

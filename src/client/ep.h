@@ -29,4 +29,11 @@ int san_ctx_call(struct san_ctx *ctx, struct san_msg *req, struct san_msg *rep, 
                  unsigned max, unsigned *n);
 struct san_nic_objs *san_ctx_nic(struct san_ctx *ctx);
 
+/* For libsansock (not public): the endpoint's eventfd, armed for one wait until the matching
+ * san_ep_wait_disarm, where san_ep_fd arms it for good. While nobody waits on it the NIC does not
+ * write it, so a thread that polls the completion queue costs the NIC no system call. Arms nest;
+ * any thread. */
+int san_ep_wait_arm(struct san_ep *ep);
+void san_ep_wait_disarm(struct san_ep *ep);
+
 #endif

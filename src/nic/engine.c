@@ -97,7 +97,7 @@ void san_nic_complete(struct san_nic_ep *ep, uint64_t wr_id, int32_t status, uin
     atomic_fetch_add_explicit(&ep->q->cq_seq, 1, memory_order_seq_cst);
     if (atomic_load_explicit(&ep->q->client_waiting, memory_order_seq_cst))
         futex_wake(&ep->q->cq_seq);
-    if (atomic_load_explicit(&ep->q->notify_armed, memory_order_relaxed) &&
+    if (atomic_load_explicit(&ep->q->notify_armed, memory_order_seq_cst) &&
         !atomic_exchange_explicit(&ep->q->efd_signaled, 1, memory_order_seq_cst)) {
         uint64_t one = 1;
         if (write(ep->efd, &one, sizeof(one)) < 0) {

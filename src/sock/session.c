@@ -25,6 +25,7 @@
 #include <sys/uio.h>
 #include <time.h>
 
+#include "client/ep.h" /* san_ep_wait_arm: libsan's, for the switch only */
 #include "sock/copy.h"
 #include "sock/rdma.h"
 #include "sock/real.h"
@@ -412,8 +413,10 @@ static int wait_locked(struct sansock_conn *c, uint64_t deadline_ns)
         return wfd;
     struct sansock_waiter w = {.fd = wfd};
     struct pollfd p[2] = {{.fd = wfd, .events = POLLIN}, {.fd = -1, .events = POLLIN}};
-    if (c->ep)
-        p[1].fd = san_ep_fd(c->ep);
+    if (c->ep) { /* armed for this wait only: while we spin the NIC writes no eventfd */
+        w.armed = c->ep;
+        p[1].fd = san_ep_wait_arm(c->ep);
+    }
     sansock_waiter_link(&c->waiters, &w);
     int timeout = -1;
     if (deadline_ns) {
@@ -424,6 +427,8 @@ static int wait_locked(struct sansock_conn *c, uint64_t deadline_ns)
     int r = REAL(poll)(p, 2, timeout);
     int e = errno;
     pthread_mutex_lock(&c->lock);
+    if (w.armed) /* still open: linked waiters keep the endpoint */
+        san_ep_wait_disarm(w.armed);
     sansock_waiter_unlink(&c->waiters, &w);
     sansock_wakefd_drain(wfd);
     progress_locked(c);
@@ -845,7 +850,8 @@ short sansock_conn_watch(struct sansock_conn *c, short events, struct sansock_wa
     ev &= (short)(events | POLLERR | POLLHUP);
     if ((!ev || always) && w) {
         sansock_waiter_link(&c->waiters, w);
-        *wait_fd = c->ep ? san_ep_fd(c->ep) : -1;
+        w->armed = c->ep;
+        *wait_fd = c->ep ? san_ep_wait_arm(c->ep) : -1;
     }
     if (seq)
         *seq = c->seq;
@@ -862,6 +868,9 @@ short sansock_conn_events(struct sansock_conn *c, short events, struct sansock_w
 void sansock_conn_unwait(struct sansock_conn *c, struct sansock_waiter *w)
 {
     pthread_mutex_lock(&c->lock);
+    if (w->armed)
+        san_ep_wait_disarm(w->armed);
+    w->armed = NULL;
     sansock_waiter_unlink(&c->waiters, w);
     close_ep_locked(c);
     pthread_mutex_unlock(&c->lock);

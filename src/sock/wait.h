@@ -6,9 +6,11 @@
 #ifndef SANSOCK_WAIT_H
 #define SANSOCK_WAIT_H
 
+struct san_ep;
 struct sansock_waiter {
     struct sansock_waiter *next, *prev;
-    int fd; /* the waiting thread's eventfd */
+    int fd;               /* the waiting thread's eventfd */
+    struct san_ep *armed; /* the endpoint whose eventfd it armed for its wait, or NULL */
 };
 
 /* This thread's wake-up eventfd (non-blocking, close-on-exec), or a negative errno. */
