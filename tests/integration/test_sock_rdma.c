@@ -4,7 +4,7 @@
  *   checks every byte, and that two peeks see the same bytes): each arrives whole. Writes of
  *   64 KiB and more travel by RDMA (the NIC's operation count stays far below one per 4 KiB);
  *   with SANSOCK_RDMA=0 the same stream travels inline (at least one operation per 16 KiB), and
- *   so do writes of the default threshold (4 MiB), one byte more going by RDMA.
+ *   so do writes of the default threshold (256 KiB), one byte more going by RDMA.
  * - Raw libsan peers speaking the session protocol to a sanrun'd echo server: a valid offer
  *   (the control: the server reads it and answers DONE with the cookie and the bytes), then
  *   offers that lie: a garbage descriptor, a length beyond the registration it names, a cookie
@@ -192,19 +192,19 @@ int main(void)
         printf("%zu x %u, read by %zu: ok, %" PRIu64 " NIC ops\n", cases[i].size, cases[i].count,
                cases[i].rd, ops);
     }
-    /* The default threshold (4 MiB): 4 MiB writes inline, in 16 KiB pieces; larger by RDMA. */
+    /* The default threshold (256 KiB): 256 KiB writes inline, in 16 KiB pieces; larger by RDMA. */
     unsetenv("SANSOCK_RDMA_THRESHOLD");
     uint64_t at = nic_ops(&d);
-    run_stream(&d, 4u << 20, 3, 1 << 20);
+    run_stream(&d, 256u << 10, 32, 100000);
     uint64_t inline_ops = nic_ops(&d) - at;
     at = nic_ops(&d);
-    run_stream(&d, (4u << 20) + 1, 3, 1 << 20);
+    run_stream(&d, (256u << 10) + 1, 32, 100000);
     uint64_t rdma_ops = nic_ops(&d) - at;
-    printf("default threshold: 4 MiB writes %" PRIu64 " NIC ops, 4 MiB + 1 %" PRIu64 "\n",
+    printf("default threshold: 256 KiB writes %" PRIu64 " NIC ops, 256 KiB + 1 %" PRIu64 "\n",
            inline_ops, rdma_ops);
-    CHECK(inline_ops >= 3 * 256); /* 256 messages of 16 KiB a write */
-    CHECK(rdma_ops < 3 * 100);    /* 16 offers, reads and DONEs a write, the byte, CREDITs */
-    printf("default threshold: 4 MiB writes inline, larger by RDMA\n");
+    CHECK(inline_ops >= 32 * 16); /* 16 messages of 16 KiB a write */
+    CHECK(rdma_ops < 32 * 8);     /* an offer, a read, a DONE and the byte a write, CREDITs */
+    printf("default threshold: 256 KiB writes inline, larger by RDMA\n");
     /* SANSOCK_RDMA=0 (both ends): the same large writes go inline. */
     setenv("SANSOCK_RDMA", "0", 1);
     uint64_t before = nic_ops(&d);
