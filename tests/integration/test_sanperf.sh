@@ -55,11 +55,14 @@ fi
 # sanperf link (not in `make bench`: it needs root and makes network namespaces), small, where it
 # can run: its rows follow the same convention, and it leaves no namespace behind.
 if ((EUID == 0)) && command -v ip >/dev/null && ip netns list >/dev/null 2>&1; then
+  # Another sanperf link may be running on this machine: only namespaces new since are ours.
+  links_before=$(ip netns list | grep -o '^sanperf-link-[^ ]*' | sort || true)
   perf 300 link --json --rounds 200 --mib 8
   suites+=(link)
   what="$what, sanperf link"
-  if ip netns list | grep -q '^sanperf-link-'; then
-    echo "FAIL: sanperf link left a namespace: $(ip netns list | grep '^sanperf-link-')" >&2
+  left=$(comm -13 <(echo "$links_before") <(ip netns list | grep -o '^sanperf-link-[^ ]*' | sort || true))
+  if [[ -n $left ]]; then
+    echo "FAIL: sanperf link left a namespace: $left" >&2
     exit 1
   fi
 fi
