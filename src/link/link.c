@@ -48,12 +48,16 @@
 #define RX_SIZE     (16 << 10) /* above SAN_LINK_MSG_MAX: an oversized message is seen, refused */
 #define EPQ_MAX     (64ULL << 20) /* bytes of endpoint messages waiting for one peer */
 #define TICK_MS     50
-#define SPIN_NS     (50 * 1000ULL)
+#define SPIN_NS     (1000 * 1000ULL) /* see link_thread */
 #define BACKOFF_MIN (100 * 1000000ULL)
 #define NR_EVENTS   64
 #define BYE_WAIT_NS (200 * 1000000ULL)
 
 static_assert(SAN_LINK_MSG_MAX < RX_SIZE, "receive buffers");
+
+/* The link whose thread this is: endpoint messages it queues itself (the NIC runs connections on
+ * it, san_nic_xdeliver) go in the same round, without signalling it. */
+static _Thread_local const struct san_link *own_thread;
 
 /* A buffer libfabric works on: the context first, as FI_CONTEXT2 asks. */
 struct link_buf {
@@ -640,6 +644,7 @@ static bool poll_once(struct san_link *l, int timeout_ms)
         completion_error(l, now);
     timers(l, now);
     atomic_store(&l->kicked, false); /* what is queued from now on signals again */
+    bool ran = l->nic && san_nic_xpoll(l->nic);
     for (size_t i = 0; i < l->nr_peers; i++) {
         pthread_mutex_lock(&l->txlock);
         queued |= l->peers[i].epq_head != NULL;
@@ -647,7 +652,7 @@ static bool poll_once(struct san_link *l, int timeout_ms)
         ep_drain(l, &l->peers[i], now);
     }
     pthread_mutex_unlock(&l->lock);
-    return n > 0 || n == -FI_EAVAIL || queued;
+    return n > 0 || n == -FI_EAVAIL || queued || ran;
 }
 
 static bool tx_idle(struct san_link *l)
@@ -662,9 +667,12 @@ static void *link_thread(void *arg)
 {
     struct san_link *l = arg;
     uint64_t spin_until = 0;
+    own_thread = l;
     /* While messages flow, the thread looks without waiting for SPIN_NS after the last one (the
      * provider progresses only when called, and a wake-up costs more than a look), yielding
-     * between looks; then it waits in the provider for up to TICK_MS. */
+     * between looks; then it waits in the provider for up to TICK_MS. SPIN_NS is above a round
+     * trip across the link, so that in a request-answer exchange the next request (which the
+     * NIC's connections hand to this thread as it looks, san_nic_xpoll) finds it looking. */
     while (!atomic_load(&l->stop)) {
         bool spinning = san_now_ns() < spin_until;
         if (poll_once(l, spinning ? 0 : TICK_MS))
@@ -1011,7 +1019,7 @@ static int link_send(void *ctx, unsigned link, uint64_t session, const struct sa
     if (!session || atomic_load(&p->live) != session)
         return -ECONNRESET;
     int err = ep_queue(l, p, session, m, payload, len);
-    if (!err && !atomic_exchange(&l->kicked, true))
+    if (!err && own_thread != l && !atomic_exchange(&l->kicked, true))
         fi_cq_signal(l->cq); /* out of its wait: the link thread sends it */
     return err;
 }

@@ -178,6 +178,11 @@ void san_nic_set_xport(struct san_nic *nic, const struct san_nic_xport *x);
  * else 0. Called on the transport's thread; never blocks (takes nic locks briefly). */
 int san_nic_xdeliver(struct san_nic *nic, unsigned link, uint64_t session, uint64_t host,
                      const struct san_xmsg *m, const void *payload, struct san_xmsg *reply);
+/* Called by the transport's thread as it polls the network: it runs the connections whose
+ * client posted requests or receives while their thread is between passes (so that a request
+ * goes out on the thread that sends, without a wake-up in between); a connection busy on its
+ * own thread is left to it. Never blocks. Whether it ran any. */
+bool san_nic_xpoll(struct san_nic *nic);
 /* The session of link is over (the link went down, or the peer restarted): every connection
  * across it completes what is outstanding and everything later with -ECONNRESET. */
 void san_nic_xreset(struct san_nic *nic, unsigned link, uint64_t session);

@@ -14,6 +14,13 @@
  * registrations are taken and dropped within one message (a registration deregistered between two
  * chunks of a transfer fails the rest of it), so nothing is held across a wait on the network.
  *
+ * The transport's thread runs a connection itself when the connection's thread is between
+ * passes (its run lock free): a message of the peer is handled as it arrives, its bytes moved
+ * from the transport's buffer straight into place, and the passes that follow (answers,
+ * completions, credits, the next chunks, the client's next requests: san_nic_xpoll) go out on
+ * the thread that sends them, with no wake-up between the threads. Every check is the same code
+ * under the same lock; only which thread runs it differs.
+ *
  * A connector of another host waits in a listener's backlog as a stub endpoint (no region, not
  * listed) with its connection in the table; accept turns it into a connection with a thread.
  *
@@ -178,7 +185,7 @@ static bool drain_inbox(struct san_xconn *xc)
         }
         if (!in)
             return did;
-        if (san_xconn_handle(xc, in) == STALL)
+        if (san_xconn_handle(xc, &in->m, in->data) == STALL)
             return did;
         pthread_mutex_lock(&xc->lock);
         xc->in_head = in->next;
@@ -191,7 +198,7 @@ static bool drain_inbox(struct san_xconn *xc)
     }
 }
 
-static bool pass(struct san_xconn *xc)
+static bool pass(struct san_xconn *xc, bool lazy)
 {
     struct san_nic_ep *ep = xc->ep;
     bool did = false;
@@ -208,7 +215,7 @@ static bool pass(struct san_xconn *xc)
     did |= san_xconn_start(xc);
     did |= san_xconn_ship(xc);
     did |= san_xconn_answer(xc);
-    did |= san_xconn_credit(xc);
+    did |= san_xconn_credit(xc, lazy);
     if (ep->state == SAN_EPQ_ERROR && xc->phase == X_RUNNING) {
         if (!xc->state_sent && !xc->dead) {
             struct san_xmsg m = {.op = SAN_XMSG_STATE, .status = ep->err};
@@ -279,6 +286,7 @@ static void *xconn_main(void *arg)
     }
     pthread_mutex_lock(&xc->run);
     san_xconn_send_or_fail(xc, &first, NULL, 0);
+    xc->greeted = true;
     pthread_mutex_unlock(&xc->run);
     for (;;) {
         pthread_mutex_lock(&xc->run);
@@ -288,7 +296,7 @@ static void *xconn_main(void *arg)
         }
         uint32_t before[4];
         snapshot(xc, before);
-        bool did = pass(xc);
+        bool did = pass(xc, false);
         pthread_mutex_unlock(&xc->run);
         if (did)
             continue;
@@ -464,6 +472,110 @@ static int on_connect(struct san_nic *nic, unsigned link, uint64_t session, uint
     return 1;
 }
 
+/* Into the inbox, for the connection's thread (woken). A peer beyond every credit it had (the
+ * inbox full) is a violation the thread acts on. */
+static void inbox_put(struct san_xconn *xc, const struct san_xmsg *m, const void *payload)
+{
+    struct xin *in = NULL;
+    pthread_mutex_lock(&xc->lock);
+    if (xc->in_count < INBOX_MAX && (in = malloc(sizeof(*in) + m->len))) {
+        in->next = NULL;
+        in->m = *m;
+        if (m->len)
+            memcpy(in->data, payload, m->len);
+        *xc->in_tail = in;
+        xc->in_tail = &in->next;
+        xc->in_count++;
+    } else {
+        xc->overflow = true;
+    }
+    pthread_mutex_unlock(&xc->lock);
+    wake(xc);
+}
+
+#define HERE_PASSES 4 /* passes the transport's thread makes after a message, at most */
+
+/* Under xlock: whether the transport's thread may run the connection itself, the run lock then
+ * held. Only while the connection's thread is between passes (the lock free), the endpoint not
+ * closing (then the thread is still in its loop, and cannot free the connection before it has
+ * the run lock back), the connection running and greeted, and nothing waiting in the inbox (the
+ * peer's messages are taken in order). */
+static bool take_run_locked(struct san_xconn *xc)
+{
+    if (pthread_mutex_trylock(&xc->run))
+        return false;
+    bool ok = xc->ep && xc->greeted && xc->phase == X_RUNNING && !atomic_load(&xc->ep->closing);
+    if (ok) {
+        pthread_mutex_lock(&xc->lock);
+        ok = !xc->in_head && !xc->overflow;
+        pthread_mutex_unlock(&xc->lock);
+    }
+    if (!ok)
+        pthread_mutex_unlock(&xc->run);
+    return ok;
+}
+
+/* Passes on the transport's thread, the run lock held (take_run_locked): what the connection's
+ * thread would do (answer, complete, credit, ship the next chunks, take the client's next
+ * requests) is done here, without waking it; it is woken only for what is left (left: a message
+ * its completion queue had no room for yet; more passes than HERE_PASSES). Releases the run
+ * lock. */
+static void passes_here(struct san_xconn *xc, bool left)
+{
+    int i = 0;
+    while (i < HERE_PASSES && pass(xc, true))
+        i++;
+    if (left || i == HERE_PASSES)
+        wake(xc); /* under the run lock: once it is released, the thread may end and free xc */
+    pthread_mutex_unlock(&xc->run);
+}
+
+/* The peer's message m handled on the transport's thread (take_run_locked): the bytes go from
+ * the transport's buffer straight into place, then passes_here. */
+static void run_here(struct san_xconn *xc, const struct san_xmsg *m, const void *payload)
+{
+    bool left = false;
+    if (san_xconn_handle(xc, m, payload) == STALL) {
+        inbox_put(xc, m, payload);
+        left = true;
+    }
+    passes_here(xc, left);
+}
+
+bool san_nic_xpoll(struct san_nic *nic)
+{
+    bool did = false;
+    uint64_t after = 0;
+    for (;;) {
+        struct san_xconn *xc = NULL;
+        pthread_mutex_lock(&nic->xlock);
+        for (struct san_list *n = nic->xconns.next; n != &nic->xconns; n = n->next) {
+            struct san_xconn *c = san_container_of(n, struct san_xconn, node);
+            if (c->id > after) { /* the table is in id order */
+                xc = c;
+                break;
+            }
+        }
+        if (!xc) {
+            pthread_mutex_unlock(&nic->xlock);
+            return did;
+        }
+        after = xc->id;
+        bool mine = xc->ep && take_run_locked(xc);
+        pthread_mutex_unlock(&nic->xlock);
+        if (!mine)
+            continue;
+        struct san_nic_ep *ep = xc->ep;
+        if (atomic_load_explicit(&ep->q->sq_tail, memory_order_acquire) != ep->sq_head ||
+            atomic_load_explicit(&ep->q->rq_tail, memory_order_acquire) != xc->rq_adv) {
+            did = true;
+            passes_here(xc, false);
+        } else {
+            pthread_mutex_unlock(&xc->run);
+        }
+    }
+}
+
 int san_nic_xdeliver(struct san_nic *nic, unsigned link, uint64_t session, uint64_t host,
                      const struct san_xmsg *m, const void *payload, struct san_xmsg *reply)
 {
@@ -494,21 +606,12 @@ int san_nic_xdeliver(struct san_nic *nic, unsigned link, uint64_t session, uint6
         *reply = (struct san_xmsg){.op = SAN_XMSG_CLOSE, .conn = m->from, .from = m->conn};
         return 1;
     }
-    struct xin *in = NULL;
-    pthread_mutex_lock(&xc->lock);
-    if (xc->in_count < INBOX_MAX && (in = malloc(sizeof(*in) + m->len))) {
-        in->next = NULL;
-        in->m = *m;
-        if (m->len)
-            memcpy(in->data, payload, m->len);
-        *xc->in_tail = in;
-        xc->in_tail = &in->next;
-        xc->in_count++;
-    } else {
-        xc->overflow = true;
+    if (take_run_locked(xc)) {
+        pthread_mutex_unlock(&nic->xlock);
+        run_here(xc, m, payload);
+        return 0;
     }
-    pthread_mutex_unlock(&xc->lock);
-    wake(xc);
+    inbox_put(xc, m, payload);
     pthread_mutex_unlock(&nic->xlock);
     return 0;
 }

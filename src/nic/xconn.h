@@ -47,7 +47,10 @@ struct san_xconn {
     _Atomic uint32_t wake, sleeping;
     _Atomic bool reset;
     uint8_t *buf; /* SAN_XMSG_CHUNK */
-    /* the thread's */
+    /* under the run lock: the first message (CONNECT or ACCEPT) went, so the transport's thread
+     * may run the connection (san_nic_xdeliver) */
+    bool greeted;
+    /* the thread's (or the transport thread's, holding the run lock) */
     bool dead; /* reset: nothing more goes to the peer */
     bool peer_closed;
     int32_t peer_err; /* the peer endpoint's error (STATE) */
@@ -89,11 +92,13 @@ void san_xconn_send_or_fail(struct san_xconn *xc, struct san_xmsg *m, const void
 void san_xconn_done(struct san_xconn *xc, uint64_t seq, int32_t status, uint64_t total);
 
 /* xops.c */
-int san_xconn_handle(struct san_xconn *xc, const struct xin *in);
+int san_xconn_handle(struct san_xconn *xc, const struct san_xmsg *m, const void *data);
 bool san_xconn_start(struct san_xconn *xc);
 bool san_xconn_ship(struct san_xconn *xc);
 bool san_xconn_answer(struct san_xconn *xc);
-bool san_xconn_credit(struct san_xconn *xc);
+/* lazy: data messages taken are credited back only once a quarter of the window is (the
+ * transport's thread runs passes message by message: a credit for each would double them). */
+bool san_xconn_credit(struct san_xconn *xc, bool lazy);
 /* Whether none of this endpoint's requests is in flight. */
 bool san_xconn_idle(const struct san_xconn *xc);
 /* Completes what must complete without an answer (a request that failed here, the flushed ones),

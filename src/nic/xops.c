@@ -522,9 +522,8 @@ bool san_xconn_start(struct san_xconn *xc)
 
 /* --- the peer's messages ------------------------------------------------------------------- */
 
-int san_xconn_handle(struct san_xconn *xc, const struct xin *in)
+int san_xconn_handle(struct san_xconn *xc, const struct san_xmsg *m, const void *data)
 {
-    const struct san_xmsg *m = &in->m;
     struct san_nic_ep *ep = xc->ep;
     if (xc->phase == X_CONNECTING) {
         if (m->op == SAN_XMSG_ACCEPT && !m->status && m->from) {
@@ -543,13 +542,13 @@ int san_xconn_handle(struct san_xconn *xc, const struct xin *in)
         return TAKEN;
     switch (m->op) {
     case SAN_XMSG_SEND:
-        return on_send(xc, m, in->data);
+        return on_send(xc, m, data);
     case SAN_XMSG_WRITE:
-        return on_write(xc, m, in->data);
+        return on_write(xc, m, data);
     case SAN_XMSG_READ:
         return on_read(xc, m);
     case SAN_XMSG_RDATA:
-        return on_rdata(xc, m, in->data);
+        return on_rdata(xc, m, data);
     case SAN_XMSG_DONE:
         return on_done(xc, m);
     case SAN_XMSG_CREDIT:
@@ -581,7 +580,7 @@ int san_xconn_handle(struct san_xconn *xc, const struct xin *in)
 }
 
 /* Tells the peer of receives newly posted and of data messages taken. */
-bool san_xconn_credit(struct san_xconn *xc)
+bool san_xconn_credit(struct san_xconn *xc, bool lazy)
 {
     struct san_nic_ep *ep = xc->ep;
     struct san_xmsg m = {.op = SAN_XMSG_CREDIT};
@@ -595,7 +594,7 @@ bool san_xconn_credit(struct san_xconn *xc)
         }
     }
     m.chunks = xc->to_return;
-    if (!m.recvs && !m.chunks)
+    if (!m.recvs && (!m.chunks || (lazy && m.chunks < SAN_XMSG_WINDOW / 4)))
         return false;
     xc->to_return = 0;
     san_xconn_send_or_fail(xc, &m, NULL, 0);
