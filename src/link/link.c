@@ -135,6 +135,7 @@ struct san_link {
     _Atomic uint64_t up;
     unsigned ep_inflight; /* endpoint messages in flight, every peer */
     _Atomic bool kicked;  /* the thread was signalled for queued endpoint messages */
+    _Atomic bool waiting; /* the thread waits (or is about to) in the provider: signal it */
 };
 
 const char *san_link_state_name(unsigned state)
@@ -655,6 +656,17 @@ static bool poll_once(struct san_link *l, int timeout_ms)
     return n > 0 || n == -FI_EAVAIL || queued || ran;
 }
 
+/* Whether endpoint messages wait in any peer's queue. */
+static bool epq_waiting(struct san_link *l)
+{
+    bool any = false;
+    pthread_mutex_lock(&l->txlock);
+    for (size_t i = 0; i < l->nr_peers && !any; i++)
+        any = l->peers[i].epq_head != NULL;
+    pthread_mutex_unlock(&l->txlock);
+    return any;
+}
+
 static bool tx_idle(struct san_link *l)
 {
     for (unsigned i = NR_RX; i < NR_RX + NR_TX; i++)
@@ -675,7 +687,13 @@ static void *link_thread(void *arg)
      * NIC's connections hand to this thread as it looks, san_nic_xpoll) finds it looking. */
     while (!atomic_load(&l->stop)) {
         bool spinning = san_now_ns() < spin_until;
-        if (poll_once(l, spinning ? 0 : TICK_MS))
+        if (!spinning) {
+            atomic_store(&l->waiting, true);
+            spinning = epq_waiting(l); /* queued before waiting was seen: not signalled */
+        }
+        bool did = poll_once(l, spinning ? 0 : TICK_MS);
+        atomic_store(&l->waiting, false);
+        if (did)
             spin_until = san_now_ns() + SPIN_NS;
         else if (spinning)
             sched_yield();
@@ -1009,6 +1027,53 @@ static int link_route(void *ctx, const struct san_nic_addr *a, unsigned *link, u
     return err;
 }
 
+/* On the link thread, under l->lock (it runs connections only inside poll_once's locked part):
+ * m goes to the provider at once, built in a send buffer, when nothing of p waits before it and
+ * p's share of the buffers allows; else 1 (queue it). 0 when sent; a send that fails for another
+ * reason than a busy provider ends the session, as in ep_drain. */
+static int ep_send_now(struct san_link *l, struct link_peer *p, uint64_t session,
+                       const struct san_xmsg *x, const void *payload, size_t len)
+{
+    if (p->state != SAN_LINK_UP || p->sessions != session || p->ep_inflight >= EP_PER_PEER ||
+        l->ep_inflight >= NR_TX - TX_PER_PEER)
+        return 1;
+    pthread_mutex_lock(&l->txlock);
+    bool waiting = p->epq_head != NULL;
+    pthread_mutex_unlock(&l->txlock);
+    struct link_buf *b = waiting ? NULL : tx_buf(l);
+    if (!b)
+        return 1;
+    size_t size = sizeof(struct san_link_hdr) + sizeof(*x) + len;
+    struct san_link_msg *m = (struct san_link_msg *)b->data;
+    m->hdr = (struct san_link_hdr){.magic = SAN_LINK_MAGIC,
+                                   .version = SAN_LINK_VERSION,
+                                   .type = SAN_LINK_EP,
+                                   .length = (uint32_t)size,
+                                   .host_id = l->host_id,
+                                   .seq = p->tx_seq + 1};
+    m->u.ep.x = *x;
+    if (len)
+        memcpy(m->u.ep.data, payload, len);
+    san_link_umac(&p->tx_umac, m);
+    ssize_t r = fi_send(l->ep, b->data, size, l->desc, p->fa, &b->ctx);
+    if (r == -FI_EAGAIN)
+        return 1;
+    if (r) {
+        peer_error(p, SAN_LOG_WARN, "send: %s: the session ends", fi_strerror((int)-r));
+        lose(l, p, san_now_ns());
+        return -ECONNRESET;
+    }
+    p->tx_seq++;
+    b->busy = true;
+    b->ep = true;
+    b->peer = (int)(p - l->peers);
+    p->ep_inflight++;
+    l->ep_inflight++;
+    p->msgs_tx++;
+    p->bytes_tx += size;
+    return 0;
+}
+
 static int link_send(void *ctx, unsigned link, uint64_t session, const struct san_xmsg *m,
                      const void *payload, size_t len)
 {
@@ -1018,8 +1083,13 @@ static int link_send(void *ctx, unsigned link, uint64_t session, const struct sa
     struct link_peer *p = &l->peers[link];
     if (!session || atomic_load(&p->live) != session)
         return -ECONNRESET;
-    int err = ep_queue(l, p, session, m, payload, len);
-    if (!err && own_thread != l && !atomic_exchange(&l->kicked, true))
+    int err = own_thread == l ? ep_send_now(l, p, session, m, payload, len) : 1;
+    if (err <= 0)
+        return err;
+    err = ep_queue(l, p, session, m, payload, len);
+    /* A thread that is looking finds the message at its next look; one that waits is signalled
+     * (waiting is set before it looks at the queues a last time: one of the two sees the other). */
+    if (!err && own_thread != l && atomic_load(&l->waiting) && !atomic_exchange(&l->kicked, true))
         fi_cq_signal(l->cq); /* out of its wait: the link thread sends it */
     return err;
 }
