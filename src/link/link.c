@@ -96,6 +96,11 @@ struct link_peer {
     struct epq_node *epq_head, **epq_tail;
     uint64_t epq_bytes;
     _Atomic uint64_t live;
+    /* what link_route sees (routelock): a copy of state, sessions, peer_host and nets */
+    bool rt_up;
+    uint64_t rt_session, rt_host;
+    struct san_nic_net rt_nets[SAN_LINK_NETS];
+    size_t rt_nr_nets;
 };
 
 /* An endpoint message waiting for a send buffer: its session, the message without MAC or seq. */
@@ -129,6 +134,10 @@ struct san_link {
     uint64_t strays;        /* messages from no configured peer */
     struct san_nic *nic;    /* where endpoint messages go (san_nic_xdeliver) */
     pthread_mutex_t txlock; /* the peers' endpoint message queues */
+    /* The peers' routes: the NIC calls link_route holding its transport lock, which this thread
+     * takes (sending for the connections it runs) while it holds l->lock; so routes are read
+     * under a lock of their own, taken last. */
+    pthread_mutex_t routelock;
     struct san_link_event events[NR_EVENTS];
     unsigned ev_head, ev_count;
     int evfd;
@@ -284,6 +293,18 @@ static void end_session(struct san_link *l, struct link_peer *p)
     }
 }
 
+/* p's route as it is now, for link_route; under l->lock. */
+static void publish_route(struct san_link *l, struct link_peer *p)
+{
+    pthread_mutex_lock(&l->routelock);
+    p->rt_up = p->state == SAN_LINK_UP;
+    p->rt_session = p->sessions;
+    p->rt_host = p->peer_host;
+    p->rt_nr_nets = p->nr_nets;
+    memcpy(p->rt_nets, p->nets, sizeof(p->nets));
+    pthread_mutex_unlock(&l->routelock);
+}
+
 /* The session of p is over: down (if it was up), a new nonce, hellos again soon. */
 /* A fresh provider connection to p: its address out of the address vector and in again, so that
  * the provider drops the connection it had (and whatever it still held queued in it: after a
@@ -305,6 +326,7 @@ static void lose(struct san_link *l, struct link_peer *p, uint64_t now)
 {
     if (p->state == SAN_LINK_UP) {
         p->state = SAN_LINK_DOWN;
+        publish_route(l, p);
         atomic_fetch_sub(&l->up, 1);
         end_session(l, p);
         reconnect(l, p);
@@ -349,6 +371,7 @@ static void proven(struct san_link *l, struct link_peer *p, const struct san_lin
         atomic_fetch_add(&l->up, 1);
     p->state = SAN_LINK_UP;
     p->sessions++;
+    publish_route(l, p);
     atomic_store(&p->live, p->sessions);
     p->last_heard = now;
     p->next_heartbeat = now + l->cfg.timeout_ns / 4;
@@ -851,6 +874,7 @@ static int create(const struct san_link_params *prm, struct san_link **out)
     l->nic = prm->nic;
     pthread_mutex_init(&l->lock, NULL);
     pthread_mutex_init(&l->txlock, NULL);
+    pthread_mutex_init(&l->routelock, NULL);
     for (size_t i = 0; i < SAN_LINK_MAX_PEERS; i++)
         l->peers[i].epq_tail = &l->peers[i].epq_head;
     for (size_t i = 0; i < prm->nr_nets && i < SAN_LINK_NETS; i++) {
@@ -938,6 +962,7 @@ void san_link_destroy(struct san_link *l)
             free(n);
         }
     pthread_mutex_destroy(&l->txlock);
+    pthread_mutex_destroy(&l->routelock);
     pthread_mutex_destroy(&l->lock);
     free(l->bufs);
     free(l);
@@ -1008,22 +1033,22 @@ static int link_route(void *ctx, const struct san_nic_addr *a, unsigned *link, u
 {
     struct san_link *l = ctx;
     int err = -ENETUNREACH;
-    pthread_mutex_lock(&l->lock);
+    pthread_mutex_lock(&l->routelock);
     for (size_t i = 0; i < l->nr_peers && err; i++) {
         const struct link_peer *p = &l->peers[i];
-        if (p->state != SAN_LINK_UP)
+        if (!p->rt_up)
             continue;
-        for (size_t j = 0; j < p->nr_nets; j++) {
-            if (san_nic_net_has(&p->nets[j], a)) {
+        for (size_t j = 0; j < p->rt_nr_nets; j++) {
+            if (san_nic_net_has(&p->rt_nets[j], a)) {
                 *link = (unsigned)i;
-                *session = p->sessions;
-                *host = p->peer_host;
+                *session = p->rt_session;
+                *host = p->rt_host;
                 err = 0;
                 break;
             }
         }
     }
-    pthread_mutex_unlock(&l->lock);
+    pthread_mutex_unlock(&l->routelock);
     return err;
 }
 
