@@ -9,35 +9,13 @@
 # installs redis-server and redis-tools).
 set -euo pipefail
 : "${SAN_BIN:?}"
-skip() {
-  echo "test_sock_redis: $*"
-  [[ -z ${SAN_SKIP_LOG:-} ]] || echo "test_sock_redis: $*" >>"$SAN_SKIP_LOG"
-  exit 77
-}
+test=test_sock_redis logs='redis-*.log'
+# shellcheck source=sock_programs_lib.sh
+source "$(dirname "$0")/sock_programs_lib.sh"
 for p in redis-server redis-benchmark redis-cli python3; do
   command -v "$p" >/dev/null || skip "$p is not installed"
 done
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  tail -5 "$tmp/daemon.log" "$tmp"/redis-*.log >&2 2>/dev/null || true
-  exit 1
-}
-nic_bytes() {
-  "$SAN_BIN/sanctl" --socket "$tmp/s.sock" stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["nic_bytes"])'
-}
-
-mkfifo "$tmp/ready"
-"$SAN_BIN/sanproxyd" --foreground --socket "$tmp/s.sock" --ready-fd 3 3>"$tmp/ready" 2>"$tmp/daemon.log" &
-pids+=($!)
-read -r _ <"$tmp/ready" || fail "sanproxyd did not start"
-export SANPROXY_SOCKET=$tmp/s.sock
+start_daemon
 
 # A redis-server on a free port (under sanrun or not): its pid in $server.
 start_server() {

@@ -9,34 +9,12 @@
 # (scripts/install-deps installs it).
 set -euo pipefail
 : "${SAN_BIN:?}"
-skip() {
-  echo "test_sock_sockperf: $*"
-  [[ -z ${SAN_SKIP_LOG:-} ]] || echo "test_sock_sockperf: $*" >>"$SAN_SKIP_LOG"
-  exit 77
-}
+test=test_sock_sockperf logs='server-*.log'
+# shellcheck source=sock_programs_lib.sh
+source "$(dirname "$0")/sock_programs_lib.sh"
 command -v sockperf >/dev/null || skip "sockperf is not installed"
 command -v python3 >/dev/null || skip "python3 is not installed"
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  tail -5 "$tmp/daemon.log" "$tmp"/server-*.log >&2 2>/dev/null || true
-  exit 1
-}
-nic_bytes() {
-  "$SAN_BIN/sanctl" --socket "$tmp/s.sock" stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["nic_bytes"])'
-}
-
-mkfifo "$tmp/ready"
-"$SAN_BIN/sanproxyd" --foreground --socket "$tmp/s.sock" --ready-fd 3 3>"$tmp/ready" 2>"$tmp/daemon.log" &
-pids+=($!)
-read -r _ <"$tmp/ready" || fail "sanproxyd did not start"
-export SANPROXY_SOCKET=$tmp/s.sock
+start_daemon
 muxes=(p s e)
 
 # Starts a sockperf server (under sanrun when $1 is "san") with multiplexer $2 on a fresh port;
