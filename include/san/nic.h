@@ -41,6 +41,16 @@ SAN_API void san_listener_close(struct san_listener *l);
  * waits forever), -ENOBUFS over the per-client endpoint limit. */
 SAN_API int san_connect(struct san_ctx *ctx, const struct sockaddr *addr, socklen_t addrlen,
                         int timeout_ms, struct san_ep **out);
+/* san_connect in two halves, for a caller that must not wait. start: one round trip (the errors
+ * known at once: -ECONNREFUSED nobody listens or the backlog is full, -ENETUNREACH, -ENOBUFS),
+ * then *out is connecting. finish never blocks: -EINPROGRESS while the listener has not
+ * accepted, then 0 (connected) or the refusal (-ECONNREFUSED: the listener closed, a remote
+ * host refused). The endpoint's eventfd (san_ep_fd, readable in poll/epoll) becomes readable
+ * when the outcome is known and stays so until finish has taken it. The endpoint is the
+ * caller's to close in every case (san_ep_close: a connect given up leaves the backlog). */
+SAN_API int san_connect_start(struct san_ctx *ctx, const struct sockaddr *addr, socklen_t addrlen,
+                              struct san_ep **out);
+SAN_API int san_connect_finish(struct san_ep *ep);
 /* Closes the endpoint: its queues are flushed, the peer's outstanding and later operations
  * complete with -ECONNRESET. Completions not yet polled are lost. NULL is a no-op. */
 SAN_API void san_ep_close(struct san_ep *ep);

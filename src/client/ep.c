@@ -54,6 +54,9 @@ struct san_ep {
      * cq_lock), so that a client that polls while nobody sleeps costs the NIC no write. */
     bool fd_given;
     uint32_t wait_arms;
+    /* Made by san_connect_start and its outcome not yet taken by san_connect_finish (under
+     * cq_lock): while the daemon's outcome waits for it the eventfd stays readable. */
+    bool connecting;
 };
 
 int san_nic_objs_init(struct san_nic_objs *o)
@@ -311,8 +314,8 @@ void san_ep_close(struct san_ep *ep)
     ep_free(ep);
 }
 
-int san_connect(struct san_ctx *ctx, const struct sockaddr *addr, socklen_t addrlen, int timeout_ms,
-                struct san_ep **out)
+int san_connect_start(struct san_ctx *ctx, const struct sockaddr *addr, socklen_t addrlen,
+                      struct san_ep **out)
 {
     struct san_msg req;
     if (!ctx || !out)
@@ -325,19 +328,67 @@ int san_connect(struct san_ctx *ctx, const struct sockaddr *addr, socklen_t addr
     int err = ep_call(ctx, &req, &ep);
     if (err)
         return err;
+    pthread_mutex_lock(&ep->cq_lock);
+    ep->connecting = true;
+    pthread_mutex_unlock(&ep->cq_lock);
+    *out = ep;
+    return 0;
+}
+
+/* The daemon's outcome of a connect: 0, -EINPROGRESS (none yet), or the refusal. */
+static int outcome(const struct san_ep *ep)
+{
+    uint32_t st = atomic_load_explicit(&ep->q->state, memory_order_acquire);
+    if (st == SAN_EPQ_CONNECTING)
+        return -EINPROGRESS;
+    if (st == SAN_EPQ_CONNECTED)
+        return 0;
+    int32_t err = atomic_load_explicit(&ep->q->state_err, memory_order_relaxed);
+    return err < 0 && err > -4096 ? err : -ECONNREFUSED;
+}
+
+static void settle_efd_locked(struct san_ep *ep);
+
+int san_connect_finish(struct san_ep *ep)
+{
+    if (!ep)
+        return -EINVAL;
+    int err = outcome(ep);
+    if (err == -EINPROGRESS)
+        return err;
+    pthread_mutex_lock(&ep->cq_lock);
+    if (ep->connecting) {
+        ep->connecting = false;
+        /* The outcome's signal is taken: drained unless a completion waits (one the daemon
+         * writes after this look is drained by the next arm or empty poll). */
+        settle_efd_locked(ep);
+    }
+    pthread_mutex_unlock(&ep->cq_lock);
+    return err;
+}
+
+int san_connect(struct san_ctx *ctx, const struct sockaddr *addr, socklen_t addrlen, int timeout_ms,
+                struct san_ep **out)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    struct san_ep *ep;
+    int err = san_connect_start(ctx, addr, addrlen, &ep);
+    if (err)
+        return err;
     uint64_t deadline = deadline_of(timeout_ms);
-    uint32_t st;
-    while ((st = atomic_load_explicit(&ep->q->state, memory_order_acquire)) == SAN_EPQ_CONNECTING) {
+    while ((err = san_connect_finish(ep)) == -EINPROGRESS) {
         if (deadline && san_now_ns() >= deadline)
             break;
         futex_wait_until(&ep->q->state, SAN_EPQ_CONNECTING, deadline);
     }
-    if (st == SAN_EPQ_CONNECTED) {
+    if (!err) {
         *out = ep;
         return 0;
     }
     san_ep_close(ep);
-    return st == SAN_EPQ_CONNECTING ? -ETIMEDOUT : -ECONNREFUSED;
+    return err == -EINPROGRESS ? -ETIMEDOUT : -ECONNREFUSED;
 }
 
 /* Under cq_lock, with the queue looked at: when it is empty and the eventfd signalled, drains it
@@ -348,6 +399,9 @@ static void settle_efd_locked(struct san_ep *ep)
     struct san_epq *q = ep->q;
     if (atomic_load_explicit(&q->cq_tail, memory_order_seq_cst) != ep->cq_head ||
         !atomic_load_explicit(&q->efd_signaled, memory_order_seq_cst))
+        return;
+    /* A connect's outcome not yet taken keeps it readable, whatever the queue says. */
+    if (ep->connecting && outcome(ep) != -EINPROGRESS)
         return;
     uint64_t v;
     atomic_store_explicit(&q->efd_signaled, 0, memory_order_seq_cst);
@@ -367,7 +421,8 @@ static void arm_locked(struct san_ep *ep)
     struct san_epq *q = ep->q;
     if (atomic_exchange(&q->notify_armed, 1))
         return;
-    if (atomic_load_explicit(&q->cq_tail, memory_order_seq_cst) != ep->cq_head) {
+    if (atomic_load_explicit(&q->cq_tail, memory_order_seq_cst) != ep->cq_head ||
+        (ep->connecting && outcome(ep) != -EINPROGRESS)) {
         uint64_t one = 1;
         atomic_store(&q->efd_signaled, 1);
         if (write(ep->efd, &one, sizeof(one)) < 0) {

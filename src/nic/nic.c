@@ -255,6 +255,15 @@ void san_nic_set_state(struct san_nic_ep *ep, uint32_t state, int32_t err)
     futex_wake_all(&ep->q->state);
     atomic_fetch_add(&ep->q->cq_seq, 1);
     futex_wake_all(&ep->q->cq_seq);
+    /* The eventfd too, armed or not: a connector that polls for its outcome (san_connect_finish)
+     * may have armed it before the outcome or may arm it after; the flag makes a second write a
+     * no-op and libsan drains it only once the outcome was taken. Stored after the state, so a
+     * waiter woken by it reads the outcome. */
+    if (!atomic_exchange_explicit(&ep->q->efd_signaled, 1, memory_order_seq_cst)) {
+        uint64_t one = 1;
+        if (write(ep->efd, &one, sizeof(one)) < 0) {
+        }
+    }
 }
 
 static struct san_nic_listener *find_listener(struct san_nic *nic, const struct san_nic_addr *a)

@@ -49,26 +49,25 @@ static int local_name(int fd, struct sansock_wire_addr *w)
     return sansock_wire_addr_from(w, (struct sockaddr *)&ss, len);
 }
 
-/* The SAN attempt: 0 with fd in the table, or a negative errno and fd untouched except maybe
- * bound (a bound, unconnected socket still connects over TCP). */
+/* The SAN attempt on a socket that is no SAN socket yet: 0 with fd in the table (connected),
+ * -EINPROGRESS (a non-blocking socket: in the table, connecting), or a negative errno and fd
+ * untouched except maybe bound (a bound, unconnected socket still connects over TCP). */
 static int san_attempt(int fd, const struct sockaddr *addr, socklen_t len)
 {
     struct sockaddr_storage dst;
     socklen_t dlen;
     if (!sansock_on_san(addr, len, &dst, &dlen) || !is_tcp(fd))
         return -ENETUNREACH;
-    struct sansock_obj *o = sansock_fd_get(fd);
-    if (o) { /* a SAN connection is connected; a listener: the kernel says what TCP says */
-        bool conn = o->kind == SANSOCK_CONN;
-        sansock_obj_put(o);
-        return conn ? -EISCONN : -EINVAL;
-    }
     struct san_ctx *ctx;
     int err = sansock_ctx(&ctx);
     if (err)
         return err;
+    bool nonblock = sansock_nonblocking(fd, 0);
     struct san_ep *ep;
-    err = san_connect(ctx, (struct sockaddr *)&dst, dlen, sansock_cfg.connect_timeout_ms, &ep);
+    if (nonblock)
+        err = san_connect_start(ctx, (struct sockaddr *)&dst, dlen, &ep);
+    else
+        err = san_connect(ctx, (struct sockaddr *)&dst, dlen, sansock_cfg.connect_timeout_ms, &ep);
     if (err)
         return err;
     struct sansock_wire_addr src, to;
@@ -80,25 +79,41 @@ static int san_attempt(int fd, const struct sockaddr *addr, socklen_t len)
         return err;
     }
     struct sansock_conn *c;
-    err = sansock_conn_create(ctx, ep, &src, &to, &c);
+    if (nonblock)
+        err = sansock_conn_create_connecting(ctx, ep, fd, addr, len, &src, &to, &c);
+    else
+        err = sansock_conn_create(ctx, ep, &src, &to, &c);
     if (err)
         return err;
     err = sansock_fd_set(fd, sansock_conn_obj(c));
     sansock_obj_put(sansock_conn_obj(c));
-    return err;
+    return err ? err : nonblock ? -EINPROGRESS : 0;
 }
 
 int sansock_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
     if (!sansock_cfg.disabled) {
-        int saved = errno;
-        int err = san_attempt(fd, addr, len);
-        if (!err)
-            return 0;
-        errno = saved;
-        if (err == -EISCONN) {
-            errno = EISCONN;
+        struct sansock_obj *o = sansock_fd_get(fd);
+        struct sansock_conn *c = sansock_obj_conn(o);
+        /* A SAN connection: under way, done (TCP's answers); a listener: the kernel says. */
+        int r = c ? sansock_conn_connect_again(c) : 1;
+        sansock_obj_put(o);
+        if (r <= 0) {
+            if (!r)
+                return 0;
+            errno = -r;
             return -1;
+        }
+        if (!o) {
+            int saved = errno;
+            int err = san_attempt(fd, addr, len);
+            if (!err)
+                return 0;
+            if (err == -EINPROGRESS) {
+                errno = EINPROGRESS;
+                return -1;
+            }
+            errno = saved;
         }
     }
     return REAL(connect)(fd, addr, len);

@@ -72,6 +72,7 @@ struct snap {
     uint32_t events;
     unsigned ver, seen, seq;
     bool fresh, linked;
+    bool handed; /* a connect that went to the kernel: the member moves to the kernel's instance */
     uint32_t ready;
     struct sansock_waiter w;
 };
@@ -421,11 +422,13 @@ static uint32_t evaluate(struct snap *s, struct sansock_waiter *w, struct pollfd
     short want = (short)(s->events & 0xffff);
     struct sansock_conn *c = sansock_obj_conn(s->o);
     if (c) {
-        int cfd = -1;
-        short ev = sansock_conn_watch(c, want, w, true, &cfd, &s->seq);
+        struct pollfd cw[2];
+        short ev = sansock_conn_watch(c, want, w, true, cw, &s->seq);
         s->linked = w && s->o->gen == sansock_fork_gen; /* an inherited one is never linked */
-        if (w && cfd >= 0)
-            k[(*nk)++] = (struct pollfd){.fd = cfd, .events = POLLIN};
+        s->handed = sansock_conn_handed_over(c);
+        for (int j = 0; j < 2; j++)
+            if (w && cw[j].fd >= 0)
+                k[(*nk)++] = cw[j];
         return (uint16_t)ev;
     }
     struct pollfd p[3] = {{.fd = s->fd, .events = POLLIN}};
@@ -442,6 +445,26 @@ static uint32_t evaluate(struct snap *s, struct sansock_waiter *w, struct pollfd
         for (int j = 0; j <= nl; j++)
             k[(*nk)++] = p[j];
     return ev & (uint32_t)(want | POLLERR | POLLHUP);
+}
+
+/* A member whose connect went to the kernel (the descriptor is the kernel's connecting socket
+ * now) leaves the set for the kernel's instance, with the program's events and data, so that
+ * the kernel reports it and the program's later epoll_ctl calls on it are the kernel's. */
+static void to_kernel(struct sansock_ep *ep, int epfd, struct snap *s)
+{
+    struct sansock_obj *drop = NULL;
+    pthread_mutex_lock(&ep->lock);
+    struct member *m = find_locked(ep, s->fd);
+    if (m && m->o == s->o) {
+        struct epoll_event ev = m->ev;
+        int e = errno;
+        if (REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, s->fd, &ev) && errno == EEXIST)
+            REAL(epoll_ctl)(epfd, EPOLL_CTL_MOD, s->fd, &ev);
+        errno = e;
+        drop = remove_locked(ep, m);
+    }
+    pthread_mutex_unlock(&ep->lock);
+    sansock_obj_put(drop); /* never the last: the snapshot holds one */
 }
 
 static bool reportable(const struct snap *s)
@@ -588,6 +611,10 @@ int sansock_epoll_wait(int epfd, struct epoll_event *events, int max, const stru
         for (size_t i = 0; i < ns; i++) {
             s[i].w.fd = wfd;
             s[i].ready = evaluate(&s[i], look ? NULL : &s[i].w, k, &nk);
+            if (s[i].handed) {
+                to_kernel(ep, epfd, &s[i]);
+                s[i].ready = 0; /* the kernel reports it from now on */
+            }
         }
         int got = 0;
         bool kicked = false;

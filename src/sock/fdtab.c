@@ -114,6 +114,22 @@ struct sansock_obj *sansock_fd_take(int fd)
     return o;
 }
 
+void sansock_fd_unmap(struct sansock_obj *o)
+{
+    pthread_mutex_lock(&tab_lock);
+    for (unsigned top = 0; top < TOP; top++) {
+        struct sansock_obj *_Atomic *c = atomic_load_explicit(&chunks[top], memory_order_acquire);
+        for (unsigned i = 0; c && i < CHUNK && entries; i++) {
+            if (atomic_load_explicit(&c[i], memory_order_relaxed) != o)
+                continue;
+            atomic_store(&c[i], NULL);
+            atomic_store(&any_entries, --entries);
+            o->refs--; /* the caller's keeps it alive */
+        }
+    }
+    pthread_mutex_unlock(&tab_lock);
+}
+
 void sansock_fd_drop_range(unsigned first, unsigned last)
 {
     if (!atomic_load_explicit(&any_entries, memory_order_relaxed))

@@ -30,6 +30,9 @@ int sansock_fd_set(int fd, struct sansock_obj *o);
 /* Removes fd's entry and returns the table's reference to it (or NULL). A socket leaves the epoll
  * sets it was added to with fd (sansock_epoll_forget), as the kernel drops a closed file. */
 struct sansock_obj *sansock_fd_take(int fd);
+/* Removes every entry naming o, whose caller holds a reference of its own (never the last), and
+ * leaves epoll sets alone (a connect that went to the kernel: epoll moves the member). */
+void sansock_fd_unmap(struct sansock_obj *o);
 /* Drops every entry in [first, last] (close_range, closefrom). */
 void sansock_fd_drop_range(unsigned first, unsigned last);
 /* In a forked child: the lock may have been held by another thread of the parent. */

@@ -108,17 +108,19 @@ int sansock_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *to, const
             e[i].kfd[0] = e[i].kfd[1] = e[i].kfd[2] = -1;
             struct sansock_conn *c = sansock_obj_conn(e[i].o);
             if (c) {
-                int cfd = -1;
+                struct pollfd cw[2];
                 e[i].w.fd = wfd;
                 fds[i].revents =
-                    sansock_conn_events(c, fds[i].events, wfd >= 0 ? &e[i].w : NULL, &cfd);
+                    sansock_conn_events(c, fds[i].events, wfd >= 0 ? &e[i].w : NULL, cw);
                 if (fds[i].revents) {
                     ready++;
                 } else if (wfd >= 0) {
                     e[i].linked = 1;
-                    if (cfd >= 0) {
-                        e[i].kfd[0] = (int)nk;
-                        k[nk++] = (struct pollfd){.fd = cfd, .events = POLLIN};
+                    for (int j = 0; j < 2; j++) {
+                        if (cw[j].fd >= 0) {
+                            e[i].kfd[j] = (int)nk;
+                            k[nk++] = cw[j];
+                        }
                     }
                 }
                 continue;

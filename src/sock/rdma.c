@@ -5,7 +5,20 @@
 #include "sock/rdma.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
+
+static pthread_mutex_t buffers_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void sansock_buffers_lock(void)
+{
+    pthread_mutex_lock(&buffers_lock);
+}
+
+void sansock_buffers_unlock(void)
+{
+    pthread_mutex_unlock(&buffers_lock);
+}
 
 bool sansock_rdma_can_offer(const struct sansock_rdma *r)
 {
@@ -17,7 +30,17 @@ uint32_t sansock_rdma_outstanding(const struct sansock_rdma *r)
     return r->tx_next - r->tx_acked;
 }
 
+static int stage_setup_buffers(struct sansock_rdma *r, struct san_ctx *ctx);
+
 static int stage_setup(struct sansock_rdma *r, struct san_ctx *ctx)
+{
+    sansock_buffers_lock();
+    int err = stage_setup_buffers(r, ctx);
+    sansock_buffers_unlock();
+    return err;
+}
+
+static int stage_setup_buffers(struct sansock_rdma *r, struct san_ctx *ctx)
 {
     void *mem;
     if (san_alloc(ctx, (size_t)RDMA_NBUF * RDMA_CHUNK, 0, &mem))
@@ -89,13 +112,18 @@ int sansock_rdma_on_offer(struct sansock_rdma *r, struct san_ctx *ctx, struct sa
         return -EPROTO;
     if (!r->sink_mem) {
         void *mem;
-        if (san_alloc(ctx, (size_t)RDMA_NBUF * RDMA_CHUNK, 0, &mem))
-            return -ENOBUFS;
-        if (san_register(ctx, mem, (size_t)RDMA_NBUF * RDMA_CHUNK, SAN_MEM_READWRITE,
-                         &r->sink_mr)) {
-            san_free(ctx, mem);
-            return -ENOBUFS;
+        int err = -ENOBUFS;
+        sansock_buffers_lock();
+        if (!san_alloc(ctx, (size_t)RDMA_NBUF * RDMA_CHUNK, 0, &mem)) {
+            if (!san_register(ctx, mem, (size_t)RDMA_NBUF * RDMA_CHUNK, SAN_MEM_READWRITE,
+                              &r->sink_mr))
+                err = 0;
+            else
+                san_free(ctx, mem);
         }
+        sansock_buffers_unlock();
+        if (err)
+            return err;
         r->sink_mem = mem;
     }
     uint32_t k = r->rx_next % RDMA_NBUF;

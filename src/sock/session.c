@@ -21,15 +21,19 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "client/ep.h" /* san_ep_wait_arm: libsan's, for the switch only */
 #include "sock/copy.h"
 #include "sock/rdma.h"
 #include "sock/real.h"
 #include "sock/san.h"
+#include "sock/sock.h"
 
 #define NRECV     32u
 #define NSEND     32u
@@ -45,9 +49,21 @@ struct ready {
     uint32_t off, len; /* bytes of the payload already read, and its length */
 };
 
+/* A connection's phase: a non-blocking connect's SAN half is under way (no buffers yet), done
+ * (everything below), or it failed and the descriptor went to the kernel's connect. */
+enum { PHASE_READY, PHASE_CONNECTING, PHASE_KERNEL };
+
 struct sansock_conn {
     struct sansock_obj obj;
     pthread_mutex_t lock;
+    int phase;
+    /* PHASE_CONNECTING: the program's descriptor and destination (for the kernel's connect if
+     * the SAN's fails), the deadline's timer (SANSOCK_CONNECT_TIMEOUT_MS), and whether connect
+     * was told of the completion (Linux: the first connect after it returns 0, later EISCONN). */
+    int kfd, timerfd;
+    struct sockaddr_storage to;
+    socklen_t tolen;
+    bool connect_told;
     struct san_ctx *ctx;
     struct san_ep *ep; /* NULL once closed (reset) */
     struct san_mr *mr;
@@ -108,9 +124,15 @@ static uint8_t *send_slot(struct sansock_conn *c, uint32_t j)
 /* Closes the endpoint of a reset connection once no thread waits on its descriptor. */
 static void close_ep_locked(struct sansock_conn *c)
 {
-    if (c->ep && c->err && !c->waiters) {
+    if (c->waiters)
+        return;
+    if (c->ep && (c->err || c->phase == PHASE_KERNEL)) {
         san_ep_close(c->ep);
         c->ep = NULL;
+    }
+    if (c->timerfd >= 0 && c->phase != PHASE_CONNECTING) {
+        REAL(close)(c->timerfd);
+        c->timerfd = -1;
     }
 }
 
@@ -351,12 +373,19 @@ static void on_recv_locked(struct sansock_conn *c, uint32_t slot, uint32_t byte_
     }
 }
 
+static bool complete_locked(struct sansock_conn *c);
+
 /* Takes the completions waiting: true if anything changed. Wakes the other waiters then. */
 static bool progress_locked(struct sansock_conn *c)
 {
     struct san_wc wc[16];
     bool changed = false;
     int n;
+    if (c->phase != PHASE_READY) {
+        changed = complete_locked(c);
+        if (c->phase != PHASE_READY)
+            return changed;
+    }
     while (c->ep && (n = san_poll(c->ep, wc, 16)) > 0) {
         changed = true;
         for (int i = 0; i < n; i++) {
@@ -412,7 +441,9 @@ static int wait_locked(struct sansock_conn *c, uint64_t deadline_ns)
     if (wfd < 0)
         return wfd;
     struct sansock_waiter w = {.fd = wfd};
-    struct pollfd p[2] = {{.fd = wfd, .events = POLLIN}, {.fd = -1, .events = POLLIN}};
+    struct pollfd p[3] = {{.fd = wfd, .events = POLLIN},
+                          {.fd = -1, .events = POLLIN},
+                          {.fd = c->phase == PHASE_CONNECTING ? c->timerfd : -1, .events = POLLIN}};
     if (c->ep) { /* armed for this wait only: while we spin the NIC writes no eventfd */
         w.armed = c->ep;
         p[1].fd = san_ep_wait_arm(c->ep);
@@ -424,7 +455,7 @@ static int wait_locked(struct sansock_conn *c, uint64_t deadline_ns)
         timeout = now >= deadline_ns ? 0 : (int)((deadline_ns - now + 999999) / 1000000);
     }
     pthread_mutex_unlock(&c->lock);
-    int r = REAL(poll)(p, 2, timeout);
+    int r = REAL(poll)(p, 3, timeout);
     int e = errno;
     pthread_mutex_lock(&c->lock);
     if (w.armed) /* still open: linked waiters keep the endpoint */
@@ -442,74 +473,192 @@ static int wait_locked(struct sansock_conn *c, uint64_t deadline_ns)
 
 static void conn_destroy(struct sansock_obj *o);
 
-int sansock_conn_create(struct san_ctx *ctx, struct san_ep *ep, const struct sansock_wire_addr *src,
-                        const struct sansock_wire_addr *dst, struct sansock_conn **out)
+/* A connection's object on ep, without buffers. */
+static int conn_alloc(struct san_ctx *ctx, struct san_ep *ep, const struct sansock_wire_addr *src,
+                      const struct sansock_wire_addr *dst, struct sansock_conn **out)
 {
-    int err = -ENOMEM;
     struct sansock_conn *c = calloc(1, sizeof(*c));
     if (!c)
-        goto fail_ep;
-    /* Inline data up to the threshold, in pieces of at most SLOT_DATA: a high threshold does not
-     * make every connection's slots (64 of them) large. */
-    uint32_t data = sansock_cfg.rdma_threshold < SLOT_DATA ? sansock_cfg.rdma_threshold : SLOT_DATA;
-    c->slot_size = (SANSOCK_HDR_SIZE + data + 63) & ~63u;
-    size_t bytes = (size_t)(NRECV + NSEND) * c->slot_size;
-    void *mem;
-    err = san_alloc(ctx, bytes, 0, &mem);
-    if (err)
-        goto fail_free;
-    c->mem = mem;
-    err = san_register(ctx, mem, bytes, SAN_MEM_READWRITE, &c->mr);
-    if (err)
-        goto fail_mem;
-    err = -pthread_mutex_init(&c->lock, NULL);
-    if (err)
-        goto fail_mr;
+        return -ENOMEM;
+    int err = -pthread_mutex_init(&c->lock, NULL);
+    if (err) {
+        free(c);
+        return err;
+    }
     c->obj = (struct sansock_obj){
         .kind = SANSOCK_CONN, .refs = 1, .gen = sansock_fork_gen, .destroy = conn_destroy};
     c->ctx = ctx;
     c->ep = ep;
-    c->lkey = san_mr_lkey(c->mr);
-    c->send_free = NSEND == 64 ? ~0ull : (1ull << NSEND) - 1;
+    c->kfd = c->timerfd = -1;
+    /* Inline data up to the threshold, in pieces of at most SLOT_DATA: a high threshold does not
+     * make every connection's slots (64 of them) large. */
+    uint32_t data = sansock_cfg.rdma_threshold < SLOT_DATA ? sansock_cfg.rdma_threshold : SLOT_DATA;
+    c->slot_size = (SANSOCK_HDR_SIZE + data + 63) & ~63u;
     c->local = *src;
     c->peer = *dst;
+    *out = c;
+    return 0;
+}
+
+/* Allocates and registers the buffers, posts the receives and sends NEGOTIATE. On failure what
+ * was made stays in c (conn_free releases it after the endpoint is closed: posted receives name
+ * the memory). */
+static int setup_locked(struct sansock_conn *c)
+{
+    size_t bytes = (size_t)(NRECV + NSEND) * c->slot_size;
+    void *mem;
+    /* libsan's registration cache races a deregistration in one thread against a registration
+     * in another (EFAULT/EACCES): buffer setup and release are serialised process-wide. */
+    sansock_buffers_lock();
+    int err = san_alloc(c->ctx, bytes, 0, &mem);
+    if (!err) {
+        c->mem = mem;
+        err = san_register(c->ctx, mem, bytes, SAN_MEM_READWRITE, &c->mr);
+    }
+    sansock_buffers_unlock();
+    if (err)
+        return err;
+    c->lkey = san_mr_lkey(c->mr);
+    c->send_free = NSEND == 64 ? ~0ull : (1ull << NSEND) - 1;
     for (uint32_t i = 0; i < NRECV; i++) {
         struct san_sge sge = {.addr = recv_slot(c, i), .length = c->slot_size, .lkey = c->lkey};
-        err = san_post_recv(ep, i, &sge, 1);
-        if (err)
-            goto fail_lock;
+        if ((err = san_post_recv(c->ep, i, &sge, 1)))
+            return err;
     }
     struct sansock_wire_negotiate n = {.recv_slots = NRECV,
                                        .slot_size = c->slot_size,
                                        .rdma_threshold = sansock_cfg.rdma_threshold,
                                        .features = sansock_cfg.rdma ? SANSOCK_FEAT_RDMA_READ : 0,
                                        .max_rdma = sansock_cfg.rdma ? RDMA_CHUNK : 0,
-                                       .src = *src,
-                                       .dst = *dst};
+                                       .src = c->local,
+                                       .dst = c->peer};
     uint8_t *s = send_slot(c, 0);
     size_t len = sansock_wire_encode_negotiate(s, &n);
     struct san_sge sge = {.addr = s, .length = (uint32_t)len, .lkey = c->lkey};
-    err = san_post_send(ep, SEND_TAG, &sge, 1, 0);
-    if (err)
-        goto fail_lock;
+    if ((err = san_post_send(c->ep, SEND_TAG, &sge, 1, 0)))
+        return err;
     c->send_free &= ~1ull;
     c->sends_posted = 1;
+    return 0;
+}
+
+/* Frees a connection no thread uses any more: its endpoint first (before the memory its
+ * receives name goes), then its buffers. */
+static void conn_free(struct sansock_conn *c)
+{
+    if (c->ep)
+        san_ep_close(c->ep);
+    c->ep = NULL;
+    if (c->timerfd >= 0)
+        REAL(close)(c->timerfd);
+    pthread_mutex_destroy(&c->lock);
+    sansock_buffers_lock();
+    sansock_rdma_free(&c->rdma, c->ctx);
+    if (c->mr)
+        san_deregister(c->mr);
+    if (c->mem)
+        san_free(c->ctx, c->mem);
+    sansock_buffers_unlock();
+    free(c);
+}
+
+int sansock_conn_create(struct san_ctx *ctx, struct san_ep *ep, const struct sansock_wire_addr *src,
+                        const struct sansock_wire_addr *dst, struct sansock_conn **out)
+{
+    struct sansock_conn *c;
+    int err = conn_alloc(ctx, ep, src, dst, &c);
+    if (err) {
+        san_ep_close(ep);
+        return err;
+    }
+    pthread_mutex_lock(&c->lock);
+    err = setup_locked(c);
+    pthread_mutex_unlock(&c->lock);
+    if (err) {
+        conn_free(c);
+        return err;
+    }
     *out = c;
     return 0;
+}
 
-fail_lock:
-    pthread_mutex_destroy(&c->lock);
-fail_mr:
-    san_ep_close(ep); /* before the memory its receives name goes */
-    ep = NULL;
-    san_deregister(c->mr);
-fail_mem:
-    san_free(ctx, c->mem);
-fail_free:
-    free(c);
-fail_ep:
-    san_ep_close(ep);
-    return err;
+int sansock_conn_create_connecting(struct san_ctx *ctx, struct san_ep *ep, int fd,
+                                   const struct sockaddr *to, socklen_t tolen,
+                                   const struct sansock_wire_addr *src,
+                                   const struct sansock_wire_addr *dst, struct sansock_conn **out)
+{
+    struct sansock_conn *c;
+    if (tolen > sizeof(c->to)) {
+        san_ep_close(ep);
+        return -EINVAL;
+    }
+    int err = conn_alloc(ctx, ep, src, dst, &c);
+    if (err) {
+        san_ep_close(ep);
+        return err;
+    }
+    c->phase = PHASE_CONNECTING;
+    c->kfd = fd;
+    memcpy(&c->to, to, tolen);
+    c->tolen = tolen;
+    /* The deadline wakes waiters through a timer of its own: the daemon never times a connect. */
+    c->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    int ms = sansock_cfg.connect_timeout_ms;
+    struct itimerspec its = {.it_value = {.tv_sec = ms / 1000, .tv_nsec = ms % 1000 * 1000000L}};
+    if (c->timerfd < 0 || timerfd_settime(c->timerfd, 0, &its, NULL)) {
+        conn_free(c);
+        return -ENOMEM;
+    }
+    *out = c;
+    return 0;
+}
+
+/* The SAN connect failed: the descriptor becomes the kernel's, which connects it (non-blocking:
+ * it reports EINPROGRESS, POLLOUT and SO_ERROR itself from now on). A kernel connect that fails
+ * at once leaves the connection reset with that error, reported once by SO_ERROR. */
+static void handover_locked(struct sansock_conn *c)
+{
+    int fl = REAL(fcntl)(c->kfd, F_GETFL);
+    if (fl >= 0 && !(fl & O_NONBLOCK))
+        REAL(fcntl)(c->kfd, F_SETFL, fl | O_NONBLOCK);
+    int r = REAL(connect)(c->kfd, (struct sockaddr *)&c->to, c->tolen);
+    int e = r ? errno : 0;
+    if (fl >= 0 && !(fl & O_NONBLOCK))
+        REAL(fcntl)(c->kfd, F_SETFL, fl);
+    if (!r || e == EINPROGRESS || e == EALREADY || e == EISCONN || e == EINTR) {
+        c->phase = PHASE_KERNEL;
+        sansock_fd_unmap(&c->obj);
+    } else {
+        c->phase = PHASE_READY;
+        c->err = c->so_error = -e;
+    }
+    close_ep_locked(c);
+}
+
+/* A connecting connection looks at its SAN connect: completed (buffers set up, NEGOTIATE sent),
+ * failed or timed out (handed to the kernel), or still under way. True if the phase changed. */
+static bool complete_locked(struct sansock_conn *c)
+{
+    if (c->phase != PHASE_CONNECTING)
+        return false;
+    int err = c->ep ? san_connect_finish(c->ep) : -ECONNREFUSED;
+    if (err == -EINPROGRESS) {
+        uint64_t exp = 0;
+        if (read(c->timerfd, &exp, sizeof(exp)) != sizeof(exp) || !exp)
+            return false;
+        err = -ETIMEDOUT;
+    }
+    if (!err) {
+        err = setup_locked(c);
+        if (!err)
+            c->phase = PHASE_READY;
+    }
+    if (err)
+        handover_locked(c);
+    close_ep_locked(c); /* the timer, unless a waiter still polls it */
+    c->seq++;
+    sansock_waiters_wake(c->waiters);
+    return true;
 }
 
 struct sansock_obj *sansock_conn_obj(struct sansock_conn *c)
@@ -530,6 +679,11 @@ static void conn_destroy(struct sansock_obj *o)
         return;
     }
     pthread_mutex_lock(&c->lock);
+    if (c->phase != PHASE_READY) { /* never connected over the SAN: nothing to deliver */
+        pthread_mutex_unlock(&c->lock);
+        conn_free(c);
+        return;
+    }
     /* As TCP's close: what was written reaches the peer, then the peer reads EOF. Bounded. */
     uint64_t deadline = now_ns() + (uint64_t)CLOSE_MS * 1000000u;
     c->wr_shut = true;
@@ -543,15 +697,8 @@ static void conn_destroy(struct sansock_obj *o)
         if (wait_locked(c, deadline) == -ETIMEDOUT)
             break;
     }
-    if (c->ep)
-        san_ep_close(c->ep);
-    c->ep = NULL;
     pthread_mutex_unlock(&c->lock);
-    pthread_mutex_destroy(&c->lock);
-    sansock_rdma_free(&c->rdma, c->ctx);
-    san_deregister(c->mr);
-    san_free(c->ctx, c->mem);
-    free(c);
+    conn_free(c);
 }
 
 int sansock_conn_wait_negotiated(struct sansock_conn *c, int timeout_ms)
@@ -658,6 +805,10 @@ ssize_t sansock_conn_sendv(struct sansock_conn *c, int fd, const struct iovec *i
     pthread_mutex_lock(&c->lock);
     while (sent < len) {
         progress_locked(c);
+        if (c->phase == PHASE_KERNEL) { /* its connect went to the kernel meanwhile */
+            ret = -EAGAIN;
+            break;
+        }
         if (c->wr_shut || (c->peer_gone && c->peer_eof)) {
             ret = -EPIPE;
             break;
@@ -777,6 +928,10 @@ ssize_t sansock_conn_recvv(struct sansock_conn *c, int fd, const struct iovec *i
     pthread_mutex_lock(&c->lock);
     for (;;) {
         progress_locked(c);
+        if (c->phase == PHASE_KERNEL) {
+            ret = -EAGAIN;
+            break;
+        }
         if (c->rd_shut)
             break;
         if (flags & MSG_PEEK) { /* looks at what is there from the start, each time */
@@ -827,15 +982,42 @@ int sansock_conn_shutdown(struct sansock_conn *c, int how)
 }
 
 short sansock_conn_watch(struct sansock_conn *c, short events, struct sansock_waiter *w,
-                         bool always, int *wait_fd, unsigned *seq)
+                         bool always, struct pollfd wait[2], unsigned *seq)
 {
     if (seq)
         *seq = 0;
+    wait[0] = wait[1] = (struct pollfd){.fd = -1, .events = POLLIN};
     if (inherited(c))
         return POLLERR | POLLHUP;
     short ev = 0;
     pthread_mutex_lock(&c->lock);
     progress_locked(c);
+    if (c->phase != PHASE_READY) {
+        if (seq)
+            *seq = c->seq;
+        if (c->phase == PHASE_CONNECTING) { /* nothing to report until it completes */
+            if (w) {
+                sansock_waiter_link(&c->waiters, w);
+                w->armed = c->ep;
+                wait[0].fd = c->ep ? san_ep_wait_arm(c->ep) : -1;
+                wait[1].fd = c->timerfd;
+            }
+            pthread_mutex_unlock(&c->lock);
+            return 0;
+        }
+        /* Handed to the kernel: its descriptor says (a look, no wait, under the lock). */
+        struct pollfd p = {.fd = c->kfd, .events = events};
+        if (REAL(poll)(&p, 1, 0) < 0)
+            p.revents = 0;
+        ev = (short)(p.revents & (events | POLLERR | POLLHUP));
+        if ((!ev || always) && w) {
+            sansock_waiter_link(&c->waiters, w);
+            w->armed = NULL;
+            wait[0] = (struct pollfd){.fd = c->kfd, .events = events};
+        }
+        pthread_mutex_unlock(&c->lock);
+        return ev;
+    }
     if (readable_locked(c) || (c->peer_eof && !c->rcount) || c->rd_shut || c->err || c->peer_gone)
         ev |= POLLIN | POLLRDNORM;
     if (c->peer_eof)
@@ -851,7 +1033,7 @@ short sansock_conn_watch(struct sansock_conn *c, short events, struct sansock_wa
     if ((!ev || always) && w) {
         sansock_waiter_link(&c->waiters, w);
         w->armed = c->ep;
-        *wait_fd = c->ep ? san_ep_wait_arm(c->ep) : -1;
+        wait[0].fd = c->ep ? san_ep_wait_arm(c->ep) : -1;
     }
     if (seq)
         *seq = c->seq;
@@ -860,9 +1042,42 @@ short sansock_conn_watch(struct sansock_conn *c, short events, struct sansock_wa
 }
 
 short sansock_conn_events(struct sansock_conn *c, short events, struct sansock_waiter *w,
-                          int *wait_fd)
+                          struct pollfd wait[2])
 {
-    return sansock_conn_watch(c, events, w, false, wait_fd, NULL);
+    return sansock_conn_watch(c, events, w, false, wait, NULL);
+}
+
+bool sansock_conn_handed_over(struct sansock_conn *c)
+{
+    if (inherited(c))
+        return false;
+    pthread_mutex_lock(&c->lock);
+    bool yes = c->phase == PHASE_KERNEL;
+    pthread_mutex_unlock(&c->lock);
+    return yes;
+}
+
+int sansock_conn_connect_again(struct sansock_conn *c)
+{
+    if (inherited(c))
+        return -EISCONN;
+    pthread_mutex_lock(&c->lock);
+    progress_locked(c);
+    int r;
+    if (c->phase == PHASE_CONNECTING) {
+        r = -EALREADY;
+    } else if (c->phase == PHASE_KERNEL) {
+        r = 1; /* the kernel's to answer */
+    } else if (c->kfd >= 0 && !c->connect_told) {
+        /* Linux: the first connect after a non-blocking one completed says how it ended. */
+        c->connect_told = true;
+        r = !c->err ? 0 : c->so_error ? c->so_error : -ECONNABORTED;
+        c->so_error = 0;
+    } else {
+        r = -EISCONN;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return r;
 }
 
 void sansock_conn_unwait(struct sansock_conn *c, struct sansock_waiter *w)
@@ -909,9 +1124,15 @@ int sansock_conn_take_error(struct sansock_conn *c)
         return -ECONNRESET;
     pthread_mutex_lock(&c->lock);
     progress_locked(c);
-    int e = c->so_error;
+    int e = c->so_error, kfd = c->phase == PHASE_KERNEL ? c->kfd : -1;
     c->so_error = 0;
     pthread_mutex_unlock(&c->lock);
+    if (kfd >= 0) { /* handed to the kernel by this look: its connect's error */
+        socklen_t l = sizeof(e);
+        if (REAL(getsockopt)(kfd, SOL_SOCKET, SO_ERROR, &e, &l))
+            e = errno;
+        return -e;
+    }
     return e;
 }
 

@@ -8,9 +8,11 @@
 #ifndef SANSOCK_SESSION_H
 #define SANSOCK_SESSION_H
 
+#include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -28,6 +30,20 @@ struct sansock_conn;
  * trips to the daemon. */
 int sansock_conn_create(struct san_ctx *ctx, struct san_ep *ep, const struct sansock_wire_addr *src,
                         const struct sansock_wire_addr *dst, struct sansock_conn **out);
+/* A non-blocking connect's connection while its SAN connect is under way (san_connect_start done,
+ * ep consumed): no buffers yet. Whatever call looks at it first once the daemon's outcome is
+ * known (poll, epoll, send, recv, SO_ERROR, connect) sets it up and sends NEGOTIATE; a refusal,
+ * SANSOCK_CONNECT_TIMEOUT_MS without an outcome, or a failed setup hands fd to the kernel's
+ * connect to `to` (every descriptor naming it leaves the table). */
+int sansock_conn_create_connecting(struct san_ctx *ctx, struct san_ep *ep, int fd,
+                                   const struct sockaddr *to, socklen_t tolen,
+                                   const struct sansock_wire_addr *src,
+                                   const struct sansock_wire_addr *dst, struct sansock_conn **out);
+/* connect on a connection: -EALREADY while its SAN connect is under way, 0 the first time after a
+ * non-blocking one completed (Linux's answer), -EISCONN after, 1 when it went to the kernel. */
+int sansock_conn_connect_again(struct sansock_conn *c);
+/* Whether its connect went to the kernel (epoll moves such a member to its kernel instance). */
+bool sansock_conn_handed_over(struct sansock_conn *c);
 struct sansock_obj *sansock_conn_obj(struct sansock_conn *c);
 struct sansock_conn *sansock_obj_conn(struct sansock_obj *o);
 
@@ -61,15 +77,17 @@ int sansock_conn_shutdown(struct sansock_conn *c, int how);
 
 /* Readiness for poll: POLLIN/POLLOUT/POLLRDHUP/POLLHUP/POLLERR from the connection's state, after
  * polling its completions. If none of events (plus POLLERR/POLLHUP) is ready and w is not NULL,
- * links w (w->fd set by the caller) as a waiter and sets *wait_fd to the endpoint's completion
- * descriptor (or -1). */
+ * links w (w->fd set by the caller) as a waiter and fills wait with what to sleep on (fd -1:
+ * unused): the endpoint's completion descriptor; while connecting also the connect's timer; once
+ * handed to the kernel, the kernel socket itself with the events asked. Nothing is ready while
+ * the connect is under way. */
 short sansock_conn_events(struct sansock_conn *c, short events, struct sansock_waiter *w,
-                          int *wait_fd);
+                          struct pollfd wait[2]);
 /* sansock_conn_events for epoll (epoll.c): with always, w is linked even when something is ready
  * (an edge-triggered waiter sleeps on a ready connection); *seq (if not NULL) gets the
  * connection's change count, which moves on every progress or change of state. */
 short sansock_conn_watch(struct sansock_conn *c, short events, struct sansock_waiter *w,
-                         bool always, int *wait_fd, unsigned *seq);
+                         bool always, struct pollfd wait[2], unsigned *seq);
 /* Unlinks a waiter linked by sansock_conn_events or sansock_conn_watch. */
 void sansock_conn_unwait(struct sansock_conn *c, struct sansock_waiter *w);
 
