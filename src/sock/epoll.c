@@ -431,16 +431,17 @@ static uint32_t evaluate(struct snap *s, struct sansock_waiter *w, struct pollfd
                 k[(*nk)++] = cw[j];
         return (uint16_t)ev;
     }
+    /* A listener: its kernel socket, or a complete SAN connection; its SAN descriptors only say
+     * when to look again. */
     struct pollfd p[3] = {{.fd = s->fd, .events = POLLIN}};
     int lfd[2];
     int nl = sansock_listener_fds(s->o, lfd);
     for (int j = 0; j < nl; j++)
         p[1 + j] = (struct pollfd){.fd = lfd[j], .events = POLLIN};
+    uint32_t ev = nl && sansock_listener_ready(s->o) ? POLLIN | POLLRDNORM : 0;
     s->seq = sansock_listener_accepts(s->o);
-    uint32_t ev = 0;
-    if (REAL(poll)(p, (nfds_t)nl + 1, 0) > 0)
-        for (int j = 0; j <= nl; j++)
-            ev |= (p[j].revents & POLLIN) ? (POLLIN | POLLRDNORM) : 0;
+    if (REAL(poll)(p, 1, 0) > 0 && (p[0].revents & POLLIN))
+        ev |= POLLIN | POLLRDNORM;
     if (w)
         for (int j = 0; j <= nl; j++)
             k[(*nk)++] = p[j];

@@ -2,38 +2,234 @@
  * kernel's listen always happens first and decides; the SAN half is added when the address is
  * loopback or a wildcard and the daemon lets us listen there. A listener object holds up to two SAN
  * listeners (a [::] socket listens on ::1 and 127.0.0.1).
- * Locking: a listener's fields are written before it is in the table and only read afterwards;
- * libsan's listener calls are thread-safe. */
+ *
+ * Accept never waits on a peer. A SAN connection is taken from the daemon as soon as the listener
+ * is looked at (accept, poll, epoll) and set up at once (buffers, receives, our NEGOTIATE), then
+ * held as an embryo until the connector's NEGOTIATE arrives; accept returns only connections whose
+ * NEGOTIATE arrived. At most EMBRYO_MAX embryos: when full, the oldest still silent is dropped once
+ * it is EMBRYO_EVICT_MS old (until then new ones wait in the daemon's backlog); any silent one is
+ * dropped after EMBRYO_MAX_MS. A peer that sends garbage or closes is dropped unseen. What to sleep
+ * on is one descriptor per listener (an epoll instance of our own holding the SAN listeners'
+ * descriptors, the embryos' completion descriptors and a timer for the limits above), readable
+ * when the listener should be looked at again.
+ *
+ * Locking: a listener's fixed fields are written before it is in the table and only read
+ * afterwards; lock guards the embryos and is taken before a connection's lock. libsan's listener
+ * calls are thread-safe. An inherited listener (another gen) is never locked. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdatomic.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sock/real.h"
 #include "sock/san.h"
 #include "sock/session.h"
 #include "sock/sock.h"
+#include "sock/wait.h"
 
-#define NEGOTIATE_MS 2000
+#define EMBRYO_MAX      64
+#define EMBRYO_EVICT_MS 100
+#define EMBRYO_MAX_MS   30000
+
+struct embryo {
+    struct sansock_conn *c; /* a reference */
+    int i;                  /* which SAN listener */
+    uint64_t born;          /* taken from the daemon (monotonic ns) */
+    int efd;                /* its completion descriptor, in the listener's epoll instance */
+    bool complete;          /* its NEGOTIATE arrived */
+    struct sansock_waiter w;
+};
 
 struct sansock_lsn {
     struct sansock_obj obj;
     struct san_listener *l[2];
     struct sansock_wire_addr addr[2]; /* the SAN addresses listened on */
     int n;
-    int family;               /* of the kernel socket */
-    _Atomic unsigned accepts; /* accept calls: epoll's edge-triggered mode (epoll.c) */
+    int family;                /* of the kernel socket */
+    _Atomic unsigned accepts;  /* accept calls: epoll's edge-triggered mode (epoll.c) */
+    _Atomic unsigned arrivals; /* embryos that completed: likewise */
+    int epfd, timerfd, wake;   /* what to sleep on (above); wake: the embryos' waiter descriptor */
+    bool lfds_in;              /* the SAN listeners' descriptors are in epfd (not while full) */
+    pthread_mutex_t lock;
+    struct embryo *emb[EMBRYO_MAX]; /* oldest first; each allocated: its waiter is linked */
+    int nemb;
 };
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static bool ours(const struct sansock_lsn *s)
+{
+    return s->obj.gen == sansock_fork_gen;
+}
+
+/* Takes embryo k out of the list; its connection (a reference) comes back to the caller. */
+static struct sansock_conn *embryo_take_locked(struct sansock_lsn *s, int k)
+{
+    struct embryo *e = s->emb[k];
+    struct sansock_conn *c = e->c;
+    if (e->efd >= 0)
+        REAL(epoll_ctl)(s->epfd, EPOLL_CTL_DEL, e->efd, NULL);
+    sansock_conn_unwait(c, &e->w);
+    free(e);
+    memmove(&s->emb[k], &s->emb[k + 1], (size_t)(s->nemb - k - 1) * sizeof(s->emb[0]));
+    s->nemb--;
+    return c;
+}
+
+/* Drops embryo k: closed at once (no delivery: nothing was sent), the peer sees a reset. */
+static void embryo_drop_locked(struct sansock_lsn *s, int k)
+{
+    struct sansock_conn *c = embryo_take_locked(s, k);
+    sansock_conn_set_abort(c, true);
+    sansock_obj_put(sansock_conn_obj(c));
+}
+
+/* 0, or -ENOMEM (c is dropped). */
+static int embryo_add_locked(struct sansock_lsn *s, int i, struct sansock_conn *c, uint64_t now)
+{
+    struct embryo *e = malloc(sizeof(*e));
+    if (!e) {
+        sansock_conn_set_abort(c, true);
+        sansock_obj_put(sansock_conn_obj(c));
+        return -ENOMEM;
+    }
+    s->emb[s->nemb++] = e;
+    *e = (struct embryo){.c = c, .i = i, .born = now, .efd = -1, .w = {.fd = s->wake}};
+    struct pollfd cw[2];
+    sansock_conn_watch(c, POLLOUT, &e->w, true, cw, NULL);
+    if (cw[0].fd >= 0) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = cw[0].fd};
+        if (!REAL(epoll_ctl)(s->epfd, EPOLL_CTL_ADD, cw[0].fd, &ev))
+            e->efd = cw[0].fd;
+    }
+    return 0;
+}
+
+/* The oldest embryo still silent, or -1. */
+static int oldest_silent_locked(struct sansock_lsn *s)
+{
+    for (int k = 0; k < s->nemb; k++)
+        if (!s->emb[k]->complete)
+            return k;
+    return -1;
+}
+
+/* Looks at the listener without waiting: new SAN connections become embryos, embryos whose
+ * NEGOTIATE arrived become complete, broken or too old ones are dropped; the timer and the
+ * listeners' place in epfd follow. Whether a complete one waits for accept. */
+static bool tend_locked(struct sansock_lsn *s)
+{
+    uint64_t now = now_ns(), v;
+    if (read(s->wake, &v, sizeof(v)) < 0 || read(s->timerfd, &v, sizeof(v)) < 0) {
+    }
+    for (int k = 0; k < s->nemb;) {
+        struct embryo *e = s->emb[k];
+        if (!e->complete) {
+            int r = sansock_conn_negotiation(e->c);
+            if (r < 0 || now - e->born >= (uint64_t)EMBRYO_MAX_MS * 1000000u) {
+                embryo_drop_locked(s, k);
+                continue;
+            }
+            if (r > 0) {
+                e->complete = true;
+                atomic_fetch_add_explicit(&s->arrivals, 1, memory_order_relaxed);
+            }
+        }
+        k++;
+    }
+    struct san_ctx *ctx;
+    bool full = false;
+    if (!sansock_ctx(&ctx)) {
+        for (int i = 0; i < s->n; i++) {
+            for (;;) {
+                if (s->nemb == EMBRYO_MAX) {
+                    int k = oldest_silent_locked(s);
+                    if (k < 0 || now - s->emb[k]->born < (uint64_t)EMBRYO_EVICT_MS * 1000000u) {
+                        full = true;
+                        break;
+                    }
+                    embryo_drop_locked(s, k);
+                }
+                struct san_ep *ep;
+                if (san_accept(s->l[i], 0, &ep))
+                    break;
+                /* The peer's address comes in its negotiation: set when it completes. */
+                struct sansock_wire_addr none = s->addr[i];
+                struct sansock_conn *c;
+                if (sansock_conn_create(ctx, ep, &s->addr[i], &none, &c))
+                    continue; /* ep closed: the peer sees a reset */
+                if (embryo_add_locked(s, i, c, now))
+                    continue;
+                struct embryo *e = s->emb[s->nemb - 1];
+                int r = sansock_conn_negotiation(c);
+                if (r < 0) {
+                    embryo_drop_locked(s, s->nemb - 1);
+                } else if (r > 0) {
+                    e->complete = true;
+                    atomic_fetch_add_explicit(&s->arrivals, 1, memory_order_relaxed);
+                }
+            }
+        }
+    }
+    /* Full: the listeners' descriptors stay readable, so they leave epfd until there is room. */
+    if (full == s->lfds_in) {
+        for (int i = 0; i < s->n; i++) {
+            int lfd = san_listener_fd(s->l[i]);
+            struct epoll_event ev = {.events = EPOLLIN, .data.fd = lfd};
+            REAL(epoll_ctl)(s->epfd, full ? EPOLL_CTL_DEL : EPOLL_CTL_ADD, lfd, &ev);
+        }
+        s->lfds_in = !full;
+    }
+    /* The timer: when the oldest silent embryo may be evicted (full) or must be dropped. */
+    int k = oldest_silent_locked(s);
+    struct itimerspec its = {{0, 0}, {0, 0}};
+    if (k >= 0) {
+        uint64_t at = s->emb[k]->born + (full ? (uint64_t)EMBRYO_EVICT_MS * 1000000u
+                                              : (uint64_t)EMBRYO_MAX_MS * 1000000u);
+        uint64_t d = at > now ? at - now : 1;
+        its.it_value = (struct timespec){.tv_sec = (time_t)(d / 1000000000u),
+                                         .tv_nsec = (long)(d % 1000000000u)};
+    }
+    timerfd_settime(s->timerfd, 0, &its, NULL);
+    for (int j = 0; j < s->nemb; j++)
+        if (s->emb[j]->complete)
+            return true;
+    return false;
+}
 
 static void lsn_destroy(struct sansock_obj *o)
 {
     struct sansock_lsn *s = (struct sansock_lsn *)o;
-    if (s->obj.gen == sansock_fork_gen)
+    if (ours(s)) {
+        pthread_mutex_lock(&s->lock);
+        while (s->nemb)
+            embryo_drop_locked(s, s->nemb - 1);
+        pthread_mutex_unlock(&s->lock);
         for (int i = 0; i < s->n; i++)
             san_listener_close(s->l[i]);
+        pthread_mutex_destroy(&s->lock);
+    } else {
+        for (int k = 0; k < s->nemb; k++) { /* the parent's: forgotten, never touched */
+            sansock_obj_put(sansock_conn_obj(s->emb[k]->c));
+            free(s->emb[k]);
+        }
+    }
+    REAL(close)(s->epfd);
+    REAL(close)(s->timerfd);
+    REAL(close)(s->wake);
     free(s);
 }
 
@@ -43,6 +239,9 @@ static int san_listen_at(struct san_ctx *ctx, struct sansock_lsn *s, const struc
     if (san_listen(ctx, sa, len, backlog, &s->l[s->n]))
         return -1;
     sansock_wire_addr_from(&s->addr[s->n], sa, len);
+    int lfd = san_listener_fd(s->l[s->n]);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = lfd};
+    REAL(epoll_ctl)(s->epfd, EPOLL_CTL_ADD, lfd, &ev);
     s->n++;
     return 0;
 }
@@ -96,6 +295,24 @@ int sansock_listen(int fd, int backlog)
     struct sansock_lsn *s = calloc(1, sizeof(*s));
     if (!s)
         goto out;
+    s->epfd = REAL(epoll_create1)(EPOLL_CLOEXEC);
+    s->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    s->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    /* wake is what the embryos' waiters write when their connection progresses: only the
+     * listener's own looks make progress on them, so it is not slept on. */
+    struct epoll_event tev = {.events = EPOLLIN, .data.fd = s->timerfd};
+    if (s->epfd < 0 || s->timerfd < 0 || s->wake < 0 || pthread_mutex_init(&s->lock, NULL) ||
+        REAL(epoll_ctl)(s->epfd, EPOLL_CTL_ADD, s->timerfd, &tev)) {
+        if (s->epfd >= 0)
+            REAL(close)(s->epfd);
+        if (s->timerfd >= 0)
+            REAL(close)(s->timerfd);
+        if (s->wake >= 0)
+            REAL(close)(s->wake);
+        free(s);
+        goto out;
+    }
+    s->lfds_in = true;
     s->obj = (struct sansock_obj){
         .kind = SANSOCK_LISTENER, .refs = 1, .gen = sansock_fork_gen, .destroy = lsn_destroy};
     s->family = ss.ss_family;
@@ -115,67 +332,81 @@ out:
 int sansock_listener_fds(struct sansock_obj *o, int fds[2])
 {
     struct sansock_lsn *s = (struct sansock_lsn *)o;
-    if (o->kind != SANSOCK_LISTENER || s->obj.gen != sansock_fork_gen)
+    if (o->kind != SANSOCK_LISTENER || !ours(s) || !s->n)
         return 0;
-    for (int i = 0; i < s->n; i++)
-        fds[i] = san_listener_fd(s->l[i]);
-    return s->n;
+    fds[0] = s->epfd;
+    return 1;
+}
+
+bool sansock_listener_ready(struct sansock_obj *o)
+{
+    struct sansock_lsn *s = (struct sansock_lsn *)o;
+    if (o->kind != SANSOCK_LISTENER || !ours(s) || !s->n)
+        return false;
+    pthread_mutex_lock(&s->lock);
+    bool ready = tend_locked(s);
+    pthread_mutex_unlock(&s->lock);
+    return ready;
 }
 
 unsigned sansock_listener_accepts(struct sansock_obj *o)
 {
     struct sansock_lsn *s = (struct sansock_lsn *)o;
-    return atomic_load_explicit(&s->accepts, memory_order_relaxed);
+    return atomic_load_explicit(&s->accepts, memory_order_relaxed) +
+           atomic_load_explicit(&s->arrivals, memory_order_relaxed);
 }
 
-/* A SAN connection just accepted on listener i: its descriptor, or -1 (the connection is gone). */
-static int accept_san(struct sansock_lsn *s, int i, struct san_ep *ep, struct sockaddr *addr,
+/* A complete SAN connection taken from the embryos: its descriptor, or -1 (dropped). */
+static int accept_san(struct sansock_lsn *s, int i, struct sansock_conn *c, struct sockaddr *addr,
                       socklen_t *len, int flags)
 {
-    struct san_ctx *ctx;
-    if (sansock_ctx(&ctx)) {
-        san_ep_close(ep);
-        return -1;
-    }
-    /* The peer's address comes in its negotiation: set afterwards. */
-    struct sansock_wire_addr none = s->addr[i];
-    struct sansock_conn *c;
-    if (sansock_conn_create(ctx, ep, &s->addr[i], &none, &c))
-        return -1;
     struct sansock_wire_addr src, dst;
-    int fd = -1;
-    if (sansock_conn_wait_negotiated(c, NEGOTIATE_MS))
-        goto out;
     sansock_conn_peer_addrs(c, &src, &dst);
     sansock_conn_set_names(c, &s->addr[i], &src);
-    fd = socket(s->addr[i].family == SANSOCK_WIRE_AF_INET6 ? AF_INET6 : s->family,
-                SOCK_STREAM | (flags & (SOCK_NONBLOCK | SOCK_CLOEXEC)), IPPROTO_TCP);
-    if (fd < 0)
-        goto out;
-    if (sansock_fd_set(fd, sansock_conn_obj(c))) {
+    int fd = socket(s->addr[i].family == SANSOCK_WIRE_AF_INET6 ? AF_INET6 : s->family,
+                    SOCK_STREAM | (flags & (SOCK_NONBLOCK | SOCK_CLOEXEC)), IPPROTO_TCP);
+    if (fd >= 0 && sansock_fd_set(fd, sansock_conn_obj(c))) {
         REAL(close)(fd);
         fd = -1;
-        goto out;
     }
-    if (addr && len)
+    if (fd < 0)
+        sansock_conn_set_abort(c, true);
+    else if (addr && len)
         sansock_wire_addr_to(&src, addr, len);
-out:
     sansock_obj_put(sansock_conn_obj(c));
     return fd;
+}
+
+/* The oldest complete embryo, taken: 0 and *c, *i; -EAGAIN when none. */
+static int take_complete(struct sansock_lsn *s, struct sansock_conn **c, int *i)
+{
+    pthread_mutex_lock(&s->lock);
+    int err = -EAGAIN;
+    if (tend_locked(s)) {
+        for (int k = 0; k < s->nemb; k++) {
+            if (s->emb[k]->complete) {
+                *i = s->emb[k]->i;
+                *c = embryo_take_locked(s, k);
+                err = 0;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return err;
 }
 
 int sansock_accept(int fd, struct sansock_obj *o, struct sockaddr *addr, socklen_t *len, int flags)
 {
     struct sansock_lsn *s = (struct sansock_lsn *)o;
-    int n = s->obj.gen == sansock_fork_gen ? s->n : 0; /* in a child: the kernel half only */
+    int n = ours(s) ? s->n : 0; /* in a child: the kernel half only */
     int saved = errno;
     atomic_fetch_add_explicit(&s->accepts, 1, memory_order_relaxed);
     for (;;) {
-        for (int i = 0; i < n; i++) {
-            struct san_ep *ep;
-            if (san_accept(s->l[i], 0, &ep))
-                continue;
-            int nfd = accept_san(s, i, ep, addr, len, flags);
+        struct sansock_conn *c;
+        int i;
+        while (n && !take_complete(s, &c, &i)) {
+            int nfd = accept_san(s, i, c, addr, len, flags);
             if (nfd >= 0) {
                 errno = saved;
                 return nfd;
@@ -184,19 +415,14 @@ int sansock_accept(int fd, struct sansock_obj *o, struct sockaddr *addr, socklen
         bool nonblock = sansock_nonblocking(fd, 0);
         if (nonblock || !n)
             return REAL(accept4)(fd, addr, len, flags);
-        struct pollfd p[3] = {{.fd = fd, .events = POLLIN}};
-        for (int i = 0; i < n; i++)
-            p[i + 1] = (struct pollfd){.fd = san_listener_fd(s->l[i]), .events = POLLIN};
-        int r = REAL(poll)(p, (nfds_t)n + 1, -1);
+        /* Blocking: the first complete connection of either side, never a particular peer. */
+        struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = s->epfd, .events = POLLIN}};
+        int r = REAL(poll)(p, 2, -1);
         if (r < 0)
             return -1; /* EINTR, as accept */
-        if (p[0].revents) {
+        if (p[0].revents && !p[1].revents) {
             /* Another thread may take it first: then this waits in the kernel, as TCP would. */
-            bool san_waits = false;
-            for (int i = 0; i < n; i++)
-                san_waits |= p[i + 1].revents != 0;
-            if (!san_waits)
-                return REAL(accept4)(fd, addr, len, flags);
+            return REAL(accept4)(fd, addr, len, flags);
         }
     }
 }

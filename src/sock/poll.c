@@ -19,7 +19,8 @@ struct entry {
     struct sansock_obj *o;
     struct sansock_waiter w;
     int linked;
-    int kfd[3]; /* indexes into the kernel set: the descriptor (or completion fd), listeners */
+    short san_ev; /* a listener: a complete SAN connection waits (its POLLIN) */
+    int kfd[3];   /* indexes into the kernel set: the descriptor (or completion fd), listeners */
 };
 
 static int64_t now_ns(void)
@@ -100,11 +101,12 @@ int sansock_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *to, const
     int wfd = sansock_wakefd();
     int ret;
     for (;;) {
-        int ready = 0;
+        int ready = 0, lready = 0;
         nfds_t nk = 0;
         for (nfds_t i = 0; i < n; i++) {
             fds[i].revents = 0;
             e[i].linked = 0;
+            e[i].san_ev = 0;
             e[i].kfd[0] = e[i].kfd[1] = e[i].kfd[2] = -1;
             struct sansock_conn *c = sansock_obj_conn(e[i].o);
             if (c) {
@@ -134,15 +136,19 @@ int sansock_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *to, const
                     e[i].kfd[1 + j] = (int)nk;
                     k[nk++] = (struct pollfd){.fd = lfd[j], .events = POLLIN};
                 }
+                if (nl && sansock_listener_ready(e[i].o)) {
+                    e[i].san_ev = (short)(fds[i].events & (POLLIN | POLLRDNORM));
+                    lready += e[i].san_ev != 0;
+                }
             }
         }
         /* wait: whether this round sleeps; left: for how long (NULL: forever) */
         bool wait = false;
         struct timespec left = {0, 0}, *lp = &left;
-        if (!ready && timeout < 0) {
+        if (!ready && !lready && timeout < 0) {
             wait = true;
             lp = NULL;
-        } else if (!ready && timeout > 0) {
+        } else if (!ready && !lready && timeout > 0) {
             int64_t d = deadline - now_ns();
             wait = d > 0;
             if (wait)
@@ -160,14 +166,10 @@ int sansock_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *to, const
                     sansock_conn_unwait(c, &e[i].w);
                 continue;
             }
-            if (r > 0) {
-                fds[i].revents = k[e[i].kfd[0]].revents;
-                for (int j = 1; j < 3; j++)
-                    if (e[i].kfd[j] >= 0 && (k[e[i].kfd[j]].revents & POLLIN))
-                        fds[i].revents |= (short)(fds[i].events & (POLLIN | POLLRDNORM));
-                if (fds[i].revents)
-                    ready++;
-            }
+            /* A listener's own descriptors only say "look again": the next round does. */
+            fds[i].revents = (short)((r > 0 ? k[e[i].kfd[0]].revents : 0) | e[i].san_ev);
+            if (fds[i].revents)
+                ready++;
         }
         if (wait && wfd >= 0)
             sansock_wakefd_drain(wfd);

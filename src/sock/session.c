@@ -728,6 +728,17 @@ int sansock_conn_wait_negotiated(struct sansock_conn *c, int timeout_ms)
     return err;
 }
 
+int sansock_conn_negotiation(struct sansock_conn *c)
+{
+    if (inherited(c))
+        return -ECONNRESET;
+    pthread_mutex_lock(&c->lock);
+    progress_locked(c);
+    int r = c->negotiated ? 1 : c->err || c->peer_gone ? -ECONNRESET : 0;
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
 void sansock_conn_peer_addrs(struct sansock_conn *c, struct sansock_wire_addr *src,
                              struct sansock_wire_addr *dst)
 {

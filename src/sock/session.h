@@ -49,6 +49,9 @@ struct sansock_conn *sansock_obj_conn(struct sansock_obj *o);
 
 /* Waits up to timeout_ms for the peer's NEGOTIATE: 0, -ETIMEDOUT, -ECONNRESET. */
 int sansock_conn_wait_negotiated(struct sansock_conn *c, int timeout_ms);
+/* The same without waiting: 1 the NEGOTIATE arrived, 0 not yet, -ECONNRESET never will (the peer
+ * sent garbage or closed). */
+int sansock_conn_negotiation(struct sansock_conn *c);
 /* The peer's addresses from its negotiation (the acceptor's view): src and dst. */
 void sansock_conn_peer_addrs(struct sansock_conn *c, struct sansock_wire_addr *src,
                              struct sansock_wire_addr *dst);

@@ -20,10 +20,14 @@ int sansock_listen(int fd, int backlog);
 /* accept4 on a listener of the switch. */
 int sansock_accept(int fd, struct sansock_obj *lsn, struct sockaddr *addr, socklen_t *len,
                    int flags);
-/* The SAN listeners' descriptors of a listener object (none in a forked child): how many. */
+/* What to sleep on for a listener object's SAN half besides its kernel socket (none in a forked
+ * child): how many descriptors. Readable means "look again" (sansock_listener_ready), not ready. */
 int sansock_listener_fds(struct sansock_obj *lsn, int fds[2]);
-/* accept calls on a listener object so far (epoll's edge-triggered mode: a listener that was
- * accepted from since it was reported may be reported again). */
+/* Looks at the SAN half without waiting (takes new connections, tends the ones whose NEGOTIATE has
+ * not come): whether a complete SAN connection waits for accept. */
+bool sansock_listener_ready(struct sansock_obj *lsn);
+/* Accept calls plus SAN connections completed on a listener object so far (epoll's edge-triggered
+ * mode: a listener that changed since it was reported may be reported again). */
 unsigned sansock_listener_accepts(struct sansock_obj *lsn);
 int sansock_poll(struct pollfd *fds, nfds_t n, int timeout);
 /* ppoll (poll.c); poll is this with as_poll (a set without SAN sockets goes to the kernel's poll
