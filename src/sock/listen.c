@@ -38,6 +38,7 @@
 #define EMBRYO_MAX      64
 #define EMBRYO_EVICT_MS 100
 #define EMBRYO_MAX_MS   30000
+#define EMBRYO_PER_LOOK 16 /* set-ups per look (a few round trips each): a look stays short */
 
 struct embryo {
     struct sansock_conn *c; /* a reference */
@@ -152,9 +153,10 @@ static bool tend_locked(struct sansock_lsn *s)
     }
     struct san_ctx *ctx;
     bool full = false;
+    int budget = EMBRYO_PER_LOOK;
     if (!sansock_ctx(&ctx)) {
         for (int i = 0; i < s->n; i++) {
-            for (;;) {
+            while (budget-- > 0) {
                 if (s->nemb == EMBRYO_MAX) {
                     int k = oldest_silent_locked(s);
                     if (k < 0 || now - s->emb[k]->born < (uint64_t)EMBRYO_EVICT_MS * 1000000u) {

@@ -1,0 +1,218 @@
+/* Non-blocking connect and an accept that never waits, against the real daemon: tests/sock/
+ * sock_connect.c, server and client in separate processes, each case both under sanrun (over the
+ * SAN: nic_bytes grows) and without it (the kernel's TCP: the expectations are TCP's).
+ * - nb (poll, select, epoll): EINPROGRESS, EALREADY while under way, writable, SO_ERROR 0, connect
+ *   again 0 then EISCONN, data echoed. Over the SAN the connect is always EINPROGRESS.
+ * - refused: a port nobody listens on: the SAN refuses at once, the kernel's non-blocking connect
+ *   takes over: writable with POLLERR, SO_ERROR ECONNREFUSED once (as TCP).
+ * - late: a sanrun'd listener that never accepts: connect again says EALREADY, the SAN connect
+ *   times out (SANSOCK_CONNECT_TIMEOUT_MS=300) and the kernel's connect, started then, completes
+ *   it.
+ * - silent peers: raw libsan connectors (san_connect_start) that never send NEGOTIATE: with 1 and
+ *   with 100 of them, a non-blocking accept4 returns EAGAIN at once (< 50 ms) and a good client
+ *   connecting after them is accepted (within 1 s: they are dropped, 64 held at most, the oldest
+ *   after 100 ms when full). */
+#include <fcntl.h>
+#include <san/nic.h>
+
+#include "harness.h"
+#include "nic_pair.h"
+#include "sock_spawn.h"
+
+static char sanrun[512], prog[512];
+static const char *daemon_sock;
+
+static void expect_line(FILE *out, const char *who, const char *want, char *line, size_t len)
+{
+    if (!fgets(line, (int)len, out))
+        line[0] = '\0';
+    if (strncmp(line, want, strlen(want)))
+        test_fail(__FILE__, __LINE__, "%s: '%s', want '%s...'", who, line, want);
+}
+
+static uint64_t nic_bytes(const struct test_daemon *d)
+{
+    struct san_stats_rep s;
+    test_stats(d, &s);
+    return s.nic_bytes;
+}
+
+static int read_port(FILE *out)
+{
+    char line[64];
+    int port;
+    CHECK(fgets(line, sizeof(line), out));
+    CHECK(sscanf(line, "port %d", &port) == 1);
+    return port;
+}
+
+/* The server role srole (under sanrun if san) with stdin from a pipe (*in), its port in *port. */
+static pid_t start_server(const char *srole, bool san, FILE **out, FILE **in, int *port)
+{
+    int p[2];
+    CHECK(!pipe2(p, O_CLOEXEC)); /* only the server's stdin (a dup) outlives exec */
+    char *argv[] = {sanrun, prog, "server", (char *)srole, NULL};
+    int saved = dup(0);
+    dup2(p[0], 0);
+    pid_t pid = spawn(san ? argv : argv + 1, daemon_sock, out);
+    dup2(saved, 0);
+    close(saved);
+    close(p[0]);
+    *in = fdopen(p[1], "w");
+    CHECK(*in);
+    *port = read_port(*out);
+    return pid;
+}
+
+static pid_t start_client(const char *crole, int port, const char *mux, bool san, FILE **out)
+{
+    char ps[16];
+    snprintf(ps, sizeof(ps), "%d", port);
+    char *argv[] = {sanrun, prog, "client", (char *)crole, "127.0.0.1", ps, (char *)mux, NULL};
+    return spawn(san ? argv : argv + 1, daemon_sock, out);
+}
+
+static void nb(const struct test_daemon *d, const char *mux, bool san)
+{
+    FILE *so, *si, *co;
+    int port;
+    uint64_t before = nic_bytes(d);
+    pid_t srv = start_server("echo", san, &so, &si, &port);
+    pid_t cli = start_client("nb", port, mux, san, &co);
+    char line[256];
+    expect_line(co, "nb client", "ok nb", line, sizeof(line));
+    printf("%s %s", san ? "SAN" : "TCP", line);
+    if (san && !strstr(line, "inprogress=1"))
+        test_fail(__FILE__, __LINE__, "SAN connect was not EINPROGRESS: %s", line);
+    expect_line(so, "echo server", "ok echo", line, sizeof(line));
+    fclose(si);
+    fclose(so);
+    fclose(co);
+    CHECK_EQ(wait_exit(cli), 0);
+    CHECK_EQ(wait_exit(srv), 0);
+    uint64_t moved = nic_bytes(d) - before;
+    if (san ? moved < 200000 : moved != 0)
+        test_fail(__FILE__, __LINE__, "nb %s: nic_bytes +%" PRIu64, mux, moved);
+}
+
+/* A loopback port nobody listens on (bound by the kernel, then released). */
+static int free_port(void)
+{
+    struct sockaddr_in sa = addr4("127.0.0.1", 0);
+    socklen_t len = sizeof(sa);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(s >= 0);
+    CHECK(!bind(s, (struct sockaddr *)&sa, sizeof(sa)));
+    CHECK(!getsockname(s, (struct sockaddr *)&sa, &len));
+    close(s);
+    return ntohs(sa.sin_port);
+}
+
+static void refused(const char *mux, bool san)
+{
+    FILE *co;
+    pid_t cli = start_client("refused", free_port(), mux, san, &co);
+    char line[256];
+    expect_line(co, "refused client", "ok refused", line, sizeof(line));
+    printf("%s %s", san ? "SAN" : "TCP", line);
+    fclose(co);
+    CHECK_EQ(wait_exit(cli), 0);
+}
+
+static void late(const char *mux)
+{
+    FILE *so, *si, *co;
+    int port;
+    pid_t srv = start_server("idle", true, &so, &si, &port);
+    setenv("SANSOCK_CONNECT_TIMEOUT_MS", "300", 1);
+    pid_t cli = start_client("late", port, mux, true, &co);
+    unsetenv("SANSOCK_CONNECT_TIMEOUT_MS");
+    char line[256];
+    expect_line(co, "late client", "ok late", line, sizeof(line));
+    printf("SAN timed out, TCP took over: %s", line);
+    double ms = 0;
+    CHECK(sscanf(strstr(line, "ms="), "ms=%lf", &ms) == 1);
+    if (ms < 250)
+        test_fail(__FILE__, __LINE__, "connected in %.0f ms: the SAN's timeout did not run", ms);
+    fclose(co);
+    CHECK_EQ(wait_exit(cli), 0);
+    fclose(si);
+    expect_line(so, "idle server", "ok idle", line, sizeof(line));
+    fclose(so);
+    CHECK_EQ(wait_exit(srv), 0);
+}
+
+static void silent(int npeers)
+{
+    FILE *so, *si, *co;
+    int port;
+    pid_t srv = start_server("accept", true, &so, &si, &port);
+    struct san_ctx *ctx;
+    CHECK_EQ(san_open(daemon_sock, &ctx), 0);
+    struct sockaddr_in sa = addr4("127.0.0.1", (uint16_t)port);
+    struct san_ep *ep[100];
+    for (int i = 0; i < npeers; i++)
+        CHECK_EQ(san_connect_start(ctx, (struct sockaddr *)&sa, sizeof(sa), &ep[i]), 0);
+    fprintf(si, "go\n");
+    fflush(si);
+    char line[256];
+    expect_line(so, "accept server", "eagain ms=", line, sizeof(line));
+    double ms = 0;
+    CHECK(sscanf(line, "eagain ms=%lf", &ms) == 1);
+    printf("%d silent peers: accept4 EAGAIN in %.2f ms\n", npeers, ms);
+    if (ms >= 50)
+        test_fail(__FILE__, __LINE__, "accept4 took %.2f ms with silent peers", ms);
+    expect_line(so, "accept server", "ready", line, sizeof(line));
+    pid_t cli = start_client("hello", port, "", true, &co);
+    expect_line(so, "accept server", "ok accepted", line, sizeof(line));
+    CHECK(sscanf(line, "ok accepted ms=%lf", &ms) == 1);
+    printf("%d silent peers: the good client accepted after %.1f ms\n", npeers, ms);
+    if (ms >= 1000)
+        test_fail(__FILE__, __LINE__, "the good client waited %.1f ms behind silent peers", ms);
+    expect_line(co, "hello client", "ok hello", line, sizeof(line));
+    fclose(co);
+    CHECK_EQ(wait_exit(cli), 0);
+    fclose(si);
+    fclose(so);
+    CHECK_EQ(wait_exit(srv), 0);
+    /* The silent peers were accepted (or refused when the listener closed), never left waiting
+     * on a listener that is gone. */
+    int pending = 0;
+    for (int i = 0; i < npeers; i++) {
+        int r = san_connect_finish(ep[i]);
+        pending += r == -EINPROGRESS;
+        san_ep_close(ep[i]);
+    }
+    CHECK_EQ(pending, 0);
+    san_close(ctx);
+}
+
+int main(void)
+{
+    test_init();
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    const char *bin = getenv("SAN_BIN"), *build = getenv("SAN_BUILD");
+    CHECK(bin && build);
+    snprintf(sanrun, sizeof(sanrun), "%s/sanrun", bin);
+    snprintf(prog, sizeof(prog), "%s/tests/sock_connect", build);
+    struct test_daemon d;
+    test_daemon_start(&d, NULL);
+    daemon_sock = d.sock;
+    struct san_stats_rep idle;
+    test_stats(&d, &idle);
+    static const char *mux[] = {"poll", "select", "epoll"};
+    for (int san = 1; san >= 0; san--) {
+        for (int i = 0; i < 3; i++) {
+            nb(&d, mux[i], san);
+            refused(mux[i], san);
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        late(mux[i]);
+    silent(1);
+    silent(100);
+    test_wait_idle(&d, &idle);
+    CHECK_EQ(test_daemon_stop(&d), 0);
+    printf("sock connect: ok\n");
+    return 0;
+}
