@@ -106,6 +106,10 @@ const char *san_strerror(int err)
         return "ENETUNREACH: network unreachable (no host serves the address)";
     case EISCONN:
         return "EISCONN: the socket is connected already";
+    case EINPROGRESS:
+        return "EINPROGRESS: the connect is under way (not accepted yet)";
+    case EALREADY:
+        return "EALREADY: a connect is under way already";
     case EAFNOSUPPORT:
         return "EAFNOSUPPORT: address family not supported (not IPv4 or IPv6)";
     case EHOSTUNREACH:

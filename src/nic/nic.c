@@ -252,18 +252,19 @@ void san_nic_set_state(struct san_nic_ep *ep, uint32_t state, int32_t err)
     ep->state = state;
     atomic_store(&ep->q->state_err, err);
     atomic_store_explicit(&ep->q->state, state, memory_order_release);
-    futex_wake_all(&ep->q->state);
-    atomic_fetch_add(&ep->q->cq_seq, 1);
-    futex_wake_all(&ep->q->cq_seq);
     /* The eventfd too, armed or not: a connector that polls for its outcome (san_connect_finish)
      * may have armed it before the outcome or may arm it after; the flag makes a second write a
-     * no-op and libsan drains it only once the outcome was taken. Stored after the state, so a
-     * waiter woken by it reads the outcome. */
+     * no-op and libsan drains it only once the outcome was taken. After the state, so a waiter
+     * woken by it reads the outcome; before the futex wakes, so a connector woken by those finds
+     * it signalled and drains it. */
     if (!atomic_exchange_explicit(&ep->q->efd_signaled, 1, memory_order_seq_cst)) {
         uint64_t one = 1;
         if (write(ep->efd, &one, sizeof(one)) < 0) {
         }
     }
+    futex_wake_all(&ep->q->state);
+    atomic_fetch_add(&ep->q->cq_seq, 1);
+    futex_wake_all(&ep->q->cq_seq);
 }
 
 static struct san_nic_listener *find_listener(struct san_nic *nic, const struct san_nic_addr *a)
