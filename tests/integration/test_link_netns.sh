@@ -201,6 +201,31 @@ else
   [[ -n ${SAN_SKIP_LOG:-} ]] && echo "integration/test_link_netns: no iperf3 (the switch across hosts)" >>"$SAN_SKIP_LOG"
 fi
 
+# --- the switch's non-blocking connect across hosts (tests/sock/sock_connect): to a sanrun'd echo
+# server in b, the outcome comes from b over the link (a's daemon signals the connector's
+# eventfd): EINPROGRESS, writable, SO_ERROR 0, data echoed; to a port nobody listens on in b, b
+# refuses after the connect returned, the switch hands the socket to the kernel's connect, whose
+# SO_ERROR is ECONNREFUSED (nobody listens on 127.2.0.1 in a either). ---
+sc=$SAN_BUILD/tests/sock_connect
+ip netns exec "$nsb" env SANPROXY_SOCKET="$tmp/b.sock" timeout 60 "$bin/sanrun" \
+  "$sc" server echo 127.2.0.1 >"$tmp/sc-s.log" 2>&1 &
+pid[sc]=$!
+for _ in $(seq 100); do grep -q '^port' "$tmp/sc-s.log" 2>/dev/null && break; sleep 0.1; done
+sc_port=$(sed -n 's/^port //p' "$tmp/sc-s.log")
+[[ -n $sc_port ]] || fail "sock_connect server in b did not start: $(cat "$tmp/sc-s.log")"
+before=$(($(stats a nic_bytes) + $(stats b nic_bytes)))
+out=$(ip netns exec "$nsa" env SANPROXY_SOCKET="$tmp/a.sock" timeout 60 "$bin/sanrun" \
+  "$sc" client nb 127.2.0.1 "$sc_port" epoll 2>&1) || fail "non-blocking connect across hosts: $out"
+[[ $out == *inprogress=1* ]] || fail "non-blocking connect across hosts was not EINPROGRESS: $out"
+wait "${pid[sc]}" || fail "sock_connect server in b: $(cat "$tmp/sc-s.log")"
+unset "pid[sc]"
+moved=$(($(stats a nic_bytes) + $(stats b nic_bytes) - before))
+((moved >= 200000)) || fail "non-blocking connect across hosts: nic_bytes grew by $moved"
+out=$(ip netns exec "$nsa" env SANPROXY_SOCKET="$tmp/a.sock" timeout 60 "$bin/sanrun" \
+  "$sc" client refused 127.2.0.1 "$sc_port" poll 2>&1) || fail "refused across hosts: $out"
+[[ $out == *inprogress=1* ]] || fail "refused across hosts: $out"
+echo "ok: non-blocking connect across hosts (EINPROGRESS, data) and refused by b (SO_ERROR ECONNREFUSED, from the kernel's connect)"
+
 # --- a stray TCP client writing garbage into b's link port: that connection goes, the link stays ---
 sessions=$(link a "l['sessions']")
 ip netns exec "$nsa" python3 - "$ip_b" "$port" <<'PY' || fail "the stray connection was not dropped"

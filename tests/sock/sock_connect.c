@@ -1,7 +1,8 @@
 /* Non-blocking connect and an accept that never waits, as a plain socket program: run under sanrun
  * (over the SAN) and without it (the kernel's TCP: the expectations are TCP's). Driven by
  * tests/integration/test_sock_connect.c.
- *   server echo                 accepts one connection, echoes it until EOF
+ *   server echo [ADDR]          accepts one connection (on ADDR, default 127.0.0.1), echoes it
+ *                               until EOF
  *   client nb HOST PORT MUX     non-blocking connect: EINPROGRESS, writable by MUX (poll, select,
  *                               epoll), SO_ERROR 0, connect again (0 then EISCONN), 100000 bytes
  *                               echoed and checked
@@ -181,9 +182,13 @@ static void refused_client(const char *host, int port, const char *mux)
     printf("ok refused %s inprogress=%d\n", mux, inprogress);
 }
 
+static const char *bind_addr = "127.0.0.1";
+
 static int listen_on(int flags, int backlog)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    if (inet_pton(AF_INET, bind_addr, &sa.sin_addr) != 1)
+        FAIL("address %s", bind_addr);
     int l = socket(AF_INET, SOCK_STREAM | flags, 0);
     socklen_t len = sizeof(sa);
     if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof(sa)) || listen(l, backlog) ||
@@ -304,6 +309,8 @@ int main(int argc, char **argv)
     alarm(60); /* nothing hangs: a call that never returns fails the run */
     if (argc >= 3 && !strcmp(argv[1], "server")) {
         role = argv[2];
+        if (argc > 3)
+            bind_addr = argv[3];
         if (!strcmp(role, "echo"))
             echo_server();
         else if (!strcmp(role, "accept"))
@@ -329,6 +336,6 @@ int main(int argc, char **argv)
             FAIL("unknown role");
         return 0;
     }
-    fprintf(stderr, "usage: sock_connect server ROLE | client ROLE HOST PORT [MUX]\n");
+    fprintf(stderr, "usage: sock_connect server ROLE [ADDR] | client ROLE HOST PORT [MUX]\n");
     return 2;
 }
