@@ -361,13 +361,38 @@ static int ctl_san(int epfd, int op, int fd, struct sansock_obj *t, struct epoll
     return err ? fail(err) : 0;
 }
 
+/* MOD or DEL of fd that the kernel does not know: a member whose connect went to the kernel
+ * while no wait looked at it (a disarmed one-shot member) moves now. -1 with ENOENT if none. */
+static int ctl_handed(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    struct sansock_obj *eo = sansock_fd_get(epfd), *drop = NULL;
+    struct sansock_ep *ep = set_of(eo);
+    if (ep) {
+        pthread_mutex_lock(&ep->lock);
+        struct member *m = find_locked(ep, fd);
+        struct sansock_conn *c = m ? sansock_obj_conn(m->o) : NULL;
+        if (c && sansock_conn_handed_to(c, fd))
+            drop = remove_locked(ep, m);
+        pthread_mutex_unlock(&ep->lock);
+    }
+    sansock_obj_put(eo);
+    if (!drop)
+        return fail(ENOENT);
+    sansock_obj_put(drop);
+    return op == EPOLL_CTL_DEL ? 0 : REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, fd, ev);
+}
+
 int sansock_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
     struct sansock_obj *t = sansock_fd_get(fd);
     if (!t || t->kind == SANSOCK_EPOLL) {
         /* A kernel descriptor (an epoll descriptor among them: nested, its kernel members only). */
         sansock_obj_put(t);
-        return REAL(epoll_ctl)(epfd, op, fd, ev);
+        int r = REAL(epoll_ctl)(epfd, op, fd, ev);
+        if (r && errno == ENOENT && !t && (op == EPOLL_CTL_MOD || op == EPOLL_CTL_DEL) &&
+            atomic_load_explicit(&nsets, memory_order_relaxed))
+            return ctl_handed(epfd, op, fd, ev);
+        return r;
     }
     int r = ctl_san(epfd, op, fd, t, ev);
     int e = errno;
@@ -459,7 +484,9 @@ static void to_kernel(struct sansock_ep *ep, int epfd, struct snap *s)
     if (m && m->o == s->o) {
         struct epoll_event ev = m->ev;
         int e = errno;
-        if (REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, s->fd, &ev) && errno == EEXIST)
+        /* Unless the program closed it meanwhile (the number may name another file now). */
+        if (sansock_conn_handed_to(sansock_obj_conn(s->o), s->fd) &&
+            REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, s->fd, &ev) && errno == EEXIST)
             REAL(epoll_ctl)(epfd, EPOLL_CTL_MOD, s->fd, &ev);
         errno = e;
         drop = remove_locked(ep, m);

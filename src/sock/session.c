@@ -23,6 +23,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -61,6 +62,8 @@ struct sansock_conn {
      * the SAN's fails), the deadline's timer (SANSOCK_CONNECT_TIMEOUT_MS), and whether connect
      * was told of the completion (Linux: the first connect after it returns 0, later EISCONN). */
     int kfd, timerfd;
+    dev_t kdev; /* which file kfd is: a number the program closed may name another later */
+    ino_t kino;
     struct sockaddr_storage to;
     socklen_t tolen;
     bool connect_told;
@@ -597,6 +600,13 @@ int sansock_conn_create_connecting(struct san_ctx *ctx, struct san_ep *ep, int f
         san_ep_close(ep);
         return err;
     }
+    struct stat st;
+    if (fstat(fd, &st)) {
+        conn_free(c);
+        return -EBADF;
+    }
+    c->kdev = st.st_dev;
+    c->kino = st.st_ino;
     c->phase = PHASE_CONNECTING;
     c->kfd = fd;
     memcpy(&c->to, to, tolen);
@@ -699,33 +709,6 @@ static void conn_destroy(struct sansock_obj *o)
     }
     pthread_mutex_unlock(&c->lock);
     conn_free(c);
-}
-
-int sansock_conn_wait_negotiated(struct sansock_conn *c, int timeout_ms)
-{
-    uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
-    int err = 0;
-    pthread_mutex_lock(&c->lock);
-    for (;;) {
-        progress_locked(c);
-        if (c->err) {
-            err = c->err;
-            break;
-        }
-        if (c->negotiated)
-            break;
-        if (c->peer_gone) {
-            err = -ECONNRESET;
-            break;
-        }
-        int r = wait_locked(c, deadline);
-        if (r == -ETIMEDOUT) {
-            err = r;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&c->lock);
-    return err;
 }
 
 int sansock_conn_negotiation(struct sansock_conn *c)
@@ -1056,6 +1039,13 @@ short sansock_conn_events(struct sansock_conn *c, short events, struct sansock_w
                           struct pollfd wait[2])
 {
     return sansock_conn_watch(c, events, w, false, wait, NULL);
+}
+
+bool sansock_conn_handed_to(struct sansock_conn *c, int fd)
+{
+    struct stat st;
+    return sansock_conn_handed_over(c) && !fstat(fd, &st) && st.st_dev == c->kdev &&
+           st.st_ino == c->kino;
 }
 
 bool sansock_conn_handed_over(struct sansock_conn *c)

@@ -44,13 +44,13 @@ int sansock_conn_create_connecting(struct san_ctx *ctx, struct san_ep *ep, int f
 int sansock_conn_connect_again(struct sansock_conn *c);
 /* Whether its connect went to the kernel (epoll moves such a member to its kernel instance). */
 bool sansock_conn_handed_over(struct sansock_conn *c);
+/* ... and fd is still that kernel socket (not a number the program closed and reused). */
+bool sansock_conn_handed_to(struct sansock_conn *c, int fd);
 struct sansock_obj *sansock_conn_obj(struct sansock_conn *c);
 struct sansock_conn *sansock_obj_conn(struct sansock_obj *o);
 
-/* Waits up to timeout_ms for the peer's NEGOTIATE: 0, -ETIMEDOUT, -ECONNRESET. */
-int sansock_conn_wait_negotiated(struct sansock_conn *c, int timeout_ms);
-/* The same without waiting: 1 the NEGOTIATE arrived, 0 not yet, -ECONNRESET never will (the peer
- * sent garbage or closed). */
+/* Whether the peer's NEGOTIATE arrived, without waiting (accept's embryos): 1 yes, 0 not yet,
+ * -ECONNRESET never will (the peer sent garbage or closed). */
 int sansock_conn_negotiation(struct sansock_conn *c);
 /* The peer's addresses from its negotiation (the acceptor's view): src and dst. */
 void sansock_conn_peer_addrs(struct sansock_conn *c, struct sansock_wire_addr *src,
