@@ -3,10 +3,13 @@
  * target's checks (local lkeys -EFAULT, remote rkeys -EACCES: a third context's registration, a
  * read-only one for a write, out of range, a revoked one), the error state (later requests
  * flushed with -ECANCELED), close (the peer's requests -ECONNRESET, posting -ENOTCONN), in-order
- * execution with write-then-send visibility, san_ep_fd with poll, listener handles per client and
- * stale once closed, and the stats back to idle. */
+ * execution with write-then-send visibility, san_ep_fd with poll, the split connect
+ * (san_connect_start/finish: its eventfd signalled with the outcome), listener handles per client
+ * and stale once closed, and the stats back to idle. */
 #include "harness.h"
 #include "nic_pair.h"
+
+#include "client/ep.h" /* san_ep_wait_arm: libsan's, for the switch */
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -38,6 +41,69 @@ static void connection_errors(struct san_ctx *ca, struct san_ctx *cb)
     CHECK_EQ(san_listen(cb, (struct sockaddr *)&six, sizeof(six), 4, &l2), 0);
     san_listener_close(l2);
     CHECK_EQ(san_listen(cb, (struct sockaddr *)&six, sizeof(six) - 1, 4, &l2), -EINVAL);
+    san_listener_close(l);
+}
+
+static bool readable(int fd, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
+}
+
+/* san_connect_start/san_connect_finish: never blocking, the endpoint's eventfd readable once the
+ * outcome is known (armed before it or after it) until finish took it, whatever polls and arms
+ * happen between; a refusal by a closing listener; the errors known at once. */
+static void split_connect(struct san_ctx *ca, struct san_ctx *cb)
+{
+    struct sockaddr_in here = addr4("127.0.0.2", 5003), none = addr4("127.0.0.1", 5998);
+    struct san_listener *l;
+    struct san_ep *ep, *acc;
+    struct san_wc wc;
+    CHECK_EQ(san_connect_start(ca, (struct sockaddr *)&none, sizeof(none), &ep), -ECONNREFUSED);
+    CHECK(ep == NULL);
+    CHECK_EQ(san_listen(cb, (struct sockaddr *)&here, sizeof(here), 4, &l), 0);
+    /* Armed before the outcome (san_ep_fd). */
+    CHECK_EQ(san_connect_start(ca, (struct sockaddr *)&here, sizeof(here), &ep), 0);
+    CHECK_EQ(san_connect_finish(ep), -EINPROGRESS);
+    int efd = san_ep_fd(ep);
+    CHECK(!readable(efd, 0));
+    CHECK_EQ(san_accept(l, 1000, &acc), 0);
+    CHECK(readable(efd, 1000));
+    CHECK_EQ(san_poll(ep, &wc, 1), 0); /* an empty poll does not eat the outcome's signal */
+    CHECK(readable(efd, 0));
+    CHECK_EQ(san_connect_finish(ep), 0);
+    CHECK(!readable(efd, 0)); /* taken: drained */
+    CHECK_EQ(san_connect_finish(ep), 0);
+    san_ep_close(acc);
+    san_ep_close(ep);
+    /* Armed after the outcome, for one wait (the switch's way). */
+    CHECK_EQ(san_connect_start(ca, (struct sockaddr *)&here, sizeof(here), &ep), 0);
+    CHECK_EQ(san_accept(l, 1000, &acc), 0);
+    int wfd = san_ep_wait_arm(ep);
+    CHECK(readable(wfd, 1000));
+    san_ep_wait_disarm(ep);
+    wfd = san_ep_wait_arm(ep); /* a second arm with the outcome still not taken: readable */
+    CHECK(readable(wfd, 0));
+    san_ep_wait_disarm(ep);
+    CHECK_EQ(san_connect_finish(ep), 0);
+    san_ep_close(acc);
+    san_ep_close(ep);
+    /* Refused while waiting: the listener closes. */
+    CHECK_EQ(san_connect_start(ca, (struct sockaddr *)&here, sizeof(here), &ep), 0);
+    wfd = san_ep_wait_arm(ep);
+    CHECK(!readable(wfd, 0));
+    san_listener_close(l);
+    CHECK(readable(wfd, 1000));
+    san_ep_wait_disarm(ep);
+    CHECK_EQ(san_connect_finish(ep), -ECONNREFUSED);
+    san_ep_close(ep);
+    /* Given up: closing a connecting endpoint takes it out of the backlog. */
+    CHECK_EQ(san_listen(cb, (struct sockaddr *)&here, sizeof(here), 4, &l), 0);
+    CHECK_EQ(san_connect_start(ca, (struct sockaddr *)&here, sizeof(here), &ep), 0);
+    CHECK(readable(san_listener_fd(l), 1000));
+    san_ep_close(ep);
+    CHECK(!readable(san_listener_fd(l), 0));
+    CHECK_EQ(san_accept(l, 0, &acc), -EAGAIN);
     san_listener_close(l);
 }
 
@@ -367,6 +433,7 @@ int main(void)
     CHECK_EQ(san_open(NULL, &cb), 0);
     CHECK_EQ(san_open(NULL, &cc), 0);
     connection_errors(ca, cb);
+    split_connect(ca, cb);
     send_recv(ca, cb);
     rdma_and_checks(ca, cb, cc);
     stale_handles(&d);
