@@ -131,8 +131,21 @@ static int oldest_silent_locked(struct sansock_lsn *s)
 /* Looks at the listener without waiting: new SAN connections become embryos, embryos whose
  * NEGOTIATE arrived become complete, broken or too old ones are dropped; the timer and the
  * listeners' place in epfd follow. Whether a complete one waits for accept. */
+static bool any_complete_locked(const struct sansock_lsn *s)
+{
+    for (int j = 0; j < s->nemb; j++)
+        if (s->emb[j]->complete)
+            return true;
+    return false;
+}
+
 static bool tend_locked(struct sansock_lsn *s)
 {
+    /* Nothing new (no connection in the daemon's backlog, no embryo's completion, no timer) and
+     * no room made since the listeners left epfd: one system call, no round trip. */
+    struct pollfd p = {.fd = s->epfd, .events = POLLIN};
+    if ((s->lfds_in || s->nemb == EMBRYO_MAX) && REAL(poll)(&p, 1, 0) == 0)
+        return any_complete_locked(s);
     uint64_t now = now_ns(), v;
     if (read(s->wake, &v, sizeof(v)) < 0) { /* nothing to drain */
     }
@@ -208,10 +221,7 @@ static bool tend_locked(struct sansock_lsn *s)
                                          .tv_nsec = (long)(d % 1000000000u)};
     }
     timerfd_settime(s->timerfd, 0, &its, NULL);
-    for (int j = 0; j < s->nemb; j++)
-        if (s->emb[j]->complete)
-            return true;
-    return false;
+    return any_complete_locked(s);
 }
 
 static void lsn_destroy(struct sansock_obj *o)
