@@ -3,6 +3,7 @@
  * SAN: nic_bytes grows) and without it (the kernel's TCP: the expectations are TCP's).
  * - nb (poll, select, epoll): EINPROGRESS, EALREADY while under way, writable, SO_ERROR 0, connect
  *   again 0 then EISCONN, data echoed. Over the SAN the connect is always EINPROGRESS.
+ * - no daemon: the kernel's non-blocking connect, untouched.
  * - refused: a port nobody listens on: the SAN refuses at once, the kernel's non-blocking connect
  *   takes over: writable with POLLERR, SO_ERROR ECONNREFUSED once (as TCP).
  * - late: a sanrun'd listener that never accepts: connect again says EALREADY, the SAN connect
@@ -93,6 +94,29 @@ static void nb(const struct test_daemon *d, const char *mux, bool san)
     uint64_t moved = nic_bytes(d) - before;
     if (san ? moved < 200000 : moved != 0)
         test_fail(__FILE__, __LINE__, "nb %s: nic_bytes +%" PRIu64, mux, moved);
+}
+
+/* No daemon: the switch's non-blocking connect is the kernel's (EINPROGRESS, data over TCP). */
+static void nb_no_daemon(const struct test_daemon *d)
+{
+    FILE *so, *si, *co;
+    int port;
+    uint64_t before = nic_bytes(d);
+    pid_t srv = start_server("echo", false, &so, &si, &port);
+    const char *saved = daemon_sock;
+    daemon_sock = "/nonexistent/sanproxy.sock";
+    pid_t cli = start_client("nb", port, "poll", true, &co);
+    daemon_sock = saved;
+    char line[256];
+    expect_line(co, "nb client", "ok nb", line, sizeof(line));
+    printf("no daemon: %s", line);
+    expect_line(so, "echo server", "ok echo", line, sizeof(line));
+    fclose(si);
+    fclose(so);
+    fclose(co);
+    CHECK_EQ(wait_exit(cli), 0);
+    CHECK_EQ(wait_exit(srv), 0);
+    CHECK_EQ(nic_bytes(d) - before, 0);
 }
 
 /* A loopback port nobody listens on (bound by the kernel, then released). */
@@ -207,6 +231,7 @@ int main(void)
             refused(mux[i], san);
         }
     }
+    nb_no_daemon(&d);
     for (int i = 0; i < 3; i++)
         late(mux[i]);
     silent(1);
