@@ -100,26 +100,34 @@ EXPORT int shutdown(int fd, int how)
     ON_CONN(fd, (int)fail(sansock_conn_shutdown(c, how)), REAL(shutdown)(fd, how));
 }
 
-static int name_of(struct sansock_conn *c, bool peer, struct sockaddr *addr, socklen_t *len)
+/* A connect under way has no peer yet (ENOTCONN, as TCP); one handed to the kernel meanwhile is
+ * the kernel's to name. */
+static int name_of(struct sansock_conn *c, int fd, bool peer, struct sockaddr *addr, socklen_t *len)
 {
     struct sansock_wire_addr local, remote;
     if (!len) {
         errno = EFAULT;
         return -1;
     }
-    sansock_conn_names(c, &local, &remote);
+    int r = sansock_conn_names(c, &local, &remote);
+    if (r > 0)
+        return peer ? REAL(getpeername)(fd, addr, len) : REAL(getsockname)(fd, addr, len);
+    if (r < 0 && peer) {
+        errno = -r;
+        return -1;
+    }
     sansock_wire_addr_to(peer ? &remote : &local, addr, len);
     return 0;
 }
 
 EXPORT int getsockname(int fd, __SOCKADDR_ARG addr, socklen_t *len)
 {
-    ON_CONN(fd, name_of(c, false, SA(addr), len), REAL(getsockname)(fd, SA(addr), len));
+    ON_CONN(fd, name_of(c, fd, false, SA(addr), len), REAL(getsockname)(fd, SA(addr), len));
 }
 
 EXPORT int getpeername(int fd, __SOCKADDR_ARG addr, socklen_t *len)
 {
-    ON_CONN(fd, name_of(c, true, SA(addr), len), REAL(getpeername)(fd, SA(addr), len));
+    ON_CONN(fd, name_of(c, fd, true, SA(addr), len), REAL(getpeername)(fd, SA(addr), len));
 }
 
 EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)

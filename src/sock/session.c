@@ -740,18 +740,21 @@ void sansock_conn_set_names(struct sansock_conn *c, const struct sansock_wire_ad
     pthread_mutex_unlock(&c->lock);
 }
 
-void sansock_conn_names(struct sansock_conn *c, struct sansock_wire_addr *local,
-                        struct sansock_wire_addr *peer)
+int sansock_conn_names(struct sansock_conn *c, struct sansock_wire_addr *local,
+                       struct sansock_wire_addr *peer)
 {
     if (inherited(c)) {
         *local = c->local;
         *peer = c->peer;
-        return;
+        return 0;
     }
     pthread_mutex_lock(&c->lock);
+    progress_locked(c);
     *local = c->local;
     *peer = c->peer;
+    int r = c->phase == PHASE_CONNECTING ? -ENOTCONN : c->phase == PHASE_KERNEL ? 1 : 0;
     pthread_mutex_unlock(&c->lock);
+    return r;
 }
 
 /* A send or receive that cannot go on now: -EAGAIN for a non-blocking one, else it waits for

@@ -58,8 +58,10 @@ void sansock_conn_peer_addrs(struct sansock_conn *c, struct sansock_wire_addr *s
 /* Sets the addresses getsockname and getpeername report. */
 void sansock_conn_set_names(struct sansock_conn *c, const struct sansock_wire_addr *local,
                             const struct sansock_wire_addr *peer);
-void sansock_conn_names(struct sansock_conn *c, struct sansock_wire_addr *local,
-                        struct sansock_wire_addr *peer);
+/* The addresses they report: 0; -ENOTCONN while a non-blocking connect is under way (no peer
+ * yet); 1 when the connect went to the kernel (its socket says). */
+int sansock_conn_names(struct sansock_conn *c, struct sansock_wire_addr *local,
+                       struct sansock_wire_addr *peer);
 
 /* Stream I/O as the socket calls do: bytes moved or a negative errno (-EAGAIN, -EINTR, -EPIPE,
  * -ECONNRESET). fd is the descriptor the call came on (its O_NONBLOCK is read when the call would

@@ -11,8 +11,8 @@
  *   server idle                 listens and never accepts until stdin closes
  *   client late HOST PORT MUX   a non-blocking connect to it: with SANSOCK_CONNECT_TIMEOUT_MS
  *                               short, the SAN connect times out and the kernel's completes it
- *                               (the kernel's backlog): EALREADY meanwhile, writable, SO_ERROR 0,
- *                               getpeername
+ *                               (the kernel's backlog): EALREADY and getpeername ENOTCONN
+ *                               meanwhile, writable, SO_ERROR 0, getpeername
  *   server accept               a non-blocking listener: reads "go" on stdin, then one accept4
  *                               (EAGAIN, timed), prints "ready", then takes the first connection
  *                               that completes (poll, accept4) and reads "hello" from it */
@@ -271,6 +271,10 @@ static void late_client(const char *host, int port, const char *mux)
     bool inprogress = start_connect(s, host, port, false);
     if (inprogress && again(s, host, port) != EALREADY)
         FAIL("connect again while under way: not EALREADY");
+    struct sockaddr_in early;
+    socklen_t el = sizeof(early);
+    if (inprogress && (!getpeername(s, (struct sockaddr *)&early, &el) || errno != ENOTCONN))
+        FAIL("getpeername while under way: not ENOTCONN");
     if (inprogress) {
         short ev = wait_writable(s, mux, 10000);
         if (ev & (POLLERR | POLLHUP))
