@@ -147,9 +147,9 @@ static bool tend_locked(struct sansock_lsn *s)
     if ((s->lfds_in || s->nemb == EMBRYO_MAX) && REAL(poll)(&p, 1, 0) == 0)
         return any_complete_locked(s);
     uint64_t now = now_ns(), v;
-    if (read(s->wake, &v, sizeof(v)) < 0) { /* nothing to drain */
+    if (REAL(read)(s->wake, &v, sizeof(v)) < 0) { /* nothing to drain */
     }
-    if (read(s->timerfd, &v, sizeof(v)) < 0) {
+    if (REAL(read)(s->timerfd, &v, sizeof(v)) < 0) {
     }
     for (int k = 0; k < s->nemb;) {
         struct embryo *e = s->emb[k];

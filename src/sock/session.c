@@ -654,7 +654,7 @@ static bool complete_locked(struct sansock_conn *c)
     int err = c->ep ? san_connect_finish(c->ep) : -ECONNREFUSED;
     if (err == -EINPROGRESS) {
         uint64_t exp = 0;
-        if (read(c->timerfd, &exp, sizeof(exp)) != sizeof(exp) || !exp)
+        if (REAL(read)(c->timerfd, &exp, sizeof(exp)) != sizeof(exp) || !exp)
             return false;
         err = -ETIMEDOUT;
     }
