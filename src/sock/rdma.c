@@ -1,7 +1,9 @@
-/* RDMA read mode of the sockets switch (rdma.h). No locking of its own: the connection's lock
- * covers every call. Memory comes from san_alloc (proxy memory: the NIC moves it with one memcpy,
- * where a program's own pages cost it a copy through the process) on the first large write or
- * the first offer, so connections that never carry one never pay for it. */
+/* RDMA read and write modes of the sockets switch (rdma.h). No locking of its own: the
+ * connection's lock covers every call. Staging memory comes from san_alloc (proxy memory: the NIC
+ * moves it with one memcpy, where a program's own pages cost it a copy through the process) on the
+ * first large write or the first offer, so connections that never carry one never pay for it. A
+ * write-mode sink is the program's own receive buffer, registered through libsan's cache for the
+ * time the sink is out: the data lands where the program reads it, with no copy out of a sink. */
 #include "sock/rdma.h"
 
 #include <errno.h>
@@ -84,6 +86,7 @@ void sansock_rdma_staged(struct sansock_rdma *r, uint32_t len, struct sansock_wi
         (struct sansock_wire_rdma){.total_len = len, .cookie = r->tx_next, .desc_len = s->desc_len};
     memcpy(offer->desc, s->desc, sizeof(offer->desc));
     r->tx_next++;
+    r->tx_pos += len;
 }
 
 uint64_t sansock_rdma_outstanding_bytes(const struct sansock_rdma *r)
@@ -137,6 +140,7 @@ int sansock_rdma_on_offer(struct sansock_rdma *r, struct san_ctx *ctx, struct sa
     if (err)
         return err;
     r->sink[k] = (struct sansock_rdma_sink){.len = (uint32_t)o->total_len};
+    r->rx_pos += o->total_len;
     r->reads_posted++;
     r->rx_next++;
     *sink = k;
@@ -174,8 +178,149 @@ void sansock_rdma_next_done(struct sansock_rdma *r, struct sansock_wire_done *d)
     r->dones_due--;
 }
 
+int sansock_rdma_sink_open(struct sansock_rdma *r, struct san_ctx *ctx, void *buf, size_t len,
+                           struct sansock_wire_sink *k)
+{
+    if (len > SINK_MAX)
+        len = SINK_MAX;
+    *k = (struct sansock_wire_sink){.pos = r->rx_pos, .len = (uint32_t)len};
+    size_t dl = sizeof(k->desc);
+    r->ksink_mr = NULL;
+    /* Write-only: the peer may put bytes into the program's buffer, never read it. */
+    if (san_register_rdma(ctx, buf, len, SAN_MEM_WRITE, k->desc, &dl, &r->ksink_mr))
+        return -ENOBUFS;
+    k->desc_len = (uint32_t)dl;
+    k->cookie = r->sinks_out++;
+    r->sink_state = SINK_OUT;
+    r->ksink_pos = r->rx_pos;
+    r->ksink_len = (uint32_t)len;
+    r->ksink_bytes = 0;
+    return 0;
+}
+
+static void sink_dereg(struct sansock_rdma *r)
+{
+    if (r->ksink_mr)
+        san_deregister(r->ksink_mr); /* through the cache: the rkey is revoked all the same */
+    r->ksink_mr = NULL;
+}
+
+int sansock_rdma_on_sink_done(struct sansock_rdma *r, const struct sansock_wire_done *d)
+{
+    bool out = r->sink_state == SINK_OUT, doomed = r->sink_state == SINK_DOOMED;
+    if ((!out && !doomed) || d->cookie != r->sinks_out - 1 || d->status ||
+        d->bytes > r->ksink_len || (d->bytes && (doomed || r->rx_pos != r->ksink_pos)))
+        return -EPROTO;
+    if (doomed) {
+        r->sink_state = SINK_IDLE;
+        return 0;
+    }
+    r->ksink_bytes = (uint32_t)d->bytes;
+    r->rx_pos += d->bytes;
+    r->sink_state = d->bytes ? SINK_FILLED : SINK_DECLINED;
+    if (d->bytes)
+        r->sinks_written++;
+    return 0;
+}
+
+uint32_t sansock_rdma_sink_take(struct sansock_rdma *r)
+{
+    uint32_t n = r->sink_state == SINK_FILLED ? r->ksink_bytes : 0;
+    sink_dereg(r);
+    r->sink_state = SINK_IDLE;
+    return n;
+}
+
+void sansock_rdma_sink_abandon(struct sansock_rdma *r)
+{
+    sink_dereg(r);
+    if (r->sink_state == SINK_OUT)
+        r->sink_state = SINK_DOOMED;
+    else if (r->sink_state != SINK_DOOMED)
+        r->sink_state = SINK_IDLE;
+}
+
+int sansock_rdma_on_sink(struct sansock_rdma *r, const struct sansock_wire_sink *k)
+{
+    if (r->psink_held || k->cookie != r->psinks_seen)
+        return -EPROTO;
+    r->psink = *k;
+    r->psink_held = true;
+    r->psink_filled = 0;
+    r->psinks_seen++;
+    return 0;
+}
+
+bool sansock_rdma_sink_usable(const struct sansock_rdma *r)
+{
+    return r->psink_held && r->psink.pos + r->psink_filled == r->tx_pos &&
+           r->psink_filled < r->psink.len;
+}
+
+size_t sansock_rdma_sink_room(const struct sansock_rdma *r, size_t len)
+{
+    size_t n = r->psink.len - r->psink_filled;
+    n = n < len ? n : len;
+    return n < RDMA_CHUNK ? n : RDMA_CHUNK;
+}
+
+int sansock_rdma_write_buf(struct sansock_rdma *r, struct san_ctx *ctx, uint32_t *idx,
+                           uint8_t **buf)
+{
+    if (!r->wstage_mem) {
+        void *mem;
+        if (san_alloc(ctx, (size_t)WRITE_NBUF * RDMA_CHUNK, 0, &mem))
+            return -ENOBUFS;
+        if (san_register(ctx, mem, (size_t)WRITE_NBUF * RDMA_CHUNK, SAN_MEM_READ, &r->wstage_mr)) {
+            san_free(ctx, mem);
+            return -ENOBUFS;
+        }
+        r->wstage_mem = mem;
+    }
+    uint32_t free_bits = ~r->wstage_busy & ((1u << WRITE_NBUF) - 1);
+    if (!free_bits)
+        return -EAGAIN;
+    *idx = (uint32_t)__builtin_ctz(free_bits);
+    *buf = r->wstage_mem + (size_t)*idx * RDMA_CHUNK;
+    return 0;
+}
+
+int sansock_rdma_write_post(struct sansock_rdma *r, struct san_ep *ep, uint32_t idx, uint32_t len)
+{
+    struct san_sge sge = {.addr = r->wstage_mem + (size_t)idx * RDMA_CHUNK,
+                          .length = len,
+                          .lkey = san_mr_lkey(r->wstage_mr)};
+    int err = ep ? san_rdma_write(ep, WRITE_TAG | idx, &sge, 1, r->psink.desc, r->psink.desc_len,
+                                  r->psink_filled, 0)
+                 : -ENOTCONN;
+    if (err)
+        return err;
+    r->wstage_busy |= 1u << idx;
+    r->psink_filled += len;
+    r->tx_pos += len;
+    return 0;
+}
+
+void sansock_rdma_on_write(struct sansock_rdma *r, uint32_t idx)
+{
+    r->wstage_busy &= ~(1u << (idx % WRITE_NBUF));
+}
+
+void sansock_rdma_sink_answer(struct sansock_rdma *r, struct sansock_wire_done *d)
+{
+    *d = (struct sansock_wire_done){.cookie = r->psink.cookie, .bytes = r->psink_filled};
+    r->psink_held = false;
+    r->psink_due = false;
+    r->psink_filled = 0;
+}
+
 void sansock_rdma_free(struct sansock_rdma *r, struct san_ctx *ctx)
 {
+    sink_dereg(r);
+    if (r->wstage_mem) {
+        san_deregister(r->wstage_mr);
+        san_free(ctx, r->wstage_mem);
+    }
     if (r->stage_mem) {
         for (uint32_t i = 0; i < RDMA_NBUF; i++)
             san_deregister(r->stage[i].mr);

@@ -1,5 +1,5 @@
-/* RDMA read mode of the sockets switch (docs/sock.md, "Large writes by RDMA"): the state one
- * connection keeps for it and the steps the session takes, under the connection's lock.
+/* RDMA read and write modes of the sockets switch (docs/sock.md, "Large writes by RDMA"): the
+ * state one connection keeps for them and the steps the session takes, under the connection's lock.
  *
  * Sender: a write larger than the threshold is copied into one of RDMA_NBUF staging buffers of
  * proxy memory, each registered for RDMA once (libsan's registration cache), and offered
@@ -31,6 +31,31 @@
 #endif
 #define RDMA_TAG 0x200u /* wr_id of a read: RDMA_TAG | sink */
 
+/* Write mode (receiver-initiated). Receiver: a blocking receive with nothing to read and more than
+ * the threshold left to fill registers the program's buffer for remote write (libsan's cache) and
+ * advertises it (RDMA_SINK: descriptor, length, cookie, and pos: the stream bytes received so
+ * far). Sender: holds at most one sink; if the next byte it sends is at pos (it sent nothing the
+ * receiver had not received when it advertised), its next send goes into the sink (RDMA writes
+ * from WRITE_NBUF staging buffers, then SINK_DONE with the bytes: the NIC makes the data visible
+ * before the later message); else, and before SHUTDOWN, it answers SINK_DONE with 0 bytes. The
+ * program's buffer is reachable by the peer only while the sink is out: the receive returns only
+ * after SINK_DONE, or after it deregistered the sink (then the peer's late write fails at the
+ * NIC). A SINK while one is held, a cookie out of order, a SINK_DONE for no sink, with more bytes
+ * than the sink, after other stream bytes arrived, or bytes for an abandoned sink: -EPROTO. */
+#ifndef WRITE_NBUF
+#define WRITE_NBUF 4u /* staging buffers of RDMA_CHUNK bytes a writer has in flight */
+#endif
+#define SINK_MAX  (4u << 20) /* bytes of the program's buffer one sink registers at most */
+#define WRITE_TAG 0x400u     /* wr_id of a write: WRITE_TAG | staging buffer */
+
+enum sansock_sink_state {
+    SINK_IDLE = 0, /* none out */
+    SINK_OUT,      /* advertised, registered, not answered */
+    SINK_FILLED,   /* SINK_DONE with bytes: the owner takes them */
+    SINK_DECLINED, /* SINK_DONE with 0 bytes */
+    SINK_DOOMED,   /* given up by the owner (deregistered): a SINK_DONE of 0 bytes is due */
+};
+
 struct sansock_rdma_stage {
     struct san_mr *mr;
     uint8_t desc[SANSOCK_DESC_MAX];
@@ -55,6 +80,24 @@ struct sansock_rdma {
     uint32_t rx_next, rx_done; /* cookies received, and DONE'd */
     uint32_t dones_due;        /* transfers read by the program, DONE not sent yet */
     uint32_t reads_posted;
+
+    uint64_t tx_pos, rx_pos; /* stream bytes sent, and received (every mode) */
+    /* write mode, receiver: the sink this side advertised */
+    uint8_t sink_state; /* enum sansock_sink_state */
+    struct san_mr *ksink_mr;
+    uint64_t ksink_pos;
+    uint32_t ksink_len, ksink_bytes;
+    uint32_t sinks_out;     /* cookies advertised (the current one is sinks_out - 1) */
+    uint32_t sinks_written; /* sinks the peer filled (a counter for tests and docs) */
+    /* write mode, sender: the peer's sink held */
+    bool psink_held;
+    struct sansock_wire_sink psink;
+    uint32_t psink_filled;
+    uint32_t psinks_seen; /* the next cookie the peer must use */
+    bool psink_due;       /* a send wrote into the held sink: SINK_DONE is due */
+    uint8_t *wstage_mem;  /* WRITE_NBUF * RDMA_CHUNK, or NULL until the first write */
+    struct san_mr *wstage_mr;
+    uint32_t wstage_busy; /* bit i: staging buffer i has a write in flight */
 };
 
 /* Whether a sender may offer now (a staging buffer is free). */
@@ -88,6 +131,41 @@ const uint8_t *sansock_rdma_sink_data(const struct sansock_rdma *r, uint32_t sin
 void sansock_rdma_consumed(struct sansock_rdma *r, uint32_t sink);
 /* The next DONE due (dones_due > 0), counted as sent. */
 void sansock_rdma_next_done(struct sansock_rdma *r, struct sansock_wire_done *d);
+
+/* Write mode, receiver. Registers len bytes at buf (at most SINK_MAX; the caller checked
+ * sink_state is SINK_IDLE) and fills k for the SINK the caller sends: 0, or -ENOBUFS when the
+ * registration fails (the receive then waits as in read mode). */
+int sansock_rdma_sink_open(struct sansock_rdma *r, struct san_ctx *ctx, void *buf, size_t len,
+                           struct sansock_wire_sink *k);
+/* The peer's SINK_DONE: 0, or -EPROTO (no sink out, another cookie, a status, more bytes than the
+ * sink, stream bytes arrived since it was advertised, or bytes for an abandoned sink). */
+int sansock_rdma_on_sink_done(struct sansock_rdma *r, const struct sansock_wire_done *d);
+/* The owner of an answered sink (SINK_FILLED or SINK_DECLINED) takes its bytes and deregisters it:
+ * the bytes written into the program's buffer (0 when declined). */
+uint32_t sansock_rdma_sink_take(struct sansock_rdma *r);
+/* The owner gives up a sink still out (other stream bytes arrived, end of file, SHUT_RD, the SINK
+ * could not be sent): deregistered at once, so the program's buffer is no longer reachable. */
+void sansock_rdma_sink_abandon(struct sansock_rdma *r);
+
+/* Write mode, sender. The peer's SINK (decoded): 0, or -EPROTO (one held already, a cookie out of
+ * order). */
+int sansock_rdma_on_sink(struct sansock_rdma *r, const struct sansock_wire_sink *k);
+/* Whether the held sink may take the stream's next bytes (its position, plus what was written
+ * into it, is ours; it has room). */
+bool sansock_rdma_sink_usable(const struct sansock_rdma *r);
+/* Room left in the held sink for this write: at most RDMA_CHUNK. */
+size_t sansock_rdma_sink_room(const struct sansock_rdma *r, size_t len);
+/* A free write staging buffer (allocated and registered at the first call): 0 and its index, or
+ * -EAGAIN when all have writes in flight, -ENOBUFS when the memory cannot be had. */
+int sansock_rdma_write_buf(struct sansock_rdma *r, struct san_ctx *ctx, uint32_t *idx,
+                           uint8_t **buf);
+/* Posts the write of len bytes of staging buffer idx into the held sink: 0 or the post's error. */
+int sansock_rdma_write_post(struct sansock_rdma *r, struct san_ep *ep, uint32_t idx, uint32_t len);
+/* The write from staging buffer idx completed. */
+void sansock_rdma_on_write(struct sansock_rdma *r, uint32_t idx);
+/* The SINK_DONE answering the held sink (the bytes written into it, 0 if none); it is no longer
+ * held. */
+void sansock_rdma_sink_answer(struct sansock_rdma *r, struct sansock_wire_done *d);
 
 /* Releases the buffers (after the endpoint is closed: no read is in flight any more). */
 void sansock_rdma_free(struct sansock_rdma *r, struct san_ctx *ctx);

@@ -72,6 +72,7 @@ struct sansock_config {
     bool disabled;           /* SANSOCK_DISABLE=1: everything to the kernel */
     unsigned rdma_threshold; /* SANSOCK_RDMA_THRESHOLD: larger writes go by RDMA */
     bool rdma;               /* SANSOCK_RDMA (default 1): 0 announces no RDMA mode (all inline) */
+    bool rdma_write;         /* SANSOCK_RDMA_WRITE (default 1): 0 announces read mode only */
     int connect_timeout_ms;  /* SANSOCK_CONNECT_TIMEOUT_MS */
 };
 extern struct sansock_config sansock_cfg;

@@ -102,6 +102,14 @@ struct sansock_conn {
     unsigned seq; /* bumped by every change of state: epoll's edge-triggered mode (epoll.c) */
 };
 
+/* The RDMA modes this side announces (SANSOCK_RDMA, SANSOCK_RDMA_WRITE). */
+static uint32_t own_features(void)
+{
+    if (!sansock_cfg.rdma)
+        return 0;
+    return SANSOCK_FEAT_RDMA_READ | (sansock_cfg.rdma_write ? SANSOCK_FEAT_RDMA_WRITE : 0);
+}
+
 static uint64_t now_ns(void)
 {
     struct timespec ts;
@@ -257,13 +265,31 @@ static int send_ctl_locked(struct sansock_conn *c, uint8_t type, const void *pay
     return err;
 }
 
+/* Answers the peer's sink held (SINK_DONE with the bytes written into it, 0 if none): the peer's
+ * receive waits for it. Any credit. With none, psink_due leaves it to control_locked. */
+static void sink_answer_locked(struct sansock_conn *c)
+{
+    if (!c->credits || !c->send_free || c->err) {
+        c->rdma.psink_due = true;
+        return;
+    }
+    struct sansock_wire_done d;
+    uint8_t msg[SANSOCK_HDR_SIZE + sizeof(d)];
+    sansock_rdma_sink_answer(&c->rdma, &d);
+    sansock_wire_encode_done(msg, SANSOCK_MSG_SINK_DONE, 0, 0, &d);
+    send_ctl_locked(c, SANSOCK_MSG_SINK_DONE, msg + SANSOCK_HDR_SIZE, sizeof(d));
+}
+
 /* The control messages that are due: a pending SHUTDOWN, and credits owed when half the receives
  * are owed or the peer said it runs low. Both may use the last credit. */
 static void control_locked(struct sansock_conn *c)
 {
     if (c->err || !c->negotiated || c->peer_gone)
         return;
-    if (c->wr_shut && !c->shut_sent && c->credits && c->send_free) {
+    /* A sink held is answered before SHUTDOWN: the peer's receive waits on it. */
+    if (c->rdma.psink_held && c->wr_shut)
+        sink_answer_locked(c);
+    if (c->wr_shut && !c->shut_sent && !c->rdma.psink_held && c->credits && c->send_free) {
         if (send_locked(c, SANSOCK_MSG_SHUTDOWN, NULL, 0))
             return;
         c->shut_sent = true;
@@ -273,10 +299,13 @@ static void control_locked(struct sansock_conn *c)
         struct sansock_wire_done d;
         uint8_t msg[SANSOCK_HDR_SIZE + sizeof(d)];
         sansock_rdma_next_done(&c->rdma, &d);
-        sansock_wire_encode_done(msg, 0, 0, &d);
+        sansock_wire_encode_done(msg, SANSOCK_MSG_DONE, 0, 0, &d);
         if (send_ctl_locked(c, SANSOCK_MSG_DONE, msg + SANSOCK_HDR_SIZE, sizeof(d)))
             return;
     }
+    if (c->rdma.psink_held &&
+        (c->rdma.psink_due || !sansock_rdma_sink_usable(&c->rdma) || c->wr_shut))
+        sink_answer_locked(c);
     if (c->owed && (c->owed >= NRECV / 2 || c->peer_low) && c->credits && c->send_free)
         send_locked(c, SANSOCK_MSG_CREDIT, NULL, 0);
 }
@@ -331,12 +360,13 @@ static void on_recv_locked(struct sansock_conn *c, uint32_t slot, uint32_t byte_
         c->max_inline = m.u.negotiate.slot_size - SANSOCK_HDR_SIZE;
         if (c->max_inline > c->slot_size - SANSOCK_HDR_SIZE)
             c->max_inline = c->slot_size - SANSOCK_HDR_SIZE;
-        c->features = sansock_cfg.rdma ? m.u.negotiate.features & SANSOCK_FEAT_RDMA_READ : 0;
+        c->features = m.u.negotiate.features & own_features();
         c->peer_max_rdma = m.u.negotiate.max_rdma;
         c->negotiated = true;
         repost_locked(c, slot);
         break;
     case SANSOCK_MSG_DATA:
+        c->rdma.rx_pos += m.payload_len; /* the stream's position, for write mode's sinks */
         if (c->rd_shut || c->peer_eof) { /* dropped, as TCP drops data after SHUT_RD */
             repost_locked(c, slot);
             break;
@@ -361,6 +391,15 @@ static void on_recv_locked(struct sansock_conn *c, uint32_t slot, uint32_t byte_
     }
     case SANSOCK_MSG_DONE:
         if (sansock_rdma_on_done(&c->rdma, &m.u.done)) {
+            reset_locked(c, -ECONNRESET);
+            return;
+        }
+        repost_locked(c, slot);
+        break;
+    case SANSOCK_MSG_RDMA_SINK: /* write mode: held until a send uses or declines it */
+    case SANSOCK_MSG_SINK_DONE:
+        if (m.type == SANSOCK_MSG_RDMA_SINK ? sansock_rdma_on_sink(&c->rdma, &m.u.sink)
+                                            : sansock_rdma_on_sink_done(&c->rdma, &m.u.done)) {
             reset_locked(c, -ECONNRESET);
             return;
         }
@@ -392,7 +431,12 @@ static bool progress_locked(struct sansock_conn *c)
     while (c->ep && (n = san_poll(c->ep, wc, 16)) > 0) {
         changed = true;
         for (int i = 0; i < n; i++) {
-            if (wc[i].wr_id & RDMA_TAG) {
+            if (wc[i].wr_id & WRITE_TAG) {
+                /* A write the NIC refused (the peer's sink lied: its key, its length) resets. */
+                sansock_rdma_on_write(&c->rdma, (uint32_t)(wc[i].wr_id & (WRITE_NBUF - 1)));
+                if (wc[i].status)
+                    reset_locked(c, -ECONNRESET);
+            } else if (wc[i].wr_id & RDMA_TAG) {
                 /* A read the NIC refused (the peer's descriptor or length lied) resets us. */
                 sansock_rdma_on_read(&c->rdma, (uint32_t)(wc[i].wr_id & (RDMA_NBUF - 1)),
                                      wc[i].status);
@@ -531,7 +575,7 @@ static int setup_locked(struct sansock_conn *c)
     struct sansock_wire_negotiate n = {.recv_slots = NRECV,
                                        .slot_size = c->slot_size,
                                        .rdma_threshold = sansock_cfg.rdma_threshold,
-                                       .features = sansock_cfg.rdma ? SANSOCK_FEAT_RDMA_READ : 0,
+                                       .features = own_features(),
                                        .max_rdma = sansock_cfg.rdma ? RDMA_CHUNK : 0,
                                        .src = c->local,
                                        .dst = c->peer};
@@ -814,13 +858,54 @@ ssize_t sansock_conn_sendv(struct sansock_conn *c, int fd, const struct iovec *i
             ret = c->err ? -ECONNRESET : -EPIPE;
             break;
         }
+        /* Write mode: the peer's receive waits on a sink at our position: every byte of this
+         * send goes into it while it has room (the peer's buffer, whatever the size). A blocking
+         * send waits for a staging buffer; a non-blocking one answers the sink and goes on. */
+        if (sansock_rdma_sink_usable(&c->rdma) && c->negotiated) {
+            uint32_t idx;
+            uint8_t *stage;
+            int e = sansock_rdma_write_buf(&c->rdma, c->ctx, &idx, &stage);
+            if (!e) {
+                size_t n = sansock_rdma_sink_room(&c->rdma, len - sent);
+                struct cursor before = u;
+                cursor_copy(&u, stage, n, true);
+                if (sansock_rdma_write_post(&c->rdma, c->ep, idx, (uint32_t)n)) {
+                    u = before;
+                    reset_locked(c, -ECONNRESET);
+                    ret = -ECONNRESET;
+                    break;
+                }
+                sent += n;
+                continue;
+            }
+            if (e == -EAGAIN && !sansock_nonblocking(fd, flags)) {
+                if ((ret = block_locked(c, fd, flags)))
+                    break;
+                continue;
+            }
+            sink_answer_locked(c); /* what was written so far; the rest goes otherwise */
+            if (e == -ENOBUFS) {
+                ret = e;
+                break;
+            }
+        }
+        /* A sink held and not usable (full, or at another position) is answered before any other
+         * stream byte goes: the peer places the sink's bytes where SINK_DONE arrives. */
+        if (c->rdma.psink_held) {
+            sink_answer_locked(c);
+            if (c->rdma.psink_held) {
+                if ((ret = block_locked(c, fd, flags)))
+                    break;
+                continue;
+            }
+        }
         /* A write beyond the threshold by RDMA when the peer reads offers (but for a tail that
          * fits one message): a blocking send waits for a staging buffer, a non-blocking one goes
          * inline meanwhile (poll said writable). */
         uint32_t tail =
             c->max_inline < sansock_cfg.rdma_threshold ? c->max_inline : sansock_cfg.rdma_threshold;
-        bool by_rdma = c->features && c->peer_max_rdma && len > sansock_cfg.rdma_threshold &&
-                       len - sent > tail;
+        bool by_rdma = (c->features & SANSOCK_FEAT_RDMA_READ) && c->peer_max_rdma &&
+                       len > sansock_cfg.rdma_threshold && len - sent > tail;
         if (by_rdma && c->negotiated && c->credits >= 2 && c->send_free &&
             sansock_rdma_can_offer(&c->rdma)) {
             uint8_t *stage;
@@ -851,12 +936,16 @@ ssize_t sansock_conn_sendv(struct sansock_conn *c, int fd, const struct iovec *i
                 ret = -ECONNRESET;
                 break;
             }
+            c->rdma.tx_pos += chunk;
             sent += chunk;
             continue;
         }
         if ((ret = block_locked(c, fd, flags)))
             break;
     }
+    /* What this send wrote into a sink reaches the peer's program with SINK_DONE, now. */
+    if (c->rdma.psink_held && c->rdma.psink_filled && !c->err)
+        sink_answer_locked(c);
     if (!sent)
         ret = reported_locked(c, ret);
     pthread_mutex_unlock(&c->lock);
@@ -899,6 +988,46 @@ static size_t take_locked(struct sansock_conn *c, struct cursor *dst, size_t len
     return got;
 }
 
+static void cursor_advance(struct cursor *u, size_t len)
+{
+    while (len) {
+        cursor_skip_empty(u);
+        size_t n = u->iov->iov_len - u->off;
+        n = n < len ? n : len;
+        u->off += n;
+        len -= n;
+    }
+}
+
+/* Write mode: a blocking receive with nothing to read advertises the program's buffer (the rest
+ * of the cursor's current piece, when more than the threshold) as a sink. true if it did. */
+static bool sink_offer_locked(struct sansock_conn *c, struct cursor *u, size_t left, int fd,
+                              int flags)
+{
+    if (!(c->features & SANSOCK_FEAT_RDMA_WRITE) || u->discard || (flags & MSG_PEEK) ||
+        c->rdma.sink_state != SINK_IDLE || c->rcount || c->peer_eof || c->rd_shut || c->err ||
+        c->peer_gone || !c->negotiated || c->credits < 2 || !c->send_free ||
+        sansock_nonblocking(fd, flags))
+        return false;
+    cursor_skip_empty(u);
+    size_t room = u->iov->iov_len - u->off;
+    room = room < left ? room : left;
+    if (room <= sansock_cfg.rdma_threshold)
+        return false;
+    struct sansock_wire_sink k;
+    if (sansock_rdma_sink_open(&c->rdma, c->ctx, (uint8_t *)u->iov->iov_base + u->off, room, &k))
+        return false; /* no registration: the data comes as offers or inline */
+    uint8_t msg[SANSOCK_HDR_SIZE + sizeof(k)];
+    sansock_wire_encode_sink(msg, 0, 0, &k);
+    if (send_ctl_locked(c, SANSOCK_MSG_RDMA_SINK, msg + SANSOCK_HDR_SIZE, sizeof(k))) {
+        sansock_rdma_sink_abandon(&c->rdma); /* never seen by the peer: nothing is due */
+        c->rdma.sink_state = SINK_IDLE;
+        c->rdma.sinks_out--;
+        return false;
+    }
+    return true;
+}
+
 ssize_t sansock_conn_recv(struct sansock_conn *c, int fd, void *buf, size_t len, int flags)
 {
     struct iovec v = {.iov_base = buf, .iov_len = len};
@@ -922,12 +1051,25 @@ ssize_t sansock_conn_recvv(struct sansock_conn *c, int fd, const struct iovec *i
     struct cursor u = {.iov = iov, .cnt = iovcnt, .discard = discard};
     size_t got = 0;
     ssize_t ret = 0;
+    bool sink = false; /* this call's sink (the program's buffer) is out */
     pthread_mutex_lock(&c->lock);
     for (;;) {
         progress_locked(c);
         if (c->phase == PHASE_KERNEL) {
             ret = -EAGAIN;
             break;
+        }
+        if (sink && (c->rdma.sink_state == SINK_FILLED || c->rdma.sink_state == SINK_DECLINED)) {
+            size_t n = sansock_rdma_sink_take(&c->rdma);
+            cursor_advance(&u, n);
+            got += n;
+            sink = false;
+        } else if (sink && (c->rdma.rx_pos != c->rdma.ksink_pos || c->rd_shut || c->peer_eof ||
+                            c->err || c->peer_gone)) {
+            /* Other bytes came first (the peer declines the sink), or none will come: the buffer
+             * is the program's again before anything is copied into it. */
+            sansock_rdma_sink_abandon(&c->rdma);
+            sink = false;
         }
         if (c->rd_shut)
             break;
@@ -947,6 +1089,14 @@ ssize_t sansock_conn_recvv(struct sansock_conn *c, int fd, const struct iovec *i
         if (c->err || c->peer_gone) {
             ret = -ECONNRESET;
             break;
+        }
+        if (!sink && !(flags & MSG_PEEK))
+            sink = sink_offer_locked(c, &u, len - got, fd, flags);
+        if (sink) {
+            /* The peer may write into the buffer until it answers: no return before (a signal
+             * is handled, the receive goes on, as with SA_RESTART). */
+            wait_locked(c, 0);
+            continue;
         }
         if ((ret = block_locked(c, fd, flags)))
             break;

@@ -106,11 +106,25 @@ size_t sansock_wire_encode_rdma(void *buf, uint8_t type, uint16_t flags, uint32_
     return n;
 }
 
-size_t sansock_wire_encode_done(void *buf, uint16_t flags, uint32_t credits,
+size_t sansock_wire_encode_sink(void *buf, uint16_t flags, uint32_t credits,
+                                const struct sansock_wire_sink *k)
+{
+    uint8_t *p = (uint8_t *)buf + SANSOCK_HDR_SIZE;
+    size_t n = sansock_wire_encode_hdr(buf, SANSOCK_MSG_RDMA_SINK, flags, sizeof(*k), credits);
+    put64(p + OFF(sansock_wire_sink, pos), k->pos);
+    put32(p + OFF(sansock_wire_sink, len), k->len);
+    put32(p + OFF(sansock_wire_sink, cookie), k->cookie);
+    put32(p + OFF(sansock_wire_sink, desc_len), k->desc_len);
+    put32(p + OFF(sansock_wire_sink, reserved), 0);
+    memcpy(p + OFF(sansock_wire_sink, desc), k->desc, sizeof(k->desc));
+    return n;
+}
+
+size_t sansock_wire_encode_done(void *buf, uint8_t type, uint16_t flags, uint32_t credits,
                                 const struct sansock_wire_done *d)
 {
     uint8_t *p = (uint8_t *)buf + SANSOCK_HDR_SIZE;
-    size_t n = sansock_wire_encode_hdr(buf, SANSOCK_MSG_DONE, flags, sizeof(*d), credits);
+    size_t n = sansock_wire_encode_hdr(buf, type, flags, sizeof(*d), credits);
     put32(p + OFF(sansock_wire_done, cookie), d->cookie);
     put32(p + OFF(sansock_wire_done, status), (uint32_t)d->status);
     put64(p + OFF(sansock_wire_done, bytes), d->bytes);
@@ -165,11 +179,39 @@ static enum sansock_wire_err decode_rdma(const uint8_t *p, uint32_t len,
     /* The receiver reads an offer into a buffer of its own of max_rdma bytes: no more. */
     if (m->type == SANSOCK_MSG_RDMA_OFFER && r->total_len > lim->max_rdma)
         return SANSOCK_WERR_FIELD;
-    if (m->type == SANSOCK_MSG_RDMA_SINK && m->payload_len)
-        return SANSOCK_WERR_LENGTH;
     /* An offer's inline part is the start of the transfer: never all of it, never beyond a slot. */
     if (m->payload_len >= r->total_len || len > lim->max_payload)
         return SANSOCK_WERR_LENGTH;
+    return SANSOCK_WERR_OK;
+}
+
+static enum sansock_wire_err decode_sink(const uint8_t *p, uint32_t len, struct sansock_msg *m)
+{
+    struct sansock_wire_sink *k = &m->u.sink;
+    if (len != sizeof(*k))
+        return len < sizeof(*k) ? SANSOCK_WERR_SHORT : SANSOCK_WERR_LENGTH;
+    k->pos = get64(p + OFF(sansock_wire_sink, pos));
+    k->len = get32(p + OFF(sansock_wire_sink, len));
+    k->cookie = get32(p + OFF(sansock_wire_sink, cookie));
+    k->desc_len = get32(p + OFF(sansock_wire_sink, desc_len));
+    k->reserved = get32(p + OFF(sansock_wire_sink, reserved));
+    memcpy(k->desc, p + OFF(sansock_wire_sink, desc), sizeof(k->desc));
+    if (k->reserved)
+        return SANSOCK_WERR_RESERVED;
+    if (!k->desc_len || k->desc_len > SANSOCK_DESC_MAX || !k->len || k->len > SANSOCK_MAX_RDMA)
+        return SANSOCK_WERR_FIELD;
+    return SANSOCK_WERR_OK;
+}
+
+static enum sansock_wire_err decode_done(const uint8_t *body, uint32_t len, struct sansock_msg *m)
+{
+    if (len != sizeof(struct sansock_wire_done))
+        return len < sizeof(struct sansock_wire_done) ? SANSOCK_WERR_SHORT : SANSOCK_WERR_LENGTH;
+    m->u.done.cookie = get32(body + OFF(sansock_wire_done, cookie));
+    m->u.done.status = (int32_t)get32(body + OFF(sansock_wire_done, status));
+    m->u.done.bytes = get64(body + OFF(sansock_wire_done, bytes));
+    if (m->u.done.status > 0 || m->u.done.status < -4095 || m->u.done.bytes > SANSOCK_MAX_RDMA)
+        return SANSOCK_WERR_FIELD;
     return SANSOCK_WERR_OK;
 }
 
@@ -225,20 +267,15 @@ enum sansock_wire_err sansock_wire_decode(const void *buf, size_t n,
     case SANSOCK_MSG_RDMA_SINK:
         if (!(lim->features & SANSOCK_FEAT_RDMA_WRITE))
             return SANSOCK_WERR_FEATURE;
-        return decode_rdma(body, out->len, lim, out);
-    default: /* SANSOCK_MSG_DONE */
-        if (!(lim->features & SANSOCK_FEAT_ALL))
+        return decode_sink(body, out->len, out);
+    case SANSOCK_MSG_DONE: /* answers an offer: read mode */
+        if (!(lim->features & SANSOCK_FEAT_RDMA_READ))
             return SANSOCK_WERR_FEATURE;
-        if (out->len != sizeof(struct sansock_wire_done))
-            return out->len < sizeof(struct sansock_wire_done) ? SANSOCK_WERR_SHORT
-                                                               : SANSOCK_WERR_LENGTH;
-        out->u.done.cookie = get32(body + OFF(sansock_wire_done, cookie));
-        out->u.done.status = (int32_t)get32(body + OFF(sansock_wire_done, status));
-        out->u.done.bytes = get64(body + OFF(sansock_wire_done, bytes));
-        if (out->u.done.status > 0 || out->u.done.status < -4095 ||
-            out->u.done.bytes > SANSOCK_MAX_RDMA)
-            return SANSOCK_WERR_FIELD;
-        return SANSOCK_WERR_OK;
+        return decode_done(body, out->len, out);
+    default: /* SANSOCK_MSG_SINK_DONE: answers a sink, write mode */
+        if (!(lim->features & SANSOCK_FEAT_RDMA_WRITE))
+            return SANSOCK_WERR_FEATURE;
+        return decode_done(body, out->len, out);
     }
 }
 

@@ -24,10 +24,11 @@ enum sansock_msg_type {
     SANSOCK_MSG_CREDIT = 3,     /* no payload: returns credits only */
     SANSOCK_MSG_SHUTDOWN = 4,   /* no payload: the sender writes no more (the peer reads EOF) */
     SANSOCK_MSG_RDMA_OFFER = 5, /* read mode: descriptor of the sender's data, then inline bytes */
-    SANSOCK_MSG_RDMA_SINK = 6,  /* write mode: descriptor of the receiver's sink */
-    SANSOCK_MSG_DONE = 7,       /* an RDMA transfer finished: cookie, status, bytes */
+    SANSOCK_MSG_RDMA_SINK = 6,  /* write mode: descriptor of the receiver's sink, its position */
+    SANSOCK_MSG_DONE = 7,       /* read mode: the receiver read an offer: cookie, status, bytes */
+    SANSOCK_MSG_SINK_DONE = 8,  /* write mode: the sender wrote bytes (0: none) into a sink */
 };
-#define SANSOCK_MSG_TYPE_MAX SANSOCK_MSG_DONE
+#define SANSOCK_MSG_TYPE_MAX SANSOCK_MSG_SINK_DONE
 
 /* Header flags. */
 enum { SANSOCK_F_CREDIT_LOW = 1 }; /* the sender has at most one credit left: return credits */
@@ -78,7 +79,18 @@ struct sansock_wire_rdma {          /* RDMA_OFFER (then inline data) and RDMA_SI
     uint32_t desc_len;              /* bytes of desc used (1..SANSOCK_DESC_MAX) */
     uint8_t desc[SANSOCK_DESC_MAX]; /* san_register_rdma's descriptor */
 };
-struct sansock_wire_done {
+/* RDMA_SINK: the receiver's buffer the sender may write the stream's next bytes into, if the
+ * stream's next byte is at pos (the bytes the receiver had received when it advertised it): a
+ * sender that sent more since answers SINK_DONE with 0 bytes. */
+struct sansock_wire_sink {
+    uint64_t pos;                   /* stream offset of the sink's first byte */
+    uint32_t len;                   /* bytes the sink holds (1..SANSOCK_MAX_RDMA) */
+    uint32_t cookie;                /* the receiver's tag (counts sinks from 0), echoed */
+    uint32_t desc_len;              /* bytes of desc used (1..SANSOCK_DESC_MAX) */
+    uint32_t reserved;              /* 0 */
+    uint8_t desc[SANSOCK_DESC_MAX]; /* san_register_rdma's descriptor (remote write) */
+};
+struct sansock_wire_done { /* DONE and SINK_DONE */
     uint32_t cookie;
     int32_t status; /* 0 or a negative errno */
     uint64_t bytes;
@@ -99,6 +111,8 @@ static_assert(sizeof(struct sansock_wire_hdr) + sizeof(struct sansock_wire_negot
               "WSD: a negotiation message is at most 256 bytes");
 static_assert(sizeof(struct sansock_wire_rdma) == 64, "RDMA layout");
 static_assert(offsetof(struct sansock_wire_rdma, desc) == 16, "RDMA layout");
+static_assert(sizeof(struct sansock_wire_sink) == 72, "sink layout");
+static_assert(offsetof(struct sansock_wire_sink, desc) == 24, "sink layout");
 static_assert(sizeof(struct sansock_wire_done) == 16, "done layout");
 
 #define SANSOCK_HDR_SIZE       ((uint32_t)sizeof(struct sansock_wire_hdr))
@@ -115,7 +129,8 @@ struct sansock_msg {
     union {
         struct sansock_wire_negotiate negotiate;
         struct sansock_wire_rdma rdma;
-        struct sansock_wire_done done;
+        struct sansock_wire_sink sink;
+        struct sansock_wire_done done; /* DONE and SINK_DONE */
     } u;
 };
 
@@ -141,7 +156,8 @@ enum sansock_wire_err {
     SANSOCK_WERR_CREDITS,  /* more credits than the peer's receives allow, or none in a CREDIT */
     SANSOCK_WERR_FIELD,    /* a field out of range (negotiation sizes, addresses, RDMA lengths,
                               an offer beyond the receiver's max_rdma) */
-    SANSOCK_WERR_FEATURE,  /* an RDMA message on a connection that did not negotiate it */
+    SANSOCK_WERR_FEATURE,  /* an RDMA message on a connection that did not negotiate its mode
+                              (read mode: RDMA_OFFER, DONE; write mode: RDMA_SINK, SINK_DONE) */
 };
 const char *sansock_wire_strerror(enum sansock_wire_err e);
 
@@ -156,10 +172,13 @@ size_t sansock_wire_encode_hdr(void *buf, uint8_t type, uint16_t flags, uint32_t
 size_t sansock_wire_encode_negotiate(void *buf, const struct sansock_wire_negotiate *n);
 /* DATA: the header only; the caller puts len bytes after it (buf + SANSOCK_HDR_SIZE). */
 size_t sansock_wire_encode_data(void *buf, uint16_t flags, uint32_t len, uint32_t credits);
-/* RDMA_OFFER (inline_len bytes at buf + SANSOCK_HDR_SIZE + 64, written by the caller) or SINK. */
+/* RDMA_OFFER (inline_len bytes at buf + SANSOCK_HDR_SIZE + 64, written by the caller). */
 size_t sansock_wire_encode_rdma(void *buf, uint8_t type, uint16_t flags, uint32_t credits,
                                 const struct sansock_wire_rdma *r, uint32_t inline_len);
-size_t sansock_wire_encode_done(void *buf, uint16_t flags, uint32_t credits,
+size_t sansock_wire_encode_sink(void *buf, uint16_t flags, uint32_t credits,
+                                const struct sansock_wire_sink *k);
+/* type: SANSOCK_MSG_DONE or SANSOCK_MSG_SINK_DONE. */
+size_t sansock_wire_encode_done(void *buf, uint8_t type, uint16_t flags, uint32_t credits,
                                 const struct sansock_wire_done *d);
 
 /* Socket addresses to and from the wire form. -EAFNOSUPPORT for other families, -EINVAL for a

@@ -3,8 +3,9 @@
  * get back, features); half of the inputs get a valid version, a known type and a length equal to
  * the bytes received patched in, so the fuzzer spends its time in the per-type checks. Whatever the
  * decoder accepts must keep every promise wire.h makes: a known type in the right order, the exact
- * length, credits within the limit, data within the slot, RDMA only when negotiated and offers
- * within the receiver's max_rdma, sane
+ * length, credits within the limit, data within the slot, each RDMA message only in the mode
+ * negotiated (offers and DONE: read mode; sinks and SINK_DONE: write mode), offers within the
+ * receiver's max_rdma, sinks of a sane length and descriptor, sane
  * negotiation fields; and an accepted message re-encodes to the same bytes. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -45,13 +46,19 @@ static void check_accepted(const uint8_t *buf, size_t n, const struct sansock_wi
             abort();
         len = sansock_wire_encode_hdr(again, m->type, m->flags, 0, m->credits);
         break;
+    case SANSOCK_MSG_RDMA_SINK: {
+        const struct sansock_wire_sink *k = &m->u.sink;
+        if (!(lim->features & SANSOCK_FEAT_RDMA_WRITE) || m->len != sizeof(*k) || m->payload_len ||
+            !k->desc_len || k->desc_len > SANSOCK_DESC_MAX || !k->len ||
+            k->len > SANSOCK_MAX_RDMA || k->reserved)
+            abort();
+        len = sansock_wire_encode_sink(again, m->flags, m->credits, k);
+        break;
+    }
     case SANSOCK_MSG_RDMA_OFFER:
-    case SANSOCK_MSG_RDMA_SINK:
-        if (!(lim->features & (m->type == SANSOCK_MSG_RDMA_OFFER ? SANSOCK_FEAT_RDMA_READ
-                                                                 : SANSOCK_FEAT_RDMA_WRITE)) ||
-            !m->u.rdma.desc_len || m->u.rdma.desc_len > SANSOCK_DESC_MAX ||
-            m->payload_len >= m->u.rdma.total_len || m->u.rdma.total_len > SANSOCK_MAX_RDMA ||
-            (m->type == SANSOCK_MSG_RDMA_OFFER && m->u.rdma.total_len > lim->max_rdma) ||
+        if (!(lim->features & SANSOCK_FEAT_RDMA_READ) || !m->u.rdma.desc_len ||
+            m->u.rdma.desc_len > SANSOCK_DESC_MAX || m->payload_len >= m->u.rdma.total_len ||
+            m->u.rdma.total_len > SANSOCK_MAX_RDMA || m->u.rdma.total_len > lim->max_rdma ||
             m->len > lim->max_payload)
             abort();
         len = sansock_wire_encode_rdma(again, m->type, m->flags, m->credits, &m->u.rdma,
@@ -59,10 +66,12 @@ static void check_accepted(const uint8_t *buf, size_t n, const struct sansock_wi
         memcpy(again + SANSOCK_HDR_SIZE + sizeof(struct sansock_wire_rdma), m->payload,
                m->payload_len);
         break;
-    default:
-        if (!(lim->features & SANSOCK_FEAT_ALL) || m->u.done.status > 0)
+    default: /* DONE answers an offer (read mode), SINK_DONE a sink (write mode) */
+        if (!(lim->features &
+              (m->type == SANSOCK_MSG_DONE ? SANSOCK_FEAT_RDMA_READ : SANSOCK_FEAT_RDMA_WRITE)) ||
+            m->u.done.status > 0 || m->u.done.bytes > SANSOCK_MAX_RDMA)
             abort();
-        len = sansock_wire_encode_done(again, m->flags, m->credits, &m->u.done);
+        len = sansock_wire_encode_done(again, m->type, m->flags, m->credits, &m->u.done);
         break;
     }
     if (len != n || memcmp(again, buf, n))

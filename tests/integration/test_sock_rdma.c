@@ -118,7 +118,7 @@ static int offer_peer(int port, enum lie lie)
     uint8_t *msg = out + 512;
     if (lie == DONE_NOTHING) {
         struct sansock_wire_done d = {.cookie = 0, .bytes = OFFER_LEN};
-        len = sansock_wire_encode_done(msg, 0, 0, &d);
+        len = sansock_wire_encode_done(msg, SANSOCK_MSG_DONE, 0, 0, &d);
     } else {
         len = sansock_wire_encode_rdma(msg, SANSOCK_MSG_RDMA_OFFER, 0, 0, &r, 0);
     }

@@ -1,7 +1,7 @@
 /* A one-way stream between two processes, with plain socket calls only (no libsan): the program
  * the RDMA-mode tests of the sockets switch run under sanrun.
  *
- *   sock_stream SIZE COUNT READ
+ *   sock_stream SIZE COUNT READ [PACE_US [FLAGS]]
  *
  * forks before any socket call (the child gets its own libsan context when it makes one). The
  * child listens on 127.0.0.1 port 0 (the port goes to the parent through a pipe), accepts one
@@ -10,7 +10,11 @@
  * Every byte is checked against the pattern at its stream offset. It then writes back the number
  * of bytes it read. The parent connects, sends COUNT blocking writes of SIZE bytes (each one
  * call, checked to be complete), shuts down its side and reads the count back.
- * Prints "ok TOTAL" and exits 0 when the count is SIZE * COUNT and every byte was right. */
+ * Prints "ok TOTAL" and exits 0 when the count is SIZE * COUNT and every byte was right.
+ * PACE_US: the writer sleeps that long before each write, so that the reader waits in its recv
+ * first (the switch's write mode: the receiver's buffer is offered before the data comes).
+ * FLAGS: 'w' reads with MSG_WAITALL (every recv but the last returns READ bytes, checked), 'n'
+ * makes no peeks. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -21,6 +25,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static uint8_t byte_at(uint64_t i)
@@ -46,6 +51,8 @@ static bool pattern_ok(const uint8_t *p, size_t n, uint64_t at)
     return true;
 }
 
+static bool waitall, nopeek;
+
 static int reader(int wfd, size_t rd)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -66,7 +73,7 @@ static int reader(int wfd, size_t rd)
         die("malloc");
     uint64_t total = 0;
     for (unsigned round = 0;; round++) {
-        if (round % 3 == 0) {
+        if (round % 3 == 0 && !nopeek) {
             ssize_t a = recv(c, peek[0], sizeof(peek[0]), MSG_PEEK);
             ssize_t b = recv(c, peek[1], sizeof(peek[1]), MSG_PEEK);
             if (a < 0 || b < 0)
@@ -79,13 +86,24 @@ static int reader(int wfd, size_t rd)
                 return 1;
             }
         }
-        ssize_t n = recv(c, buf, rd, 0);
+        ssize_t n = recv(c, buf, rd, waitall ? MSG_WAITALL : 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
             die("recv");
         if (n == 0)
             break;
+        if (waitall && (size_t)n < rd) { /* short only at the end of the stream */
+            uint8_t extra;
+            if (recv(c, &extra, 1, 0) != 0) {
+                fprintf(stderr, "sock_stream: MSG_WAITALL recv returned %zd of %zu\n", n, rd);
+                return 1;
+            }
+            if (!pattern_ok(buf, (size_t)n, total))
+                return 1;
+            total += (uint64_t)n;
+            break;
+        }
         if (!pattern_ok(buf, (size_t)n, total))
             return 1;
         total += (uint64_t)n;
@@ -97,7 +115,7 @@ static int reader(int wfd, size_t rd)
     return 0;
 }
 
-static int writer(int rfd, size_t size, uint64_t count)
+static int writer(int rfd, size_t size, uint64_t count, unsigned pace_us)
 {
     uint16_t port;
     if (read(rfd, &port, sizeof(port)) != sizeof(port))
@@ -114,6 +132,10 @@ static int writer(int rfd, size_t size, uint64_t count)
     for (uint64_t k = 0; k < count; k++) {
         for (size_t i = 0; i < size; i++)
             buf[i] = byte_at(at + i);
+        if (pace_us) {
+            struct timespec ts = {pace_us / 1000000, (long)(pace_us % 1000000) * 1000};
+            nanosleep(&ts, NULL);
+        }
         ssize_t n = send(s, buf, size, MSG_NOSIGNAL);
         if (n != (ssize_t)size) {
             fprintf(stderr, "sock_stream: send %llu: %zd of %zu (%s)\n", (unsigned long long)k, n,
@@ -143,10 +165,13 @@ static int writer(int rfd, size_t size, uint64_t count)
 
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: sock_stream SIZE COUNT READ\n");
+    if (argc < 4 || argc > 6) {
+        fprintf(stderr, "usage: sock_stream SIZE COUNT READ [PACE_US [FLAGS]]\n");
         return 2;
     }
+    unsigned pace_us = argc > 4 ? (unsigned)strtoul(argv[4], NULL, 0) : 0;
+    waitall = argc > 5 && strchr(argv[5], 'w');
+    nopeek = argc > 5 && strchr(argv[5], 'n');
     size_t size = strtoull(argv[1], NULL, 0), rd = strtoull(argv[3], NULL, 0);
     uint64_t count = strtoull(argv[2], NULL, 0);
     if (!rd)
@@ -163,7 +188,7 @@ int main(int argc, char **argv)
         _exit(reader(p[1], rd));
     }
     close(p[1]);
-    int rc = writer(p[0], size, count);
+    int rc = writer(p[0], size, count, pace_us);
     int st;
     if (waitpid(child, &st, 0) != child || !WIFEXITED(st) || WEXITSTATUS(st)) {
         fprintf(stderr, "sock_stream: the reader failed\n");

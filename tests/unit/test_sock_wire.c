@@ -129,17 +129,32 @@ static void test_control_round_trip(void **state)
     assert_memory_equal(m.u.rdma.desc, r.desc, sizeof(r.desc));
     assert_int_equal(m.payload_len, 100);
     assert_ptr_equal(m.payload, buf + SANSOCK_HDR_SIZE + 64);
-    n = sansock_wire_encode_rdma(buf, SANSOCK_MSG_RDMA_SINK, 0, 0, &r, 0);
+    struct sansock_wire_sink k = {
+        .pos = 0x123456789abcull, .len = 3u << 20, .cookie = 0x10203, .desc_len = 40};
+    memcpy(k.desc, r.desc, sizeof(k.desc));
+    n = sansock_wire_encode_sink(buf, SANSOCK_F_CREDIT_LOW, 3, &k);
+    assert_int_equal(n, SANSOCK_HDR_SIZE + 72);
     assert_int_equal(sansock_wire_decode(buf, n, &rdma, &m), SANSOCK_WERR_OK);
     assert_int_equal(m.type, SANSOCK_MSG_RDMA_SINK);
+    assert_int_equal(m.flags, SANSOCK_F_CREDIT_LOW);
+    assert_int_equal(m.credits, 3);
+    assert_true(m.u.sink.pos == 0x123456789abcull);
+    assert_int_equal(m.u.sink.len, 3u << 20);
+    assert_int_equal(m.u.sink.cookie, 0x10203);
+    assert_int_equal(m.u.sink.desc_len, 40);
+    assert_memory_equal(m.u.sink.desc, k.desc, sizeof(k.desc));
+    assert_int_equal(m.payload_len, 0);
 
     struct sansock_wire_done d = {.cookie = 5, .status = -105, .bytes = 12345};
-    n = sansock_wire_encode_done(buf, 0, 2, &d);
-    assert_int_equal(sansock_wire_decode(buf, n, &rdma, &m), SANSOCK_WERR_OK);
-    assert_int_equal(m.u.done.cookie, 5);
-    assert_int_equal(m.u.done.status, -105);
-    assert_int_equal(m.u.done.bytes, 12345);
-    assert_int_equal(m.credits, 2);
+    for (uint8_t type = SANSOCK_MSG_DONE; type <= SANSOCK_MSG_SINK_DONE; type++) {
+        n = sansock_wire_encode_done(buf, type, 0, 2, &d);
+        assert_int_equal(sansock_wire_decode(buf, n, &rdma, &m), SANSOCK_WERR_OK);
+        assert_int_equal(m.type, type);
+        assert_int_equal(m.u.done.cookie, 5);
+        assert_int_equal(m.u.done.status, -105);
+        assert_int_equal(m.u.done.bytes, 12345);
+        assert_int_equal(m.credits, 2);
+    }
 }
 
 /* Decodes buf[0, n) and expects the reason. */
@@ -247,6 +262,14 @@ static void test_length_rejections(void **state)
     expect(buf, n, &rdma, SANSOCK_WERR_SHORT);
     n = sansock_wire_encode_hdr(buf, SANSOCK_MSG_DONE, 0, 17, 0);
     expect(buf, n, &rdma, SANSOCK_WERR_LENGTH);
+    n = sansock_wire_encode_hdr(buf, SANSOCK_MSG_SINK_DONE, 0, 15, 0);
+    expect(buf, n, &rdma, SANSOCK_WERR_SHORT);
+    n = sansock_wire_encode_hdr(buf, SANSOCK_MSG_SINK_DONE, 0, 17, 0);
+    expect(buf, n, &rdma, SANSOCK_WERR_LENGTH);
+    n = sansock_wire_encode_hdr(buf, SANSOCK_MSG_RDMA_SINK, 0, 71, 0);
+    expect(buf, n, &rdma, SANSOCK_WERR_SHORT);
+    n = sansock_wire_encode_hdr(buf, SANSOCK_MSG_RDMA_SINK, 0, 73, 0); /* data on a sink */
+    expect(buf, n, &rdma, SANSOCK_WERR_LENGTH);
 
     struct sansock_wire_rdma r = {.total_len = 100, .cookie = 1, .desc_len = 40};
     n = sansock_wire_encode_rdma(buf, SANSOCK_MSG_RDMA_OFFER, 0, 0, &r, 100); /* inline = all */
@@ -255,8 +278,6 @@ static void test_length_rejections(void **state)
     expect(buf, n, &rdma, SANSOCK_WERR_OK);
     r.total_len = 1 << 20;
     n = sansock_wire_encode_rdma(buf, SANSOCK_MSG_RDMA_OFFER, 0, 0, &r, 4096 - 63); /* > slot */
-    expect(buf, n, &rdma, SANSOCK_WERR_LENGTH);
-    n = sansock_wire_encode_rdma(buf, SANSOCK_MSG_RDMA_SINK, 0, 0, &r, 1); /* data on a sink */
     expect(buf, n, &rdma, SANSOCK_WERR_LENGTH);
 }
 
@@ -308,18 +329,36 @@ static void test_field_rejections(void **state)
     struct sansock_wire_rdma rb = r;
     size_t len;
     rb.desc_len = 0;
-    len = sansock_wire_encode_rdma(rbuf, SANSOCK_MSG_RDMA_SINK, 0, 0, &rb, 0);
+    len = sansock_wire_encode_rdma(rbuf, SANSOCK_MSG_RDMA_OFFER, 0, 0, &rb, 0);
     expect(rbuf, len, &rdma, SANSOCK_WERR_FIELD);
     rb.desc_len = SANSOCK_DESC_MAX + 1;
-    len = sansock_wire_encode_rdma(rbuf, SANSOCK_MSG_RDMA_SINK, 0, 0, &rb, 0);
+    len = sansock_wire_encode_rdma(rbuf, SANSOCK_MSG_RDMA_OFFER, 0, 0, &rb, 0);
     expect(rbuf, len, &rdma, SANSOCK_WERR_FIELD);
     rb = r;
     rb.total_len = 0;
-    len = sansock_wire_encode_rdma(rbuf, SANSOCK_MSG_RDMA_SINK, 0, 0, &rb, 0);
+    len = sansock_wire_encode_rdma(rbuf, SANSOCK_MSG_RDMA_OFFER, 0, 0, &rb, 0);
     expect(rbuf, len, &rdma, SANSOCK_WERR_FIELD);
-    rb.total_len = (uint64_t)SANSOCK_MAX_RDMA + 1;
-    len = sansock_wire_encode_rdma(rbuf, SANSOCK_MSG_RDMA_SINK, 0, 0, &rb, 0);
+    /* Sinks: a descriptor of 1..SANSOCK_DESC_MAX bytes, a length of 1..SANSOCK_MAX_RDMA, the
+     * reserved word 0; any position. */
+    struct sansock_wire_sink k = {.pos = ~0ull, .len = SANSOCK_MAX_RDMA, .desc_len = 40}, kb = k;
+    len = sansock_wire_encode_sink(rbuf, 0, 0, &kb);
+    expect(rbuf, len, &rdma, SANSOCK_WERR_OK);
+    kb.desc_len = 0;
+    len = sansock_wire_encode_sink(rbuf, 0, 0, &kb);
     expect(rbuf, len, &rdma, SANSOCK_WERR_FIELD);
+    kb.desc_len = SANSOCK_DESC_MAX + 1;
+    len = sansock_wire_encode_sink(rbuf, 0, 0, &kb);
+    expect(rbuf, len, &rdma, SANSOCK_WERR_FIELD);
+    kb = k;
+    kb.len = 0;
+    len = sansock_wire_encode_sink(rbuf, 0, 0, &kb);
+    expect(rbuf, len, &rdma, SANSOCK_WERR_FIELD);
+    kb.len = SANSOCK_MAX_RDMA + 1;
+    len = sansock_wire_encode_sink(rbuf, 0, 0, &kb);
+    expect(rbuf, len, &rdma, SANSOCK_WERR_FIELD);
+    len = sansock_wire_encode_sink(rbuf, 0, 0, &k);
+    rbuf[SANSOCK_HDR_SIZE + offsetof(struct sansock_wire_sink, reserved)] = 1;
+    expect(rbuf, len, &rdma, SANSOCK_WERR_RESERVED);
     /* An offer beyond what the receiver said it reads (its max_rdma); exactly that is fine. */
     rb = r;
     rb.total_len = rdma.max_rdma + 1u;
@@ -331,16 +370,21 @@ static void test_field_rejections(void **state)
     struct sansock_wire_limits small = rdma;
     small.max_rdma = 0; /* a receiver that reads no offer */
     expect(rbuf, len, &small, SANSOCK_WERR_FIELD);
-    struct sansock_wire_done d = {.cookie = 1, .status = 1, .bytes = 0};
-    len = sansock_wire_encode_done(rbuf, 0, 0, &d);
-    expect(rbuf, len, &rdma, SANSOCK_WERR_FIELD);
-    d.status = -4096;
-    len = sansock_wire_encode_done(rbuf, 0, 0, &d);
-    expect(rbuf, len, &rdma, SANSOCK_WERR_FIELD);
-    d.status = 0;
-    d.bytes = (uint64_t)SANSOCK_MAX_RDMA + 1;
-    len = sansock_wire_encode_done(rbuf, 0, 0, &d);
-    expect(rbuf, len, &rdma, SANSOCK_WERR_FIELD);
+    for (uint8_t type = SANSOCK_MSG_DONE; type <= SANSOCK_MSG_SINK_DONE; type++) {
+        struct sansock_wire_done d = {.cookie = 1, .status = 1, .bytes = 0};
+        len = sansock_wire_encode_done(rbuf, type, 0, 0, &d);
+        expect(rbuf, len, &rdma, SANSOCK_WERR_FIELD);
+        d.status = -4096;
+        len = sansock_wire_encode_done(rbuf, type, 0, 0, &d);
+        expect(rbuf, len, &rdma, SANSOCK_WERR_FIELD);
+        d.status = 0;
+        d.bytes = (uint64_t)SANSOCK_MAX_RDMA + 1;
+        len = sansock_wire_encode_done(rbuf, type, 0, 0, &d);
+        expect(rbuf, len, &rdma, SANSOCK_WERR_FIELD);
+        d.bytes = SANSOCK_MAX_RDMA;
+        len = sansock_wire_encode_done(rbuf, type, 0, 0, &d);
+        expect(rbuf, len, &rdma, SANSOCK_WERR_OK);
+    }
 }
 
 static void test_feature_rejections(void **state)
@@ -356,14 +400,22 @@ static void test_feature_rejections(void **state)
     expect(buf, n, &after, SANSOCK_WERR_FEATURE);
     expect(buf, n, &write_only, SANSOCK_WERR_FEATURE);
     expect(buf, n, &read_only, SANSOCK_WERR_OK);
-    n = sansock_wire_encode_rdma(buf, SANSOCK_MSG_RDMA_SINK, 0, 0, &r, 0);
+    /* Write mode's messages need write mode, read mode's read mode: a peer that did not
+     * announce write mode never gets (nor gives) a sink. */
+    struct sansock_wire_sink k = {.len = 1 << 20, .desc_len = 40};
+    n = sansock_wire_encode_sink(buf, 0, 0, &k);
     expect(buf, n, &after, SANSOCK_WERR_FEATURE);
     expect(buf, n, &read_only, SANSOCK_WERR_FEATURE);
     expect(buf, n, &write_only, SANSOCK_WERR_OK);
     struct sansock_wire_done d = {.cookie = 1};
-    n = sansock_wire_encode_done(buf, 0, 0, &d);
+    n = sansock_wire_encode_done(buf, SANSOCK_MSG_DONE, 0, 0, &d);
     expect(buf, n, &after, SANSOCK_WERR_FEATURE);
+    expect(buf, n, &write_only, SANSOCK_WERR_FEATURE);
     expect(buf, n, &read_only, SANSOCK_WERR_OK);
+    n = sansock_wire_encode_done(buf, SANSOCK_MSG_SINK_DONE, 0, 0, &d);
+    expect(buf, n, &after, SANSOCK_WERR_FEATURE);
+    expect(buf, n, &read_only, SANSOCK_WERR_FEATURE);
+    expect(buf, n, &write_only, SANSOCK_WERR_OK);
 }
 
 static void test_addresses(void **state)

@@ -56,7 +56,9 @@ static const struct perf_option nic_options[] = {
 static const struct perf_option sock_options[] = {
     {"--mib", PERF_COUNT, 16, 1048576, NULL, "MiB the stream case writes (default 1024)"},
     {"--rounds", PERF_COUNT, 10, 100000000, NULL, "ping-pongs of the latency case (default 20000)"},
-    {"--case", PERF_CHOICE, 0, 0, "stream|pingpong|crossover|programs|switch",
+    {"--size", PERF_COUNT, 4096, 64u << 20, NULL,
+     "bytes each side of the bigpong case writes (default 1048576)"},
+    {"--case", PERF_CHOICE, 0, 0, "stream|pingpong|bigpong|crossover|programs|switch",
      "run that case only (switch: all but the programs)"},
     {0},
 };

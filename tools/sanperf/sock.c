@@ -196,7 +196,7 @@ int perf_sock_peer(int argc, char **argv)
 /* --- the suite ------------------------------------------------------------------------------- */
 
 struct sock_opts {
-    unsigned mib, rounds;
+    unsigned mib, rounds, size;
     const char *only; /* --case, or NULL */
 };
 
@@ -228,6 +228,7 @@ struct transport {
     const char *sock;      /* the daemon's socket (san) */
     const char *threshold; /* SANSOCK_RDMA_THRESHOLD for both ends, or NULL */
     bool no_rdma;          /* SANSOCK_RDMA=0: everything inline */
+    bool no_write;         /* SANSOCK_RDMA_WRITE=0: RDMA read mode only */
 };
 
 /* Starts argv (prefixed with sanrun for a SAN transport), its stdout on *out (NULL: discarded). */
@@ -247,6 +248,8 @@ static pid_t spawn(const struct transport *t, char *const argv[], FILE **out)
             setenv("SANSOCK_RDMA_THRESHOLD", t->threshold, 1);
         if (t->no_rdma)
             setenv("SANSOCK_RDMA", "0", 1);
+        if (t->no_write)
+            setenv("SANSOCK_RDMA_WRITE", "0", 1);
         char *args[16];
         int n = 0;
         if (t->san) {
@@ -366,21 +369,51 @@ static double gbps(uint64_t bytes, uint64_t ns)
 
 static int case_stream(const struct sock_opts *o, const struct transport *san, bool json)
 {
-    struct transport tcp = {0};
-    uint64_t tb, tns, sb, sns;
+    struct transport tcp = {0}, rd = *san;
+    rd.no_write = true;
+    uint64_t tb, tns, sb, sns, rb, rns;
     if (run_pair(&tcp, false, MIB, o->mib, &tb, &tns) ||
-        run_pair(san, false, MIB, o->mib, &sb, &sns))
+        run_pair(san, false, MIB, o->mib, &sb, &sns) ||
+        run_pair(&rd, false, MIB, o->mib, &rb, &rns))
         return -1;
-    double t = gbps(tb, tns), s = gbps(sb, sns);
+    double t = gbps(tb, tns), s = gbps(sb, sns), r = gbps(rb, rns);
     if (json)
         perf_json("\"suite\": \"sock\", \"case\": \"stream_1m\", \"mib\": %u, \"gb_per_s\": %.3f, "
                   "\"baseline\": \"tcp_loopback\", \"baseline_gb_per_s\": %.3f, \"ratio\": %.3f, "
-                  "\"better\": \"higher\", \"target\": 2",
-                  o->mib, s, t, t > 0 ? s / t : 0);
+                  "\"better\": \"higher\", \"target\": 2, \"read_mode_gb_per_s\": %.3f",
+                  o->mib, s, t, t > 0 ? s / t : 0, r);
     else
-        printf("stream_1m: %.2f GB/s under sanrun; TCP loopback %.2f GB/s (ratio %.2f, target "
-               ">= 2)\n",
-               s, t, t > 0 ? s / t : 0);
+        printf("stream_1m: %.2f GB/s under sanrun (read mode only: %.2f); TCP loopback %.2f GB/s "
+               "(ratio %.2f, target >= 2)\n",
+               s, r, t, t > 0 ? s / t : 0);
+    return 0;
+}
+
+/* Receiver-first transfers: --size ping-pongs (each side writes that, then reads it: the
+ * reader waits in its read before the data comes, write mode's case), the median round trip,
+ * under sanrun by default (write mode announced), in read mode only, and on TCP. */
+static int case_bigpong(const struct sock_opts *o, const struct transport *san, bool json)
+{
+    struct transport tcp = {0}, rd = *san;
+    rd.no_write = true;
+    unsigned rounds = o->rounds / 40 ? o->rounds / 40 : 1;
+    uint64_t t50, t99, s50, s99, r50, r99;
+    if (run_pair(&tcp, true, o->size, rounds, &t50, &t99) ||
+        run_pair(san, true, o->size, rounds, &s50, &s99) ||
+        run_pair(&rd, true, o->size, rounds, &r50, &r99))
+        return -1;
+    if (json)
+        perf_json("\"suite\": \"sock\", \"case\": \"pingpong_big\", \"size\": %u, \"rounds\": %u, "
+                  "\"round_trip_ns\": %llu, \"read_mode_round_trip_ns\": %llu, \"baseline\": "
+                  "\"tcp_loopback_1m\", \"baseline_round_trip_ns\": %llu, \"ratio\": %.3f, "
+                  "\"better\": \"lower\"",
+                  o->size, rounds, (unsigned long long)s50, (unsigned long long)r50,
+                  (unsigned long long)t50, t50 ? (double)s50 / (double)t50 : 0);
+    else
+        printf("pingpong_%u: round trip %.0f us under sanrun (read mode only: %.0f us); TCP "
+               "loopback %.0f us (ratio %.2f)\n",
+               o->size, (double)s50 / 1e3, (double)r50 / 1e3, (double)t50 / 1e3,
+               t50 ? (double)s50 / (double)t50 : 0);
     return 0;
 }
 
@@ -671,10 +704,12 @@ static bool wanted(const struct sock_opts *o, const char *c)
 
 int perf_sock(const struct perf_opts *po)
 {
-    struct sock_opts o = {.mib = 1024, .rounds = 20000};
+    struct sock_opts o = {.mib = 1024, .rounds = 20000, .size = MIB};
     for (int i = 0; i + 1 < po->argc; i++) {
         if (!strcmp(po->argv[i], "--mib"))
             o.mib = (unsigned)strtoul(po->argv[++i], NULL, 10);
+        else if (!strcmp(po->argv[i], "--size"))
+            o.size = (unsigned)strtoul(po->argv[++i], NULL, 10);
         else if (!strcmp(po->argv[i], "--rounds"))
             o.rounds = (unsigned)strtoul(po->argv[++i], NULL, 10);
         else if (!strcmp(po->argv[i], "--case"))
@@ -695,6 +730,8 @@ int perf_sock(const struct perf_opts *po)
         rc |= case_stream(&o, &san, po->json);
     if (wanted(&o, "pingpong"))
         rc |= case_pingpong(&o, &san, po->json);
+    if (wanted(&o, "bigpong"))
+        rc |= case_bigpong(&o, &san, po->json);
     if (wanted(&o, "crossover"))
         rc |= case_crossover(&o, &san, po->json);
     if (wanted(&o, "programs")) {
