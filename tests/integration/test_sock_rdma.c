@@ -1,4 +1,5 @@
-/* The sockets switch's RDMA read mode against the real daemon, both ends in separate processes.
+/* The sockets switch's RDMA read and write modes against the real daemon, both ends in separate
+ * processes.
  * - Streams of blocking writes around a 4 KiB threshold and the size of an offer (256 KiB),
  *   read back in pieces of other sizes with MSG_PEEK between them (tests/sock/sock_stream.c
  *   checks every byte, and that two peeks see the same bytes): each arrives whole. Writes of
@@ -9,7 +10,16 @@
  *   (the control: the server reads it and answers DONE with the cookie and the bytes), then
  *   offers that lie: a garbage descriptor, a length beyond the registration it names, a cookie
  *   out of order, a length beyond the server's max_rdma, and a DONE for nothing offered. Each
- *   liar's connection is reset (its NIC reports ECONNRESET), and the server goes on serving. */
+ *   liar's connection is reset (its NIC reports ECONNRESET), and the server goes on serving.
+ * - Write mode (SANSOCK_RDMA_WRITE=1): paced streams (the reader waits in its recv first) around
+ *   the threshold, 1 MiB writes read by 1 MiB (fewer NIC operations than read mode's offers, reads
+ *   and DONEs in the same test), MSG_WAITALL reads spanning several writes, and unpaced streams
+ *   that mix both modes, every byte checked. Raw peers against a sanrun'd echo server with write
+ *   mode: as receivers, an honest sink (the echo lands in it, SINK_DONE says so) and lying ones (a
+ *   garbage descriptor, a length beyond its registration, two sinks at once, a cookie out of
+ *   order, a sink from a peer that did not announce write mode); as senders into the server's own
+ *   sink, an honest write (echoed back) and lies (SINK_DONE for more than the sink, for a sink
+ *   already answered, after other stream bytes). Each lie resets that connection only. */
 #include "harness.h"
 #include "nic_pair.h"
 #include "sock_spawn.h"
@@ -24,14 +34,16 @@ static uint64_t nic_ops(const struct test_daemon *d)
     return s.nic_ops;
 }
 
-/* sock_stream SIZE COUNT READ under sanrun: checks its "ok TOTAL". */
-static void run_stream(const struct test_daemon *d, size_t size, unsigned count, size_t rd)
+/* sock_stream SIZE COUNT READ [PACE_US FLAGS] under sanrun: checks its "ok TOTAL". */
+static void run_stream_paced(const struct test_daemon *d, size_t size, unsigned count, size_t rd,
+                             unsigned pace_us, const char *flags)
 {
-    char ss[24], cs[16], rs[24];
+    char ss[24], cs[16], rs[24], ps[16];
     snprintf(ss, sizeof(ss), "%zu", size);
     snprintf(cs, sizeof(cs), "%u", count);
     snprintf(rs, sizeof(rs), "%zu", rd);
-    char *argv[] = {sanrun, stream, ss, cs, rs, NULL};
+    snprintf(ps, sizeof(ps), "%u", pace_us);
+    char *argv[] = {sanrun, stream, ss, cs, rs, ps, (char *)flags, NULL};
     FILE *out;
     pid_t pid = spawn(argv, d->sock, &out);
     char line[128] = "", want[64];
@@ -42,6 +54,11 @@ static void run_stream(const struct test_daemon *d, size_t size, unsigned count,
     snprintf(want, sizeof(want), "ok %llu\n", (unsigned long long)size * count);
     if (strcmp(line, want))
         test_fail(__FILE__, __LINE__, "sock_stream %zu x %u: '%s'", size, count, line);
+}
+
+static void run_stream(const struct test_daemon *d, size_t size, unsigned count, size_t rd)
+{
+    run_stream_paced(d, size, count, rd, 0, "");
 }
 
 enum lie { HONEST, BAD_DESC, TOO_LONG, BAD_COOKIE, OVER_MAX, DONE_NOTHING };
@@ -155,6 +172,352 @@ static int offer_peer(int port, enum lie lie)
     return ret;
 }
 
+/* --- write mode against raw peers -------------------------------------------------------- */
+
+enum { RSLOT = 8192, RNSLOT = 16, RLEN = 4000 };
+struct raw {
+    struct san_ctx *ctx;
+    struct san_ep *ep;
+    uint8_t *mem, *slots, *out, *sinkmem, *data;
+    struct san_mr *mr;
+    unsigned sent;
+    struct sansock_wire_limits lim;
+    uint8_t last[RSLOT]; /* the last message received (its slot is reposted at once) */
+};
+
+static uint8_t rbyte(uint32_t i)
+{
+    return (uint8_t)(i * 29 + 7);
+}
+
+/* Connects to port and negotiates the features given (no read mode: the server sends inline). */
+static void raw_open(struct raw *r, int port, uint32_t features)
+{
+    memset(r, 0, sizeof(*r));
+    CHECK_EQ(san_open(NULL, &r->ctx), 0);
+    struct sockaddr_in sa = addr4("127.0.0.1", (uint16_t)port);
+    CHECK_EQ(san_connect(r->ctx, (struct sockaddr *)&sa, sizeof(sa), 10000, &r->ep), 0);
+    void *mem;
+    CHECK_EQ(san_alloc(r->ctx, 1 << 20, 0, &mem), 0);
+    r->mem = mem;
+    r->slots = r->mem;
+    r->out = r->mem + RNSLOT * RSLOT;
+    r->sinkmem = r->mem + (512 << 10);
+    r->data = r->mem + (768 << 10);
+    CHECK_EQ(san_register(r->ctx, mem, 1 << 20, SAN_MEM_READWRITE, &r->mr), 0);
+    for (uint32_t i = 0; i < RLEN; i++)
+        r->data[i] = rbyte(i);
+    for (uint32_t i = 0; i < RNSLOT; i++) {
+        struct san_sge s = {
+            .addr = r->slots + i * RSLOT, .length = RSLOT, .lkey = san_mr_lkey(r->mr)};
+        CHECK_EQ(san_post_recv(r->ep, i, &s, 1), 0);
+    }
+    struct sansock_wire_negotiate n = {
+        .recv_slots = RNSLOT, .slot_size = RSLOT, .rdma_threshold = 4096, .features = features};
+    struct sockaddr_in me = addr4("127.0.0.1", 1);
+    CHECK_EQ(sansock_wire_addr_from(&n.src, (struct sockaddr *)&me, sizeof(me)), 0);
+    CHECK_EQ(sansock_wire_addr_from(&n.dst, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    uint8_t msg[SANSOCK_NEGOTIATE_MAX];
+    size_t len = sansock_wire_encode_negotiate(msg, &n);
+    r->lim = (struct sansock_wire_limits){
+        .max_payload = RSLOT - SANSOCK_HDR_SIZE, .max_credits = RNSLOT, .features = features};
+    struct san_sge s = {.addr = r->out, .length = (uint32_t)len, .lkey = san_mr_lkey(r->mr)};
+    memcpy(r->out, msg, len);
+    CHECK_EQ(san_post_send(r->ep, 100, &s, 1, 0), 0);
+    r->sent = 1;
+}
+
+/* Sends the len-byte message at msg (at most 8 KiB). */
+static void raw_send(struct raw *r, const void *msg, size_t len)
+{
+    uint8_t *o = r->out + (r->sent % 8) * 8192;
+    memcpy(o, msg, len);
+    struct san_sge s = {.addr = o, .length = (uint32_t)len, .lkey = san_mr_lkey(r->mr)};
+    CHECK_EQ(san_post_send(r->ep, 100 + r->sent++, &s, 1, 0), 0);
+}
+
+static void raw_data(struct raw *r, const uint8_t *bytes, uint32_t len)
+{
+    uint8_t msg[SANSOCK_HDR_SIZE + 4096];
+    CHECK(len <= 4096);
+    size_t n = sansock_wire_encode_data(msg, 0, len, 0);
+    memcpy(msg + SANSOCK_HDR_SIZE, bytes, len);
+    raw_send(r, msg, n);
+}
+
+static void raw_sink(struct raw *r, const struct sansock_wire_sink *k)
+{
+    uint8_t msg[SANSOCK_HDR_SIZE + sizeof(*k)];
+    raw_send(r, msg, sansock_wire_encode_sink(msg, 0, 0, k));
+}
+
+static void raw_done(struct raw *r, uint32_t cookie, uint64_t bytes)
+{
+    struct sansock_wire_done d = {.cookie = cookie, .bytes = bytes};
+    uint8_t msg[SANSOCK_HDR_SIZE + sizeof(d)];
+    raw_send(r, msg, sansock_wire_encode_done(msg, SANSOCK_MSG_SINK_DONE, 0, 0, &d));
+}
+
+static void raw_shutdown(struct raw *r)
+{
+    uint8_t msg[SANSOCK_HDR_SIZE];
+    raw_send(r, msg, sansock_wire_encode_hdr(msg, SANSOCK_MSG_SHUTDOWN, 0, 0, 0));
+}
+
+/* The next message from the server into *m (its payload in r->last): 1, or the first error
+ * status of the endpoint (-ECONNRESET once the server reset the connection), or -ETIMEDOUT. */
+static int raw_next(struct raw *r, struct sansock_msg *m)
+{
+    for (int i = 0; i < 500; i++) {
+        struct san_wc wc;
+        while (san_poll(r->ep, &wc, 1) == 1) {
+            if (wc.status)
+                return wc.status;
+            if (wc.opcode != SAN_WC_RECV)
+                continue;
+            memcpy(r->last, r->slots + wc.wr_id * RSLOT, wc.byte_len);
+            struct san_sge s = {
+                .addr = r->slots + wc.wr_id * RSLOT, .length = RSLOT, .lkey = san_mr_lkey(r->mr)};
+            int perr = san_post_recv(r->ep, wc.wr_id, &s, 1);
+            if (perr) /* the server reset: its flushed receives tell the status next */
+                CHECK_EQ(perr, -ENOTCONN);
+            enum sansock_wire_err e = sansock_wire_decode(r->last, wc.byte_len, &r->lim, m);
+            if (e != SANSOCK_WERR_OK)
+                test_fail(__FILE__, __LINE__, "the server sent a bad message: %s",
+                          sansock_wire_strerror(e));
+            r->lim.negotiated = true;
+            return 1;
+        }
+        san_wait(r->ep, 20);
+    }
+    return -ETIMEDOUT;
+}
+
+/* The next message of type (others skipped): 1 or raw_next's error. */
+static int raw_await(struct raw *r, uint8_t type, struct sansock_msg *m)
+{
+    int st;
+    while ((st = raw_next(r, m)) == 1 && m->type != type)
+        ;
+    return st;
+}
+
+static void raw_close(struct raw *r)
+{
+    san_ep_close(r->ep); /* NULL: closed already */
+    san_deregister(r->mr);
+    san_free(r->ctx, r->mem);
+    san_close(r->ctx);
+}
+
+enum sink_lie { S_HONEST, S_BAD_DESC, S_BEYOND_REG, S_TWO_SINKS, S_BAD_COOKIE, S_UNANNOUNCED };
+
+/* A raw peer that gives the server a sink, then RLEN bytes the server echoes. S_HONEST: 0 when
+ * SINK_DONE says the echo (RLEN bytes) went into the sink and the sink holds them. A lie: the
+ * first error status (the server reset the connection: -ECONNRESET). */
+static int sink_peer(int port, enum sink_lie lie)
+{
+    struct raw r;
+    raw_open(&r, port, lie == S_UNANNOUNCED ? 0 : SANSOCK_FEAT_RDMA_WRITE);
+    struct san_mr *smr;
+    struct sansock_wire_sink k = {.pos = 0, .len = 20000, .cookie = lie == S_BAD_COOKIE ? 3 : 0};
+    size_t dl = sizeof(k.desc);
+    /* S_BEYOND_REG registers 1000 bytes and says 20000: the echo's write passes its end. */
+    CHECK_EQ(san_register_rdma(r.ctx, r.sinkmem, lie == S_BEYOND_REG ? 1000 : 65536, SAN_MEM_WRITE,
+                               k.desc, &dl, &smr),
+             0);
+    k.desc_len = (uint32_t)dl;
+    if (lie == S_BAD_DESC)
+        memset(k.desc, 0x5a, sizeof(k.desc));
+    memset(r.sinkmem, 0, 20000);
+    if (lie == S_UNANNOUNCED) /* the decoder refuses a SINK without write mode */
+        r.lim.features = SANSOCK_FEAT_RDMA_WRITE;
+    raw_sink(&r, &k);
+    if (lie == S_TWO_SINKS) {
+        k.cookie = 1;
+        raw_sink(&r, &k);
+    }
+    raw_data(&r, r.data, RLEN);
+    raw_shutdown(&r);
+    struct sansock_msg m;
+    int st = raw_await(&r, SANSOCK_MSG_SINK_DONE, &m), ret;
+    if (lie != S_HONEST)
+        ret = st == 1 ? 0 : st; /* a SINK_DONE for a lie would be a bug: 0 then */
+    else if (st != 1)
+        ret = st;
+    else if (m.u.done.cookie || m.u.done.status || m.u.done.bytes != RLEN ||
+             memcmp(r.sinkmem, r.data, RLEN))
+        ret = -EPROTO;
+    else
+        ret = raw_await(&r, SANSOCK_MSG_SHUTDOWN, &m) == 1 ? 0 : -EPIPE;
+    san_ep_close(r.ep); /* before the sink goes: no write reaches it after */
+    r.ep = NULL;
+    san_deregister(smr);
+    raw_close(&r);
+    return ret;
+}
+
+enum done_lie { D_HONEST, D_OVER_SINK, D_TWICE, D_AFTER_DATA };
+
+/* A raw peer that writes into the server's own sink (its blocked read's buffer) and answers with
+ * SINK_DONE. D_HONEST: 0 when the server echoes the RLEN bytes written (inline: this peer has no
+ * read mode). A lie: the first error status. */
+static int writer_peer(int port, enum done_lie lie)
+{
+    struct raw r;
+    raw_open(&r, port, SANSOCK_FEAT_RDMA_WRITE);
+    struct sansock_msg m;
+    int st = raw_await(&r, SANSOCK_MSG_RDMA_SINK, &m), ret = 0;
+    if (st != 1) {
+        raw_close(&r);
+        return st == -ECONNRESET ? -EPROTO : st; /* no sink: not the lie's reset */
+    }
+    struct sansock_wire_sink k = m.u.sink;
+    CHECK(k.len >= RLEN && k.pos == 0);
+    if (lie == D_HONEST) {
+        struct san_sge s = {.addr = r.data, .length = RLEN, .lkey = san_mr_lkey(r.mr)};
+        CHECK_EQ(san_rdma_write(r.ep, 7, &s, 1, k.desc, k.desc_len, 0, SAN_WR_UNSIGNALED), 0);
+        raw_done(&r, k.cookie, RLEN);
+    } else if (lie == D_OVER_SINK) {
+        raw_done(&r, k.cookie, (uint64_t)k.len + 1);
+    } else if (lie == D_TWICE) {
+        raw_done(&r, k.cookie, 0);
+        raw_done(&r, k.cookie, 0);
+    } else {
+        raw_data(&r, r.data, 100);
+        raw_done(&r, k.cookie, 100);
+    }
+    raw_shutdown(&r);
+    if (lie != D_HONEST) {
+        st = raw_await(&r, SANSOCK_MSG_SHUTDOWN, &m);
+        raw_close(&r);
+        return st == 1 ? 0 : st;
+    }
+    uint8_t back[RLEN];
+    uint32_t got = 0;
+    while (got < RLEN && (st = raw_next(&r, &m)) == 1) {
+        if (m.type != SANSOCK_MSG_DATA)
+            continue;
+        CHECK(got + m.payload_len <= RLEN);
+        memcpy(back + got, m.payload, m.payload_len);
+        got += m.payload_len;
+    }
+    if (got != RLEN || memcmp(back, r.data, RLEN))
+        ret = st == 1 ? -EPROTO : st;
+    raw_close(&r);
+    return ret;
+}
+
+static uint64_t stream_ops(const struct test_daemon *d, size_t size, unsigned count, size_t rd,
+                           unsigned pace, const char *flags)
+{
+    uint64_t before = nic_ops(d);
+    run_stream_paced(d, size, count, rd, pace, flags);
+    return nic_ops(d) - before;
+}
+
+static void write_mode(const struct test_daemon *d)
+{
+    setenv("SANSOCK_RDMA_THRESHOLD", "4096", 1);
+    setenv("SANSOCK_RDMA_WRITE", "1", 1);
+    /* Around the threshold, the reader waiting first: sinks of 4097 bytes (just above it), writes
+     * that fit them, fill them, pass them by a byte; reads at the threshold advertise none. */
+    static const struct {
+        size_t size, rd;
+        unsigned count;
+        const char *flags;
+    } paced[] = {
+        {4096, 4097, 12, "n"},     {4097, 4097, 12, "n"},      {4098, 4097, 12, "n"},
+        {4097, 4096, 12, "n"},     {1 << 20, 1 << 20, 6, "n"}, {(1 << 20) + 1, 3 << 20, 5, "wn"},
+        {300000, 1 << 20, 6, "w"},
+    };
+    for (size_t i = 0; i < sizeof(paced) / sizeof(paced[0]); i++) {
+        uint64_t ops =
+            stream_ops(d, paced[i].size, paced[i].count, paced[i].rd, 15000, paced[i].flags);
+        printf("write mode, paced: %zu x %u read by %zu%s: ok, %" PRIu64 " NIC ops\n",
+               paced[i].size, paced[i].count, paced[i].rd,
+               strchr(paced[i].flags, 'w') ? " (MSG_WAITALL)" : "", ops);
+    }
+    /* 1 MiB writes into 1 MiB reads: a SINK, four writes and a SINK_DONE each, where read mode
+     * takes four offers, four reads and four DONEs. */
+    uint64_t w = stream_ops(d, 1 << 20, 8, 1 << 20, 15000, "n");
+    setenv("SANSOCK_RDMA_WRITE", "0", 1);
+    uint64_t r = stream_ops(d, 1 << 20, 8, 1 << 20, 15000, "n");
+    setenv("SANSOCK_RDMA_WRITE", "1", 1);
+    printf("1 MiB x 8, paced: write mode %" PRIu64 " NIC ops, read mode %" PRIu64 "\n", w, r);
+    if (w * 4 > r * 3 || w > 8 * 8 + 20)
+        test_fail(__FILE__, __LINE__, "write mode not used: %" PRIu64 " ops, read mode %" PRIu64, w,
+                  r);
+    /* Unpaced: the modes mix (a sink when the reader waits first, offers otherwise). */
+    static const struct {
+        size_t size, rd;
+        unsigned count;
+        const char *flags;
+    } mixed[] = {{65536, 3000, 40, ""},
+                 {1 << 20, 1 << 20, 8, "n"},
+                 {(1 << 20) + 1, 333333, 3, ""},
+                 {(5 << 19) + 7, 2 << 20, 3, "w"},
+                 {5000, 1 << 20, 200, "n"}};
+    for (size_t i = 0; i < sizeof(mixed) / sizeof(mixed[0]); i++) {
+        uint64_t ops = stream_ops(d, mixed[i].size, mixed[i].count, mixed[i].rd, 0, mixed[i].flags);
+        printf("write mode, unpaced: %zu x %u read by %zu: ok, %" PRIu64 " NIC ops\n",
+               mixed[i].size, mixed[i].count, mixed[i].rd, ops);
+    }
+
+    /* Raw peers against an echo server in write mode (threshold 4096: its 64 KiB reads sink). */
+    char *srv_argv[] = {sanrun, echo, "server", NULL};
+    FILE *srv;
+    pid_t srv_pid = spawn(srv_argv, d->sock, &srv);
+    char line[256];
+    int port;
+    CHECK(fgets(line, sizeof(line), srv));
+    CHECK(sscanf(line, "port %d", &port) == 1);
+    CHECK_EQ(sink_peer(port, S_HONEST), 0);
+    printf("an honest sink: the echo written into it\n");
+    static const char *const snames[] = {"",
+                                         "sink with a garbage descriptor",
+                                         "sink beyond its registration",
+                                         "two sinks at once",
+                                         "sink cookie out of order",
+                                         "sink without write mode announced"};
+    for (int lie = S_BAD_DESC; lie <= S_UNANNOUNCED; lie++) {
+        int st = sink_peer(port, (enum sink_lie)lie);
+        if (st != -ECONNRESET)
+            test_fail(__FILE__, __LINE__, "%s: status %d, want ECONNRESET", snames[lie], st);
+        printf("%s: reset\n", snames[lie]);
+    }
+    CHECK_EQ(writer_peer(port, D_HONEST), 0);
+    printf("an honest write into the server's sink: echoed\n");
+    static const char *const dnames[] = {"", "SINK_DONE beyond the sink",
+                                         "SINK_DONE for a sink already answered",
+                                         "SINK_DONE after other stream bytes"};
+    for (int lie = D_OVER_SINK; lie <= D_AFTER_DATA; lie++) {
+        int st = writer_peer(port, (enum done_lie)lie);
+        if (st != -ECONNRESET)
+            test_fail(__FILE__, __LINE__, "%s: status %d, want ECONNRESET", dnames[lie], st);
+        printf("%s: reset\n", dnames[lie]);
+    }
+    /* The server still serves, by RDMA too. */
+    char ps[16];
+    snprintf(ps, sizeof(ps), "%d", port);
+    char *cl_argv[] = {sanrun, echo, "client", "127.0.0.1", ps, "3000017", NULL};
+    FILE *co;
+    pid_t cp = spawn(cl_argv, d->sock, &co);
+    CHECK(fgets(line, sizeof(line), co));
+    fclose(co);
+    CHECK_EQ(wait_exit(cp), 0);
+    CHECK(!strncmp(line, "ok 3000017 ", 11));
+    char *quit_argv[] = {sanrun, echo, "quit", "127.0.0.1", ps, NULL};
+    FILE *qo;
+    pid_t q = spawn(quit_argv, d->sock, &qo);
+    fclose(qo);
+    CHECK_EQ(wait_exit(q), 0);
+    fclose(srv);
+    CHECK_EQ(wait_exit(srv_pid), 0);
+    unsetenv("SANSOCK_RDMA_WRITE");
+    unsetenv("SANSOCK_RDMA_THRESHOLD");
+}
+
 int main(void)
 {
     test_init();
@@ -251,6 +614,7 @@ int main(void)
     CHECK_EQ(wait_exit(q), 0);
     fclose(srv);
     CHECK_EQ(wait_exit(srv_pid), 0);
+    write_mode(&d);
     CHECK_EQ(test_daemon_stop(&d), 0);
     printf("sock_rdma: ok\n");
     return 0;
