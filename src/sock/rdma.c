@@ -178,17 +178,43 @@ void sansock_rdma_next_done(struct sansock_rdma *r, struct sansock_wire_done *d)
     r->dones_due--;
 }
 
-int sansock_rdma_sink_open(struct sansock_rdma *r, struct san_ctx *ctx, void *buf, size_t len,
-                           struct sansock_wire_sink *k)
+/* The staging sink, registered for remote write once: the peer may write into it whenever it
+ * likes, which touches nothing but its own stream's bytes (placed only after a valid SINK_DONE). */
+static int ssink_setup(struct sansock_rdma *r, struct san_ctx *ctx)
 {
-    if (len > SINK_MAX)
-        len = SINK_MAX;
+    void *mem;
+    size_t dl = sizeof(r->ssink_desc);
+    if (san_alloc(ctx, SINK_STAGE, 0, &mem))
+        return -ENOBUFS;
+    if (san_register_rdma(ctx, mem, SINK_STAGE, SAN_MEM_READWRITE, r->ssink_desc, &dl,
+                          &r->ssink_mr)) {
+        san_free(ctx, mem);
+        return -ENOBUFS;
+    }
+    r->ssink_desc_len = (uint32_t)dl;
+    r->ssink_mem = mem;
+    return 0;
+}
+
+int sansock_rdma_sink_open(struct sansock_rdma *r, struct san_ctx *ctx, void *buf, size_t len,
+                           bool staged, struct sansock_wire_sink *k)
+{
+    size_t cap = staged ? SINK_STAGE : SINK_MAX;
+    if (len > cap)
+        len = cap;
     *k = (struct sansock_wire_sink){.pos = r->rx_pos, .len = (uint32_t)len};
     size_t dl = sizeof(k->desc);
     r->ksink_mr = NULL;
-    /* Write-only: the peer may put bytes into the program's buffer, never read it. */
-    if (san_register_rdma(ctx, buf, len, SAN_MEM_WRITE, k->desc, &dl, &r->ksink_mr))
+    if (staged) {
+        if (!r->ssink_mem && ssink_setup(r, ctx))
+            return -ENOBUFS;
+        memcpy(k->desc, r->ssink_desc, sizeof(k->desc));
+        dl = r->ssink_desc_len;
+    } else if (san_register_rdma(ctx, buf, len, SAN_MEM_WRITE, k->desc, &dl, &r->ksink_mr)) {
+        /* Write-only: the peer may put bytes into the program's buffer, never read it. */
         return -ENOBUFS;
+    }
+    r->ksink_staged = staged;
     k->desc_len = (uint32_t)dl;
     k->cookie = r->sinks_out++;
     r->sink_state = SINK_OUT;
@@ -223,9 +249,10 @@ int sansock_rdma_on_sink_done(struct sansock_rdma *r, const struct sansock_wire_
     return 0;
 }
 
-uint32_t sansock_rdma_sink_take(struct sansock_rdma *r)
+uint32_t sansock_rdma_sink_take(struct sansock_rdma *r, const uint8_t **staged)
 {
     uint32_t n = r->sink_state == SINK_FILLED ? r->ksink_bytes : 0;
+    *staged = r->ksink_staged ? r->ssink_mem : NULL;
     sink_dereg(r);
     r->sink_state = SINK_IDLE;
     return n;
@@ -317,6 +344,10 @@ void sansock_rdma_sink_answer(struct sansock_rdma *r, struct sansock_wire_done *
 void sansock_rdma_free(struct sansock_rdma *r, struct san_ctx *ctx)
 {
     sink_dereg(r);
+    if (r->ssink_mem) {
+        san_deregister(r->ssink_mr);
+        san_free(ctx, r->ssink_mem);
+    }
     if (r->wstage_mem) {
         san_deregister(r->wstage_mr);
         san_free(ctx, r->wstage_mem);

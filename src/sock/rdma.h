@@ -45,8 +45,9 @@
 #ifndef WRITE_NBUF
 #define WRITE_NBUF 4u /* staging buffers of RDMA_CHUNK bytes a writer has in flight */
 #endif
-#define SINK_MAX  (4u << 20) /* bytes of the program's buffer one sink registers at most */
-#define WRITE_TAG 0x400u     /* wr_id of a write: WRITE_TAG | staging buffer */
+#define SINK_MAX   (4u << 20) /* bytes of the program's buffer one sink registers at most */
+#define SINK_STAGE (2u << 20) /* bytes of a staging sink (proxy memory, registered once) */
+#define WRITE_TAG  0x400u     /* wr_id of a write: WRITE_TAG | staging buffer */
 
 enum sansock_sink_state {
     SINK_IDLE = 0, /* none out */
@@ -89,6 +90,11 @@ struct sansock_rdma {
     uint32_t ksink_len, ksink_bytes;
     uint32_t sinks_out;     /* cookies advertised (the current one is sinks_out - 1) */
     uint32_t sinks_written; /* sinks the peer filled (a counter for tests and docs) */
+    bool ksink_staged;      /* the sink out is the staging sink, not the program's buffer */
+    uint8_t *ssink_mem;     /* the staging sink: SINK_STAGE bytes, or NULL until the first */
+    struct san_mr *ssink_mr;
+    uint8_t ssink_desc[SANSOCK_DESC_MAX];
+    uint32_t ssink_desc_len;
     /* write mode, sender: the peer's sink held */
     bool psink_held;
     struct sansock_wire_sink psink;
@@ -134,15 +140,18 @@ void sansock_rdma_next_done(struct sansock_rdma *r, struct sansock_wire_done *d)
 
 /* Write mode, receiver. Registers len bytes at buf (at most SINK_MAX; the caller checked
  * sink_state is SINK_IDLE) and fills k for the SINK the caller sends: 0, or -ENOBUFS when the
- * registration fails (the receive then waits as in read mode). */
+ * registration fails (the receive then waits as in read mode). staged: the sink is instead this
+ * side's staging sink (proxy memory registered once, allocated at the first; at most SINK_STAGE
+ * of len), which the owner copies out of. */
 int sansock_rdma_sink_open(struct sansock_rdma *r, struct san_ctx *ctx, void *buf, size_t len,
-                           struct sansock_wire_sink *k);
+                           bool staged, struct sansock_wire_sink *k);
 /* The peer's SINK_DONE: 0, or -EPROTO (no sink out, another cookie, a status, more bytes than the
  * sink, stream bytes arrived since it was advertised, or bytes for an abandoned sink). */
 int sansock_rdma_on_sink_done(struct sansock_rdma *r, const struct sansock_wire_done *d);
 /* The owner of an answered sink (SINK_FILLED or SINK_DECLINED) takes its bytes and deregisters it:
- * the bytes written into the program's buffer (0 when declined). */
-uint32_t sansock_rdma_sink_take(struct sansock_rdma *r);
+ * the bytes written (0 when declined); *staged: where they are for the owner to copy (a staging
+ * sink), or NULL (they are in the program's buffer already). */
+uint32_t sansock_rdma_sink_take(struct sansock_rdma *r, const uint8_t **staged);
 /* The owner gives up a sink still out (other stream bytes arrived, end of file, SHUT_RD, the SINK
  * could not be sent): deregistered at once, so the program's buffer is no longer reachable. */
 void sansock_rdma_sink_abandon(struct sansock_rdma *r);

@@ -10,7 +10,7 @@
 struct sansock_real sansock_real_fns;
 /* The threshold's default comes from sanperf sock's crossover (docs/sock.md). */
 struct sansock_config sansock_cfg = {
-    .rdma_threshold = 256u << 10, .rdma = true, .rdma_write = true, .connect_timeout_ms = 5000};
+    .rdma_threshold = 256u << 10, .rdma = true, .rdma_write = 0, .connect_timeout_ms = 5000};
 
 #define RESOLVE(name)                                                                              \
     __atomic_store_n((void **)&sansock_real_fns.name, dlsym(RTLD_NEXT, #name), __ATOMIC_RELAXED)
@@ -83,7 +83,8 @@ void sansock_config_load(void)
     sansock_cfg.rdma_threshold =
         (unsigned)env_num("SANSOCK_RDMA_THRESHOLD", 256u << 10, 64, 64u << 20);
     sansock_cfg.rdma = env_num("SANSOCK_RDMA", 1, 0, 1) != 0;
-    sansock_cfg.rdma_write = env_num("SANSOCK_RDMA_WRITE", 1, 0, 1) != 0;
+    /* Write mode is off by default: slower than read mode here (docs/sock.md, performance). */
+    sansock_cfg.rdma_write = (unsigned)env_num("SANSOCK_RDMA_WRITE", 0, 0, 2);
     sansock_cfg.connect_timeout_ms =
         (int)env_num("SANSOCK_CONNECT_TIMEOUT_MS", 5000, 1, 3600 * 1000);
 }

@@ -72,9 +72,12 @@ struct sansock_config {
     bool disabled;           /* SANSOCK_DISABLE=1: everything to the kernel */
     unsigned rdma_threshold; /* SANSOCK_RDMA_THRESHOLD: larger writes go by RDMA */
     bool rdma;               /* SANSOCK_RDMA (default 1): 0 announces no RDMA mode (all inline) */
-    bool rdma_write;         /* SANSOCK_RDMA_WRITE (default 1): 0 announces read mode only */
+    unsigned rdma_write;     /* SANSOCK_RDMA_WRITE: 0 announces read mode only; write mode's sinks
+                                are the staging sink (SANSOCK_SINK_STAGED) or the program's
+                                buffer (SANSOCK_SINK_PROGRAM) */
     int connect_timeout_ms;  /* SANSOCK_CONNECT_TIMEOUT_MS */
 };
+enum { SANSOCK_SINK_STAGED = 1, SANSOCK_SINK_PROGRAM = 2 };
 extern struct sansock_config sansock_cfg;
 void sansock_config_load(void);
 

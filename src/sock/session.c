@@ -1015,7 +1015,9 @@ static bool sink_offer_locked(struct sansock_conn *c, struct cursor *u, size_t l
     if (room <= sansock_cfg.rdma_threshold)
         return false;
     struct sansock_wire_sink k;
-    if (sansock_rdma_sink_open(&c->rdma, c->ctx, (uint8_t *)u->iov->iov_base + u->off, room, &k))
+    bool staged = sansock_cfg.rdma_write != SANSOCK_SINK_PROGRAM;
+    if (sansock_rdma_sink_open(&c->rdma, c->ctx, (uint8_t *)u->iov->iov_base + u->off, room, staged,
+                               &k))
         return false; /* no registration: the data comes as offers or inline */
     uint8_t msg[SANSOCK_HDR_SIZE + sizeof(k)];
     sansock_wire_encode_sink(msg, 0, 0, &k);
@@ -1060,8 +1062,12 @@ ssize_t sansock_conn_recvv(struct sansock_conn *c, int fd, const struct iovec *i
             break;
         }
         if (sink && (c->rdma.sink_state == SINK_FILLED || c->rdma.sink_state == SINK_DECLINED)) {
-            size_t n = sansock_rdma_sink_take(&c->rdma);
-            cursor_advance(&u, n);
+            const uint8_t *staged;
+            size_t n = sansock_rdma_sink_take(&c->rdma, &staged);
+            if (staged)
+                cursor_copy(&u, (uint8_t *)staged, n, false);
+            else
+                cursor_advance(&u, n);
             got += n;
             sink = false;
         } else if (sink && (c->rdma.rx_pos != c->rdma.ksink_pos || c->rd_shut || c->peer_eof ||

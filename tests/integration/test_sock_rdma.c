@@ -11,15 +11,16 @@
  *   offers that lie: a garbage descriptor, a length beyond the registration it names, a cookie
  *   out of order, a length beyond the server's max_rdma, and a DONE for nothing offered. Each
  *   liar's connection is reset (its NIC reports ECONNRESET), and the server goes on serving.
- * - Write mode (SANSOCK_RDMA_WRITE=1): paced streams (the reader waits in its recv first) around
- *   the threshold, 1 MiB writes read by 1 MiB (fewer NIC operations than read mode's offers, reads
- *   and DONEs in the same test), MSG_WAITALL reads spanning several writes, and unpaced streams
- *   that mix both modes, every byte checked. Raw peers against a sanrun'd echo server with write
- *   mode: as receivers, an honest sink (the echo lands in it, SINK_DONE says so) and lying ones (a
- *   garbage descriptor, a length beyond its registration, two sinks at once, a cookie out of
- *   order, a sink from a peer that did not announce write mode); as senders into the server's own
- *   sink, an honest write (echoed back) and lies (SINK_DONE for more than the sink, for a sink
- *   already answered, after other stream bytes). Each lie resets that connection only. */
+ * - Write mode (SANSOCK_RDMA_WRITE=1 and 2: staging sinks, the program's buffer): paced streams
+ * (the reader waits in its recv first) around the threshold, 1 MiB writes read by 1 MiB (fewer NIC
+ * operations than read mode's offers, reads and DONEs in the same test), MSG_WAITALL reads spanning
+ * several writes, and unpaced streams that mix both modes, every byte checked. Raw peers against a
+ * sanrun'd echo server with write mode: as receivers, an honest sink (the echo lands in it,
+ * SINK_DONE says so) and lying ones (a garbage descriptor, a length beyond its registration, two
+ * sinks at once, a cookie out of order, a sink from a peer that did not announce write mode); as
+ * senders into the server's own sink, an honest write (echoed back) and lies (SINK_DONE for more
+ * than the sink, for a sink already answered, after other stream bytes). Each lie resets that
+ * connection only. */
 #include "harness.h"
 #include "nic_pair.h"
 #include "sock_spawn.h"
@@ -416,10 +417,13 @@ static uint64_t stream_ops(const struct test_daemon *d, size_t size, unsigned co
     return nic_ops(d) - before;
 }
 
-static void write_mode(const struct test_daemon *d)
+/* Write mode with sinks of kind mode (SANSOCK_RDMA_WRITE: "1" staging sinks, "2" the program's
+ * buffer). */
+static void write_mode(const struct test_daemon *d, const char *mode)
 {
+    printf("write mode, SANSOCK_RDMA_WRITE=%s\n", mode);
     setenv("SANSOCK_RDMA_THRESHOLD", "4096", 1);
-    setenv("SANSOCK_RDMA_WRITE", "1", 1);
+    setenv("SANSOCK_RDMA_WRITE", mode, 1);
     /* Around the threshold, the reader waiting first: sinks of 4097 bytes (just above it), writes
      * that fit them, fill them, pass them by a byte; reads at the threshold advertise none. */
     static const struct {
@@ -443,7 +447,7 @@ static void write_mode(const struct test_daemon *d)
     uint64_t w = stream_ops(d, 1 << 20, 8, 1 << 20, 15000, "n");
     setenv("SANSOCK_RDMA_WRITE", "0", 1);
     uint64_t r = stream_ops(d, 1 << 20, 8, 1 << 20, 15000, "n");
-    setenv("SANSOCK_RDMA_WRITE", "1", 1);
+    setenv("SANSOCK_RDMA_WRITE", mode, 1);
     printf("1 MiB x 8, paced: write mode %" PRIu64 " NIC ops, read mode %" PRIu64 "\n", w, r);
     if (w * 4 > r * 3 || w > 8 * 8 + 20)
         test_fail(__FILE__, __LINE__, "write mode not used: %" PRIu64 " ops, read mode %" PRIu64, w,
@@ -614,7 +618,8 @@ int main(void)
     CHECK_EQ(wait_exit(q), 0);
     fclose(srv);
     CHECK_EQ(wait_exit(srv_pid), 0);
-    write_mode(&d);
+    write_mode(&d, "1");
+    write_mode(&d, "2");
     CHECK_EQ(test_daemon_stop(&d), 0);
     printf("sock_rdma: ok\n");
     return 0;

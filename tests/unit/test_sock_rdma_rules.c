@@ -197,7 +197,9 @@ static void test_receiver_sinks(void **state)
     assert_int_equal(r.sink_state, SINK_FILLED);
     assert_true(r.rx_pos == 3100);
     assert_int_equal(sansock_rdma_on_sink_done(&r, &d), -EPROTO); /* the same one twice */
-    assert_int_equal(sansock_rdma_sink_take(&r), 3000);
+    const uint8_t *staged;
+    assert_int_equal(sansock_rdma_sink_take(&r, &staged), 3000);
+    assert_null(staged);
     assert_int_equal(r.sink_state, SINK_IDLE);
     assert_int_equal(sansock_rdma_on_sink_done(&r, &d), -EPROTO); /* none out any more */
     /* Declined: 0 bytes, the owner takes nothing. */
@@ -207,7 +209,7 @@ static void test_receiver_sinks(void **state)
     d = (struct sansock_wire_done){.cookie = 1, .bytes = 0};
     assert_int_equal(sansock_rdma_on_sink_done(&r, &d), 0);
     assert_int_equal(r.sink_state, SINK_DECLINED);
-    assert_int_equal(sansock_rdma_sink_take(&r), 0);
+    assert_int_equal(sansock_rdma_sink_take(&r, &staged), 0);
     /* Given up by its owner: only a 0-byte answer is taken, then the next sink may go. */
     r.sinks_out = 3;
     r.sink_state = SINK_OUT;

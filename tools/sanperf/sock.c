@@ -11,6 +11,12 @@
  *   target >= 2).
  * - pingpong_64b: --rounds 64-byte ping-pongs (after a tenth as many unmeasured): the median
  *   one-way latency (half a round trip) against TCP's (ratio, lower is better; target <= 0.5).
+ * - stream_1m also runs in write mode (SANSOCK_RDMA_WRITE=1: staging sinks, 2: the program's
+ *   buffer): write_staged_gb_per_s and write_program_gb_per_s beside read mode's gb_per_s.
+ * - pingpong_big (--case bigpong): --size-byte ping-pongs (default 1 MiB), where each reader waits
+ *   in its read before the data comes (write mode's receiver-initiated case): the median round
+ *   trip in each RDMA mode against TCP's (one_way_ns: half of it; ratio = read mode / TCP, lower
+ *   is better).
  * - crossover_<size>: stream bandwidth of size-byte writes with the data inline (threshold at
  *   the size, SANSOCK_RDMA=0) and by RDMA (threshold one byte below it), through the switch both
  *   times with the same receive slots, the median of three runs each taken in turns: ratio =
@@ -20,8 +26,8 @@
  *   with -F p (poll) and -F s (select; -F needs a feed file) under sanrun against the same programs
  *   on TCP, when installed ("not installed" otherwise; a missing program never
  *   fails the suite).
- * --case picks one of stream, pingpong, crossover, programs, or switch (all but the programs: what
- * a sanitizer build can run, its libsansock.so being instrumented); default: all. */
+ * --case picks one of stream, pingpong, bigpong, crossover, programs, or switch (all but the
+ * programs: what a sanitizer build can run, its libsansock.so being instrumented); default: all. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -228,7 +234,8 @@ struct transport {
     const char *sock;      /* the daemon's socket (san) */
     const char *threshold; /* SANSOCK_RDMA_THRESHOLD for both ends, or NULL */
     bool no_rdma;          /* SANSOCK_RDMA=0: everything inline */
-    bool no_write;         /* SANSOCK_RDMA_WRITE=0: RDMA read mode only */
+    const char *write;     /* SANSOCK_RDMA_WRITE for both ends ("0" read mode only, "1" write
+                              mode into staging sinks, "2" into the program's buffer), or NULL */
 };
 
 /* Starts argv (prefixed with sanrun for a SAN transport), its stdout on *out (NULL: discarded). */
@@ -248,8 +255,8 @@ static pid_t spawn(const struct transport *t, char *const argv[], FILE **out)
             setenv("SANSOCK_RDMA_THRESHOLD", t->threshold, 1);
         if (t->no_rdma)
             setenv("SANSOCK_RDMA", "0", 1);
-        if (t->no_write)
-            setenv("SANSOCK_RDMA_WRITE", "0", 1);
+        if (t->write)
+            setenv("SANSOCK_RDMA_WRITE", t->write, 1);
         char *args[16];
         int n = 0;
         if (t->san) {
@@ -367,53 +374,36 @@ static double gbps(uint64_t bytes, uint64_t ns)
     return ns ? (double)bytes / (double)ns : 0; /* bytes per ns = GB/s */
 }
 
+/* The RDMA modes side by side (SANSOCK_RDMA_WRITE): read mode only, write mode into a staging
+ * sink, write mode into the program's buffer. */
+static const char *const mode_env[3] = {"0", "1", "2"};
+
+/* stream_1m: 1 MiB writes read by 1 MiB reads, kernel TCP, then each RDMA mode. */
 static int case_stream(const struct sock_opts *o, const struct transport *san, bool json)
 {
-    struct transport tcp = {0}, rd = *san;
-    rd.no_write = true;
-    uint64_t tb, tns, sb, sns, rb, rns;
-    if (run_pair(&tcp, false, MIB, o->mib, &tb, &tns) ||
-        run_pair(san, false, MIB, o->mib, &sb, &sns) ||
-        run_pair(&rd, false, MIB, o->mib, &rb, &rns))
+    struct transport tcp = {0};
+    uint64_t tb, tns, b[3], ns[3];
+    if (run_pair(&tcp, false, MIB, o->mib, &tb, &tns))
         return -1;
-    double t = gbps(tb, tns), s = gbps(sb, sns), r = gbps(rb, rns);
+    double t = gbps(tb, tns), g[3];
+    for (int k = 0; k < 3; k++) {
+        struct transport m = *san;
+        m.write = mode_env[k];
+        if (run_pair(&m, false, MIB, o->mib, &b[k], &ns[k]))
+            return -1;
+        g[k] = gbps(b[k], ns[k]);
+    }
     if (json)
         perf_json("\"suite\": \"sock\", \"case\": \"stream_1m\", \"mib\": %u, \"gb_per_s\": %.3f, "
                   "\"baseline\": \"tcp_loopback\", \"baseline_gb_per_s\": %.3f, \"ratio\": %.3f, "
-                  "\"better\": \"higher\", \"target\": 2, \"read_mode_gb_per_s\": %.3f",
-                  o->mib, s, t, t > 0 ? s / t : 0, r);
+                  "\"better\": \"higher\", \"target\": 2, \"write_staged_gb_per_s\": %.3f, "
+                  "\"write_program_gb_per_s\": %.3f",
+                  o->mib, g[0], t, t > 0 ? g[0] / t : 0, g[1], g[2]);
     else
-        printf("stream_1m: %.2f GB/s under sanrun (read mode only: %.2f); TCP loopback %.2f GB/s "
-               "(ratio %.2f, target >= 2)\n",
-               s, r, t, t > 0 ? s / t : 0);
-    return 0;
-}
-
-/* Receiver-first transfers: --size ping-pongs (each side writes that, then reads it: the
- * reader waits in its read before the data comes, write mode's case), the median round trip,
- * under sanrun by default (write mode announced), in read mode only, and on TCP. */
-static int case_bigpong(const struct sock_opts *o, const struct transport *san, bool json)
-{
-    struct transport tcp = {0}, rd = *san;
-    rd.no_write = true;
-    unsigned rounds = o->rounds / 40 ? o->rounds / 40 : 1;
-    uint64_t t50, t99, s50, s99, r50, r99;
-    if (run_pair(&tcp, true, o->size, rounds, &t50, &t99) ||
-        run_pair(san, true, o->size, rounds, &s50, &s99) ||
-        run_pair(&rd, true, o->size, rounds, &r50, &r99))
-        return -1;
-    if (json)
-        perf_json("\"suite\": \"sock\", \"case\": \"pingpong_big\", \"size\": %u, \"rounds\": %u, "
-                  "\"round_trip_ns\": %llu, \"read_mode_round_trip_ns\": %llu, \"baseline\": "
-                  "\"tcp_loopback_1m\", \"baseline_round_trip_ns\": %llu, \"ratio\": %.3f, "
-                  "\"better\": \"lower\"",
-                  o->size, rounds, (unsigned long long)s50, (unsigned long long)r50,
-                  (unsigned long long)t50, t50 ? (double)s50 / (double)t50 : 0);
-    else
-        printf("pingpong_%u: round trip %.0f us under sanrun (read mode only: %.0f us); TCP "
-               "loopback %.0f us (ratio %.2f)\n",
-               o->size, (double)s50 / 1e3, (double)r50 / 1e3, (double)t50 / 1e3,
-               t50 ? (double)s50 / (double)t50 : 0);
+        printf("stream_1m: under sanrun %.2f GB/s by read mode (the default), %.2f by write mode "
+               "into staging sinks, %.2f into the program's buffer; TCP loopback %.2f GB/s (ratio "
+               "%.2f, target >= 2)\n",
+               g[0], g[1], g[2], t, t > 0 ? g[0] / t : 0);
     return 0;
 }
 
@@ -437,6 +427,38 @@ static int case_pingpong(const struct sock_opts *o, const struct transport *san,
         printf("pingpong_64b: one way %.0f ns (p99 %.0f) under sanrun; TCP loopback %.0f ns (p99 "
                "%.0f; ratio %.2f, target <= 0.5)\n",
                s, (double)s99 / 2, t, (double)t99 / 2, t > 0 ? s / t : 0);
+    return 0;
+}
+
+/* Receiver-first transfers: --size ping-pongs (each side writes that, then reads it: the reader
+ * waits in its read before the data comes, write mode's case), the median round trip, on TCP and
+ * in each RDMA mode. */
+static int case_bigpong(const struct sock_opts *o, const struct transport *san, bool json)
+{
+    struct transport tcp = {0};
+    unsigned rounds = o->rounds / 40 ? o->rounds / 40 : 1;
+    uint64_t t50, t99, v50[3], v99[3];
+    if (run_pair(&tcp, true, o->size, rounds, &t50, &t99))
+        return -1;
+    for (int k = 0; k < 3; k++) {
+        struct transport m = *san;
+        m.write = mode_env[k];
+        if (run_pair(&m, true, o->size, rounds, &v50[k], &v99[k]))
+            return -1;
+    }
+    if (json)
+        perf_json("\"suite\": \"sock\", \"case\": \"pingpong_big\", \"size\": %u, \"rounds\": %u, "
+                  "\"one_way_ns\": %.0f, \"write_staged_one_way_ns\": %.0f, "
+                  "\"write_program_one_way_ns\": %.0f, \"baseline\": \"tcp_loopback\", "
+                  "\"baseline_one_way_ns\": %.0f, \"ratio\": %.3f, \"better\": \"lower\"",
+                  o->size, rounds, (double)v50[0] / 2, (double)v50[1] / 2, (double)v50[2] / 2,
+                  (double)t50 / 2, t50 ? (double)v50[0] / (double)t50 : 0);
+    else
+        printf("pingpong_%u: median round trip under sanrun %.0f us by read mode (the default), "
+               "%.0f by write mode into staging sinks, %.0f into the program's buffer; TCP "
+               "loopback %.0f us (ratio %.2f)\n",
+               o->size, (double)v50[0] / 1e3, (double)v50[1] / 1e3, (double)v50[2] / 1e3,
+               (double)t50 / 1e3, t50 ? (double)v50[0] / (double)t50 : 0);
     return 0;
 }
 
