@@ -140,10 +140,12 @@ static int writer(int rfd, size_t size, uint64_t count, unsigned pace_us)
         if (n != (ssize_t)size) {
             fprintf(stderr, "sock_stream: send %llu: %zd of %zu (%s)\n", (unsigned long long)k, n,
                     size, strerror(errno));
+            free(buf);
             return 1;
         }
         at += size;
     }
+    free(buf);
     uint64_t total = 0;
     if (shutdown(s, SHUT_WR))
         die("shutdown");
