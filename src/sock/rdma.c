@@ -2,8 +2,9 @@
  * connection's lock covers every call. Staging memory comes from san_alloc (proxy memory: the NIC
  * moves it with one memcpy, where a program's own pages cost it a copy through the process) on the
  * first large write or the first offer, so connections that never carry one never pay for it. A
- * write-mode sink is the program's own receive buffer, registered through libsan's cache for the
- * time the sink is out: the data lands where the program reads it, with no copy out of a sink. */
+ * write-mode sink is the staging sink, or the program's own receive buffer registered through
+ * libsan's cache for the time the sink is out (the data lands where the program reads it, with no
+ * copy out of a sink, for two round trips to the daemon: exposing and revoking its key). */
 #include "sock/rdma.h"
 
 #include <errno.h>

@@ -31,17 +31,19 @@
 #endif
 #define RDMA_TAG 0x200u /* wr_id of a read: RDMA_TAG | sink */
 
-/* Write mode (receiver-initiated). Receiver: a blocking receive with nothing to read and more than
- * the threshold left to fill registers the program's buffer for remote write (libsan's cache) and
- * advertises it (RDMA_SINK: descriptor, length, cookie, and pos: the stream bytes received so
- * far). Sender: holds at most one sink; if the next byte it sends is at pos (it sent nothing the
- * receiver had not received when it advertised), its next send goes into the sink (RDMA writes
- * from WRITE_NBUF staging buffers, then SINK_DONE with the bytes: the NIC makes the data visible
- * before the later message); else, and before SHUTDOWN, it answers SINK_DONE with 0 bytes. The
- * program's buffer is reachable by the peer only while the sink is out: the receive returns only
- * after SINK_DONE, or after it deregistered the sink (then the peer's late write fails at the
- * NIC). A SINK while one is held, a cookie out of order, a SINK_DONE for no sink, with more bytes
- * than the sink, after other stream bytes arrived, or bytes for an abandoned sink: -EPROTO. */
+/* Write mode (receiver-initiated; announced only with SANSOCK_RDMA_WRITE). Receiver: a blocking
+ * receive with nothing to read and more than the threshold left to fill advertises a sink: its
+ * staging sink (proxy memory registered for remote write once), or the program's buffer
+ * registered for remote write through libsan's cache (RDMA_SINK: descriptor, length, cookie, and
+ * pos: the stream bytes received so far). Sender: holds at most one sink; if the next byte it sends
+ * is at pos (it sent nothing the receiver had not received when it advertised), its next send goes
+ * into the sink (RDMA writes from WRITE_NBUF staging buffers, then SINK_DONE with the bytes: the
+ * NIC makes the data visible before the later message); else, and before SHUTDOWN, it answers
+ * SINK_DONE with 0 bytes. The program's buffer is reachable by the peer only while the sink is out:
+ * the receive returns only after SINK_DONE, or after it deregistered the sink (then the peer's late
+ * write fails at the NIC); a staging sink is copied out after SINK_DONE. A SINK while one is held,
+ * a cookie out of order, a SINK_DONE for no sink, with more bytes than the sink, after other stream
+ * bytes arrived, or bytes for an abandoned sink: -EPROTO. */
 #ifndef WRITE_NBUF
 #define WRITE_NBUF 4u /* staging buffers of RDMA_CHUNK bytes a writer has in flight */
 #endif
