@@ -409,6 +409,44 @@ static int writer_peer(int port, enum done_lie lie)
     return ret;
 }
 
+/* A raw peer that announces write mode to a server that does not: no SINK may come while the
+ * server waits in its read (300 ms), and the RLEN bytes it then sends come back inline. 0 when
+ * so. */
+static int no_sink_peer(int port)
+{
+    struct raw r;
+    raw_open(&r, port, SANSOCK_FEAT_RDMA_WRITE);
+    r.lim.features = SANSOCK_FEAT_RDMA_WRITE; /* so that a SINK would decode, and be seen */
+    struct sansock_msg m;
+    int ret = 0;
+    for (int i = 0; i < 15 && !ret; i++) {
+        struct san_wc wc;
+        while (!ret && san_poll(r.ep, &wc, 1) == 1) {
+            CHECK_EQ(wc.status, 0);
+            if (wc.opcode != SAN_WC_RECV)
+                continue;
+            CHECK(sansock_wire_decode(r.slots + wc.wr_id * RSLOT, wc.byte_len, &r.lim, &m) ==
+                  SANSOCK_WERR_OK);
+            r.lim.negotiated = true;
+            if (m.type != SANSOCK_MSG_NEGOTIATE)
+                ret = -EPROTO; /* a SINK, or anything else unasked for */
+        }
+        san_wait(r.ep, 20);
+    }
+    raw_data(&r, r.data, RLEN);
+    raw_shutdown(&r);
+    uint32_t got = 0;
+    int st;
+    while (!ret && got < RLEN && (st = raw_next(&r, &m)) == 1) {
+        if (m.type == SANSOCK_MSG_RDMA_SINK)
+            ret = -EPROTO;
+        else if (m.type == SANSOCK_MSG_DATA)
+            got += m.payload_len;
+    }
+    raw_close(&r);
+    return ret ? ret : got == RLEN ? 0 : -EPIPE;
+}
+
 static uint64_t stream_ops(const struct test_daemon *d, size_t size, unsigned count, size_t rd,
                            unsigned pace, const char *flags)
 {
@@ -514,6 +552,19 @@ static void write_mode(const struct test_daemon *d, const char *mode)
     char *quit_argv[] = {sanrun, echo, "quit", "127.0.0.1", ps, NULL};
     FILE *qo;
     pid_t q = spawn(quit_argv, d->sock, &qo);
+    fclose(qo);
+    CHECK_EQ(wait_exit(q), 0);
+    fclose(srv);
+    CHECK_EQ(wait_exit(srv_pid), 0);
+    /* A server without write mode never advertises a sink, even to a peer that has it. */
+    setenv("SANSOCK_RDMA_WRITE", "0", 1);
+    srv_pid = spawn(srv_argv, d->sock, &srv);
+    CHECK(fgets(line, sizeof(line), srv));
+    CHECK(sscanf(line, "port %d", &port) == 1);
+    CHECK_EQ(no_sink_peer(port), 0);
+    printf("a server without write mode: no sink\n");
+    snprintf(ps, sizeof(ps), "%d", port);
+    q = spawn(quit_argv, d->sock, &qo);
     fclose(qo);
     CHECK_EQ(wait_exit(q), 0);
     fclose(srv);
