@@ -20,7 +20,7 @@
  * sinks at once, a cookie out of order, a sink from a peer that did not announce write mode); as
  * senders into the server's own sink, an honest write (echoed back) and lies (SINK_DONE for more
  * than the sink, for a sink already answered, after other stream bytes). Each lie resets that
- * connection only. */
+ * connection only. A server without write mode never advertises a sink to a peer that has it. */
 #include "harness.h"
 #include "nic_pair.h"
 #include "sock_spawn.h"
