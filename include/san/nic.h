@@ -57,6 +57,25 @@ SAN_API void san_ep_close(struct san_ep *ep);
 /* Readable (poll/epoll) while completions wait to be polled. */
 SAN_API int san_ep_fd(const struct san_ep *ep);
 
+/* A network the daemon serves on the SAN: its address (AF_INET or AF_INET6, port 0) and prefix. */
+enum { SAN_NETWORK_LOCAL = 1, SAN_NETWORK_LINKED = 2 };
+struct san_network {
+    struct sockaddr_storage addr;
+    unsigned prefix; /* bits of addr's family: 0..32 (IPv4), 0..128 (IPv6) */
+    unsigned flags;  /* SAN_NETWORK_LOCAL: [nic] addresses, this host listens there;
+                        SAN_NETWORK_LINKED: a linked host's, reached over a link that is up */
+};
+/* The networks the daemon serves: san_connect reaches an address in one of them (anything else is
+ * -ENETUNREACH), san_listen listens on an address in a LOCAL one. *gen: on entry the generation
+ * the caller holds (0: none); on return the current one (never 0; it changes whenever the set
+ * does: a link up or down, a peer's new session). When the caller's is still current nothing is
+ * written and *nr is 0: what it holds is right. Otherwise up to max networks go to nets (LOCAL
+ * ones first) and *nr is how many there are (more than max: call again with room for them).
+ * -EINVAL for a NULL argument (nets may be NULL with max 0). Blocks for one round trip per 64
+ * networks. */
+SAN_API int san_nic_networks(struct san_ctx *ctx, uint64_t *gen, struct san_network *nets,
+                             size_t max, size_t *nr);
+
 #define SAN_MAX_SGE 4
 struct san_sge {
     void *addr;

@@ -458,6 +458,54 @@ static void list_links(struct san_daemon *d, uint64_t cursor, struct san_links_r
     }
 }
 
+/* The networks served on the SAN: [nic] addresses first, then each up link's peer's, in the order
+ * of [link] peers, paged by index in that sequence. The generation is read before the networks,
+ * so what a page lists is at least as new as the generation it carries (a change meanwhile shows
+ * as a newer generation at the next request). host_id in it: a restarted daemon's generations
+ * are not its predecessor's. */
+static void list_networks(struct san_daemon *d, const struct san_networks_req *q,
+                          struct san_networks_rep *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->gen = d->host_id + (d->link ? san_link_routes_gen(d->link) : 0);
+    if (!r->gen)
+        r->gen = 1;
+    if (q->known_gen == r->gen && !q->cursor) {
+        r->unchanged = 1;
+        return;
+    }
+    uint64_t idx = 0;
+    struct san_link_peer_info p;
+    for (size_t i = 0; i < d->cfg.nr_nets; i++, idx++) {
+        if (idx < q->cursor)
+            continue;
+        if (r->nr == SAN_NETWORKS_MAX) {
+            r->next = idx;
+            return;
+        }
+        struct san_wire_served *o = &r->n[r->nr++];
+        memcpy(o->ip, d->cfg.nets[i].ip, 16);
+        o->prefix = d->cfg.nets[i].prefix;
+        o->flags = SAN_WIRE_NET_LOCAL;
+    }
+    for (size_t i = 0; d->link && !san_link_peer_info(d->link, i, &p); i++) {
+        if (p.state != SAN_LINK_UP)
+            continue;
+        for (size_t k = 0; k < p.nr_nets; k++, idx++) {
+            if (idx < q->cursor)
+                continue;
+            if (r->nr == SAN_NETWORKS_MAX) {
+                r->next = idx;
+                return;
+            }
+            struct san_wire_served *o = &r->n[r->nr++];
+            memcpy(o->ip, p.nets[k].ip, 16);
+            o->prefix = p.nets[k].prefix > 128 ? 128 : p.nets[k].prefix;
+            o->flags = SAN_WIRE_NET_LINKED;
+        }
+    }
+}
+
 /* Clients page by id: cursor = first id wanted. */
 /* Whether who may see other users' clients in listings: root and the daemon's own uid see every
  * client; anyone else sees those of its own uid only (other users' pids, memory and traffic are
@@ -623,6 +671,9 @@ void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct s
         break;
     case SAN_OP_LINKS:
         list_links(d, req->u.list_req.cursor, &rep->u.links_rep);
+        break;
+    case SAN_OP_NETWORKS:
+        list_networks(d, &req->u.networks_req, &rep->u.networks_rep);
         break;
     case SAN_OP_LISTEN:
     case SAN_OP_LISTEN_CLOSE:

@@ -138,6 +138,7 @@ struct san_link {
      * takes (sending for the connections it runs) while it holds l->lock; so routes are read
      * under a lock of their own, taken last. */
     pthread_mutex_t routelock;
+    _Atomic uint64_t routes_gen; /* bumped at every route published: san_link_routes_gen */
     struct san_link_event events[NR_EVENTS];
     unsigned ev_head, ev_count;
     int evfd;
@@ -302,6 +303,7 @@ static void publish_route(struct san_link *l, struct link_peer *p)
     p->rt_host = p->peer_host;
     p->rt_nr_nets = p->nr_nets;
     memcpy(p->rt_nets, p->nets, sizeof(p->nets));
+    atomic_fetch_add(&l->routes_gen, 1);
     pthread_mutex_unlock(&l->routelock);
 }
 
@@ -1025,6 +1027,11 @@ int san_link_peer_info(struct san_link *l, size_t i, struct san_link_peer_info *
 uint64_t san_link_up(struct san_link *l)
 {
     return atomic_load(&l->up);
+}
+
+uint64_t san_link_routes_gen(struct san_link *l)
+{
+    return atomic_load(&l->routes_gen);
 }
 
 /* The NIC's transport (nic.h): which link serves an address, and queueing endpoint messages. */

@@ -102,6 +102,9 @@ size_t san_link_nr_peers(const struct san_link *l);
 int san_link_peer_info(struct san_link *l, size_t i, struct san_link_peer_info *out);
 /* Links that are up. */
 uint64_t san_link_up(struct san_link *l);
+/* Grows whenever a link goes up or down or a peer's networks change (a new session): what
+ * san_link_peer_info says of the networks reachable is the same while it stays. Never blocks. */
+uint64_t san_link_routes_gen(struct san_link *l);
 
 /* The transport endpoints across hosts use (san_nic_set_xport): routes over the links that are
  * up, endpoint messages queued per peer and sent by the link thread in order, under the session's

@@ -55,6 +55,8 @@ long san_proto_body_size(unsigned opcode)
         return reply ? sizeof(struct san_lowmem_rep) : 0;
     case SAN_OP_LINKS:
         return reply ? sizeof(struct san_links_rep) : sizeof(struct san_list_req);
+    case SAN_OP_NETWORKS:
+        return reply ? sizeof(struct san_networks_rep) : sizeof(struct san_networks_req);
     case SAN_OP_SET_REMOTE:
         return reply ? sizeof(struct san_set_remote_rep) : sizeof(struct san_set_remote_req);
     case SAN_OP_LISTEN:
@@ -181,9 +183,32 @@ static int check_links(const struct san_links_rep *r)
     return 0;
 }
 
+/* A networks page: a generation, the listed entries in their domain, the rest zero; an unchanged
+ * answer lists nothing. */
+static int check_networks(const struct san_networks_rep *r)
+{
+    static const struct san_wire_served zero;
+    if (!r->gen || r->nr > SAN_NETWORKS_MAX || r->unchanged > 1 ||
+        (r->unchanged && (r->nr || r->next)))
+        return -EBADMSG;
+    for (uint32_t i = 0; i < SAN_NETWORKS_MAX; i++) {
+        const struct san_wire_served *n = &r->n[i];
+        if (i >= r->nr) {
+            if (memcmp(n, &zero, sizeof(zero)))
+                return -EBADMSG;
+            continue;
+        }
+        if (n->prefix > 128 || (n->flags != SAN_WIRE_NET_LOCAL && n->flags != SAN_WIRE_NET_LINKED))
+            return -EBADMSG;
+    }
+    return 0;
+}
+
 static int check_reply(const struct san_msg *m)
 {
     switch (m->hdr.opcode & ~SAN_OP_REPLY) {
+    case SAN_OP_NETWORKS:
+        return check_networks(&m->u.networks_rep);
     case SAN_OP_LINKS:
         return check_links(&m->u.links_rep);
     case SAN_OP_ENDPOINTS:

@@ -53,7 +53,8 @@ enum san_opcode {
     SAN_OP_EP_CLOSE = 16,     /* close an endpoint */
     SAN_OP_ENDPOINTS = 17,    /* list the NIC's endpoints, a page at a time */
     SAN_OP_LINKS = 18,        /* list the links to other hosts' daemons, a page at a time */
-    SAN_OP_MAX = SAN_OP_LINKS,
+    SAN_OP_NETWORKS = 19,     /* the SAN networks served: own and linked, with their generation */
+    SAN_OP_MAX = SAN_OP_NETWORKS,
 };
 #define SAN_OP_REPLY 0x8000u
 
@@ -273,6 +274,31 @@ struct san_links_rep {
     struct san_link_info l[SAN_LINKS_MAX];
 };
 
+/* SAN_OP_NETWORKS: the networks this daemon serves on the SAN ([nic] addresses, LOCAL) and those
+ * the peers of its links that are up serve (LINKED), a page at a time (cursor: the index of the
+ * first network wanted). gen changes whenever the set changes (never 0): a request whose known_gen
+ * is the current one (cursor 0) gets unchanged = 1 and no entries, so a client that caches the
+ * answer refreshes it for the price of one small round trip. */
+#define SAN_NETWORKS_MAX    64
+#define SAN_WIRE_NET_LOCAL  1u
+#define SAN_WIRE_NET_LINKED 2u
+struct san_networks_req {
+    uint64_t cursor;
+    uint64_t known_gen; /* 0: none */
+};
+struct san_wire_served {
+    uint8_t ip[16];  /* IPv6, or ::ffff:a.b.c.d */
+    uint32_t prefix; /* 0..128 over the IPv6 form */
+    uint32_t flags;  /* SAN_WIRE_NET_LOCAL or SAN_WIRE_NET_LINKED */
+};
+struct san_networks_rep {
+    uint64_t gen;
+    uint64_t next; /* cursor of the next page; 0: done */
+    uint32_t nr;
+    uint32_t unchanged; /* 1: known_gen is current, no entries */
+    struct san_wire_served n[SAN_NETWORKS_MAX];
+};
+
 struct san_lowmem_rep {
     uint64_t dirty_frames;
     uint32_t nolowmem; /* 0: the check does not apply (nothing is scrubbed) */
@@ -310,12 +336,16 @@ static_assert(sizeof(struct san_endpoints_rep) == 16 + 128 * SAN_LIST_MAX, "wire
 static_assert(sizeof(struct san_wire_net) == 24, "wire layout");
 static_assert(sizeof(struct san_link_info) == 176 + 24 * 16, "wire layout");
 static_assert(sizeof(struct san_links_rep) == 16 + 560 * SAN_LINKS_MAX, "wire layout");
+static_assert(sizeof(struct san_networks_req) == 16, "wire layout");
+static_assert(sizeof(struct san_wire_served) == 24, "wire layout");
+static_assert(sizeof(struct san_networks_rep) == 24 + 24 * SAN_NETWORKS_MAX, "wire layout");
 
 /* The largest message either side ever sends; a datagram longer than this is garbage. */
 #define SAN_MSG_MAX (sizeof(struct san_msg_hdr) + sizeof(struct san_links_rep))
 static_assert(sizeof(struct san_links_rep) >= sizeof(struct san_endpoints_rep) &&
                   sizeof(struct san_links_rep) >= sizeof(struct san_clients_rep) &&
-                  sizeof(struct san_links_rep) >= sizeof(struct san_allocations_rep),
+                  sizeof(struct san_links_rep) >= sizeof(struct san_allocations_rep) &&
+                  sizeof(struct san_links_rep) >= sizeof(struct san_networks_rep),
               "the largest body");
 
 /* A message as it travels: the header and room for the largest body. */
@@ -343,6 +373,8 @@ struct san_msg {
         struct san_endpoints_rep endpoints_rep;
         struct san_lowmem_rep lowmem_rep;
         struct san_links_rep links_rep;
+        struct san_networks_req networks_req;
+        struct san_networks_rep networks_rep;
         struct san_listen_req listen_req;
         struct san_handle_req handle_req;
         struct san_handle_rep handle_rep;

@@ -1,7 +1,7 @@
 /* connect: SAN first for destinations on the SAN, else (or when the SAN connect fails before a
  * connection exists) the kernel's connect on the same, untouched socket (docs/sock.md, "Connect").
- * The program's descriptor stays its kernel TCP socket: bound to an ephemeral loopback port so that
- * getsockname is real, never connected. */
+ * The program's descriptor stays its kernel TCP socket: bound to the source address TCP would use
+ * and an ephemeral port so that getsockname is real, never connected. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "sock/real.h"
+#include "sock/route.h"
 #include "sock/san.h"
 #include "sock/session.h"
 #include "sock/sock.h"
@@ -22,8 +23,10 @@ static bool is_tcp(int fd)
            !getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &l2) && proto == IPPROTO_TCP;
 }
 
-/* Binds an unbound socket to the loopback address of its family, port 0; returns its name. */
-static int local_name(int fd, struct sansock_wire_addr *w)
+/* Binds an unbound socket to the address TCP would give it for dst (route.h), port 0; returns
+ * its name. */
+static int local_name(int fd, const struct sockaddr *dst, socklen_t dlen,
+                      struct sansock_wire_addr *w)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
@@ -32,16 +35,13 @@ static int local_name(int fd, struct sansock_wire_addr *w)
     bool unbound = (ss.ss_family == AF_INET && !((struct sockaddr_in *)&ss)->sin_port) ||
                    (ss.ss_family == AF_INET6 && !((struct sockaddr_in6 *)&ss)->sin6_port);
     if (unbound) {
-        if (ss.ss_family == AF_INET) {
-            struct sockaddr_in in = {.sin_family = AF_INET,
-                                     .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-            if (bind(fd, (struct sockaddr *)&in, sizeof(in)) < 0)
-                return -errno;
-        } else {
-            struct sockaddr_in6 in6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
-            if (bind(fd, (struct sockaddr *)&in6, sizeof(in6)) < 0)
-                return -errno;
-        }
+        struct sockaddr_storage src;
+        socklen_t slen;
+        int err = sansock_route_source(ss.ss_family, dst, dlen, &src, &slen);
+        if (err)
+            return err;
+        if (bind(fd, (struct sockaddr *)&src, slen) < 0)
+            return -errno;
         len = sizeof(ss);
         if (REAL(getsockname)(fd, (struct sockaddr *)&ss, &len))
             return -errno;
@@ -71,7 +71,7 @@ static int san_attempt(int fd, const struct sockaddr *addr, socklen_t len)
     if (err)
         return err;
     struct sansock_wire_addr src, to;
-    err = local_name(fd, &src);
+    err = local_name(fd, addr, len, &src);
     if (!err)
         err = sansock_wire_addr_from(&to, addr, len);
     if (err) {

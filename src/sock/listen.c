@@ -1,7 +1,7 @@
 /* listen on both TCP and the SAN, and accept from either (docs/sock.md, "Listen on both"). The
- * kernel's listen always happens first and decides; the SAN half is added when the address is
- * loopback or a wildcard and the daemon lets us listen there. A listener object holds up to two SAN
- * listeners (a [::] socket listens on ::1 and 127.0.0.1).
+ * kernel's listen always happens first and decides; the SAN half is added when the address is one
+ * the daemon serves itself ([nic] addresses), or a wildcard: then on every address of this host
+ * that the daemon serves (route.h). A listener object holds up to LSN_MAX SAN listeners.
  *
  * Accept never waits on a peer. A SAN connection is taken from the daemon as soon as the listener
  * is looked at (accept, poll, epoll) and set up at once (buffers, receives, our NEGOTIATE), then
@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "sock/real.h"
+#include "sock/route.h"
 #include "sock/san.h"
 #include "sock/session.h"
 #include "sock/sock.h"
@@ -49,10 +50,12 @@ struct embryo {
     struct sansock_waiter w;
 };
 
+#define LSN_MAX 8
+
 struct sansock_lsn {
     struct sansock_obj obj;
-    struct san_listener *l[2];
-    struct sansock_wire_addr addr[2]; /* the SAN addresses listened on */
+    struct san_listener *l[LSN_MAX];
+    struct sansock_wire_addr addr[LSN_MAX]; /* the SAN addresses listened on */
     int n;
     int family;                /* of the kernel socket */
     _Atomic unsigned accepts;  /* accept calls: epoll's edge-triggered mode (epoll.c) */
@@ -250,7 +253,7 @@ static void lsn_destroy(struct sansock_obj *o)
 static int san_listen_at(struct san_ctx *ctx, struct sansock_lsn *s, const struct sockaddr *sa,
                          socklen_t len, int backlog)
 {
-    if (san_listen(ctx, sa, len, backlog, &s->l[s->n]))
+    if (s->n == LSN_MAX || san_listen(ctx, sa, len, backlog, &s->l[s->n]))
         return -1;
     sansock_wire_addr_from(&s->addr[s->n], sa, len);
     int lfd = san_listener_fd(s->l[s->n]);
@@ -280,28 +283,36 @@ int sansock_listen(int fd, int backlog)
         getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_STREAM ||
         getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &pl) || proto != IPPROTO_TCP)
         goto out;
-    struct sockaddr_in in4 = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct sockaddr_in6 in6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
-    bool want4 = false, want6 = false;
+    /* Where on the SAN: the bound address if the daemon serves it, every served address of this
+     * host for a wildcard ([::] without IPV6_V6ONLY: IPv4 ones too). */
+    struct sockaddr_storage at[LSN_MAX];
+    size_t nat = 0;
     if (ss.ss_family == AF_INET) {
         struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-        in4.sin_port = a->sin_port;
-        if ((ntohl(a->sin_addr.s_addr) >> 24) == 127)
-            in4.sin_addr = a->sin_addr;
-        want4 = a->sin_addr.s_addr == htonl(INADDR_ANY) || (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+        if (a->sin_addr.s_addr == htonl(INADDR_ANY))
+            nat = sansock_route_local_addrs(AF_INET, a->sin_port, at, LSN_MAX);
+        else if (sansock_route_local((struct sockaddr *)a, sizeof(*a)))
+            memcpy(&at[nat++], a, sizeof(*a));
     } else if (ss.ss_family == AF_INET6) {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-        in6.sin6_port = in4.sin_port = a->sin6_port;
-        bool any = IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr);
         getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &vl);
-        want6 = any || IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
-        want4 = any && !v6only;
-        if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127) {
-            want4 = true;
+        if (IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr)) {
+            nat = sansock_route_local_addrs(AF_INET6, a->sin6_port, at, LSN_MAX);
+            if (!v6only)
+                nat += sansock_route_local_addrs(AF_INET, a->sin6_port, at + nat, LSN_MAX - nat);
+        } else if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+            struct sockaddr_in in4 = {.sin_family = AF_INET, .sin_port = a->sin6_port};
             memcpy(&in4.sin_addr, &a->sin6_addr.s6_addr[12], 4);
+            if (sansock_route_local((struct sockaddr *)&in4, sizeof(in4)))
+                memcpy(&at[nat++], &in4, sizeof(in4));
+        } else if (!IN6_IS_ADDR_LINKLOCAL(&a->sin6_addr)) {
+            struct sockaddr_in6 in6 = {
+                .sin6_family = AF_INET6, .sin6_port = a->sin6_port, .sin6_addr = a->sin6_addr};
+            if (sansock_route_local((struct sockaddr *)&in6, sizeof(in6)))
+                memcpy(&at[nat++], &in6, sizeof(in6));
         }
     }
-    if (!want4 && !want6)
+    if (!nat)
         goto out;
     struct san_ctx *ctx;
     if (sansock_ctx(&ctx))
@@ -331,10 +342,11 @@ int sansock_listen(int fd, int backlog)
         .kind = SANSOCK_LISTENER, .refs = 1, .gen = sansock_fork_gen, .destroy = lsn_destroy};
     s->family = ss.ss_family;
     int bl = backlog < 1 ? 1 : backlog;
-    if (want6)
-        san_listen_at(ctx, s, (struct sockaddr *)&in6, sizeof(in6), bl);
-    if (want4)
-        san_listen_at(ctx, s, (struct sockaddr *)&in4, sizeof(in4), bl);
+    for (size_t i = 0; i < nat; i++)
+        san_listen_at(ctx, s, (struct sockaddr *)&at[i],
+                      at[i].ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                 : sizeof(struct sockaddr_in6),
+                      bl);
     if (s->n)
         sansock_fd_set(fd, &s->obj);
     sansock_obj_put(&s->obj);

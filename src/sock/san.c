@@ -1,6 +1,7 @@
-/* The process's libsan context and SAN addresses (san.h). In a forked child the inherited context
- * is closed with san_close (which, in a child, frees only the child's copy: libsan's rule) before a
- * new one is opened; the parent's connections are never touched from the child. */
+/* The process's libsan context and SAN destinations (san.h; which networks: route.c). In a forked
+ * child the inherited context is closed with san_close (which, in a child, frees only the child's
+ * copy: libsan's rule) before a new one is opened; the parent's connections are never touched from
+ * the child. */
 #include "sock/san.h"
 
 #include <arpa/inet.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "sock/fdtab.h"
+#include "sock/route.h"
 #include "sock/wait.h"
 
 _Atomic unsigned sansock_fork_gen;
@@ -45,31 +47,26 @@ bool sansock_on_san(const struct sockaddr *addr, socklen_t len, struct sockaddr_
         return false;
     memset(out, 0, sizeof(*out));
     if (addr->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
-        struct sockaddr_in in;
-        memcpy(&in, addr, sizeof(in));
-        if ((ntohl(in.sin_addr.s_addr) >> 24) != 127)
-            return false;
-        memcpy(out, &in, sizeof(in));
-        *out_len = sizeof(in);
-        return true;
-    }
-    if (addr->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        memcpy(out, addr, sizeof(struct sockaddr_in));
+        *out_len = sizeof(struct sockaddr_in);
+    } else if (addr->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
         struct sockaddr_in6 in6;
         memcpy(&in6, addr, sizeof(in6));
-        if (IN6_IS_ADDR_LOOPBACK(&in6.sin6_addr)) {
-            memcpy(out, &in6, sizeof(in6));
-            *out_len = sizeof(in6);
-            return true;
-        }
-        if (IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr) && in6.sin6_addr.s6_addr[12] == 127) {
+        if (IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr)) {
             struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = in6.sin6_port};
             memcpy(&in.sin_addr, &in6.sin6_addr.s6_addr[12], 4);
             memcpy(out, &in, sizeof(in));
             *out_len = sizeof(in);
-            return true;
+        } else {
+            in6.sin6_flowinfo = 0;
+            in6.sin6_scope_id = 0;
+            memcpy(out, &in6, sizeof(in6));
+            *out_len = sizeof(in6);
         }
+    } else {
+        return false;
     }
-    return false;
+    return sansock_route_served((struct sockaddr *)out, *out_len);
 }
 
 static void atfork_child(void)
@@ -77,6 +74,7 @@ static void atfork_child(void)
     sansock_fork_gen++;
     pthread_mutex_init(&ctx_lock, NULL);
     sansock_fdtab_atfork_child();
+    sansock_route_atfork_child();
     sansock_wait_atfork_child();
 }
 

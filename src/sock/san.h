@@ -16,8 +16,9 @@ extern _Atomic unsigned sansock_fork_gen;
 /* The context of this process (opened on first use): 0 or libsan's error (no daemon...). */
 int sansock_ctx(struct san_ctx **out);
 
-/* Whether addr is a destination on the SAN (loopback, IPv4-mapped loopback included). If so,
- * writes the address libsan is given (a v4-mapped address as plain IPv4) to *out / *out_len. */
+/* Whether addr is a destination on the SAN: in a network the daemon serves, its own or a linked
+ * host's (route.h; no daemon: none is). Writes the address libsan is given (a v4-mapped address as
+ * plain IPv4) to *out / *out_len. */
 bool sansock_on_san(const struct sockaddr *addr, socklen_t len, struct sockaddr_storage *out,
                     socklen_t *out_len);
 

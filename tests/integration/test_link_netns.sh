@@ -3,10 +3,15 @@
 # (10.199.77.1/30 and .2/30, on those veths only), a sanproxyd in each linked to the other. Checks:
 # both see the link up with each other's networks and host_id; a wrong secret is refused and both
 # daemons stay fine; endpoints across hosts (tests/link/xhost_ep.c: send/recv, RDMA, the target's
-# checks, -ENETUNREACH) and the sockets switch across hosts (iperf3 under sanrun, a loopback
-# destination the other host serves); a stray TCP client writing garbage into a link port is
+# checks, -ENETUNREACH); san_nic_networks (tests/link/san_networks.c): each daemon's own networks
+# and the linked host's; the sockets switch across hosts to the other namespace's veth address,
+# which each daemon serves ([nic] addresses): iperf3 under sanrun on both ends and curl under
+# sanrun from a python3 http.server under sanrun, over the SAN (nic_bytes on both daemons), the
+# copy checked byte for byte; the same server at an address nobody serves: TCP, nic_bytes still; a
+# stray TCP client writing garbage into a link port is
 # dropped and the link is unaffected; the veth cut mid-stream: the link down and the stream's
-# endpoint reset within [link] timeout (+ slack); restored: up again; a daemon restarted: the other
+# endpoint reset within [link] timeout (+ slack), the linked networks gone from san_nic_networks;
+# restored: up again, the networks back; a daemon restarted: the other
 # sees its new host_id, the old descriptors are refused, new connections work. Needs root and
 # `ip netns` (exit 77 otherwise).
 # The namespaces, the veth and the daemons go at the end, whatever happens (trap).
@@ -28,6 +33,7 @@ tag=$$
 nsa=sanlink-$tag-a nsb=sanlink-$tag-b
 veth_a=slk${tag}a veth_b=slk${tag}b
 ip_a=10.199.77.1 ip_b=10.199.77.2 port=7000
+tcp_a=10.198.77.1 tcp_b=10.198.77.2 # on the veths too, served by nobody: the switch leaves them TCP
 timeout_s=2 # [link] timeout
 slack_s=3   # for the heartbeat period, the loop's tick, a loaded machine
 tmp=$(mktemp -d /tmp/santest.XXXXXX)
@@ -54,6 +60,8 @@ ip link set "$veth_a" netns "$nsa"
 ip link set "$veth_b" netns "$nsb"
 ip -n "$nsa" addr add "$ip_a/30" dev "$veth_a"
 ip -n "$nsb" addr add "$ip_b/30" dev "$veth_b"
+ip -n "$nsa" addr add "$tcp_a/30" dev "$veth_a"
+ip -n "$nsb" addr add "$tcp_b/30" dev "$veth_b"
 for ns in "$nsa" "$nsb"; do ip -n "$ns" link set lo up; done
 ip -n "$nsa" link set "$veth_a" up
 ip -n "$nsb" link set "$veth_b" up
@@ -125,9 +133,9 @@ while True:
 PY
 }
 
-# Each host serves a part of 127/8 too: the sockets switch takes loopback destinations to the SAN.
-conf a "$ip_a" "$ip_b" "10.1.0.0/16, 127.1.0.0/16" "good secret"
-conf b "$ip_b" "$ip_a" "10.2.0.0/16, fd00:2::/64, 127.2.0.0/16" "good secret"
+# Each host serves its veth address (the sockets switch takes it to the SAN) and a part of 127/8.
+conf a "$ip_a" "$ip_b" "10.1.0.0/16, 127.1.0.0/16, $ip_a/32" "good secret"
+conf b "$ip_b" "$ip_a" "10.2.0.0/16, fd00:2::/64, 127.2.0.0/16, $ip_b/32" "good secret"
 start a "$nsa"
 start b "$nsb"
 ha=$(host_id a) hb=$(host_id b)
@@ -138,13 +146,25 @@ wait_for a "l['state'] == 'up'" 10 >/dev/null
 wait_for b "l['state'] == 'up'" 10 >/dev/null
 [[ $(link a "l['host_id']") == "$hb" ]] || fail "a sees host_id $(link a "l['host_id']"), b is $hb"
 [[ $(link b "l['host_id']") == "$ha" ]] || fail "b sees host_id $(link b "l['host_id']"), a is $ha"
-[[ $(link a "l['networks']") == "['10.2.0.0/16', 'fd00:2::/64', '127.2.0.0/16']" ]] || fail "a: $(link a l)"
-[[ $(link b "l['networks']") == "['10.1.0.0/16', '127.1.0.0/16']" ]] || fail "b: $(link b l)"
+[[ $(link a "l['networks']") == "['10.2.0.0/16', 'fd00:2::/64', '127.2.0.0/16', '$ip_b/32']" ]] || fail "a: $(link a l)"
+[[ $(link b "l['networks']") == "['10.1.0.0/16', '127.1.0.0/16', '$ip_a/32']" ]] || fail "b: $(link b l)"
 [[ $(link a "l['peer']") == "$ip_b:$port" ]] || fail "a: peer $(link a "l['peer']")"
 "$bin/sanctl" --socket "$tmp/a.sock" stats --json | grep -q '"links": 1' || fail "a: stats links"
 wait_for a "l['msgs_rx'] > 3 and l['msgs_tx'] > 3 and l['bytes_rx'] > 0" 10 >/dev/null
 "$bin/sanctl" --socket "$tmp/a.sock" links | grep -q "^$ip_b:$port *up" || fail "a: links table"
 echo "ok: linked, host_ids and networks exchanged"
+
+# --- san_nic_networks: the daemon's own networks, then those of the host it is linked to ---
+nets() { "$SAN_BUILD/tests/san_networks" "$tmp/$1.sock" | grep -v '^gen ' | tr '\n' ' '; }
+gen() { "$SAN_BUILD/tests/san_networks" "$tmp/$1.sock" | sed -n 's/^gen //p'; }
+nets_a="local 10.1.0.0/16 local 127.1.0.0/16 local $ip_a/32 "
+nets_b="local 10.2.0.0/16 local fd00:2::/64 local 127.2.0.0/16 local $ip_b/32 "
+linked_a="linked 10.2.0.0/16 linked fd00:2::/64 linked 127.2.0.0/16 linked $ip_b/32 "
+linked_b="linked 10.1.0.0/16 linked 127.1.0.0/16 linked $ip_a/32 "
+[[ $(nets a) == "$nets_a$linked_a" ]] || fail "a's networks: $(nets a)"
+[[ $(nets b) == "$nets_b$linked_b" ]] || fail "b's networks: $(nets b)"
+gen_up=$(gen a)
+echo "ok: san_nic_networks: own and linked networks, on both"
 
 # --- endpoints across hosts: a server on b (SAN address 10.2.0.1:5000, a network b serves), the
 # clients on a. The programs run here: the daemons' sockets are paths. ---
@@ -171,34 +191,70 @@ alive a
 alive b
 echo "ok: endpoints across hosts: send/recv, RDMA, the target's checks, -ENETUNREACH"
 
-# --- the sockets switch across hosts, unchanged: iperf3 under sanrun in b listening on 127.2.0.1
-# (b serves 127.2.0.0/16), iperf3 under sanrun in a connecting to it: a loopback destination, so
-# the switch asks a's daemon, which routes it to b. Its stream crosses the link. ---
+# --- the sockets switch across hosts, unchanged: programs under sanrun in b listen on wildcards,
+# so on the SAN at every address of b that b serves (its veth address); programs under sanrun in
+# a connect to b's veth address, which a's daemon routes to b (san_nic_networks says it is
+# linked). Their streams cross the link: a daemon counts in nic_bytes what its own endpoints send,
+# so the sender's grows by at least what was received (iperf3: a; http: b), the receiver's by its
+# credits and requests. The same servers at an address nobody serves ($tcp_b): TCP, as without the switch.
 # (Not in sanitizer builds: an instrumented libsansock.so cannot be preloaded into a program that
-# is not ours, as test_sock_programs says; the plain build runs it.)
+# is not ours, as test_sock_programs says; the plain build runs it.) ---
 undefined=$(nm -D --undefined-only "$SAN_BUILD/lib/libsansock.so" 2>/dev/null || true)
+in_a() { ip netns exec "$nsa" env SANPROXY_SOCKET="$tmp/a.sock" timeout 120 "$bin/sanrun" "$@"; }
+in_b() { ip netns exec "$nsb" env SANPROXY_SOCKET="$tmp/b.sock" timeout 120 "$bin/sanrun" "$@"; }
 if [[ $undefined == *__asan_* || $undefined == *__tsan_* ]]; then
-  echo "(sanitizer build: iperf3 under sanrun is the plain build's)"
-elif command -v iperf3 >/dev/null; then
-  ip netns exec "$nsb" env SANPROXY_SOCKET="$tmp/b.sock" timeout 60 "$bin/sanrun" \
-    iperf3 -s -1 -B 127.2.0.1 -p 5201 >"$tmp/iperf-s.log" 2>&1 &
-  pid[iperf]=$!
-  for _ in $(seq 100); do grep -q listening "$tmp/iperf-s.log" 2>/dev/null && break; sleep 0.1; done
-  before=$(($(stats a nic_bytes) + $(stats b nic_bytes)))
-  ip netns exec "$nsa" env SANPROXY_SOCKET="$tmp/a.sock" timeout 60 "$bin/sanrun" \
-    iperf3 -c 127.2.0.1 -p 5201 -t 2 -J >"$tmp/iperf-c.json" 2>"$tmp/iperf-c.log" ||
-    fail "sanrun iperf3 across hosts: $(tail -3 "$tmp/iperf-c.json" "$tmp/iperf-s.log")"
-  wait "${pid[iperf]}" || true
-  unset "pid[iperf]"
-  after=$(($(stats a nic_bytes) + $(stats b nic_bytes)))
-  got=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["end"]["sum_received"]["bytes"]))' "$tmp/iperf-c.json")
-  ((got > 0)) || fail "iperf3 across hosts moved nothing"
-  ((after - before >= got)) || fail "iperf3: nic_bytes grew by $((after - before)), the receiver got $got"
-  rate=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 8e6))' "$tmp/iperf-c.json")
-  echo "ok: iperf3 under sanrun across hosts: $got bytes over the SAN ($rate MB/s)"
+  echo "(sanitizer build: programs under sanrun are the plain build's)"
 else
-  echo "SKIPPED (part): no iperf3, the sockets switch across hosts is not tried" >&2
-  [[ -n ${SAN_SKIP_LOG:-} ]] && echo "integration/test_link_netns: no iperf3 (the switch across hosts)" >>"$SAN_SKIP_LOG"
+  if command -v iperf3 >/dev/null; then
+    in_b iperf3 -s -1 -p 5201 >"$tmp/iperf-s.log" 2>&1 &
+    pid[iperf]=$!
+    for _ in $(seq 100); do grep -q listening "$tmp/iperf-s.log" 2>/dev/null && break; sleep 0.1; done
+    before_a=$(stats a nic_bytes) before_b=$(stats b nic_bytes)
+    in_a iperf3 -c "$ip_b" -p 5201 -t 2 -J >"$tmp/iperf-c.json" 2>"$tmp/iperf-c.log" ||
+      fail "sanrun iperf3 across hosts: $(tail -3 "$tmp/iperf-c.json" "$tmp/iperf-s.log")"
+    wait "${pid[iperf]}" || true
+    unset "pid[iperf]"
+    grown_a=$(($(stats a nic_bytes) - before_a)) grown_b=$(($(stats b nic_bytes) - before_b))
+    got=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["end"]["sum_received"]["bytes"]))' "$tmp/iperf-c.json")
+    ((got > 0)) || fail "iperf3 across hosts moved nothing"
+    ((grown_a >= got && grown_b > 0)) ||
+      fail "iperf3: nic_bytes grew by $grown_a on a, $grown_b on b; the receiver got $got"
+    rate=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 8e6))' "$tmp/iperf-c.json")
+    echo "ok: iperf3 under sanrun to $ip_b: $got bytes over the SAN ($rate MB/s)"
+  else
+    echo "SKIPPED (part): no iperf3, iperf3 across hosts is not tried" >&2
+    [[ -n ${SAN_SKIP_LOG:-} ]] && echo "integration/test_link_netns: no iperf3 (the switch across hosts)" >>"$SAN_SKIP_LOG"
+  fi
+  if command -v curl >/dev/null; then
+    mkdir -p "$tmp/www"
+    head -c $((24 << 20)) /dev/urandom >"$tmp/www/big.bin"
+    (cd "$tmp/www" && exec ip netns exec "$nsb" env SANPROXY_SOCKET="$tmp/b.sock" "$bin/sanrun" \
+      python3 -u -m http.server 8080 >"$tmp/http.out" 2>"$tmp/http.log") &
+    pid[http]=$!
+    for _ in $(seq 100); do grep -q Serving "$tmp/http.out" 2>/dev/null && break; sleep 0.1; done
+    grep -q Serving "$tmp/http.out" || fail "http.server did not start in b"
+    before_a=$(stats a nic_bytes) before_b=$(stats b nic_bytes)
+    in_a curl -sS -o "$tmp/san.bin" "http://$ip_b:8080/big.bin" 2>"$tmp/curl.log" ||
+      fail "sanrun curl http://$ip_b:8080: $(cat "$tmp/curl.log")"
+    cmp "$tmp/www/big.bin" "$tmp/san.bin" || fail "the copy over the SAN differs"
+    grown_a=$(($(stats a nic_bytes) - before_a)) grown_b=$(($(stats b nic_bytes) - before_b))
+    ((grown_b >= 24 << 20 && grown_a > 0)) ||
+      fail "curl: nic_bytes grew by $grown_a on a, $grown_b on b, for 24 MiB"
+    echo "ok: curl under sanrun from http.server under sanrun at $ip_b: 24 MiB over the SAN, equal"
+    before_a=$(stats a nic_bytes) before_b=$(stats b nic_bytes)
+    in_a curl -sS -o "$tmp/tcp.bin" "http://$tcp_b:8080/big.bin" 2>"$tmp/curl.log" ||
+      fail "sanrun curl http://$tcp_b:8080: $(cat "$tmp/curl.log")"
+    cmp "$tmp/www/big.bin" "$tmp/tcp.bin" || fail "the copy over TCP differs"
+    [[ $(stats a nic_bytes) == "$before_a" && $(stats b nic_bytes) == "$before_b" ]] ||
+      fail "curl to $tcp_b (served by nobody) went over the SAN"
+    echo "ok: the same to $tcp_b, which nobody serves: TCP, equal"
+    kill "${pid[http]}"
+    wait "${pid[http]}" 2>/dev/null || true
+    unset "pid[http]"
+  else
+    echo "SKIPPED (part): no curl, http across hosts is not tried" >&2
+    [[ -n ${SAN_SKIP_LOG:-} ]] && echo "integration/test_link_netns: no curl (http across hosts)" >>"$SAN_SKIP_LOG"
+  fi
 fi
 
 # --- the switch's non-blocking connect across hosts (tests/sock/sock_connect): to a sanrun'd echo
@@ -260,6 +316,10 @@ took=$(wait_for a "l['state'] == 'down'" $((timeout_s + slack_s)))
 wait_for b "l['state'] == 'down'" $((timeout_s + slack_s)) >/dev/null
 link a "l['last_error']" | grep -q "no answer" || fail "a: last_error $(link a "l['last_error']")"
 echo "ok: cut veth, link down after ${took}s (timeout ${timeout_s}s)"
+[[ $(nets a) == "$nets_a" && $(nets b) == "$nets_b" ]] ||
+  fail "networks with the link down: a $(nets a); b $(nets b)"
+[[ $(gen a) != "$gen_up" ]] || fail "a: the same generation with the link down"
+echo "ok: san_nic_networks with the link down: the linked networks gone, a new generation"
 for _ in $(seq 100); do kill -0 "${pid[stream]}" 2>/dev/null || break; sleep 0.05; done
 kill -0 "${pid[stream]}" 2>/dev/null && fail "the stream across the cut veth still runs"
 wait "${pid[stream]}" || fail "the stream did not end with -ECONNRESET: $(cat "$tmp/stream.out")"
@@ -278,6 +338,7 @@ took=$(wait_for a "l['state'] == 'up'" 30)
 wait_for b "l['state'] == 'up'" 30 >/dev/null
 [[ $(link a "l['host_id']") == "$hb" ]] || fail "a: another host_id after the cut"
 echo "ok: veth back, link up again after ${took}s"
+[[ $(nets a) == "$nets_a$linked_a" ]] || fail "a's networks with the link back: $(nets a)"
 alive a
 alive b
 
