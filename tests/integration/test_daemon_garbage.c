@@ -131,8 +131,41 @@ int main(void)
     san_proto_init(&m, SAN_OP_DEREGISTER, 16);
     m.u.deregister_req = (struct san_deregister_req){.lkey = 0};
     expect_reply(fd, &m, m.hdr.length, -EINVAL);
+    san_proto_init(&m, SAN_OP_NETWORKS, 16);
+    m.hdr.length -= 8; /* body too short */
+    expect_reply(fd, &m, m.hdr.length, -EBADMSG);
     san_proto_init(&m, SAN_OP_STATS, 17);
     expect_reply(fd, &m, m.hdr.length, 0); /* still usable */
+
+    /* NETWORKS, asked in every way a client can: the default [nic] addresses (127.0.0.0/8,
+     * ::1/128), a page from any cursor (past the end: empty), unchanged only for the current
+     * generation with cursor 0. */
+    struct san_msg nreq, nrep;
+    san_proto_init(&nreq, SAN_OP_NETWORKS, 0);
+    CHECK_EQ(test_call(fd, &nreq, &nrep), 0);
+    struct san_networks_rep nets = nrep.u.networks_rep;
+    CHECK(nets.gen && nets.nr == 2 && !nets.next && !nets.unchanged);
+    CHECK(nets.n[0].prefix == 104 && nets.n[0].ip[10] == 0xff && nets.n[0].ip[12] == 127);
+    CHECK(nets.n[1].prefix == 128 && nets.n[1].ip[15] == 1);
+    CHECK(nets.n[0].flags == SAN_WIRE_NET_LOCAL && nets.n[1].flags == SAN_WIRE_NET_LOCAL);
+    san_proto_init(&nreq, SAN_OP_NETWORKS, 0);
+    nreq.u.networks_req.known_gen = nets.gen;
+    CHECK_EQ(test_call(fd, &nreq, &nrep), 0);
+    CHECK(nrep.u.networks_rep.unchanged == 1 && !nrep.u.networks_rep.nr &&
+          nrep.u.networks_rep.gen == nets.gen);
+    san_proto_init(&nreq, SAN_OP_NETWORKS, 0);
+    nreq.u.networks_req.known_gen = nets.gen + 1; /* a generation it never had */
+    CHECK_EQ(test_call(fd, &nreq, &nrep), 0);
+    CHECK(!nrep.u.networks_rep.unchanged && nrep.u.networks_rep.nr == 2);
+    san_proto_init(&nreq, SAN_OP_NETWORKS, 0);
+    nreq.u.networks_req = (struct san_networks_req){.cursor = 1, .known_gen = nets.gen};
+    CHECK_EQ(test_call(fd, &nreq, &nrep), 0);
+    CHECK(!nrep.u.networks_rep.unchanged && nrep.u.networks_rep.nr == 1 &&
+          !memcmp(&nrep.u.networks_rep.n[0], &nets.n[1], sizeof(nets.n[1])));
+    san_proto_init(&nreq, SAN_OP_NETWORKS, 0);
+    nreq.u.networks_req.cursor = UINT64_MAX;
+    CHECK_EQ(test_call(fd, &nreq, &nrep), 0);
+    CHECK(!nrep.u.networks_rep.nr && !nrep.u.networks_rep.next);
 
     /* Descriptors cannot even be sent to the daemon (SO_PASSRIGHTS off on its socket); the
      * connection stays usable. test_daemon_attack covers kernels that cannot refuse them. */
