@@ -1,7 +1,7 @@
 # What the switch's program tests share (sourced, not run): set test (the script's name) and logs
 # (globs of the files in $tmp that fail shows, besides the daemon's log) first. Gives skip, fail, a temporary directory
 # $tmp removed at exit with every pid in pids killed, a daemon of the test's own started with
-# start_daemon (SANPROXY_SOCKET exported), and nic_bytes (the bytes its NIC has moved).
+# start_daemon [SANPROXYD ARGS...] (SANPROXY_SOCKET exported), and nic_bytes (the bytes its NIC has moved).
 : "${SAN_BIN:?}" "${test:?}"
 skip() {
   echo "$test: $*"
@@ -26,7 +26,7 @@ nic_bytes() {
 }
 start_daemon() {
   mkfifo "$tmp/ready"
-  "$SAN_BIN/sanproxyd" --foreground --socket "$tmp/s.sock" --ready-fd 3 3>"$tmp/ready" 2>"$tmp/daemon.log" &
+  "$SAN_BIN/sanproxyd" --foreground --socket "$tmp/s.sock" --ready-fd 3 "$@" 3>"$tmp/ready" 2>"$tmp/daemon.log" &
   pids+=($!)
   read -r _ <"$tmp/ready" || fail "sanproxyd did not start"
   export SANPROXY_SOCKET=$tmp/s.sock
