@@ -6,6 +6,7 @@
  *   register.c registrations with the daemon, as the context holds them
  *   handle.c   the application's handles, served by the registration cache (rcache.c)
  *   ep.c       endpoints and listeners on the NIC (ep.h)
+ *   networks.c the SAN networks the daemon serves (san_nic_networks)
  *
  * Locking: ctx->lock serialises everything on a context (the socket round trip and every tree and
  * list below), so a context may be shared by threads. Functions ending in _locked expect it held
