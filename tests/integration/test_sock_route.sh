@@ -6,7 +6,8 @@
 # the host's interfaces, and 127.1.0.5 is none (lo has 127.0.0.1), so it is reached over TCP at
 # both. A client connecting 300 times to a plain TCP server asks the daemon a few times only
 # (strace counts its control messages: the context's HELLO, NETWORKS, a refresh at most once a
-# second), never once per connect. Without a daemon everything is TCP.
+# second), never once per connect. Without a daemon everything is TCP. With the default networks
+# a dual-stack wildcard server is reached over the SAN at 127.0.0.1 and at ::1.
 set -euo pipefail
 : "${SAN_BIN:?}"
 test=test_sock_route logs='*.log'
@@ -17,20 +18,31 @@ command -v strace >/dev/null || skip "strace is not installed"
 printf '[nic]\naddresses = 127.1.0.0/16\n' >"$tmp/d.ini"
 start_daemon --config "$tmp/d.ini"
 
-# An echo server: python3 HOST (port 0), its port on stdout's first line, serving until killed.
+# An echo server: python3 HOST (port 0), its port on stdout's first line, serving until killed;
+# it waits for connections in epoll (selectors), then accepts without blocking.
 cat >"$tmp/server.py" <<'PY'
-import socket, sys, threading
+import selectors, socket, sys, threading
 s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+if ":" in sys.argv[1]:
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
 s.bind((sys.argv[1], 0))
 s.listen(64)
+s.setblocking(False)
+sel = selectors.DefaultSelector()
+sel.register(s, selectors.EVENT_READ)
 print(s.getsockname()[1], flush=True)
 def serve(c):
     with c:
+        c.setblocking(True)
         while (b := c.recv(65536)):
             c.sendall(b)
 while True:
-    c, _ = s.accept()
+    sel.select()
+    try:
+        c, _ = s.accept()
+    except BlockingIOError:
+        continue
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 PY
 # A client: python3 HOST PORT N: N connections, each sends 4 KiB and reads them back.
@@ -100,3 +112,13 @@ wait "${pids[0]}" 2>/dev/null || true
 timeout 60 env SANPROXY_SOCKET="$tmp/none.sock" "$SAN_BIN/sanrun" python3 "$tmp/client.py" 127.0.0.1 \
   "${port[plain]}" 3 2>>"$tmp/client.log" || fail "no daemon: the client failed"
 echo "ok: no daemon: TCP"
+
+# The default networks (127.0.0.0/8, ::1/128): a dual-stack wildcard listens on the SAN at ::1 and
+# 127.0.0.1, two SAN listeners behind one descriptor of the switch (epoll waits on it); both
+# addresses are reached over the SAN.
+rm -f "$tmp/ready" "$tmp/s.sock"
+start_daemon
+serve dual :: sanrun
+(($(over dual 127.0.0.1 3) >= 3 * 2 * 4096)) || fail "[::] at 127.0.0.1 did not go over the SAN"
+(($(over dual ::1 3) >= 3 * 2 * 4096)) || fail "[::] at ::1 did not go over the SAN"
+echo "ok: a dual-stack wildcard with the default networks: 127.0.0.1 and ::1 over the SAN"
