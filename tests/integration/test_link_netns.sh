@@ -220,7 +220,17 @@ else
     ((grown_a >= got && grown_b > 0)) ||
       fail "iperf3: nic_bytes grew by $grown_a on a, $grown_b on b; the receiver got $got"
     rate=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 8e6))' "$tmp/iperf-c.json")
-    echo "ok: iperf3 under sanrun to $ip_b: $got bytes over the SAN ($rate MB/s)"
+    # The same over kernel TCP on the veth, for the figure only (not judged: a shared machine).
+    ip netns exec "$nsb" timeout 60 iperf3 -s -1 -p 5202 >"$tmp/iperf-s2.log" 2>&1 &
+    pid[iperf]=$!
+    for _ in $(seq 100); do grep -q listening "$tmp/iperf-s2.log" 2>/dev/null && break; sleep 0.1; done
+    tcp_rate=?
+    if ip netns exec "$nsa" timeout 60 iperf3 -c "$ip_b" -p 5202 -t 2 -J >"$tmp/iperf-c2.json" 2>/dev/null; then
+      tcp_rate=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 8e6))' "$tmp/iperf-c2.json")
+    fi
+    wait "${pid[iperf]}" || true
+    unset "pid[iperf]"
+    echo "ok: iperf3 under sanrun to $ip_b: $got bytes over the SAN ($rate MB/s; kernel TCP on the veth: $tcp_rate MB/s)"
   else
     echo "SKIPPED (part): no iperf3, iperf3 across hosts is not tried" >&2
     [[ -n ${SAN_SKIP_LOG:-} ]] && echo "integration/test_link_netns: no iperf3 (the switch across hosts)" >>"$SAN_SKIP_LOG"
