@@ -164,6 +164,9 @@ linked_b="linked 10.1.0.0/16 linked 127.1.0.0/16 linked $ip_a/32 "
 [[ $(nets a) == "$nets_a$linked_a" ]] || fail "a's networks: $(nets a)"
 [[ $(nets b) == "$nets_b$linked_b" ]] || fail "b's networks: $(nets b)"
 gen_up=$(gen a)
+sanctl_nets=$("$bin/sanctl" --socket "$tmp/a.sock" networks --json |
+  python3 -c 'import json,sys; print("".join(n["kind"] + " " + n["network"] + " " for n in json.load(sys.stdin)["networks"]))')
+[[ $sanctl_nets == "$nets_a$linked_a" ]] || fail "sanctl networks on a: $sanctl_nets"
 echo "ok: san_nic_networks: own and linked networks, on both"
 
 # --- endpoints across hosts: a server on b (SAN address 10.2.0.1:5000, a network b serves), the

@@ -77,6 +77,8 @@ static int call(int fd, unsigned op, uint64_t cursor, struct san_msg *rep)
     san_proto_init(&req, op, ++id);
     if (san_proto_body_size(op) == sizeof(struct san_list_req))
         req.u.list_req.cursor = cursor;
+    if (op == SAN_OP_NETWORKS)
+        req.u.networks_req.cursor = cursor;
     if ((err = san_proto_send(fd, &req, -1, 0)) || (err = san_proto_recv(fd, rep, &len, NULL, 0)))
         return err == -EAGAIN ? -ETIMEDOUT : err; /* SO_RCVTIMEO / SO_SNDTIMEO ran out */
     if (san_proto_decode(rep, len, true, &err) != SAN_DECODE_OK || rep->hdr.id != id ||
@@ -418,6 +420,54 @@ static int cmd_links(int fd, bool json)
     return 0;
 }
 
+/* The SAN networks the daemon serves, read whole: a generation that changes between pages starts
+ * the listing again (a few times). */
+static int cmd_networks(int fd, bool json)
+{
+    static struct san_wire_served all[4096];
+    struct san_msg rep;
+    uint64_t gen = 0;
+    size_t n = 0;
+    for (int tries = 0; tries < 8; tries++) {
+        uint64_t cursor = 0;
+        n = 0;
+        gen = 0;
+        do {
+            int err = call(fd, SAN_OP_NETWORKS, cursor, &rep);
+            if (err)
+                fail("networks", err);
+            const struct san_networks_rep *r = &rep.u.networks_rep;
+            if (cursor && r->gen != gen)
+                break;
+            gen = r->gen;
+            for (uint32_t i = 0; i < r->nr && n < 4096; i++)
+                all[n++] = r->n[i];
+            cursor = r->next > cursor ? r->next : 0;
+        } while (cursor);
+        if (!cursor)
+            break;
+    }
+    if (json)
+        printf("{\"gen\": \"%016" PRIx64 "\", \"networks\": [", gen);
+    else
+        printf("%-7s %s   (generation %016" PRIx64 ")\n", "kind", "network", gen);
+    for (size_t i = 0; i < n; i++) {
+        struct san_link_info one = {.nr_nets = 1};
+        memcpy(one.nets[0].ip, all[i].ip, 16);
+        one.nets[0].prefix = all[i].prefix;
+        char net[64];
+        nets_text(&one, false, net, sizeof(net));
+        const char *kind = all[i].flags == SAN_WIRE_NET_LOCAL ? "local" : "linked";
+        if (json)
+            printf("%s{\"network\": \"%s\", \"kind\": \"%s\"}", i ? ", " : "", net, kind);
+        else
+            printf("%-7s %s\n", kind, net);
+    }
+    if (json)
+        printf("]}\n");
+    return 0;
+}
+
 static int cmd_lowmem(int fd, bool json)
 {
     struct san_msg rep;
@@ -447,6 +497,8 @@ static void usage(FILE *f)
             "  endpoints     the NIC's endpoints: owner, peer, state, queue fill, traffic\n"
             "  links         links to other hosts' daemons: state, networks, traffic\n"
             "                (other users' only for root and the daemon's user)\n"
+            "  networks      the SAN networks served: this host's ([nic] addresses) and\n"
+            "                those of the hosts linked to it that are up\n"
             "  check-lowmem  NOLOWMEM pattern check of free low memory (exit 3 if dirty)\n"
             "options:\n"
             "  --socket PATH      the daemon's socket (default $SANPROXY_SOCKET, else\n"
@@ -514,6 +566,7 @@ int main(int argc, char **argv)
                             : !strcmp(cmd, "allocations")  ? cmd_allocations
                             : !strcmp(cmd, "endpoints")    ? cmd_endpoints
                             : !strcmp(cmd, "links")        ? cmd_links
+                            : !strcmp(cmd, "networks")     ? cmd_networks
                             : !strcmp(cmd, "check-lowmem") ? cmd_lowmem
                                                            : NULL;
     if (!run) {
