@@ -38,6 +38,15 @@ static void check_accepted(const struct san_msg *m, size_t len, bool reply)
     if (reply && m->hdr.opcode == (SAN_OP_CLIENTS | SAN_OP_REPLY) &&
         m->u.clients_rep.nr > SAN_LIST_MAX)
         abort();
+    if (reply && m->hdr.opcode == (SAN_OP_NETWORKS | SAN_OP_REPLY)) {
+        const struct san_networks_rep *r = &m->u.networks_rep;
+        if (!r->gen || r->nr > SAN_NETWORKS_MAX || r->unchanged > 1 || (r->unchanged && r->nr))
+            abort();
+        for (uint32_t i = 0; i < r->nr; i++)
+            if (r->n[i].prefix > 128 ||
+                (r->n[i].flags != SAN_WIRE_NET_LOCAL && r->n[i].flags != SAN_WIRE_NET_LINKED))
+                abort();
+    }
     if (reply && m->hdr.opcode == (SAN_OP_ENDPOINTS | SAN_OP_REPLY)) {
         const struct san_endpoints_rep *r = &m->u.endpoints_rep;
         if (r->nr > SAN_LIST_MAX)
