@@ -220,6 +220,10 @@ else
     grown_a=$(($(stats a nic_bytes) - before_a)) grown_b=$(($(stats b nic_bytes) - before_b))
     got=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["end"]["sum_received"]["bytes"]))' "$tmp/iperf-c.json")
     ((got > 0)) || fail "iperf3 across hosts moved nothing"
+    # Names as TCP's: the server saw the client's veth address (the switch bound the client's
+    # socket to the source address the kernel would pick for the destination).
+    grep -q "Accepted connection from $ip_a" "$tmp/iperf-s.log" ||
+      fail "iperf3's server saw another peer: $(grep Accepted "$tmp/iperf-s.log")"
     ((grown_a >= got && grown_b > 0)) ||
       fail "iperf3: nic_bytes grew by $grown_a on a, $grown_b on b; the receiver got $got"
     rate=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 8e6))' "$tmp/iperf-c.json")
@@ -250,6 +254,7 @@ else
     in_a curl -sS -o "$tmp/san.bin" "http://$ip_b:8080/big.bin" 2>"$tmp/curl.log" ||
       fail "sanrun curl http://$ip_b:8080: $(cat "$tmp/curl.log")"
     cmp "$tmp/www/big.bin" "$tmp/san.bin" || fail "the copy over the SAN differs"
+    grep -q "^$ip_a .*GET /big.bin" "$tmp/http.log" || fail "http.server's log names another client: $(tail -1 "$tmp/http.log")"
     grown_a=$(($(stats a nic_bytes) - before_a)) grown_b=$(($(stats b nic_bytes) - before_b))
     ((grown_b >= 24 << 20 && grown_a > 0)) ||
       fail "curl: nic_bytes grew by $grown_a on a, $grown_b on b, for 24 MiB"
