@@ -449,6 +449,11 @@ void san_ep_wait_disarm(struct san_ep *ep)
     pthread_mutex_unlock(&ep->cq_lock);
 }
 
+void san_ep_set_linger(struct san_ep *ep, bool on)
+{
+    atomic_store_explicit(&ep->q->linger, on ? 1u : 0u, memory_order_relaxed);
+}
+
 int san_ep_fd(const struct san_ep *cep)
 {
     if (!cep)
@@ -514,8 +519,12 @@ int san_post_recv(struct san_ep *ep, uint64_t wr_id, const struct san_sge *sge, 
 int san_post_send(struct san_ep *ep, uint64_t wr_id, const struct san_sge *sge, unsigned nsge,
                   unsigned flags)
 {
-    struct san_epq_wqe w = {.wr_id = wr_id, .opcode = SAN_EPQ_SEND, .flags = flags};
-    if (!ep || (flags & ~(unsigned)SAN_WR_UNSIGNALED) || fill_sges(&w, sge, nsge))
+    struct san_epq_wqe w = {.wr_id = wr_id,
+                            .opcode = SAN_EPQ_SEND,
+                            .flags = (flags & SAN_WR_UNSIGNALED) |
+                                     (flags & SAN_EP_WR_NODATA ? SAN_EPQ_NODATA : 0)};
+    if (!ep || (flags & ~(unsigned)(SAN_WR_UNSIGNALED | SAN_EP_WR_NODATA)) ||
+        fill_sges(&w, sge, nsge))
         return -EINVAL;
     return post(ep, false, &w);
 }

@@ -4,6 +4,7 @@
 #define SAN_CLIENT_EP_H
 
 #include <pthread.h>
+#include <stdbool.h>
 
 #include "proto/proto.h"
 
@@ -35,5 +36,14 @@ struct san_nic_objs *san_ctx_nic(struct san_ctx *ctx);
  * any thread. */
 int san_ep_wait_arm(struct san_ep *ep);
 void san_ep_wait_disarm(struct san_ep *ep);
+
+/* For libsansock (not public): a san_post_send flag saying the message holds no stream data of
+ * the program (the sockets switch's CREDIT, DONE, SHUTDOWN, NEGOTIATE): a peer that dies with it
+ * unread may still linger. */
+#define SAN_EP_WR_NODATA (1u << 16)
+/* For libsansock: whether the daemon finishes ep when this process goes away (exit, _exit,
+ * SIGKILL) instead of closing it (proto/queue.h `linger`, docs/nic.md). One store in the
+ * region: no system call, any thread. */
+void san_ep_set_linger(struct san_ep *ep, bool on);
 
 #endif

@@ -46,6 +46,7 @@ void san_config_defaults(struct san_daemon_config *c)
         .limit_uid_allocated = SAN_LIMIT_AUTO,
         .limit_uid_connections = 256,
         .limit_endpoints = 256,
+        .linger_ns = SAN_DEFAULT_LINGER_NS,
         .link = {.provider = SAN_LINK_DEFAULT_PROV, .timeout_ns = SAN_LINK_DEFAULT_TIMEOUT},
     };
     size_t bad;
@@ -225,6 +226,10 @@ static int handler(void *user, const char *section, const char *key, const char 
         size_t bad;
         if (san_nic_parse_nets(value, c->nets, 16, &c->nr_nets, &bad))
             return fail(st, section, key, "up to 16 networks ADDRESS/PREFIX, IPv4 or IPv6", value);
+    } else if (IS("nic", "linger")) {
+        if (san_parse_duration(value, &v) || v > 3600 * 1000000000ULL)
+            return fail(st, section, key, "a duration up to 1h (0: no lingering)", value);
+        c->linger_ns = v;
     } else if (IS("nic", "max_length")) {
         if (san_parse_size(value, &v) || v < SAN_PAGE_SIZE || v > UINT32_MAX)
             return fail(st, section, key, "a size from 4K to 4G-1", value);

@@ -36,11 +36,15 @@ struct san_daemon_config {
     uint64_t limit_uid_allocated;    /* [limits] per_uid_allocated_bytes */
     uint64_t limit_uid_connections;  /* [limits] per_uid_connections (not for root) */
     uint64_t limit_endpoints;        /* [limits] endpoints, per client */
+    uint64_t linger_ns;              /* [nic] linger: the most a gone client's endpoint lingers */
     struct san_nic_net nets[16];     /* [nic] addresses: the SAN networks served here */
     size_t nr_nets;
     char socket[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* [daemon] socket; "" = default */
     struct san_link_config link;                              /* [link] */
 };
+
+/* [nic] linger's default: 10 s, as long as a peer that reads may need for what is in flight. */
+#define SAN_DEFAULT_LINGER_NS (10ull * 1000000000ull)
 
 /* A limit whose default follows ram_size until the config sets it (san_config_resolve). */
 #define SAN_LIMIT_AUTO UINT64_MAX
@@ -118,6 +122,8 @@ struct san_client {
     uint64_t nr_allocs, alloc_bytes;
     struct san_keytab nic_objs; /* struct san_client_nic (listeners and endpoints) by handle */
     uint64_t nr_eps;
+    struct san_client *linger_next; /* in d->lingering once its process is gone */
+    uint64_t linger_deadline;       /* CLOCK_MONOTONIC ns: its endpoints close then at last */
 };
 
 struct san_daemon {
@@ -135,6 +141,8 @@ struct san_daemon {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct san_client clients;    /* list head; sorted by id */
     struct san_client *graveyard; /* clients to free after the current batch of events */
+    struct san_client *lingering; /* gone, their lingering endpoints not closed yet */
+    uint64_t nr_lingering;
     uint32_t next_client_id;
     uint64_t nr_clients, nr_allocs, alloc_bytes;
     bool stopping;
@@ -175,6 +183,14 @@ void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct s
                        int *fds, unsigned *nfds);
 /* Releases everything c holds (allocations, registrations). */
 void san_daemon_release_client(struct san_client *c);
+/* c's process went away: its endpoints that asked for it linger (san_nic_ep_linger: what they
+ * posted is still delivered, their peer may still RDMA-read c's memory), the others and its
+ * listeners close. Whether any lingers: c then keeps its registrations, allocations and charges
+ * until san_daemon_linger_step says none is left, and only then is released. */
+bool san_daemon_linger_client(struct san_client *c);
+/* Closes c's lingering endpoints that have nothing left to do (all: every one). Whether none is
+ * left. */
+bool san_daemon_linger_step(struct san_client *c, bool all);
 /* Work that can wait until a reply has gone out (the client goes on meanwhile): releases the
  * allocations FREE detached, and makes fresh memfds for the next allocations. Runs before the
  * next event is handled, so no request ever sees it undone. */

@@ -700,6 +700,38 @@ void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct s
     }
 }
 
+bool san_daemon_linger_client(struct san_client *c)
+{
+    uint32_t slot = 0, key;
+    uint64_t n = 0;
+    struct san_client_nic *o;
+    while ((o = san_keytab_next(&c->nic_objs, &slot, &key))) {
+        if (o->ep && san_nic_ep_linger(o->ep)) {
+            n++;
+            slot++;
+        } else {
+            nic_obj_free(c, o); /* its slot is empty now: look at it again */
+        }
+    }
+    return n != 0;
+}
+
+bool san_daemon_linger_step(struct san_client *c, bool all)
+{
+    uint32_t slot = 0, key;
+    uint64_t left = 0;
+    struct san_client_nic *o;
+    while ((o = san_keytab_next(&c->nic_objs, &slot, &key))) {
+        if (all || !o->ep || atomic_load(&o->ep->linger_over)) {
+            nic_obj_free(c, o);
+        } else {
+            left++;
+            slot++;
+        }
+    }
+    return !left;
+}
+
 void san_daemon_release_client(struct san_client *c)
 {
     struct san_daemon_alloc *a;

@@ -63,6 +63,7 @@
 #define TAG_SIGNAL ((uint64_t)2)
 #define TAG_SWEEP  ((uint64_t)3)
 #define TAG_LINK   ((uint64_t)4) /* the link thread has state changes to hand over */
+#define TAG_LINGER ((uint64_t)5) /* a lingering endpoint has nothing left to do */
 #define TAG_PIDFD  ((uint64_t)1) /* low bit of a client pointer: its pidfd fired */
 
 #define SWEEP_MS       1000 /* how soon a client that exec'd is dropped without a request */
@@ -194,9 +195,11 @@ static void usage_put(struct san_daemon *d, struct san_uid_usage *u)
 /* Why a new connection of uid is refused, or NULL. */
 static const char *admission(const struct san_daemon *d, uid_t uid, const struct san_uid_usage *u)
 {
-    if (d->nr_clients >= d->max_clients)
+    /* Gone clients whose endpoints linger still hold their descriptors (pidfd, maps...). */
+    uint64_t held = d->nr_clients + d->nr_lingering;
+    if (held >= d->max_clients)
         return "the daemon's connection limit is reached";
-    if (uid != 0 && d->nr_clients + ROOT_RESERVE >= d->max_clients)
+    if (uid != 0 && held + ROOT_RESERVE >= d->max_clients)
         return "the last connections are kept for root";
     if (uid != 0 && d->cfg.limit_uid_connections && u->clients >= d->cfg.limit_uid_connections)
         return "[limits] per_uid_connections is reached for its uid";
@@ -274,7 +277,22 @@ static void accept_client(struct san_daemon *d)
     log_debug("client %u connected: pid %d uid %u", c->id, (int)c->pid, (unsigned)c->uid);
 }
 
-/* IRP_MJ_CLEANUP: the client is gone; everything it held is released now. */
+/* The end of a gone client: what it still holds goes, and it is freed after the batch. */
+static void bury_client(struct san_daemon *d, struct san_client *c)
+{
+    san_daemon_release_client(c);
+    san_identity_drop(c);
+    usage_put(d, c->usage);
+    c->usage = NULL;
+    c->next = d->graveyard;
+    d->graveyard = c;
+    if (d->accept_paused && d->lfd >= 0 && !epoll_add(d->epfd, d->lfd, TAG_LISTEN))
+        d->accept_paused = false;
+}
+
+/* IRP_MJ_CLEANUP: the client is gone; everything it held is released now, but for endpoints
+ * that linger (docs/daemon.md): until the last of them closes, the client keeps what they may
+ * use (its registrations, allocations, their charges to its uid) in d->lingering. */
 static void drop_client(struct san_daemon *d, struct san_client *c, const char *why)
 {
     if (c->dead)
@@ -283,23 +301,51 @@ static void drop_client(struct san_daemon *d, struct san_client *c, const char *
     epoll_ctl(d->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     epoll_ctl(d->epfd, EPOLL_CTL_DEL, c->pidfd, NULL);
     close_connection(d, c->fd);
+    c->fd = -1;
+    c->prev->next = c->next;
+    c->next->prev = c->prev;
+    d->nr_clients--;
+    if (!d->stopping && d->cfg.linger_ns && san_daemon_linger_client(c)) {
+        log_debug("client %u (pid %d) %s: its connected endpoints linger", c->id, (int)c->pid, why);
+        c->linger_deadline = san_now_ns() + d->cfg.linger_ns;
+        c->linger_next = d->lingering;
+        d->lingering = c;
+        d->nr_lingering++;
+        return;
+    }
     if (c->nr_allocs || c->mrs.registrations)
         log_info("client %u (pid %d) %s: releasing %llu allocations, %llu registrations", c->id,
                  (int)c->pid, why, (unsigned long long)c->nr_allocs,
                  (unsigned long long)c->mrs.registrations);
     else
         log_debug("client %u (pid %d) %s", c->id, (int)c->pid, why);
-    san_daemon_release_client(c);
-    san_identity_drop(c);
-    usage_put(d, c->usage);
-    c->usage = NULL;
-    c->prev->next = c->next;
-    c->next->prev = c->prev;
-    d->nr_clients--;
-    c->next = d->graveyard;
-    d->graveyard = c;
-    if (d->accept_paused && d->lfd >= 0 && !epoll_add(d->epfd, d->lfd, TAG_LISTEN))
-        d->accept_paused = false;
+    bury_client(d, c);
+}
+
+/* Closes the lingering endpoints that are over (all of them with all, or at their client's
+ * deadline) and buries the clients left with none. */
+static void linger_scan(struct san_daemon *d, bool all)
+{
+    uint64_t now = san_now_ns();
+    for (struct san_client **p = &d->lingering; *p;) {
+        struct san_client *c = *p;
+        if (!san_daemon_linger_step(c, all || now >= c->linger_deadline)) {
+            p = &c->linger_next;
+            continue;
+        }
+        *p = c->linger_next;
+        d->nr_lingering--;
+        log_debug("client %u (pid %d): lingering over", c->id, (int)c->pid);
+        bury_client(d, c);
+    }
+}
+
+static void linger_event(struct san_daemon *d)
+{
+    uint64_t n;
+    if (read(san_nic_linger_fd(d->nic), &n, sizeof(n)) < 0 && errno == EAGAIN)
+        return;
+    linger_scan(d, false);
 }
 
 static void client_readable(struct san_daemon *d, struct san_client *c)
@@ -379,6 +425,7 @@ static void sweep(struct san_daemon *d)
         if (!san_identity_current(c))
             drop_client(d, c, "exec'd another program");
     }
+    linger_scan(d, false); /* deadlines */
 }
 
 /* The link thread's news: links up, down, peers restarted. Endpoints across hosts need nothing
@@ -514,6 +561,7 @@ static int setup(struct san_daemon *d, int *sigfd)
     if ((err = epoll_add(d->epfd, d->lfd, TAG_LISTEN)) ||
         (err = epoll_add(d->epfd, *sigfd, TAG_SIGNAL)) ||
         (err = epoll_add(d->epfd, d->sweepfd, TAG_SWEEP)) ||
+        (err = epoll_add(d->epfd, san_nic_linger_fd(d->nic), TAG_LINGER)) ||
         (d->link && (err = epoll_add(d->epfd, san_link_event_fd(d->link), TAG_LINK)))) {
         log_error("epoll: %s", strerror(-err));
         return err;
@@ -530,6 +578,7 @@ static void teardown(struct san_daemon *d)
     }
     while (d->clients.next != &d->clients)
         drop_client(d, d->clients.next, "released at shutdown");
+    linger_scan(d, true);
     reap(d);
     san_daemon_after_reply(d); /* nothing is left to free; */
     san_daemon_drop_spares(d); /* the spares it made go too */
@@ -605,6 +654,8 @@ int san_daemon_run(const struct san_daemon_config *cfg, int ready_fd, unsigned s
                 sweep(&d);
             } else if (data == TAG_LINK) {
                 link_events(&d);
+            } else if (data == TAG_LINGER) {
+                linger_event(&d);
             } else if (data == TAG_SIGNAL) {
                 struct signalfd_siginfo si;
                 if (read(d.sigfd, &si, sizeof(si)) == sizeof(si)) {

@@ -82,6 +82,8 @@ void san_nic_kick(struct san_nic_ep *ep)
 
 uint32_t san_nic_cq_room(struct san_nic_ep *ep)
 {
+    if (atomic_load_explicit(&ep->lingering, memory_order_relaxed))
+        return SAN_EPQ_CQ; /* nobody polls it: its completions are dropped */
     uint32_t head = atomic_load_explicit(&ep->q->cq_head, memory_order_acquire);
     uint32_t used = ep->cq_tail - head;
     return used > SAN_EPQ_CQ ? 0 : SAN_EPQ_CQ - used;
@@ -90,8 +92,17 @@ uint32_t san_nic_cq_room(struct san_nic_ep *ep)
 void san_nic_complete(struct san_nic_ep *ep, uint64_t wr_id, int32_t status, uint32_t op,
                       uint32_t len)
 {
+    san_nic_complete_flags(ep, wr_id, status, op, len, 0);
+}
+
+void san_nic_complete_flags(struct san_nic_ep *ep, uint64_t wr_id, int32_t status, uint32_t op,
+                            uint32_t len, uint32_t flags)
+{
+    if (atomic_load_explicit(&ep->lingering, memory_order_relaxed))
+        return; /* its owner is gone */
     struct san_epq_cqe *c = &san_epq_cq(ep->q)[ep->cq_tail & (SAN_EPQ_CQ - 1)];
-    *c = (struct san_epq_cqe){.wr_id = wr_id, .status = status, .opcode = op, .byte_len = len};
+    *c = (struct san_epq_cqe){
+        .wr_id = wr_id, .status = status, .opcode = op, .byte_len = len, .flags = flags};
     ep->cq_tail++;
     atomic_store_explicit(&ep->q->cq_tail, ep->cq_tail, memory_order_release);
     atomic_fetch_add_explicit(&ep->q->cq_seq, 1, memory_order_seq_cst);
@@ -292,7 +303,7 @@ int san_nic_pieces_io(struct san_nic *nic, const struct san_nic_piece *pc, unsig
 
 bool san_nic_valid_wqe(const struct san_epq_wqe *w, bool recv)
 {
-    if (w->nsge > SAN_EPQ_SGE || (w->flags & ~(uint32_t)SAN_EPQ_UNSIGNALED))
+    if (w->nsge > SAN_EPQ_SGE || (w->flags & ~(uint32_t)(SAN_EPQ_UNSIGNALED | SAN_EPQ_NODATA)))
         return false;
     if (recv)
         return w->opcode == SAN_EPQ_RECV;
@@ -311,12 +322,31 @@ void san_nic_count(struct san_nic_ep *ep, uint64_t bytes)
                           memory_order_relaxed);
 }
 
+/* A lingering endpoint has nothing left to do: the loop closes it. */
+static void linger_over(struct san_nic_ep *ep)
+{
+    if (atomic_exchange(&ep->linger_over, true))
+        return;
+    uint64_t one = 1;
+    if (write(ep->nic->linger_efd, &one, sizeof(one)) < 0) {
+    }
+}
+
 /* A send: needs a receive of the peer. 1 done, 0 must wait. */
 static int do_send(struct san_nic_pair *p, struct san_nic_ep *ep, const struct san_epq_wqe *w)
 {
     struct san_nic_ep *peer = ep->peer;
     bool signaled = !(w->flags & SAN_EPQ_UNSIGNALED);
     if (peer->state == SAN_EPQ_ERROR) {
+        san_nic_enter_error(ep, -ECONNRESET);
+        san_nic_complete(ep, w->wr_id, -ECONNRESET, SAN_EPQ_SEND, 0);
+        return 1;
+    }
+    if (atomic_load_explicit(&peer->lingering, memory_order_relaxed) &&
+        !(w->flags & SAN_EPQ_NODATA)) {
+        /* Data for an owner that is gone: nobody will read it. TCP answers data arriving after
+         * close with a reset, and so does the NIC: the lingering ends. */
+        linger_over(peer);
         san_nic_enter_error(ep, -ECONNRESET);
         san_nic_complete(ep, w->wr_id, -ECONNRESET, SAN_EPQ_SEND, 0);
         return 1;
@@ -373,7 +403,8 @@ static int do_send(struct san_nic_pair *p, struct san_nic_ep *ep, const struct s
         return 1;
     }
     san_nic_count(ep, total);
-    san_nic_complete(peer, r.wr_id, 0, SAN_EPQ_RECV, (uint32_t)total);
+    san_nic_complete_flags(peer, r.wr_id, 0, SAN_EPQ_RECV, (uint32_t)total,
+                           w->flags & SAN_EPQ_NODATA ? SAN_EPQ_CQE_NODATA : 0);
     if (signaled)
         san_nic_complete(ep, w->wr_id, 0, SAN_EPQ_SEND, (uint32_t)total);
     return 1;
@@ -438,6 +469,27 @@ bool san_nic_flush(struct san_nic_ep *ep)
     return did;
 }
 
+/* A lingering endpoint's send queue is empty: its peer learns that the other side's owner is
+ * gone and sent everything (a receive completes with -EPIPE, in order after the data), once it
+ * has a receive posted. The peer stays connected: it may still RDMA-read what it was offered. */
+static bool send_eof(struct san_nic_ep *ep)
+{
+    struct san_nic_ep *peer = ep->peer;
+    int n = san_nic_posted(&peer->q->rq_tail, peer->rq_head, SAN_EPQ_RQ);
+    if (n < 0) {
+        san_nic_enter_error(peer, -EFAULT);
+        return true;
+    }
+    if (!n || !san_nic_cq_room(peer))
+        return false;
+    struct san_epq_wqe r = san_epq_rq(peer->q)[peer->rq_head & (SAN_EPQ_RQ - 1)];
+    peer->rq_head++;
+    atomic_store_explicit(&peer->q->rq_head, peer->rq_head, memory_order_release);
+    san_nic_complete(peer, r.wr_id, -EPIPE, SAN_EPQ_RECV, 0);
+    ep->eof_sent = true;
+    return true;
+}
+
 /* One pass over ep's send queue. Whether anything happened. */
 static bool service(struct san_nic_pair *p, int side)
 {
@@ -451,6 +503,16 @@ static bool service(struct san_nic_pair *p, int side)
             san_nic_enter_error(peer, -ECONNRESET);
         return true;
     }
+    bool lingering = atomic_load_explicit(&ep->lingering, memory_order_relaxed);
+    if (lingering &&
+        (p->done[!side] || ep->state == SAN_EPQ_ERROR || peer->state == SAN_EPQ_ERROR)) {
+        linger_over(ep); /* the peer closed or failed: nobody reads what is left */
+        if (ep->state == SAN_EPQ_ERROR)
+            san_nic_flush(ep);
+        return false;
+    }
+    if (lingering && ep->eof_sent)
+        return false; /* what its owner posted is delivered; later posts are nobody's */
     if (ep->state == SAN_EPQ_ERROR)
         return san_nic_flush(ep);
     bool did = false;
@@ -489,6 +551,9 @@ static bool service(struct san_nic_pair *p, int side)
             break;
     }
     atomic_store_explicit(&ep->q->sq_head, ep->sq_head, memory_order_release);
+    if (lingering && ep->state != SAN_EPQ_ERROR &&
+        !san_nic_posted(&ep->q->sq_tail, ep->sq_head, SAN_EPQ_SQ))
+        did |= send_eof(ep);
     return did;
 }
 
@@ -641,6 +706,36 @@ int san_nic_pair_start(struct san_nic *nic, struct san_nic_ep *a, struct san_nic
         return -ENOBUFS;
     }
     return 0;
+}
+
+bool san_nic_pair_linger(struct san_nic_ep *ep)
+{
+    struct san_nic_pair *p = ep->pair;
+    int side = p->ep[1] == ep;
+    struct san_nic_ep *peer = p->ep[!side];
+    bool ok = false;
+    pthread_mutex_lock(&p->lock);
+    if (p->done[0] || p->done[1] || ep->state != SAN_EPQ_CONNECTED ||
+        peer->state != SAN_EPQ_CONNECTED || atomic_load(&peer->closing) ||
+        atomic_load(&peer->lingering))
+        goto out;
+    /* Data the owner never polled: TCP answers a close with unread data by a reset. The queue is
+     * the owner's to scribble on, and so only its own endpoint's fate. */
+    uint32_t head = atomic_load_explicit(&ep->q->cq_head, memory_order_acquire);
+    if (ep->cq_tail - head > SAN_EPQ_CQ)
+        goto out;
+    for (uint32_t i = head; i != ep->cq_tail; i++) {
+        const struct san_epq_cqe *c = &san_epq_cq(ep->q)[i & (SAN_EPQ_CQ - 1)];
+        if (c->opcode == SAN_EPQ_RECV && !c->status && !(c->flags & SAN_EPQ_CQE_NODATA))
+            goto out;
+    }
+    atomic_store(&ep->lingering, true);
+    ok = true;
+out:
+    pthread_mutex_unlock(&p->lock);
+    if (ok)
+        san_nic_kick(ep);
+    return ok;
 }
 
 /* The loop's side of closing a paired endpoint (nic.c): under the pair's lock, so the engine is

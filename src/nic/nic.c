@@ -136,6 +136,14 @@ int san_nic_create(const struct san_nic_config *cfg, struct san_regtab *reg,
         free(nic);
         return -ENOMEM;
     }
+    nic->linger_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (nic->linger_efd < 0) {
+        pthread_rwlock_destroy(&nic->xport_lock);
+        pthread_mutex_destroy(&nic->xlock);
+        pthread_mutex_destroy(&nic->lock);
+        free(nic);
+        return -ENOMEM;
+    }
     san_list_init(&nic->xconns);
     nic->cfg = *cfg;
     memcpy(nic->nets, cfg->nets, cfg->nr_nets * sizeof(cfg->nets[0]));
@@ -158,6 +166,7 @@ void san_nic_destroy(struct san_nic *nic)
     }
     if (atomic_load(&nic->endpoints))
         return; /* an engine still runs: leave it what it uses */
+    close(nic->linger_efd);
     pthread_rwlock_destroy(&nic->xport_lock);
     pthread_mutex_destroy(&nic->xlock);
     pthread_mutex_destroy(&nic->lock);
@@ -525,6 +534,19 @@ void san_nic_ep_close(struct san_nic_ep *ep)
     san_nic_ep_put(ep);
 }
 
+bool san_nic_ep_linger(struct san_nic_ep *ep)
+{
+    /* Across hosts the peer's NIC is another daemon's: lingering is this host's only. */
+    if (!ep || ep->xc || !ep->pair || !atomic_load(&ep->q->linger))
+        return false;
+    return san_nic_pair_linger(ep);
+}
+
+int san_nic_linger_fd(const struct san_nic *nic)
+{
+    return nic->linger_efd;
+}
+
 /* Entries posted on a ring and not yet taken, from two indexes of the region (either may be a
  * client's scribble): clamped to the ring's depth, *bad gets bit when it had to be. */
 static uint32_t ring_fill(_Atomic uint32_t *tail, _Atomic uint32_t *head, uint32_t depth,
@@ -545,7 +567,7 @@ static void ep_info(struct san_nic_ep *ep, struct san_nic_ep_info *o)
         .id = ep->id,
         .owner = ep->owner,
         .peer_client = ep->peer_client,
-        .state = atomic_load(&ep->closing) ? SAN_NIC_CLOSING : state,
+        .state = atomic_load(&ep->closing) || atomic_load(&ep->lingering) ? SAN_NIC_CLOSING : state,
         .err = state == SAN_EPQ_ERROR || state == SAN_EPQ_REFUSED ? atomic_load(&ep->err) : 0,
         .local = ep->local,
         .remote = ep->remote,

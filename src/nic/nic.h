@@ -96,6 +96,14 @@ struct san_nic_ep {
     struct san_nic_ep *next_pending; /* in a listener's backlog */
     struct san_xconn *xc;            /* its peer is on another host (xconn.c), else NULL */
     struct san_nic_addr local, remote;
+    /* Lingering (san_nic_pair_linger): its owner went away and asked the NIC to finish it. Set
+     * by the loop under the pair's lock; the engine then drops its completions, still executes
+     * what it posted, tells the peer -EPIPE once its send queue is empty (eof_sent, the
+     * engine's), and sets linger_over (and signals nic->linger_efd) once nothing is left to do:
+     * the peer closed or failed. The loop closes it then, or at linger_deadline (its own). */
+    _Atomic bool lingering, linger_over;
+    bool eof_sent;
+    uint64_t linger_deadline;
 };
 
 struct san_nic_listener {
@@ -126,6 +134,14 @@ int san_nic_accept(struct san_nic_listener *l, const struct san_nic_owner *owner
                    struct san_regtab_set *set, struct san_nic_ep **out);
 /* The owner lets go of ep: flushed, the peer reset, freed once its engine lets go too. */
 void san_nic_ep_close(struct san_nic_ep *ep);
+/* The owner of ep went away: if ep asked for it (its region's linger word), is connected on this
+ * host, its peer is connected and not closing or lingering, and no receive holding data of the
+ * peer waits unpolled in its completion queue (TCP resets when a socket with unread data
+ * closes), ep lingers and true is returned: the owner still holds it (and its registrations);
+ * close it once linger_over is set or at its deadline. Else false: close it now. */
+bool san_nic_ep_linger(struct san_nic_ep *ep);
+/* Readable when a lingering endpoint's linger_over was set (the loop drains it, then looks). */
+int san_nic_linger_fd(const struct san_nic *nic);
 
 struct san_nic_stats {
     uint64_t endpoints, ops, bytes;
@@ -203,6 +219,9 @@ struct san_nic_piece {
 uint32_t san_nic_cq_room(struct san_nic_ep *ep);
 void san_nic_complete(struct san_nic_ep *ep, uint64_t wr_id, int32_t status, uint32_t op,
                       uint32_t len);
+/* The same with completion flags (enum san_epq_cqe_flag). */
+void san_nic_complete_flags(struct san_nic_ep *ep, uint64_t wr_id, int32_t status, uint32_t op,
+                            uint32_t len, uint32_t flags);
 void san_nic_enter_error(struct san_nic_ep *ep, int32_t err);
 int san_nic_posted(_Atomic uint32_t *tail, uint32_t head, uint32_t depth);
 void san_nic_put_pieces(struct san_nic *nic, struct san_nic_piece *p, unsigned n);
@@ -233,6 +252,8 @@ int san_nic_pair_start(struct san_nic *nic, struct san_nic_ep *a, struct san_nic
 int san_nic_step(struct san_nic_pair *p);
 /* Marks a paired ep closed, between two of its engine's requests, and wakes the engine. */
 void san_nic_pair_close(struct san_nic_ep *ep);
+/* san_nic_ep_linger's checks and the switch to lingering, under the pair's lock. */
+bool san_nic_pair_linger(struct san_nic_ep *ep);
 /* Wakes ep's engine (after closing set, or new state). */
 void san_nic_kick(struct san_nic_ep *ep);
 void san_nic_ep_put(struct san_nic_ep *ep);
@@ -248,6 +269,7 @@ struct san_nic {
     struct san_list eps; /* every endpoint (struct san_nic_ep.link), by id */
     uint64_t last_ep_id;
     _Atomic uint64_t endpoints, ops, bytes;
+    int linger_efd; /* eventfd: a lingering endpoint has nothing left to do */
     /* Endpoints across hosts: xlock covers the connections' table; xport_lock the transport
      * (read: a call of it; write: setting it). Order: a transport's own lock, then xlock; never
      * xlock while calling the transport. */

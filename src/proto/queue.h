@@ -34,7 +34,11 @@
 #define SAN_EPQ_SGE     4u   /* SAN_MAX_SGE */
 
 enum san_epq_op { SAN_EPQ_SEND = 1, SAN_EPQ_RECV = 2, SAN_EPQ_WRITE = 3, SAN_EPQ_READ = 4 };
-enum san_epq_flag { SAN_EPQ_UNSIGNALED = 1 };
+/* NODATA: the message carries none of the sender's stream data (a protocol message of the
+ * client's own), so an owner that dies with it unread still lingers (docs/nic.md). */
+enum san_epq_flag { SAN_EPQ_UNSIGNALED = 1, SAN_EPQ_NODATA = 2 };
+/* Completion flags: the send that filled this receive had SAN_EPQ_NODATA. */
+enum san_epq_cqe_flag { SAN_EPQ_CQE_NODATA = 1 };
 
 /* Endpoint states, written by the daemon. */
 enum san_epq_state {
@@ -71,7 +75,7 @@ struct san_epq_cqe {
     int32_t status;
     uint32_t opcode; /* SAN_WC_*: the same numbers as enum san_epq_op */
     uint32_t byte_len;
-    uint32_t reserved;
+    uint32_t flags; /* enum san_epq_cqe_flag (the NIC's own: san_poll reports 0) */
 };
 static_assert(sizeof(struct san_epq_cqe) == 24, "cqe layout");
 
@@ -101,6 +105,10 @@ struct san_epq {
      * one write and one read of the eventfd per wake-up, not one per completion and per poll.
      * A client that scribbles on it only loses its own notifications. */
     _Atomic uint32_t efd_signaled;
+    /* Client-written: 1 asks the NIC to finish the endpoint when its owner goes away (lingering,
+     * docs/nic.md): what it posted is still delivered and its RDMA memory stays readable for the
+     * peer, bounded by [nic] linger. 0 (the default): the endpoint closes with its owner. */
+    _Atomic uint32_t linger;
 };
 static_assert(sizeof(struct san_epq) % SAN_EPQ_LINE == 0, "header layout");
 

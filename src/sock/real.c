@@ -10,7 +10,11 @@
 struct sansock_real sansock_real_fns;
 /* The threshold's default comes from sanperf sock's crossover (docs/sock.md). */
 struct sansock_config sansock_cfg = {
-    .rdma_threshold = 256u << 10, .rdma = true, .rdma_write = 0, .connect_timeout_ms = 5000};
+    .rdma_threshold = 256u << 10,
+    .rdma = true,
+    .rdma_write = 0,
+    .connect_timeout_ms = 5000,
+    .linger_ms = 10000};
 
 #define RESOLVE(name)                                                                              \
     __atomic_store_n((void **)&sansock_real_fns.name, dlsym(RTLD_NEXT, #name), __ATOMIC_RELAXED)
@@ -87,6 +91,7 @@ void sansock_config_load(void)
     sansock_cfg.rdma_write = (unsigned)env_num("SANSOCK_RDMA_WRITE", 0, 0, 2);
     sansock_cfg.connect_timeout_ms =
         (int)env_num("SANSOCK_CONNECT_TIMEOUT_MS", 5000, 1, 3600 * 1000);
+    sansock_cfg.linger_ms = (unsigned)env_num("SANSOCK_LINGER_MS", 10000, 0, 3600 * 1000);
 }
 
 bool sansock_nonblocking(int fd, int flags)

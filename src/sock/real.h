@@ -76,6 +76,7 @@ struct sansock_config {
                                 are the staging sink (SANSOCK_SINK_STAGED) or the program's
                                 buffer (SANSOCK_SINK_PROGRAM) */
     int connect_timeout_ms;  /* SANSOCK_CONNECT_TIMEOUT_MS */
+    unsigned linger_ms;      /* SANSOCK_LINGER_MS: the most a closed connection is finished */
 };
 enum { SANSOCK_SINK_STAGED = 1, SANSOCK_SINK_PROGRAM = 2 };
 extern struct sansock_config sansock_cfg;

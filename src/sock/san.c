@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "sock/fdtab.h"
+#include "sock/finish.h"
 #include "sock/route.h"
 #include "sock/wait.h"
 
@@ -76,6 +77,7 @@ static void atfork_child(void)
     sansock_fdtab_atfork_child();
     sansock_route_atfork_child();
     sansock_wait_atfork_child();
+    sansock_finish_atfork_child();
 }
 
 void sansock_san_init(void)

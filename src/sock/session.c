@@ -31,6 +31,7 @@
 
 #include "client/ep.h" /* san_ep_wait_arm: libsan's, for the switch only */
 #include "sock/copy.h"
+#include "sock/finish.h"
 #include "sock/rdma.h"
 #include "sock/real.h"
 #include "sock/san.h"
@@ -40,7 +41,6 @@
 #define NSEND     32u
 #define SEND_TAG  0x100u
 #define SPIN_NS   20000u
-#define CLOSE_MS  2000
 #define NREADY    (NRECV + RDMA_NBUF) /* DATA slots held, and RDMA transfers (rdma.h) */
 #define SLOT_DATA (16u << 10)         /* the most data one receive slot holds */
 
@@ -157,6 +157,15 @@ static void reset_locked(struct sansock_conn *c, int err)
     close_ep_locked(c);
 }
 
+/* Whether the daemon finishes the endpoint if this process goes away (exit, _exit, SIGKILL):
+ * yes unless the program has data it has not read, or asked for an abortive close (SO_LINGER
+ * {1, 0}): TCP resets then. Data the NIC delivered and nobody polled yet the daemon sees itself. */
+static void linger_locked(struct sansock_conn *c)
+{
+    if (c->ep)
+        san_ep_set_linger(c->ep, !c->abort_close && !c->rcount);
+}
+
 /* A post failed. -ENOTCONN: the peer closed its endpoint (its SHUTDOWN, if it sent one, is in our
  * completion queue already: the NIC completes in order), so the next progress tells an orderly
  * close from a reset. Anything else is a broken endpoint. */
@@ -233,7 +242,10 @@ static int send_locked(struct sansock_conn *c, uint8_t type, struct cursor *src,
     if (len)
         cursor_copy(src, s + SANSOCK_HDR_SIZE, len, true);
     struct san_sge sge = {.addr = s, .length = (uint32_t)n, .lkey = c->lkey};
-    int err = c->ep ? san_post_send(c->ep, SEND_TAG | j, &sge, 1, 0) : -ENOTCONN;
+    /* Protocol messages say so: a peer that dies with only those unread still delivers what it
+     * sent (TCP resets only for unread data). */
+    unsigned wr = type == SANSOCK_MSG_DATA || type == SANSOCK_MSG_RDMA_OFFER ? 0 : SAN_EP_WR_NODATA;
+    int err = c->ep ? san_post_send(c->ep, SEND_TAG | j, &sge, 1, wr) : -ENOTCONN;
     if (err) {
         if (len)
             *src = before;
@@ -452,6 +464,12 @@ static bool progress_locked(struct sansock_conn *c)
                 c->send_bytes[j] = 0;
                 if (wc[i].status)
                     reset_locked(c, wc[i].status);
+            } else if (wc[i].status == -EPIPE) {
+                /* The peer's process went away and its daemon delivered everything it had
+                 * written (its endpoint lingers: docs/nic.md): end of file, as TCP's FIN; the
+                 * offers that arrived before can still be read. */
+                c->peer_gone = true;
+                c->peer_eof = true;
             } else if (wc[i].status) {
                 /* A flushed receive: the peer closed its endpoint (or ours is in error). After
                  * its SHUTDOWN that is an orderly close. */
@@ -468,6 +486,7 @@ static bool progress_locked(struct sansock_conn *c)
     if (changed) {
         c->seq++;
         control_locked(c);
+        linger_locked(c);
         sansock_waiters_wake(c->waiters);
     }
     return changed;
@@ -582,10 +601,11 @@ static int setup_locked(struct sansock_conn *c)
     uint8_t *s = send_slot(c, 0);
     size_t len = sansock_wire_encode_negotiate(s, &n);
     struct san_sge sge = {.addr = s, .length = (uint32_t)len, .lkey = c->lkey};
-    if ((err = san_post_send(c->ep, SEND_TAG, &sge, 1, 0)))
+    if ((err = san_post_send(c->ep, SEND_TAG, &sge, 1, SAN_EP_WR_NODATA)))
         return err;
     c->send_free &= ~1ull;
     c->sends_posted = 1;
+    san_ep_set_linger(c->ep, true);
     return 0;
 }
 
@@ -725,6 +745,42 @@ struct sansock_conn *sansock_obj_conn(struct sansock_obj *o)
     return o && o->kind == SANSOCK_CONN ? (struct sansock_conn *)o : NULL;
 }
 
+/* What close leaves to do before the connection can go: SHUTDOWN, sends, offers not DONE'd.
+ * False once nothing is (or nothing can be: reset, the peer gone, an abortive close). */
+static bool unfinished_locked(struct sansock_conn *c)
+{
+    return c->ep && !c->abort_close && !c->err && !c->peer_gone &&
+           (!c->shut_sent || c->sends_posted || sansock_rdma_outstanding(&c->rdma));
+}
+
+bool sansock_conn_finish_step(struct sansock_conn *c, int *wait_fd)
+{
+    pthread_mutex_lock(&c->lock);
+    progress_locked(c);
+    control_locked(c);
+    bool more = unfinished_locked(c);
+    if (more && wait_fd)
+        *wait_fd = san_ep_wait_arm(c->ep); /* disarmed by sansock_conn_finish_disarm */
+    pthread_mutex_unlock(&c->lock);
+    return !more;
+}
+
+void sansock_conn_finish_disarm(struct sansock_conn *c)
+{
+    pthread_mutex_lock(&c->lock);
+    if (c->ep)
+        san_ep_wait_disarm(c->ep);
+    pthread_mutex_unlock(&c->lock);
+}
+
+void sansock_conn_free(struct sansock_conn *c)
+{
+    conn_free(c);
+}
+
+/* Close of the last descriptor. As TCP's close it never waits: what was written reaches the
+ * peer, then the peer reads EOF, finished by the process's finisher thread (finish.c) while the
+ * process lives, and by the daemon once it is gone (the endpoint lingers: docs/sock.md). */
 static void conn_destroy(struct sansock_obj *o)
 {
     struct sansock_conn *c = (struct sansock_conn *)o;
@@ -738,21 +794,15 @@ static void conn_destroy(struct sansock_obj *o)
         conn_free(c);
         return;
     }
-    /* As TCP's close: what was written reaches the peer, then the peer reads EOF. Bounded. */
-    uint64_t deadline = now_ns() + (uint64_t)CLOSE_MS * 1000000u;
-    c->wr_shut = true;
-    /* Offers count as sent once the peer's DONE says it read them: until then it reads our
-     * staging buffers. */
-    while (c->ep && !c->abort_close && !c->err && !c->peer_gone &&
-           (!c->shut_sent || c->sends_posted || sansock_rdma_outstanding(&c->rdma))) {
-        control_locked(c);
-        if (c->shut_sent && !c->sends_posted && !sansock_rdma_outstanding(&c->rdma))
-            break;
-        if (wait_locked(c, deadline) == -ETIMEDOUT)
-            break;
-    }
+    bool abort_close = c->abort_close; /* SO_LINGER {1, 0}: no SHUTDOWN, the peer is reset */
+    if (!abort_close)
+        c->wr_shut = true;
+    c->seq++;
     pthread_mutex_unlock(&c->lock);
-    conn_free(c);
+    if (abort_close || sansock_conn_finish_step(c, NULL))
+        conn_free(c);
+    else
+        sansock_finish_add(c);
 }
 
 int sansock_conn_negotiation(struct sansock_conn *c)
@@ -983,8 +1033,10 @@ static size_t take_locked(struct sansock_conn *c, struct cursor *dst, size_t len
                 break;
         }
     }
-    if (got && !peek)
+    if (got && !peek) {
         control_locked(c);
+        linger_locked(c);
+    }
     return got;
 }
 
@@ -1092,7 +1144,9 @@ ssize_t sansock_conn_recvv(struct sansock_conn *c, int fd, const struct iovec *i
             continue;
         if (c->peer_eof && !c->rcount) /* EOF after the last transfer, read or not */
             break;
-        if (c->err || c->peer_gone) {
+        /* A gone peer that said EOF (SHUTDOWN, or its daemon's): transfers still being read
+         * come first. */
+        if (c->err || (c->peer_gone && !c->peer_eof)) {
             ret = -ECONNRESET;
             break;
         }
@@ -1302,5 +1356,6 @@ void sansock_conn_set_abort(struct sansock_conn *c, bool abort_close)
         return;
     pthread_mutex_lock(&c->lock);
     c->abort_close = abort_close;
+    linger_locked(c);
     pthread_mutex_unlock(&c->lock);
 }

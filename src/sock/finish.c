@@ -1,0 +1,171 @@
+/* The finisher (finish.h): one thread per process finishes the connections the program closed.
+ *
+ * Why a thread and not a wait in close: a peer that does not read would make close wait, where
+ * TCP's close returns at once and the kernel delivers. Why not only the daemon: while the process
+ * lives, the connection's buffers are its own memory, freed by the switch once the peer is done
+ * with them. When the process goes away while the finisher still holds a connection, the thread
+ * goes with it and nothing is freed: the daemon finds the endpoint asking to linger and finishes
+ * it (docs/nic.md), so exit waits for nothing either.
+ *
+ * The thread sleeps in poll on the endpoints' completion descriptors (armed for the wait only)
+ * and an eventfd that sansock_finish_add signals, at most TICK_MS at a time.
+ *
+ * Locking: lock covers the hand-over queue (incoming); the connections taken off it are the
+ * thread's alone (their own lock is taken by the session calls). */
+#include "sock/finish.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <time.h>
+
+#include "sock/real.h"
+
+#define TICK_MS 100 /* a safety net: completions wake the thread */
+
+struct item {
+    struct sansock_conn *c;
+    uint64_t deadline; /* CLOCK_MONOTONIC ns: freed then at the latest */
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct item *incoming;
+static size_t nr_in, cap_in;
+static int kick_fd = -1;
+static bool started;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static bool grow(struct item **a, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return true;
+    size_t n = *cap ? *cap * 2 : 16;
+    while (n < need)
+        n *= 2;
+    struct item *m = realloc(*a, n * sizeof(**a));
+    if (!m)
+        return false;
+    *a = m;
+    *cap = n;
+    return true;
+}
+
+static void *finisher_main(void *arg)
+{
+    (void)arg;
+    struct item *mine = NULL;
+    struct pollfd *pfd = NULL;
+    size_t nr = 0, cap = 0, pcap = 0;
+    for (;;) {
+        pthread_mutex_lock(&lock);
+        if (nr_in && grow(&mine, &cap, nr + nr_in)) {
+            for (size_t i = 0; i < nr_in; i++)
+                mine[nr++] = incoming[i];
+            nr_in = 0;
+        }
+        pthread_mutex_unlock(&lock);
+        if (pcap < nr + 1) {
+            struct pollfd *m = realloc(pfd, (nr + 1) * sizeof(*pfd));
+            if (m) {
+                pfd = m;
+                pcap = nr + 1;
+            }
+        }
+        if (!pcap) { /* no memory for even the kick descriptor: look again in a tick */
+            struct timespec t = {0, TICK_MS * 1000000L};
+            nanosleep(&t, NULL);
+            continue;
+        }
+        uint64_t now = now_ns(), next = now + (uint64_t)TICK_MS * 1000000u;
+        size_t np = 0;
+        for (size_t i = 0; i < nr;) {
+            int fd = -1;
+            bool armed_room = np + 1 < pcap;
+            if (now >= mine[i].deadline ||
+                sansock_conn_finish_step(mine[i].c, armed_room ? &fd : NULL)) {
+                sansock_conn_free(mine[i].c); /* done, or the bound is reached */
+                mine[i] = mine[--nr];
+                continue;
+            }
+            if (fd >= 0)
+                pfd[np++] = (struct pollfd){.fd = fd, .events = POLLIN};
+            if (mine[i].deadline < next)
+                next = mine[i].deadline;
+            i++;
+        }
+        /* The kick descriptor last: pfd[k] for k < np is mine[k]'s (armed in order, none freed
+         * after it was armed). */
+        pfd[np] = (struct pollfd){.fd = kick_fd, .events = POLLIN};
+        int timeout = next > now ? (int)((next - now + 999999) / 1000000) : 0;
+        REAL(poll)(pfd, np + 1, timeout);
+        uint64_t v;
+        if (REAL(read)(kick_fd, &v, sizeof(v)) < 0) { /* not signalled */
+        }
+        for (size_t i = 0; i < np; i++)
+            sansock_conn_finish_disarm(mine[i].c);
+    }
+    return NULL;
+}
+
+/* Under lock. */
+static bool start_locked(void)
+{
+    if (started)
+        return true;
+    if (kick_fd < 0)
+        kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (kick_fd < 0)
+        return false;
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr))
+        return false;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 128 << 10);
+    sigset_t all, old;
+    sigfillset(&all); /* the program's signals are for its own threads */
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t t;
+    started = !pthread_create(&t, &attr, finisher_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    return started;
+}
+
+void sansock_finish_add(struct sansock_conn *c)
+{
+    uint64_t deadline = now_ns() + (uint64_t)sansock_cfg.linger_ms * 1000000u;
+    pthread_mutex_lock(&lock);
+    bool ok = start_locked() && grow(&incoming, &cap_in, nr_in + 1);
+    if (ok) {
+        incoming[nr_in++] = (struct item){.c = c, .deadline = deadline};
+        uint64_t one = 1;
+        if (REAL(write)(kick_fd, &one, sizeof(one)) < 0) {
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    if (!ok)
+        sansock_conn_free(c); /* no thread, no memory: closed now, as an abortive close */
+}
+
+void sansock_finish_atfork_child(void)
+{
+    /* The parent's connections are inherited objects here (never touched); its thread and
+     * its queue stay the parent's. */
+    pthread_mutex_init(&lock, NULL);
+    incoming = NULL;
+    nr_in = cap_in = 0;
+    if (kick_fd >= 0)
+        REAL(close)(kick_fd);
+    kick_fd = -1;
+    started = false;
+}

@@ -1,0 +1,27 @@
+/* The process's finisher: connections the program closed with work left (SHUTDOWN not sent yet,
+ * sends not completed, offers the peer has not DONE'd) are finished by one thread of the process,
+ * started at the first need, so close never waits on the peer (docs/sock.md, "Close"). If the
+ * process goes away first (exit, _exit, a signal), its daemon finishes them: the endpoint
+ * lingers (docs/nic.md). */
+#ifndef SANSOCK_FINISH_H
+#define SANSOCK_FINISH_H
+
+#include <stdbool.h>
+
+struct sansock_conn;
+
+/* Takes over c (no descriptor names it any more): finished in the background, then freed, or
+ * freed at SANSOCK_LINGER_MS at the latest. Never blocks; any thread. */
+void sansock_finish_add(struct sansock_conn *c);
+/* In a forked child: the parent's connections and thread are not the child's. */
+void sansock_finish_atfork_child(void);
+
+/* session.c's side. A step of finishing c: progress, SHUTDOWN when a credit allows; true once
+ * nothing is left to do (or nothing can be done: reset, peer gone, abortive close); else, with
+ * wait_fd, the endpoint's descriptor armed for a wait (sansock_conn_finish_disarm after it). */
+bool sansock_conn_finish_step(struct sansock_conn *c, int *wait_fd);
+void sansock_conn_finish_disarm(struct sansock_conn *c);
+/* Closes c's endpoint and frees c. */
+void sansock_conn_free(struct sansock_conn *c);
+
+#endif
