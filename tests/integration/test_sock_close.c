@@ -1,0 +1,214 @@
+/* close of a SAN socket never waits, and no byte a write accepted is lost when the writer goes
+ * away (docs/sock.md, "Close"; docs/nic.md, "Lingering endpoints"), both ends under sanrun
+ * (tests/sock/sock_close.c checks every byte, then EOF):
+ * - write, close, _exit at once; at 4 KiB, 300 KiB and 2.5 MiB, inline (SANSOCK_RDMA=0) and by
+ *   RDMA read mode (SANSOCK_RDMA_THRESHOLD=1024), each ROUNDS times with two pairs running at
+ *   once (the load that made a finisher of the process alone lose the last bytes);
+ * - the same with SIGKILL right after the write returned (the writer says so through its stdout,
+ *   the test kills it), with exit() after close, and with _exit without any close;
+ * - a reader that never reads: close returns in under 50 ms; with the writer alive its finisher
+ *   lets go at SANSOCK_LINGER_MS, with the writer gone the daemon's lingering endpoint goes at
+ *   [nic] linger: the daemon's endpoints and registrations come back, nothing leaks;
+ * - at the end the daemon is idle. */
+#include "harness.h"
+#include "sock_spawn.h"
+
+#define ROUNDS 20
+
+static char sanrun[512], prog[512];
+
+struct pair {
+    pid_t rd, wr;
+    FILE *rout, *wout;
+};
+
+static int read_port(FILE *f)
+{
+    char line[64] = "";
+    int port = 0;
+    if (!fgets(line, sizeof(line), f) || sscanf(line, "port %d", &port) != 1)
+        test_fail(__FILE__, __LINE__, "reader said '%s'", line);
+    return port;
+}
+
+static void start_pair(const struct test_daemon *d, struct pair *p, size_t size, const char *how)
+{
+    char ss[24], ps[16];
+    snprintf(ss, sizeof(ss), "%zu", size);
+    char *rargv[] = {sanrun, prog, "reader", ss, NULL};
+    p->rd = spawn(rargv, d->sock, &p->rout);
+    snprintf(ps, sizeof(ps), "%d", read_port(p->rout));
+    char *wargv[] = {sanrun, prog, "writer", ps, ss, (char *)how, NULL};
+    p->wr = spawn(wargv, d->sock, &p->wout);
+}
+
+/* The writer's part of how: SIGKILL once it said the write returned. */
+static void writer_done(struct pair *p, const char *how)
+{
+    if (!strcmp(how, "kill")) {
+        char line[64] = "";
+        if (!fgets(line, sizeof(line), p->wout) || strcmp(line, "written\n"))
+            test_fail(__FILE__, __LINE__, "writer said '%s'", line);
+        CHECK(!kill(p->wr, SIGKILL));
+        CHECK_EQ(wait_exit(p->wr), 128 + SIGKILL);
+    } else {
+        CHECK_EQ(wait_exit(p->wr), 0);
+    }
+    fclose(p->wout);
+}
+
+static void reader_done(struct pair *p, size_t size, const char *how, const char *mode)
+{
+    char line[128] = "", want[64];
+    if (!fgets(line, sizeof(line), p->rout))
+        line[0] = 0;
+    fclose(p->rout);
+    int st = wait_exit(p->rd);
+    snprintf(want, sizeof(want), "ok %zu eof\n", size);
+    if (st || strcmp(line, want))
+        test_fail(__FILE__, __LINE__, "%s %zu bytes, %s: reader exit %d, said '%s'", mode, size,
+                  how, st, line);
+}
+
+static void set_mode(const char *mode)
+{
+    unsetenv("SANSOCK_RDMA");
+    unsetenv("SANSOCK_RDMA_THRESHOLD");
+    if (!strcmp(mode, "inline"))
+        setenv("SANSOCK_RDMA", "0", 1);
+    else
+        setenv("SANSOCK_RDMA_THRESHOLD", "1024", 1);
+}
+
+static void rounds(const struct test_daemon *d, size_t size, const char *mode, const char *how,
+                   int n)
+{
+    set_mode(mode);
+    for (int r = 0; r < n; r++) {
+        struct pair p[2];
+        for (int k = 0; k < 2; k++)
+            start_pair(d, &p[k], size, how);
+        for (int k = 0; k < 2; k++)
+            writer_done(&p[k], how);
+        for (int k = 0; k < 2; k++)
+            reader_done(&p[k], size, how, mode);
+    }
+    printf("%s %zu bytes, write then %s, %d x 2 at once: every byte, then EOF\n", mode, size, how,
+           n);
+}
+
+static struct san_stats_rep stats(const struct test_daemon *d)
+{
+    struct san_stats_rep s;
+    test_stats(d, &s);
+    return s;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Polls until the daemon shows at most eps endpoints, regs registrations and allocs
+ * allocations: the ms it took, failing past limit_ms. */
+static uint64_t wait_down(const struct test_daemon *d, uint64_t eps, uint64_t regs, uint64_t allocs,
+                          uint64_t limit_ms, const char *what)
+{
+    uint64_t t0 = now_ms();
+    struct san_stats_rep s;
+    for (;;) {
+        s = stats(d);
+        if (s.endpoints <= eps && s.registrations <= regs && s.allocations <= allocs)
+            return now_ms() - t0;
+        if (now_ms() - t0 > limit_ms)
+            test_fail(__FILE__, __LINE__,
+                      "%s: %" PRIu64 " endpoints, %" PRIu64 " registrations, %" PRIu64
+                      " allocations after %" PRIu64 " ms",
+                      what, s.endpoints, s.registrations, s.allocations, limit_ms);
+        struct timespec ms = {0, 5000000};
+        nanosleep(&ms, NULL);
+    }
+}
+
+/* A reader that never reads; the writer closes (timed), then stays (gone: false) or exits. */
+static void never_read(const struct test_daemon *d, size_t size, const char *mode, bool gone)
+{
+    set_mode(mode);
+    char ss[24], ps[16], line[64] = "";
+    snprintf(ss, sizeof(ss), "%zu", size);
+    char *rargv[] = {sanrun, prog, "noread", NULL};
+    FILE *rout, *wout;
+    pid_t rd = spawn(rargv, d->sock, &rout);
+    snprintf(ps, sizeof(ps), "%d", read_port(rout));
+    char *wargv[] = {sanrun, prog, "writer", ps, ss, gone ? "close_gone" : "close_stay", NULL};
+    pid_t wr = spawn(wargv, d->sock, &wout);
+    CHECK(fgets(line, sizeof(line), rout) && !strcmp(line, "accepted\n"));
+    unsigned long us = 0;
+    if (!fgets(line, sizeof(line), wout) || sscanf(line, "closed %lu", &us) != 1)
+        test_fail(__FILE__, __LINE__, "writer said '%s'", line);
+    if (us >= 50000)
+        test_fail(__FILE__, __LINE__, "close took %lu us with a peer that does not read", us);
+    /* The reader holds one allocation and one registration (its connection's buffers); the
+     * writer's go once its connection is finished or the bound is reached: inline data sits in
+     * the reader's receives, so that is at once; an RDMA offer is never read, so the writer's
+     * staging buffers are kept until the bound, the peer could still read them. */
+    struct san_stats_rep s = stats(d);
+    CHECK(s.endpoints == 2);
+    uint64_t took;
+    if (gone) {
+        CHECK_EQ(wait_exit(wr), 0); /* from here the daemon finishes ([nic] linger = 1s) */
+        took = wait_down(d, 2, 1, 1, 3500, "writer gone");
+    } else {
+        took = wait_down(d, 2, 1, 1, 3500, "writer alive"); /* SANSOCK_LINGER_MS=1000 */
+    }
+    if (!strcmp(mode, "rdma") && took < 500)
+        test_fail(__FILE__, __LINE__, "the unread offer's buffers went after %" PRIu64 " ms", took);
+    if (!gone) {
+        CHECK(!kill(wr, SIGKILL));
+        CHECK_EQ(wait_exit(wr), 128 + SIGKILL);
+    }
+    fclose(wout);
+    CHECK(!kill(rd, SIGKILL));
+    CHECK_EQ(wait_exit(rd), 128 + SIGKILL);
+    fclose(rout);
+    wait_down(d, 0, 0, 0, 2000, "both gone");
+    printf("%s %zu bytes to a peer that never reads, writer %s: close %lu us, its buffers gone "
+           "after %" PRIu64 " ms\n",
+           mode, size, gone ? "gone" : "alive", us, took);
+}
+
+int main(void)
+{
+    test_init();
+    const char *bin = getenv("SAN_BIN"), *build = getenv("SAN_BUILD");
+    CHECK(bin && build);
+    snprintf(sanrun, sizeof(sanrun), "%s/sanrun", bin);
+    snprintf(prog, sizeof(prog), "%s/tests/sock_close", build);
+    struct test_daemon d;
+    test_daemon_start(&d, "[nic]\nlinger = 1s\n");
+    struct san_stats_rep idle = stats(&d);
+
+    static const size_t sizes[] = {4096, 300u << 10, (5u << 20) / 2};
+    static const char *const modes[] = {"inline", "rdma"};
+    for (size_t m = 0; m < 2; m++) {
+        for (size_t i = 0; i < 3; i++) {
+            rounds(&d, sizes[i], modes[m], "close_exit", ROUNDS);
+            rounds(&d, sizes[i], modes[m], "kill", ROUNDS);
+            rounds(&d, sizes[i], modes[m], "exit", 3);
+            rounds(&d, sizes[i], modes[m], "noclose", 3);
+        }
+    }
+    test_wait_idle(&d, &idle);
+
+    setenv("SANSOCK_LINGER_MS", "1000", 1);
+    for (size_t m = 0; m < 2; m++) {
+        never_read(&d, 300u << 10, modes[m], false);
+        never_read(&d, 300u << 10, modes[m], true);
+    }
+    test_wait_idle(&d, &idle);
+    CHECK_EQ(test_daemon_stop(&d), 0);
+    printf("ok\n");
+    return 0;
+}
