@@ -41,6 +41,8 @@ static void die(const char *what)
     _exit(1);
 }
 
+static int lsn = -1;
+
 static int accept_one(void)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -54,6 +56,7 @@ static int accept_one(void)
     int s = accept(l, NULL, NULL);
     if (s < 0)
         die("accept");
+    lsn = l;
     return s;
 }
 
@@ -77,6 +80,8 @@ static int reader(size_t size)
         got += (uint64_t)r;
     }
     printf("ok %llu eof\n", (unsigned long long)got);
+    close(s);
+    close(lsn);
     return got == size ? 0 : 1;
 }
 
