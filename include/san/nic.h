@@ -105,7 +105,9 @@ enum { SAN_WC_SEND = 1, SAN_WC_RECV = 2, SAN_WC_RDMA_WRITE = 3, SAN_WC_RDMA_READ
 struct san_wc {
     uint64_t wr_id;
     int32_t status;    /* 0; -EFAULT local access; -EACCES remote access; -EMSGSIZE receive too
-                          small; -ECONNRESET peer gone; -ECANCELED flushed after an error/close */
+                          small; -ECONNRESET peer gone; -ECANCELED flushed after an error/close;
+                          -EPIPE (a receive) the peer's process went away after everything it
+                          posted was delivered (its endpoint lingered: docs/nic.md) */
     uint32_t opcode;   /* SAN_WC_* */
     uint32_t byte_len; /* bytes moved (RECV: bytes received) */
     uint32_t reserved;

@@ -100,10 +100,10 @@ struct san_nic_ep {
      * by the loop under the pair's lock; the engine then drops its completions, still executes
      * what it posted, tells the peer -EPIPE once its send queue is empty (eof_sent, the
      * engine's), and sets linger_over (and signals nic->linger_efd) once nothing is left to do:
-     * the peer closed or failed. The loop closes it then, or at linger_deadline (its own). */
+     * the peer closed or failed. The loop closes it then, or at [nic] linger (its owner's
+     * deadline, daemon.h). */
     _Atomic bool lingering, linger_over;
     bool eof_sent;
-    uint64_t linger_deadline;
 };
 
 struct san_nic_listener {
