@@ -1,5 +1,6 @@
 /* The finisher (finish.h): one thread per process finishes the connections the program closed.
  *
+ * The thread starts with the process's first SAN connection (a close never pays for its creation).
  * Why a thread and not a wait in close: a peer that does not read would make close wait, where
  * TCP's close returns at once and the kernel delivers. Why not only the daemon: while the process
  * lives, the connection's buffers are its own memory, freed by the switch once the peer is done
@@ -18,6 +19,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
@@ -36,7 +38,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct item *incoming;
 static size_t nr_in, cap_in;
 static int kick_fd = -1;
-static bool started;
+static _Atomic bool started;
 
 static uint64_t now_ns(void)
 {
@@ -139,6 +141,15 @@ static bool start_locked(void)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
     return started;
+}
+
+void sansock_finish_prepare(void)
+{
+    if (atomic_load_explicit(&started, memory_order_acquire))
+        return;
+    pthread_mutex_lock(&lock);
+    start_locked();
+    pthread_mutex_unlock(&lock);
 }
 
 void sansock_finish_add(struct sansock_conn *c)

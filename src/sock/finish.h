@@ -13,6 +13,9 @@ struct sansock_conn;
 /* Takes over c (no descriptor names it any more): finished in the background, then freed, or
  * freed at SANSOCK_LINGER_MS at the latest. Never blocks; any thread. */
 void sansock_finish_add(struct sansock_conn *c);
+/* Starts the thread if it does not run yet (at a connection's creation, so that no close pays
+ * for a thread's creation). Blocks briefly; any thread. */
+void sansock_finish_prepare(void);
 /* In a forked child: the parent's connections and thread are not the child's. */
 void sansock_finish_atfork_child(void);
 

@@ -606,6 +606,7 @@ static int setup_locked(struct sansock_conn *c)
     c->send_free &= ~1ull;
     c->sends_posted = 1;
     san_ep_set_linger(c->ep, true);
+    sansock_finish_prepare();
     return 0;
 }
 
