@@ -32,6 +32,7 @@
 struct item {
     struct sansock_conn *c;
     uint64_t deadline; /* CLOCK_MONOTONIC ns: freed then at the latest */
+    bool armed;        /* its descriptor is armed for this poll */
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -99,22 +100,24 @@ static void *finisher_main(void *arg)
                 mine[i] = mine[--nr];
                 continue;
             }
+            mine[i].armed = fd >= 0;
             if (fd >= 0)
                 pfd[np++] = (struct pollfd){.fd = fd, .events = POLLIN};
             if (mine[i].deadline < next)
                 next = mine[i].deadline;
             i++;
         }
-        /* The kick descriptor last: pfd[k] for k < np is mine[k]'s (armed in order, none freed
-         * after it was armed). */
         pfd[np] = (struct pollfd){.fd = kick_fd, .events = POLLIN};
         int timeout = next > now ? (int)((next - now + 999999) / 1000000) : 0;
         REAL(poll)(pfd, np + 1, timeout);
         uint64_t v;
         if (REAL(read)(kick_fd, &v, sizeof(v)) < 0) { /* not signalled */
         }
-        for (size_t i = 0; i < np; i++)
-            sansock_conn_finish_disarm(mine[i].c);
+        for (size_t i = 0; i < nr; i++) {
+            if (mine[i].armed)
+                sansock_conn_finish_disarm(mine[i].c);
+            mine[i].armed = false;
+        }
     }
     return NULL;
 }
@@ -158,7 +161,7 @@ void sansock_finish_add(struct sansock_conn *c)
     pthread_mutex_lock(&lock);
     bool ok = start_locked() && grow(&incoming, &cap_in, nr_in + 1);
     if (ok) {
-        incoming[nr_in++] = (struct item){.c = c, .deadline = deadline};
+        incoming[nr_in++] = (struct item){.c = c, .deadline = deadline, .armed = false};
         uint64_t one = 1;
         if (REAL(write)(kick_fd, &one, sizeof(one)) < 0) {
         }
