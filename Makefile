@@ -12,7 +12,7 @@ ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 # The tests whose threads share state in one process: the NIC's engines against the daemon's loop,
 # libsan's threads, the machine's allocator and the registration cache's watcher.
-TSAN_TESTS ?= test_sock$$|test_sock_epoll|test_sock_connect|test_sock_rdma|test_nic|test_nic_stress|test_nic_endpoints|test_daemon_threads|test_phys_mt|test_rcache_daemon|test_memwatch
+TSAN_TESTS ?= test_sock$$|test_sock_epoll|test_sock_connect|test_sock_rdma|test_nic_linger|test_nic|test_nic_stress|test_nic_endpoints|test_daemon_threads|test_phys_mt|test_rcache_daemon|test_memwatch
 PREFIX ?= /usr/local
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=

@@ -13,7 +13,7 @@
 #include "harness.h"
 #include "sock_spawn.h"
 
-#define ROUNDS 20
+#define ROUNDS 20 /* SAN_SOCK_CLOSE_ROUNDS overrides (a quick run under ThreadSanitizer) */
 
 static char sanrun[512], prog[512];
 
@@ -193,14 +193,16 @@ int main(void)
     test_daemon_start(&d, NULL);
     struct san_stats_rep idle = stats(&d);
 
+    const char *env = getenv("SAN_SOCK_CLOSE_ROUNDS");
+    int rounds_n = env && atoi(env) > 0 ? atoi(env) : ROUNDS, few = rounds_n < 3 ? rounds_n : 3;
     static const size_t sizes[] = {4096, 300u << 10, (5u << 20) / 2};
     static const char *const modes[] = {"inline", "rdma"};
     for (size_t m = 0; m < 2; m++) {
         for (size_t i = 0; i < 3; i++) {
-            rounds(&d, sizes[i], modes[m], "close_exit", ROUNDS);
-            rounds(&d, sizes[i], modes[m], "kill", ROUNDS);
-            rounds(&d, sizes[i], modes[m], "exit", 3);
-            rounds(&d, sizes[i], modes[m], "noclose", 3);
+            rounds(&d, sizes[i], modes[m], "close_exit", rounds_n);
+            rounds(&d, sizes[i], modes[m], "kill", rounds_n);
+            rounds(&d, sizes[i], modes[m], "exit", few);
+            rounds(&d, sizes[i], modes[m], "noclose", few);
         }
     }
     test_wait_idle(&d, &idle);
