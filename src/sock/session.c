@@ -750,7 +750,9 @@ struct sansock_conn *sansock_obj_conn(struct sansock_obj *o)
  * False once nothing is (or nothing can be: reset, the peer gone, an abortive close). */
 static bool unfinished_locked(struct sansock_conn *c)
 {
-    return c->ep && !c->abort_close && !c->err && !c->peer_gone &&
+    /* Before the peer's NEGOTIATE nothing was written (writes wait for credits) and no
+     * SHUTDOWN can be sent: a silent peer (an accept's embryo dropped) is closed at once. */
+    return c->ep && c->negotiated && !c->abort_close && !c->err && !c->peer_gone &&
            (!c->shut_sent || c->sends_posted || sansock_rdma_outstanding(&c->rdma));
 }
 
