@@ -12,7 +12,9 @@
  * and an eventfd that sansock_finish_add signals, at most TICK_MS at a time.
  *
  * Locking: lock covers the hand-over queue (incoming); the connections taken off it are the
- * thread's alone (their own lock is taken by the session calls). */
+ * thread's alone (their own lock is taken by the session calls). work_lock is held while the
+ * thread calls into them and by fork (pthread_atfork), so that a forked child never inherits a
+ * lock of libsan's or the switch's that the thread held. */
 #include "sock/finish.h"
 
 #include <errno.h>
@@ -36,6 +38,10 @@ struct item {
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+/* Held by the thread while it works on connections (libsan calls that take libsan's and the
+ * switch's locks), and by fork (pthread_atfork): a child never inherits a lock the thread held. */
+static pthread_mutex_t work_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static struct item *incoming;
 static size_t nr_in, cap_in;
 static int kick_fd = -1;
@@ -89,6 +95,7 @@ static void *finisher_main(void *arg)
             nanosleep(&t, NULL);
             continue;
         }
+        pthread_mutex_lock(&work_lock);
         uint64_t now = now_ns(), next = now + (uint64_t)TICK_MS * 1000000u;
         size_t np = 0;
         for (size_t i = 0; i < nr;) {
@@ -107,19 +114,37 @@ static void *finisher_main(void *arg)
                 next = mine[i].deadline;
             i++;
         }
+        pthread_mutex_unlock(&work_lock);
         pfd[np] = (struct pollfd){.fd = kick_fd, .events = POLLIN};
         int timeout = next > now ? (int)((next - now + 999999) / 1000000) : 0;
         REAL(poll)(pfd, np + 1, timeout);
         uint64_t v;
         if (REAL(read)(kick_fd, &v, sizeof(v)) < 0) { /* not signalled */
         }
+        pthread_mutex_lock(&work_lock);
         for (size_t i = 0; i < nr; i++) {
             if (mine[i].armed)
                 sansock_conn_finish_disarm(mine[i].c);
             mine[i].armed = false;
         }
+        pthread_mutex_unlock(&work_lock);
     }
     return NULL;
+}
+
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&work_lock);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&work_lock);
+}
+
+static void install_atfork(void)
+{
+    pthread_atfork(fork_prepare, fork_parent, NULL); /* the child: sansock_finish_atfork_child */
 }
 
 /* Under lock. */
@@ -127,6 +152,7 @@ static bool start_locked(void)
 {
     if (started)
         return true;
+    pthread_once(&fork_once, install_atfork);
     if (kick_fd < 0)
         kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (kick_fd < 0)
@@ -176,6 +202,7 @@ void sansock_finish_atfork_child(void)
     /* The parent's connections are inherited objects here (never touched); its thread and
      * its queue stay the parent's. */
     pthread_mutex_init(&lock, NULL);
+    pthread_mutex_init(&work_lock, NULL); /* taken by fork_prepare in the parent's thread */
     incoming = NULL;
     nr_in = cap_in = 0;
     if (kick_fd >= 0)
