@@ -9,12 +9,11 @@
 
 struct sansock_real sansock_real_fns;
 /* The threshold's default comes from sanperf sock's crossover (docs/sock.md). */
-struct sansock_config sansock_cfg = {
-    .rdma_threshold = 256u << 10,
-    .rdma = true,
-    .rdma_write = 0,
-    .connect_timeout_ms = 5000,
-    .linger_ms = 10000};
+struct sansock_config sansock_cfg = {.rdma_threshold = 256u << 10,
+                                     .rdma = true,
+                                     .rdma_write = 0,
+                                     .connect_timeout_ms = 5000,
+                                     .linger_ms = 10000};
 
 #define RESOLVE(name)                                                                              \
     __atomic_store_n((void **)&sansock_real_fns.name, dlsym(RTLD_NEXT, #name), __ATOMIC_RELAXED)
