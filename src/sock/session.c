@@ -244,9 +244,7 @@ static int send_locked(struct sansock_conn *c, uint8_t type, struct cursor *src,
     struct san_sge sge = {.addr = s, .length = (uint32_t)n, .lkey = c->lkey};
     /* Protocol messages say so: a peer that dies with only those unread still delivers what it
      * sent (TCP resets only for unread data). */
-    bool data = type == SANSOCK_MSG_DATA || type == SANSOCK_MSG_RDMA_OFFER ||
-                type == SANSOCK_MSG_SINK_DONE; /* a SINK_DONE's bytes are in the peer's sink */
-    unsigned wr = data ? 0 : SAN_EP_WR_NODATA;
+    unsigned wr = type == SANSOCK_MSG_DATA || type == SANSOCK_MSG_RDMA_OFFER ? 0 : SAN_EP_WR_NODATA;
     int err = c->ep ? san_post_send(c->ep, SEND_TAG | j, &sge, 1, wr) : -ENOTCONN;
     if (err) {
         if (len)
