@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <unistd.h>
 
 #include "sock/export.h"
@@ -196,6 +197,18 @@ EXPORT int dup3(int oldfd, int newfd, int flags)
 
 static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, void *arg)
 {
+    struct sansock_obj *o = cmd == F_SETFL ? sansock_fd_get(fd) : NULL;
+    if (o) { /* the switch's cached O_NONBLOCK follows (fdtab.h) */
+        sansock_nonblock_lock();
+        int r = real(fd, cmd, arg);
+        int e = errno;
+        if (r >= 0)
+            sansock_obj_set_nonblock(o, (int)(intptr_t)arg & O_NONBLOCK);
+        sansock_nonblock_unlock();
+        sansock_obj_put(o);
+        errno = e;
+        return r;
+    }
     int r = real(fd, cmd, arg);
     if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
         dup_entry(fd, r);
