@@ -10,12 +10,14 @@
  * owes us == the peer's receive count, so a peer that returns more is lying (the decoder's
  * max_credits). Data never takes the last credit: it is kept for CREDIT and SHUTDOWN.
  *
- * Coalescing: a write that finds no credit for data copies its bytes into the pending send slot
- * (one send slot taken out of send_free and not posted) and returns, as TCP's send buffer takes
- * bytes its window cannot carry yet; later writes append to it, and it is posted as one DATA
- * message as soon as a credit comes back (control_locked, run by whoever makes progress). A write
- * that finds a credit posts at once (TCP_NODELAY: latency first), taking the pending bytes along.
- * SHUTDOWN and offers come after the pending bytes, which count in SIOCOUTQ.
+ * Coalescing: a write that finds no credit for data, or a DATA message of ours the NIC has not
+ * delivered yet (outq), copies its bytes into the pending send slot (one send slot taken out of
+ * send_free and not posted) and returns, as TCP's send buffer takes bytes its window cannot carry
+ * yet; later writes append to it, and it is posted as one DATA message once the credit is there
+ * and the message before it delivered (control_locked, run by whoever makes progress: the send's
+ * completion comes within the NIC's turnaround), or at once when it is full. A write that finds
+ * the connection idle posts at once (TCP_NODELAY: latency first). SHUTDOWN and offers come after
+ * the pending bytes, which count in SIOCOUTQ.
  *
  * Locking: c->lock guards everything here and every libsan call on c->ep. Objects inherited
  * through fork (gen differs) are never locked or passed to libsan: their lock may be held by a
@@ -46,7 +48,6 @@
 #define NRECV     32u
 #define NSEND     32u
 #define SEND_TAG  0x100u
-#define SPIN_NS   20000u
 #define CLOSE_MS  2000
 #define NREADY    (NRECV + RDMA_NBUF) /* DATA slots held, and RDMA transfers (rdma.h) */
 #define SLOT_DATA (16u << 10)         /* the most data one receive slot holds */
@@ -270,14 +271,16 @@ static int send_locked(struct sansock_conn *c, uint8_t type, struct cursor *src,
     return err;
 }
 
-/* Posts the pending bytes as one DATA message if a credit for data is there: 0 (posted, or
- * nothing pending), -EAGAIN (no credit yet), or the post's error. */
-static int flush_pending_locked(struct sansock_conn *c)
+/* Posts the pending bytes as one DATA message if a credit for data is there and no data message
+ * is still in flight (unless force: a full slot goes at once): 0 (posted, or nothing pending),
+ * -EAGAIN (not yet), or the post's error. */
+static int flush_pending_locked(struct sansock_conn *c, bool force)
 {
     if (c->pend_slot < 0)
         return 0;
     /* A sink held is answered first (control_locked): the peer places its bytes there. */
-    if (c->err || c->peer_gone || !c->negotiated || c->credits < 2 || c->rdma.psink_held)
+    if (c->err || c->peer_gone || !c->negotiated || c->credits < 2 || c->rdma.psink_held ||
+        (c->outq && !force))
         return -EAGAIN;
     int err = post_slot_locked(c, (uint32_t)c->pend_slot, SANSOCK_MSG_DATA, c->pend_len);
     if (!err) {
@@ -327,7 +330,7 @@ static void control_locked(struct sansock_conn *c)
      * never usable: tx_pos counts them): the peer's receive waits on it. */
     if (c->rdma.psink_held && (c->wr_shut || c->pend_slot >= 0))
         sink_answer_locked(c);
-    if (!c->rdma.psink_held && flush_pending_locked(c) && (c->err || c->peer_gone))
+    if (!c->rdma.psink_held && flush_pending_locked(c, false) && (c->err || c->peer_gone))
         return;
     /* SHUTDOWN comes after every byte written, pending ones too. */
     if (c->wr_shut && !c->shut_sent && !c->rdma.psink_held && c->pend_slot < 0 && c->credits &&
@@ -521,7 +524,7 @@ static bool progress_locked(struct sansock_conn *c)
 static int wait_locked(struct sansock_conn *c, uint64_t deadline_ns, int fd)
 {
     uint64_t start = now_ns();
-    while (now_ns() - start < SPIN_NS) {
+    while (now_ns() - start < SANSOCK_SPIN_NS) {
         pthread_mutex_unlock(&c->lock);
         sched_yield();
         pthread_mutex_lock(&c->lock);
@@ -954,7 +957,7 @@ ssize_t sansock_conn_sendv(struct sansock_conn *c, int fd, const struct iovec *i
         bool by_rdma = (c->features & SANSOCK_FEAT_RDMA_READ) && c->peer_max_rdma &&
                        len > sansock_cfg.rdma_threshold && len - sent > tail;
         if (by_rdma && c->pend_slot >= 0) /* an offer comes after the pending bytes */
-            flush_pending_locked(c);
+            flush_pending_locked(c, true);
         if (by_rdma && c->negotiated && c->credits >= 2 && c->send_free && c->pend_slot < 0 &&
             sansock_rdma_can_offer(&c->rdma)) {
             uint8_t *stage;
@@ -997,7 +1000,7 @@ ssize_t sansock_conn_sendv(struct sansock_conn *c, int fd, const struct iovec *i
                 c->rdma.tx_pos += n; /* the stream's position counts them: no sink fits before */
                 sent += n;
             }
-            int err = flush_pending_locked(c);
+            int err = flush_pending_locked(c, c->pend_len == c->max_inline);
             if (err && err != -EAGAIN) {
                 ret = -ECONNRESET;
                 break;
