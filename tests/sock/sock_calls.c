@@ -638,6 +638,7 @@ static void nbcache_server(int s, int l)
         EXPECT(read(c2, &c, 1) == 1 && c == 'F'); /* waits: the client sends it 30 ms later */
         close(c2);
     }
+    close(l);
     printf("ok nbcache\n");
 }
 
