@@ -138,6 +138,22 @@ void sansock_fd_unmap(struct sansock_obj *o)
     pthread_mutex_unlock(&tab_lock);
 }
 
+void sansock_fd_each(void (*fn)(struct sansock_obj *o, void *arg), void *arg)
+{
+    if (!atomic_load_explicit(&any_entries, memory_order_relaxed))
+        return;
+    for (unsigned top = 0; top < TOP; top++) {
+        if (!atomic_load_explicit(&chunks[top], memory_order_acquire))
+            continue;
+        for (unsigned i = 0; i < CHUNK; i++) {
+            struct sansock_obj *o = sansock_fd_get((int)(top << CHUNK_BITS | i));
+            if (o)
+                fn(o, arg);
+            sansock_obj_put(o);
+        }
+    }
+}
+
 void sansock_fd_drop_range(unsigned first, unsigned last)
 {
     if (!atomic_load_explicit(&any_entries, memory_order_relaxed))

@@ -45,6 +45,9 @@ struct sansock_obj *sansock_fd_take(int fd);
 /* Removes every entry naming o, whose caller holds a reference of its own (never the last), and
  * leaves epoll sets alone (a connect that went to the kernel: epoll moves the member). */
 void sansock_fd_unmap(struct sansock_obj *o);
+/* Calls fn on the object of every entry (an object named by several descriptors is met once per
+ * descriptor), holding a reference to it and not the table's lock. */
+void sansock_fd_each(void (*fn)(struct sansock_obj *o, void *arg), void *arg);
 /* Drops every entry in [first, last] (close_range, closefrom). */
 void sansock_fd_drop_range(unsigned first, unsigned last);
 /* Whether a call on fd (naming o) that would wait must not: MSG_DONTWAIT in flags, or the cached

@@ -98,6 +98,7 @@ struct sansock_conn {
     bool peer_eof;       /* the peer's SHUTDOWN arrived */
     bool peer_gone;      /* the peer's endpoint is closed */
     bool rd_shut, wr_shut, shut_sent;
+    bool exiting;     /* the process exits: SHUTDOWN after the pending bytes (sansock_conn_exit) */
     int err;          /* reset: -ECONNRESET (or the NIC's error); 0 while healthy */
     int so_error;     /* err until reported once (SO_ERROR, or a call that failed with it) */
     bool abort_close; /* SO_LINGER {1, 0}: close resets instead of delivering */
@@ -328,13 +329,13 @@ static void control_locked(struct sansock_conn *c)
         return;
     /* A sink held is answered before SHUTDOWN and before pending bytes (with pending bytes it is
      * never usable: tx_pos counts them): the peer's receive waits on it. */
-    if (c->rdma.psink_held && (c->wr_shut || c->pend_slot >= 0))
+    if (c->rdma.psink_held && (c->wr_shut || c->exiting || c->pend_slot >= 0))
         sink_answer_locked(c);
     if (!c->rdma.psink_held && flush_pending_locked(c, false) && (c->err || c->peer_gone))
         return;
     /* SHUTDOWN comes after every byte written, pending ones too. */
-    if (c->wr_shut && !c->shut_sent && !c->rdma.psink_held && c->pend_slot < 0 && c->credits &&
-        c->send_free) {
+    if ((c->wr_shut || c->exiting) && !c->shut_sent && !c->rdma.psink_held && c->pend_slot < 0 &&
+        c->credits && c->send_free) {
         if (send_locked(c, SANSOCK_MSG_SHUTDOWN, NULL, 0))
             return;
         c->shut_sent = true;
@@ -1372,5 +1373,24 @@ void sansock_conn_set_abort(struct sansock_conn *c, bool abort_close)
         return;
     pthread_mutex_lock(&c->lock);
     c->abort_close = abort_close;
+    pthread_mutex_unlock(&c->lock);
+}
+
+void sansock_conn_exit(struct sansock_conn *c, uint64_t deadline_ns)
+{
+    if (inherited(c))
+        return;
+    pthread_mutex_lock(&c->lock);
+    /* As close's wait, without closing anything (other threads may still use the connection):
+     * the pending bytes and SHUTDOWN posted and delivered, or the deadline. */
+    c->exiting = true;
+    while (c->ep && !c->abort_close && !c->err && !c->peer_gone &&
+           (!c->shut_sent || c->sends_posted || sansock_rdma_outstanding(&c->rdma))) {
+        control_locked(c);
+        if (c->shut_sent && !c->sends_posted && !sansock_rdma_outstanding(&c->rdma))
+            break;
+        if (wait_locked(c, deadline_ns, -1) == -ETIMEDOUT)
+            break;
+    }
     pthread_mutex_unlock(&c->lock);
 }

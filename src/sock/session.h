@@ -112,6 +112,12 @@ struct sansock_conn_state {
 void sansock_conn_state(struct sansock_conn *c, struct sansock_conn_state *st);
 /* The pending error for SO_ERROR (negative errno, or 0), cleared: TCP reports a reset once. */
 int sansock_conn_take_error(struct sansock_conn *c);
+/* The process exits with c open (libsansock's destructor): waits until what was written, the
+ * pending bytes too, and a SHUTDOWN reached the peer, or deadline_ns (CLOCK_MONOTONIC), so that
+ * the peer reads every byte and then EOF, as from TCP, rather than ECONNRESET when the daemon
+ * closes the dead process's endpoint. Writes by threads still running may follow the SHUTDOWN:
+ * the peer drops them. */
+void sansock_conn_exit(struct sansock_conn *c, uint64_t deadline_ns);
 /* SO_LINGER {1, 0}: close drops what is unsent and resets the peer instead of delivering. */
 void sansock_conn_set_abort(struct sansock_conn *c, bool abort_close);
 

@@ -9,7 +9,8 @@
  *   a single 7000-byte piece (the pieces share messages; one message each would be 1000 more).
  * - coalesce: 10000 one-byte writes to a reader that sleeps cost the NIC at most 1000 operations
  *   (the writes that find no credit share the pending message), every byte arrives in order
- *   before EOF although the writer closes at once, and SIOCOUTQ counts the waiting bytes.
+ *   before EOF although the writer closes at once (or exits without closing), and SIOCOUTQ
+ *   counts the waiting bytes.
  * - reset, killsend, killrecv: the test SIGKILLs the server; the client sees POLLERR and
  *   SO_ERROR ECONNRESET once, or its write/read ends in EPIPE/ECONNRESET/EOF, and never hangs.
  * - At the end the daemon is idle: every connection's resources went with its process. */
@@ -167,6 +168,8 @@ int main(void)
         test_fail(__FILE__, __LINE__, "10000 one-byte writes cost %" PRIu64 " NIC operations",
                   writes_ops);
     run(&d, "coalesce", "", false, 0);
+    run(&d, "coalesce", "san-exit", true, 10000);
+    run(&d, "coalesce", "exit", false, 0);
 
     /* Packing: 1000 pieces cost about what one piece costs (one message each: >= 1000 more). */
     uint64_t one = pack_ops(&d, "1"), many = pack_ops(&d, "1000");

@@ -24,8 +24,8 @@
  *             socket(SOCK_NONBLOCK) accepted with accept4(SOCK_NONBLOCK)
  *   coalesce  10000 one-byte writes while the server sleeps, the first 30 each delivered before
  *             the next; ARG "san": SIOCOUTQ and SIOCOUTQNSD count the 9970 bytes waiting for
- *             credit; close at once; the server reads every byte in order, then EOF (the test
- *             counts the NIC's operations)
+ *             credit; close at once (ARG "exit", "san-exit": exit without closing); the server
+ *             reads every byte in order, then EOF (the test counts the NIC's operations)
  *   epipe     after shutdown(SHUT_WR): writev, sendmmsg and sendfile fail with EPIPE and raise
  *             SIGPIPE, sendmsg with MSG_NOSIGNAL does not; after the peer closed, writes end in
  *             EPIPE (with SIGPIPE) or ECONNRESET
@@ -653,7 +653,7 @@ static int outq_of(int s, unsigned long req)
     return n;
 }
 
-static void coalesce_client(int s, bool san)
+static void coalesce_client(int s, bool san, bool leave)
 {
     /* The server sleeps. Over the SAN: 30 bytes in 30 messages, each delivered (SIOCOUTQ 0)
      * before the next write, take the credits of the server's receives but the last (kept for
@@ -674,6 +674,8 @@ static void coalesce_client(int s, bool san)
     if (san && (outq != COALESCE_N - 30 || unsent != outq))
         FAIL("SIOCOUTQ %d, SIOCOUTQNSD %d, want %d", outq, unsent, COALESCE_N - 30);
     printf("ok coalesce outq=%d unsent=%d\n", outq, unsent);
+    if (leave)
+        exit(0); /* the connection still open: exit delivers its bytes, then EOF */
 }
 
 static void coalesce_server(int s)
@@ -1247,7 +1249,7 @@ int main(int argc, char **argv)
         else if (!strcmp(role, "nbcache"))
             nbcache_client(s);
         else if (!strcmp(role, "coalesce"))
-            coalesce_client(s, !strcmp(arg, "san"));
+            coalesce_client(s, !strncmp(arg, "san", 3), strstr(arg, "exit") != NULL);
         else if (!strcmp(role, "epipe"))
             epipe_client(s);
         else if (!strcmp(role, "closed"))
