@@ -593,8 +593,6 @@ int sansock_epoll_wait(int epfd, struct epoll_event *events, int max, const stru
      * SANSOCK_SPIN_NS (wait.h): an answer usually comes sooner than a sleep and a wake-up. */
     int64_t spin_end = look ? 0 : now_ns() + SANSOCK_SPIN_NS;
     for (;;) {
-        int64_t now = spin_end ? now_ns() : 0;
-        bool spin = spin_end && now < spin_end && (forever || now < deadline);
         /* The snapshot: a reference to every armed member; this thread becomes a sleeper. */
         pthread_mutex_lock(&ep->lock);
         if (ep->n > cap) {
@@ -633,6 +631,12 @@ int sansock_epoll_wait(int epfd, struct epoll_event *events, int max, const stru
                                     .fresh = m->fresh};
         }
         ep->rr = n ? (ep->rr + 1) % n : 0;
+        /* Spinning pays only for connections (a listener's look is a system call of its own). */
+        bool conns = false;
+        for (size_t i = 0; i < ns && !conns; i++)
+            conns = sansock_obj_conn(s[i].o) != NULL;
+        int64_t now = spin_end && conns ? now_ns() : 0;
+        bool spin = now && now < spin_end && (forever || now < deadline);
         bool kernel_first = ep->kernel_first;
         ep->kernel_first = !kernel_first;
         sansock_waiter_link(&ep->sleepers, &sleeper);
