@@ -331,7 +331,9 @@ static void control_locked(struct sansock_conn *c)
      * never usable: tx_pos counts them): the peer's receive waits on it. */
     if (c->rdma.psink_held && (c->wr_shut || c->exiting || c->pend_slot >= 0))
         sink_answer_locked(c);
-    if (!c->rdma.psink_held && flush_pending_locked(c, false) && (c->err || c->peer_gone))
+    /* After shutdown, close or exit nothing more can join the pending bytes: they go at once. */
+    if (!c->rdma.psink_held && flush_pending_locked(c, c->wr_shut || c->exiting) &&
+        (c->err || c->peer_gone))
         return;
     /* SHUTDOWN comes after every byte written, pending ones too. */
     if ((c->wr_shut || c->exiting) && !c->shut_sent && !c->rdma.psink_held && c->pend_slot < 0 &&
