@@ -122,8 +122,8 @@ int sansock_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *to, const
             if (c) {
                 struct pollfd cw[2];
                 e[i].w.fd = wfd;
-                fds[i].revents = sansock_conn_events(c, fds[i].events,
-                                                     wfd >= 0 && !spin ? &e[i].w : NULL, cw);
+                fds[i].revents =
+                    sansock_conn_events(c, fds[i].events, wfd >= 0 && !spin ? &e[i].w : NULL, cw);
                 if (fds[i].revents) {
                     ready++;
                 } else if (wfd >= 0 && !spin) {
