@@ -85,6 +85,8 @@ static int san_attempt(int fd, const struct sockaddr *addr, socklen_t len)
         err = sansock_conn_create(ctx, ep, &src, &to, &c);
     if (err)
         return err;
+    /* SOCK_NONBLOCK at socket(), or an fcntl before connect: what the kernel said above. */
+    sansock_obj_set_nonblock(sansock_conn_obj(c), nonblock);
     err = sansock_fd_set(fd, sansock_conn_obj(c));
     sansock_obj_put(sansock_conn_obj(c));
     return err ? err : nonblock ? -EINPROGRESS : 0;

@@ -24,6 +24,7 @@
  * Sets inherited through fork (gen differs) are never locked: in the child they have no SAN
  * members (the parent's connections are dead there) and their kernel half is the kernel's. */
 #include <errno.h>
+#include <sched.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -588,6 +589,9 @@ int sansock_epoll_wait(int epfd, struct epoll_event *events, int max, const stru
     struct pollfd stack_k[16 * 3 + 2], *k = stack_k;
     size_t cap = 16;
     struct sansock_waiter sleeper = {.fd = wfd};
+    /* Before the first sleep, rounds that only look, with a yield between them, for up to
+     * SANSOCK_SPIN_NS (wait.h): an answer usually comes sooner than a sleep and a wake-up. */
+    int64_t spin_end = look ? 0 : now_ns() + SANSOCK_SPIN_NS;
     for (;;) {
         /* The snapshot: a reference to every armed member; this thread becomes a sleeper. */
         pthread_mutex_lock(&ep->lock);
@@ -627,6 +631,12 @@ int sansock_epoll_wait(int epfd, struct epoll_event *events, int max, const stru
                                     .fresh = m->fresh};
         }
         ep->rr = n ? (ep->rr + 1) % n : 0;
+        /* Spinning pays only for connections (a listener's look is a system call of its own). */
+        bool conns = false;
+        for (size_t i = 0; i < ns && !conns; i++)
+            conns = sansock_obj_conn(s[i].o) != NULL;
+        int64_t now = spin_end && conns ? now_ns() : 0;
+        bool spin = now && now < spin_end && (forever || now < deadline);
         bool kernel_first = ep->kernel_first;
         ep->kernel_first = !kernel_first;
         sansock_waiter_link(&ep->sleepers, &sleeper);
@@ -638,7 +648,7 @@ int sansock_epoll_wait(int epfd, struct epoll_event *events, int max, const stru
         nfds_t nk = 0;
         for (size_t i = 0; i < ns; i++) {
             s[i].w.fd = wfd;
-            s[i].ready = evaluate(&s[i], look ? NULL : &s[i].w, k, &nk);
+            s[i].ready = evaluate(&s[i], look || spin ? NULL : &s[i].w, k, &nk);
             if (s[i].handed) {
                 to_kernel(ep, epfd, &s[i]);
                 s[i].ready = 0; /* the kernel reports it from now on */
@@ -661,7 +671,7 @@ int sansock_epoll_wait(int epfd, struct epoll_event *events, int max, const stru
         bool expired = look || (!forever && now_ns() >= deadline);
         bool woken = false;
         int r = 0, perr = 0;
-        if (!got && !expired) {
+        if (!got && !expired && !spin) {
             /* Nothing (or only what other threads claimed): sleep until a change. */
             k[nk++] = (struct pollfd){.fd = epfd, .events = POLLIN};
             k[nk++] = (struct pollfd){.fd = wfd, .events = POLLIN};
@@ -698,6 +708,8 @@ int sansock_epoll_wait(int epfd, struct epoll_event *events, int max, const stru
             err = perr; /* EINTR: a signal, as the kernel's epoll_wait */
             break;
         }
+        if (spin)
+            sched_yield();
         /* Woken (progress, a ctl, the kernel's members, the deadline): look again. */
     }
     if (s != stack_s) {

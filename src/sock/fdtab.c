@@ -4,11 +4,15 @@
 #include "sock/fdtab.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
 
+#include "sock/real.h"
 #include "sock/sock.h"
 
 #define CHUNK_BITS 10
@@ -19,6 +23,10 @@ static struct sansock_obj *_Atomic *_Atomic chunks[TOP];
 static unsigned entries; /* set entries, under tab_lock */
 static _Atomic unsigned any_entries;
 static pthread_mutex_t tab_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t nb_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* How long a cached "non-blocking" is believed before an EAGAIN reads the kernel again. */
+#define NB_TRUST_NS 1000000u
 
 static struct sansock_obj *_Atomic *slot_of(unsigned fd, bool make)
 {
@@ -130,6 +138,22 @@ void sansock_fd_unmap(struct sansock_obj *o)
     pthread_mutex_unlock(&tab_lock);
 }
 
+void sansock_fd_each(void (*fn)(struct sansock_obj *o, void *arg), void *arg)
+{
+    if (!atomic_load_explicit(&any_entries, memory_order_relaxed))
+        return;
+    for (unsigned top = 0; top < TOP; top++) {
+        if (!atomic_load_explicit(&chunks[top], memory_order_acquire))
+            continue;
+        for (unsigned i = 0; i < CHUNK; i++) {
+            struct sansock_obj *o = sansock_fd_get((int)(top << CHUNK_BITS | i));
+            if (o)
+                fn(o, arg);
+            sansock_obj_put(o);
+        }
+    }
+}
+
 void sansock_fd_drop_range(unsigned first, unsigned last)
 {
     if (!atomic_load_explicit(&any_entries, memory_order_relaxed))
@@ -146,7 +170,55 @@ void sansock_fd_drop_range(unsigned first, unsigned last)
     }
 }
 
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void sansock_nonblock_lock(void)
+{
+    pthread_mutex_lock(&nb_lock);
+}
+
+void sansock_nonblock_unlock(void)
+{
+    pthread_mutex_unlock(&nb_lock);
+}
+
+void sansock_obj_set_nonblock(struct sansock_obj *o, bool on)
+{
+    atomic_store_explicit(&o->nonblock, on, memory_order_relaxed);
+    atomic_store_explicit(&o->nb_read_ns, mono_ns(), memory_order_relaxed);
+}
+
+bool sansock_obj_nonblock_reread(struct sansock_obj *o, int fd)
+{
+    int saved = errno;
+    pthread_mutex_lock(&nb_lock);
+    int fl = REAL(fcntl)(fd, F_GETFL);
+    if (fl >= 0)
+        sansock_obj_set_nonblock(o, fl & O_NONBLOCK);
+    bool on = atomic_load_explicit(&o->nonblock, memory_order_relaxed);
+    pthread_mutex_unlock(&nb_lock);
+    errno = saved;
+    return on;
+}
+
+bool sansock_obj_nonblocking(struct sansock_obj *o, int fd, int flags)
+{
+    if (flags & MSG_DONTWAIT)
+        return true;
+    if (!atomic_load_explicit(&o->nonblock, memory_order_relaxed))
+        return false; /* a waiter re-reads before it sleeps */
+    if (mono_ns() - atomic_load_explicit(&o->nb_read_ns, memory_order_relaxed) < NB_TRUST_NS)
+        return true;
+    return sansock_obj_nonblock_reread(o, fd);
+}
+
 void sansock_fdtab_atfork_child(void)
 {
     pthread_mutex_init(&tab_lock, NULL);
+    pthread_mutex_init(&nb_lock, NULL);
 }

@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sock/export.h"
@@ -26,6 +28,28 @@ __attribute__((constructor)) static void sansock_init(void)
     sansock_real_resolve();
     sansock_config_load();
     sansock_san_init();
+}
+
+#define EXIT_MS 1000 /* the most exit waits for the connections' last bytes */
+
+static void exit_conn(struct sansock_obj *o, void *deadline)
+{
+    struct sansock_conn *c = sansock_obj_conn(o);
+    if (c)
+        sansock_conn_exit(c, *(uint64_t *)deadline);
+}
+
+/* exit() with SAN connections open: the kernel would deliver a TCP socket's last bytes and FIN;
+ * here nothing runs after the process, so its connections send theirs now (bounded). */
+__attribute__((destructor)) static void sansock_fini(void)
+{
+    int e = errno;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t deadline =
+        (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + EXIT_MS * 1000000ull;
+    sansock_fd_each(exit_conn, &deadline);
+    errno = e;
 }
 
 #define fail        sansock_fail
@@ -196,6 +220,18 @@ EXPORT int dup3(int oldfd, int newfd, int flags)
 
 static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, void *arg)
 {
+    struct sansock_obj *o = cmd == F_SETFL ? sansock_fd_get(fd) : NULL;
+    if (o) { /* the switch's cached O_NONBLOCK follows (fdtab.h) */
+        sansock_nonblock_lock();
+        int r = real(fd, cmd, arg);
+        int e = errno;
+        if (r >= 0)
+            sansock_obj_set_nonblock(o, (int)(intptr_t)arg & O_NONBLOCK);
+        sansock_nonblock_unlock();
+        sansock_obj_put(o);
+        errno = e;
+        return r;
+    }
     int r = real(fd, cmd, arg);
     if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
         dup_entry(fd, r);

@@ -391,6 +391,8 @@ static int accept_san(struct sansock_lsn *s, int i, struct sansock_conn *c, stru
     sansock_conn_set_names(c, &s->addr[i], &src);
     int fd = socket(s->addr[i].family == SANSOCK_WIRE_AF_INET6 ? AF_INET6 : s->family,
                     SOCK_STREAM | (flags & (SOCK_NONBLOCK | SOCK_CLOEXEC)), IPPROTO_TCP);
+    if (fd >= 0)
+        sansock_obj_set_nonblock(sansock_conn_obj(c), flags & SOCK_NONBLOCK);
     if (fd >= 0 && sansock_fd_set(fd, sansock_conn_obj(c))) {
         REAL(close)(fd);
         fd = -1;

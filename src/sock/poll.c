@@ -1,11 +1,15 @@
 /* poll and ppoll on sets that mix SAN sockets and kernel descriptors (docs/sock.md, "Waiting and
  * readiness"). Without SAN sockets in the set it is the kernel's poll or ppoll, untouched.
  * Otherwise: the SAN sockets' readiness comes from their state; if nothing is ready the thread
- * sleeps in the kernel's ppoll (with the caller's signal mask, which the kernel applies for the
- * sleep only) on the kernel descriptors, the SAN sockets' completion descriptors, the SAN
- * listeners' descriptors and its own wake-up eventfd, then looks again.
+ * looks again, yielding between looks, for up to SANSOCK_SPIN_NS (wait.h: the peer's answer often
+ * comes sooner than a sleep and a wake-up would take; the kernel descriptors are looked at with a
+ * zero-timeout ppoll in each look), then sleeps in the kernel's ppoll (with the caller's signal
+ * mask, which the kernel applies for the sleep only) on the kernel descriptors, the SAN sockets'
+ * completion descriptors, the SAN listeners' descriptors and its own wake-up eventfd, then looks
+ * again.
  * Locking: none of its own (sansock_conn_events takes each connection's lock). */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -100,9 +104,15 @@ int sansock_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *to, const
                        : now_ns() + to->tv_sec * 1000000000 + to->tv_nsec;
     int wfd = sansock_wakefd();
     int ret;
+    bool conns = false;
+    for (nfds_t i = 0; i < n; i++)
+        conns |= sansock_obj_conn(e[i].o) != NULL;
+    int64_t spin_end = timeout && conns ? now_ns() + SANSOCK_SPIN_NS : 0;
     for (;;) {
         int ready = 0, lready = 0;
         nfds_t nk = 0;
+        /* A spinning look links no waiter and arms no completion descriptor. */
+        bool spin = spin_end && now_ns() < spin_end && (timeout < 0 || now_ns() < deadline);
         for (nfds_t i = 0; i < n; i++) {
             fds[i].revents = 0;
             e[i].linked = 0;
@@ -113,10 +123,10 @@ int sansock_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *to, const
                 struct pollfd cw[2];
                 e[i].w.fd = wfd;
                 fds[i].revents =
-                    sansock_conn_events(c, fds[i].events, wfd >= 0 ? &e[i].w : NULL, cw);
+                    sansock_conn_events(c, fds[i].events, wfd >= 0 && !spin ? &e[i].w : NULL, cw);
                 if (fds[i].revents) {
                     ready++;
-                } else if (wfd >= 0) {
+                } else if (wfd >= 0 && !spin) {
                     e[i].linked = 1;
                     for (int j = 0; j < 2; j++) {
                         if (cw[j].fd >= 0) {
@@ -145,7 +155,9 @@ int sansock_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *to, const
         /* wait: whether this round sleeps; left: for how long (NULL: forever) */
         bool wait = false;
         struct timespec left = {0, 0}, *lp = &left;
-        if (!ready && !lready && timeout < 0) {
+        if (spin) {
+            /* a look: zero timeout */
+        } else if (!ready && !lready && timeout < 0) {
             wait = true;
             lp = NULL;
         } else if (!ready && !lready && timeout > 0) {
@@ -157,7 +169,8 @@ int sansock_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *to, const
         nfds_t nwait = nk;
         if (wait && wfd >= 0)
             k[nwait++] = (struct pollfd){.fd = wfd, .events = POLLIN};
-        int r = REAL(ppoll)(k, nwait, lp, wait ? mask : NULL);
+        /* A spinning look at SAN connections only needs no system call. */
+        int r = spin && !nk ? 0 : REAL(ppoll)(k, nwait, lp, wait ? mask : NULL);
         int err = errno;
         for (nfds_t i = 0; i < n; i++) {
             struct sansock_conn *c = sansock_obj_conn(e[i].o);
@@ -177,6 +190,10 @@ int sansock_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *to, const
             ret = -1;
             errno = err;
             break;
+        }
+        if (spin && !ready && r >= 0) {
+            sched_yield();
+            continue;
         }
         if (ready || !wait || (timeout > 0 && now_ns() >= deadline)) {
             if (ready) {

@@ -10,6 +10,15 @@
  * owes us == the peer's receive count, so a peer that returns more is lying (the decoder's
  * max_credits). Data never takes the last credit: it is kept for CREDIT and SHUTDOWN.
  *
+ * Coalescing: a write that finds no credit for data, or a DATA message of ours the NIC has not
+ * delivered yet (outq), copies its bytes into the pending send slot (one send slot taken out of
+ * send_free and not posted) and returns, as TCP's send buffer takes bytes its window cannot carry
+ * yet; later writes append to it, and it is posted as one DATA message once the credit is there
+ * and the message before it delivered (control_locked, run by whoever makes progress: the send's
+ * completion comes within the NIC's turnaround), or at once when it is full. A write that finds
+ * the connection idle posts at once (TCP_NODELAY: latency first). SHUTDOWN and offers come after
+ * the pending bytes, which count in SIOCOUTQ.
+ *
  * Locking: c->lock guards everything here and every libsan call on c->ep. Objects inherited
  * through fork (gen differs) are never locked or passed to libsan: their lock may be held by a
  * thread that does not exist in the child, and their endpoint is the parent's. */
@@ -40,7 +49,6 @@
 #define NRECV     32u
 #define NSEND     32u
 #define SEND_TAG  0x100u
-#define SPIN_NS   20000u
 #define NREADY    (NRECV + RDMA_NBUF) /* DATA slots held, and RDMA transfers (rdma.h) */
 #define SLOT_DATA (16u << 10)         /* the most data one receive slot holds */
 
@@ -79,6 +87,8 @@ struct sansock_conn {
     uint32_t sends_posted;
     uint32_t send_bytes[NSEND]; /* data bytes in posted send slot j */
     uint64_t outq;              /* data bytes in posted sends not completed yet */
+    int32_t pend_slot;          /* the send slot holding written bytes not posted yet, or -1 */
+    uint32_t pend_len;          /* data bytes in it */
 
     uint32_t credits;    /* receives the peer has posted for us */
     uint32_t owed;       /* receives we reposted and have not told the peer about */
@@ -88,6 +98,7 @@ struct sansock_conn {
     bool peer_eof;       /* the peer's SHUTDOWN arrived */
     bool peer_gone;      /* the peer's endpoint is closed */
     bool rd_shut, wr_shut, shut_sent;
+    bool exiting;     /* the process exits: SHUTDOWN after the pending bytes (sansock_conn_exit) */
     int err;          /* reset: -ECONNRESET (or the NIC's error); 0 while healthy */
     int so_error;     /* err until reported once (SO_ERROR, or a call that failed with it) */
     bool abort_close; /* SO_LINGER {1, 0}: close resets instead of delivering */
@@ -230,29 +241,22 @@ static void cursor_copy(struct cursor *u, uint8_t *flat, size_t len, bool out)
     }
 }
 
-/* Sends one message of type with len payload bytes from src (NULL: none) from a free send slot,
- * the credits owed in its header. The caller checked that a credit and a slot are free. */
-static int send_locked(struct sansock_conn *c, uint8_t type, struct cursor *src, uint32_t len)
+/* Posts send slot j (taken out of send_free by the caller) as a message of type whose len payload
+ * bytes are in place, the credits owed in its header. The caller checked that a credit is free. */
+static int post_slot_locked(struct sansock_conn *c, uint32_t j, uint8_t type, uint32_t len)
 {
-    uint32_t j = (uint32_t)__builtin_ctzll(c->send_free);
     uint8_t *s = send_slot(c, j);
     uint16_t flags = c->credits <= 2 ? SANSOCK_F_CREDIT_LOW : 0;
     size_t n = sansock_wire_encode_hdr(s, type, flags, len, c->owed);
-    struct cursor before = len ? *src : (struct cursor){0};
-    if (len)
-        cursor_copy(src, s + SANSOCK_HDR_SIZE, len, true);
     struct san_sge sge = {.addr = s, .length = (uint32_t)n, .lkey = c->lkey};
     /* Protocol messages say so: a peer that dies with only those unread still delivers what it
      * sent (TCP resets only for unread data). */
     unsigned wr = type == SANSOCK_MSG_DATA || type == SANSOCK_MSG_RDMA_OFFER ? 0 : SAN_EP_WR_NODATA;
     int err = c->ep ? san_post_send(c->ep, SEND_TAG | j, &sge, 1, wr) : -ENOTCONN;
     if (err) {
-        if (len)
-            *src = before;
         post_failed_locked(c, err);
         return err;
     }
-    c->send_free &= ~(1ull << j);
     c->sends_posted++;
     c->send_bytes[j] = len;
     c->outq += len;
@@ -260,6 +264,43 @@ static int send_locked(struct sansock_conn *c, uint8_t type, struct cursor *src,
     c->owed = 0;
     c->peer_low = false;
     return 0;
+}
+
+/* Sends one message of type with len payload bytes from src (NULL: none) from a free send slot.
+ * The caller checked that a credit and a slot are free. */
+static int send_locked(struct sansock_conn *c, uint8_t type, struct cursor *src, uint32_t len)
+{
+    uint32_t j = (uint32_t)__builtin_ctzll(c->send_free);
+    struct cursor before = len ? *src : (struct cursor){0};
+    if (len)
+        cursor_copy(src, send_slot(c, j) + SANSOCK_HDR_SIZE, len, true);
+    c->send_free &= ~(1ull << j);
+    int err = post_slot_locked(c, j, type, len);
+    if (err) {
+        c->send_free |= 1ull << j;
+        if (len)
+            *src = before;
+    }
+    return err;
+}
+
+/* Posts the pending bytes as one DATA message if a credit for data is there and no data message
+ * is still in flight (unless force: a full slot goes at once): 0 (posted, or nothing pending),
+ * -EAGAIN (not yet), or the post's error. */
+static int flush_pending_locked(struct sansock_conn *c, bool force)
+{
+    if (c->pend_slot < 0)
+        return 0;
+    /* A sink held is answered first (control_locked): the peer places its bytes there. */
+    if (c->err || c->peer_gone || !c->negotiated || c->credits < 2 || c->rdma.psink_held ||
+        (c->outq && !force))
+        return -EAGAIN;
+    int err = post_slot_locked(c, (uint32_t)c->pend_slot, SANSOCK_MSG_DATA, c->pend_len);
+    if (!err) {
+        c->pend_slot = -1;
+        c->pend_len = 0;
+    }
+    return err;
 }
 
 /* Sends a protocol message whose payload (len bytes at payload) is not stream data: it does not
@@ -298,10 +339,17 @@ static void control_locked(struct sansock_conn *c)
 {
     if (c->err || !c->negotiated || c->peer_gone)
         return;
-    /* A sink held is answered before SHUTDOWN: the peer's receive waits on it. */
-    if (c->rdma.psink_held && c->wr_shut)
+    /* A sink held is answered before SHUTDOWN and before pending bytes (with pending bytes it is
+     * never usable: tx_pos counts them): the peer's receive waits on it. */
+    if (c->rdma.psink_held && (c->wr_shut || c->exiting || c->pend_slot >= 0))
         sink_answer_locked(c);
-    if (c->wr_shut && !c->shut_sent && !c->rdma.psink_held && c->credits && c->send_free) {
+    /* After shutdown, close or exit nothing more can join the pending bytes: they go at once. */
+    if (!c->rdma.psink_held && flush_pending_locked(c, c->wr_shut || c->exiting) &&
+        (c->err || c->peer_gone))
+        return;
+    /* SHUTDOWN comes after every byte written, pending ones too. */
+    if ((c->wr_shut || c->exiting) && !c->shut_sent && !c->rdma.psink_held && c->pend_slot < 0 &&
+        c->credits && c->send_free) {
         if (send_locked(c, SANSOCK_MSG_SHUTDOWN, NULL, 0))
             return;
         c->shut_sent = true;
@@ -492,17 +540,21 @@ static bool progress_locked(struct sansock_conn *c)
     return changed;
 }
 
-/* Waits (lock dropped) until progress or deadline_ns (0: forever): 0, -EINTR, -ETIMEDOUT. */
-static int wait_locked(struct sansock_conn *c, uint64_t deadline_ns)
+/* Waits (lock dropped) until progress or deadline_ns (0: forever): 0, -EINTR, -ETIMEDOUT. With
+ * fd >= 0 (a socket call's descriptor), -EAGAIN instead of sleeping if the kernel says fd is
+ * non-blocking after all (a flag changed behind the switch's back: fdtab.h). */
+static int wait_locked(struct sansock_conn *c, uint64_t deadline_ns, int fd)
 {
     uint64_t start = now_ns();
-    while (now_ns() - start < SPIN_NS) {
+    while (now_ns() - start < SANSOCK_SPIN_NS) {
         pthread_mutex_unlock(&c->lock);
         sched_yield();
         pthread_mutex_lock(&c->lock);
         if (progress_locked(c) || c->err)
             return 0;
     }
+    if (fd >= 0 && sansock_obj_nonblock_reread(&c->obj, fd))
+        return -EAGAIN;
     int wfd = sansock_wakefd();
     if (wfd < 0)
         return wfd;
@@ -560,6 +612,7 @@ static int conn_alloc(struct san_ctx *ctx, struct san_ep *ep, const struct sanso
      * make every connection's slots (64 of them) large. */
     uint32_t data = sansock_cfg.rdma_threshold < SLOT_DATA ? sansock_cfg.rdma_threshold : SLOT_DATA;
     c->slot_size = (SANSOCK_HDR_SIZE + data + 63) & ~63u;
+    c->pend_slot = -1;
     c->local = *src;
     c->peer = *dst;
     *out = c;
@@ -858,10 +911,10 @@ int sansock_conn_names(struct sansock_conn *c, struct sansock_wire_addr *local,
  * progress: 0 to look again, or -EINTR. */
 static int block_locked(struct sansock_conn *c, int fd, int flags)
 {
-    if (sansock_nonblocking(fd, flags))
+    if (sansock_obj_nonblocking(&c->obj, fd, flags))
         return -EAGAIN;
-    int r = wait_locked(c, 0);
-    return r == -EINTR ? r : 0;
+    int r = wait_locked(c, 0, fd);
+    return r == -EINTR || r == -EAGAIN ? r : 0;
 }
 
 /* The call fails with the connection's reset: reported, so SO_ERROR no longer holds it. */
@@ -931,7 +984,7 @@ ssize_t sansock_conn_sendv(struct sansock_conn *c, int fd, const struct iovec *i
                 sent += n;
                 continue;
             }
-            if (e == -EAGAIN && !sansock_nonblocking(fd, flags)) {
+            if (e == -EAGAIN && !sansock_obj_nonblocking(&c->obj, fd, flags)) {
                 if ((ret = block_locked(c, fd, flags)))
                     break;
                 continue;
@@ -959,7 +1012,9 @@ ssize_t sansock_conn_sendv(struct sansock_conn *c, int fd, const struct iovec *i
             c->max_inline < sansock_cfg.rdma_threshold ? c->max_inline : sansock_cfg.rdma_threshold;
         bool by_rdma = (c->features & SANSOCK_FEAT_RDMA_READ) && c->peer_max_rdma &&
                        len > sansock_cfg.rdma_threshold && len - sent > tail;
-        if (by_rdma && c->negotiated && c->credits >= 2 && c->send_free &&
+        if (by_rdma && c->pend_slot >= 0) /* an offer comes after the pending bytes */
+            flush_pending_locked(c, true);
+        if (by_rdma && c->negotiated && c->credits >= 2 && c->send_free && c->pend_slot < 0 &&
             sansock_rdma_can_offer(&c->rdma)) {
             uint8_t *stage;
             size_t n = sansock_rdma_room(&c->rdma, len - sent, c->peer_max_rdma);
@@ -978,20 +1033,36 @@ ssize_t sansock_conn_sendv(struct sansock_conn *c, int fd, const struct iovec *i
             sent += n;
             continue;
         }
-        if (by_rdma && !sansock_nonblocking(fd, flags) && c->negotiated) {
+        if (by_rdma && c->negotiated && !sansock_obj_nonblocking(&c->obj, fd, flags)) {
             if ((ret = block_locked(c, fd, flags)))
                 break;
             continue;
         }
-        if (c->negotiated && c->credits >= 2 && c->send_free) {
-            size_t chunk = len - sent < c->max_inline ? len - sent : c->max_inline;
-            if (send_locked(c, SANSOCK_MSG_DATA, &u, (uint32_t)chunk)) {
+        /* Inline: into the pending slot (a fresh one if none), posted at once if a credit for
+         * data is there, else left for the credit to come back (the top of this file). */
+        if (c->negotiated && (c->pend_slot >= 0 || c->send_free)) {
+            if (c->pend_slot < 0) {
+                c->pend_slot = __builtin_ctzll(c->send_free);
+                c->send_free &= ~(1ull << c->pend_slot);
+                c->pend_len = 0;
+            }
+            size_t n = c->max_inline - c->pend_len;
+            if (n > len - sent)
+                n = len - sent;
+            if (n) {
+                uint8_t *p = send_slot(c, (uint32_t)c->pend_slot) + SANSOCK_HDR_SIZE;
+                cursor_copy(&u, p + c->pend_len, n, true);
+                c->pend_len += (uint32_t)n;
+                c->rdma.tx_pos += n; /* the stream's position counts them: no sink fits before */
+                sent += n;
+            }
+            int err = flush_pending_locked(c, c->pend_len == c->max_inline);
+            if (err && err != -EAGAIN) {
                 ret = -ECONNRESET;
                 break;
             }
-            c->rdma.tx_pos += chunk;
-            sent += chunk;
-            continue;
+            if (n || !err)
+                continue;
         }
         if ((ret = block_locked(c, fd, flags)))
             break;
@@ -1062,7 +1133,7 @@ static bool sink_offer_locked(struct sansock_conn *c, struct cursor *u, size_t l
     if (!(c->features & SANSOCK_FEAT_RDMA_WRITE) || u->discard || (flags & MSG_PEEK) ||
         c->rdma.sink_state != SINK_IDLE || c->rcount || c->peer_eof || c->rd_shut || c->err ||
         c->peer_gone || !c->negotiated || c->credits < 2 || !c->send_free ||
-        sansock_nonblocking(fd, flags))
+        sansock_obj_nonblocking(&c->obj, fd, flags))
         return false;
     cursor_skip_empty(u);
     size_t room = u->iov->iov_len - u->off;
@@ -1158,7 +1229,7 @@ ssize_t sansock_conn_recvv(struct sansock_conn *c, int fd, const struct iovec *i
         if (sink) {
             /* The peer may write into the buffer until it answers: no return before (a signal
              * is handled, the receive goes on, as with SA_RESTART). */
-            wait_locked(c, 0);
+            wait_locked(c, 0, -1);
             continue;
         }
         if ((ret = block_locked(c, fd, flags)))
@@ -1232,8 +1303,9 @@ short sansock_conn_watch(struct sansock_conn *c, short events, struct sansock_wa
         ev |= POLLIN | POLLRDNORM;
     if (c->peer_eof)
         ev |= POLLRDHUP;
-    if ((c->negotiated && c->credits >= 2 && c->send_free && !c->wr_shut) || c->err ||
-        c->peer_gone || c->wr_shut)
+    /* Writable: a write would take bytes now (posted, or into the pending slot). */
+    bool room = c->pend_slot >= 0 ? c->pend_len < c->max_inline || c->credits >= 2 : c->send_free;
+    if ((c->negotiated && room && !c->wr_shut) || c->err || c->peer_gone || c->wr_shut)
         ev |= POLLOUT | POLLWRNORM;
     if (c->err)
         ev |= POLLERR;
@@ -1324,7 +1396,8 @@ void sansock_conn_state(struct sansock_conn *c, struct sansock_conn_state *st)
         st->inq += r->len - r->off;
     }
     /* A reset drops what was in flight, as TCP's; an offer is in flight until its DONE. */
-    st->outq = c->err ? 0 : c->outq + sansock_rdma_outstanding_bytes(&c->rdma);
+    st->outq = c->err ? 0 : c->outq + c->pend_len + sansock_rdma_outstanding_bytes(&c->rdma);
+    st->unsent = c->err ? 0 : c->pend_len;
     st->mss = c->negotiated ? c->max_inline : c->slot_size - SANSOCK_HDR_SIZE;
     /* In flight at most: a message per send slot, and per receive the peer posted. */
     st->sndbuf = (c->negotiated && c->peer_slots < NSEND ? c->peer_slots : NSEND) * st->mss;
@@ -1360,5 +1433,24 @@ void sansock_conn_set_abort(struct sansock_conn *c, bool abort_close)
     pthread_mutex_lock(&c->lock);
     c->abort_close = abort_close;
     linger_locked(c);
+    pthread_mutex_unlock(&c->lock);
+}
+
+void sansock_conn_exit(struct sansock_conn *c, uint64_t deadline_ns)
+{
+    if (inherited(c))
+        return;
+    pthread_mutex_lock(&c->lock);
+    /* As close's wait, without closing anything (other threads may still use the connection):
+     * the pending bytes and SHUTDOWN posted and delivered, or the deadline. */
+    c->exiting = true;
+    while (c->ep && !c->abort_close && !c->err && !c->peer_gone &&
+           (!c->shut_sent || c->sends_posted || sansock_rdma_outstanding(&c->rdma))) {
+        control_locked(c);
+        if (c->shut_sent && !c->sends_posted && !sansock_rdma_outstanding(&c->rdma))
+            break;
+        if (wait_locked(c, deadline_ns, -1) == -ETIMEDOUT)
+            break;
+    }
     pthread_mutex_unlock(&c->lock);
 }

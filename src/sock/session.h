@@ -64,10 +64,12 @@ int sansock_conn_names(struct sansock_conn *c, struct sansock_wire_addr *local,
                        struct sansock_wire_addr *peer);
 
 /* Stream I/O as the socket calls do: bytes moved or a negative errno (-EAGAIN, -EINTR, -EPIPE,
- * -ECONNRESET). fd is the descriptor the call came on (its O_NONBLOCK is read when the call would
- * wait); flags: MSG_DONTWAIT, and for receive MSG_PEEK, MSG_WAITALL, MSG_TRUNC (the bytes are
- * consumed without being copied: the buffers may be NULL). MSG_OOB: send -EOPNOTSUPP,
- * receive -EINVAL (TCP's answer without urgent data); MSG_ERRQUEUE: receive -EAGAIN. */
+ * -ECONNRESET). fd is the descriptor the call came on (its cached O_NONBLOCK is looked at when the
+ * call would wait, and the kernel's before it sleeps: fdtab.h); a send returns once its bytes are
+ * posted or pending (waiting for a credit, posted by later progress); flags: MSG_DONTWAIT, and for
+ * receive MSG_PEEK, MSG_WAITALL, MSG_TRUNC (the bytes are consumed without being copied: the
+ * buffers may be NULL). MSG_OOB: send -EOPNOTSUPP, receive -EINVAL (TCP's answer without urgent
+ * data); MSG_ERRQUEUE: receive -EAGAIN. */
 ssize_t sansock_conn_send(struct sansock_conn *c, int fd, const void *buf, size_t len, int flags);
 ssize_t sansock_conn_recv(struct sansock_conn *c, int fd, void *buf, size_t len, int flags);
 /* The same over an iovec array (the caller checked iovcnt and that the lengths' sum fits a
@@ -99,7 +101,8 @@ void sansock_conn_unwait(struct sansock_conn *c, struct sansock_waiter *w);
 /* What ioctl and getsockopt report (after polling completions). */
 struct sansock_conn_state {
     size_t inq;      /* bytes readable now */
-    size_t outq;     /* bytes sent and not yet in the peer's receive buffers */
+    size_t outq;     /* bytes written and not yet in the peer's receive buffers */
+    size_t unsent;   /* of those, bytes waiting for a credit (not posted to the NIC yet) */
     uint32_t rcvbuf; /* bytes this side's posted receives hold */
     uint32_t sndbuf; /* bytes the peer's receives hold for us: what can be in flight */
     uint32_t mss;    /* the most data bytes one message carries */
@@ -109,6 +112,12 @@ struct sansock_conn_state {
 void sansock_conn_state(struct sansock_conn *c, struct sansock_conn_state *st);
 /* The pending error for SO_ERROR (negative errno, or 0), cleared: TCP reports a reset once. */
 int sansock_conn_take_error(struct sansock_conn *c);
+/* The process exits with c open (libsansock's destructor): waits until what was written, the
+ * pending bytes too, and a SHUTDOWN reached the peer, or deadline_ns (CLOCK_MONOTONIC), so that
+ * the peer reads every byte and then EOF, as from TCP, rather than ECONNRESET when the daemon
+ * closes the dead process's endpoint. Writes by threads still running may follow the SHUTDOWN:
+ * the peer drops them. */
+void sansock_conn_exit(struct sansock_conn *c, uint64_t deadline_ns);
 /* SO_LINGER {1, 0}: close drops what is unsent and resets the peer instead of delivering. */
 void sansock_conn_set_abort(struct sansock_conn *c, bool abort_close);
 

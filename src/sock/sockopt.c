@@ -130,8 +130,8 @@ EXPORT int setsockopt(int fd, int level, int opt, const void *val, socklen_t len
             REAL(setsockopt)(fd, level, opt, val, len));
 }
 
-/* The queue sizes of the connection; any other request (FIONBIO among them: it sets the file's
- * O_NONBLOCK, which the switch reads when a call would wait) is the kernel's. */
+/* The queue sizes of the connection; any other request is the kernel's (FIONBIO too: ioctl
+ * below caches the flag it sets). */
 static int sock_ioctl(struct sansock_conn *c, int fd, unsigned long req, void *arg)
 {
     if (req != FIONREAD && req != SIOCOUTQ && req != SIOCOUTQNSD)
@@ -140,9 +140,8 @@ static int sock_ioctl(struct sansock_conn *c, int fd, unsigned long req, void *a
         return (int)sansock_fail(-EFAULT);
     struct sansock_conn_state st;
     sansock_conn_state(c, &st);
-    /* SIOCOUTQNSD: bytes not sent yet. A write posts its messages at once (or waits, or takes
-     * less), so there are none. */
-    size_t v = req == FIONREAD ? st.inq : req == SIOCOUTQ ? st.outq : 0;
+    /* SIOCOUTQNSD: bytes not sent yet, i.e. written and waiting for a credit (session.c). */
+    size_t v = req == FIONREAD ? st.inq : req == SIOCOUTQ ? st.outq : st.unsent;
     int n = v > INT_MAX ? INT_MAX : (int)v;
     memcpy(arg, &n, sizeof(n));
     return 0;
@@ -154,5 +153,20 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
     va_start(ap, req);
     void *arg = va_arg(ap, void *); /* every request takes at most one argument */
     va_end(ap);
+    struct sansock_obj *o = req == FIONBIO ? sansock_fd_get(fd) : NULL;
+    if (o) { /* the switch's cached O_NONBLOCK follows (fdtab.h) */
+        sansock_nonblock_lock();
+        int r = REAL(ioctl)(fd, req, arg);
+        int e = errno;
+        if (!r) {
+            int on;
+            memcpy(&on, arg, sizeof(on)); /* the kernel read it: a valid pointer */
+            sansock_obj_set_nonblock(o, on != 0);
+        }
+        sansock_nonblock_unlock();
+        sansock_obj_put(o);
+        errno = e;
+        return r;
+    }
     ON_CONN(fd, sock_ioctl(c, fd, req, arg), REAL(ioctl)(fd, req, arg));
 }

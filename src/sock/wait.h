@@ -6,6 +6,10 @@
 #ifndef SANSOCK_WAIT_H
 #define SANSOCK_WAIT_H
 
+/* How long a thread looks for progress (yielding between looks) before it sleeps: a wake-up from
+ * sleep costs the NIC an eventfd write and the sleeper a kernel poll, more than a round trip. */
+#define SANSOCK_SPIN_NS 20000u
+
 struct san_ep;
 struct sansock_waiter {
     struct sansock_waiter *next, *prev;

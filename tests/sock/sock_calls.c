@@ -16,6 +16,16 @@
  *             across pieces, then EOF
  *   nonblock  FIONBIO on and off, EAGAIN from readv/recvmsg, FIONREAD exact, filling the
  *             connection until EAGAIN, a blocking write after FIONBIO off, SIOCOUTQ 0 at the end
+ *   nbcache   O_NONBLOCK as the switch caches it, each change followed at once by a read that
+ *             must fail with EAGAIN or must wait for a byte the server sends 30 ms later: FIONBIO,
+ *             fcntl(F_SETFL), a dup/F_DUPFD/dup2/dup3 changing the flag for every descriptor of
+ *             the socket (one open file), fcntl through syscall() (behind the switch's back: a
+ *             set flag is seen at once, a cleared one within 1 ms), a second connection from
+ *             socket(SOCK_NONBLOCK) accepted with accept4(SOCK_NONBLOCK)
+ *   coalesce  10000 one-byte writes while the server sleeps, the first 30 each delivered before
+ *             the next; ARG "san": SIOCOUTQ and SIOCOUTQNSD count the 9970 bytes waiting for
+ *             credit; close at once (ARG "exit", "san-exit": exit without closing); the server
+ *             reads every byte in order, then EOF (the test counts the NIC's operations)
  *   epipe     after shutdown(SHUT_WR): writev, sendmmsg and sendfile fail with EPIPE and raise
  *             SIGPIPE, sendmsg with MSG_NOSIGNAL does not; after the peer closed, writes end in
  *             EPIPE (with SIGPIPE) or ECONNRESET
@@ -47,6 +57,7 @@
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -500,6 +511,180 @@ static void nonblock_server(int s)
     write_full(s, &n, sizeof(n));
     shutdown(s, SHUT_WR);
     printf("ok nonblock %llu\n", (unsigned long long)n);
+}
+
+/* ---- nbcache ---- */
+
+static int get_int(int s, int level, int opt);
+
+static void expect_eagain(int fd)
+{
+    char c;
+    errno = 0;
+    EXPECT(read(fd, &c, 1) == -1 && errno == EAGAIN);
+}
+
+/* Asks the server (on ctl) for one byte 30 ms from now and reads it with a read on fd that must
+ * wait for it. */
+static void expect_blocks(int ctl, int fd)
+{
+    write_full(ctl, "d", 1);
+    char c = 0;
+    EXPECT(read(fd, &c, 1) == 1 && c == 'D');
+}
+
+static void set_fionbio(int fd, int on)
+{
+    EXPECT(ioctl(fd, FIONBIO, &on) == 0);
+}
+
+static void nbcache_second(int ctl)
+{
+    write_full(ctl, "n", 1); /* the server accept4s it with SOCK_NONBLOCK */
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    EXPECT(getpeername(ctl, (struct sockaddr *)&sa, &len) == 0);
+    int s2 = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    EXPECT(s2 >= 0);
+    if (connect(s2, (struct sockaddr *)&sa, sizeof(sa))) { /* TCP: in progress; the SAN: 0 */
+        EXPECT(errno == EINPROGRESS);
+        struct pollfd p = {.fd = s2, .events = POLLOUT};
+        EXPECT(poll(&p, 1, 10000) == 1);
+        EXPECT(get_int(s2, SOL_SOCKET, SO_ERROR) == 0);
+    }
+    EXPECT(fcntl(s2, F_GETFL) & O_NONBLOCK);
+    expect_eagain(s2);
+    set_fionbio(s2, 0);
+    char c = 0;
+    EXPECT(read(s2, &c, 1) == 1 && c == 'E'); /* waits: the server sends it 30 ms later */
+    sleep_ms(30);
+    write_full(s2, "F", 1);
+    EXPECT(read(s2, &c, 1) == 0);
+    close(s2);
+}
+
+static void nbcache_client(int s)
+{
+    int fl = fcntl(s, F_GETFL);
+    EXPECT(fl >= 0 && !(fl & O_NONBLOCK));
+    expect_blocks(s, s);
+    set_fionbio(s, 1);
+    expect_eagain(s);
+    set_fionbio(s, 0);
+    expect_blocks(s, s);
+    EXPECT(fcntl(s, F_SETFL, fl | O_NONBLOCK) == 0);
+    expect_eagain(s);
+    EXPECT(fcntl(s, F_SETFL, fl) == 0);
+    expect_blocks(s, s);
+
+    /* A dup shares the open file, so its flag: a change through one is the other's. */
+    int d = dup(s);
+    EXPECT(d >= 0);
+    EXPECT(fcntl(d, F_SETFL, fl | O_NONBLOCK) == 0);
+    EXPECT(fcntl(s, F_GETFL) & O_NONBLOCK);
+    expect_eagain(s);
+    expect_eagain(d);
+    EXPECT(fcntl(s, F_SETFL, fl) == 0);
+    expect_blocks(s, d);
+    int d2 = fcntl(s, F_DUPFD_CLOEXEC, 100);
+    EXPECT(d2 >= 100);
+    set_fionbio(d2, 1);
+    expect_eagain(s);
+    EXPECT(dup2(d, 200) == 200);
+    set_fionbio(200, 0);
+    expect_blocks(s, d2);
+    EXPECT(dup3(s, 150, O_CLOEXEC) == 150);
+    set_fionbio(s, 1);
+    expect_eagain(150);
+    set_fionbio(150, 0);
+    expect_blocks(s, s);
+    close(d);
+    close(d2);
+    close(200);
+    close(150);
+    expect_blocks(s, s);
+
+    /* Behind the switch's back: the set flag holds before any wait sleeps; the cleared one after
+     * the cached "non-blocking" grew older than 1 ms. */
+    EXPECT(syscall(SYS_fcntl, s, F_SETFL, fl | O_NONBLOCK) == 0);
+    expect_eagain(s);
+    EXPECT(syscall(SYS_fcntl, s, F_SETFL, fl) == 0);
+    sleep_ms(5);
+    expect_blocks(s, s);
+
+    nbcache_second(s);
+    write_full(s, "q", 1);
+    printf("ok nbcache\n");
+}
+
+static void nbcache_server(int s, int l)
+{
+    char cmd;
+    while (read_full(s, &cmd, 1) && cmd != 'q') {
+        if (cmd == 'd') {
+            sleep_ms(30);
+            write_full(s, "D", 1);
+            continue;
+        }
+        EXPECT(cmd == 'n');
+        int c2 = accept4(l, NULL, NULL, SOCK_NONBLOCK);
+        EXPECT(c2 >= 0);
+        EXPECT(fcntl(c2, F_GETFL) & O_NONBLOCK);
+        expect_eagain(c2);
+        sleep_ms(30);
+        write_full(c2, "E", 1);
+        EXPECT(fcntl(c2, F_SETFL, fcntl(c2, F_GETFL) & ~O_NONBLOCK) == 0);
+        char c = 0;
+        EXPECT(read(c2, &c, 1) == 1 && c == 'F'); /* waits: the client sends it 30 ms later */
+        close(c2);
+    }
+    close(l);
+    printf("ok nbcache\n");
+}
+
+/* ---- coalesce ---- */
+
+enum { COALESCE_N = 10000 };
+
+static int outq_of(int s, unsigned long req)
+{
+    int n = -1;
+    EXPECT(ioctl(s, req, &n) == 0);
+    return n;
+}
+
+static void coalesce_client(int s, bool san, bool leave)
+{
+    /* The server sleeps. Over the SAN: 30 bytes in 30 messages, each delivered (SIOCOUTQ 0)
+     * before the next write, take the credits of the server's receives but the last (kept for
+     * control messages); every later byte waits for credit in the pending message. (TCP's
+     * receive buffer takes them all, so its figures say nothing: its waits are bounded.) */
+    uint64_t i = 0;
+    for (; i < 30; i++) {
+        uint8_t b = byte_at(i);
+        EXPECT(write(s, &b, 1) == 1);
+        for (int t = 0; t < (san ? 2000 : 200) && outq_of(s, SIOCOUTQ); t++)
+            sleep_ms(1);
+    }
+    for (; i < COALESCE_N; i++) {
+        uint8_t b = byte_at(i);
+        EXPECT(write(s, &b, 1) == 1);
+    }
+    int outq = outq_of(s, SIOCOUTQ), unsent = outq_of(s, SIOCOUTQNSD);
+    if (san && (outq != COALESCE_N - 30 || unsent != outq))
+        FAIL("SIOCOUTQ %d, SIOCOUTQNSD %d, want %d", outq, unsent, COALESCE_N - 30);
+    printf("ok coalesce outq=%d unsent=%d\n", outq, unsent);
+    if (leave)
+        exit(0); /* the connection still open: exit delivers its bytes, then EOF */
+}
+
+static void coalesce_server(int s)
+{
+    sleep_ms(1000);
+    uint64_t n = drain_checked(s, 0); /* every byte in order, then EOF */
+    if (n != COALESCE_N)
+        FAIL("read %llu bytes of %d", (unsigned long long)n, COALESCE_N);
+    printf("ok coalesce %llu\n", (unsigned long long)n);
 }
 
 /* ---- epipe ---- */
@@ -978,7 +1163,8 @@ static void fortify_client(int s, size_t step)
 
 /* ---- main ---- */
 
-static int listen_one(void)
+/* Listens, prints the port, accepts one connection; the listener goes to *lsn (NULL: closed). */
+static int listen_one(int *lsn)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int l = socket(AF_INET, SOCK_STREAM, 0);
@@ -991,7 +1177,10 @@ static int listen_one(void)
     int s = accept(l, NULL, NULL);
     if (s < 0)
         FAIL("accept");
-    close(l);
+    if (lsn)
+        *lsn = l;
+    else
+        close(l);
     return s;
 }
 
@@ -1011,9 +1200,14 @@ int main(int argc, char **argv)
     if (argc >= 3 && !strcmp(argv[1], "server")) {
         role = argv[2];
         alarm(60); /* a server that never hears from its client fails instead of hanging */
-        int s = listen_one();
+        int l = -1;
+        int s = listen_one(!strcmp(role, "nbcache") ? &l : NULL);
         if (!strcmp(role, "vec"))
             vec_server(s);
+        else if (!strcmp(role, "nbcache"))
+            nbcache_server(s, l);
+        else if (!strcmp(role, "coalesce"))
+            coalesce_server(s);
         else if (!strcmp(role, "pack") || !strcmp(role, "nonblock-count"))
             count_server(s);
         else if (!strcmp(role, "peek") || !strcmp(role, "fortify"))
@@ -1052,6 +1246,10 @@ int main(int argc, char **argv)
             peek_client(s);
         else if (!strcmp(role, "nonblock"))
             nonblock_client(s);
+        else if (!strcmp(role, "nbcache"))
+            nbcache_client(s);
+        else if (!strcmp(role, "coalesce"))
+            coalesce_client(s, !strncmp(arg, "san", 3), strstr(arg, "exit") != NULL);
         else if (!strcmp(role, "epipe"))
             epipe_client(s);
         else if (!strcmp(role, "closed"))
