@@ -45,7 +45,7 @@
 #define NR_TX       64
 #define TX_PER_PEER 8  /* link protocol messages in flight to one peer */
 #define EP_PER_PEER 48 /* endpoint messages in flight to one peer (the rest wait in its queue) */
-#define RX_SIZE     (16 << 10) /* above SAN_LINK_MSG_MAX: an oversized message is seen, refused */
+#define RX_SIZE     (64 << 10) /* above SAN_LINK_MSG_MAX: an oversized message is seen, refused */
 #define EPQ_MAX     (64ULL << 20) /* bytes of endpoint messages waiting for one peer */
 #define TICK_MS     50
 #define SPIN_NS     (1000 * 1000ULL) /* see link_thread */
@@ -862,6 +862,21 @@ static int open_endpoint(struct san_link *l, struct fi_info *hints)
     return 0;
 }
 
+/* RxM sends a message above its eager limit (16 KiB by default) by segmentation and reassembly
+ * (SAR) or rendezvous; with messages of 64 KiB, SAR never delivered the first chunk of a write
+ * here (no error either side). So the link's messages stay eager: the limit, and RxM's bounce
+ * buffers (which must hold an eager message), are raised to the receive buffers' size, unless
+ * the environment says otherwise. RxM reads them once, when the provider is first loaded, which
+ * the first fi_getinfo of the process does; nothing else in the daemon reads the environment
+ * then. */
+static void eager_limits(void)
+{
+    char v[24];
+    snprintf(v, sizeof(v), "%d", RX_SIZE);
+    setenv("FI_OFI_RXM_BUFFER_SIZE", v, 0);
+    setenv("FI_OFI_RXM_EAGER_LIMIT", v, 0);
+}
+
 static int create(const struct san_link_params *prm, struct san_link **out)
 {
     struct san_link *l = calloc(1, sizeof(*l));
@@ -885,6 +900,7 @@ static int create(const struct san_link_params *prm, struct san_link **out)
         l->nr_nets++;
     }
     l->bufs = aligned_alloc(64, sizeof(*l->bufs) * (NR_RX + NR_TX));
+    eager_limits();
     hints = hints_for(&l->cfg);
     l->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (!l->bufs || !hints || l->evfd < 0) {
