@@ -710,11 +710,18 @@ static void *link_thread(void *arg)
      * between looks; then it waits in the provider for up to TICK_MS. SPIN_NS is above a round
      * trip across the link, so that in a request-answer exchange the next request (which the
      * NIC's connections hand to this thread as it looks, san_nic_xpoll) finds it looking. */
+    bool watching = false;
     while (!atomic_load(&l->stop)) {
         bool spinning = san_now_ns() < spin_until;
         if (!spinning) {
             atomic_store(&l->waiting, true);
             spinning = epq_waiting(l); /* queued before waiting was seen: not signalled */
+        }
+        /* While it polls, the connections' threads leave their clients' requests to it (no
+         * doorbell, no wake-up per request); before it waits, they are woken to watch again. */
+        if (l->nic && spinning != watching) {
+            watching = spinning;
+            san_nic_xwatch(l->nic, watching);
         }
         bool did = poll_once(l, spinning ? 0 : TICK_MS);
         atomic_store(&l->waiting, false);
@@ -723,6 +730,8 @@ static void *link_thread(void *arg)
         else if (spinning)
             sched_yield();
     }
+    if (l->nic && watching)
+        san_nic_xwatch(l->nic, false);
     /* Goodbye to every up peer, so that it does not wait for the timeout; then a short while
      * for those messages to leave. */
     pthread_mutex_lock(&l->lock);
