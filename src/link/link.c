@@ -82,7 +82,7 @@ struct link_peer {
     uint64_t peer_host;
     uint8_t peer_nonce[SAN_LINK_NONCE];
     uint8_t tx_key[SAN_LINK_KEY], rx_key[SAN_LINK_KEY];
-    struct umac128_ctx tx_umac, rx_umac; /* endpoint messages' MACs, keyed from those */
+    struct umac64_ctx tx_umac, rx_umac; /* endpoint messages' MACs, keyed from those */
     uint64_t rx_seq;
     uint64_t last_host; /* of the last session: another one is a restarted peer */
     struct san_nic_net nets[SAN_LINK_NETS];
