@@ -874,16 +874,20 @@ static int open_endpoint(struct san_link *l, struct fi_info *hints)
 /* RxM sends a message above its eager limit (16 KiB by default) by segmentation and reassembly
  * (SAR) or rendezvous; with messages of 64 KiB, SAR never delivered the first chunk of a write
  * here (no error either side). So the link's messages stay eager: the limit, and RxM's bounce
- * buffers (which must hold an eager message), are raised to the receive buffers' size, unless
- * the environment says otherwise. RxM reads them once, when the provider is first loaded, which
- * the first fi_getinfo of the process does; nothing else in the daemon reads the environment
- * then. */
+ * buffers (which must hold an eager message), are raised to the receive buffers' size where the
+ * environment does not set them that high already. RxM reads them once, when the provider is
+ * first loaded, which the first fi_getinfo of the process does; nothing else in the daemon reads
+ * the environment then. */
 static void eager_limits(void)
 {
+    static const char *const names[] = {"FI_OFI_RXM_BUFFER_SIZE", "FI_OFI_RXM_EAGER_LIMIT"};
     char v[24];
     snprintf(v, sizeof(v), "%d", RX_SIZE);
-    setenv("FI_OFI_RXM_BUFFER_SIZE", v, 0);
-    setenv("FI_OFI_RXM_EAGER_LIMIT", v, 0);
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *cur = getenv(names[i]);
+        if (!cur || strtoull(cur, NULL, 0) < RX_SIZE)
+            setenv(names[i], v, 1);
+    }
 }
 
 static int create(const struct san_link_params *prm, struct san_link **out)
