@@ -19,7 +19,9 @@
  * from the transport's buffer straight into place, and the passes that follow (answers,
  * completions, credits, the next chunks, the client's next requests: san_nic_xpoll) go out on
  * the thread that sends them, with no wake-up between the threads. Every check is the same code
- * under the same lock; only which thread runs it differs.
+ * under the same lock; only which thread runs it differs. While the transport's thread polls
+ * (san_nic_xwatch), a connection's thread with nothing to do does not poll at all: it sleeps
+ * without asking its client to ring the doorbell, and is woken when the polling stops.
  *
  * A connector of another host waits in a listener's backlog as a stub endpoint (no region, not
  * listed) with its connection in the table; accept turns it into a connection with a thread.
