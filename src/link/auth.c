@@ -1,4 +1,4 @@
-/* HMAC-SHA256 keys and MACs of the link protocol, and UMAC-128 for endpoint messages (auth.h),
+/* HMAC-SHA256 keys and MACs of the link protocol, and UMAC-64 for endpoint messages (auth.h),
  * on nettle. No state but the callers' UMAC contexts; no locking. */
 #include "link/auth.h"
 
@@ -59,45 +59,45 @@ bool san_link_mac_ok(const uint8_t key[SAN_LINK_KEY], const struct san_link_msg 
     return memeql_sec(want, m->hdr.mac, SAN_LINK_MAC);
 }
 
-static const char umac_label[] = "sanproxy link v1 umac";
+static const char umac_label[] = "sanproxy link v1 umac64";
 
-void san_link_umac_key(const uint8_t key[SAN_LINK_KEY], struct umac128_ctx *ctx)
+void san_link_umac_key(const uint8_t key[SAN_LINK_KEY], struct umac64_ctx *ctx)
 {
     struct hmac_sha256_ctx h;
     uint8_t k[SHA256_DIGEST_SIZE];
     hmac_sha256_set_key(&h, SAN_LINK_KEY, key);
     hmac_sha256_update(&h, sizeof(umac_label) - 1, (const uint8_t *)umac_label);
     hmac_sha256_digest(&h, sizeof(k), k);
-    umac128_set_key(ctx, k); /* its first UMAC_KEY_SIZE bytes */
+    umac64_set_key(ctx, k); /* its first UMAC_KEY_SIZE bytes */
 }
 
 /* The tag of m: the header with its MAC field zero, then the body, the nonce its seq. */
-static void umac_compute(struct umac128_ctx *ctx, const struct san_link_msg *m,
-                         uint8_t out[UMAC128_DIGEST_SIZE])
+static void umac_compute(struct umac64_ctx *ctx, const struct san_link_msg *m,
+                         uint8_t out[UMAC64_DIGEST_SIZE])
 {
     struct san_link_hdr h = m->hdr;
     uint8_t nonce[8];
     size_t len = m->hdr.length <= sizeof(*m) ? m->hdr.length : sizeof(*m);
     memset(h.mac, 0, SAN_LINK_MAC);
     put64(nonce, m->hdr.seq);
-    umac128_set_nonce(ctx, sizeof(nonce), nonce);
-    umac128_update(ctx, sizeof(h), (const uint8_t *)&h);
+    umac64_set_nonce(ctx, sizeof(nonce), nonce);
+    umac64_update(ctx, sizeof(h), (const uint8_t *)&h);
     if (len > sizeof(h))
-        umac128_update(ctx, len - sizeof(h), (const uint8_t *)m + sizeof(h));
-    umac128_digest(ctx, UMAC128_DIGEST_SIZE, out);
+        umac64_update(ctx, len - sizeof(h), (const uint8_t *)m + sizeof(h));
+    umac64_digest(ctx, UMAC64_DIGEST_SIZE, out);
 }
 
-void san_link_umac(struct umac128_ctx *ctx, struct san_link_msg *m)
+void san_link_umac(struct umac64_ctx *ctx, struct san_link_msg *m)
 {
     memset(m->hdr.mac, 0, SAN_LINK_MAC);
     umac_compute(ctx, m, m->hdr.mac);
 }
 
-bool san_link_umac_ok(struct umac128_ctx *ctx, const struct san_link_msg *m)
+bool san_link_umac_ok(struct umac64_ctx *ctx, const struct san_link_msg *m)
 {
-    static const uint8_t zero[SAN_LINK_MAC - UMAC128_DIGEST_SIZE];
-    uint8_t want[UMAC128_DIGEST_SIZE];
+    static const uint8_t zero[SAN_LINK_MAC - UMAC64_DIGEST_SIZE];
+    uint8_t want[UMAC64_DIGEST_SIZE];
     umac_compute(ctx, m, want);
-    return memeql_sec(want, m->hdr.mac, UMAC128_DIGEST_SIZE) &
-           memeql_sec(zero, m->hdr.mac + UMAC128_DIGEST_SIZE, sizeof(zero));
+    return memeql_sec(want, m->hdr.mac, UMAC64_DIGEST_SIZE) &
+           memeql_sec(zero, m->hdr.mac + UMAC64_DIGEST_SIZE, sizeof(zero));
 }

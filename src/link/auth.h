@@ -26,14 +26,16 @@ void san_link_mac(const uint8_t key[SAN_LINK_KEY], struct san_link_msg *m);
 /* Whether m (already decoded: its length is right) carries the MAC of key; constant time. */
 bool san_link_mac_ok(const uint8_t key[SAN_LINK_KEY], const struct san_link_msg *m);
 
-/* Endpoint messages (SAN_LINK_EP) carry the endpoints' data: they are MAC'd with UMAC-128 (RFC
- * 4418, AES-based, several times faster than HMAC-SHA256 here), keyed from the direction's key
- * (its own derivation: no key serves two algorithms) and with the message's sequence number as
- * the nonce, unique within a direction's key. The 16-byte tag fills the first half of the MAC
- * field, the second half is zero. A context per direction is kept for the session (its key
+/* Endpoint messages (SAN_LINK_EP) carry the endpoints' data: they are MAC'd with UMAC-64 (RFC
+ * 4418, AES-based; the tag of OpenSSH's umac-64 MAC: forgery about 2^-60 per attempt, and a
+ * message that fails is dropped, never accepted), keyed from the direction's key (its own
+ * derivation: no key serves two algorithms) and with the message's sequence number as the nonce,
+ * unique within a direction's key. UMAC-64 hashes each byte twice where UMAC-128 does four times:
+ * the MAC was the largest cost of bulk data on the link threads. The 8-byte tag fills the start
+ * of the MAC field, the rest is zero. A context per direction is kept for the session (its key
  * schedule is the costly part). */
-void san_link_umac_key(const uint8_t key[SAN_LINK_KEY], struct umac128_ctx *ctx);
-void san_link_umac(struct umac128_ctx *ctx, struct san_link_msg *m);
-bool san_link_umac_ok(struct umac128_ctx *ctx, const struct san_link_msg *m);
+void san_link_umac_key(const uint8_t key[SAN_LINK_KEY], struct umac64_ctx *ctx);
+void san_link_umac(struct umac64_ctx *ctx, struct san_link_msg *m);
+bool san_link_umac_ok(struct umac64_ctx *ctx, const struct san_link_msg *m);
 
 #endif

@@ -45,7 +45,7 @@
 #define NR_TX       64
 #define TX_PER_PEER 8  /* link protocol messages in flight to one peer */
 #define EP_PER_PEER 48 /* endpoint messages in flight to one peer (the rest wait in its queue) */
-#define RX_SIZE     (16 << 10) /* above SAN_LINK_MSG_MAX: an oversized message is seen, refused */
+#define RX_SIZE     (64 << 10) /* above SAN_LINK_MSG_MAX: an oversized message is seen, refused */
 #define EPQ_MAX     (64ULL << 20) /* bytes of endpoint messages waiting for one peer */
 #define TICK_MS     50
 #define SPIN_NS     (1000 * 1000ULL) /* see link_thread */
@@ -82,7 +82,7 @@ struct link_peer {
     uint64_t peer_host;
     uint8_t peer_nonce[SAN_LINK_NONCE];
     uint8_t tx_key[SAN_LINK_KEY], rx_key[SAN_LINK_KEY];
-    struct umac128_ctx tx_umac, rx_umac; /* endpoint messages' MACs, keyed from those */
+    struct umac64_ctx tx_umac, rx_umac; /* endpoint messages' MACs, keyed from those */
     uint64_t rx_seq;
     uint64_t last_host; /* of the last session: another one is a restarted peer */
     struct san_nic_net nets[SAN_LINK_NETS];
@@ -710,11 +710,18 @@ static void *link_thread(void *arg)
      * between looks; then it waits in the provider for up to TICK_MS. SPIN_NS is above a round
      * trip across the link, so that in a request-answer exchange the next request (which the
      * NIC's connections hand to this thread as it looks, san_nic_xpoll) finds it looking. */
+    bool watching = false;
     while (!atomic_load(&l->stop)) {
         bool spinning = san_now_ns() < spin_until;
         if (!spinning) {
             atomic_store(&l->waiting, true);
             spinning = epq_waiting(l); /* queued before waiting was seen: not signalled */
+        }
+        /* While it polls, the connections' threads leave their clients' requests to it (no
+         * doorbell, no wake-up per request); before it waits, they are woken to watch again. */
+        if (l->nic && spinning != watching) {
+            watching = spinning;
+            san_nic_xwatch(l->nic, watching);
         }
         bool did = poll_once(l, spinning ? 0 : TICK_MS);
         atomic_store(&l->waiting, false);
@@ -723,6 +730,8 @@ static void *link_thread(void *arg)
         else if (spinning)
             sched_yield();
     }
+    if (l->nic && watching)
+        san_nic_xwatch(l->nic, false);
     /* Goodbye to every up peer, so that it does not wait for the timeout; then a short while
      * for those messages to leave. */
     pthread_mutex_lock(&l->lock);
@@ -862,6 +871,30 @@ static int open_endpoint(struct san_link *l, struct fi_info *hints)
     return 0;
 }
 
+/* RxM sends a message above its eager limit (16 KiB by default) by segmentation and reassembly
+ * (SAR) or rendezvous; with messages of 64 KiB, SAR never delivered the first chunk of a write
+ * here (no error either side). So the link's messages stay eager: the limit, and RxM's bounce
+ * buffers (which must hold an eager message), are raised to the receive buffers' size where the
+ * environment does not set them that high already. RxM reads them once, when the provider is
+ * first loaded, which the first fi_getinfo of the process does; nothing else in the daemon reads
+ * the environment then. */
+static void eager_limits(void)
+{
+    static const char *const names[] = {"FI_OFI_RXM_BUFFER_SIZE", "FI_OFI_RXM_EAGER_LIMIT"};
+    char v[24];
+    snprintf(v, sizeof(v), "%d", RX_SIZE);
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *cur = getenv(names[i]);
+        if (!cur || strtoull(cur, NULL, 0) < RX_SIZE)
+            setenv(names[i], v, 1);
+    }
+    /* RxM posts this many bounce buffers per provider connection, now 64 KiB each: its default
+     * of 128 took 200 MiB more of the daemon's memory here (its pool grows in large steps), 64
+     * (the link's own receives) about 50 MiB; the link thread never needs more in flight. */
+    snprintf(v, sizeof(v), "%d", NR_RX);
+    setenv("FI_OFI_RXM_MSG_RX_SIZE", v, 0);
+}
+
 static int create(const struct san_link_params *prm, struct san_link **out)
 {
     struct san_link *l = calloc(1, sizeof(*l));
@@ -885,6 +918,7 @@ static int create(const struct san_link_params *prm, struct san_link **out)
         l->nr_nets++;
     }
     l->bufs = aligned_alloc(64, sizeof(*l->bufs) * (NR_RX + NR_TX));
+    eager_limits();
     hints = hints_for(&l->cfg);
     l->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (!l->bufs || !hints || l->evfd < 0) {

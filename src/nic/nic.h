@@ -199,6 +199,11 @@ int san_nic_xdeliver(struct san_nic *nic, unsigned link, uint64_t session, uint6
  * goes out on the thread that sends, without a wake-up in between); a connection busy on its
  * own thread is left to it. Never blocks. Whether it ran any. */
 bool san_nic_xpoll(struct san_nic *nic);
+/* The transport's thread says whether it polls (calls san_nic_xpoll again within microseconds).
+ * While it does, a connection's thread with nothing to do sleeps without asking its client to
+ * ring the doorbell: the transport's thread takes the client's requests, and nobody pays a
+ * wake-up. Turning it off wakes those threads, which then sleep as before. */
+void san_nic_xwatch(struct san_nic *nic, bool on);
 /* The session of link is over (the link went down, or the peer restarted): every connection
  * across it completes what is outstanding and everything later with -ECONNRESET. */
 void san_nic_xreset(struct san_nic *nic, unsigned link, uint64_t session);
@@ -278,6 +283,7 @@ struct san_nic {
     uint64_t last_xconn;
     pthread_rwlock_t xport_lock;
     struct san_nic_xport xport; /* .send NULL: none */
+    _Atomic bool xwatched;      /* the transport's thread polls (san_nic_xwatch) */
 };
 
 #endif

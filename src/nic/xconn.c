@@ -19,7 +19,9 @@
  * from the transport's buffer straight into place, and the passes that follow (answers,
  * completions, credits, the next chunks, the client's next requests: san_nic_xpoll) go out on
  * the thread that sends them, with no wake-up between the threads. Every check is the same code
- * under the same lock; only which thread runs it differs.
+ * under the same lock; only which thread runs it differs. While the transport's thread polls
+ * (san_nic_xwatch), a connection's thread with nothing to do does not poll at all: it sleeps
+ * without asking its client to ring the doorbell, and is woken when the polling stops.
  *
  * A connector of another host waits in a listener's backlog as a stub endpoint (no region, not
  * listed) with its connection in the table; accept turns it into a connection with a thread.
@@ -274,6 +276,35 @@ static void sleep_on(struct san_xconn *xc)
     atomic_store_explicit(&q->engine_sleeping, 0, memory_order_relaxed);
 }
 
+/* Whether the connection's thread may leave the connection to the transport's thread while that
+ * one polls: only a running connection with nothing waiting in its inbox (the transport's thread
+ * does not run a connection with messages waiting there) and nothing to finish (an error, a
+ * reset). Under the run lock. */
+static bool leavable(struct san_xconn *xc)
+{
+    if (xc->dead || xc->phase != X_RUNNING || xc->ep->state == SAN_EPQ_ERROR ||
+        atomic_load(&xc->reset))
+        return false;
+    pthread_mutex_lock(&xc->lock);
+    bool empty = !xc->in_head && !xc->overflow;
+    pthread_mutex_unlock(&xc->lock);
+    return empty;
+}
+
+/* Sleeps on the wake word only, the client not asked to ring (engine_sleeping stays 0): the
+ * transport's thread polls and takes the client's requests (san_nic_xpoll). It wakes this thread
+ * when it stops polling (san_nic_xwatch), as do a message for the inbox, a reset and a close. */
+static void sleep_watched(struct san_xconn *xc)
+{
+    atomic_store_explicit(&xc->sleeping, 1, memory_order_seq_cst);
+    if (atomic_load(&xc->nic->xwatched) && !atomic_load(&xc->ep->closing) &&
+        atomic_load(&xc->wake) == xc->seen[3]) {
+        struct timespec to = {1, 0}; /* a safety net only */
+        syscall(SYS_futex, &xc->wake, FUTEX_WAIT, xc->seen[3], &to, NULL, 0);
+    }
+    atomic_store_explicit(&xc->sleeping, 0, memory_order_relaxed);
+}
+
 static void *xconn_main(void *arg)
 {
     struct san_xconn *xc = arg;
@@ -297,10 +328,15 @@ static void *xconn_main(void *arg)
         uint32_t before[4];
         snapshot(xc, before);
         bool did = pass(xc, false);
+        bool leave = !did && atomic_load(&xc->nic->xwatched) && leavable(xc);
         pthread_mutex_unlock(&xc->run);
         if (did)
             continue;
         memcpy(xc->seen, before, sizeof(before));
+        if (leave) {
+            sleep_watched(xc);
+            continue;
+        }
         uint64_t idle_since = san_now_ns();
         bool ready;
         do
@@ -525,7 +561,8 @@ static void passes_here(struct san_xconn *xc, bool left)
     int i = 0;
     while (i < HERE_PASSES && pass(xc, true))
         i++;
-    if (left || i == HERE_PASSES)
+    /* A thread left the connection to this one (san_nic_xwatch) only while it was leavable. */
+    if (left || i == HERE_PASSES || (atomic_load(&xc->nic->xwatched) && !leavable(xc)))
         wake(xc); /* under the run lock: once it is released, the thread may end and free xc */
     pthread_mutex_unlock(&xc->run);
 }
@@ -574,6 +611,21 @@ bool san_nic_xpoll(struct san_nic *nic)
             pthread_mutex_unlock(&xc->run);
         }
     }
+}
+
+void san_nic_xwatch(struct san_nic *nic, bool on)
+{
+    if (atomic_exchange(&nic->xwatched, on) == on || on)
+        return;
+    /* A thread that saw it on sleeps, or is about to (its sleeping flag set first: wake sees
+     * it, or the wake word moved before it sleeps). */
+    pthread_mutex_lock(&nic->xlock);
+    for (struct san_list *n = nic->xconns.next; n != &nic->xconns; n = n->next) {
+        struct san_xconn *xc = san_container_of(n, struct san_xconn, node);
+        if (xc->ep)
+            wake(xc);
+    }
+    pthread_mutex_unlock(&nic->xlock);
 }
 
 int san_nic_xdeliver(struct san_nic *nic, unsigned link, uint64_t session, uint64_t host,

@@ -18,8 +18,8 @@
 #include <assert.h>
 #include <stdint.h>
 
-#define SAN_XMSG_CHUNK  15872u /* payload bytes per message: the whole message stays eager */
-#define SAN_XMSG_WINDOW 64u    /* data messages unacknowledged per direction of a connection */
+#define SAN_XMSG_CHUNK  65024u
+#define SAN_XMSG_WINDOW 16u /* data messages unacknowledged per direction of a connection */
 
 enum san_xmsg_op {
     SAN_XMSG_CONNECT = 1, /* from: the connector's half; ip, port: the address it connects to */
