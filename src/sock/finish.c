@@ -46,6 +46,7 @@ static struct item *incoming;
 static size_t nr_in, cap_in;
 static int kick_fd = -1;
 static _Atomic bool started;
+static _Atomic size_t unfinished; /* connections added and not freed yet */
 
 static uint64_t now_ns(void)
 {
@@ -104,6 +105,7 @@ static void *finisher_main(void *arg)
             if (now >= mine[i].deadline ||
                 sansock_conn_finish_step(mine[i].c, armed_room ? &fd : NULL)) {
                 sansock_conn_free(mine[i].c); /* done, or the bound is reached */
+                atomic_fetch_sub(&unfinished, 1);
                 mine[i] = mine[--nr];
                 continue;
             }
@@ -188,6 +190,7 @@ void sansock_finish_add(struct sansock_conn *c)
     bool ok = start_locked() && grow(&incoming, &cap_in, nr_in + 1);
     if (ok) {
         incoming[nr_in++] = (struct item){.c = c, .deadline = deadline, .armed = false};
+        atomic_fetch_add(&unfinished, 1);
         uint64_t one = 1;
         if (REAL(write)(kick_fd, &one, sizeof(one)) < 0) {
         }
@@ -209,4 +212,14 @@ void sansock_finish_atfork_child(void)
         REAL(close)(kick_fd);
     kick_fd = -1;
     started = false;
+}
+
+void sansock_finish_wait_idle(uint64_t deadline_ns)
+{
+    /* exit() ends the finisher with the process: what it still holds (bytes not yet posted, a
+     * SHUTDOWN not sent) would be lost, so the exiting thread waits for it, bounded. */
+    while (atomic_load(&unfinished) && now_ns() < deadline_ns) {
+        struct timespec t = {0, 1000000L};
+        nanosleep(&t, NULL);
+    }
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "sock/export.h"
+#include "sock/finish.h"
 #include "sock/real.h"
 #include "sock/san.h"
 #include "sock/session.h"
@@ -49,6 +50,7 @@ __attribute__((destructor)) static void sansock_fini(void)
     uint64_t deadline =
         (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + EXIT_MS * 1000000ull;
     sansock_fd_each(exit_conn, &deadline);
+    sansock_finish_wait_idle(deadline);
     errno = e;
 }
 

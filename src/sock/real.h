@@ -76,6 +76,9 @@ struct sansock_config {
                                 are the staging sink (SANSOCK_SINK_STAGED) or the program's
                                 buffer (SANSOCK_SINK_PROGRAM) */
     int connect_timeout_ms;  /* SANSOCK_CONNECT_TIMEOUT_MS */
+    bool coalesce;           /* SANSOCK_COALESCE=1: a write without a credit joins the pending slot
+                              * and returns (docs/sock.md, coalescing: lost if the process dies
+                              * by _exit or a signal before the slot is posted) */
     unsigned linger_ms;      /* SANSOCK_LINGER_MS: the most a closed connection is finished */
 };
 enum { SANSOCK_SINK_STAGED = 1, SANSOCK_SINK_PROGRAM = 2 };

@@ -1040,7 +1040,13 @@ ssize_t sansock_conn_sendv(struct sansock_conn *c, int fd, const struct iovec *i
         }
         /* Inline: into the pending slot (a fresh one if none), posted at once if a credit for
          * data is there, else left for the credit to come back (the top of this file). */
-        if (c->negotiated && (c->pend_slot >= 0 || c->send_free)) {
+        /* Without SANSOCK_COALESCE a write never returns with bytes left unposted: posted
+         * sends are delivered even if the process dies by _exit or a signal right after (the
+         * daemon's lingering endpoint), bytes in the pending slot would be lost. */
+        bool post_now = !sansock_cfg.coalesce;
+        bool room =
+            !post_now || (c->credits >= 2 && !c->rdma.psink_held && !c->err && !c->peer_gone);
+        if (c->negotiated && room && (c->pend_slot >= 0 || c->send_free)) {
             if (c->pend_slot < 0) {
                 c->pend_slot = __builtin_ctzll(c->send_free);
                 c->send_free &= ~(1ull << c->pend_slot);
@@ -1056,7 +1062,7 @@ ssize_t sansock_conn_sendv(struct sansock_conn *c, int fd, const struct iovec *i
                 c->rdma.tx_pos += n; /* the stream's position counts them: no sink fits before */
                 sent += n;
             }
-            int err = flush_pending_locked(c, c->pend_len == c->max_inline);
+            int err = flush_pending_locked(c, post_now || c->pend_len == c->max_inline);
             if (err && err != -EAGAIN) {
                 ret = -ECONNRESET;
                 break;

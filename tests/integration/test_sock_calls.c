@@ -159,7 +159,9 @@ int main(void)
         run_kill("killrecv", san, "sent", NULL);
     }
 
-    /* Coalescing: 10000 one-byte writes to a sleeping reader share messages. */
+    /* Coalescing (SANSOCK_COALESCE=1, off by default): 10000 one-byte writes to a sleeping
+     * reader share messages. The environment reaches both ends through sanrun. */
+    setenv("SANSOCK_COALESCE", "1", 1);
     uint64_t before = nic_ops(&d);
     run(&d, "coalesce", "san", true, 10000);
     uint64_t writes_ops = nic_ops(&d) - before;
@@ -185,6 +187,7 @@ int main(void)
         unsetenv("ASAN_OPTIONS");
     free(saved);
 #endif
+    unsetenv("SANSOCK_COALESCE");
 
     /* Packing: 1000 pieces cost about what one piece costs (one message each: >= 1000 more). */
     uint64_t one = pack_ops(&d, "1"), many = pack_ops(&d, "1000");
