@@ -40,8 +40,16 @@ if [[ -n ${SAN_EXTRA_CFLAGS:-} ]]; then
     [reg]="--ops 400" [rcache]="--rounds 400" [nic]="--mib 16 --rounds 200"
     [sock]="--mib 16 --rounds 200 --case switch")
   for s in "${suites[@]}"; do
-    # shellcheck disable=SC2086
-    perf 300 "$s" --json ${small[$s]}
+    # The sock suite's peers exit with a SAN connection still being finished: its state is named
+    # only from the switch's mmap'd descriptor table, which LeakSanitizer does not scan, so it
+    # reports a leak and aborts the peer (test_sock_calls does the same for such clients).
+    if [[ $s == sock ]]; then
+      # shellcheck disable=SC2086
+      ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" perf 300 "$s" --json ${small[$s]}
+    else
+      # shellcheck disable=SC2086
+      perf 300 "$s" --json ${small[$s]}
+    fi
   done
   what="sanperf ${suites[*]} (smaller sizes, under sanitizers)"
 else
