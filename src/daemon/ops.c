@@ -458,6 +458,25 @@ static void list_links(struct san_daemon *d, uint64_t cursor, struct san_links_r
     }
 }
 
+/* Puts network number *idx (counting every network listed, from 0) into the page if it is at or
+ * past the cursor: false when the page is full (r->next then says where the next one starts). */
+static bool page_network(struct san_networks_rep *r, uint64_t cursor, uint64_t *idx,
+                         const uint8_t ip[16], uint32_t prefix, uint32_t flags)
+{
+    uint64_t i = (*idx)++;
+    if (i < cursor)
+        return true;
+    if (r->nr == SAN_NETWORKS_MAX) {
+        r->next = i;
+        return false;
+    }
+    struct san_wire_served *o = &r->n[r->nr++];
+    memcpy(o->ip, ip, 16);
+    o->prefix = prefix > 128 ? 128 : prefix;
+    o->flags = flags;
+    return true;
+}
+
 /* The networks served on the SAN: [nic] addresses first, then each up link's peer's, in the order
  * of [link] peers, paged by index in that sequence. The generation is read before the networks,
  * so what a page lists is at least as new as the generation it carries (a change meanwhile shows
@@ -475,34 +494,18 @@ static void list_networks(struct san_daemon *d, const struct san_networks_req *q
         return;
     }
     uint64_t idx = 0;
-    struct san_link_peer_info p;
-    for (size_t i = 0; i < d->cfg.nr_nets; i++, idx++) {
-        if (idx < q->cursor)
-            continue;
-        if (r->nr == SAN_NETWORKS_MAX) {
-            r->next = idx;
+    for (size_t i = 0; i < d->cfg.nr_nets; i++)
+        if (!page_network(r, q->cursor, &idx, d->cfg.nets[i].ip, d->cfg.nets[i].prefix,
+                          SAN_WIRE_NET_LOCAL))
             return;
-        }
-        struct san_wire_served *o = &r->n[r->nr++];
-        memcpy(o->ip, d->cfg.nets[i].ip, 16);
-        o->prefix = d->cfg.nets[i].prefix;
-        o->flags = SAN_WIRE_NET_LOCAL;
-    }
+    struct san_link_peer_info p;
     for (size_t i = 0; d->link && !san_link_peer_info(d->link, i, &p); i++) {
         if (p.state != SAN_LINK_UP)
             continue;
-        for (size_t k = 0; k < p.nr_nets; k++, idx++) {
-            if (idx < q->cursor)
-                continue;
-            if (r->nr == SAN_NETWORKS_MAX) {
-                r->next = idx;
+        for (size_t k = 0; k < p.nr_nets; k++)
+            if (!page_network(r, q->cursor, &idx, p.nets[k].ip, p.nets[k].prefix,
+                              SAN_WIRE_NET_LINKED))
                 return;
-            }
-            struct san_wire_served *o = &r->n[r->nr++];
-            memcpy(o->ip, p.nets[k].ip, 16);
-            o->prefix = p.nets[k].prefix > 128 ? 128 : p.nets[k].prefix;
-            o->flags = SAN_WIRE_NET_LINKED;
-        }
     }
 }
 
