@@ -455,6 +455,35 @@ static uint64_t stream_ops(const struct test_daemon *d, size_t size, unsigned co
     return nic_ops(d) - before;
 }
 
+/* Stops the echo server at port (its output srv, its pid srv_pid) with a quit client. */
+static void quit_server(const char *sock, int port, FILE *srv, pid_t srv_pid)
+{
+    char ps[16];
+    snprintf(ps, sizeof(ps), "%d", port);
+    char *quit_argv[] = {sanrun, echo, "quit", "127.0.0.1", ps, NULL};
+    FILE *qo;
+    pid_t q = spawn(quit_argv, sock, &qo);
+    fclose(qo);
+    CHECK_EQ(wait_exit(q), 0);
+    fclose(srv);
+    CHECK_EQ(wait_exit(srv_pid), 0);
+}
+
+/* After the hostile peers: a client's 3000017 bytes (by RDMA) are echoed, then the server quits. */
+static void serves_then_quits(const char *sock, int port, FILE *srv, pid_t srv_pid)
+{
+    char ps[16], line[256];
+    snprintf(ps, sizeof(ps), "%d", port);
+    char *cl_argv[] = {sanrun, echo, "client", "127.0.0.1", ps, "3000017", NULL};
+    FILE *co;
+    pid_t cp = spawn(cl_argv, sock, &co);
+    CHECK(fgets(line, sizeof(line), co));
+    fclose(co);
+    CHECK_EQ(wait_exit(cp), 0);
+    CHECK(!strncmp(line, "ok 3000017 ", 11));
+    quit_server(sock, port, srv, srv_pid);
+}
+
 /* Write mode with sinks of kind mode (SANSOCK_RDMA_WRITE: "1" staging sinks, "2" the program's
  * buffer). */
 static void write_mode(const struct test_daemon *d, const char *mode)
@@ -542,22 +571,7 @@ static void write_mode(const struct test_daemon *d, const char *mode)
         printf("%s: reset\n", dnames[lie]);
     }
     /* The server still serves, by RDMA too. */
-    char ps[16];
-    snprintf(ps, sizeof(ps), "%d", port);
-    char *cl_argv[] = {sanrun, echo, "client", "127.0.0.1", ps, "3000017", NULL};
-    FILE *co;
-    pid_t cp = spawn(cl_argv, d->sock, &co);
-    CHECK(fgets(line, sizeof(line), co));
-    fclose(co);
-    CHECK_EQ(wait_exit(cp), 0);
-    CHECK(!strncmp(line, "ok 3000017 ", 11));
-    char *quit_argv[] = {sanrun, echo, "quit", "127.0.0.1", ps, NULL};
-    FILE *qo;
-    pid_t q = spawn(quit_argv, d->sock, &qo);
-    fclose(qo);
-    CHECK_EQ(wait_exit(q), 0);
-    fclose(srv);
-    CHECK_EQ(wait_exit(srv_pid), 0);
+    serves_then_quits(d->sock, port, srv, srv_pid);
     /* A server without write mode never advertises a sink, even to a peer that has it. */
     setenv("SANSOCK_RDMA_WRITE", "0", 1);
     srv_pid = spawn(srv_argv, d->sock, &srv);
@@ -565,12 +579,7 @@ static void write_mode(const struct test_daemon *d, const char *mode)
     CHECK(sscanf(line, "port %d", &port) == 1);
     CHECK_EQ(no_sink_peer(port), 0);
     printf("a server without write mode: no sink\n");
-    snprintf(ps, sizeof(ps), "%d", port);
-    q = spawn(quit_argv, d->sock, &qo);
-    fclose(qo);
-    CHECK_EQ(wait_exit(q), 0);
-    fclose(srv);
-    CHECK_EQ(wait_exit(srv_pid), 0);
+    quit_server(d->sock, port, srv, srv_pid);
     unsetenv("SANSOCK_RDMA_WRITE");
     unsetenv("SANSOCK_RDMA_THRESHOLD");
 }
@@ -655,22 +664,7 @@ int main(void)
         printf("%s: reset\n", names[lie]);
     }
     /* The server still serves, by RDMA too. */
-    char ps[16];
-    snprintf(ps, sizeof(ps), "%d", port);
-    char *cl_argv[] = {sanrun, echo, "client", "127.0.0.1", ps, "3000017", NULL};
-    FILE *co;
-    pid_t cp = spawn(cl_argv, d.sock, &co);
-    CHECK(fgets(line, sizeof(line), co));
-    fclose(co);
-    CHECK_EQ(wait_exit(cp), 0);
-    CHECK(!strncmp(line, "ok 3000017 ", 11));
-    char *quit_argv[] = {sanrun, echo, "quit", "127.0.0.1", ps, NULL};
-    FILE *qo;
-    pid_t q = spawn(quit_argv, d.sock, &qo);
-    fclose(qo);
-    CHECK_EQ(wait_exit(q), 0);
-    fclose(srv);
-    CHECK_EQ(wait_exit(srv_pid), 0);
+    serves_then_quits(d.sock, port, srv, srv_pid);
     write_mode(&d, "1");
     write_mode(&d, "2");
     CHECK_EQ(test_daemon_stop(&d), 0);
