@@ -47,6 +47,18 @@ static int read_port(FILE *out)
     return port;
 }
 
+/* The echo server's verdict, then both ends' exit status 0. */
+static void echo_done(FILE *so, FILE *si, FILE *co, pid_t srv, pid_t cli)
+{
+    char line[256];
+    expect_line(so, "echo server", "ok echo", line, sizeof(line));
+    fclose(si);
+    fclose(so);
+    fclose(co);
+    CHECK_EQ(wait_exit(cli), 0);
+    CHECK_EQ(wait_exit(srv), 0);
+}
+
 /* The server role srole (under sanrun if san) with stdin from a pipe (*in), its port in *port. */
 static pid_t start_server_arg(const char *srole, const char *arg, bool san, FILE **out, FILE **in,
                               int *port)
@@ -91,12 +103,7 @@ static void nb(const struct test_daemon *d, const char *mux, bool san)
     printf("%s %s", san ? "SAN" : "TCP", line);
     if (san && !strstr(line, "inprogress=1"))
         test_fail(__FILE__, __LINE__, "SAN connect was not EINPROGRESS: %s", line);
-    expect_line(so, "echo server", "ok echo", line, sizeof(line));
-    fclose(si);
-    fclose(so);
-    fclose(co);
-    CHECK_EQ(wait_exit(cli), 0);
-    CHECK_EQ(wait_exit(srv), 0);
+    echo_done(so, si, co, srv, cli);
     uint64_t moved = nic_bytes(d) - before;
     if (san ? moved < 200000 : moved != 0)
         test_fail(__FILE__, __LINE__, "nb %s: nic_bytes +%" PRIu64, mux, moved);
@@ -116,12 +123,7 @@ static void nb_no_daemon(const struct test_daemon *d)
     char line[256];
     expect_line(co, "nb client", "ok nb", line, sizeof(line));
     printf("no daemon: %s", line);
-    expect_line(so, "echo server", "ok echo", line, sizeof(line));
-    fclose(si);
-    fclose(so);
-    fclose(co);
-    CHECK_EQ(wait_exit(cli), 0);
-    CHECK_EQ(wait_exit(srv), 0);
+    echo_done(so, si, co, srv, cli);
     CHECK_EQ(nic_bytes(d) - before, 0);
 }
 
