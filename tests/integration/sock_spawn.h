@@ -36,4 +36,28 @@ static int wait_exit(pid_t pid)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* The next line of out into line, which must start with want (who names the program). */
+static inline void expect_line(FILE *out, const char *who, const char *want, char *line, size_t len)
+{
+    if (!fgets(line, (int)len, out))
+        line[0] = '\0';
+    if (strncmp(line, want, strlen(want)))
+        test_fail(__FILE__, __LINE__, "%s: '%s', want '%s...'", who, line, want);
+}
+
+/* The daemon's NIC counters: bytes moved and operations run, by every endpoint. */
+static inline uint64_t nic_bytes(const struct test_daemon *d)
+{
+    struct san_stats_rep s;
+    test_stats(d, &s);
+    return s.nic_bytes;
+}
+
+static inline uint64_t nic_ops(const struct test_daemon *d)
+{
+    struct san_stats_rep s;
+    test_stats(d, &s);
+    return s.nic_ops;
+}
+
 #endif

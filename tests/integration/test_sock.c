@@ -63,13 +63,6 @@ static void server_conn(FILE *srv, char *peer, char *local)
     } while (!strcmp(peer, "127.0.0.1:1"));
 }
 
-static uint64_t nic_bytes(const struct test_daemon *d)
-{
-    struct san_stats_rep s;
-    test_stats(d, &s);
-    return s.nic_bytes;
-}
-
 /* A raw libsan peer at port: connects, posts one receive, sends msg (len bytes) after an optional
  * valid negotiation, and waits for its connection to die: the status of the first error. */
 static int hostile(int port, bool negotiate_first, const void *msg, size_t len)

@@ -39,14 +39,13 @@ static void start_pair(struct pair *p, const char *role, const char *arg, bool s
     p->cli = spawn(san ? cli_argv : cli_argv + 1, daemon_sock, &p->cli_out);
 }
 
-/* The next line of out into line, which must start with want. */
-static void expect_line(FILE *out, const char *who, const char *role, const char *want, char *line,
-                        size_t len)
+/* expect_line (sock_spawn.h) with the role in the name. */
+static void expect_role_line(FILE *out, const char *who, const char *role, const char *want,
+                             char *line, size_t len)
 {
-    if (!fgets(line, (int)len, out))
-        line[0] = '\0';
-    if (strncmp(line, want, strlen(want)))
-        test_fail(__FILE__, __LINE__, "%s %s: '%s', want '%s...'", role, who, line, want);
+    char name[128];
+    snprintf(name, sizeof(name), "%s %s", role, who);
+    expect_line(out, name, want, line, len);
 }
 
 static void finish(struct pair *p, const char *role, int srv_status)
@@ -59,20 +58,6 @@ static void finish(struct pair *p, const char *role, int srv_status)
                   srv_status);
 }
 
-static uint64_t nic_bytes(const struct test_daemon *d)
-{
-    struct san_stats_rep s;
-    test_stats(d, &s);
-    return s.nic_bytes;
-}
-
-static uint64_t nic_ops(const struct test_daemon *d)
-{
-    struct san_stats_rep s;
-    test_stats(d, &s);
-    return s.nic_ops;
-}
-
 /* A role whose two ends run to completion: both print "ok" lines. */
 static void run(const struct test_daemon *d, const char *role, const char *arg, bool san,
                 uint64_t min_bytes)
@@ -81,9 +66,9 @@ static void run(const struct test_daemon *d, const char *role, const char *arg, 
     char line[256];
     uint64_t before = nic_bytes(d);
     start_pair(&p, role, arg, san);
-    expect_line(p.cli_out, "client", role, "ok ", line, sizeof(line));
+    expect_role_line(p.cli_out, "client", role, "ok ", line, sizeof(line));
     printf("%s %s: client %s", san ? "SAN" : "TCP", role, line);
-    expect_line(p.srv_out, "server", role, "ok ", line, sizeof(line));
+    expect_role_line(p.srv_out, "server", role, "ok ", line, sizeof(line));
     finish(&p, role, 0);
     uint64_t moved = nic_bytes(d) - before;
     if (san && moved < min_bytes)
@@ -101,10 +86,10 @@ static void run_kill(const char *role, bool san, const char *srv_ready, const ch
     char line[256];
     start_pair(&p, role, "", san);
     if (cli_ready)
-        expect_line(p.cli_out, "client", role, cli_ready, line, sizeof(line));
-    expect_line(p.srv_out, "server", role, srv_ready, line, sizeof(line));
+        expect_role_line(p.cli_out, "client", role, cli_ready, line, sizeof(line));
+    expect_role_line(p.srv_out, "server", role, srv_ready, line, sizeof(line));
     CHECK(!kill(p.srv, SIGKILL));
-    expect_line(p.cli_out, "client", role, "ok ", line, sizeof(line));
+    expect_role_line(p.cli_out, "client", role, "ok ", line, sizeof(line));
     printf("%s %s: client %s", san ? "SAN" : "TCP", role, line);
     finish(&p, role, 128 + SIGKILL);
 }

@@ -23,21 +23,6 @@
 static char sanrun[512], prog[512];
 static const char *daemon_sock;
 
-static void expect_line(FILE *out, const char *who, const char *want, char *line, size_t len)
-{
-    if (!fgets(line, (int)len, out))
-        line[0] = '\0';
-    if (strncmp(line, want, strlen(want)))
-        test_fail(__FILE__, __LINE__, "%s: '%s', want '%s...'", who, line, want);
-}
-
-static uint64_t nic_bytes(const struct test_daemon *d)
-{
-    struct san_stats_rep s;
-    test_stats(d, &s);
-    return s.nic_bytes;
-}
-
 static int read_port(FILE *out)
 {
     char line[64];

@@ -28,13 +28,6 @@
 
 static char sanrun[512], stream[512], echo[512];
 
-static uint64_t nic_ops(const struct test_daemon *d)
-{
-    struct san_stats_rep s;
-    test_stats(d, &s);
-    return s.nic_ops;
-}
-
 /* sock_stream SIZE COUNT READ [PACE_US FLAGS] under sanrun: checks its "ok TOTAL". */
 static void run_stream_paced(const struct test_daemon *d, size_t size, unsigned count, size_t rd,
                              unsigned pace_us, const char *flags)
