@@ -451,7 +451,11 @@ void san_ep_wait_disarm(struct san_ep *ep)
 
 void san_ep_set_linger(struct san_ep *ep, bool on)
 {
-    atomic_store_explicit(&ep->q->linger, on ? 1u : 0u, memory_order_relaxed);
+    /* Called on every read of the switch: store only on a change, so the line the engine reads
+     * on each completion is not taken away from it for nothing. */
+    uint32_t v = on ? 1u : 0u;
+    if (atomic_load_explicit(&ep->q->linger, memory_order_relaxed) != v)
+        atomic_store_explicit(&ep->q->linger, v, memory_order_relaxed);
 }
 
 int san_ep_fd(const struct san_ep *cep)
