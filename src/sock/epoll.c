@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "sock/real.h"
 #include "sock/san.h"
 #include "sock/session.h"
@@ -121,11 +122,9 @@ static int fail(int err)
     return -1;
 }
 
-static int64_t now_ns(void)
+static int64_t now_ns(void) /* signed: deadlines here are compared by difference */
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    return (int64_t)san_now_ns();
 }
 
 static bool kick_ours(const struct sansock_ep *ep);

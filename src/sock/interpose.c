@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "sock/export.h"
 #include "sock/finish.h"
 #include "sock/real.h"
@@ -45,10 +46,7 @@ static void exit_conn(struct sansock_obj *o, void *deadline)
 __attribute__((destructor)) static void sansock_fini(void)
 {
     int e = errno;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t deadline =
-        (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + EXIT_MS * 1000000ull;
+    uint64_t deadline = san_now_ns() + EXIT_MS * 1000000ull;
     sansock_fd_each(exit_conn, &deadline);
     sansock_finish_wait_idle(deadline);
     errno = e;

@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "sock/real.h"
 #include "sock/route.h"
 #include "sock/san.h"
@@ -66,13 +67,6 @@ struct sansock_lsn {
     struct embryo *emb[EMBRYO_MAX]; /* oldest first; each allocated: its waiter is linked */
     int nemb;
 };
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static bool ours(const struct sansock_lsn *s)
 {
@@ -149,7 +143,7 @@ static bool tend_locked(struct sansock_lsn *s)
     struct pollfd p = {.fd = s->epfd, .events = POLLIN};
     if ((s->lfds_in || s->nemb == EMBRYO_MAX) && REAL(poll)(&p, 1, 0) == 0)
         return any_complete_locked(s);
-    uint64_t now = now_ns(), v;
+    uint64_t now = san_now_ns(), v;
     if (REAL(read)(s->wake, &v, sizeof(v)) < 0) { /* nothing to drain */
     }
     if (REAL(read)(s->timerfd, &v, sizeof(v)) < 0) {

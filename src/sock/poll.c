@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "sock/real.h"
 #include "sock/session.h"
 #include "sock/sock.h"
@@ -27,11 +28,9 @@ struct entry {
     int kfd[3];   /* indexes into the kernel set: the descriptor (or completion fd), listeners */
 };
 
-static int64_t now_ns(void)
+static int64_t now_ns(void) /* signed: deadlines here are compared by difference */
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    return (int64_t)san_now_ns();
 }
 
 int sansock_poll(struct pollfd *fds, nfds_t n, int timeout)

@@ -5,6 +5,7 @@
  * nothing changed a small round trip. Without a daemon (or when asking fails) the cache is empty
  * for REFRESH_NS, then the daemon is tried again: no destination is on the SAN meanwhile.
  * Locking: route_lock guards everything here; sansock_ctx's lock is taken under it. */
+#include "common/clock.h"
 #include "sock/route.h"
 
 #include <errno.h>
@@ -37,13 +38,6 @@ static uint64_t fetched_ns;         /* when nets was last asked for (0: never) *
 static unsigned fetched_fork = ~0u; /* the fork generation it was asked in */
 static struct san_network buf[MAX_NETS];
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + 1;
-}
-
 /* sa in the NIC's form: false for anything but AF_INET / AF_INET6 of their size. */
 static bool to_ip(const struct sockaddr *sa, socklen_t len, unsigned char ip[16])
 {
@@ -75,7 +69,7 @@ static bool net_has(const struct net *n, const unsigned char ip[16])
 /* Under route_lock: asks the daemon again when the cache is stale. */
 static void refresh_locked(void)
 {
-    uint64_t now = now_ns();
+    uint64_t now = san_now_ns();
     unsigned fork = sansock_fork_gen;
     if (fetched_ns && fork == fetched_fork && now - fetched_ns < REFRESH_NS)
         return;
