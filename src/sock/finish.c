@@ -6,7 +6,8 @@
  * lives, the connection's buffers are its own memory, freed by the switch once the peer is done
  * with them. When the process goes away while the finisher still holds a connection, the thread
  * goes with it and nothing is freed: the daemon finds the endpoint asking to linger and finishes
- * it (docs/nic.md), so exit waits for nothing either.
+ * it (docs/nic.md). exit() waits a bounded time for the thread (sansock_finish_wait_idle), so that
+ * the peer reads EOF from our SHUTDOWN, as from TCP's FIN; _exit and signals do not.
  *
  * The thread sleeps in poll on the endpoints' completion descriptors (armed for the wait only)
  * and an eventfd that sansock_finish_add signals, at most TICK_MS at a time.
@@ -15,6 +16,7 @@
  * thread's alone (their own lock is taken by the session calls). work_lock is held while the
  * thread calls into them and by fork (pthread_atfork), so that a forked child never inherits a
  * lock of libsan's or the switch's that the thread held. */
+#include "common/clock.h"
 #include "sock/finish.h"
 
 #include <errno.h>
@@ -47,13 +49,6 @@ static size_t nr_in, cap_in;
 static int kick_fd = -1;
 static _Atomic bool started;
 static _Atomic size_t unfinished; /* connections added and not freed yet */
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static bool grow(struct item **a, size_t *cap, size_t need)
 {
@@ -97,7 +92,7 @@ static void *finisher_main(void *arg)
             continue;
         }
         pthread_mutex_lock(&work_lock);
-        uint64_t now = now_ns(), next = now + (uint64_t)TICK_MS * 1000000u;
+        uint64_t now = san_now_ns(), next = now + (uint64_t)TICK_MS * 1000000u;
         size_t np = 0;
         for (size_t i = 0; i < nr;) {
             int fd = -1;
@@ -185,7 +180,7 @@ void sansock_finish_prepare(void)
 
 void sansock_finish_add(struct sansock_conn *c)
 {
-    uint64_t deadline = now_ns() + (uint64_t)sansock_cfg.linger_ms * 1000000u;
+    uint64_t deadline = san_now_ns() + (uint64_t)sansock_cfg.linger_ms * 1000000u;
     pthread_mutex_lock(&lock);
     bool ok = start_locked() && grow(&incoming, &cap_in, nr_in + 1);
     if (ok) {
@@ -212,13 +207,14 @@ void sansock_finish_atfork_child(void)
         REAL(close)(kick_fd);
     kick_fd = -1;
     started = false;
+    atomic_store(&unfinished, 0); /* the parent's, finished by the parent */
 }
 
 void sansock_finish_wait_idle(uint64_t deadline_ns)
 {
     /* exit() ends the finisher with the process: what it still holds (bytes not yet posted, a
      * SHUTDOWN not sent) would be lost, so the exiting thread waits for it, bounded. */
-    while (atomic_load(&unfinished) && now_ns() < deadline_ns) {
+    while (atomic_load(&unfinished) && san_now_ns() < deadline_ns) {
         struct timespec t = {0, 1000000L};
         nanosleep(&t, NULL);
     }

@@ -22,6 +22,7 @@
  * Locking: c->lock guards everything here and every libsan call on c->ep. Objects inherited
  * through fork (gen differs) are never locked or passed to libsan: their lock may be held by a
  * thread that does not exist in the child, and their endpoint is the parent's. */
+#include "common/clock.h"
 #include "sock/session.h"
 
 #include <errno.h>
@@ -119,13 +120,6 @@ static uint32_t own_features(void)
     if (!sansock_cfg.rdma)
         return 0;
     return SANSOCK_FEAT_RDMA_READ | (sansock_cfg.rdma_write ? SANSOCK_FEAT_RDMA_WRITE : 0);
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static bool inherited(const struct sansock_conn *c)
@@ -545,8 +539,8 @@ static bool progress_locked(struct sansock_conn *c)
  * non-blocking after all (a flag changed behind the switch's back: fdtab.h). */
 static int wait_locked(struct sansock_conn *c, uint64_t deadline_ns, int fd)
 {
-    uint64_t start = now_ns();
-    while (now_ns() - start < SANSOCK_SPIN_NS) {
+    uint64_t start = san_now_ns();
+    while (san_now_ns() - start < SANSOCK_SPIN_NS) {
         pthread_mutex_unlock(&c->lock);
         sched_yield();
         pthread_mutex_lock(&c->lock);
@@ -569,7 +563,7 @@ static int wait_locked(struct sansock_conn *c, uint64_t deadline_ns, int fd)
     sansock_waiter_link(&c->waiters, &w);
     int timeout = -1;
     if (deadline_ns) {
-        uint64_t now = now_ns();
+        uint64_t now = san_now_ns();
         timeout = now >= deadline_ns ? 0 : (int)((deadline_ns - now + 999999) / 1000000);
     }
     pthread_mutex_unlock(&c->lock);
@@ -1310,7 +1304,11 @@ short sansock_conn_watch(struct sansock_conn *c, short events, struct sansock_wa
     if (c->peer_eof)
         ev |= POLLRDHUP;
     /* Writable: a write would take bytes now (posted, or into the pending slot). */
-    bool room = c->pend_slot >= 0 ? c->pend_len < c->max_inline || c->credits >= 2 : c->send_free;
+    /* Without coalescing a write takes bytes only with a credit for data, or into a sink the
+     * peer holds out (write mode): else POLLOUT would send the program into EAGAIN forever. */
+    bool room = c->pend_slot >= 0 ? c->pend_len < c->max_inline || c->credits >= 2
+                                  : c->send_free && (sansock_cfg.coalesce || c->credits >= 2 ||
+                                                     c->rdma.psink_held);
     if ((c->negotiated && room && !c->wr_shut) || c->err || c->peer_gone || c->wr_shut)
         ev |= POLLOUT | POLLWRNORM;
     if (c->err)
@@ -1450,12 +1448,9 @@ void sansock_conn_exit(struct sansock_conn *c, uint64_t deadline_ns)
     /* As close's wait, without closing anything (other threads may still use the connection):
      * the pending bytes and SHUTDOWN posted and delivered, or the deadline. */
     c->exiting = true;
-    while (c->ep && !c->abort_close && !c->err && !c->peer_gone &&
-           (!c->shut_sent || c->sends_posted || sansock_rdma_outstanding(&c->rdma))) {
+    while (c->phase == PHASE_READY && unfinished_locked(c)) {
         control_locked(c);
-        if (c->shut_sent && !c->sends_posted && !sansock_rdma_outstanding(&c->rdma))
-            break;
-        if (wait_locked(c, deadline_ns, -1) == -ETIMEDOUT)
+        if (!unfinished_locked(c) || wait_locked(c, deadline_ns, -1) == -ETIMEDOUT)
             break;
     }
     pthread_mutex_unlock(&c->lock);

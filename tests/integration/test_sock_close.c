@@ -142,7 +142,7 @@ static void never_read(const struct test_daemon *d, size_t size, const char *mod
     FILE *rout, *wout;
     pid_t rd = spawn(rargv, d->sock, &rout);
     snprintf(ps, sizeof(ps), "%d", read_port(rout));
-    char *wargv[] = {sanrun, prog, "writer", ps, ss, gone ? "close_gone" : "close_stay", NULL};
+    char *wargv[] = {sanrun, prog, "writer", ps, ss, gone ? "close_fork" : "close_stay", NULL};
     pid_t wr = spawn(wargv, d->sock, &wout);
     CHECK(fgets(line, sizeof(line), rout) && !strcmp(line, "accepted\n"));
     unsigned long us = 0;
@@ -158,6 +158,12 @@ static void never_read(const struct test_daemon *d, size_t size, const char *mod
     CHECK(s.endpoints == 2);
     uint64_t took;
     if (gone) {
+        /* A forked child's exit does not wait for the parent's unfinished connection. */
+        unsigned long cus = 0;
+        if (!fgets(line, sizeof(line), wout) || sscanf(line, "child exit %lu", &cus) != 1)
+            test_fail(__FILE__, __LINE__, "writer said '%s'", line);
+        if (cus >= 300000)
+            test_fail(__FILE__, __LINE__, "a forked child's exit took %lu us", cus);
         CHECK_EQ(wait_exit(wr), 0); /* from here the daemon finishes ([nic] linger = 1s) */
         took = wait_down(d, 2, 1, 1, 3500, "writer gone");
     } else {

@@ -482,6 +482,10 @@ static void nonblock_client(int s)
     }
     if (!full)
         FAIL("%llu bytes written without EAGAIN", (unsigned long long)sent);
+    /* Full is not writable: poll must not report POLLOUT while the server still sleeps (else an
+     * event loop spins between poll and EAGAIN). */
+    struct pollfd pw = {.fd = s, .events = POLLOUT};
+    EXPECT(poll(&pw, 1, 20) == 0);
     /* Blocking again: this write waits for the server instead of failing. */
     EXPECT(ioctl(s, FIONBIO, &off) == 0);
     EXPECT(!(fcntl(s, F_GETFL) & O_NONBLOCK));

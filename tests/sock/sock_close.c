@@ -15,7 +15,10 @@
  *                               kill        prints "written" and waits for the test's SIGKILL
  *                               close_stay  close, prints "closed US" (microseconds close took),
  *                                           then sleeps until killed
- *                               close_gone  the same, then _exit(0) */
+ *                               close_gone  the same, then _exit(0)
+ *                               close_fork  the same, then forks a child that calls exit(0), prints
+ *                                           "child exit US", then _exit(0) */
+#include <sys/wait.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -126,6 +129,20 @@ static int writer(int port, size_t size, const char *how)
         exit(0);
     printf("closed %llu\n", (unsigned long long)(t1 - t0));
     fflush(stdout);
+    if (!strcmp(how, "close_fork")) {
+        /* A forked child's exit: the parent's finisher holds the connection, the child's does
+         * not, so its exit must not wait for it. */
+        uint64_t f0 = now_us();
+        pid_t c = fork();
+        if (c == 0)
+            exit(0);
+        int st;
+        if (c < 0 || waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st))
+            die("fork");
+        printf("child exit %llu\n", (unsigned long long)(now_us() - f0));
+        fflush(stdout);
+        _exit(0);
+    }
     if (!strcmp(how, "close_gone"))
         _exit(0);
     for (;;)
