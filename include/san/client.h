@@ -56,9 +56,10 @@ SAN_API int san_register(struct san_ctx *ctx, void *addr, size_t len, unsigned a
                          struct san_mr **out);
 /* WSPRegisterRdmaMemory: as san_register, and the registration gets a remote key usable by the
  * connected peer. Writes an opaque descriptor (SAN_RDMA_DESC_SIZE bytes) to desc; if *desc_len is
- * too small, nothing is registered: -EFAULT and *desc_len = the size needed. A cached RDMA
- * registration nobody holds has no rkey (peers cannot reach it); a hit on it gets a new rkey (one
- * round trip). */
+ * too small, nothing is registered: -EFAULT and *desc_len = the size needed. Only a cached RDMA
+ * registration of exactly the same pages serves it (the peer reaches every page of it). A cached
+ * RDMA registration nobody holds has no rkey (peers cannot reach it); a hit on it gets a new rkey
+ * (one round trip). */
 SAN_API int san_register_rdma(struct san_ctx *ctx, void *addr, size_t len, unsigned access,
                               void *desc, size_t *desc_len, struct san_mr **out);
 /* Drops the reference mr holds. At the last one the registration stays cached (locked and

@@ -288,6 +288,16 @@ static size_t evict_idle(struct san_rcache *rc)
     return n;
 }
 
+static uint64_t page_down(uint64_t a)
+{
+    return a & ~(uint64_t)(PAGE - 1);
+}
+
+static uint64_t page_up(uint64_t a)
+{
+    return (a + PAGE - 1) & ~(uint64_t)(PAGE - 1);
+}
+
 static struct san_rcache_entry *lookup_locked(struct san_rcache *rc, uint64_t start, uint64_t len,
                                               unsigned access, bool rdma)
 {
@@ -296,8 +306,13 @@ static struct san_rcache_entry *lookup_locked(struct san_rcache *rc, uint64_t st
     for (struct san_range *r = san_range_first_overlap(&rc->tree, start, len);
          r && r->start <= start; r = san_range_next_overlap(r, start, len)) {
         struct san_rcache_entry *e = san_container_of(r, struct san_rcache_entry, r);
-        if (e->state == E_READY && san_range_end(r) >= end && (e->access & access) == access &&
-            e->rdma == rdma)
+        /* An RDMA hit gives the peer a key to the whole entry: only one of exactly the pages
+         * asked for serves, or a peer given a descriptor of a small buffer could reach the rest
+         * of a larger registration cached around it. */
+        bool fits = rdma ? page_down(r->start) == page_down(start) &&
+                               page_up(san_range_end(r)) == page_up(end)
+                         : san_range_end(r) >= end;
+        if (e->state == E_READY && fits && (e->access & access) == access && e->rdma == rdma)
             return e;
     }
     return NULL;

@@ -316,17 +316,24 @@ static void test_access_upgrade_and_kind(void **state)
     san_rcache_put(rc, x); /* idle: hidden from peers */
     assert_int_equal(f.toggles, 1);
     struct san_rcache_entry *y;
-    assert_int_equal(san_rcache_get(rc, p, PG, SAN_MEM_READ, true, &y), 0);
-    assert_ptr_equal(x, y); /* hit, exposed again */
+    assert_int_equal(san_rcache_get(rc, p + 100, 4 * PG - 200, SAN_MEM_READ, true, &y), 0);
+    assert_ptr_equal(x, y); /* the same pages: hit, exposed again */
     assert_int_equal(f.toggles, 2);
     struct san_rcache_entry *z;
-    assert_int_equal(san_rcache_get(rc, p, PG, SAN_MEM_READ, true, &z), 0);
+    assert_int_equal(san_rcache_get(rc, p, 4 * PG, SAN_MEM_READ, true, &z), 0);
     assert_int_equal(f.toggles, 2); /* already exposed: no round trip */
     san_rcache_put(rc, z);
     assert_int_equal(f.toggles, 2); /* still referenced */
     san_rcache_put(rc, y);
     assert_int_equal(f.toggles, 3);
     assert_int_equal(f.regs, 3);
+    /* An RDMA request for fewer pages than an entry is not served by it: its key would give the
+     * peer the entry's other pages too. */
+    struct san_rcache_entry *one;
+    assert_int_equal(san_rcache_get(rc, p + PG, PG, SAN_MEM_READ, true, &one), 0);
+    assert_ptr_not_equal(one, x);
+    assert_int_equal(f.regs, 4);
+    san_rcache_put(rc, one);
 
     assert_int_equal(san_rcache_get(rc, p, 0, SAN_MEM_READ, false, &x), -EINVAL);
     assert_int_equal(san_rcache_get(rc, p, PG, 0, false, &x), -EINVAL);
