@@ -25,7 +25,7 @@
 #include "nic/xmsg.h"
 
 #define SAN_LINK_MAGIC   0x4c4e4153u /* "SANL" */
-#define SAN_LINK_VERSION 1u
+#define SAN_LINK_VERSION 2u
 #define SAN_LINK_NONCE   16
 #define SAN_LINK_MAC     32 /* HMAC-SHA256 */
 #define SAN_LINK_NETS    16 /* as [nic] addresses */
