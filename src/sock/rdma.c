@@ -185,13 +185,18 @@ static int ssink_setup(struct sansock_rdma *r, struct san_ctx *ctx)
 {
     void *mem;
     size_t dl = sizeof(r->ssink_desc);
+    int err = 0;
+    sansock_buffers_lock(); /* as every buffer set-up: libsan's cache race (stage_setup) */
     if (san_alloc(ctx, SINK_STAGE, 0, &mem))
-        return -ENOBUFS;
-    if (san_register_rdma(ctx, mem, SINK_STAGE, SAN_MEM_READWRITE, r->ssink_desc, &dl,
-                          &r->ssink_mr)) {
+        err = -ENOBUFS;
+    else if (san_register_rdma(ctx, mem, SINK_STAGE, SAN_MEM_READWRITE, r->ssink_desc, &dl,
+                               &r->ssink_mr)) {
         san_free(ctx, mem);
-        return -ENOBUFS;
+        err = -ENOBUFS;
     }
+    sansock_buffers_unlock();
+    if (err)
+        return err;
     r->ssink_desc_len = (uint32_t)dl;
     r->ssink_mem = mem;
     return 0;
@@ -297,12 +302,18 @@ int sansock_rdma_write_buf(struct sansock_rdma *r, struct san_ctx *ctx, uint32_t
 {
     if (!r->wstage_mem) {
         void *mem;
+        int err = 0;
+        sansock_buffers_lock();
         if (san_alloc(ctx, (size_t)WRITE_NBUF * RDMA_CHUNK, 0, &mem))
-            return -ENOBUFS;
-        if (san_register(ctx, mem, (size_t)WRITE_NBUF * RDMA_CHUNK, SAN_MEM_READ, &r->wstage_mr)) {
+            err = -ENOBUFS;
+        else if (san_register(ctx, mem, (size_t)WRITE_NBUF * RDMA_CHUNK, SAN_MEM_READ,
+                              &r->wstage_mr)) {
             san_free(ctx, mem);
-            return -ENOBUFS;
+            err = -ENOBUFS;
         }
+        sansock_buffers_unlock();
+        if (err)
+            return err;
         r->wstage_mem = mem;
     }
     uint32_t free_bits = ~r->wstage_busy & ((1u << WRITE_NBUF) - 1);
