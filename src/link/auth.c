@@ -33,17 +33,20 @@ void san_link_key(const uint8_t *secret, size_t secret_len, uint64_t from_host,
     hmac_sha256_digest(&ctx, SAN_LINK_KEY, key);
 }
 
+/* The HMAC of m: its header with the MAC field zero, then the rest, streamed from m itself (a copy
+ * of the message would put a whole link message, 64 KiB, on the caller's stack). */
 static void compute(const uint8_t key[SAN_LINK_KEY], const struct san_link_msg *m,
                     uint8_t out[SAN_LINK_MAC])
 {
-    struct san_link_msg copy;
+    struct san_link_hdr h = m->hdr;
     struct hmac_sha256_ctx ctx;
-    size_t len = m->hdr.length <= sizeof(copy) ? m->hdr.length : sizeof(copy);
+    size_t len = m->hdr.length <= sizeof(*m) ? m->hdr.length : sizeof(*m);
 
-    memcpy(&copy, m, len);
-    memset(copy.hdr.mac, 0, SAN_LINK_MAC);
+    memset(h.mac, 0, SAN_LINK_MAC);
     hmac_sha256_set_key(&ctx, SAN_LINK_KEY, key);
-    hmac_sha256_update(&ctx, len, (const uint8_t *)&copy);
+    hmac_sha256_update(&ctx, len < sizeof(h) ? len : sizeof(h), (const uint8_t *)&h);
+    if (len > sizeof(h))
+        hmac_sha256_update(&ctx, len - sizeof(h), (const uint8_t *)m + sizeof(h));
     hmac_sha256_digest(&ctx, SAN_LINK_MAC, out);
 }
 

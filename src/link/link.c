@@ -217,15 +217,22 @@ static struct link_buf *tx_buf(struct san_link *l)
     return NULL;
 }
 
-/* Sends m to p (its MAC already set, or a HELLO). Dropped when p has TX_PER_PEER in flight or the
- * provider is not ready yet (-FI_EAGAIN: RxM connects lazily): every message is resent or
- * superseded by the timers, and a peer that takes nothing times out. */
-static void send_msg(struct san_link *l, struct link_peer *p, const struct san_link_msg *m)
+/* A send buffer for a message of the link protocol to p, its message area to build in (link
+ * messages are never built on the stack: the message type is the size of the largest, 64 KiB).
+ * NULL when p has TX_PER_PEER in flight or no buffer is free: the message is dropped, and every
+ * one is resent or superseded by the timers (a peer that takes nothing times out). */
+static struct link_buf *ctl_buf(struct san_link *l, struct link_peer *p)
 {
-    struct link_buf *b;
-    if (p->fa == FI_ADDR_NOTAVAIL || p->inflight >= TX_PER_PEER || !(b = tx_buf(l)))
-        return;
-    memcpy(b->data, m, m->hdr.length);
+    if (p->fa == FI_ADDR_NOTAVAIL || p->inflight >= TX_PER_PEER)
+        return NULL;
+    return tx_buf(l);
+}
+
+/* Sends b's message (its MAC already set, or a HELLO) to p. Dropped as in ctl_buf when the
+ * provider is not ready yet (-FI_EAGAIN: RxM connects lazily). */
+static void ctl_send(struct san_link *l, struct link_peer *p, struct link_buf *b)
+{
+    const struct san_link_msg *m = (const struct san_link_msg *)b->data;
     ssize_t r = fi_send(l->ep, b->data, m->hdr.length, l->desc, p->fa, &b->ctx);
     if (r) {
         if (r != -FI_EAGAIN)
@@ -241,38 +248,47 @@ static void send_msg(struct san_link *l, struct link_peer *p, const struct san_l
 
 static void send_hello(struct san_link *l, struct link_peer *p)
 {
-    struct san_link_msg m;
-    san_link_init(&m, SAN_LINK_HELLO, l->host_id, ++p->tx_seq);
-    memcpy(m.u.hello.nonce, p->my_nonce, SAN_LINK_NONCE);
-    m.u.hello.max_version = SAN_LINK_VERSION;
-    send_msg(l, p, &m);
+    struct link_buf *b = ctl_buf(l, p);
+    if (!b)
+        return;
+    struct san_link_msg *m = (struct san_link_msg *)b->data;
+    san_link_init(m, SAN_LINK_HELLO, l->host_id, ++p->tx_seq);
+    memcpy(m->u.hello.nonce, p->my_nonce, SAN_LINK_NONCE);
+    m->u.hello.max_version = SAN_LINK_VERSION;
+    ctl_send(l, p, b);
 }
 
 /* The answer to a HELLO of (host, nonce), and what a side sends once its session is up. */
 static void send_proof(struct san_link *l, struct link_peer *p, uint64_t host,
                        const uint8_t nonce[SAN_LINK_NONCE])
 {
-    struct san_link_msg m;
+    struct link_buf *b = ctl_buf(l, p);
+    if (!b)
+        return;
+    struct san_link_msg *m = (struct san_link_msg *)b->data;
     uint8_t key[SAN_LINK_KEY];
-    san_link_init(&m, SAN_LINK_PROOF, l->host_id, ++p->tx_seq);
-    memcpy(m.u.proof.your_nonce, nonce, SAN_LINK_NONCE);
-    memcpy(m.u.proof.my_nonce, p->my_nonce, SAN_LINK_NONCE);
-    m.u.proof.your_host_id = host;
-    m.u.proof.nr_nets = l->nr_nets;
-    memcpy(m.u.proof.nets, l->nets, sizeof(l->nets));
+    san_link_init(m, SAN_LINK_PROOF, l->host_id, ++p->tx_seq);
+    memcpy(m->u.proof.your_nonce, nonce, SAN_LINK_NONCE);
+    memcpy(m->u.proof.my_nonce, p->my_nonce, SAN_LINK_NONCE);
+    m->u.proof.your_host_id = host;
+    m->u.proof.nr_nets = l->nr_nets;
+    memcpy(m->u.proof.nets, l->nets, sizeof(l->nets));
     san_link_key(l->cfg.secret, l->cfg.secret_len, l->host_id, p->my_nonce, host, nonce, key);
-    san_link_mac(key, &m);
-    send_msg(l, p, &m);
+    san_link_mac(key, m);
+    ctl_send(l, p, b);
 }
 
 static void send_session(struct san_link *l, struct link_peer *p, unsigned type)
 {
-    struct san_link_msg m;
-    san_link_init(&m, type, l->host_id, ++p->tx_seq);
+    struct link_buf *b = ctl_buf(l, p);
+    if (!b)
+        return;
+    struct san_link_msg *m = (struct san_link_msg *)b->data;
+    san_link_init(m, type, l->host_id, ++p->tx_seq);
     if (type == SAN_LINK_HEARTBEAT)
-        m.u.heartbeat.sent_ns = san_now_ns();
-    san_link_mac(p->tx_key, &m);
-    send_msg(l, p, &m);
+        m->u.heartbeat.sent_ns = san_now_ns();
+    san_link_mac(p->tx_key, m);
+    ctl_send(l, p, b);
 }
 
 /* The endpoints across p's session reset; what waits to be sent in it goes. */

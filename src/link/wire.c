@@ -106,12 +106,13 @@ int san_link_decode(const void *buf, size_t len)
 void san_link_init(struct san_link_msg *m, unsigned type, uint64_t host_id, uint64_t seq)
 {
     long body = san_link_body_size(type);
-    memset(m, 0, sizeof(*m));
+    size_t len = sizeof(struct san_link_hdr) + (body > 0 ? (size_t)body : 0);
+    memset(m, 0, len); /* not a whole san_link_msg: 64 KiB for the few bytes a message has */
     m->hdr = (struct san_link_hdr){
         .magic = SAN_LINK_MAGIC,
         .version = SAN_LINK_VERSION,
         .type = (uint16_t)type,
-        .length = (uint32_t)(sizeof(struct san_link_hdr) + (body > 0 ? (size_t)body : 0)),
+        .length = (uint32_t)len,
         .host_id = host_id,
         .seq = seq,
     };

@@ -124,7 +124,8 @@ long san_link_body_size(unsigned type);
  *   -EOPNOTSUPP  an unknown type. */
 int san_link_decode(const void *buf, size_t len);
 
-/* Fills the header of a message of type (length from the type, MAC zero). */
+/* Fills the header of a message of type (length from the type, MAC zero) and zeroes its body; the
+ * bytes past its length (an endpoint message's payload) are left as they are. */
 void san_link_init(struct san_link_msg *m, unsigned type, uint64_t host_id, uint64_t seq);
 
 #endif
