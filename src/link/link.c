@@ -38,15 +38,16 @@
 #include "common/clock.h"
 #include "daemon/daemon.h"
 #include "link/auth.h"
+#include "link/rxm_env.h"
 #include "link/wire.h"
 
 #define FI_API      FI_VERSION(1, 17)
-#define NR_RX       64
+#define NR_RX       SAN_LINK_RXM_MSG_RX /* RxM posts as many per connection (rxm_env.h) */
 #define NR_TX       64
 #define TX_PER_PEER 8  /* link protocol messages in flight to one peer */
 #define EP_PER_PEER 48 /* endpoint messages in flight to one peer (the rest wait in its queue) */
-#define RX_SIZE     (64 << 10) /* above SAN_LINK_MSG_MAX: an oversized message is seen, refused */
-#define EPQ_MAX     (64ULL << 20) /* bytes of endpoint messages waiting for one peer */
+#define RX_SIZE     SAN_LINK_RXM_EAGER /* above SAN_LINK_MSG_MAX: an oversized one is refused */
+#define EPQ_MAX     (64ULL << 20)      /* bytes of endpoint messages waiting for one peer */
 #define TICK_MS     50
 #define SPIN_NS     (1000 * 1000ULL) /* see link_thread */
 #define BACKOFF_MIN (100 * 1000000ULL)
@@ -887,30 +888,6 @@ static int open_endpoint(struct san_link *l, struct fi_info *hints)
     return 0;
 }
 
-/* RxM sends a message above its eager limit (16 KiB by default) by segmentation and reassembly
- * (SAR) or rendezvous; with messages of 64 KiB, SAR never delivered the first chunk of a write
- * here (no error either side). So the link's messages stay eager: the limit, and RxM's bounce
- * buffers (which must hold an eager message), are raised to the receive buffers' size where the
- * environment does not set them that high already. RxM reads them once, when the provider is
- * first loaded, which the first fi_getinfo of the process does; nothing else in the daemon reads
- * the environment then. */
-static void eager_limits(void)
-{
-    static const char *const names[] = {"FI_OFI_RXM_BUFFER_SIZE", "FI_OFI_RXM_EAGER_LIMIT"};
-    char v[24];
-    snprintf(v, sizeof(v), "%d", RX_SIZE);
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        const char *cur = getenv(names[i]);
-        if (!cur || strtoull(cur, NULL, 0) < RX_SIZE)
-            setenv(names[i], v, 1);
-    }
-    /* RxM posts this many bounce buffers per provider connection, now 64 KiB each: its default
-     * of 128 took 200 MiB more of the daemon's memory here (its pool grows in large steps), 64
-     * (the link's own receives) about 50 MiB; the link thread never needs more in flight. */
-    snprintf(v, sizeof(v), "%d", NR_RX);
-    setenv("FI_OFI_RXM_MSG_RX_SIZE", v, 0);
-}
-
 static int create(const struct san_link_params *prm, struct san_link **out)
 {
     struct san_link *l = calloc(1, sizeof(*l));
@@ -934,7 +911,9 @@ static int create(const struct san_link_params *prm, struct san_link **out)
         l->nr_nets++;
     }
     l->bufs = aligned_alloc(64, sizeof(*l->bufs) * (NR_RX + NR_TX));
-    eager_limits();
+    /* Before the first fi_getinfo of the process loads the provider, which reads them. */
+    struct san_link_rxm_var rxm[SAN_LINK_RXM_VARS];
+    san_link_rxm_env(rxm);
     hints = hints_for(&l->cfg);
     l->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (!l->bufs || !hints || l->evfd < 0) {
