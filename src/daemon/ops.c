@@ -450,6 +450,7 @@ static void list_links(struct san_daemon *d, uint64_t cursor, struct san_links_r
         o->msgs_tx = p.msgs_tx;
         o->msgs_rx = p.msgs_rx;
         o->sessions = p.sessions;
+        o->mac_failures = p.mac_failures;
         snprintf(o->last_error, sizeof(o->last_error), "%s", p.last_error);
         for (size_t k = 0; k < p.nr_nets; k++) {
             memcpy(o->nets[k].ip, p.nets[k].ip, 16);

@@ -8,9 +8,10 @@
  *
  * A message's sender is the address vector entry libfabric names for it (FI_SOURCE): a message
  * from no configured peer is dropped. A message that fails the decoder costs its peer's link (the
- * session goes, the handshake starts again with a new nonce); one with a bad MAC is dropped, so a
- * forger cannot take a link down. Sends are bounded per peer (TX_PER_PEER in flight): a peer that
- * does not take its messages gets no more until it does, and the link times out.
+ * session goes, the handshake starts again with a new nonce); one with a bad MAC is dropped, and
+ * FORGED_MAX of them end the session (bad_mac): a forger gets that many tries per session. Sends
+ * are bounded per peer (TX_PER_PEER in flight): a peer that does not take its messages gets no more
+ * until it does, and the link times out.
  *
  * Threads and locking: link_thread owns the libfabric objects after san_link_create; it waits in
  * fi_cq_sreadfrom (which drives the provider's progress) for at most TICK_MS, then handles the
@@ -38,6 +39,7 @@
 #include "common/clock.h"
 #include "daemon/daemon.h"
 #include "link/auth.h"
+#include "link/ratelog.h"
 #include "link/rxm_env.h"
 #include "link/wire.h"
 
@@ -53,6 +55,12 @@
 #define BACKOFF_MIN (100 * 1000000ULL)
 #define NR_EVENTS   64
 #define BYE_WAIT_NS (200 * 1000000ULL)
+/* Messages of one session whose MAC fails before the session ends. A peer of the same secret never
+ * sends one (TCP's checksum would have to miss a corruption), so each is a forgery, a message of
+ * another session, or a broken path: 16 is more than a healthy link sees in its life and bounds a
+ * forger to 16 tries at a 64-bit tag per session, each session costing a handshake after a
+ * backoff of at least BACKOFF_MIN (so at most 160 tries a second, 2^-52 a second to succeed). */
+#define FORGED_MAX 16
 
 static_assert(SAN_LINK_MSG_MAX < RX_SIZE, "receive buffers");
 
@@ -85,14 +93,23 @@ struct link_peer {
     uint8_t tx_key[SAN_LINK_KEY], rx_key[SAN_LINK_KEY];
     struct umac64_ctx tx_umac, rx_umac; /* endpoint messages' MACs, keyed from those */
     uint64_t rx_seq;
-    uint64_t last_host; /* of the last session: another one is a restarted peer */
+    /* The previous session's receive keys: the peer may still send under them for a round trip
+     * after this side started a new one (it learns of the new session from our PROOF), and such a
+     * late message is no forgery. old_rx: they are set. */
+    uint8_t old_rx_key[SAN_LINK_KEY];
+    struct umac64_ctx old_rx_umac;
+    bool old_rx;
+    unsigned forged;       /* messages of this session whose MAC failed (FORGED_MAX ends it) */
+    uint64_t mac_failures; /* every message from the peer's address whose MAC failed */
+    struct san_link_ratelog droplog; /* the lines about those */
+    uint64_t last_host;              /* of the last session: another one is a restarted peer */
     struct san_nic_net nets[SAN_LINK_NETS];
     size_t nr_nets;
     uint64_t tx_seq;
     uint64_t last_heard, next_hello, next_heartbeat, backoff;
     unsigned inflight, ep_inflight;
     uint64_t bytes_tx, bytes_rx, msgs_tx, msgs_rx, sessions;
-    char last_error[96];
+    char last_error[88];
     /* endpoint messages waiting to be sent (txlock); live: sessions while up, else 0 */
     struct epq_node *epq_head, **epq_tail;
     uint64_t epq_bytes;
@@ -132,9 +149,10 @@ struct san_link {
     pthread_mutex_t lock;
     struct link_peer peers[SAN_LINK_MAX_PEERS];
     size_t nr_peers;
-    uint64_t strays;        /* messages from no configured peer */
-    struct san_nic *nic;    /* where endpoint messages go (san_nic_xdeliver) */
-    pthread_mutex_t txlock; /* the peers' endpoint message queues */
+    uint64_t strays;                            /* messages from no configured peer */
+    struct san_link_ratelog straylog, rxerrlog; /* lines about strays, failed receives */
+    struct san_nic *nic;                        /* where endpoint messages go (san_nic_xdeliver) */
+    pthread_mutex_t txlock;                     /* the peers' endpoint message queues */
     /* The peers' routes: the NIC calls link_route holding its transport lock, which this thread
      * takes (sending for the connections it runs) while it holds l->lock; so routes are read
      * under a lock of their own, taken last. */
@@ -375,6 +393,12 @@ static void proven(struct san_link *l, struct link_peer *p, const struct san_lin
         end_session(l, p); /* a new session replaces it: nothing of the old one goes on */
     p->peer_host = p->last_host = m->hdr.host_id;
     memcpy(p->peer_nonce, pr->my_nonce, SAN_LINK_NONCE);
+    if (p->sessions) { /* the keys of the session before: see bad_mac */
+        memcpy(p->old_rx_key, p->rx_key, SAN_LINK_KEY);
+        p->old_rx_umac = p->rx_umac;
+        p->old_rx = true;
+    }
+    p->forged = 0;
     memcpy(p->rx_key, rx_key, SAN_LINK_KEY);
     san_link_key(l->cfg.secret, l->cfg.secret_len, l->host_id, p->my_nonce, p->peer_host,
                  p->peer_nonce, p->tx_key);
@@ -488,6 +512,55 @@ static void ep_drain(struct san_link *l, struct link_peer *p, uint64_t now)
     }
 }
 
+static const char *type_name(unsigned type)
+{
+    switch (type) {
+    case SAN_LINK_PROOF:
+        return "PROOF";
+    case SAN_LINK_HEARTBEAT:
+        return "HEARTBEAT";
+    case SAN_LINK_BYE:
+        return "BYE";
+    default:
+        return "endpoint";
+    }
+}
+
+/* m claims to be of p's session (its host_id, a sequence number ahead, a PROOF of our nonce) and
+ * failed the session's MAC. One the previous session's key passes is the peer's, late (it sent it
+ * before it learnt of this session): dropped, no forgery. Any other is counted against the
+ * session, and the FORGED_MAXth ends it as a dead link would (its endpoints reset, the handshake
+ * again after the backoff), so that a forger gets FORGED_MAX tries per session. The provider
+ * cannot tell a forger on the path from the peer (the same address): ending the session is what
+ * such a forger can make happen, as it could by cutting the path (docs/link.md, Trust). At most
+ * one line a second per link says so (ratelog.h), with the count of those not logged. */
+static void bad_mac(struct san_link *l, struct link_peer *p, const struct san_link_msg *m,
+                    uint64_t now)
+{
+    if (p->old_rx && (m->hdr.type == SAN_LINK_EP ? san_link_umac_ok(&p->old_rx_umac, m)
+                                                 : san_link_mac_ok(p->old_rx_key, m)))
+        return;
+    p->mac_failures++;
+    p->forged++;
+    uint64_t held = 0;
+    bool line = san_link_ratelog_take(&p->droplog, now, &held);
+    if (p->forged >= FORGED_MAX) {
+        snprintf(p->last_error, sizeof(p->last_error),
+                 "%u messages with a bad MAC in one session: it ended", FORGED_MAX);
+        if (line)
+            san_log(SAN_LOG_WARN, "link %s: %s (%llu more dropped since the last line)", p->name,
+                    p->last_error, (unsigned long long)held);
+        lose(l, p, now);
+        return;
+    }
+    snprintf(p->last_error, sizeof(p->last_error), "a message with a bad MAC was dropped");
+    if (line)
+        san_log(SAN_LOG_WARN,
+                "link %s: a %s message with a bad MAC was dropped (%u of %u this session ends "
+                "at; %llu more dropped since the last line)",
+                p->name, type_name(m->hdr.type), p->forged, FORGED_MAX, (unsigned long long)held);
+}
+
 static void handle_msg(struct san_link *l, struct link_peer *p, const void *buf, size_t len,
                        uint64_t now)
 {
@@ -522,6 +595,11 @@ static void handle_msg(struct san_link *l, struct link_peer *p, const void *buf,
         san_link_key(l->cfg.secret, l->cfg.secret_len, m->hdr.host_id, pr->my_nonce, l->host_id,
                      p->my_nonce, key);
         if (!san_link_mac_ok(key, m)) {
+            if (p->state == SAN_LINK_UP) { /* of our session's nonce: a forgery */
+                bad_mac(l, p, m, now);
+                return;
+            }
+            p->mac_failures++; /* logged once per reason: no line per message */
             peer_error(p, SAN_LOG_WARN,
                        "authentication failed: bad MAC (the peer has another [link] secret?)");
             return;
@@ -533,7 +611,7 @@ static void handle_msg(struct san_link *l, struct link_peer *p, const void *buf,
         if (p->state != SAN_LINK_UP || m->hdr.host_id != p->peer_host || m->hdr.seq <= p->rx_seq)
             return;
         if (!san_link_umac_ok(&p->rx_umac, m)) {
-            peer_error(p, SAN_LOG_WARN, "a message with a bad MAC was dropped");
+            bad_mac(l, p, m, now);
             return;
         }
         p->rx_seq = m->hdr.seq;
@@ -551,7 +629,7 @@ static void handle_msg(struct san_link *l, struct link_peer *p, const void *buf,
         if (p->state != SAN_LINK_UP || m->hdr.host_id != p->peer_host || m->hdr.seq <= p->rx_seq)
             return;
         if (!san_link_mac_ok(p->rx_key, m)) {
-            peer_error(p, SAN_LOG_WARN, "a message with a bad MAC was dropped");
+            bad_mac(l, p, m, now);
             return;
         }
         p->rx_seq = m->hdr.seq;
@@ -608,9 +686,15 @@ static void completion(struct san_link *l, struct fi_cq_tagged_entry *e, fi_addr
         struct link_peer *p = peer_of(l, src);
         if (p)
             handle_msg(l, p, b->data, e->len, now);
-        else if (!l->strays++ || !(l->strays & 1023))
-            san_log(SAN_LOG_WARN, "link: %llu message(s) from no configured peer dropped",
-                    (unsigned long long)l->strays);
+        else {
+            uint64_t held;
+            l->strays++;
+            if (san_link_ratelog_take(&l->straylog, now, &held))
+                san_log(SAN_LOG_WARN,
+                        "link: a message from no configured peer dropped (%llu in "
+                        "all, %llu more since the last line)",
+                        (unsigned long long)l->strays, (unsigned long long)held);
+        }
         repost(l, b);
         return;
     }
@@ -628,8 +712,12 @@ static void completion_error(struct san_link *l, uint64_t now)
     if (b->rx) {
         /* Unattributed (no FI_SOURCE_ERR): a message too large for a receive buffer or one the
          * provider could not deliver. The sender's link learns nothing: log and go on. */
-        san_log(SAN_LOG_WARN, "link: a receive failed: %s (%zu bytes over)", fi_strerror(e.err),
-                (size_t)e.olen);
+        uint64_t held;
+        if (san_link_ratelog_take(&l->rxerrlog, now, &held))
+            san_log(SAN_LOG_WARN,
+                    "link: a receive failed: %s (%zu bytes over; %llu more since the "
+                    "last line)",
+                    fi_strerror(e.err), (size_t)e.olen, (unsigned long long)held);
         repost(l, b);
         return;
     }
@@ -1046,6 +1134,7 @@ int san_link_peer_info(struct san_link *l, size_t i, struct san_link_peer_info *
         .msgs_tx = p->msgs_tx,
         .msgs_rx = p->msgs_rx,
         .sessions = p->sessions,
+        .mac_failures = p->mac_failures,
     };
     memcpy(out->nets, p->nets, sizeof(p->nets[0]) * out->nr_nets);
     memcpy(out->last_error, p->last_error, sizeof(out->last_error));

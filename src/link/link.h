@@ -71,8 +71,9 @@ struct san_link_peer_info {
     struct san_nic_net nets[16];
     size_t nr_nets;
     uint64_t bytes_tx, bytes_rx, msgs_tx, msgs_rx;
-    uint64_t sessions; /* handshakes completed (a new one after every loss or peer restart) */
-    char last_error[96];
+    uint64_t sessions;     /* handshakes completed (a new one after every loss or peer restart) */
+    uint64_t mac_failures; /* messages from the peer's address whose MAC failed, ever */
+    char last_error[88];
 };
 
 /* A change of a link's state, for the loop. */

@@ -263,8 +263,9 @@ struct san_link_info {
     uint32_t nr_nets;          /* networks the peer serves (while up) */
     uint64_t host_id;          /* the peer daemon's, from its last session; 0: never up */
     uint64_t bytes_tx, bytes_rx, msgs_tx, msgs_rx;
-    uint64_t sessions;   /* handshakes completed */
-    char last_error[96]; /* NUL-terminated; "" when none */
+    uint64_t sessions;     /* handshakes completed */
+    char last_error[88];   /* NUL-terminated; "" when none */
+    uint64_t mac_failures; /* messages whose MAC failed (where last_error's last 8 bytes were) */
     struct san_wire_net nets[16];
 };
 struct san_links_rep {

@@ -396,9 +396,10 @@ static int cmd_links(int fd, bool json)
                 printf("%s{\"peer\": \"%s\", \"state\": \"%s\", \"host_id\": \"%016" PRIx64
                        "\", \"networks\": [%s], \"bytes_tx\": %" PRIu64 ", \"bytes_rx\": %" PRIu64
                        ", \"msgs_tx\": %" PRIu64 ", \"msgs_rx\": %" PRIu64
-                       ", \"sessions\": %" PRIu64 ", \"last_error\": \"%s\"}",
+                       ", \"sessions\": %" PRIu64 ", \"mac_failures\": %" PRIu64
+                       ", \"last_error\": \"%s\"}",
                        n ? ", " : "", peer, states[l->state], l->host_id, nets, l->bytes_tx,
-                       l->bytes_rx, l->msgs_tx, l->msgs_rx, l->sessions, why);
+                       l->bytes_rx, l->msgs_tx, l->msgs_rx, l->sessions, l->mac_failures, why);
                 continue;
             }
             if (!n)
@@ -410,6 +411,8 @@ static int cmd_links(int fd, bool json)
                    l->msgs_rx, l->nr_nets ? nets : "-");
             if (l->last_error[0])
                 printf("%-24s last error: %s\n", "", l->last_error);
+            if (l->mac_failures)
+                printf("%-24s messages with a bad MAC: %" PRIu64 "\n", "", l->mac_failures);
         }
         cursor = rep.u.links_rep.next;
     } while (cursor);
