@@ -516,13 +516,13 @@ static const char *type_name(unsigned type)
 {
     switch (type) {
     case SAN_LINK_PROOF:
-        return "PROOF";
+        return "a PROOF";
     case SAN_LINK_HEARTBEAT:
-        return "HEARTBEAT";
+        return "a HEARTBEAT";
     case SAN_LINK_BYE:
-        return "BYE";
+        return "a BYE";
     default:
-        return "endpoint";
+        return "an endpoint";
     }
 }
 
@@ -556,8 +556,8 @@ static void bad_mac(struct san_link *l, struct link_peer *p, const struct san_li
     snprintf(p->last_error, sizeof(p->last_error), "a message with a bad MAC was dropped");
     if (line)
         san_log(SAN_LOG_WARN,
-                "link %s: a %s message with a bad MAC was dropped (%u of %u this session ends "
-                "at; %llu more dropped since the last line)",
+                "link %s: %s message with a bad MAC was dropped (%u in this session, which "
+                "ends at %u; %llu more dropped since the last line)",
                 p->name, type_name(m->hdr.type), p->forged, FORGED_MAX, (unsigned long long)held);
 }
 

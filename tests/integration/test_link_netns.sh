@@ -13,7 +13,7 @@
 # endpoint reset within [link] timeout (+ slack), the linked networks gone from san_nic_networks;
 # restored: up again, the networks back; a daemon restarted: the other
 # sees its new host_id, the old descriptors are refused, new connections work. Needs root and
-# `ip netns` (exit 77 otherwise).
+# `ip netns` (exit 77 otherwise). SAN_NETNS_PREFIX names the namespaces (default sanlink).
 # The namespaces, the veth and the daemons go at the end, whatever happens (trap).
 set -euo pipefail
 unset SANPROXY_SOCKET SANPROXY_SPIN_US SANPROXY_LOG SANPROXY_TEST_PASS_RIGHTS \
@@ -30,7 +30,7 @@ command -v ip >/dev/null || skip "no ip command (iproute2)"
 command -v python3 >/dev/null || skip "no python3 (the stray client and the JSON checks)"
 
 tag=$$
-nsa=sanlink-$tag-a nsb=sanlink-$tag-b
+nsa=${SAN_NETNS_PREFIX:-sanlink}-$tag-a nsb=${SAN_NETNS_PREFIX:-sanlink}-$tag-b
 veth_a=slk${tag}a veth_b=slk${tag}b
 ip_a=10.199.77.1 ip_b=10.199.77.2 port=7000
 tcp_a=10.198.77.1 tcp_b=10.198.77.2 # on the veths too, served by nobody: the switch leaves them TCP
