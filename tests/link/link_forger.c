@@ -68,7 +68,7 @@ static uint64_t now_ns(void)
     return (uint64_t)t.tv_sec * SEC + (uint64_t)t.tv_nsec;
 }
 
-static void die(const char *what, int r)
+_Noreturn static void die(const char *what, int r)
 {
     fprintf(stderr, "link_forger: %s: %s\n", what, fi_strerror(r < 0 ? -r : r));
     exit(1);
