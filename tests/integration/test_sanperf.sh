@@ -63,12 +63,12 @@ fi
 # sanperf link (not in `make bench`: it needs root and makes network namespaces), small, where it
 # can run: its rows follow the same convention, and it leaves no namespace behind.
 if ((EUID == 0)) && command -v ip >/dev/null && ip netns list >/dev/null 2>&1; then
-  # Another sanperf link may be running on this machine: only namespaces new since are ours.
-  links_before=$(ip netns list | grep -o '^sanperf-link-[^ ]*' | sort || true)
-  perf 300 link --json --rounds 200 --mib 8
+  # Other runs of sanperf link may come and go on this machine meanwhile (another build's test
+  # suite, another clone's): ours are named by this script's pid, and only those are looked for.
+  perf 300 link --json --rounds 200 --mib 8 --tag $$
   suites+=(link)
   what="$what, sanperf link"
-  left=$(comm -13 <(echo "$links_before") <(ip netns list | grep -o '^sanperf-link-[^ ]*' | sort || true))
+  left=$(ip netns list | grep -o "^sanperf-link-$$-[^ ]*" || true)
   if [[ -n $left ]]; then
     echo "FAIL: sanperf link left a namespace: $left" >&2
     exit 1

@@ -13,7 +13,13 @@
  * fi_pingpong (libfabric-bin) missing or failing is said in the row ("fi_pingpong"), never fails
  * the suite. Needs root and ip(8): anything else says why and fails. Not part of `sanperf all`
  * (it changes the machine's network namespaces). Options: --rounds N (ping-pongs, default 2000),
- * --mib N (bandwidth volume, default 256). */
+ * --mib N (bandwidth volume, default 256), --tag N.
+ *
+ * Several runs may share the machine (two builds' test suites, two clones): every name this suite
+ * makes is its own. The namespaces are sanperf-link-TAG-a and -b, TAG being --tag (a caller that
+ * checks nothing is left behind names them so) or else this process's pid; the veths, which live
+ * in the machine's namespace until moved, are named by the pid; the rest (addresses, ports) is
+ * inside the namespaces. Teardown removes only what this run made. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -115,17 +121,18 @@ static int start_daemon(struct link_env *e, int i)
     return n > 0 && !strncmp(line, "ready", 5) ? 0 : -EIO;
 }
 
-static int setup(struct link_env *e)
+static int setup(struct link_env *e, unsigned tag)
 {
     ssize_t n = readlink("/proc/self/exe", e->exe_dir, sizeof(e->exe_dir) - 1);
     if (n <= 0)
         return -errno;
     e->exe_dir[n] = 0;
     *strrchr(e->exe_dir, '/') = 0;
-    int pid = (int)getpid();
+    int pid = (int)getpid(); /* at most 7 digits (pid_max): a veth's name is 15 bytes at most */
     for (int i = 0; i < 2; i++) {
-        snprintf(e->ns[i], sizeof(e->ns[i]), "sanperf-link-%d-%c", pid, 'a' + i);
-        snprintf(e->veth[i], sizeof(e->veth[i]), "spl%d%c", pid % 100000, 'a' + i);
+        snprintf(e->ns[i], sizeof(e->ns[i]), "sanperf-link-%u-%c", tag ? tag : (unsigned)pid,
+                 'a' + i);
+        snprintf(e->veth[i], sizeof(e->veth[i]), "spl%d%c", pid, 'a' + i);
     }
     snprintf(e->dir, sizeof(e->dir), "/tmp/sanperf-link.XXXXXX");
     if (!mkdtemp(e->dir)) {
@@ -480,19 +487,21 @@ static int tcp_baseline(const struct link_env *e, unsigned rounds, unsigned mib,
 
 int perf_link(const struct perf_opts *o)
 {
-    unsigned rounds = 2000, mib = 256;
+    unsigned rounds = 2000, mib = 256, tag = 0;
     for (int i = 0; i + 1 < o->argc; i++) {
         if (!strcmp(o->argv[i], "--rounds"))
             rounds = (unsigned)strtoul(o->argv[++i], NULL, 10);
         else if (!strcmp(o->argv[i], "--mib"))
             mib = (unsigned)strtoul(o->argv[++i], NULL, 10);
+        else if (!strcmp(o->argv[i], "--tag"))
+            tag = (unsigned)strtoul(o->argv[++i], NULL, 10);
     }
     if (geteuid()) {
         fprintf(stderr, "sanperf link: needs root (it makes two network namespaces)\n");
         return 1;
     }
     struct link_env e = {0};
-    int err = setup(&e);
+    int err = setup(&e, tag);
     if (err) {
         fprintf(stderr, "sanperf link: setting up the namespaces and daemons failed\n");
         teardown(&e);
