@@ -74,6 +74,10 @@ test_fail(const char *file, int line, const char *fmt, ...)
     va_end(ap);
     fputc('\n', stderr);
     if (getpid() == test_main_pid) {
+        /* What the test printed so far is the failure's context: _exit would drop what stdout
+         * still buffers (all of it when stdout is CTest's pipe). A forked child's copy of the
+         * buffer is the parent's, not its own: only the test's main process writes it. */
+        fflush(stdout);
         test_dump_log();
         test_daemon_kill();
     }
