@@ -12,7 +12,9 @@
  * - silent peers: raw libsan connectors (san_connect_start) that never send NEGOTIATE: with 1 and
  *   with 100 of them (the listener waited on by poll; 100 also by edge-triggered epoll), a
  * non-blocking accept4 returns EAGAIN at once (< 50 ms) and a good client connecting after them is
- * accepted (within 1 s: they are dropped, 64 held at most, the oldest after 100 ms when full). */
+ * accepted (within 1 s: they are dropped, 64 held at most, the oldest after 100 ms when full).
+ * Both bounds are the plain build's, scaled by TEST_SLOWDOWN under the sanitizers, and kept by one
+ * of three tries (a loaded machine can stall one). */
 #include <fcntl.h>
 #include <san/nic.h>
 
@@ -159,7 +161,9 @@ static void late(const char *mux)
     CHECK_EQ(wait_exit(srv), 0);
 }
 
-static void silent(int npeers, const char *mux)
+/* One try of the silent peers' case: every check but the two times, which go to *eagain_ms (the
+ * non-blocking accept4's) and *accepted_ms (the good client's wait). */
+static void silent_try(int npeers, const char *mux, double *eagain_ms, double *accepted_ms)
 {
     FILE *so, *si, *co;
     int port;
@@ -174,18 +178,14 @@ static void silent(int npeers, const char *mux)
     fflush(si);
     char line[256];
     expect_line(so, "accept server", "eagain ms=", line, sizeof(line));
-    double ms = 0;
-    CHECK(sscanf(line, "eagain ms=%lf", &ms) == 1);
-    printf("%d silent peers (%s): accept4 EAGAIN in %.2f ms\n", npeers, mux, ms);
-    if (ms >= 50)
-        test_fail(__FILE__, __LINE__, "accept4 took %.2f ms with silent peers", ms);
+    CHECK(sscanf(line, "eagain ms=%lf", eagain_ms) == 1);
+    printf("%d silent peers (%s): accept4 EAGAIN in %.2f ms\n", npeers, mux, *eagain_ms);
     expect_line(so, "accept server", "ready", line, sizeof(line));
     pid_t cli = start_client("hello", port, "", true, &co);
     expect_line(so, "accept server", "ok accepted", line, sizeof(line));
-    CHECK(sscanf(line, "ok accepted ms=%lf", &ms) == 1);
-    printf("%d silent peers (%s): the good client accepted after %.1f ms\n", npeers, mux, ms);
-    if (ms >= 1000)
-        test_fail(__FILE__, __LINE__, "the good client waited %.1f ms behind silent peers", ms);
+    CHECK(sscanf(line, "ok accepted ms=%lf", accepted_ms) == 1);
+    printf("%d silent peers (%s): the good client accepted after %.1f ms\n", npeers, mux,
+           *accepted_ms);
     expect_line(co, "hello client", "ok hello", line, sizeof(line));
     fclose(co);
     CHECK_EQ(wait_exit(cli), 0);
@@ -202,6 +202,35 @@ static void silent(int npeers, const char *mux)
     }
     CHECK_EQ(pending, 0);
     san_close(ctx);
+}
+
+/* The bounds. accept4's look sets up to 16 silent peers up (a few round trips to the daemon
+ * each): 10-20 ms in the plain build on a quiet machine; an accept that waited on a peer would
+ * wait for a NEGOTIATE that never comes, or at best for the oldest's eviction (100 ms). The good
+ * client, behind silent peers left to their 30 s drop, would wait that long. The sanitizers slow
+ * the set-ups as much (TSan: 50-120 ms quiet), so the bounds are scaled by TEST_SLOWDOWN; and a
+ * loaded machine can stall one try for longer still (TSan with the other core busy: 780 ms once,
+ * 100-220 ms in the other tries), so a case passes when one of SILENT_TRIES tries keeps both
+ * bounds, where waiting on a peer would break them in every try. */
+#define SILENT_TRIES       3
+#define SILENT_EAGAIN_MS   (50 * TEST_SLOWDOWN)
+#define SILENT_ACCEPTED_MS (1000 * TEST_SLOWDOWN)
+static void silent(int npeers, const char *mux)
+{
+    double eagain[SILENT_TRIES], accepted[SILENT_TRIES];
+    for (int i = 0; i < SILENT_TRIES; i++) {
+        silent_try(npeers, mux, &eagain[i], &accepted[i]);
+        if (eagain[i] < SILENT_EAGAIN_MS && accepted[i] < SILENT_ACCEPTED_MS)
+            return;
+        printf("%d silent peers (%s): over the bounds (%d and %d ms): again\n", npeers, mux,
+               SILENT_EAGAIN_MS, SILENT_ACCEPTED_MS);
+    }
+    test_fail(
+        __FILE__, __LINE__,
+        "%d silent peers (%s), %d tries: accept4 took %.2f, %.2f, %.2f ms (bound %d), the good "
+        "client waited %.1f, %.1f, %.1f ms (bound %d)",
+        npeers, mux, SILENT_TRIES, eagain[0], eagain[1], eagain[2], SILENT_EAGAIN_MS, accepted[0],
+        accepted[1], accepted[2], SILENT_ACCEPTED_MS);
 }
 
 int main(void)
