@@ -1,5 +1,6 @@
 /* Hostile clients against the real daemon: an attacking process, a victim, and a third client
- * whose requests must be answered within RESPONSIVE_MS throughout.
+ * whose requests must be answered within RESPONSIVE_MS throughout (the best of a few round trips
+ * in a row, none of them held: check_responsive).
  *
  * - A descriptor passed with a request (a TCP socket that lingers in close() for seconds): the
  *   kernel refuses to pass it; on kernels that cannot refuse (forced here with
@@ -41,8 +42,9 @@ static void recv_timeout(int fd, int ms)
     CHECK(!setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)));
 }
 
-/* The third client: a fresh connection's STATS answered within RESPONSIVE_MS. */
-static void check_responsive(const struct test_daemon *d)
+/* One round trip of the third client: a fresh connection's STATS, answered (within the 5 s
+ * receive timeout), and how long it took in ms. */
+static uint64_t third_client_ms(const struct test_daemon *d)
 {
     uint64_t t0 = ms_now();
     int fd = test_connect(d);
@@ -51,10 +53,35 @@ static void check_responsive(const struct test_daemon *d)
     san_proto_init(&req, SAN_OP_STATS, 0);
     CHECK_EQ(test_call(fd, &req, &rep), 0);
     close(fd);
-    uint64_t took = ms_now() - t0;
-    if (took > RESPONSIVE_MS)
-        test_fail(__FILE__, __LINE__, "the daemon took %llu ms to answer a third client",
-                  (unsigned long long)took);
+    return ms_now() - t0;
+}
+
+/* The third client is answered within RESPONSIVE_MS. What is checked is the daemon's loop: an
+ * attack that holds it (a passed descriptor's close lingering 10 s on it) delays every client for
+ * the whole hold. One late answer on a loaded machine is not that: this process or the daemon's
+ * loop may wait for a core for a while. So the check is the best of up to RESPONSIVE_TRIES round
+ * trips in a row; but no try may take HELD_MS or more, a wait no scheduling delay comes near and
+ * every hold by these attacks passes (a hold past the receive timeout fails the call itself). */
+#define RESPONSIVE_TRIES 5
+#define HELD_MS          1000
+static void check_responsive(const struct test_daemon *d)
+{
+    uint64_t took[RESPONSIVE_TRIES];
+    for (int i = 0; i < RESPONSIVE_TRIES; i++) {
+        if ((took[i] = third_client_ms(d)) <= RESPONSIVE_MS)
+            return;
+        if (took[i] >= HELD_MS)
+            test_fail(__FILE__, __LINE__, "the daemon took %llu ms to answer a third client",
+                      (unsigned long long)took[i]);
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    char all[RESPONSIVE_TRIES * 24] = "", *p = all;
+    for (int i = 0; i < RESPONSIVE_TRIES; i++)
+        p += snprintf(p, sizeof(all) - (size_t)(p - all), "%s%llu", i ? ", " : "",
+                      (unsigned long long)took[i]);
+    test_fail(__FILE__, __LINE__, "the daemon took %s ms to answer a third client (%d tries)", all,
+              RESPONSIVE_TRIES);
 }
 
 static void keep_responsive_for(const struct test_daemon *d, int ms)
