@@ -513,14 +513,19 @@ static void write_mode(const struct test_daemon *d, const char *mode)
                strchr(paced[i].flags, 'w') ? " (MSG_WAITALL)" : "", ops);
     }
     /* 1 MiB writes into 1 MiB reads: a SINK, four writes and a SINK_DONE each, where read mode
-     * takes four offers, four reads and four DONEs. */
-    uint64_t w = stream_ops(d, 1 << 20, 8, 1 << 20, 60000, "n");
-    setenv("SANSOCK_RDMA_WRITE", "0", 1);
-    uint64_t r = stream_ops(d, 1 << 20, 8, 1 << 20, 60000, "n");
-    setenv("SANSOCK_RDMA_WRITE", mode, 1);
-    printf("1 MiB x 8, paced: write mode %" PRIu64 " NIC ops, read mode %" PRIu64 "\n", w, r);
-    /* 60 ms between writes: time enough, even under a sanitizer on a loaded machine, for the
-     * reader to check the last MiB and wait again; a sink missed now and then still counts. */
+     * takes four offers, four reads and four DONEs. A sink needs the reader back in its recv
+     * before the write: the writer waits for the reader to have checked the last MiB ('s'), then
+     * 60 ms. A loaded machine can still keep the reader off a core for longer, and every sink it
+     * misses goes as offers; so the comparison is the best of three tries, where a write mode
+     * that never sinks loses every one. */
+    uint64_t w = 0, r = 0;
+    for (int t = 0; t < 3 && (!t || w * 5 > r * 4); t++) {
+        w = stream_ops(d, 1 << 20, 8, 1 << 20, 60000, "ns");
+        setenv("SANSOCK_RDMA_WRITE", "0", 1);
+        r = stream_ops(d, 1 << 20, 8, 1 << 20, 60000, "ns");
+        setenv("SANSOCK_RDMA_WRITE", mode, 1);
+        printf("1 MiB x 8, paced: write mode %" PRIu64 " NIC ops, read mode %" PRIu64 "\n", w, r);
+    }
     if (w * 5 > r * 4)
         test_fail(__FILE__, __LINE__, "write mode not used: %" PRIu64 " ops, read mode %" PRIu64, w,
                   r);

@@ -14,7 +14,9 @@
  * PACE_US: the writer sleeps that long before each write, so that the reader waits in its recv
  * first (the switch's write mode: the receiver's buffer is offered before the data comes).
  * FLAGS: 'w' reads with MSG_WAITALL (every recv but the last returns READ bytes, checked), 'n'
- * makes no peeks. */
+ * makes no peeks, 's' paces by the reader: the writer's pause before write k > 0 starts once the
+ * reader has read and checked the k writes before it (it says so on a pipe), so that the pause
+ * covers only the reader's way back into its recv, not its checks, however slow the machine. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -52,8 +54,17 @@ static bool pattern_ok(const uint8_t *p, size_t n, uint64_t at)
 }
 
 static bool waitall, nopeek;
+static int sync_fd[2] = {-1, -1}; /* 's': the reader's word per write read, to the writer */
 
-static int reader(int wfd, size_t rd)
+/* 's': one byte to the writer for every whole write of size bytes that total now covers. */
+static void tell_writer(uint64_t total, size_t size, uint64_t *told)
+{
+    for (; sync_fd[1] >= 0 && size && total >= (*told + 1) * size; ++*told)
+        if (write(sync_fd[1], "r", 1) != 1)
+            die("sync pipe");
+}
+
+static int reader(int wfd, size_t rd, size_t size)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t sl = sizeof(sa);
@@ -71,7 +82,7 @@ static int reader(int wfd, size_t rd)
     uint8_t *buf = malloc(rd), peek[2][17];
     if (!buf)
         die("malloc");
-    uint64_t total = 0;
+    uint64_t total = 0, told = 0;
     for (unsigned round = 0;; round++) {
         if (round % 3 == 0 && !nopeek) {
             ssize_t a = recv(c, peek[0], sizeof(peek[0]), MSG_PEEK);
@@ -107,6 +118,7 @@ static int reader(int wfd, size_t rd)
         if (!pattern_ok(buf, (size_t)n, total))
             return 1;
         total += (uint64_t)n;
+        tell_writer(total, size, &told);
     }
     if (write(c, &total, sizeof(total)) != sizeof(total))
         die("write");
@@ -128,10 +140,13 @@ static int writer(int rfd, size_t size, uint64_t count, unsigned pace_us)
     uint8_t *buf = malloc(size ? size : 1);
     if (!buf)
         die("malloc");
-    uint64_t at = 0;
+    uint64_t at = 0, told = 0;
     for (uint64_t k = 0; k < count; k++) {
         for (size_t i = 0; i < size; i++)
             buf[i] = byte_at(at + i);
+        for (char r; sync_fd[0] >= 0 && k && told < k; told++) /* the reader is done with k */
+            if (read(sync_fd[0], &r, 1) != 1)
+                die("sync pipe");
         if (pace_us) {
             struct timespec ts = {pace_us / 1000000, (long)(pace_us % 1000000) * 1000};
             nanosleep(&ts, NULL);
@@ -174,6 +189,8 @@ int main(int argc, char **argv)
     unsigned pace_us = argc > 4 ? (unsigned)strtoul(argv[4], NULL, 0) : 0;
     waitall = argc > 5 && strchr(argv[5], 'w');
     nopeek = argc > 5 && strchr(argv[5], 'n');
+    if (argc > 5 && strchr(argv[5], 's') && pipe(sync_fd))
+        die("pipe");
     size_t size = strtoull(argv[1], NULL, 0), rd = strtoull(argv[3], NULL, 0);
     uint64_t count = strtoull(argv[2], NULL, 0);
     if (!rd)
@@ -187,9 +204,15 @@ int main(int argc, char **argv)
         die("fork");
     if (child == 0) {
         close(p[0]);
-        _exit(reader(p[1], rd));
+        if (sync_fd[0] >= 0)
+            close(sync_fd[0]);
+        sync_fd[0] = -1;
+        _exit(reader(p[1], rd, size));
     }
     close(p[1]);
+    if (sync_fd[1] >= 0)
+        close(sync_fd[1]);
+    sync_fd[1] = -1;
     int rc = writer(p[0], size, count, pace_us);
     int st;
     if (waitpid(child, &st, 0) != child || !WIFEXITED(st) || WEXITSTATUS(st)) {
