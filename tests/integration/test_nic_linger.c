@@ -33,8 +33,11 @@ static int wait_exit_status(pid_t pid)
 enum child_kind { SEND_AND_GO, UNREAD_DATA, NO_LINGER };
 
 /* The child's side: connects to port; SEND_AND_GO and NO_LINGER post two sends (its RDMA
- * descriptor, then 1000 bytes) and _exit at once; UNREAD_DATA posts a receive, says so on sync,
- * waits for the parent's message to be delivered (sleep), and _exits without polling. */
+ * descriptor, then 1000 bytes) and _exit at once (NO_LINGER once the parent says on sync that its
+ * receives are posted: without linger the child's exit resets the connection, and a receive posted
+ * after that would fail at once instead of telling how it ended); UNREAD_DATA posts a receive, says
+ * so on sync, waits for the parent's message to be delivered (sleep), and _exits without polling.
+ * sync is one end of a socket pair, the parent's other. */
 static void child_main(uint16_t port, enum child_kind kind, int sync)
 {
     struct san_ctx *ctx;
@@ -72,7 +75,10 @@ static void child_main(uint16_t port, enum child_kind kind, int sync)
     struct san_sge s2 = {.addr = (uint8_t *)msg + 1024, .length = 1000, .lkey = san_mr_lkey(mmr)};
     if (san_post_send(ep, 1, &s1, 1, 0) || san_post_send(ep, 2, &s2, 1, 0))
         _exit(15);
-    _exit(0); /* before the parent even posted its receives */
+    char go;
+    if (kind == NO_LINGER && read(sync, &go, 1) != 1)
+        _exit(16);
+    _exit(0); /* SEND_AND_GO: before the parent even posted its receives */
 }
 
 struct side {
@@ -91,7 +97,7 @@ static void start(struct side *s, uint16_t port, enum child_kind kind)
     CHECK_EQ(san_open(NULL, &s->ctx), 0);
     CHECK_EQ(san_listen(s->ctx, (struct sockaddr *)&sa, sizeof(sa), 4, &l), 0);
     int p[2];
-    CHECK(!pipe(p));
+    CHECK(!socketpair(AF_UNIX, SOCK_STREAM, 0, p));
     s->child = fork();
     CHECK(s->child >= 0);
     if (!s->child) {
@@ -246,6 +252,7 @@ int main(void)
         struct san_sge r = slot(&s, i);
         CHECK_EQ(san_post_recv(s.ep, 10 + i, &r, 1), 0);
     }
+    CHECK(write(s.sync, "p", 1) == 1);
     CHECK_EQ(wait_exit_status(s.child), 0);
     bool reset = false;
     for (int i = 0; i < 3 && !reset; i++) {
