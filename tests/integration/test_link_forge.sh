@@ -25,11 +25,11 @@ command -v python3 >/dev/null || skip "no python3 (the JSON checks)"
 
 ns=${SAN_NETNS_PREFIX:-sanforge}-$$
 tmp=$(mktemp -d /tmp/santest.XXXXXX)
-dpid= fpid=
+dpid= fpid= made=
 cleanup() {
   [[ -n $fpid ]] && kill -9 "$fpid" 2>/dev/null
   [[ -n $dpid ]] && kill -9 "$dpid" 2>/dev/null
-  ip netns del "$ns" 2>/dev/null || true
+  [[ -z $made ]] || ip netns del "$ns" 2>/dev/null || true # only ours: a name taken already is another's
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -40,6 +40,7 @@ fail() {
 }
 
 ip netns add "$ns" 2>/dev/null || skip "ip netns add failed (no network namespaces here)"
+made=1
 ip -n "$ns" link set lo up
 
 cat >"$tmp/d.ini" <<INI

@@ -38,12 +38,16 @@ timeout_s=2 # [link] timeout
 slack_s=3   # for the heartbeat period, the loop's tick, a loaded machine
 tmp=$(mktemp -d /tmp/santest.XXXXXX)
 declare -A pid=()
+made=() # what this run made, and only that, goes at the end (a name taken already is another's)
 
 cleanup() {
   for k in "${!pid[@]}"; do kill -9 "${pid[$k]}" 2>/dev/null || true; done
-  ip netns del "$nsa" 2>/dev/null || true
-  ip netns del "$nsb" 2>/dev/null || true
-  ip link del "$veth_a" 2>/dev/null || true
+  for m in "${made[@]}"; do
+    case $m in
+      veth) ip link del "$veth_a" 2>/dev/null || true ;;
+      *) ip netns del "$m" 2>/dev/null || true ;;
+    esac
+  done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -54,8 +58,11 @@ fail() {
 }
 
 ip netns add "$nsa" 2>/dev/null || skip "ip netns add failed (no network namespaces here)"
+made+=("$nsa")
 ip netns add "$nsb" || fail "ip netns add $nsb"
+made+=("$nsb")
 ip link add "$veth_a" type veth peer name "$veth_b" || skip "no veth support"
+made+=(veth)
 ip link set "$veth_a" netns "$nsa"
 ip link set "$veth_b" netns "$nsb"
 ip -n "$nsa" addr add "$ip_a/30" dev "$veth_a"
