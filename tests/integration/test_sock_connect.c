@@ -12,7 +12,10 @@
  * - silent peers: raw libsan connectors (san_connect_start) that never send NEGOTIATE: with 1 and
  *   with 100 of them (the listener waited on by poll; 100 also by edge-triggered epoll), a
  * non-blocking accept4 returns EAGAIN at once (< 50 ms) and a good client connecting after them is
- * accepted (within 1 s: they are dropped, 64 held at most, the oldest after 100 ms when full). */
+ * accepted (within 1 s: they are dropped, 64 held at most, the oldest after 100 ms when full).
+ * While it holds them (as many embryos as peers, 64 at most: its endpoints in the daemon's
+ * listing) the server's proxy memory (its client's allocated_bytes) stays under 1 MiB: an embryo
+ * holds one receive for the NEGOTIATE, not a connection's buffers (about 1 MiB each). */
 #include <fcntl.h>
 #include <san/nic.h>
 
@@ -159,7 +162,36 @@ static void late(const char *mux)
     CHECK_EQ(wait_exit(srv), 0);
 }
 
-static void silent(int npeers, const char *mux)
+/* The daemon's figures for the client of process pid: open endpoints (not closing) and bytes of
+ * proxy memory allocated. */
+static void client_usage(const struct test_daemon *d, pid_t pid, uint64_t *eps, uint64_t *bytes)
+{
+    int fd = test_connect(d);
+    struct san_msg req, rep;
+    *eps = *bytes = 0;
+    uint64_t cursor = 0;
+    do {
+        san_proto_init(&req, SAN_OP_ENDPOINTS, 0);
+        req.u.list_req.cursor = cursor;
+        CHECK_EQ(test_call(fd, &req, &rep), 0);
+        for (uint32_t i = 0; i < rep.u.endpoints_rep.nr; i++)
+            *eps += rep.u.endpoints_rep.e[i].pid == pid &&
+                    rep.u.endpoints_rep.e[i].state != SAN_WIRE_EP_CLOSING;
+        cursor = rep.u.endpoints_rep.next;
+    } while (cursor);
+    do {
+        san_proto_init(&req, SAN_OP_CLIENTS, 0);
+        req.u.list_req.cursor = cursor;
+        CHECK_EQ(test_call(fd, &req, &rep), 0);
+        for (uint32_t i = 0; i < rep.u.clients_rep.nr; i++)
+            if (rep.u.clients_rep.c[i].pid == pid)
+                *bytes += rep.u.clients_rep.c[i].allocated_bytes;
+        cursor = rep.u.clients_rep.next;
+    } while (cursor);
+    close(fd);
+}
+
+static void silent(const struct test_daemon *d, int npeers, const char *mux)
 {
     FILE *so, *si, *co;
     int port;
@@ -180,6 +212,20 @@ static void silent(int npeers, const char *mux)
     if (ms >= 50)
         test_fail(__FILE__, __LINE__, "accept4 took %.2f ms with silent peers", ms);
     expect_line(so, "accept server", "ready", line, sizeof(line));
+    /* The server waits on the listener now: each look takes more silent peers as embryos. */
+    uint64_t want = npeers < 64 ? (uint64_t)npeers : 64, eps = 0, bytes = 0;
+    for (int k = 0; k < 400 && eps < want; k++) {
+        client_usage(d, srv, &eps, &bytes);
+        struct timespec t = {0, 5000000};
+        nanosleep(&t, NULL);
+    }
+    client_usage(d, srv, &eps, &bytes);
+    printf("%d silent peers (%s): %" PRIu64 " embryos hold %" PRIu64 " bytes of proxy memory\n",
+           npeers, mux, eps, bytes);
+    if (eps < want)
+        test_fail(__FILE__, __LINE__, "%" PRIu64 " embryos, want %" PRIu64, eps, want);
+    if (bytes >= 1u << 20)
+        test_fail(__FILE__, __LINE__, "%" PRIu64 " embryos hold %" PRIu64 " bytes", eps, bytes);
     pid_t cli = start_client("hello", port, "", true, &co);
     expect_line(so, "accept server", "ok accepted", line, sizeof(line));
     CHECK(sscanf(line, "ok accepted ms=%lf", &ms) == 1);
@@ -227,9 +273,9 @@ int main(void)
     nb_no_daemon(&d);
     for (int i = 0; i < 3; i++)
         late(mux[i]);
-    silent(1, "poll");
-    silent(100, "poll");
-    silent(100, "epoll");
+    silent(&d, 1, "poll");
+    silent(&d, 100, "poll");
+    silent(&d, 100, "epoll");
     test_wait_idle(&d, &idle);
     CHECK_EQ(test_daemon_stop(&d), 0);
     printf("sock connect: ok\n");
