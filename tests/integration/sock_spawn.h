@@ -62,7 +62,8 @@ static inline uint64_t nic_ops(const struct test_daemon *d)
 
 /* The daemon's figures for the client of process pid: open endpoints (not closing) and bytes of
  * proxy memory allocated. */
-static inline void client_usage(const struct test_daemon *d, pid_t pid, uint64_t *eps, uint64_t *bytes)
+static inline void client_usage(const struct test_daemon *d, pid_t pid, uint64_t *eps,
+                                uint64_t *bytes)
 {
     int fd = test_connect(d);
     struct san_msg req, rep;

@@ -295,8 +295,10 @@ static void orphans(const struct test_daemon *d)
             } else if (sscanf(line, "eof %llu", &got) == 1 && got == size) {
                 eofs++;
             } else {
-                test_fail(__FILE__, __LINE__, "peer %d connection %d (after %d reset, %d eof): "
-                          "'%s'", k, i, resets, eofs, line);
+                test_fail(__FILE__, __LINE__,
+                          "peer %d connection %d (after %d reset, %d eof): "
+                          "'%s'",
+                          k, i, resets, eofs, line);
             }
         }
         expect_line(hout[k], "hostile peer", "done", line, sizeof(line));
@@ -305,10 +307,11 @@ static void orphans(const struct test_daemon *d)
         fclose(hout[k]);
     }
     printf("orphans: the peers read ECONNRESET on the %d oldest, every byte and EOF on the %d "
-           "newest\n", resets, eofs);
+           "newest\n",
+           resets, eofs);
     if (eofs < ORPH_CAP - 1 || eofs > ORPH_CAP)
-        test_fail(__FILE__, __LINE__, "%d connections delivered, want %d or %d", eofs,
-                  ORPH_CAP - 1, ORPH_CAP);
+        test_fail(__FILE__, __LINE__, "%d connections delivered, want %d or %d", eofs, ORPH_CAP - 1,
+                  ORPH_CAP);
     CHECK(!kill(srv, SIGKILL));
     CHECK_EQ(wait_exit(srv), 128 + SIGKILL);
     fclose(sout);

@@ -26,7 +26,8 @@
  *                               again; "read" then reads each to its end in order and prints "eof
  *                               BYTES" (every byte checked), "reset BYTES" (ECONNRESET after them)
  *                               or "error E BYTES", then "done"
- *   sock_close fetch PORT       connects, reads to EOF checking every byte, prints "ok BYTES eof" */
+ *   sock_close fetch PORT       connects, reads to EOF checking every byte, prints "ok BYTES eof"
+ */
 #include <sys/wait.h>
 #include <arpa/inet.h>
 #include <errno.h>
