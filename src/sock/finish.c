@@ -9,8 +9,16 @@
  * it (docs/nic.md). exit() waits a bounded time for the thread (sansock_finish_wait_idle), so that
  * the peer reads EOF from our SHUTDOWN, as from TCP's FIN; _exit and signals do not.
  *
- * The thread sleeps in poll on the endpoints' completion descriptors (armed for the wait only)
- * and an eventfd that sansock_finish_add signals, at most TICK_MS at a time.
+ * The thread sleeps in poll on the endpoints' completion descriptors (each armed from its first
+ * step until it is freed) and an eventfd that sansock_finish_add signals; a wake-up steps only
+ * the connections whose descriptor fired (and new ones), so its cost does not grow with the
+ * number held beyond building the poll's array.
+ *
+ * The number held is capped (SANSOCK_MAX_ORPHANS, default 64: a quarter of the daemon's default
+ * [limits] endpoints per client), as Linux caps orphans (tcp_max_orphans): a peer that never
+ * reads would otherwise make a server that closes each connection hold every one of them, its
+ * endpoint and buffers, for SANSOCK_LINGER_MS, until it can accept or connect nothing. Over the
+ * cap the oldest is reset and freed at once (drop_oldest).
  *
  * Locking: lock covers the hand-over queue (incoming); the connections taken off it are the
  * thread's alone (their own lock is taken by the session calls). work_lock is held while the
@@ -30,13 +38,18 @@
 #include <time.h>
 
 #include "sock/real.h"
+#include "sock/session.h"
 
-#define TICK_MS 100 /* a safety net: completions wake the thread */
+/* A safety net: completions wake the thread, and each wake-up steps only the connections whose
+ * descriptor fired; every connection is stepped at least this often. */
+#define SWEEP_MS 1000
 
 struct item {
     struct sansock_conn *c;
     uint64_t deadline; /* CLOCK_MONOTONIC ns: freed then at the latest */
-    bool armed;        /* its descriptor is armed for this poll */
+    int fd;            /* its completion descriptor, armed while it is held; -1 before */
+    int pi;            /* its place in the last poll's array, or -1 */
+    bool fired;        /* that poll saw its descriptor readable */
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -65,13 +78,33 @@ static bool grow(struct item **a, size_t *cap, size_t need)
     return true;
 }
 
+static void release(struct item *it)
+{
+    sansock_conn_free(it->c); /* closes the endpoint: its descriptor and arming go with it */
+    atomic_fetch_sub(&unfinished, 1);
+}
+
+/* Over SANSOCK_MAX_ORPHANS: the oldest connection is reset (its endpoint closed without more
+ * ado, so the peer's next look says ECONNRESET unless everything reached it already) and its
+ * buffers freed now, as Linux drops an orphan over tcp_max_orphans with a RST. */
+static void drop_oldest(struct item *it)
+{
+    sansock_conn_set_abort(it->c, true);
+    release(it);
+}
+
 static void *finisher_main(void *arg)
 {
     (void)arg;
-    struct item *mine = NULL;
+    struct item *mine = NULL; /* oldest first */
     struct pollfd *pfd = NULL;
-    size_t nr = 0, cap = 0, pcap = 0;
+    size_t nr = 0, cap = 0, pcap = 0, np = 0;
+    uint64_t next_sweep = 0;
     for (;;) {
+        /* What the last poll saw, before the array is rebuilt. */
+        for (size_t i = 0; i < nr; i++)
+            mine[i].fired = mine[i].pi >= 0 && (size_t)mine[i].pi < np && pfd[mine[i].pi].revents;
+        size_t old = nr;
         pthread_mutex_lock(&lock);
         if (nr_in && grow(&mine, &cap, nr + nr_in)) {
             for (size_t i = 0; i < nr_in; i++)
@@ -86,31 +119,46 @@ static void *finisher_main(void *arg)
                 pcap = nr + 1;
             }
         }
-        if (!pcap) { /* no memory for even the kick descriptor: look again in a tick */
-            struct timespec t = {0, TICK_MS * 1000000L};
+        if (!pcap) { /* no memory for even the kick descriptor: look again in a while */
+            struct timespec t = {0, 100 * 1000000L};
             nanosleep(&t, NULL);
             continue;
         }
         pthread_mutex_lock(&work_lock);
-        uint64_t now = san_now_ns(), next = now + (uint64_t)TICK_MS * 1000000u;
-        size_t np = 0;
-        for (size_t i = 0; i < nr;) {
-            int fd = -1;
-            bool armed_room = np + 1 < pcap;
-            if (now >= mine[i].deadline ||
-                sansock_conn_finish_step(mine[i].c, armed_room ? &fd : NULL)) {
-                sansock_conn_free(mine[i].c); /* done, or the bound is reached */
-                atomic_fetch_sub(&unfinished, 1);
-                mine[i] = mine[--nr];
+        uint64_t now = san_now_ns();
+        bool sweep = now >= next_sweep;
+        if (sweep)
+            next_sweep = now + (uint64_t)SWEEP_MS * 1000000u;
+        size_t max = sansock_cfg.max_orphans, drop = max && nr > max ? nr - max : 0;
+        for (size_t i = 0; i < drop; i++)
+            drop_oldest(&mine[i]);
+        /* One pass, order kept: a connection is stepped when it is new, its descriptor fired, it
+         * has none in the poll (no room), or at the sweep; it goes once finished or at its
+         * deadline. The others cost a copy: no lock, no call. */
+        uint64_t next = next_sweep;
+        size_t kept = 0;
+        np = 0;
+        for (size_t i = drop; i < nr; i++) {
+            struct item it = mine[i];
+            bool step = i >= old || it.fired || it.pi < 0 || sweep;
+            bool room = np + 1 < pcap;
+            if (now >= it.deadline ||
+                (step && sansock_conn_finish_step(it.c, it.fd < 0 && room ? &it.fd : NULL))) {
+                release(&it); /* done, or the bound is reached */
                 continue;
             }
-            mine[i].armed = fd >= 0;
-            if (fd >= 0)
-                pfd[np++] = (struct pollfd){.fd = fd, .events = POLLIN};
-            if (mine[i].deadline < next)
-                next = mine[i].deadline;
-            i++;
+            it.pi = -1;
+            if (it.fd >= 0 && room) {
+                it.pi = (int)np;
+                pfd[np++] = (struct pollfd){.fd = it.fd, .events = POLLIN};
+            }
+            if (it.pi < 0 && now + 100 * 1000000u < next)
+                next = now + 100 * 1000000u; /* not polled: looked at every 100 ms */
+            if (it.deadline < next)
+                next = it.deadline;
+            mine[kept++] = it;
         }
+        nr = kept;
         pthread_mutex_unlock(&work_lock);
         pfd[np] = (struct pollfd){.fd = kick_fd, .events = POLLIN};
         int timeout = next > now ? (int)((next - now + 999999) / 1000000) : 0;
@@ -118,13 +166,6 @@ static void *finisher_main(void *arg)
         uint64_t v;
         if (REAL(read)(kick_fd, &v, sizeof(v)) < 0) { /* not signalled */
         }
-        pthread_mutex_lock(&work_lock);
-        for (size_t i = 0; i < nr; i++) {
-            if (mine[i].armed)
-                sansock_conn_finish_disarm(mine[i].c);
-            mine[i].armed = false;
-        }
-        pthread_mutex_unlock(&work_lock);
     }
     return NULL;
 }
@@ -184,7 +225,7 @@ void sansock_finish_add(struct sansock_conn *c)
     pthread_mutex_lock(&lock);
     bool ok = start_locked() && grow(&incoming, &cap_in, nr_in + 1);
     if (ok) {
-        incoming[nr_in++] = (struct item){.c = c, .deadline = deadline, .armed = false};
+        incoming[nr_in++] = (struct item){.c = c, .deadline = deadline, .fd = -1, .pi = -1};
         atomic_fetch_add(&unfinished, 1);
         uint64_t one = 1;
         if (REAL(write)(kick_fd, &one, sizeof(one)) < 0) {

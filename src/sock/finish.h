@@ -12,7 +12,9 @@
 struct sansock_conn;
 
 /* Takes over c (no descriptor names it any more): finished in the background, then freed, or
- * freed at SANSOCK_LINGER_MS at the latest. Never blocks; any thread. */
+ * freed at SANSOCK_LINGER_MS at the latest; if that makes more than SANSOCK_MAX_ORPHANS held, the
+ * oldest held is reset and freed at the thread's next step (at once: the add wakes it). Never
+ * blocks; any thread. */
 void sansock_finish_add(struct sansock_conn *c);
 /* Starts the thread if it does not run yet (at a connection's creation, so that no close pays
  * for a thread's creation). Blocks briefly; any thread. */
@@ -24,9 +26,8 @@ void sansock_finish_atfork_child(void);
 
 /* session.c's side. A step of finishing c: progress, SHUTDOWN when a credit allows; true once
  * nothing is left to do (or nothing can be done: reset, peer gone, abortive close); else, with
- * wait_fd, the endpoint's descriptor armed for a wait (sansock_conn_finish_disarm after it). */
+ * wait_fd, the endpoint's descriptor, armed from now until c is freed. */
 bool sansock_conn_finish_step(struct sansock_conn *c, int *wait_fd);
-void sansock_conn_finish_disarm(struct sansock_conn *c);
 /* Closes c's endpoint and frees c. */
 void sansock_conn_free(struct sansock_conn *c);
 

@@ -183,7 +183,7 @@ static bool tend_locked(struct sansock_lsn *s)
                 /* The peer's address comes in its negotiation: set when it completes. */
                 struct sansock_wire_addr none = s->addr[i];
                 struct sansock_conn *c;
-                if (sansock_conn_create(ctx, ep, &s->addr[i], &none, &c))
+                if (sansock_conn_create_embryo(ctx, ep, &s->addr[i], &none, &c))
                     continue; /* ep closed: the peer sees a reset */
                 if (embryo_add_locked(s, i, c, now))
                     continue;

@@ -13,7 +13,8 @@ struct sansock_config sansock_cfg = {.rdma_threshold = 256u << 10,
                                      .rdma = true,
                                      .rdma_write = 0,
                                      .connect_timeout_ms = 5000,
-                                     .linger_ms = 10000};
+                                     .linger_ms = 10000,
+                                     .max_orphans = 64};
 
 #define RESOLVE(name)                                                                              \
     __atomic_store_n((void **)&sansock_real_fns.name, dlsym(RTLD_NEXT, #name), __ATOMIC_RELAXED)
@@ -92,6 +93,9 @@ void sansock_config_load(void)
     sansock_cfg.connect_timeout_ms =
         (int)env_num("SANSOCK_CONNECT_TIMEOUT_MS", 5000, 1, 3600 * 1000);
     sansock_cfg.linger_ms = (unsigned)env_num("SANSOCK_LINGER_MS", 10000, 0, 3600 * 1000);
+    /* A quarter of the daemon's default [limits] endpoints (256 per client): connections the
+     * program closed never take more than that of what it may have open. */
+    sansock_cfg.max_orphans = (unsigned)env_num("SANSOCK_MAX_ORPHANS", 64, 0, 1u << 20);
 }
 
 bool sansock_nonblocking(int fd, int flags)

@@ -80,6 +80,8 @@ struct sansock_config {
                               * and returns (docs/sock.md, coalescing: lost if the process dies
                               * by _exit or a signal before the slot is posted) */
     unsigned linger_ms;      /* SANSOCK_LINGER_MS: the most a closed connection is finished */
+    unsigned max_orphans;    /* SANSOCK_MAX_ORPHANS: the most closed connections the finisher
+                              * holds (0: no cap); over it the oldest is reset (finish.c) */
 };
 enum { SANSOCK_SINK_STAGED = 1, SANSOCK_SINK_PROGRAM = 2 };
 extern struct sansock_config sansock_cfg;

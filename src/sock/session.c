@@ -52,6 +52,15 @@
 #define SEND_TAG  0x100u
 #define NREADY    (NRECV + RDMA_NBUF) /* DATA slots held, and RDMA transfers (rdma.h) */
 #define SLOT_DATA (16u << 10)         /* the most data one receive slot holds */
+/* An embryo (an accepted connection before the peer's NEGOTIATE: listen.c) holds only EMB_RECV
+ * bytes of proxy memory, one receive (wr_id EMB_TAG) for that NEGOTIATE. When it arrives the
+ * slots (about 1 MiB) are set up and our NEGOTIATE sent, and the small region goes at once
+ * (nothing posted names it any more), so that silent connectors cannot make a listener hold
+ * 64 MiB. Sending our NEGOTIATE only then keeps the protocol: the peer has no credit before it,
+ * so its NEGOTIATE is the one message it can send (a hostile peer's others wait in its own send
+ * queue: the NIC holds a send until a receive is posted, docs/nic.md). */
+#define EMB_TAG  0x800u
+#define EMB_RECV SANSOCK_NEGOTIATE_MAX
 
 struct ready {
     uint16_t slot;     /* DATA: its receive slot; RDMA: its sink (the offer's slot is reposted) */
@@ -79,8 +88,10 @@ struct sansock_conn {
     struct san_ctx *ctx;
     struct san_ep *ep; /* NULL once closed (reset) */
     struct san_mr *mr;
-    uint8_t *mem;
+    uint8_t *mem; /* the slots; NULL while an embryo */
     uint32_t slot_size, lkey, max_inline;
+    struct san_mr *emb_mr; /* an embryo's memory (EMB_TAG above), until its NEGOTIATE came */
+    uint8_t *emb_mem;
 
     struct ready ready[NREADY]; /* DATA messages and RDMA transfers in arrival order */
     uint32_t rhead, rcount;
@@ -388,17 +399,22 @@ static void drop_ready_locked(struct sansock_conn *c)
     }
 }
 
+static int setup_locked(struct sansock_conn *c);
+static void emb_release_locked(struct sansock_conn *c);
+
 static void on_recv_locked(struct sansock_conn *c, uint32_t slot, uint32_t byte_len)
 {
+    bool emb = slot == EMB_TAG; /* the embryo's one receive: only a NEGOTIATE passes */
     struct sansock_wire_limits lim = {
         .negotiated = c->negotiated,
-        .max_payload = c->slot_size - SANSOCK_HDR_SIZE,
+        .max_payload = (emb ? EMB_RECV : c->slot_size) - SANSOCK_HDR_SIZE,
         .max_credits = c->negotiated ? c->peer_slots - c->credits : 0,
         .features = c->features,
         .max_rdma = RDMA_CHUNK,
     };
     struct sansock_msg m;
-    if (sansock_wire_decode(recv_slot(c, slot), byte_len, &lim, &m) != SANSOCK_WERR_OK) {
+    if (sansock_wire_decode(emb ? c->emb_mem : recv_slot(c, slot), byte_len, &lim, &m) !=
+        SANSOCK_WERR_OK) {
         reset_locked(c, -ECONNRESET);
         return;
     }
@@ -417,7 +433,19 @@ static void on_recv_locked(struct sansock_conn *c, uint32_t slot, uint32_t byte_
         c->features = m.u.negotiate.features & own_features();
         c->peer_max_rdma = m.u.negotiate.max_rdma;
         c->negotiated = true;
-        repost_locked(c, slot);
+        if (!emb) {
+            repost_locked(c, slot);
+            break;
+        }
+        /* The embryo grows its slots and sends our NEGOTIATE; the peer will count the receive
+         * its NEGOTIATE took as one of the NRECV announced, owed back to it as a reposted slot
+         * would be. */
+        if (setup_locked(c)) {
+            reset_locked(c, -ECONNRESET);
+            return;
+        }
+        emb_release_locked(c); /* after our NEGOTIATE went: the peer waits for it */
+        c->owed = 1;
         break;
     case SANSOCK_MSG_DATA:
         c->rdma.rx_pos += m.payload_len; /* the stream's position, for write mode's sinks */
@@ -518,7 +546,7 @@ static bool progress_locked(struct sansock_conn *c)
                 c->peer_gone = true;
                 if (!c->peer_eof || wc[i].status != -ECONNRESET)
                     reset_locked(c, -ECONNRESET);
-            } else if (wc[i].wr_id < NRECV) {
+            } else if (wc[i].wr_id < NRECV || wc[i].wr_id == EMB_TAG) {
                 on_recv_locked(c, (uint32_t)wc[i].wr_id, wc[i].byte_len);
             }
             if (!c->ep)
@@ -657,6 +685,39 @@ static int setup_locked(struct sansock_conn *c)
     return 0;
 }
 
+/* An embryo's set-up: the small region and its one receive (EMB_TAG above). */
+static int embryo_setup_locked(struct sansock_conn *c)
+{
+    void *mem;
+    sansock_buffers_lock();
+    int err = san_alloc(c->ctx, EMB_RECV, 0, &mem);
+    if (!err) {
+        c->emb_mem = mem;
+        err = san_register(c->ctx, mem, EMB_RECV, SAN_MEM_READWRITE, &c->emb_mr);
+    }
+    sansock_buffers_unlock();
+    if (err)
+        return err;
+    struct san_sge sge = {.addr = c->emb_mem, .length = EMB_RECV, .lkey = san_mr_lkey(c->emb_mr)};
+    if ((err = san_post_recv(c->ep, EMB_TAG, &sge, 1)))
+        return err;
+    sansock_finish_prepare(); /* so that no close pays for the thread */
+    return 0;
+}
+
+/* Frees an embryo's region once its receive completed (the NEGOTIATE is decoded). */
+static void emb_release_locked(struct sansock_conn *c)
+{
+    sansock_buffers_lock();
+    if (c->emb_mr)
+        san_deregister(c->emb_mr);
+    if (c->emb_mem)
+        san_free(c->ctx, c->emb_mem);
+    sansock_buffers_unlock();
+    c->emb_mr = NULL;
+    c->emb_mem = NULL;
+}
+
 /* Frees a connection no thread uses any more: its endpoint first (before the memory its
  * receives name goes), then its buffers. */
 static void conn_free(struct sansock_conn *c)
@@ -673,6 +734,10 @@ static void conn_free(struct sansock_conn *c)
         san_deregister(c->mr);
     if (c->mem)
         san_free(c->ctx, c->mem);
+    if (c->emb_mr)
+        san_deregister(c->emb_mr);
+    if (c->emb_mem)
+        san_free(c->ctx, c->emb_mem);
     sansock_buffers_unlock();
     free(c);
 }
@@ -688,6 +753,27 @@ int sansock_conn_create(struct san_ctx *ctx, struct san_ep *ep, const struct san
     }
     pthread_mutex_lock(&c->lock);
     err = setup_locked(c);
+    pthread_mutex_unlock(&c->lock);
+    if (err) {
+        conn_free(c);
+        return err;
+    }
+    *out = c;
+    return 0;
+}
+
+int sansock_conn_create_embryo(struct san_ctx *ctx, struct san_ep *ep,
+                               const struct sansock_wire_addr *src,
+                               const struct sansock_wire_addr *dst, struct sansock_conn **out)
+{
+    struct sansock_conn *c;
+    int err = conn_alloc(ctx, ep, src, dst, &c);
+    if (err) {
+        san_ep_close(ep);
+        return err;
+    }
+    pthread_mutex_lock(&c->lock);
+    err = embryo_setup_locked(c);
     pthread_mutex_unlock(&c->lock);
     if (err) {
         conn_free(c);
@@ -810,17 +896,9 @@ bool sansock_conn_finish_step(struct sansock_conn *c, int *wait_fd)
     control_locked(c);
     bool more = unfinished_locked(c);
     if (more && wait_fd)
-        *wait_fd = san_ep_wait_arm(c->ep); /* disarmed by sansock_conn_finish_disarm */
+        *wait_fd = san_ep_wait_arm(c->ep); /* until conn_free closes the endpoint */
     pthread_mutex_unlock(&c->lock);
     return !more;
-}
-
-void sansock_conn_finish_disarm(struct sansock_conn *c)
-{
-    pthread_mutex_lock(&c->lock);
-    if (c->ep)
-        san_ep_wait_disarm(c->ep);
-    pthread_mutex_unlock(&c->lock);
 }
 
 void sansock_conn_free(struct sansock_conn *c)

@@ -30,6 +30,14 @@ struct sansock_conn;
  * trips to the daemon. */
 int sansock_conn_create(struct san_ctx *ctx, struct san_ep *ep, const struct sansock_wire_addr *src,
                         const struct sansock_wire_addr *dst, struct sansock_conn **out);
+/* An accepted connection (listen.c's embryo) on ep (consumed: closed on failure): holds only what
+ * receiving the peer's NEGOTIATE needs (one receive of 256 bytes of proxy memory); when that
+ * arrives, the buffers are set up and our NEGOTIATE sent as sansock_conn_create does (a failure
+ * then resets it: sansock_conn_negotiation says -ECONNRESET). Blocks for a few round trips to
+ * the daemon, here and at the peer's NEGOTIATE. */
+int sansock_conn_create_embryo(struct san_ctx *ctx, struct san_ep *ep,
+                               const struct sansock_wire_addr *src,
+                               const struct sansock_wire_addr *dst, struct sansock_conn **out);
 /* A non-blocking connect's connection while its SAN connect is under way (san_connect_start done,
  * ep consumed): no buffers yet. Whatever call looks at it first once the daemon's outcome is
  * known (poll, epoll, send, recv, SO_ERROR, connect) sets it up and sends NEGOTIATE; a refusal,

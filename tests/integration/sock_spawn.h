@@ -60,4 +60,34 @@ static inline uint64_t nic_ops(const struct test_daemon *d)
     return s.nic_ops;
 }
 
+/* The daemon's figures for the client of process pid: open endpoints (not closing) and bytes of
+ * proxy memory allocated. */
+static inline void client_usage(const struct test_daemon *d, pid_t pid, uint64_t *eps,
+                                uint64_t *bytes)
+{
+    int fd = test_connect(d);
+    struct san_msg req, rep;
+    *eps = *bytes = 0;
+    uint64_t cursor = 0;
+    do {
+        san_proto_init(&req, SAN_OP_ENDPOINTS, 0);
+        req.u.list_req.cursor = cursor;
+        CHECK_EQ(test_call(fd, &req, &rep), 0);
+        for (uint32_t i = 0; i < rep.u.endpoints_rep.nr; i++)
+            *eps += rep.u.endpoints_rep.e[i].pid == pid &&
+                    rep.u.endpoints_rep.e[i].state != SAN_WIRE_EP_CLOSING;
+        cursor = rep.u.endpoints_rep.next;
+    } while (cursor);
+    do {
+        san_proto_init(&req, SAN_OP_CLIENTS, 0);
+        req.u.list_req.cursor = cursor;
+        CHECK_EQ(test_call(fd, &req, &rep), 0);
+        for (uint32_t i = 0; i < rep.u.clients_rep.nr; i++)
+            if (rep.u.clients_rep.c[i].pid == pid)
+                *bytes += rep.u.clients_rep.c[i].allocated_bytes;
+        cursor = rep.u.clients_rep.next;
+    } while (cursor);
+    close(fd);
+}
+
 #endif

@@ -9,6 +9,12 @@
  * - a reader that never reads: close returns in under 50 ms; with the writer alive its finisher
  *   lets go at SANSOCK_LINGER_MS, with the writer gone the daemon's lingering endpoint goes at
  *   [nic] linger: the daemon's endpoints and registrations come back, nothing leaks;
+ * - orphans: a server (SANSOCK_MAX_ORPHANS=4, [limits] endpoints = 16) writes 300 KiB by RDMA to
+ *   each of 24 connections of two peers that never read (12 each) and closes it: its finisher
+ *   would hold every one for SANSOCK_LINGER_MS (60 s here) and the server could accept nothing
+ *   past 16; with the cap its open endpoints stay at most 4 + 2, a good client is then served over
+ *   the SAN (nic_bytes), and when the peers read, the oldest connections read ECONNRESET and the
+ *   newest (the cap's, less the good client's if it was still held) every byte and EOF;
  * - at the end the daemon is idle. */
 #include "harness.h"
 #include "sock_spawn.h"
@@ -200,6 +206,118 @@ static void never_read(const struct test_daemon *d, size_t size, const char *mod
            mode, size, gone ? "gone" : "alive", us, took);
 }
 
+static void tell(FILE *f, const char *what)
+{
+    fprintf(f, "%s\n", what);
+    fflush(f);
+}
+
+#define ORPH_CAP   4
+#define ORPH_PEERS 2
+#define ORPH_EACH  12
+
+static void orphans(const struct test_daemon *d)
+{
+    const size_t size = 300u << 10;
+    char ss[24], ps[16], line[128];
+    snprintf(ss, sizeof(ss), "%zu", size);
+    set_mode("rdma"); /* an offer the peer never reads keeps the connection in the finisher */
+    setenv("SANSOCK_MAX_ORPHANS", "4", 1);
+    setenv("SANSOCK_LINGER_MS", "60000", 1);
+    char *sargv[] = {sanrun, prog, "serve", ss, NULL};
+    FILE *sout;
+    pid_t srv = spawn(sargv, d->sock, &sout);
+    unsetenv("SANSOCK_MAX_ORPHANS");
+    unsetenv("SANSOCK_LINGER_MS");
+    snprintf(ps, sizeof(ps), "%d", read_port(sout));
+    pid_t h[ORPH_PEERS];
+    FILE *hin[ORPH_PEERS], *hout[ORPH_PEERS];
+    for (int k = 0; k < ORPH_PEERS; k++) {
+        int p[2];
+        CHECK(!pipe2(p, O_CLOEXEC));
+        char *hargv[] = {sanrun, prog, "hostile", ps, NULL};
+        int saved = dup(0);
+        dup2(p[0], 0);
+        h[k] = spawn(hargv, d->sock, &hout[k]);
+        dup2(saved, 0);
+        close(saved);
+        close(p[0]);
+        CHECK(hin[k] = fdopen(p[1], "w"));
+    }
+    /* One at a time, so the server's closes come in a known order. */
+    uint64_t eps = 0, bytes = 0, most = 0;
+    for (int k = 0; k < ORPH_PEERS; k++)
+        for (int i = 0; i < ORPH_EACH; i++) {
+            tell(hin[k], "connect");
+            expect_line(hout[k], "hostile peer", "connected", line, sizeof(line));
+            expect_line(sout, "server", "served", line, sizeof(line));
+            client_usage(d, srv, &eps, &bytes);
+            if (eps > most)
+                most = eps;
+        }
+    struct timespec t = {0, 50000000};
+    nanosleep(&t, NULL); /* the finisher's drop follows the close it was woken for */
+    client_usage(d, srv, &eps, &bytes);
+    printf("orphans: %d connections closed to peers that never read, the server's endpoints at "
+           "most %" PRIu64 ", now %" PRIu64 " (cap %d), %" PRIu64 " bytes of proxy memory\n",
+           ORPH_PEERS * ORPH_EACH, most, eps, ORPH_CAP, bytes);
+    if (most > ORPH_CAP + 2 || eps > ORPH_CAP)
+        test_fail(__FILE__, __LINE__, "the server held %" PRIu64 " endpoints (now %" PRIu64 ")",
+                  most, eps);
+    /* A good client is served, over the SAN. */
+    uint64_t before = nic_bytes(d), t0 = now_ms();
+    char *fargv[] = {sanrun, prog, "fetch", ps, NULL};
+    FILE *fout;
+    pid_t f = spawn(fargv, d->sock, &fout);
+    char want[64];
+    snprintf(want, sizeof(want), "ok %zu eof\n", size);
+    if (!fgets(line, sizeof(line), fout) || strcmp(line, want))
+        test_fail(__FILE__, __LINE__, "good client said '%s'", line);
+    uint64_t took = now_ms() - t0, moved = nic_bytes(d) - before;
+    CHECK_EQ(wait_exit(f), 0);
+    fclose(fout);
+    expect_line(sout, "server", "served", line, sizeof(line));
+    printf("orphans: a good client served in %" PRIu64 " ms, nic_bytes +%" PRIu64 "\n", took,
+           moved);
+    if (moved < size || took > 3000)
+        test_fail(__FILE__, __LINE__, "good client: %" PRIu64 " ms, nic_bytes +%" PRIu64, took,
+                  moved);
+    /* The peers read now: the oldest were reset, the ones still held deliver every byte. */
+    int resets = 0, eofs = 0;
+    for (int k = 0; k < ORPH_PEERS; k++) {
+        tell(hin[k], "read");
+        for (int i = 0; i < ORPH_EACH; i++) {
+            unsigned long long got = 0;
+            if (!fgets(line, sizeof(line), hout[k]))
+                line[0] = 0;
+            if (sscanf(line, "reset %llu", &got) == 1 && got < size && !eofs) {
+                resets++;
+            } else if (sscanf(line, "eof %llu", &got) == 1 && got == size) {
+                eofs++;
+            } else {
+                test_fail(__FILE__, __LINE__,
+                          "peer %d connection %d (after %d reset, %d eof): "
+                          "'%s'",
+                          k, i, resets, eofs, line);
+            }
+        }
+        expect_line(hout[k], "hostile peer", "done", line, sizeof(line));
+        fclose(hin[k]);
+        CHECK_EQ(wait_exit(h[k]), 0);
+        fclose(hout[k]);
+    }
+    printf("orphans: the peers read ECONNRESET on the %d oldest, every byte and EOF on the %d "
+           "newest\n",
+           resets, eofs);
+    if (eofs < ORPH_CAP - 1 || eofs > ORPH_CAP)
+        test_fail(__FILE__, __LINE__, "%d connections delivered, want %d or %d", eofs, ORPH_CAP - 1,
+                  ORPH_CAP);
+    CHECK(!kill(srv, SIGKILL));
+    CHECK_EQ(wait_exit(srv), 128 + SIGKILL);
+    fclose(sout);
+    wait_down(d, 0, 0, 0, 15000, "orphans: all gone");
+}
+
 int main(void)
 {
     test_init();
@@ -226,6 +344,12 @@ int main(void)
             rounds(&d, sizes[i], modes[m], "noclose", few);
         }
     }
+    test_wait_idle(&d, &idle);
+    CHECK_EQ(test_daemon_stop(&d), 0);
+
+    test_daemon_start(&d, "[nic]\nlinger = 1s\n[limits]\nendpoints = 16\n");
+    idle = stats(&d);
+    orphans(&d);
     test_wait_idle(&d, &idle);
     CHECK_EQ(test_daemon_stop(&d), 0);
 

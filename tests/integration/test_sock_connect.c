@@ -15,7 +15,9 @@
  * and a good client connecting after them is accepted (within 3 s: they are dropped, 64 held at
  * most, the oldest after 100 ms when full). Both bounds are the plain build's, scaled by
  * TEST_SLOWDOWN under the sanitizers, and kept by one of five tries (a loaded machine can stall
- * one). */
+ * one). While it holds them (as many embryos as peers, 64 at most: its endpoints in the daemon's
+ * listing) the server's proxy memory (its client's allocated_bytes) stays under 1 MiB: an embryo
+ * holds one receive for the NEGOTIATE, not a connection's buffers (about 1 MiB each). */
 #include <fcntl.h>
 #include <san/nic.h>
 
@@ -164,7 +166,8 @@ static void late(const char *mux)
 
 /* One try of the silent peers' case: every check but the two times, which go to *eagain_ms (the
  * non-blocking accept4's) and *accepted_ms (the good client's wait). */
-static void silent_try(int npeers, const char *mux, double *eagain_ms, double *accepted_ms)
+static void silent_try(const struct test_daemon *d, int npeers, const char *mux, double *eagain_ms,
+                       double *accepted_ms)
 {
     FILE *so, *si, *co;
     int port;
@@ -182,6 +185,20 @@ static void silent_try(int npeers, const char *mux, double *eagain_ms, double *a
     CHECK(sscanf(line, "eagain ms=%lf", eagain_ms) == 1);
     printf("%d silent peers (%s): accept4 EAGAIN in %.2f ms\n", npeers, mux, *eagain_ms);
     expect_line(so, "accept server", "ready", line, sizeof(line));
+    /* The server waits on the listener now: each look takes more silent peers as embryos. */
+    uint64_t want = npeers < 64 ? (uint64_t)npeers : 64, eps = 0, bytes = 0;
+    for (int k = 0; k < 400 && eps < want; k++) {
+        client_usage(d, srv, &eps, &bytes);
+        struct timespec t = {0, 5000000};
+        nanosleep(&t, NULL);
+    }
+    client_usage(d, srv, &eps, &bytes);
+    printf("%d silent peers (%s): %" PRIu64 " embryos hold %" PRIu64 " bytes of proxy memory\n",
+           npeers, mux, eps, bytes);
+    if (eps < want)
+        test_fail(__FILE__, __LINE__, "%" PRIu64 " embryos, want %" PRIu64, eps, want);
+    if (bytes >= 1u << 20)
+        test_fail(__FILE__, __LINE__, "%" PRIu64 " embryos hold %" PRIu64 " bytes", eps, bytes);
     pid_t cli = start_client("hello", port, "", true, &co);
     expect_line(so, "accept server", "ok accepted", line, sizeof(line));
     CHECK(sscanf(line, "ok accepted ms=%lf", accepted_ms) == 1);
@@ -221,13 +238,13 @@ static void silent_try(int npeers, const char *mux, double *eagain_ms, double *a
 #define SILENT_PER_LOOK    16
 #define SILENT_SETUP_MS    (50 * TEST_SLOWDOWN)
 #define SILENT_ACCEPTED_MS (3000 * TEST_SLOWDOWN)
-static void silent(int npeers, const char *mux)
+static void silent(const struct test_daemon *d, int npeers, const char *mux)
 {
     int eagain_ms = SILENT_SETUP_MS * (npeers < SILENT_PER_LOOK ? npeers : SILENT_PER_LOOK);
     char tries[SILENT_TRIES * 40] = "", *p = tries;
     for (int i = 0; i < SILENT_TRIES; i++) {
         double eagain, accepted;
-        silent_try(npeers, mux, &eagain, &accepted);
+        silent_try(d, npeers, mux, &eagain, &accepted);
         if (eagain < eagain_ms && accepted < SILENT_ACCEPTED_MS)
             return;
         printf("%d silent peers (%s): over the bounds (%d and %d ms): again\n", npeers, mux,
@@ -263,9 +280,9 @@ int main(void)
     nb_no_daemon(&d);
     for (int i = 0; i < 3; i++)
         late(mux[i]);
-    silent(1, "poll");
-    silent(100, "poll");
-    silent(100, "epoll");
+    silent(&d, 1, "poll");
+    silent(&d, 100, "poll");
+    silent(&d, 100, "epoll");
     test_wait_idle(&d, &idle);
     CHECK_EQ(test_daemon_stop(&d), 0);
     printf("sock connect: ok\n");

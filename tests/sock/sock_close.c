@@ -17,7 +17,17 @@
  *                                           then sleeps until killed
  *                               close_gone  the same, then _exit(0)
  *                               close_fork  the same, then forks a child that calls exit(0), prints
- *                                           "child exit US", then _exit(0) */
+ *                                           "child exit US", then _exit(0)
+ *   sock_close serve SIZE       listens as reader does, then forever: accepts a connection, writes
+ *                               SIZE bytes of the pattern (one blocking write), closes it, prints
+ *                               "served K" (K connections so far)
+ *   sock_close hostile PORT     a peer that does not read: each "connect" line on stdin connects
+ *                               once more and prints "connected K", never touching the connection
+ *                               again; "read" then reads each to its end in order and prints "eof
+ *                               BYTES" (every byte checked), "reset BYTES" (ECONNRESET after them)
+ *                               or "error E BYTES", then "done"
+ *   sock_close fetch PORT       connects, reads to EOF checking every byte, prints "ok BYTES eof"
+ */
 #include <sys/wait.h>
 #include <arpa/inet.h>
 #include <errno.h>
@@ -149,6 +159,87 @@ static int writer(int port, size_t size, const char *how)
         pause();
 }
 
+static _Noreturn void serve(size_t size)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof(sa)) || listen(l, 64) ||
+        getsockname(l, (struct sockaddr *)&sa, &sl))
+        die("listen");
+    printf("port %u\n", ntohs(sa.sin_port));
+    uint8_t *p = malloc(size);
+    if (!p)
+        die("malloc");
+    for (size_t i = 0; i < size; i++)
+        p[i] = byte_at(i);
+    for (unsigned k = 1;; k++) {
+        int s = accept(l, NULL, NULL);
+        if (s < 0)
+            die("accept");
+        if (write(s, p, size) != (ssize_t)size)
+            die("write");
+        if (close(s))
+            die("close");
+        printf("served %u\n", k);
+    }
+}
+
+static int dial(int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0 || connect(s, (struct sockaddr *)&sa, sizeof(sa)))
+        die("connect");
+    return s;
+}
+
+/* Reads s to its end, checking the pattern: 0 at EOF, else the errno; *got the bytes. */
+static int drain(int s, uint64_t *got)
+{
+    static uint8_t buf[65536];
+    *got = 0;
+    for (;;) {
+        ssize_t r = read(s, buf, sizeof(buf));
+        if (r < 0)
+            return errno;
+        if (!r)
+            return 0;
+        for (ssize_t i = 0; i < r; i++)
+            if (buf[i] != byte_at(*got + (uint64_t)i))
+                return EILSEQ;
+        *got += (uint64_t)r;
+    }
+}
+
+static int hostile(int port)
+{
+    int s[256], n = 0;
+    char line[32];
+    while (fgets(line, sizeof(line), stdin)) {
+        if (!strcmp(line, "connect\n") && n < 256) {
+            s[n++] = dial(port);
+            printf("connected %d\n", n);
+        } else if (!strcmp(line, "read\n")) {
+            for (int i = 0; i < n; i++) {
+                uint64_t got;
+                int e = drain(s[i], &got);
+                if (!e)
+                    printf("eof %llu\n", (unsigned long long)got);
+                else if (e == ECONNRESET)
+                    printf("reset %llu\n", (unsigned long long)got);
+                else
+                    printf("error %s %llu\n", strerror(e), (unsigned long long)got);
+            }
+            printf("done\n");
+            return 0;
+        }
+    }
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -160,6 +251,19 @@ int main(int argc, char **argv)
         fflush(stdout);
         for (;;)
             pause();
+    }
+    if (argc == 3 && !strcmp(argv[1], "serve"))
+        serve(strtoul(argv[2], NULL, 10));
+    if (argc == 3 && !strcmp(argv[1], "hostile"))
+        return hostile(atoi(argv[2]));
+    if (argc == 3 && !strcmp(argv[1], "fetch")) {
+        uint64_t got;
+        int e = drain(dial(atoi(argv[2])), &got);
+        if (e)
+            printf("fail %s after %llu\n", strerror(e), (unsigned long long)got);
+        else
+            printf("ok %llu eof\n", (unsigned long long)got);
+        return e ? 1 : 0;
     }
     if (argc == 5 && !strcmp(argv[1], "writer"))
         return writer(atoi(argv[2]), strtoul(argv[3], NULL, 10), argv[4]);
