@@ -74,19 +74,35 @@ void san_link_umac_key(const uint8_t key[SAN_LINK_KEY], struct umac64_ctx *ctx)
     umac64_set_key(ctx, k); /* its first UMAC_KEY_SIZE bytes */
 }
 
-/* The tag of m: the header with its MAC field zero, then the body, the nonce its seq. */
-static void umac_compute(struct umac64_ctx *ctx, const struct san_link_msg *m,
-                         uint8_t out[UMAC64_DIGEST_SIZE])
+void san_link_umac_begin(struct umac64_ctx *ctx, const struct san_link_msg *m)
 {
     struct san_link_hdr h = m->hdr;
     uint8_t nonce[8];
-    size_t len = m->hdr.length <= sizeof(*m) ? m->hdr.length : sizeof(*m);
     memset(h.mac, 0, SAN_LINK_MAC);
     put64(nonce, m->hdr.seq);
     umac64_set_nonce(ctx, sizeof(nonce), nonce);
     umac64_update(ctx, sizeof(h), (const uint8_t *)&h);
-    if (len > sizeof(h))
-        umac64_update(ctx, len - sizeof(h), (const uint8_t *)m + sizeof(h));
+}
+
+void san_link_umac_update(struct umac64_ctx *ctx, const void *data, size_t len)
+{
+    umac64_update(ctx, len, data);
+}
+
+void san_link_umac_end(struct umac64_ctx *ctx, struct san_link_msg *m)
+{
+    memset(m->hdr.mac, 0, SAN_LINK_MAC);
+    umac64_digest(ctx, UMAC64_DIGEST_SIZE, m->hdr.mac);
+}
+
+/* The tag of m: the header with its MAC field zero, then the body, the nonce its seq. */
+static void umac_compute(struct umac64_ctx *ctx, const struct san_link_msg *m,
+                         uint8_t out[UMAC64_DIGEST_SIZE])
+{
+    size_t len = m->hdr.length <= sizeof(*m) ? m->hdr.length : sizeof(*m);
+    san_link_umac_begin(ctx, m);
+    if (len > sizeof(m->hdr))
+        umac64_update(ctx, len - sizeof(m->hdr), (const uint8_t *)m + sizeof(m->hdr));
     umac64_digest(ctx, UMAC64_DIGEST_SIZE, out);
 }
 

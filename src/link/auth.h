@@ -37,5 +37,12 @@ bool san_link_mac_ok(const uint8_t key[SAN_LINK_KEY], const struct san_link_msg 
 void san_link_umac_key(const uint8_t key[SAN_LINK_KEY], struct umac64_ctx *ctx);
 void san_link_umac(struct umac64_ctx *ctx, struct san_link_msg *m);
 bool san_link_umac_ok(struct umac64_ctx *ctx, const struct san_link_msg *m);
+/* The same tag as san_link_umac, computed as the message is written (the sender hashes each
+ * slice of the payload right after it copied it there, while it is in the cache): begin over
+ * m's header (its seq the nonce; the MAC field counts as zero), update over the rest of the
+ * message in order, end writes the tag into m's MAC field. */
+void san_link_umac_begin(struct umac64_ctx *ctx, const struct san_link_msg *m);
+void san_link_umac_update(struct umac64_ctx *ctx, const void *data, size_t len);
+void san_link_umac_end(struct umac64_ctx *ctx, struct san_link_msg *m);
 
 #endif

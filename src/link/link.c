@@ -426,12 +426,29 @@ static void proven(struct san_link *l, struct link_peer *p, const struct san_lin
     send_proof(l, p, p->peer_host, p->peer_nonce);
 }
 
-/* Queues an endpoint message for p in session: sent by the link thread in order, under that
- * session's key. -ENOBUFS past EPQ_MAX bytes waiting. */
-static int ep_queue(struct san_link *l, struct link_peer *p, uint64_t session,
-                    const struct san_xmsg *x, const void *payload, size_t len)
+/* An endpoint message's payload: len bytes at data, or written by the NIC's fill (send_fill). */
+struct payload {
+    const uint8_t *data;
+    int (*fill)(void *arg, void *dst, size_t off, size_t n);
+    void *arg;
+    size_t len;
+};
+
+/* n bytes of pl from off to dst. fill's error. */
+static int payload_copy(const struct payload *pl, uint8_t *dst, size_t off, size_t n)
 {
-    size_t size = sizeof(struct san_link_hdr) + sizeof(*x) + len;
+    if (pl->fill)
+        return pl->fill(pl->arg, dst, off, n);
+    memcpy(dst, pl->data + off, n);
+    return 0;
+}
+
+/* Queues an endpoint message for p in session: sent by the link thread in order, under that
+ * session's key. -ENOBUFS past EPQ_MAX bytes waiting; fill's error. */
+static int ep_queue(struct san_link *l, struct link_peer *p, uint64_t session,
+                    const struct san_xmsg *x, const struct payload *pl)
+{
+    size_t size = sizeof(struct san_link_hdr) + sizeof(*x) + pl->len;
     struct epq_node *n = malloc(sizeof(*n) + size);
     if (!n)
         return -ENOBUFS;
@@ -442,8 +459,11 @@ static int ep_queue(struct san_link *l, struct link_peer *p, uint64_t session,
                                .length = (uint32_t)size,
                                .host_id = l->host_id};
     memcpy(n->msg + sizeof(*h), x, sizeof(*x));
-    if (len)
-        memcpy(n->msg + sizeof(*h) + sizeof(*x), payload, len);
+    int ferr = pl->len ? payload_copy(pl, n->msg + sizeof(*h) + sizeof(*x), 0, pl->len) : 0;
+    if (ferr) {
+        free(n);
+        return ferr;
+    }
     n->next = NULL;
     n->session = session;
     n->len = size;
@@ -474,6 +494,33 @@ static struct epq_node *epq_pop(struct san_link *l, struct link_peer *p, bool po
     return n;
 }
 
+#define MAC_SLICE (16 << 10) /* payload bytes copied, then hashed while still in the cache */
+
+/* Writes the endpoint message of header h (its seq set) and x with pl's payload into b, and its
+ * UMAC: the payload is copied a slice at a time and each slice hashed right after, so the MAC
+ * reads the bytes from the cache the copy left them in. fill's error (b unused, the MAC context
+ * ready for the next message). */
+static int ep_build(struct link_peer *p, struct link_buf *b, const struct san_link_hdr *h,
+                    const struct san_xmsg *x, const struct payload *pl)
+{
+    struct san_link_msg *m = (struct san_link_msg *)b->data;
+    m->hdr = *h;
+    m->u.ep.x = *x;
+    san_link_umac_begin(&p->tx_umac, m);
+    san_link_umac_update(&p->tx_umac, &m->u.ep.x, sizeof(m->u.ep.x));
+    for (size_t off = 0; off < pl->len; off += MAC_SLICE) {
+        size_t n = pl->len - off < MAC_SLICE ? pl->len - off : MAC_SLICE;
+        int err = payload_copy(pl, m->u.ep.data + off, off, n);
+        if (err) {
+            san_link_umac_end(&p->tx_umac, m); /* resets the context; b is not sent */
+            return err;
+        }
+        san_link_umac_update(&p->tx_umac, m->u.ep.data + off, n);
+    }
+    san_link_umac_end(&p->tx_umac, m);
+    return 0;
+}
+
 /* Sends what waits for p, as send buffers and p's share of them allow. A send that fails for
  * another reason than a busy provider loses a message of the endpoints' stream: the session
  * ends (its endpoints reset), and the handshake starts again. */
@@ -489,10 +536,11 @@ static void ep_drain(struct san_link *l, struct link_peer *p, uint64_t now)
         struct link_buf *b = tx_buf(l);
         if (!b)
             return;
-        struct san_link_msg *m = (struct san_link_msg *)b->data;
-        memcpy(b->data, n->msg, n->len);
-        m->hdr.seq = ++p->tx_seq;
-        san_link_umac(&p->tx_umac, m);
+        struct san_link_hdr h = *(const struct san_link_hdr *)n->msg;
+        const size_t head = sizeof(h) + sizeof(struct san_xmsg);
+        struct payload pl = {.data = n->msg + head, .len = n->len - head};
+        h.seq = ++p->tx_seq;
+        ep_build(p, b, &h, (const struct san_xmsg *)(n->msg + sizeof(h)), &pl);
         ssize_t r = fi_send(l->ep, b->data, n->len, l->desc, p->fa, &b->ctx);
         if (r == -FI_EAGAIN)
             return; /* the provider is busy: again after its next completion */
@@ -619,7 +667,7 @@ static void handle_msg(struct san_link *l, struct link_peer *p, const void *buf,
         struct san_xmsg reply;
         if (l->nic && san_nic_xdeliver(l->nic, (unsigned)(p - l->peers), p->sessions, p->peer_host,
                                        &m->u.ep.x, m->u.ep.data, &reply) == 1) {
-            ep_queue(l, p, p->sessions, &reply, NULL, 0);
+            ep_queue(l, p, p->sessions, &reply, &(struct payload){0});
         }
         return;
     }
@@ -1180,9 +1228,9 @@ static int link_route(void *ctx, const struct san_nic_addr *a, unsigned *link, u
 /* On the link thread, under l->lock (it runs connections only inside poll_once's locked part):
  * m goes to the provider at once, built in a send buffer, when nothing of p waits before it and
  * p's share of the buffers allows; else 1 (queue it). 0 when sent; a send that fails for another
- * reason than a busy provider ends the session, as in ep_drain. */
+ * reason than a busy provider ends the session, as in ep_drain; fill's error: nothing went. */
 static int ep_send_now(struct san_link *l, struct link_peer *p, uint64_t session,
-                       const struct san_xmsg *x, const void *payload, size_t len)
+                       const struct san_xmsg *x, const struct payload *pl)
 {
     if (p->state != SAN_LINK_UP || p->sessions != session || p->ep_inflight >= EP_PER_PEER ||
         l->ep_inflight >= NR_TX - TX_PER_PEER)
@@ -1193,18 +1241,16 @@ static int ep_send_now(struct san_link *l, struct link_peer *p, uint64_t session
     struct link_buf *b = waiting ? NULL : tx_buf(l);
     if (!b)
         return 1;
-    size_t size = sizeof(struct san_link_hdr) + sizeof(*x) + len;
-    struct san_link_msg *m = (struct san_link_msg *)b->data;
-    m->hdr = (struct san_link_hdr){.magic = SAN_LINK_MAGIC,
-                                   .version = SAN_LINK_VERSION,
-                                   .type = SAN_LINK_EP,
-                                   .length = (uint32_t)size,
-                                   .host_id = l->host_id,
-                                   .seq = p->tx_seq + 1};
-    m->u.ep.x = *x;
-    if (len)
-        memcpy(m->u.ep.data, payload, len);
-    san_link_umac(&p->tx_umac, m);
+    size_t size = sizeof(struct san_link_hdr) + sizeof(*x) + pl->len;
+    struct san_link_hdr h = {.magic = SAN_LINK_MAGIC,
+                             .version = SAN_LINK_VERSION,
+                             .type = SAN_LINK_EP,
+                             .length = (uint32_t)size,
+                             .host_id = l->host_id,
+                             .seq = p->tx_seq + 1};
+    int err = ep_build(p, b, &h, x, pl);
+    if (err)
+        return err;
     ssize_t r = fi_send(l->ep, b->data, size, l->desc, p->fa, &b->ctx);
     if (r == -FI_EAGAIN)
         return 1;
@@ -1224,19 +1270,18 @@ static int ep_send_now(struct san_link *l, struct link_peer *p, uint64_t session
     return 0;
 }
 
-static int link_send(void *ctx, unsigned link, uint64_t session, const struct san_xmsg *m,
-                     const void *payload, size_t len)
+static int ep_send(struct san_link *l, unsigned link, uint64_t session, const struct san_xmsg *m,
+                   const struct payload *pl)
 {
-    struct san_link *l = ctx;
-    if (link >= l->nr_peers || len > SAN_XMSG_CHUNK)
+    if (link >= l->nr_peers || pl->len > SAN_XMSG_CHUNK)
         return -EINVAL;
     struct link_peer *p = &l->peers[link];
     if (!session || atomic_load(&p->live) != session)
         return -ECONNRESET;
-    int err = own_thread == l ? ep_send_now(l, p, session, m, payload, len) : 1;
+    int err = own_thread == l ? ep_send_now(l, p, session, m, pl) : 1;
     if (err <= 0)
         return err;
-    err = ep_queue(l, p, session, m, payload, len);
+    err = ep_queue(l, p, session, m, pl);
     /* A thread that is looking finds the message at its next look; one that waits is signalled
      * (waiting is set before it looks at the queues a last time: one of the two sees the other). */
     if (!err && own_thread != l && atomic_load(&l->waiting) && !atomic_exchange(&l->kicked, true))
@@ -1244,7 +1289,21 @@ static int link_send(void *ctx, unsigned link, uint64_t session, const struct sa
     return err;
 }
 
+static int link_send(void *ctx, unsigned link, uint64_t session, const struct san_xmsg *m,
+                     const void *payload, size_t len)
+{
+    return ep_send(ctx, link, session, m, &(struct payload){.data = payload, .len = len});
+}
+
+static int link_send_fill(void *ctx, unsigned link, uint64_t session, const struct san_xmsg *m,
+                          size_t len, int (*fill)(void *arg, void *dst, size_t off, size_t n),
+                          void *arg)
+{
+    return ep_send(ctx, link, session, m, &(struct payload){.fill = fill, .arg = arg, .len = len});
+}
+
 void san_link_xport(struct san_link *l, struct san_nic_xport *out)
 {
-    *out = (struct san_nic_xport){.ctx = l, .route = link_route, .send = link_send};
+    *out = (struct san_nic_xport){
+        .ctx = l, .route = link_route, .send = link_send, .send_fill = link_send_fill};
 }

@@ -184,6 +184,14 @@ struct san_nic_xport {
      * session is over, -ENOBUFS when the transport holds too much already. */
     int (*send)(void *ctx, unsigned link, uint64_t session, const struct san_xmsg *m,
                 const void *payload, size_t len);
+    /* As send, but the payload is written by fill straight where the transport builds the
+     * message (its n bytes from offset off of the payload to dst, in order, possibly in several
+     * calls): the bytes of a chunk go from the endpoint's memory into the message with no copy in
+     * between. fill's error (-EFAULT) is returned as it is, and then nothing was queued. NULL:
+     * the NIC fills a chunk buffer of its own and calls send. */
+    int (*send_fill)(void *ctx, unsigned link, uint64_t session, const struct san_xmsg *m,
+                     size_t len, int (*fill)(void *arg, void *dst, size_t off, size_t n),
+                     void *arg);
 };
 /* Sets (or, with NULL, detaches: every connection across hosts resets) the transport. Detach
  * before the transport goes: afterwards no call of it is made or in progress. */

@@ -165,6 +165,45 @@ void san_xconn_send_or_fail(struct san_xconn *xc, struct san_xmsg *m, const void
         san_xconn_fail_all(xc); /* the session is over, or the transport is overwhelmed */
 }
 
+/* The source of a chunk: len bytes at byte off of the request the pieces make up. */
+struct chunk_src {
+    struct san_nic *nic;
+    const struct san_nic_piece *pc;
+    unsigned n;
+    uint64_t off;
+};
+
+static int fill_chunk(void *arg, void *dst, size_t off, size_t n)
+{
+    const struct chunk_src *s = arg;
+    return san_nic_pieces_io(s->nic, s->pc, s->n, s->off + off, dst, n, false) ? -EFAULT : 0;
+}
+
+int san_xconn_send_from(struct san_xconn *xc, struct san_xmsg *m, const struct san_nic_piece *pc,
+                        unsigned n, uint64_t off, size_t len)
+{
+    struct san_nic *nic = xc->nic;
+    struct chunk_src src = {.nic = nic, .pc = pc, .n = n, .off = off};
+    int err = -ECONNRESET;
+    if (xc->dead)
+        return err;
+    m->conn = atomic_load(&xc->peer_conn);
+    m->from = xc->id;
+    m->len = (uint32_t)len;
+    pthread_rwlock_rdlock(&nic->xport_lock);
+    if (nic->xport.send_fill) {
+        err = nic->xport.send_fill(nic->xport.ctx, xc->link, xc->session, m, len, fill_chunk, &src);
+    } else if (nic->xport.send) {
+        err = len ? fill_chunk(&src, xc->buf, 0, len) : 0;
+        if (!err)
+            err = nic->xport.send(nic->xport.ctx, xc->link, xc->session, m, xc->buf, len);
+    }
+    pthread_rwlock_unlock(&nic->xport_lock);
+    if (err && err != -EFAULT && !xc->dead)
+        san_xconn_fail_all(xc); /* the session is over, or the transport is overwhelmed */
+    return err;
+}
+
 void san_xconn_done(struct san_xconn *xc, uint64_t seq, int32_t status, uint64_t total)
 {
     struct san_xmsg m = {.op = SAN_XMSG_DONE, .seq = seq, .status = status, .total = total};

@@ -89,6 +89,12 @@ void san_xconn_fail_all(struct san_xconn *xc);
 void san_xconn_violation(struct san_xconn *xc);
 void san_xconn_send_or_fail(struct san_xconn *xc, struct san_xmsg *m, const void *payload,
                             size_t len);
+/* Sends m with len payload bytes taken from byte off of the request pc (n pieces, uses held by
+ * the caller) straight into the message (the transport's send_fill). 0; -EFAULT: the pieces
+ * failed, nothing went (the caller aborts the request); else the connection failed (as
+ * san_xconn_send_or_fail). */
+int san_xconn_send_from(struct san_xconn *xc, struct san_xmsg *m, const struct san_nic_piece *pc,
+                        unsigned n, uint64_t off, size_t len);
 void san_xconn_done(struct san_xconn *xc, uint64_t seq, int32_t status, uint64_t total);
 
 /* xops.c */

@@ -257,23 +257,31 @@ bool san_xconn_answer(struct san_xconn *xc)
                              .total = xc->rd_total,
                              .offset = xc->rd_sent,
                              .status = xc->rd_status};
-        if (r.status) {
-            n = 0;
-            xc->rd_busy = false;
-            xc->in_dead = true;
-        } else if (remote_io(xc, xc->rd_rkey, xc->rd_va, xc->rd_total, xc->rd_sent, xc->buf, n,
-                             false)) {
-            r.status = -EACCES;
-            n = 0;
-            xc->rd_busy = false;
-            xc->in_dead = true;
-        }
         xc->credits--;
-        san_xconn_send_or_fail(xc, &r, xc->buf, n);
-        xc->rd_sent += n;
-        if (xc->rd_sent == xc->rd_total)
-            xc->rd_busy = false;
         did = true;
+        if (!r.status) {
+            /* Checked again (the registration may have gone since the request came), and the
+             * chunk goes from the memory straight into the message. */
+            struct san_nic_piece pc;
+            int err = san_nic_remote(xc->nic, xc->ep->set, xc->rd_rkey, xc->rd_va, xc->rd_total,
+                                     false, &pc);
+            if (!err) {
+                err = san_xconn_send_from(xc, &r, &pc, 1, xc->rd_sent, n);
+                san_nic_put_pieces(xc->nic, &pc, 1);
+            }
+            if (!err) {
+                xc->rd_sent += n;
+                if (xc->rd_sent == xc->rd_total)
+                    xc->rd_busy = false;
+                continue;
+            }
+            if (xc->dead)
+                break; /* the connection failed */
+            r.status = -EACCES;
+        }
+        xc->rd_busy = false;
+        xc->in_dead = true;
+        san_xconn_send_or_fail(xc, &r, NULL, 0);
     }
     return did;
 }
@@ -437,19 +445,21 @@ bool san_xconn_ship(struct san_xconn *xc)
         uint64_t total;
         int err = san_nic_local_pieces(xc->ep, &o->w, false, src, &total);
         if (!err) {
-            err = san_nic_pieces_io(xc->nic, src, o->w.nsge, o->sent, xc->buf, n, false);
+            /* The chunk goes from the client's memory straight into the message. */
+            err = san_xconn_send_from(xc, &m, src, o->w.nsge, o->sent, n);
             san_nic_put_pieces(xc->nic, src, o->w.nsge);
         }
         xc->credits--;
         did = true;
-        if (err) {
+        if (err && !xc->dead) { /* its pieces failed: nothing of this chunk went */
             m.status = -EFAULT; /* the target drops what it has of this request */
             san_xconn_send_or_fail(xc, &m, NULL, 0);
             o->status = -EFAULT;
             xc->ship_stopped = true;
             break;
         }
-        san_xconn_send_or_fail(xc, &m, xc->buf, n);
+        if (err)
+            break; /* the connection failed: its ring completes with the reset */
         o->sent += n;
         if (o->sent == o->total)
             xc->op_ship++; /* a request of 0 bytes goes once */
