@@ -508,8 +508,13 @@ static int ep_build(struct link_peer *p, struct link_buf *b, const struct san_li
     m->u.ep.x = *x;
     san_link_umac_begin(&p->tx_umac, m);
     san_link_umac_update(&p->tx_umac, &m->u.ep.x, sizeof(m->u.ep.x));
-    for (size_t off = 0; off < pl->len; off += MAC_SLICE) {
-        size_t n = pl->len - off < MAC_SLICE ? pl->len - off : MAC_SLICE;
+    /* Slices end at multiples of MAC_SLICE from the message's start: the hash then takes each
+     * one in whole blocks of its own (a slice that ended inside a block would be buffered). */
+    const size_t head = sizeof(m->hdr) + sizeof(m->u.ep.x);
+    for (size_t off = 0, n; off < pl->len; off += n) {
+        n = MAC_SLICE - (head + off) % MAC_SLICE;
+        if (n > pl->len - off)
+            n = pl->len - off;
         int err = payload_copy(pl, m->u.ep.data + off, off, n);
         if (err) {
             san_link_umac_end(&p->tx_umac, m); /* resets the context; b is not sent */
