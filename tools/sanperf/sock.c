@@ -637,6 +637,11 @@ static void program_row(bool json, const char *name, const char *unit, double ou
                         const char *why)
 {
     bool higher = !strcmp(unit, "gb_per_s");
+    /* The ratio is the quotient of the figures as printed (GB/s to 3 decimals, ns whole): a
+     * program's throughput on a loaded machine can be 0.05 GB/s, where the rounding alone is 1%. */
+    double scale = higher ? 1000 : 1;
+    ours = (double)(long long)(ours * scale + 0.5) / scale;
+    tcp = (double)(long long)(tcp * scale + 0.5) / scale;
     double ratio = tcp > 0 ? ours / tcp : 0;
     if (json && why)
         perf_json("\"suite\": \"sock\", \"case\": \"%s\", \"status\": \"%s\"", name, why);
