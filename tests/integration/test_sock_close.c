@@ -268,7 +268,21 @@ static void orphans(const struct test_daemon *d)
     uint64_t before = nic_bytes(d), t0 = now_ms();
     char *fargv[] = {sanrun, prog, "fetch", ps, NULL};
     FILE *fout;
+#ifdef SAN_UNDER_SANITIZER
+    /* The client exits with its closed connection still held by its finisher thread, named only
+     * from the switch's descriptor table: LeakSanitizer would call it a leak. */
+    const char *asan = getenv("ASAN_OPTIONS");
+    char *saved = asan ? strdup(asan) : NULL;
+    setenv("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1", 1);
+#endif
     pid_t f = spawn(fargv, d->sock, &fout);
+#ifdef SAN_UNDER_SANITIZER
+    if (saved)
+        setenv("ASAN_OPTIONS", saved, 1);
+    else
+        unsetenv("ASAN_OPTIONS");
+    free(saved);
+#endif
     char want[64];
     snprintf(want, sizeof(want), "ok %zu eof\n", size);
     if (!fgets(line, sizeof(line), fout) || strcmp(line, want))
