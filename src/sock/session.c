@@ -1291,7 +1291,12 @@ ssize_t sansock_conn_recvv(struct sansock_conn *c, int fd, const struct iovec *i
         }
         if (got == len || (got && !(flags & MSG_WAITALL)))
             break;
-        progress_locked(c); /* a repost that found the peer gone: its SHUTDOWN may be queued */
+        /* A repost that found the peer gone (its SHUTDOWN may be queued), or anything else that
+         * came since the top: looked at from the top again, the sink's answer included. A wait
+         * below sees only what comes after it starts, so a SINK_DONE taken here and not looked
+         * at would leave this receive waiting for good. */
+        if (progress_locked(c))
+            continue;
         if (readable_locked(c) && !(flags & MSG_PEEK))
             continue;
         if (c->peer_eof && !c->rcount) /* EOF after the last transfer, read or not */
