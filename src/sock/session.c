@@ -114,6 +114,7 @@ struct sansock_conn {
     int err;          /* reset: -ECONNRESET (or the NIC's error); 0 while healthy */
     int so_error;     /* err until reported once (SO_ERROR, or a call that failed with it) */
     bool abort_close; /* SO_LINGER {1, 0}: close resets instead of delivering */
+    bool closed;      /* the program closed it: data that comes now resets, as TCP's RST */
 
     uint32_t features;      /* RDMA modes both sides announced */
     uint32_t peer_max_rdma; /* the largest offer the peer reads */
@@ -448,6 +449,10 @@ static void on_recv_locked(struct sansock_conn *c, uint32_t slot, uint32_t byte_
         c->owed = 1;
         break;
     case SANSOCK_MSG_DATA:
+        if (c->closed) { /* nobody will read it: TCP answers data for a closed socket with RST */
+            reset_locked(c, -ECONNRESET);
+            return;
+        }
         c->rdma.rx_pos += m.payload_len; /* the stream's position, for write mode's sinks */
         if (c->rd_shut || c->peer_eof) { /* dropped, as TCP drops data after SHUT_RD */
             repost_locked(c, slot);
@@ -458,7 +463,12 @@ static void on_recv_locked(struct sansock_conn *c, uint32_t slot, uint32_t byte_
         c->rcount++;
         break;
     case SANSOCK_MSG_RDMA_OFFER: {
-        /* Read at once into a sink (even after SHUT_RD: the DONE frees the peer's buffer). */
+        /* Read at once into a sink (even after SHUT_RD: the DONE frees the peer's buffer);
+         * after close, a reset as for data. */
+        if (c->closed) {
+            reset_locked(c, -ECONNRESET);
+            return;
+        }
         uint32_t sink;
         int err = sansock_rdma_on_offer(&c->rdma, c->ctx, c->ep, &m, &sink);
         if (err) {
@@ -922,7 +932,10 @@ static void conn_destroy(struct sansock_obj *o)
         conn_free(c);
         return;
     }
-    bool abort_close = c->abort_close; /* SO_LINGER {1, 0}: no SHUTDOWN, the peer is reset */
+    /* SO_LINGER {1, 0}, or data the program never read: no SHUTDOWN, the peer is reset, as by
+     * TCP's close (RST instead of FIN); data that comes later resets too (on_recv_locked). */
+    bool abort_close = c->abort_close || c->rcount;
+    c->closed = true;
     if (!abort_close)
         c->wr_shut = true;
     c->seq++;

@@ -4,7 +4,8 @@
  * both ends under sanrun (over the SAN: the daemon's nic_bytes grows by the bytes moved), and
  * both without it (the kernel's TCP on loopback: the expectations are TCP's, so the same program
  * passing on TCP shows they are not the switch's inventions).
- * - vec, peek, nonblock, epipe, closed, sendfile, sockopt, fortify: see sock_calls.c.
+ * - vec, peek, nonblock, epipe, closed, unread, afterclose, sendfile, sockopt, fortify: see
+ *   sock_calls.c.
  * - pack: one writev of 1000 pieces of 7 bytes costs the NIC about as many operations as one of
  *   a single 7000-byte piece (the pieces share messages; one message each would be 1000 more).
  * - coalesce: 10000 one-byte writes to a reader that sleeps cost the NIC at most 1000 operations
@@ -135,6 +136,8 @@ int main(void)
         run(&d, "nbcache", "", san, 12);
         run(&d, "epipe", "", san, 0);
         run(&d, "closed", "", san, 0);
+        run(&d, "unread", "", san, 1000);
+        run(&d, "afterclose", "", san, 1u << 20);
         run(&d, "sendfile", san ? "san" : "", san, 300000 + (1u << 20) + 2 * (8u << 20));
         run(&d, "sockopt", san ? "san" : "", san, 600);
         run(&d, "fortify", "7", san, 10000);

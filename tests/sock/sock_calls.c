@@ -35,12 +35,22 @@
  *   sockopt   SO_TYPE/SO_DOMAIN/SO_PROTOCOL, SO_ERROR 0, buffer sizes, TCP_NODELAY, SO_KEEPALIVE,
  *             SO_REUSEADDR read back, TCP_INFO says established, MSG_OOB and MSG_ERRQUEUE as
  *             TCP's without urgent data (ARG "san": a MSG_OOB send is EOPNOTSUPP),
- * sendmmsg/recvmmsg; then SO_LINGER {1, 0} and close: the server's read fails with ECONNRESET reset
- * the client writes 10 bytes the server never reads; the test SIGKILLs the server; the client's
- * poll sees POLLERR, SO_ERROR is ECONNRESET once, then 0 killsend  the client writes until the test
- * SIGKILLs the reading server: EPIPE or ECONNRESET killrecv  the client reads until the test
- * SIGKILLs the writing server: EOF or ECONNRESET fortify   read, recv, recvfrom and poll built with
- * _FORTIFY_SOURCE (__read_chk...) */
+ *             sendmmsg/recvmmsg; then SO_LINGER {1, 0} and close: the server's read fails with
+ *             ECONNRESET
+ *   closed    the server shuts its side and exits: the client's writes end in EPIPE or ECONNRESET
+ *   unread    the server closes with the client's 1000 bytes unread (and lives on): the client's
+ *             read fails with ECONNRESET, TCP's RST instead of FIN
+ *   afterclose the server writes 1 MiB and closes (and lives on) while the client reads none of
+ *             it: the client's writes end in EPIPE or ECONNRESET within 2 s (TCP answers data
+ *             for a closed socket with RST), not when the close gives up
+ *   reset     the client writes 10 bytes the server never reads; the test SIGKILLs the server;
+ *             the client's poll sees POLLERR, SO_ERROR is ECONNRESET once, then 0
+ *   killsend  the client writes until the test SIGKILLs the reading server: EPIPE or ECONNRESET
+ *   killrecv  the client reads until the test SIGKILLs the writing server: EOF or ECONNRESET
+ *   fortify   read, recv, recvfrom and poll built with _FORTIFY_SOURCE (__read_chk...)
+ *
+ * unread and afterclose keep the server alive after its close until the client connects a second
+ * time to say it is done. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -783,6 +793,91 @@ static void close_server(int s)
     printf("ok closed\n");
 }
 
+/* ---- unread, afterclose: close of a live process, the read side (TCP's RST) ---- */
+
+#define UNREAD_BYTES 1000
+#define AFTER_BYTES                                                                                \
+    (1u << 20) /* above the RDMA threshold (256 KiB): offers the client never reads */
+
+/* The client's second connection says it is done: the server stays alive until then (its
+ * closed connection is still its process's, not the daemon's). */
+static void wait_done(int l)
+{
+    int d = accept(l, NULL, NULL);
+    char b;
+    EXPECT(d >= 0 && read(d, &b, 1) == 1);
+    close(d);
+    close(l);
+}
+
+static void say_done(const char *host, int port);
+
+/* Closes with bytes unread: the client's read fails with ECONNRESET (RST, not FIN). */
+static void unread_server(int s, int l)
+{
+    int n = 0;
+    for (int i = 0; i < 5000 && n < UNREAD_BYTES; i++) {
+        EXPECT(ioctl(s, FIONREAD, &n) == 0);
+        if (n < UNREAD_BYTES)
+            sleep_ms(1);
+    }
+    EXPECT(n == UNREAD_BYTES);
+    close(s);
+    wait_done(l);
+    printf("ok unread\n");
+}
+
+static void unread_client(int s, const char *host, int port)
+{
+    uint8_t b[UNREAD_BYTES];
+    fill(b, sizeof(b), 0);
+    write_full(s, b, sizeof(b));
+    ssize_t r = read(s, b, 1);
+    EXPECT(r == -1 && errno == ECONNRESET);
+    say_done(host, port);
+    printf("ok unread: read ECONNRESET\n");
+}
+
+/* Writes AFTER_BYTES and closes while the client reads none of them, so the close is not over
+ * (the client has not taken the bytes): the client's writes to it must fail soon (TCP answers
+ * data for a closed socket with RST), not once the close gives up. */
+static void afterclose_server(int s, int l)
+{
+    static uint8_t b[AFTER_BYTES];
+    fill(b, sizeof(b), 0);
+    write_full(s, b, sizeof(b));
+    close(s);
+    wait_done(l);
+    printf("ok afterclose\n");
+}
+
+static void afterclose_client(int s, const char *host, int port)
+{
+    signal(SIGPIPE, on_sigpipe);
+    sleep_ms(50); /* the server closed */
+    char b[100] = {0};
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < 1000; i++) {
+        ssize_t w = write(s, b, sizeof(b));
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+        if (w == -1 && (errno == EPIPE || errno == ECONNRESET)) {
+            const char *e = errno == EPIPE ? "EPIPE" : "ECONNRESET";
+            if (ms > 2000)
+                FAIL("writes to a closed peer failed only after %.0f ms", ms);
+            say_done(host, port);
+            printf("ok afterclose: %s after %d writes, %.0f ms\n", e, i, ms);
+            return;
+        }
+        EXPECT(w == (ssize_t)sizeof(b));
+        if (ms > 2000)
+            FAIL("writes to a closed peer still succeed after %.0f ms", ms);
+        sleep_ms(5);
+    }
+    FAIL("writes to a closed peer kept succeeding");
+}
+
 /* ---- sendfile ---- */
 
 #define SF_SIZE   ((1u << 20) + 123)
@@ -1210,6 +1305,16 @@ static int connect_to(const char *host, int port)
     return s;
 }
 
+/* A byte, then EOF from the server: a connection closed at once could be dropped before the
+ * server's accept sees it (an accept returns only connections whose peer spoke). */
+static void say_done(const char *host, int port)
+{
+    int d = connect_to(host, port);
+    char b = 1;
+    EXPECT(write(d, &b, 1) == 1 && read(d, &b, 1) == 0);
+    close(d);
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1217,7 +1322,8 @@ int main(int argc, char **argv)
         role = argv[2];
         alarm(60); /* a server that never hears from its client fails instead of hanging */
         int l = -1;
-        int s = listen_one(!strcmp(role, "nbcache") ? &l : NULL);
+        bool closes = !strcmp(role, "unread") || !strcmp(role, "afterclose"); /* s, itself */
+        int s = listen_one(closes || !strcmp(role, "nbcache") ? &l : NULL);
         if (!strcmp(role, "vec"))
             vec_server(s);
         else if (!strcmp(role, "nbcache"))
@@ -1234,6 +1340,10 @@ int main(int argc, char **argv)
             epipe_server(s);
         else if (!strcmp(role, "closed"))
             close_server(s);
+        else if (!strcmp(role, "unread"))
+            unread_server(s, l);
+        else if (!strcmp(role, "afterclose"))
+            afterclose_server(s, l);
         else if (!strcmp(role, "sendfile"))
             sendfile_server(s);
         else if (!strcmp(role, "sockopt"))
@@ -1246,7 +1356,8 @@ int main(int argc, char **argv)
             endless_writer_server(s);
         else
             FAIL("unknown role");
-        close(s);
+        if (!closes)
+            close(s);
         return 0;
     }
     if (argc >= 5 && !strcmp(argv[1], "client")) {
@@ -1270,6 +1381,10 @@ int main(int argc, char **argv)
             epipe_client(s);
         else if (!strcmp(role, "closed"))
             closed_peer_client(s);
+        else if (!strcmp(role, "unread"))
+            unread_client(s, argv[3], atoi(argv[4]));
+        else if (!strcmp(role, "afterclose"))
+            afterclose_client(s, argv[3], atoi(argv[4]));
         else if (!strcmp(role, "sendfile"))
             sendfile_client(s, !strcmp(arg, "san"));
         else if (!strcmp(role, "sockopt"))
