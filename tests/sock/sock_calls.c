@@ -796,8 +796,8 @@ static void close_server(int s)
 /* ---- unread, afterclose: close of a live process, the read side (TCP's RST) ---- */
 
 #define UNREAD_BYTES 1000
-#define AFTER_BYTES                                                                                \
-    (1u << 20) /* above the RDMA threshold (256 KiB): offers the client never reads */
+/* Above the RDMA threshold (256 KiB): offers the client never reads. */
+#define AFTER_BYTES (1u << 20)
 
 /* The client's second connection says it is done: the server stays alive until then (its
  * closed connection is still its process's, not the daemon's). */
