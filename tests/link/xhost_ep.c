@@ -145,7 +145,12 @@ static void main_server(const char *dir)
             c[nc++] = (struct conn){.ep = ep};
             /* Each connection echoes through slot (i % SLOTS): one message at a time. */
             struct san_sge s = {slots + (nc - 1) % SLOTS * (size_t)SLOT, SLOT, san_mr_lkey(smr)};
-            san_post_recv(ep, 1, &s, 1);
+            if (san_post_recv(ep, 1, &s, 1)) {
+                /* Reset before we took it (its client refused an access of its own and went):
+                 * no receive, so no completion would ever tell us to close it. */
+                c[nc - 1].dead = true;
+                san_ep_close(ep);
+            }
             idle = false;
         }
         for (size_t i = 0; i < nc; i++) {
