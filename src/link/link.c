@@ -102,6 +102,7 @@ struct link_peer {
     unsigned forged;       /* messages of this session whose MAC failed (FORGED_MAX ends it) */
     uint64_t mac_failures; /* every message from the peer's address whose MAC failed */
     struct san_link_ratelog droplog; /* the lines about those */
+    struct san_link_ratelog uplog;   /* the "up" lines: a peer that restarts in a loop */
     uint64_t last_host;              /* of the last session: another one is a restarted peer */
     struct san_nic_net nets[SAN_LINK_NETS];
     size_t nr_nets;
@@ -419,9 +420,16 @@ static void proven(struct san_link *l, struct link_peer *p, const struct san_lin
     p->last_heard = now;
     p->next_heartbeat = now + l->cfg.timeout_ns / 4;
     p->last_error[0] = 0;
-    san_log(SAN_LOG_INFO, "link %s: up, peer host_id %016llx, %u networks%s%s", p->name,
-            (unsigned long long)p->peer_host, (unsigned)p->nr_nets,
-            restarted ? " (the peer restarted)" : "", was_up ? " (new session)" : "");
+    uint64_t held = 0;
+    if (san_link_ratelog_take(&p->uplog, now, &held)) {
+        char more[64] = "";
+        if (held)
+            snprintf(more, sizeof(more), " (%llu more sessions since the last line)",
+                     (unsigned long long)held);
+        san_log(SAN_LOG_INFO, "link %s: up, peer host_id %016llx, %u networks%s%s%s", p->name,
+                (unsigned long long)p->peer_host, (unsigned)p->nr_nets,
+                restarted ? " (the peer restarted)" : "", was_up ? " (new session)" : "", more);
+    }
     push_event(l, p, restarted);
     send_proof(l, p, p->peer_host, p->peer_nonce);
 }
