@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sock/real.h"
 #include "sock/session.h"
@@ -62,6 +63,7 @@ static size_t nr_in, cap_in;
 static int kick_fd = -1;
 static _Atomic bool started;
 static _Atomic size_t unfinished; /* connections added and not freed yet */
+static bool stopped;              /* exit() is past its wait: no more work (work_lock) */
 
 static bool grow(struct item **a, size_t *cap, size_t need)
 {
@@ -125,6 +127,11 @@ static void *finisher_main(void *arg)
             continue;
         }
         pthread_mutex_lock(&work_lock);
+        if (stopped) { /* the process is exiting: the daemon finishes what is left */
+            pthread_mutex_unlock(&work_lock);
+            for (;;)
+                pause();
+        }
         uint64_t now = san_now_ns();
         bool sweep = now >= next_sweep;
         if (sweep)
@@ -248,6 +255,7 @@ void sansock_finish_atfork_child(void)
         REAL(close)(kick_fd);
     kick_fd = -1;
     started = false;
+    stopped = false;
     atomic_store(&unfinished, 0); /* the parent's, finished by the parent */
 }
 
@@ -259,4 +267,12 @@ void sansock_finish_wait_idle(uint64_t deadline_ns)
         struct timespec t = {0, 1000000L};
         nanosleep(&t, NULL);
     }
+    /* Past the wait the thread calls into nothing more: the rest of exit (exit handlers, such as
+     * LeakSanitizer's check, which stops every thread with ptrace) must not find it in a munmap
+     * of a watched buffer, waiting for libsan's userfaultfd watcher to read the event: a stopped
+     * watcher never does, and exit would hang. What it still holds the daemon finishes, as after
+     * _exit (the endpoints linger). */
+    pthread_mutex_lock(&work_lock);
+    stopped = true;
+    pthread_mutex_unlock(&work_lock);
 }

@@ -19,7 +19,8 @@ void sansock_finish_add(struct sansock_conn *c);
 /* Starts the thread if it does not run yet (at a connection's creation, so that no close pays
  * for a thread's creation). Blocks briefly; any thread. */
 void sansock_finish_prepare(void);
-/* exit(): waits until the finisher has no connection left, or deadline_ns (CLOCK_MONOTONIC). */
+/* exit(): waits until the finisher has no connection left, or deadline_ns (CLOCK_MONOTONIC);
+ * then stops the thread's work for good (what it holds goes to the daemon, as at _exit). */
 void sansock_finish_wait_idle(uint64_t deadline_ns);
 /* In a forked child: the parent's connections and thread are not the child's. */
 void sansock_finish_atfork_child(void);

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,11 +26,14 @@
 #define SA(a) (a)
 #endif
 
+static void sansock_exit(void);
+
 __attribute__((constructor)) static void sansock_init(void)
 {
     sansock_real_resolve();
     sansock_config_load();
     sansock_san_init();
+    atexit(sansock_exit);
 }
 
 #define EXIT_MS 1000 /* the most exit waits for the connections' last bytes */
@@ -42,8 +46,12 @@ static void exit_conn(struct sansock_obj *o, void *deadline)
 }
 
 /* exit() with SAN connections open: the kernel would deliver a TCP socket's last bytes and FIN;
- * here nothing runs after the process, so its connections send theirs now (bounded). */
-__attribute__((destructor)) static void sansock_fini(void)
+ * here nothing runs after the process, so its connections send theirs now (bounded), and the
+ * finisher then stops. An exit handler rather than a destructor: registered after the program's
+ * runtime started, it runs before the handlers registered earlier (LeakSanitizer's check among
+ * them, which must not find the finisher at work: sansock_finish_wait_idle) and before any
+ * library's destructor. */
+static void sansock_exit(void)
 {
     int e = errno;
     uint64_t deadline = san_now_ns() + EXIT_MS * 1000000ull;
