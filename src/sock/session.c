@@ -422,6 +422,11 @@ static void on_recv_locked(struct sansock_conn *c, uint32_t slot, uint32_t byte_
     c->credits += m.credits;
     if (m.flags & SANSOCK_F_CREDIT_LOW)
         c->peer_low = true;
+    if (c->closed && (m.type == SANSOCK_MSG_DATA || m.type == SANSOCK_MSG_RDMA_OFFER)) {
+        /* Stream bytes nobody will read: TCP answers data for a closed socket with RST. */
+        reset_locked(c, -ECONNRESET);
+        return;
+    }
     switch (m.type) {
     case SANSOCK_MSG_NEGOTIATE:
         c->peer_neg = m.u.negotiate;
@@ -449,10 +454,6 @@ static void on_recv_locked(struct sansock_conn *c, uint32_t slot, uint32_t byte_
         c->owed = 1;
         break;
     case SANSOCK_MSG_DATA:
-        if (c->closed) { /* nobody will read it: TCP answers data for a closed socket with RST */
-            reset_locked(c, -ECONNRESET);
-            return;
-        }
         c->rdma.rx_pos += m.payload_len; /* the stream's position, for write mode's sinks */
         if (c->rd_shut || c->peer_eof) { /* dropped, as TCP drops data after SHUT_RD */
             repost_locked(c, slot);
@@ -463,12 +464,7 @@ static void on_recv_locked(struct sansock_conn *c, uint32_t slot, uint32_t byte_
         c->rcount++;
         break;
     case SANSOCK_MSG_RDMA_OFFER: {
-        /* Read at once into a sink (even after SHUT_RD: the DONE frees the peer's buffer);
-         * after close, a reset as for data. */
-        if (c->closed) {
-            reset_locked(c, -ECONNRESET);
-            return;
-        }
+        /* Read at once into a sink (even after SHUT_RD: the DONE frees the peer's buffer). */
         uint32_t sink;
         int err = sansock_rdma_on_offer(&c->rdma, c->ctx, c->ep, &m, &sink);
         if (err) {
