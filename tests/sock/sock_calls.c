@@ -49,8 +49,9 @@
  *   killrecv  the client reads until the test SIGKILLs the writing server: EOF or ECONNRESET
  *   fortify   read, recv, recvfrom and poll built with _FORTIFY_SOURCE (__read_chk...)
  *
- * unread and afterclose keep the server alive after its close until the client connects a second
- * time to say it is done. */
+ * unread and afterclose keep the server alive after its close: a second connection, accepted
+ * after it, tells the client the server closed (a byte) and the server that the client is done
+ * (end of file). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -799,18 +800,28 @@ static void close_server(int s)
 /* Above the RDMA threshold (256 KiB): offers the client never reads. */
 #define AFTER_BYTES (1u << 20)
 
-/* The client's second connection says it is done: the server stays alive until then (its
- * closed connection is still its process's, not the daemon's). */
-static void wait_done(int l)
+/* A second connection, accepted once the server closed the first: a byte on it tells the client
+ * so, and its end of file that the client is done. The server lives until then (its closed
+ * connection is its process's to finish, not the daemon's). */
+static void hold_after_close(int l)
 {
     int d = accept(l, NULL, NULL);
-    char b;
-    EXPECT(d >= 0 && read(d, &b, 1) == 1);
+    char b = 1;
+    EXPECT(d >= 0 && write(d, &b, 1) == 1 && read(d, &b, 1) == 0);
     close(d);
     close(l);
 }
 
-static void say_done(const char *host, int port);
+static int connect_to(const char *host, int port);
+
+/* The client's side of it: returns once the server closed; close the descriptor when done. */
+static int await_close(const char *host, int port)
+{
+    int d = connect_to(host, port);
+    char b;
+    EXPECT(read(d, &b, 1) == 1);
+    return d;
+}
 
 /* Closes with bytes unread: the client's read fails with ECONNRESET (RST, not FIN). */
 static void unread_server(int s, int l)
@@ -823,7 +834,7 @@ static void unread_server(int s, int l)
     }
     EXPECT(n == UNREAD_BYTES);
     close(s);
-    wait_done(l);
+    hold_after_close(l);
     printf("ok unread\n");
 }
 
@@ -832,9 +843,10 @@ static void unread_client(int s, const char *host, int port)
     uint8_t b[UNREAD_BYTES];
     fill(b, sizeof(b), 0);
     write_full(s, b, sizeof(b));
+    int d = await_close(host, port);
     ssize_t r = read(s, b, 1);
     EXPECT(r == -1 && errno == ECONNRESET);
-    say_done(host, port);
+    close(d);
     printf("ok unread: read ECONNRESET\n");
 }
 
@@ -847,14 +859,14 @@ static void afterclose_server(int s, int l)
     fill(b, sizeof(b), 0);
     write_full(s, b, sizeof(b));
     close(s);
-    wait_done(l);
+    hold_after_close(l);
     printf("ok afterclose\n");
 }
 
 static void afterclose_client(int s, const char *host, int port)
 {
     signal(SIGPIPE, on_sigpipe);
-    sleep_ms(50); /* the server closed */
+    int d = await_close(host, port);
     char b[100] = {0};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -866,7 +878,7 @@ static void afterclose_client(int s, const char *host, int port)
             const char *e = errno == EPIPE ? "EPIPE" : "ECONNRESET";
             if (ms > 2000)
                 FAIL("writes to a closed peer failed only after %.0f ms", ms);
-            say_done(host, port);
+            close(d);
             printf("ok afterclose: %s after %d writes, %.0f ms\n", e, i, ms);
             return;
         }
@@ -1303,16 +1315,6 @@ static int connect_to(const char *host, int port)
         connect(s, (struct sockaddr *)&sa, sizeof(sa)))
         FAIL("connect");
     return s;
-}
-
-/* A byte, then EOF from the server: a connection closed at once could be dropped before the
- * server's accept sees it (an accept returns only connections whose peer spoke). */
-static void say_done(const char *host, int port)
-{
-    int d = connect_to(host, port);
-    char b = 1;
-    EXPECT(write(d, &b, 1) == 1 && read(d, &b, 1) == 0);
-    close(d);
 }
 
 int main(int argc, char **argv)
