@@ -75,6 +75,11 @@ struct san_network {
  * networks. */
 SAN_API int san_nic_networks(struct san_ctx *ctx, uint64_t *gen, struct san_network *nets,
                              size_t max, size_t *nr);
+/* A count that grows whenever the set san_nic_networks lists changes, read from a page the daemon
+ * shares read-only with its clients: no round trip, never blocks. Read it before san_nic_networks;
+ * while it stays, that answer stays right. 0 when the daemon shares no such page (or ctx is NULL):
+ * then ask san_nic_networks again from time to time instead. */
+SAN_API uint64_t san_nic_networks_changes(const struct san_ctx *ctx);
 
 #define SAN_MAX_SGE 4
 struct san_sge {

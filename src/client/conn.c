@@ -12,6 +12,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -128,6 +129,23 @@ bool san_ctx_forked(const struct san_ctx *ctx)
     return san_rcache_forked(ctx->rc);
 }
 
+/* The daemon's status page (proto.h) from HELLO's descriptor, read-only; NULL when it is not one.
+ */
+static const struct san_status_page *map_status(int fd)
+{
+    if (fd < 0)
+        return NULL;
+    void *p = mmap(NULL, SAN_STATUS_BYTES, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    const struct san_status_page *page = p;
+    if (page->magic != SAN_STATUS_MAGIC || page->version != 1) {
+        munmap(p, SAN_STATUS_BYTES);
+        return NULL;
+    }
+    return page;
+}
+
 int san_open(const char *socket_path, struct san_ctx **out)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -173,21 +191,31 @@ int san_open(const char *socket_path, struct san_ctx **out)
     san_proto_init(&req, SAN_OP_HELLO, 0);
     req.u.hello_req.version = SAN_PROTO_VERSION;
     san_mutex_lock(&ctx->lock);
-    err = san_ctx_call_locked(ctx, &req, &rep, NULL);
+    int status_fd = -1;
+    err = san_ctx_call_locked(ctx, &req, &rep, &status_fd);
     san_mutex_unlock(&ctx->lock);
     if (err)
         goto fail_nic;
     if (rep.u.hello_rep.version != SAN_PROTO_VERSION || rep.u.hello_rep.page_size != PAGE) {
         err = -EPROTO;
-        goto fail_nic;
+        goto fail_status;
     }
     ctx->host_id = rep.u.hello_rep.host_id;
     ctx->client_id = rep.u.hello_rep.client_id;
+    if (rep.u.hello_rep.flags & SAN_HELLO_STATUS)
+        ctx->status = map_status(status_fd);
     if ((err = san_rcache_create(NULL, &san_ctx_rcache_ops, ctx, &ctx->rc)))
-        goto fail_nic;
+        goto fail_status;
+    if (status_fd >= 0)
+        close(status_fd);
     *out = ctx;
     return 0;
 
+fail_status:
+    if (ctx->status)
+        munmap((void *)ctx->status, SAN_STATUS_BYTES);
+    if (status_fd >= 0)
+        close(status_fd);
 fail_nic:
     pthread_mutex_destroy(&ctx->nic.lock);
 fail_lock:
@@ -215,6 +243,8 @@ void san_close(struct san_ctx *ctx)
     san_rcache_destroy(ctx->rc);
     san_nic_forget_all(ctx, &ctx->nic);
     close(ctx->fd);
+    if (ctx->status)
+        munmap((void *)ctx->status, SAN_STATUS_BYTES);
     san_ctx_drop_allocs(ctx);
     san_ctx_drop_regs(ctx, child);
     san_mutex_destroy(&ctx->lock);

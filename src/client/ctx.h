@@ -64,6 +64,7 @@ struct san_ctx {
     uint64_t next_id;
     uint64_t host_id;
     uint32_t client_id;
+    const struct san_status_page *status; /* the daemon's, mapped read-only; NULL: none */
     uint64_t spin_ns;       /* poll for a reply this long before sleeping ($SANPROXY_SPIN_US) */
     struct san_tree allocs; /* struct client_alloc by address */
     struct san_tree regs;   /* struct client_reg by page range (may overlap) */

@@ -4,6 +4,7 @@
  * san_ctx_call (the context's lock is held for each round trip, not across pages). */
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include <san/nic.h>
@@ -76,4 +77,11 @@ int san_nic_networks(struct san_ctx *ctx, uint64_t *gen, struct san_network *net
         }
     }
     return -EAGAIN; /* the set kept changing */
+}
+
+uint64_t san_nic_networks_changes(const struct san_ctx *ctx)
+{
+    if (!ctx || !ctx->status)
+        return 0;
+    return atomic_load_explicit(&ctx->status->networks_changes, memory_order_acquire);
 }

@@ -126,8 +126,14 @@ struct san_client {
     uint64_t linger_deadline;       /* CLOCK_MONOTONIC ns: its endpoints close then at last */
 };
 
+struct san_daemon_status {
+    struct san_status_page *page; /* mapped read-write here; NULL: none */
+    int fd;                       /* read-only, dup'ed into HELLO replies; -1: none */
+};
+
 struct san_daemon {
     struct san_daemon_config cfg;
+    struct san_daemon_status status; /* the page clients map (status.c) */
     struct san_machine *m;
     struct san_regtab *mr;
     struct san_dma_adapter *adapter; /* the NIC's DMA adapter */
@@ -152,6 +158,17 @@ struct san_daemon {
     uint64_t spin_ns;               /* poll this long after a request before sleeping */
     uint64_t last_request_ns;       /* CLOCK_MONOTONIC */
 };
+
+/* --- status.c: the status page clients map read-only (proto.h) ----------------------------- */
+
+/* Makes the page (networks_changes 1) and the read-only descriptor of it. 0 or -errno; on failure
+ * nothing is left open and s says there is no page. */
+int san_status_create(struct san_daemon_status *s);
+/* Unmaps and closes; a status without a page is left as it is. */
+void san_status_destroy(struct san_daemon_status *s);
+/* A new read-only descriptor of the page for one HELLO reply (the sender closes it); -1 without a
+ * page or out of descriptors. */
+int san_status_fd(const struct san_daemon_status *s);
 
 /* --- identity (identity.c) ------------------------------------------------------------------ */
 

@@ -637,6 +637,8 @@ void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct s
             .host_id = d->host_id,
             .client_id = c->id,
         };
+        if ((memfd = san_status_fd(&d->status)) >= 0)
+            rep->u.hello_rep.flags = SAN_HELLO_STATUS;
         break;
     case SAN_OP_ALLOC:
         err = op_alloc(c, &req->u.alloc_req, &rep->u.alloc_rep, fd);

@@ -501,12 +501,17 @@ static int setup(struct san_daemon *d, int *sigfd)
         log_error("NIC: %s", strerror(-err));
         return err;
     }
+    if ((err = san_status_create(&d->status)))
+        log_warn("status page: %s (clients ask for the networks on a timer instead)",
+                 strerror(-err));
     if (d->cfg.link.enabled) {
         struct san_link_params lp = {.cfg = &d->cfg.link,
                                      .host_id = d->host_id,
                                      .nets = d->cfg.nets,
                                      .nr_nets = d->cfg.nr_nets,
-                                     .nic = d->nic};
+                                     .nic = d->nic,
+                                     .changes =
+                                         d->status.page ? &d->status.page->networks_changes : NULL};
         if ((err = san_link_create(&lp, &d->link))) {
             log_error("links ([link]): %s", strerror(-err));
             return err;
@@ -585,6 +590,7 @@ static void teardown(struct san_daemon *d)
     if (d->nic)
         san_nic_set_xport(d->nic, NULL); /* before the links go */
     san_link_destroy(d->link);
+    san_status_destroy(&d->status);
     san_regtab_destroy(d->mr);
     san_nic_destroy(d->nic);
     if (d->adapter)
@@ -605,6 +611,7 @@ int san_daemon_run(const struct san_daemon_config *cfg, int ready_fd, unsigned s
                            .lfd = -1,
                            .sigfd = -1,
                            .sweepfd = -1,
+                           .status = {.fd = -1},
                            .spare_memfd = {-1, -1, -1, -1},
                            .spin_ns = (uint64_t)spin_us * 1000};
     struct epoll_event ev[64];

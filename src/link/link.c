@@ -159,6 +159,7 @@ struct san_link {
      * under a lock of their own, taken last. */
     pthread_mutex_t routelock;
     _Atomic uint64_t routes_gen; /* bumped at every route published: san_link_routes_gen */
+    _Atomic uint64_t *changes;   /* bumped with it: the daemon's status page (NULL: none) */
     struct san_link_event events[NR_EVENTS];
     unsigned ev_head, ev_count;
     int evfd;
@@ -340,6 +341,8 @@ static void publish_route(struct san_link *l, struct link_peer *p)
     p->rt_nr_nets = p->nr_nets;
     memcpy(p->rt_nets, p->nets, sizeof(p->nets));
     atomic_fetch_add(&l->routes_gen, 1);
+    if (l->changes)
+        atomic_fetch_add_explicit(l->changes, 1, memory_order_release);
     pthread_mutex_unlock(&l->routelock);
 }
 
@@ -1049,6 +1052,7 @@ static int create(const struct san_link_params *prm, struct san_link **out)
     l->host_id = prm->host_id;
     l->evfd = -1;
     l->nic = prm->nic;
+    l->changes = prm->changes;
     pthread_mutex_init(&l->lock, NULL);
     pthread_mutex_init(&l->txlock, NULL);
     pthread_mutex_init(&l->routelock, NULL);

@@ -60,7 +60,8 @@ struct san_link_params {
     uint64_t host_id;
     const struct san_nic_net *nets; /* [nic] addresses: told to every peer */
     size_t nr_nets;
-    struct san_nic *nic; /* endpoint messages are delivered to it (NULL: dropped) */
+    struct san_nic *nic;       /* endpoint messages are delivered to it (NULL: dropped) */
+    _Atomic uint64_t *changes; /* bumped with san_link_routes_gen (the status page); NULL: none */
 };
 
 /* What the loop learns of a link. */

@@ -219,6 +219,8 @@ static int check_reply(const struct san_msg *m)
         return m->u.allocations_rep.nr <= SAN_LIST_MAX ? 0 : -EBADMSG;
     case SAN_OP_ALLOC:
         return m->u.alloc_rep.bytes && !(m->u.alloc_rep.bytes % SAN_WIRE_PAGE_SIZE) ? 0 : -EBADMSG;
+    case SAN_OP_HELLO:
+        return m->u.hello_rep.flags & ~SAN_HELLO_STATUS ? -EBADMSG : 0;
     default:
         return 0;
     }

@@ -6,7 +6,7 @@
  * reply carries no body. All integers are little-endian in practice (both ends are on one host) and
  * wire structs hold only fixed-width integers, offsets, sizes and keys, never pointers; their
  * layout is pinned with static_assert. The allocation reply carries the allocation's memfd as
- * SCM_RIGHTS.
+ * SCM_RIGHTS, HELLO's the daemon's status page (read-only).
  *
  * san_proto_decode is the one place that validates a received message: magic, version, opcode,
  * length and every body field that has a fixed domain (flags, access bits, reserved words). Nothing
@@ -80,7 +80,20 @@ struct san_hello_rep {
     uint32_t page_size; /* of the emulated machine */
     uint64_t host_id;   /* identifies this daemon instance in RDMA descriptors */
     uint32_t client_id; /* the daemon's number for this connection */
-    uint32_t reserved;
+    uint32_t flags;     /* SAN_HELLO_STATUS: the reply carries the status page's descriptor */
+};
+#define SAN_HELLO_STATUS 1u
+
+/* The daemon's status page: one page every client maps read-only from the descriptor HELLO's
+ * reply carries (a memfd sealed against writes: only the daemon's own mapping writes it). A client
+ * reads it with no round trip. networks_changes grows whenever the set of networks NETWORKS lists
+ * changes (a link up or down, a peer's new session); it says nothing of what the set is. */
+#define SAN_STATUS_MAGIC 0x54534e53u /* "SNST" */
+#define SAN_STATUS_BYTES 4096u       /* the memfd's size, which both sides map */
+struct san_status_page {
+    uint32_t magic;   /* SAN_STATUS_MAGIC once the page is ready */
+    uint32_t version; /* of this layout: 1 */
+    _Atomic uint64_t networks_changes;
 };
 
 struct san_alloc_req {
@@ -308,6 +321,7 @@ struct san_lowmem_rep {
 
 static_assert(sizeof(struct san_hello_req) == 8, "wire layout");
 static_assert(sizeof(struct san_hello_rep) == 24, "wire layout");
+static_assert(sizeof(struct san_status_page) == 16, "wire layout");
 static_assert(sizeof(struct san_alloc_req) == 16, "wire layout");
 static_assert(sizeof(struct san_alloc_rep) == 24, "wire layout");
 static_assert(sizeof(struct san_free_req) == 8, "wire layout");

@@ -1,8 +1,10 @@
 /* The SAN's networks as this process sees them (route.h). The cache holds them in the NIC's form
  * (IPv6 bytes, IPv4 as ::ffff:a.b.c.d, the prefix over that form) so one comparison serves both
- * families. It is refreshed when it is older than REFRESH_NS or was filled by another fork
- * generation (the child asks with its own context); the daemon's generation makes a refresh with
- * nothing changed a small round trip. Without a daemon (or when asking fails) the cache is empty
+ * families. It is refreshed when the daemon's status page says its networks changed (a link up
+ * or down: san_nic_networks_changes, read with no round trip), when it is older than REFRESH_NS
+ * (which also notices a daemon that went away) or was filled by another fork generation (the
+ * child asks with its own context); the daemon's generation makes a refresh with nothing changed
+ * a small round trip. Without a daemon (or when asking fails) the cache is empty
  * for REFRESH_NS, then the daemon is tried again: no destination is on the SAN meanwhile.
  * Locking: route_lock guards everything here; sansock_ctx's lock is taken under it. */
 #include "common/clock.h"
@@ -34,6 +36,7 @@ static pthread_mutex_t route_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct net nets[MAX_NETS];
 static size_t nr_nets;
 static uint64_t gen;                /* the daemon's generation of nets; 0: none */
+static uint64_t changes;            /* san_nic_networks_changes when nets was asked for; 0: none */
 static uint64_t fetched_ns;         /* when nets was last asked for (0: never) */
 static unsigned fetched_fork = ~0u; /* the fork generation it was asked in */
 static struct san_network buf[MAX_NETS];
@@ -71,18 +74,22 @@ static void refresh_locked(void)
 {
     uint64_t now = san_now_ns();
     unsigned fork = sansock_fork_gen;
-    if (fetched_ns && fork == fetched_fork && now - fetched_ns < REFRESH_NS)
+    struct san_ctx *ctx;
+    if (fetched_ns && fork == fetched_fork && now - fetched_ns < REFRESH_NS &&
+        (!changes || (!sansock_ctx(&ctx) && san_nic_networks_changes(ctx) == changes)))
         return;
     if (fork != fetched_fork)
         gen = 0; /* another process's answer: ask in full with this one's context */
     fetched_ns = now;
     fetched_fork = fork;
-    struct san_ctx *ctx;
     size_t n = 0;
     uint64_t g = gen;
-    if (sansock_ctx(&ctx) || san_nic_networks(ctx, &g, buf, MAX_NETS, &n)) {
+    /* The count before the ask: a change while it is answered shows at the next lookup. */
+    changes = sansock_ctx(&ctx) ? 0 : san_nic_networks_changes(ctx);
+    if (!ctx || san_nic_networks(ctx, &g, buf, MAX_NETS, &n)) {
         nr_nets = 0;
         gen = 0;
+        changes = 0;
         return;
     }
     if (g == gen && !n)

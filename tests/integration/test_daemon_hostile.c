@@ -4,10 +4,13 @@
  * from the daemon would wait for the client's handler, stopping every client) is refused at once
  * with -EFAULT and other clients are served meanwhile; read-only memory cannot be registered for
  * device writes (-EFAULT), only for reads; memory never touched registers through libsan (which
- * faults it in before it asks). */
+ * faults it in before it asks); the status page every client maps (HELLO's descriptor) cannot be
+ * written through any descriptor or mapping a client can make. */
 #include "harness.h"
 
+#include <fcntl.h>
 #include <linux/userfaultfd.h>
+#include <stdatomic.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -137,6 +140,62 @@ static void access_rules(void)
     munmap(none, 8 * KIB);
 }
 
+/* HELLO's status page: read-only however a client tries (a writable shared mapping, write(2),
+ * ftruncate, mprotect, a read-write open through /proc), its count what libsan reports. */
+static void status_page(const struct test_daemon *d)
+{
+    int fd = test_connect(d);
+    struct san_msg req, rep;
+    size_t len;
+    int page_fd = -1, err;
+    san_proto_init(&req, SAN_OP_HELLO, 0);
+    req.u.hello_req.version = SAN_PROTO_VERSION;
+    req.hdr.id = 1;
+    CHECK_EQ(san_proto_send(fd, &req, -1, 0), 0);
+    CHECK_EQ(san_proto_recv(fd, &rep, &len, &page_fd, 0), 0);
+    CHECK(san_proto_decode(&rep, len, true, &err) == SAN_DECODE_OK);
+    CHECK_EQ(rep.u.hello_rep.flags, SAN_HELLO_STATUS);
+    CHECK(page_fd >= 0);
+    CHECK_EQ(fcntl(page_fd, F_GETFL) & O_ACCMODE, O_RDONLY);
+    CHECK(mmap(NULL, SAN_STATUS_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, page_fd, 0) ==
+          MAP_FAILED);
+    CHECK(write(page_fd, "x", 1) < 0);
+    CHECK(ftruncate(page_fd, 0) < 0);
+    const struct san_status_page *page =
+        mmap(NULL, SAN_STATUS_BYTES, PROT_READ, MAP_SHARED, page_fd, 0);
+    CHECK(page != MAP_FAILED);
+    CHECK_EQ(page->magic, SAN_STATUS_MAGIC);
+    uint64_t changes = atomic_load(&page->networks_changes);
+    CHECK(changes >= 1);
+    CHECK(mprotect((void *)page, SAN_STATUS_BYTES, PROT_READ | PROT_WRITE) < 0);
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", page_fd);
+    int rw = open(path, O_RDWR); /* may open (as root): the seals still refuse every write */
+    if (rw >= 0) {
+        CHECK(write(rw, "x", 1) < 0 && errno == EPERM);
+        CHECK(mmap(NULL, SAN_STATUS_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0) ==
+              MAP_FAILED);
+        CHECK(ftruncate(rw, 0) < 0);
+        close(rw);
+    }
+    /* A private writable copy writes only itself. */
+    char *priv = mmap(NULL, SAN_STATUS_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE, page_fd, 0);
+    CHECK(priv != MAP_FAILED);
+    memset(priv, 0xff, SAN_STATUS_BYTES);
+    CHECK_EQ(page->magic, SAN_STATUS_MAGIC);
+    CHECK_EQ(atomic_load(&page->networks_changes), changes);
+    munmap(priv, SAN_STATUS_BYTES);
+
+    struct san_ctx *ctx;
+    CHECK_EQ(san_open(NULL, &ctx), 0);
+    CHECK_EQ(san_nic_networks_changes(ctx), changes); /* no link: nothing ever changes it */
+    CHECK_EQ(san_nic_networks_changes(NULL), 0);
+    san_close(ctx);
+    munmap((void *)page, SAN_STATUS_BYTES);
+    close(page_fd);
+    close(fd);
+}
+
 int main(void)
 {
     struct test_daemon d;
@@ -148,6 +207,7 @@ int main(void)
     untouched_page(&d);
     userfaultfd_page(&d);
     access_rules();
+    status_page(&d);
     test_wait_idle(&d, &idle);
     CHECK_EQ(test_daemon_stop(&d), 0);
     printf("ok\n");

@@ -162,15 +162,17 @@ wait_for a "l['msgs_rx'] > 3 and l['msgs_tx'] > 3 and l['bytes_rx'] > 0" 10 >/de
 echo "ok: linked, host_ids and networks exchanged"
 
 # --- san_nic_networks: the daemon's own networks, then those of the host it is linked to ---
-nets() { "$SAN_BUILD/tests/san_networks" "$tmp/$1.sock" | grep -v '^gen ' | tr '\n' ' '; }
+nets() { "$SAN_BUILD/tests/san_networks" "$tmp/$1.sock" | grep -v '^gen \|^changes ' | tr '\n' ' '; }
 gen() { "$SAN_BUILD/tests/san_networks" "$tmp/$1.sock" | sed -n 's/^gen //p'; }
+# changes NAME: san_nic_networks_changes, the count on the daemon's status page
+changes() { "$SAN_BUILD/tests/san_networks" "$tmp/$1.sock" | sed -n 's/^changes //p'; }
 nets_a="local 10.1.0.0/16 local 127.1.0.0/16 local $ip_a/32 "
 nets_b="local 10.2.0.0/16 local fd00:2::/64 local 127.2.0.0/16 local $ip_b/32 "
 linked_a="linked 10.2.0.0/16 linked fd00:2::/64 linked 127.2.0.0/16 linked $ip_b/32 "
 linked_b="linked 10.1.0.0/16 linked 127.1.0.0/16 linked $ip_a/32 "
 [[ $(nets a) == "$nets_a$linked_a" ]] || fail "a's networks: $(nets a)"
 [[ $(nets b) == "$nets_b$linked_b" ]] || fail "b's networks: $(nets b)"
-gen_up=$(gen a)
+gen_up=$(gen a) changes_up=$(changes a)
 sanctl_nets=$("$bin/sanctl" --socket "$tmp/a.sock" networks --json |
   python3 -c 'import json,sys; print("".join(n["kind"] + " " + n["network"] + " " for n in json.load(sys.stdin)["networks"]))')
 [[ $sanctl_nets == "$nets_a$linked_a" ]] || fail "sanctl networks on a: $sanctl_nets"
@@ -344,7 +346,52 @@ echo "ok: cut veth, link down after ${took}s (timeout ${timeout_s}s)"
 [[ $(nets a) == "$nets_a" && $(nets b) == "$nets_b" ]] ||
   fail "networks with the link down: a $(nets a); b $(nets b)"
 [[ $(gen a) != "$gen_up" ]] || fail "a: the same generation with the link down"
-echo "ok: san_nic_networks with the link down: the linked networks gone, a new generation"
+changes_down=$(changes a)
+((changes_down > changes_up)) || fail "a: the status page's count did not grow with the link down ($changes_up, $changes_down)"
+echo "ok: san_nic_networks with the link down: the linked networks gone, a new generation, the status page's count grown"
+# A program under sanrun in a that keeps connecting to b's 127.2.0.1 every 20 ms while the link is
+# down (not on the SAN: the kernel refuses, nobody listens there in a) connects over the SAN once
+# the link is back, and no connect of it fails after both daemons said so: its switch rereads the
+# networks when the status page's count moves (before a's daemon reports the link up), not on its
+# 1 s timer (with which up to a second of connects after that would still fail).
+if [[ $undefined != *__asan_* && $undefined != *__tsan_* ]]; then
+  ip netns exec "$nsb" env SANPROXY_SOCKET="$tmp/b.sock" timeout 120 "$bin/sanrun" \
+    "$sc" server echo 127.2.0.1 >"$tmp/sc-up.log" 2>&1 &
+  pid[scup]=$!
+  for _ in $(seq 100); do grep -q '^port' "$tmp/sc-up.log" 2>/dev/null && break; sleep 0.1; done
+  up_port=$(sed -n 's/^port //p' "$tmp/sc-up.log")
+  [[ -n $up_port ]] || fail "sock_connect server in b did not start: $(cat "$tmp/sc-up.log")"
+  rm -f "$tmp/link-back"
+  in_a python3 - "$up_port" "$tmp/link-back" >"$tmp/reconnect.out" 2>&1 <<'PY' &
+import os, socket, sys, time
+port, flag = int(sys.argv[1]), sys.argv[2]
+down = after = 0  # connects that failed before the link was back, and after
+while True:
+    back = os.path.exists(flag)  # the test saw both daemons up
+    try:
+        s = socket.create_connection(("127.2.0.1", port), timeout=5)
+        break
+    except OSError:
+        if back:
+            after += 1
+        else:
+            down += 1
+        if after > 100:
+            sys.exit(f"{down} connects failed with the link down, {after} after it was back")
+    time.sleep(0.02)
+s.sendall(b"hello")
+got = b""
+while len(got) < 5:
+    chunk = s.recv(5 - len(got))
+    if not chunk:
+        break
+    got += chunk
+s.close()
+print(f"{down} connects refused with the link down, {after} after it was back, then {got!r} echoed")
+sys.exit(0 if down and not after and got == b"hello" else 1)
+PY
+  pid[reconnect]=$!
+fi
 for _ in $(seq 100); do kill -0 "${pid[stream]}" 2>/dev/null || break; sleep 0.05; done
 kill -0 "${pid[stream]}" 2>/dev/null && fail "the stream across the cut veth still runs"
 wait "${pid[stream]}" || fail "the stream did not end with -ECONNRESET: $(cat "$tmp/stream.out")"
@@ -363,6 +410,14 @@ took=$(wait_for a "l['state'] == 'up'" 30)
 wait_for b "l['state'] == 'up'" 30 >/dev/null
 [[ $(link a "l['host_id']") == "$hb" ]] || fail "a: another host_id after the cut"
 echo "ok: veth back, link up again after ${took}s"
+if [[ -n ${pid[reconnect]:-} ]]; then
+  touch "$tmp/link-back"
+  wait "${pid[reconnect]}" || fail "the connect right after the link came back: $(cat "$tmp/reconnect.out")"
+  unset "pid[reconnect]"
+  wait "${pid[scup]}" || fail "sock_connect server in b: $(cat "$tmp/sc-up.log")"
+  unset "pid[scup]"
+  echo "ok: sanrun python3 in a: $(cat "$tmp/reconnect.out")"
+fi
 [[ $(nets a) == "$nets_a$linked_a" ]] || fail "a's networks with the link back: $(nets a)"
 alive a
 alive b

@@ -1,5 +1,6 @@
 /* san_nic_networks as a program, for test_link_netns.sh: prints the networks the daemon at SOCK
- * serves, one a line ("local 10.1.0.0/16", "linked 10.2.0.0/16"), after a line "gen G". Checks
+ * serves, one a line ("local 10.1.0.0/16", "linked 10.2.0.0/16"), after the lines "changes C"
+ * (san_nic_networks_changes, read before the networks: never 0 from sanproxyd) and "gen G". Checks
  * the call's contract on the way: NULL arguments are -EINVAL; asking again with the generation
  * just returned writes nothing (*nr 0, the same generation, nets untouched); with too little room
  * *nr is still the whole count and only max entries are written. Exit 1 with a reason otherwise.
@@ -29,6 +30,11 @@ int main(int argc, char **argv)
     int err = san_open(argv[1], &ctx);
     if (err) {
         fprintf(stderr, "san_open: %s\n", san_strerror(err));
+        return 1;
+    }
+    uint64_t changes = san_nic_networks_changes(ctx);
+    if (!changes) {
+        fprintf(stderr, "no status page (san_nic_networks_changes 0)\n");
         return 1;
     }
     uint64_t gen = 0;
@@ -81,7 +87,7 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    printf("gen %llu\n", (unsigned long long)gen);
+    printf("changes %llu\ngen %llu\n", (unsigned long long)changes, (unsigned long long)gen);
     for (size_t i = 0; i < nr; i++) {
         char ip[INET6_ADDRSTRLEN] = "?";
         const struct san_network *n = &nets[i];
