@@ -26,8 +26,8 @@ int san_status_create(struct san_daemon_status *s)
         return -errno;
     int err = 0;
     void *p = MAP_FAILED;
-    if (ftruncate(fd, SAN_STATUS_BYTES) ||
-        (p = mmap(NULL, SAN_STATUS_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+    if (ftruncate(fd, SAN_STATUS_BYTES) || (p = mmap(NULL, SAN_STATUS_BYTES, PROT_READ | PROT_WRITE,
+                                                     MAP_SHARED, fd, 0)) == MAP_FAILED) {
         err = -errno;
         goto fail;
     }

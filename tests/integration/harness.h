@@ -247,17 +247,23 @@ static inline int test_connect(const struct test_daemon *d)
     return fd;
 }
 
-/* One raw request: fills the header, sends, receives the reply. Returns its status. */
-static inline int test_call(int fd, struct san_msg *req, struct san_msg *rep)
+/* One raw request: fills the header, sends, receives the reply. Returns its status. The
+ * descriptor that came with the reply goes to *got (-1: none); got NULL: it is closed. */
+static inline int test_call_fd(int fd, struct san_msg *req, struct san_msg *rep, int *got)
 {
     size_t len;
     int err;
     req->hdr.id = (uint64_t)rand() + 1;
     CHECK_EQ(san_proto_send(fd, req, -1, 0), 0);
-    CHECK_EQ(san_proto_recv(fd, rep, &len, NULL, 0), 0);
+    CHECK_EQ(san_proto_recv(fd, rep, &len, got, 0), 0);
     CHECK(san_proto_decode(rep, len, true, &err) == SAN_DECODE_OK);
     CHECK(rep->hdr.id == req->hdr.id);
     return rep->hdr.status;
+}
+
+static inline int test_call(int fd, struct san_msg *req, struct san_msg *rep)
+{
+    return test_call_fd(fd, req, rep, NULL);
 }
 
 static inline void test_stats(const struct test_daemon *d, struct san_stats_rep *s)

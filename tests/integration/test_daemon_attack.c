@@ -548,17 +548,9 @@ static void protection(void)
 static int raw_alloc(int fd, uint64_t bytes)
 {
     struct san_msg req, rep;
-    size_t len;
-    int got = -1, err;
     san_proto_init(&req, SAN_OP_ALLOC, 0);
     req.u.alloc_req.bytes = bytes;
-    req.hdr.id = 1;
-    CHECK_EQ(san_proto_send(fd, &req, -1, 0), 0);
-    CHECK_EQ(san_proto_recv(fd, &rep, &len, &got, 0), 0);
-    CHECK(san_proto_decode(&rep, len, true, &err) == SAN_DECODE_OK);
-    if (got >= 0)
-        close(got);
-    return rep.hdr.status;
+    return test_call(fd, &req, &rep); /* the memfd closed */
 }
 
 static void limits(void)

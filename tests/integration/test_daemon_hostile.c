@@ -146,14 +146,10 @@ static void status_page(const struct test_daemon *d)
 {
     int fd = test_connect(d);
     struct san_msg req, rep;
-    size_t len;
-    int page_fd = -1, err;
+    int page_fd;
     san_proto_init(&req, SAN_OP_HELLO, 0);
     req.u.hello_req.version = SAN_PROTO_VERSION;
-    req.hdr.id = 1;
-    CHECK_EQ(san_proto_send(fd, &req, -1, 0), 0);
-    CHECK_EQ(san_proto_recv(fd, &rep, &len, &page_fd, 0), 0);
-    CHECK(san_proto_decode(&rep, len, true, &err) == SAN_DECODE_OK);
+    CHECK_EQ(test_call_fd(fd, &req, &rep, &page_fd), 0);
     CHECK_EQ(rep.u.hello_rep.flags, SAN_HELLO_STATUS);
     CHECK(page_fd >= 0);
     CHECK_EQ(fcntl(page_fd, F_GETFL) & O_ACCMODE, O_RDONLY);

@@ -290,17 +290,22 @@ fi
 # refuses after the connect returned, the switch hands the socket to the kernel's connect, whose
 # SO_ERROR is ECONNREFUSED (nobody listens on 127.2.0.1 in a either). ---
 sc=$SAN_BUILD/tests/sock_connect
-ip netns exec "$nsb" env SANPROXY_SOCKET="$tmp/b.sock" timeout 60 "$bin/sanrun" \
-  "$sc" server echo 127.2.0.1 >"$tmp/sc-s.log" 2>&1 &
-pid[sc]=$!
-for _ in $(seq 100); do grep -q '^port' "$tmp/sc-s.log" 2>/dev/null && break; sleep 0.1; done
-sc_port=$(sed -n 's/^port //p' "$tmp/sc-s.log")
-[[ -n $sc_port ]] || fail "sock_connect server in b did not start: $(cat "$tmp/sc-s.log")"
+# sc_serve KEY: a sock_connect echo server under sanrun in b at 127.2.0.1 for one connection
+# (pid[KEY], its output in $tmp/KEY.log); its port in sc_port
+sc_serve() {
+  ip netns exec "$nsb" env SANPROXY_SOCKET="$tmp/b.sock" timeout 120 "$bin/sanrun" \
+    "$sc" server echo 127.2.0.1 >"$tmp/$1.log" 2>&1 &
+  pid[$1]=$!
+  for _ in $(seq 100); do grep -q '^port' "$tmp/$1.log" 2>/dev/null && break; sleep 0.1; done
+  sc_port=$(sed -n 's/^port //p' "$tmp/$1.log")
+  [[ -n $sc_port ]] || fail "sock_connect server in b did not start: $(cat "$tmp/$1.log")"
+}
+sc_serve sc
 before=$(($(stats a nic_bytes) + $(stats b nic_bytes)))
 out=$(ip netns exec "$nsa" env SANPROXY_SOCKET="$tmp/a.sock" timeout 60 "$bin/sanrun" \
   "$sc" client nb 127.2.0.1 "$sc_port" epoll 2>&1) || fail "non-blocking connect across hosts: $out"
 [[ $out == *inprogress=1* ]] || fail "non-blocking connect across hosts was not EINPROGRESS: $out"
-wait "${pid[sc]}" || fail "sock_connect server in b: $(cat "$tmp/sc-s.log")"
+wait "${pid[sc]}" || fail "sock_connect server in b: $(cat "$tmp/sc.log")"
 unset "pid[sc]"
 moved=$(($(stats a nic_bytes) + $(stats b nic_bytes) - before))
 ((moved >= 200000)) || fail "non-blocking connect across hosts: nic_bytes grew by $moved"
@@ -355,14 +360,9 @@ echo "ok: san_nic_networks with the link down: the linked networks gone, a new g
 # networks when the status page's count moves (before a's daemon reports the link up), not on its
 # 1 s timer (with which up to a second of connects after that would still fail).
 if [[ $undefined != *__asan_* && $undefined != *__tsan_* ]]; then
-  ip netns exec "$nsb" env SANPROXY_SOCKET="$tmp/b.sock" timeout 120 "$bin/sanrun" \
-    "$sc" server echo 127.2.0.1 >"$tmp/sc-up.log" 2>&1 &
-  pid[scup]=$!
-  for _ in $(seq 100); do grep -q '^port' "$tmp/sc-up.log" 2>/dev/null && break; sleep 0.1; done
-  up_port=$(sed -n 's/^port //p' "$tmp/sc-up.log")
-  [[ -n $up_port ]] || fail "sock_connect server in b did not start: $(cat "$tmp/sc-up.log")"
+  sc_serve scup
   rm -f "$tmp/link-back"
-  in_a python3 - "$up_port" "$tmp/link-back" >"$tmp/reconnect.out" 2>&1 <<'PY' &
+  in_a python3 - "$sc_port" "$tmp/link-back" >"$tmp/reconnect.out" 2>&1 <<'PY' &
 import os, socket, sys, time
 port, flag = int(sys.argv[1]), sys.argv[2]
 down = after = 0  # connects that failed before the link was back, and after
@@ -414,7 +414,7 @@ if [[ -n ${pid[reconnect]:-} ]]; then
   touch "$tmp/link-back"
   wait "${pid[reconnect]}" || fail "the connect right after the link came back: $(cat "$tmp/reconnect.out")"
   unset "pid[reconnect]"
-  wait "${pid[scup]}" || fail "sock_connect server in b: $(cat "$tmp/sc-up.log")"
+  wait "${pid[scup]}" || fail "sock_connect server in b: $(cat "$tmp/scup.log")"
   unset "pid[scup]"
   echo "ok: sanrun python3 in a: $(cat "$tmp/reconnect.out")"
 fi
