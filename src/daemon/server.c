@@ -137,20 +137,20 @@ static void pause_accepting(struct san_daemon *d, int err)
     d->accept_paused = true;
 }
 
-/* Closes a client connection. Without SO_PASSRIGHTS its queue may hold passed descriptors whose
- * release could block: the peer is stopped from sending, what it queued is drained and its
- * descriptors go to the closer thread, then the socket, empty, is closed here at once. */
+/* Closes a client connection. The peer is stopped from sending and what it queued is drained
+ * first: a Unix socket closed with messages unread resets its peer, whose next recv then fails
+ * with ECONNRESET before it reads what we sent last (a refused client would not learn why).
+ * Without SO_PASSRIGHTS the queue may also hold passed descriptors whose release could block:
+ * they go to the closer thread. Then the socket, empty, is closed here at once. */
 static void close_connection(struct san_daemon *d, int fd)
 {
-    if (d->fds_can_arrive) {
-        static struct san_msg junk;
-        static struct san_proto_sender from;
-        size_t len;
-        shutdown(fd, SHUT_RDWR);
-        while (!san_proto_recv_request(fd, &junk, &len, &from, MSG_DONTWAIT))
-            for (unsigned i = 0; i < from.nr_fds; i++)
-                san_closer_close(from.fds[i]);
-    }
+    static struct san_msg junk;
+    static struct san_proto_sender from;
+    size_t len;
+    shutdown(fd, SHUT_RDWR);
+    while (!san_proto_recv_request(fd, &junk, &len, &from, MSG_DONTWAIT))
+        for (unsigned i = 0; i < from.nr_fds; i++) /* only where d->fds_can_arrive */
+            san_closer_close(from.fds[i]);
     close(fd);
 }
 

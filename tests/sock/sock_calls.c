@@ -807,7 +807,9 @@ static void hold_after_close(int l)
 {
     int d = accept(l, NULL, NULL);
     char b = 1;
-    EXPECT(d >= 0 && write(d, &b, 1) == 1 && read(d, &b, 1) == 0);
+    EXPECT(d >= 0);
+    EXPECT(write(d, &b, 1) == 1);
+    EXPECT(read(d, &b, 1) == 0);
     close(d);
     close(l);
 }
