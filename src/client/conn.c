@@ -129,8 +129,7 @@ bool san_ctx_forked(const struct san_ctx *ctx)
     return san_rcache_forked(ctx->rc);
 }
 
-/* The daemon's status page (proto.h) from HELLO's descriptor, read-only; NULL when it is not one.
- */
+/* The daemon's status page (proto.h), mapped read-only from HELLO's descriptor; NULL: not one. */
 static const struct san_status_page *map_status(int fd)
 {
     if (fd < 0)
