@@ -496,13 +496,6 @@ static bool service(struct san_nic_pair *p, int side)
     struct san_nic_ep *ep = p->ep[side], *peer = p->ep[!side];
     if (p->done[side])
         return false;
-    if (atomic_load(&ep->closing)) {
-        /* The owner let go: its peer is reset; nothing of it is touched again. */
-        p->done[side] = true;
-        if (!p->done[!side])
-            san_nic_enter_error(peer, -ECONNRESET);
-        return true;
-    }
     bool lingering = atomic_load_explicit(&ep->lingering, memory_order_relaxed);
     if (lingering &&
         (p->done[!side] || ep->state == SAN_EPQ_ERROR || peer->state == SAN_EPQ_ERROR)) {
@@ -620,12 +613,31 @@ static void pair_free(struct san_nic_pair *p)
     free(p);
 }
 
+/* The closes since the last pass, both taken before either side is served: an owner that let go
+ * has its peer reset, and nothing of it (its receives, its registrations, which its owner may
+ * free as soon as the close returned) is touched again, not even by its peer's requests. Whether
+ * there was one. */
+static bool take_closes(struct san_nic_pair *p)
+{
+    bool did = false;
+    for (int s = 0; s < 2; s++) {
+        if (p->done[s] || !atomic_load(&p->ep[s]->closing))
+            continue;
+        p->done[s] = true;
+        if (!p->done[!s])
+            san_nic_enter_error(p->ep[!s], -ECONNRESET);
+        did = true;
+    }
+    return did;
+}
+
 /* One pass over both endpoints; whether anything happened. */
 static bool step(struct san_nic_pair *p, uint32_t before[2][3])
 {
     snapshot(p, before);
     pthread_mutex_lock(&p->lock);
-    bool did = service(p, 0);
+    bool did = take_closes(p);
+    did |= service(p, 0);
     did |= service(p, 1);
     pthread_mutex_unlock(&p->lock);
     return did;
