@@ -137,7 +137,10 @@ int main(void)
         run(&d, "epipe", "", san, 0);
         run(&d, "closed", "", san, 0);
         run(&d, "unread", "", san, 1000);
-        run(&d, "afterclose", "", san, 1u << 20);
+        /* The client reads none of the 1 MiB it is offered: how much of it its switch pulled
+         * into sinks before the reset depends on timing (787 KB once under load). That the
+         * connection was the SAN's is what the count shows. */
+        run(&d, "afterclose", "", san, 1);
         run(&d, "sendfile", san ? "san" : "", san, 300000 + (1u << 20) + 2 * (8u << 20));
         run(&d, "sockopt", san ? "san" : "", san, 600);
         run(&d, "fortify", "7", san, 10000);

@@ -58,6 +58,11 @@ static inline uint64_t perf_now_ns(void)
  * the soft limit (main.c raised it to the hard one). Suites size what they lock to fit it. */
 uint64_t perf_memlock_allowance(void);
 
+/* The copy bound (copybound.c): GB/s at which `stages` processes (2 to 4) pass `bytes` along a
+ * chain of that many memcpys through shared rings of 8 slots of 256 KiB, with nothing else
+ * running; 0 if it could not run. */
+double perf_copy_bound(int stages, uint64_t bytes);
+
 /* Sorts samples in place and returns the q-quantile (0..1). */
 uint64_t perf_quantile(uint64_t *samples, size_t n, double q);
 /* Progress on stderr when it is a terminal; silent otherwise. done == total ends the line. */

@@ -11,6 +11,10 @@
  *   target >= 2).
  * - pingpong_64b: --rounds 64-byte ping-pongs (after a tenth as many unmeasured): the median
  *   one-way latency (half a round trip) against TCP's (ratio, lower is better; target <= 0.5).
+ * - stream_1m also gives the copy bound (copybound.c): the rate of three plain memcpys in three
+ *   processes through rings like the switch's (copy3_bound_gb_per_s; the switch's path is three
+ *   copies: writer, NIC, reader) and of two (copy2_bound_gb_per_s; TCP's path is two), and
+ *   bound_ratio = the three-copy bound / TCP: the highest ratio the switch could reach now.
  * - stream_1m also runs in write mode (SANSOCK_RDMA_WRITE=1: staging sinks, 2: the program's
  *   buffer): write_staged_gb_per_s and write_program_gb_per_s beside read mode's gb_per_s.
  * - pingpong_big (--case bigpong): --size-byte ping-pongs (default 1 MiB), where each reader waits
@@ -393,17 +397,22 @@ static int case_stream(const struct sock_opts *o, const struct transport *san, b
             return -1;
         g[k] = gbps(b[k], ns[k]);
     }
+    /* What three copies in three processes (the switch's path) and two (TCP's) can do here. */
+    double c3 = perf_copy_bound(3, (uint64_t)o->mib << 20),
+           c2 = perf_copy_bound(2, (uint64_t)o->mib << 20);
     if (json)
         perf_json("\"suite\": \"sock\", \"case\": \"stream_1m\", \"mib\": %u, \"gb_per_s\": %.3f, "
                   "\"baseline\": \"tcp_loopback\", \"baseline_gb_per_s\": %.3f, \"ratio\": %.3f, "
                   "\"better\": \"higher\", \"target\": 2, \"write_staged_gb_per_s\": %.3f, "
-                  "\"write_program_gb_per_s\": %.3f",
-                  o->mib, g[0], t, t > 0 ? g[0] / t : 0, g[1], g[2]);
+                  "\"write_program_gb_per_s\": %.3f, \"copy3_bound_gb_per_s\": %.3f, "
+                  "\"copy2_bound_gb_per_s\": %.3f, \"bound_ratio\": %.3f",
+                  o->mib, g[0], t, t > 0 ? g[0] / t : 0, g[1], g[2], c3, c2, t > 0 ? c3 / t : 0);
     else
         printf("stream_1m: under sanrun %.2f GB/s by read mode (the default), %.2f by write mode "
                "into staging sinks, %.2f into the program's buffer; TCP loopback %.2f GB/s (ratio "
-               "%.2f, target >= 2)\n",
-               g[0], g[1], g[2], t, t > 0 ? g[0] / t : 0);
+               "%.2f, target >= 2); the copy bound: three copies in three processes %.2f GB/s "
+               "(%.2f x TCP: the best ratio a three-copy path can reach now), two %.2f\n",
+               g[0], g[1], g[2], t, t > 0 ? g[0] / t : 0, c3, t > 0 ? c3 / t : 0, c2);
     return 0;
 }
 
