@@ -408,13 +408,27 @@ static int on_rdata(struct san_xconn *xc, const struct san_xmsg *m, const void *
     return TAKEN;
 }
 
-/* Ships the requests' messages in order, data a chunk per credit. A request whose own pieces
- * fail part way tells the target to drop it, and nothing after it goes: it completes with
- * -EFAULT when its turn comes, and the rest is flushed. */
+/* Whether a read shipped has not been answered in full. */
+static bool read_unanswered(struct san_xconn *xc)
+{
+    for (uint32_t i = xc->op_head; i != xc->op_ship; i++)
+        if (op_at(xc, i)->w.opcode == SAN_EPQ_READ)
+            return true;
+    return false;
+}
+
+/* Ships the requests' messages in order, data a chunk per credit. Nothing goes after a read until
+ * its answer is complete: the target answers one read at a time (a second while it answers one
+ * is a violation), and every answer (DONE, RDATA) must come in the order of the requests, which a
+ * DONE for a later send or write, given while the read's RDATA still streams, would break. A
+ * request whose own pieces fail part way tells the target to drop it, and nothing after it goes:
+ * it completes with -EFAULT when its turn comes, and the rest is flushed. */
 bool san_xconn_ship(struct san_xconn *xc)
 {
     bool did = false;
     while (xc->op_ship != xc->op_tail && !xc->dead && !xc->flush_status && !xc->ship_stopped) {
+        if (read_unanswered(xc))
+            break;
         struct xop *o = op_at(xc, xc->op_ship);
         unsigned op = o->w.opcode;
         if (op == SAN_EPQ_READ) {

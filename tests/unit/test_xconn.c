@@ -389,11 +389,81 @@ static void test_hostile(void **state)
     san_nic_ep_close(ep);
 }
 
+static void post_sq(struct san_nic_ep *ep, struct san_epq_wqe w)
+{
+    uint32_t tail = atomic_load(&ep->q->sq_tail);
+    san_epq_sq(ep->q)[tail & (SAN_EPQ_SQ - 1)] = w;
+    atomic_store(&ep->q->sq_tail, tail + 1);
+    san_nic_kick(ep);
+}
+
+/* The initiator: nothing ships after a read until its answer is complete (the target answers one
+ * read at a time, and answers must come in the order of the requests): of a read, a write and a
+ * read posted at once, the first read goes alone; once its RDATA came, the write and the second
+ * read; every completion in order with its bytes. */
+static void test_reads_in_order(void **state)
+{
+    (void)state;
+    uint64_t conn;
+    struct san_nic_ep *ep = connection(301, &conn);
+    unsigned at = nr_sent();
+    struct san_epq_wqe rd = {
+        .opcode = SAN_EPQ_READ, .nsge = 1, .rkey = 77, .remote_va = 0x10000, .remote_host = PEER};
+    rd.sge[0] = (struct san_epq_sge){.va = (uintptr_t)t.bbuf + 1000, .len = 16, .lkey = t.blkey};
+    struct san_epq_wqe wr = rd;
+    wr.opcode = SAN_EPQ_WRITE;
+    wr.sge[0].va = (uintptr_t)t.bbuf + 2000;
+    rd.wr_id = 1;
+    post_sq(ep, rd);
+    wr.wr_id = 2;
+    post_sq(ep, wr);
+    rd.wr_id = 3;
+    rd.sge[0].va = (uintptr_t)t.bbuf + 3000;
+    post_sq(ep, rd);
+    struct san_xmsg r1 = wait_sent(SAN_XMSG_READ, &at, NULL);
+    usleep(200000);
+    assert_int_equal(count_sent(SAN_XMSG_READ, at) + count_sent(SAN_XMSG_WRITE, at), 0);
+
+    uint8_t payload[16], reply_data[64];
+    memset(payload, 0x6b, sizeof(payload));
+    struct san_xmsg reply,
+        m = {
+            .op = SAN_XMSG_RDATA, .conn = conn, .from = 301, .seq = r1.seq, .total = 16, .len = 16};
+    assert_int_equal(deliver(&m, payload, &reply), 0);
+    struct san_xmsg w = wait_sent(SAN_XMSG_WRITE, &at, reply_data);
+    struct san_xmsg r3 = wait_sent(SAN_XMSG_READ, &at, NULL);
+    assert_true(r1.seq < w.seq && w.seq < r3.seq);
+    m = (struct san_xmsg){
+        .op = SAN_XMSG_DONE, .conn = conn, .from = 301, .seq = w.seq, .total = 16};
+    assert_int_equal(deliver(&m, NULL, &reply), 0);
+    m = (struct san_xmsg){
+        .op = SAN_XMSG_RDATA, .conn = conn, .from = 301, .seq = r3.seq, .total = 16, .len = 16};
+    assert_int_equal(deliver(&m, payload, &reply), 0);
+
+    for (int i = 0; i < 5000 && atomic_load(&ep->q->cq_tail) - atomic_load(&ep->q->cq_head) < 3;
+         i++)
+        usleep(1000);
+    uint32_t head = atomic_load(&ep->q->cq_head);
+    assert_int_equal(atomic_load(&ep->q->cq_tail) - head, 3);
+    for (uint32_t i = 0; i < 3; i++) {
+        const struct san_epq_cqe *c = &san_epq_cq(ep->q)[(head + i) & (SAN_EPQ_CQ - 1)];
+        assert_int_equal(c->wr_id, i + 1);
+        assert_int_equal(c->status, 0);
+        assert_int_equal(c->byte_len, 16);
+    }
+    atomic_store(&ep->q->cq_head, head + 3);
+    assert_memory_equal(t.bbuf + 1000, payload, 16);
+    assert_memory_equal(t.bbuf + 3000, payload, 16);
+    assert_int_equal(atomic_load(&ep->q->state), SAN_EPQ_CONNECTED);
+    san_nic_ep_close(ep);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_target_checks),
         cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_reads_in_order),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
