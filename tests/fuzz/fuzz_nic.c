@@ -12,11 +12,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include <san/dma.h>
-#include <san/nic.h>
-
-#include "mr/mr.h"
-#include "nic/nic.h"
+#include "../unit/nic_test.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -36,22 +32,13 @@ static struct {
 
 static void setup(void)
 {
-    struct san_machine_config mc = {.ram_size = 256u << 20};
-    struct san_device_description dd = {.version = 3,
-                                        .master = true,
-                                        .scatter_gather = true,
-                                        .dma64 = true,
-                                        .dma_address_width = 64,
-                                        .max_length = 1u << 20};
     struct san_nic_net net = {.prefix = 0};
     struct san_nic_config nc = {
         .nets = &net, .nr_nets = 1, .backlog_max = 4, .max_length = 1 << 20, .manual = true};
-    uint32_t nmr = 0, refs;
-    if (san_machine_create(&mc, &f.m) || san_get_dma_adapter(f.m, &dd, &nmr, &f.adapter) ||
-        san_regtab_create(f.m, &f.reg) || san_nic_create(&nc, f.reg, f.adapter, &f.nic))
+    uint32_t refs;
+    if (nic_test_create(256u << 20, &nc, &f.m, &f.adapter, &f.reg, &f.nic))
         abort();
-    f.self = (struct san_page_owner){
-        .pid = 0, .pidfd = -1, .pagemap_fd = -1, .maps_fd = -1, .mem_fd = -1};
+    f.self = nic_test_self();
     san_regtab_set_init(&f.sa, &f.self);
     san_regtab_set_init(&f.sb, &f.self);
     san_regtab_set_init(&f.sc, &f.self);

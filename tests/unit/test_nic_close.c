@@ -15,11 +15,7 @@
 
 #include <cmocka.h>
 
-#include <san/dma.h>
-#include <san/nic.h>
-
-#include "mr/mr.h"
-#include "nic/nic.h"
+#include "nic_test.h"
 
 #define BUF 4096
 
@@ -34,33 +30,18 @@ static struct {
 static int setup(void **state)
 {
     (void)state;
-    struct san_machine_config mc = {.ram_size = 64u << 20};
-    struct san_device_description dd = {.version = 3,
-                                        .master = true,
-                                        .scatter_gather = true,
-                                        .dma64 = true,
-                                        .dma_address_width = 64,
-                                        .max_length = 1u << 20};
     struct san_nic_net net = {.prefix = 0};
     struct san_nic_config nc = {
         .nets = &net, .nr_nets = 1, .backlog_max = 4, .max_length = 1 << 20, .manual = true};
-    uint32_t nmr = 0;
-    assert_int_equal(san_machine_create(&mc, &f.m), 0);
-    assert_int_equal(san_get_dma_adapter(f.m, &dd, &nmr, &f.adapter), 0);
-    assert_int_equal(san_regtab_create(f.m, &f.reg), 0);
-    assert_int_equal(san_nic_create(&nc, f.reg, f.adapter, &f.nic), 0);
-    f.self = (struct san_page_owner){
-        .pid = 0, .pidfd = -1, .pagemap_fd = -1, .maps_fd = -1, .mem_fd = -1};
+    assert_int_equal(nic_test_create(64u << 20, &nc, &f.m, &f.adapter, &f.reg, &f.nic), 0);
+    f.self = nic_test_self();
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    san_nic_destroy(f.nic);
-    san_regtab_destroy(f.reg);
-    f.adapter->ops->put_dma_adapter(f.adapter);
-    san_machine_destroy(f.m);
+    nic_test_destroy(f.m, f.adapter, f.reg, f.nic);
     return 0;
 }
 
@@ -151,48 +132,35 @@ static void closed_peer(enum op op, int closer)
     }
 }
 
-static void send_to_closed_acceptor(void **state)
+/* One case: the request, and the side whose owner closed. */
+struct close_case {
+    enum op op;
+    int closer;
+};
+
+static void closed_case(void **state)
 {
-    (void)state;
-    closed_peer(OP_SEND, 1);
+    const struct close_case *c = *state;
+    closed_peer(c->op, c->closer);
 }
 
-static void send_to_closed_connector(void **state)
-{
-    (void)state;
-    closed_peer(OP_SEND, 0);
-}
-
-static void write_to_closed_acceptor(void **state)
-{
-    (void)state;
-    closed_peer(OP_WRITE, 1);
-}
-
-static void write_to_closed_connector(void **state)
-{
-    (void)state;
-    closed_peer(OP_WRITE, 0);
-}
-
-static void read_from_closed_acceptor(void **state)
-{
-    (void)state;
-    closed_peer(OP_READ, 1);
-}
-
-static void read_from_closed_connector(void **state)
-{
-    (void)state;
-    closed_peer(OP_READ, 0);
-}
+#define CASE(name, op, closer)                                                                     \
+    {                                                                                              \
+        name, closed_case, NULL, NULL, &(struct close_case)                                        \
+        {                                                                                          \
+            op, closer                                                                             \
+        }                                                                                          \
+    }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(send_to_closed_acceptor),   cmocka_unit_test(send_to_closed_connector),
-        cmocka_unit_test(write_to_closed_acceptor),  cmocka_unit_test(write_to_closed_connector),
-        cmocka_unit_test(read_from_closed_acceptor), cmocka_unit_test(read_from_closed_connector),
+        CASE("send to a closed acceptor", OP_SEND, 1),
+        CASE("send to a closed connector", OP_SEND, 0),
+        CASE("RDMA write to a closed acceptor", OP_WRITE, 1),
+        CASE("RDMA write to a closed connector", OP_WRITE, 0),
+        CASE("RDMA read from a closed acceptor", OP_READ, 1),
+        CASE("RDMA read from a closed connector", OP_READ, 0),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -22,11 +22,7 @@
 
 #include <cmocka.h>
 
-#include <san/dma.h>
-#include <san/nic.h>
-
-#include "mr/mr.h"
-#include "nic/nic.h"
+#include "nic_test.h"
 
 #define BUF     (64 * 1024)
 #define HOST    0xb0b0u /* this daemon's host_id */
@@ -130,13 +126,6 @@ static struct san_nic_addr listen_addr(void)
 static int setup(void **state)
 {
     (void)state;
-    struct san_machine_config mc = {.ram_size = 256u << 20};
-    struct san_device_description dd = {.version = 3,
-                                        .master = true,
-                                        .scatter_gather = true,
-                                        .dma64 = true,
-                                        .dma_address_width = 64,
-                                        .max_length = 1u << 20};
     struct san_nic_net net = {.ip = {[10] = 0xff, [11] = 0xff, 10, 2}, .prefix = 96 + 16};
     struct san_nic_config nc = {.nets = &net,
                                 .nr_nets = 1,
@@ -144,14 +133,10 @@ static int setup(void **state)
                                 .spin_us = 20,
                                 .max_length = 1 << 20,
                                 .host_id = HOST};
-    uint32_t nmr = 0, refs;
+    uint32_t refs;
     pthread_mutex_init(&t.lock, NULL);
-    assert_int_equal(san_machine_create(&mc, &t.m), 0);
-    assert_int_equal(san_get_dma_adapter(t.m, &dd, &nmr, &t.adapter), 0);
-    assert_int_equal(san_regtab_create(t.m, &t.reg), 0);
-    assert_int_equal(san_nic_create(&nc, t.reg, t.adapter, &t.nic), 0);
-    t.self = (struct san_page_owner){
-        .pid = 0, .pidfd = -1, .pagemap_fd = -1, .maps_fd = -1, .mem_fd = -1};
+    assert_int_equal(nic_test_create(256u << 20, &nc, &t.m, &t.adapter, &t.reg, &t.nic), 0);
+    t.self = nic_test_self();
     san_regtab_set_init(&t.sb, &t.self);
     san_regtab_set_init(&t.sc, &t.self);
     san_paddr_t bpa;
@@ -181,12 +166,9 @@ static int teardown(void **state)
     (void)state;
     san_nic_listener_close(t.l);
     san_nic_set_xport(t.nic, NULL);
-    san_nic_destroy(t.nic); /* waits for the connections' threads to let go */
     san_regtab_set_release(t.reg, &t.sb);
     san_regtab_set_release(t.reg, &t.sc);
-    san_regtab_destroy(t.reg);
-    t.adapter->ops->put_dma_adapter(t.adapter);
-    san_machine_destroy(t.m);
+    nic_test_destroy(t.m, t.adapter, t.reg, t.nic);
     free(t.cbuf);
     return 0;
 }
