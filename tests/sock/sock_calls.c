@@ -817,9 +817,9 @@ static void hold_after_close(int l)
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
         errno = e;
-        FAIL("the rendezvous's read returned %zd after %.0f ms (descriptor %d, O_NONBLOCK %s, "
-             "listener %d)",
-             r, ms, d, fl >= 0 && (fl & O_NONBLOCK) ? "set" : "clear", l);
+        FAIL("the rendezvous's read returned %zd (byte %d) after %.0f ms (descriptor %d, "
+             "O_NONBLOCK %s, listener %d)",
+             r, r == 1 ? b : -1, ms, d, fl >= 0 && (fl & O_NONBLOCK) ? "set" : "clear", l);
     }
     close(d);
     close(l);
