@@ -408,13 +408,11 @@ static int on_rdata(struct san_xconn *xc, const struct san_xmsg *m, const void *
     return TAKEN;
 }
 
-/* Whether a read shipped has not been answered in full. */
+/* Whether a read shipped has not been answered in full. Nothing ships after a read until then,
+ * so such a read is the last request shipped. */
 static bool read_unanswered(struct san_xconn *xc)
 {
-    for (uint32_t i = xc->op_head; i != xc->op_ship; i++)
-        if (op_at(xc, i)->w.opcode == SAN_EPQ_READ)
-            return true;
-    return false;
+    return xc->op_ship != xc->op_head && op_at(xc, xc->op_ship - 1)->w.opcode == SAN_EPQ_READ;
 }
 
 /* Ships the requests' messages in order, data a chunk per credit. Nothing goes after a read until
