@@ -2,8 +2,9 @@
  * chain of copies between processes with nothing else to do. The sockets switch's stream is
  * three copies in three processes (the writer into its staging buffer, the NIC's engine into
  * the reader's sink, the reader into its buffer); kernel TCP on loopback is two (into the socket
- * buffer, out of it). So a SAN stream cannot beat the three-copy bound, and the ratio to TCP it
- * can reach here is that bound over TCP's figure.
+ * buffer, out of it). So the three-copy figure estimates the most a SAN stream can do here (it
+ * leaves out the messages and the NIC's bookkeeping; measured apart, it varies as every figure
+ * does), and that figure over TCP's the ratio the switch could reach.
  *
  * Each stage is a process of its own: stage 0 copies from a 1 MiB buffer of its own into ring 0,
  * stage i from ring i-1 into ring i, the last from its ring into a 1 MiB buffer of its own. A

@@ -14,7 +14,8 @@
  * - stream_1m also gives the copy bound (copybound.c): the rate of three plain memcpys in three
  *   processes through rings like the switch's (copy3_bound_gb_per_s; the switch's path is three
  *   copies: writer, NIC, reader) and of two (copy2_bound_gb_per_s; TCP's path is two), and
- *   bound_ratio = the three-copy bound / TCP: the highest ratio the switch could reach now.
+ *   bound_ratio = the three-copy bound / TCP: an estimate of the highest ratio the switch could
+ *   reach in this run.
  * - stream_1m also runs in write mode (SANSOCK_RDMA_WRITE=1: staging sinks, 2: the program's
  *   buffer): write_staged_gb_per_s and write_program_gb_per_s beside read mode's gb_per_s.
  * - pingpong_big (--case bigpong): --size-byte ping-pongs (default 1 MiB), where each reader waits
@@ -411,7 +412,7 @@ static int case_stream(const struct sock_opts *o, const struct transport *san, b
         printf("stream_1m: under sanrun %.2f GB/s by read mode (the default), %.2f by write mode "
                "into staging sinks, %.2f into the program's buffer; TCP loopback %.2f GB/s (ratio "
                "%.2f, target >= 2); the copy bound: three copies in three processes %.2f GB/s "
-               "(%.2f x TCP: the best ratio a three-copy path can reach now), two %.2f\n",
+               "(%.2f x TCP: about the best ratio a three-copy path can reach now), two %.2f\n",
                g[0], g[1], g[2], t, t > 0 ? g[0] / t : 0, c3, t > 0 ? c3 / t : 0, c2);
     return 0;
 }
