@@ -149,6 +149,13 @@ static uint8_t *send_slot(struct sansock_conn *c, uint32_t j)
     return c->mem + (size_t)(NRECV + j) * c->slot_size;
 }
 
+/* Whether our NEGOTIATE (send slot 0, the connection's first send) was delivered, or never will
+ * be (reset, the peer gone). */
+static bool negotiate_delivered_locked(const struct sansock_conn *c)
+{
+    return (c->send_free & 1) || c->err || c->peer_gone || !c->ep;
+}
+
 /* Closes the endpoint of a reset connection once no thread waits on its descriptor. */
 static void close_ep_locked(struct sansock_conn *c)
 {
@@ -759,6 +766,17 @@ int sansock_conn_create(struct san_ctx *ctx, struct san_ep *ep, const struct san
     }
     pthread_mutex_lock(&c->lock);
     err = setup_locked(c);
+    /* A blocking connect returns once our NEGOTIATE is delivered: the listener's side holds it, so
+     * this connection is complete there before any the program connects next, and accept (the
+     * oldest complete embryo first: listen.c) takes them in that order, as from TCP's backlog.
+     * (A non-blocking connect is writable only once the peer's NEGOTIATE, the answer to ours,
+     * came.) Bounded by the connect's time: a listener that never takes it leaves the connection
+     * to find out later. */
+    uint64_t deadline = san_now_ns() + (uint64_t)sansock_cfg.connect_timeout_ms * 1000000u;
+    while (!err && !negotiate_delivered_locked(c) && san_now_ns() < deadline) {
+        if (!progress_locked(c))
+            wait_locked(c, deadline, -1);
+    }
     pthread_mutex_unlock(&c->lock);
     if (err) {
         conn_free(c);
@@ -850,7 +868,8 @@ static void handover_locked(struct sansock_conn *c)
 }
 
 /* A connecting connection looks at its SAN connect: completed (buffers set up, NEGOTIATE sent),
- * failed or timed out (handed to the kernel), or still under way. True if the phase changed. */
+ * failed or timed out (handed to the kernel), or still under way. True if the phase changed. It
+ * is writable once the peer's NEGOTIATE came (sansock_conn_watch), so after ours was delivered. */
 static bool complete_locked(struct sansock_conn *c)
 {
     if (c->phase != PHASE_CONNECTING)

@@ -27,7 +27,9 @@ struct sansock_conn;
 /* Sets up a connection on ep (consumed: closed on failure): allocates and registers its buffers,
  * posts its receives and sends NEGOTIATE naming src (the connector's local address) and dst (the
  * address connected to). The object has one reference (the caller's). Blocks for a few round
- * trips to the daemon. */
+ * trips to the daemon, and until the NEGOTIATE is delivered (the listener's side holds it, so its
+ * accept sees this connection before any connected after it), SANSOCK_CONNECT_TIMEOUT_MS at most.
+ */
 int sansock_conn_create(struct san_ctx *ctx, struct san_ep *ep, const struct sansock_wire_addr *src,
                         const struct sansock_wire_addr *dst, struct sansock_conn **out);
 /* An accepted connection (listen.c's embryo) on ep (consumed: closed on failure): holds only what

@@ -9,6 +9,13 @@
  * - late: a sanrun'd listener that never accepts: connect again says EALREADY, the SAN connect
  *   times out (SANSOCK_CONNECT_TIMEOUT_MS=300) and the kernel's connect, started then, completes
  *   it.
+ * - arrival: a raw libsan listener takes the connection (san_accept) and posts its first receive
+ *   only 300 ms later; the sanrun'd client's blocking connect returns only after that, its
+ *   NEGOTIATE in that receive. So a connect that returned has arrived at the listener's side, and
+ *   the switch accepts in the order connects returned (one client connecting twice is accepted
+ *   in that order, as from TCP's backlog; before, a busy machine could deliver the second
+ *   connection's NEGOTIATE first). A non-blocking connect is writable only once the listener's
+ *   NEGOTIATE answered its own, which this raw listener never sends.
  * - silent peers: raw libsan connectors (san_connect_start) that never send NEGOTIATE: with 1 and
  *   with 100 of them (the listener waited on by poll; 100 also by edge-triggered epoll), a
  * non-blocking accept4 returns EAGAIN at once (< 50 ms for each peer its look sets up, 16 at most)
@@ -19,6 +26,7 @@
  * listing) the server's proxy memory (its client's allocated_bytes) stays under 1 MiB: an embryo
  * holds one receive for the NEGOTIATE, not a connection's buffers (about 1 MiB each). */
 #include <fcntl.h>
+#include <poll.h>
 #include <san/nic.h>
 
 #include "harness.h"
@@ -164,6 +172,49 @@ static void late(const char *mux)
     CHECK_EQ(wait_exit(srv), 0);
 }
 
+#define ARRIVE_DELAY_MS 300
+static void arrival(void)
+{
+    struct san_ctx *ctx;
+    CHECK_EQ(san_open(daemon_sock, &ctx), 0);
+    int port = free_port();
+    struct sockaddr_in sa = addr4("127.0.0.1", (uint16_t)port);
+    struct san_listener *l;
+    CHECK_EQ(san_listen(ctx, (struct sockaddr *)&sa, sizeof(sa), 4, &l), 0);
+    FILE *co;
+    pid_t cli = start_client("arrive", port, "", true, &co);
+    struct san_ep *ep;
+    CHECK_EQ(san_accept(l, 10000, &ep), 0);
+    struct timespec t = {0, ARRIVE_DELAY_MS * 1000000L};
+    nanosleep(&t, NULL);
+    /* Connected at the daemon, the NEGOTIATE not delivered: the client's connect is under way. */
+    struct pollfd p = {.fd = fileno(co), .events = POLLIN};
+    if (poll(&p, 1, 0) != 0)
+        test_fail(__FILE__, __LINE__, "connect returned before the listener took its NEGOTIATE");
+    void *buf;
+    struct san_mr *mr;
+    CHECK_EQ(san_alloc(ctx, 4096, 0, &buf), 0);
+    CHECK_EQ(san_register(ctx, buf, 4096, SAN_MEM_READWRITE, &mr), 0);
+    struct san_sge sge = {.addr = buf, .length = 4096, .lkey = san_mr_lkey(mr)};
+    CHECK_EQ(san_post_recv(ep, 1, &sge, 1), 0);
+    struct san_wc wc = wait_one(ep);
+    CHECK_EQ(wc.status, 0);
+    CHECK(wc.byte_len > 0);
+    char line[256];
+    expect_line(co, "arrive client", "ok arrive", line, sizeof(line));
+    printf("arrival: the NEGOTIATE taken %d ms after the accept, %s", ARRIVE_DELAY_MS, line);
+    double ms = 0;
+    CHECK(sscanf(line, "ok arrive ms=%lf", &ms) == 1);
+    CHECK(ms >= ARRIVE_DELAY_MS * 0.9);
+    fclose(co);
+    CHECK_EQ(wait_exit(cli), 0);
+    san_ep_close(ep);
+    san_deregister(mr);
+    san_free(ctx, buf);
+    san_listener_close(l);
+    san_close(ctx);
+}
+
 /* One try of the silent peers' case: every check but the two times, which go to *eagain_ms (the
  * non-blocking accept4's) and *accepted_ms (the good client's wait). */
 static void silent_try(const struct test_daemon *d, int npeers, const char *mux, double *eagain_ms,
@@ -285,6 +336,7 @@ int main(void)
         }
     }
     nb_no_daemon(&d);
+    arrival();
     for (int i = 0; i < 3; i++)
         late(mux[i]);
     silent(&d, 1, "poll");

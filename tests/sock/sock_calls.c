@@ -812,7 +812,7 @@ static void hold_after_close(int l)
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     ssize_t r = read(d, &b, 1);
-    if (r != 0) { /* seen returning a byte of 0, what the client writes to the other connection */
+    if (r != 0) { /* a byte of 0 came once: the connections were accepted swapped (docs/sock.md) */
         int e = r < 0 ? errno : 0, fl = fcntl(d, F_GETFL);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;

@@ -13,6 +13,7 @@
  *                               short, the SAN connect times out and the kernel's completes it
  *                               (the kernel's backlog): EALREADY and getpeername ENOTCONN
  *                               meanwhile, writable, SO_ERROR 0, getpeername
+ *   client arrive HOST PORT     a blocking connect: "ok arrive ms=T" once it returned
  *   server accept [MUX]         a non-blocking listener (waited on by poll or epoll): reads "go" on
  * stdin, then one accept4 (EAGAIN, timed), prints "ready", then takes the first connection that
  * completes (poll, accept4) and reads "hello" from it */
@@ -312,6 +313,18 @@ static void hello_client(const char *host, int port)
     printf("ok hello\n");
 }
 
+static void arrive_client(const char *host, int port)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0)
+        FAIL("socket");
+    double t0 = now_ms();
+    if (start_connect(s, host, port, false))
+        FAIL("a blocking connect said EINPROGRESS");
+    printf("ok arrive ms=%.1f\n", now_ms() - t0);
+    close(s);
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -342,6 +355,8 @@ int main(int argc, char **argv)
             late_client(argv[3], atoi(argv[4]), mux);
         else if (!strcmp(role, "hello"))
             hello_client(argv[3], atoi(argv[4]));
+        else if (!strcmp(role, "arrive"))
+            arrive_client(argv[3], atoi(argv[4]));
         else
             FAIL("unknown role");
         return 0;
