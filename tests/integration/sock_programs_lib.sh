@@ -1,7 +1,8 @@
 # What the switch's program tests share (sourced, not run): set test (the script's name) and logs
 # (globs of the files in $tmp that fail shows, besides the daemon's log) first. Gives skip, fail, a temporary directory
 # $tmp removed at exit with every pid in pids killed, a daemon of the test's own started with
-# start_daemon [SANPROXYD ARGS...] (SANPROXY_SOCKET exported), and nic_bytes (the bytes its NIC has moved).
+# start_daemon [SANPROXYD ARGS...] (SANPROXY_SOCKET exported), nic_bytes (the bytes its NIC has moved)
+# and free_port.
 : "${SAN_BIN:?}" "${test:?}"
 skip() {
   echo "$test: $*"
@@ -30,4 +31,19 @@ start_daemon() {
   pids+=($!)
   read -r _ <"$tmp/ready" || fail "sanproxyd did not start"
   export SANPROXY_SOCKET=$tmp/s.sock
+}
+# A loopback TCP port for a server: below the kernel's ephemeral range (where other tests'
+# connections take theirs: a random port there once collided with one) and listened on by nobody.
+free_port() {
+  local lo p
+  read -r lo _ </proc/sys/net/ipv4/ip_local_port_range
+  ((lo > 12000)) || lo=32768
+  for _ in $(seq 50); do
+    p=$((10000 + RANDOM % (lo - 10000)))
+    ss -Htan "sport = :$p" 2>/dev/null | grep -q . || {
+      echo "$p"
+      return 0
+    }
+  done
+  fail "no free port"
 }

@@ -24,7 +24,7 @@ want=$(sha256sum <"$tmp/www/big.bin")
 
 # Serves $tmp/www under sanrun with sendfile $1 (on/off) on a fresh port; sets port.
 start_nginx() {
-  port=$((20000 + RANDOM % 20000))
+  port=$(free_port)
   cat >"$tmp/nginx.conf" <<EOF
 daemon off;
 master_process off;

@@ -43,7 +43,7 @@ after=$(nic_bytes)
 echo "sock programs: curl and python3 -m http.server, 64 MiB over the SAN and over TCP, equal"
 
 # iperf3, both ends under sanrun, one second: its bytes cross the SAN.
-iport=$((20000 + RANDOM % 20000))
+iport=$(free_port)
 timeout 60 "$SAN_BIN/sanrun" iperf3 -s -1 -B 127.0.0.1 -p "$iport" >"$tmp/iperf-s.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do

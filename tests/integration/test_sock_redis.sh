@@ -42,7 +42,7 @@ bench() {
   tr '\r' '\n' <"$tmp/bench.out" | grep -E '^(SET|GET): [0-9.]+ requests per second' || true
 }
 
-port=$((20000 + RANDOM % 20000))
+port=$(free_port)
 start_server san "$port" "$SAN_BIN/sanrun"
 before=$(nic_bytes)
 san=$(bench "$port" "$SAN_BIN/sanrun")

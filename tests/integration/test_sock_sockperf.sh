@@ -17,22 +17,29 @@ command -v python3 >/dev/null || skip "python3 is not installed"
 start_daemon
 muxes=(p s e)
 
-# Starts a sockperf server (under sanrun when $1 is "san") with multiplexer $2 on a fresh port;
-# sets feed (the feed file naming it) and server (its pid).
+# Starts a sockperf server (under sanrun when $1 is "san") with multiplexer $2 on a free port
+# (another, up to three tries, if it exits before it listens: a port taken meanwhile); sets feed
+# (the feed file naming it) and server (its pid).
 start_server() {
-  local how=$1 mux=$2 port=$((20000 + RANDOM % 20000))
-  feed=$tmp/feed-$how-$mux
-  echo "T:127.0.0.1:$port" >"$feed"
+  local how=$1 mux=$2 port try
   local run=()
   [[ $how == san ]] && run=("$SAN_BIN/sanrun")
-  timeout 120 "${run[@]}" sockperf server -f "$feed" -F "$mux" >"$tmp/server-$how-$mux.log" 2>&1 &
-  server=$!
-  pids+=("$server")
-  for _ in $(seq 100); do
-    ss -Htln "sport = :$port" 2>/dev/null | grep -q . && return 0
-    sleep 0.1
+  feed=$tmp/feed-$how-$mux
+  for try in 1 2 3; do
+    port=$(free_port)
+    echo "T:127.0.0.1:$port" >"$feed"
+    timeout 120 "${run[@]}" sockperf server -f "$feed" -F "$mux" >"$tmp/server-$how-$mux.log" 2>&1 &
+    server=$!
+    pids+=("$server")
+    for _ in $(seq 100); do
+      ss -Htln "sport = :$port" 2>/dev/null | grep -q . && return 0
+      kill -0 "$server" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -0 "$server" 2>/dev/null && break # alive and not listening: no retry
+    echo "sockperf server ($how, -F $mux) exited before listening on $port (try $try): $(tail -2 "$tmp/server-$how-$mux.log")"
   done
-  fail "sockperf server ($how, -F $mux) did not listen"
+  fail "sockperf server ($how, -F $mux) did not listen: $(tail -3 "$tmp/server-$how-$mux.log")"
 }
 
 # Runs a sockperf client (under sanrun when $1 is "san") of kind $3 (ping-pong or throughput)
