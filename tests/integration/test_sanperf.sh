@@ -16,7 +16,8 @@
 # sanperf sizes what it locks to RLIMIT_MEMLOCK (dma's buffer, nic's buffers in flight), so every
 # suite runs for an ordinary user too. Under the sanitizers, which distort every timing and make
 # the full run long, each suite runs on its own with smaller sizes instead of `make bench`, so that
-# sanperf (and the private daemons it starts) still run under ASan+UBSan.
+# sanperf (and the private daemons it starts) still run under ASan+UBSan (nic with every memory
+# kind, its mixed case included).
 set -euo pipefail
 # As under CTest: a developer's own settings do not reach the test.
 unset SANPROXY_SOCKET SANPROXY_SPIN_US SANPROXY_LOG SANPROXY_TEST_PASS_RIGHTS \
@@ -37,7 +38,7 @@ perf() { # perf SECONDS ARGS...
 
 if [[ -n ${SAN_EXTRA_CFLAGS:-} ]]; then
   declare -A small=([contig]="--ram 1G --ops 4000" [dma]="--rounds 2 --ops 400"
-    [reg]="--ops 400" [rcache]="--rounds 400" [nic]="--mib 16 --rounds 200"
+    [reg]="--ops 400" [rcache]="--rounds 400" [nic]="--mib 16 --rounds 200 --memory all"
     [sock]="--mib 16 --rounds 200 --case switch")
   for s in "${suites[@]}"; do
     # The sock suite's peers exit with a SAN connection still being finished: its state is named

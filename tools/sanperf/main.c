@@ -47,8 +47,9 @@ static const struct perf_option rcache_options[] = {
 };
 static const struct perf_option nic_options[] = {
     {"--mib", PERF_COUNT, 1, 1048576, NULL, "MiB each bandwidth case writes (default 256)"},
-    {"--memory", PERF_CHOICE, 0, 0, "proxy|client|both",
-     "the bandwidth cases: proxy memory, the clients' own pages, or both (default)"},
+    {"--memory", PERF_CHOICE, 0, 0, "proxy|client|mixed|both|all",
+     "the bandwidth cases: proxy memory, the clients' own pages, proxy into own pages, proxy and "
+     "client (default: both), or all three"},
     {"--rounds", PERF_COUNT, 1, 100000000, NULL, "ping-pongs of each latency case (default 20000)"},
     {0},
 };

@@ -4,10 +4,12 @@
  * - rdma_write_1m: 1 MiB RDMA writes, 16 in flight, between two contexts' proxy memory
  *   (memory "proxy": san_alloc, the NIC's memcpy path) and between their own pages (memory
  *   "client": fewer in flight when RLIMIT_MEMLOCK does not allow 2 x 16 MiB locked, reported in
- *   inflight): bandwidth against memcpy of 1 MiB in this process cycling over the same number of
- *   1 MiB slots (baseline, ratio = ours / memcpy, higher is better: the same bytes copied over the
- *   same working set) and against memcpy of one 1 MiB buffer that stays in the caches (hot_ratio).
- *   The target's bytes are compared with the source's after each run.
+ *   inflight), and with --memory mixed or all from proxy memory into the target's own pages (what
+ *   an RDMA read straight into a receiving program's buffer would cost): bandwidth against memcpy
+ * of 1 MiB in this process cycling over the same number of 1 MiB slots (baseline, ratio = ours /
+ * memcpy, higher is better: the same bytes copied over the same working set) and against memcpy of
+ * one 1 MiB buffer that stays in the caches (hot_ratio). The target's bytes are compared with the
+ * source's after each run.
  * - send_lat_64b: 64-byte send/receive ping-pong between two processes through completions
  *   (buffers in proxy memory, as a sockets switch's control buffers are);
  *   rdma_lat_64b: 64-byte RDMA-write ping-pong where each side polls its own memory. Both give the
@@ -24,7 +26,8 @@
  *   missing or failing UCX never fails the suite.
  * Waiting: every waiter here yields the CPU between polls, as the NIC's engine does; these
  * machines may have two cores for three spinners. Options: --mib N (bandwidth volume, default
- * 256), --memory proxy|client|both (bandwidth cases, default both), --rounds N (ping-pongs,
+ * 256), --memory proxy|client|mixed|both|all (bandwidth cases, default both: proxy and client),
+ * --rounds N (ping-pongs,
  * default 20000). */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -53,14 +56,20 @@
 #define INFLIGHT 16 /* 1 MiB writes in flight, each into its own slot of the target */
 #define PORT     7480
 
+/* The bandwidth cases' memory: source and target in proxy memory, both the contexts' own pages,
+ * or a proxy source into a target's own pages (what an RDMA read from a sender's staging buffer
+ * straight into a receiving program's buffer would cost). */
+enum mem_kind { MEM_PROXY, MEM_CLIENT, MEM_MIXED, MEM_KINDS };
+static const char *const mem_names[MEM_KINDS] = {"proxy", "client", "mixed"};
+
 struct nic_opts {
     unsigned mib, rounds;
-    bool proxy, client; /* which bandwidth cases run (--memory) */
+    bool mem[MEM_KINDS]; /* which bandwidth cases run (--memory) */
 };
 
 static int parse(const struct perf_opts *o, struct nic_opts *n)
 {
-    *n = (struct nic_opts){.mib = 256, .rounds = 20000, .proxy = true, .client = true};
+    *n = (struct nic_opts){.mib = 256, .rounds = 20000, .mem = {true, true, false}};
     for (int i = 0; i < o->argc; i++) {
         if (!strcmp(o->argv[i], "--json"))
             continue;
@@ -68,10 +77,14 @@ static int parse(const struct perf_opts *o, struct nic_opts *n)
             n->mib = (unsigned)strtoul(o->argv[++i], NULL, 10);
         } else if (i + 1 < o->argc && !strcmp(o->argv[i], "--memory")) {
             const char *m = o->argv[++i];
-            n->proxy = !strcmp(m, "proxy") || !strcmp(m, "both");
-            n->client = !strcmp(m, "client") || !strcmp(m, "both");
-            if (!n->proxy && !n->client) {
-                fprintf(stderr, "sanperf nic: --memory takes proxy, client or both\n");
+            bool all = !strcmp(m, "all"), both = all || !strcmp(m, "both"), any = false;
+            for (int k = 0; k < MEM_KINDS; k++) {
+                n->mem[k] = !strcmp(m, mem_names[k]) || (both && k != MEM_MIXED) || all;
+                any |= n->mem[k];
+            }
+            if (!any) {
+                fprintf(stderr, "sanperf nic: --memory takes proxy, client, mixed, both (proxy and "
+                                "client) or all\n");
                 return -EINVAL;
             }
         } else if (i + 1 < o->argc && !strcmp(o->argv[i], "--rounds")) {
@@ -394,22 +407,27 @@ static int pair(struct san_ctx *ca, struct san_ctx *cb, uint16_t port, struct sa
     return err;
 }
 
-/* Source and target buffers of len bytes: proxy memory (san_alloc) or the contexts' own pages. */
-static int buffers(struct san_ctx *ca, struct san_ctx *cb, bool proxy, size_t len, char **src,
-                   char **dst)
+/* A buffer of len bytes in ctx: proxy memory (san_alloc) or this process's own pages. */
+static int buffer(struct san_ctx *ctx, bool proxy, size_t len, char **out)
 {
-    if (proxy) {
-        int err = san_alloc(ca, len, 0, (void **)src);
-        return err ? err : san_alloc(cb, len, 0, (void **)dst);
-    }
-    *src = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    *dst = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return *src == MAP_FAILED || *dst == MAP_FAILED ? -ENOMEM : 0;
+    if (proxy)
+        return san_alloc(ctx, len, 0, (void **)out);
+    *out = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return *out == MAP_FAILED ? (*out = NULL, -ENOMEM) : 0;
 }
 
-static int bandwidth(const char *sock, const struct nic_opts *n, bool proxy, bool json,
+static void buffer_free(struct san_ctx *ctx, bool proxy, char *p, size_t len)
+{
+    if (p && proxy)
+        san_free(ctx, p);
+    else if (p)
+        munmap(p, len);
+}
+
+static int bandwidth(const char *sock, const struct nic_opts *n, enum mem_kind mk, bool json,
                      const struct ucx *ucx)
 {
+    bool src_proxy = mk != MEM_CLIENT, dst_proxy = mk == MEM_PROXY;
     struct san_ctx *ca, *cb;
     struct san_ep *a, *b;
     struct san_mr *lmr, *rmr;
@@ -424,8 +442,9 @@ static int bandwidth(const char *sock, const struct nic_opts *n, bool proxy, boo
      * 1 MiB kept for the latency cases' small buffers. Proxy memory is the daemon's: no limit. */
     uint64_t allowed = perf_memlock_allowance();
     unsigned inflight = INFLIGHT;
-    if (!proxy && allowed < (uint64_t)(2 * INFLIGHT + 1) * MIB) {
-        inflight = allowed > 3ull * MIB ? (unsigned)((allowed - MIB) / (2 * MIB)) : 1;
+    unsigned own = !src_proxy + !dst_proxy; /* buffers of own pages, locked here */
+    if (own && allowed < (uint64_t)(own * INFLIGHT + 1) * MIB) {
+        inflight = allowed > (own + 1ull) * MIB ? (unsigned)((allowed - MIB) / (own * MIB)) : 1;
         fprintf(stderr,
                 "sanperf nic: RLIMIT_MEMLOCK is %llu KiB (ulimit -l): %u writes in flight instead "
                 "of %d\n",
@@ -433,7 +452,7 @@ static int bandwidth(const char *sock, const struct nic_opts *n, bool proxy, boo
     }
     size_t len = (size_t)inflight * MIB;
     char *src = NULL, *dst = NULL;
-    if ((err = buffers(ca, cb, proxy, len, &src, &dst)))
+    if ((err = buffer(ca, src_proxy, len, &src)) || (err = buffer(cb, dst_proxy, len, &dst)))
         goto out;
     memset(src, 3, len);
     memset(dst, 0, len); /* both sides present before the clock starts, as memcpy's are */
@@ -487,7 +506,7 @@ static int bandwidth(const char *sock, const struct nic_opts *n, bool proxy, boo
         err = -EIO;
         goto out;
     }
-    const char *kind = proxy ? "proxy" : "client";
+    const char *kind = mem_names[mk];
     double ucx_gbps = ucx->ok ? ucx->mib_s * MIB / 1e9 : 0; /* ucx_perftest's MB is 2^20 bytes */
     char extra[192];
     ucx_fields(extra, sizeof(extra), ucx, "gb_per_s", 3, ucx_gbps, gbps);
@@ -512,13 +531,8 @@ static int bandwidth(const char *sock, const struct nic_opts *n, bool proxy, boo
     san_ep_close(b);
     san_deregister(lmr);
     san_deregister(rmr);
-    if (proxy) {
-        san_free(ca, src);
-        san_free(cb, dst);
-    } else {
-        munmap(src, len);
-        munmap(dst, len);
-    }
+    buffer_free(ca, src_proxy, src, len);
+    buffer_free(cb, dst_proxy, dst, len);
 out:
     if (err)
         fprintf(stderr, "sanperf nic: bandwidth: %s\n", san_strerror(err));
@@ -712,9 +726,10 @@ int perf_nic(const struct perf_opts *o)
         return 1;
     struct ucx ucx_bw, ucx_lat;
     ucx_measure("ucp_put_bw", MIB, n.mib, &ucx_bw);
-    int err = n.proxy ? bandwidth(d.sock, &n, true, o->json, &ucx_bw) : 0;
-    if (!err && n.client)
-        err = bandwidth(d.sock, &n, false, o->json, &ucx_bw);
+    int err = 0;
+    for (int k = 0; k < MEM_KINDS && !err; k++)
+        if (n.mem[k])
+            err = bandwidth(d.sock, &n, (enum mem_kind)k, o->json, &ucx_bw);
     uint64_t floor = shm_latency(n.rounds), tcp = tcp_latency(n.rounds);
     ucx_measure("ucp_put_lat", 64, n.rounds, &ucx_lat);
     double ucx_ns = ucx_lat.ok ? ucx_lat.lat_us * 1000 : 0; /* already one way (half a round) */
