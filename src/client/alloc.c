@@ -5,7 +5,8 @@
  *
  * Locking: see ctx.h. Unmapping happens after ctx->lock is released: unmapping memory the
  * registration cache watches waits for its watcher, which may need ctx->lock to release a
- * registration there. */
+ * registration there. san_free drops the cache's registrations of the memory itself before it
+ * unmaps it (the watcher's word comes too late for other threads: see there). */
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -81,6 +82,19 @@ int san_free(struct san_ctx *ctx, void *va)
     san_mutex_lock(&ctx->lock);
     struct client_alloc *a = alloc_of(san_range_lookup(&ctx->allocs, (uintptr_t)va));
     if (!a || a->r.start != (uintptr_t)va) {
+        san_mutex_unlock(&ctx->lock);
+        return -EINVAL;
+    }
+    /* What the registration cache holds on it goes first (outside ctx->lock: releasing a
+     * registration takes it). The cache's watcher hears of an unmap only at the end of munmap,
+     * after the address range is free for another thread's mmap: a new allocation there,
+     * registered meanwhile, would have hit the old one's registration (its frames, its keys). */
+    size_t len = a->r.len;
+    san_mutex_unlock(&ctx->lock);
+    san_rcache_invalidate(ctx->rc, va, len); /* -EINVAL: nothing cached there */
+    san_mutex_lock(&ctx->lock);
+    a = alloc_of(san_range_lookup(&ctx->allocs, (uintptr_t)va));
+    if (!a || a->r.start != (uintptr_t)va) { /* freed by another thread meanwhile */
         san_mutex_unlock(&ctx->lock);
         return -EINVAL;
     }

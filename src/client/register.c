@@ -87,25 +87,32 @@ int san_ctx_register(struct san_ctx *ctx, void *addr, size_t len, unsigned acces
     if (!ref)
         return -ENOMEM;
 
+    if (!(fresh = calloc(1, sizeof(*fresh)))) {
+        free(ref);
+        return -ENOMEM;
+    }
     san_mutex_lock(&ctx->lock);
     g = reg_same_locked(ctx, va, len, access, rdma);
-    if (!g && !(fresh = calloc(1, sizeof(*fresh)))) {
-        err = -ENOMEM;
-        goto fail;
-    }
-    /* A range we already hold registered with this access is pinned already; proxy memory (one of
-     * our allocations) is resident and never pinned: the daemon registers its frames. */
+    /* Proxy memory (one of our allocations) is resident and never pinned: the daemon registers
+     * its frames. Other memory is pinned even when a registration of ours names the same range:
+     * that one may be stale (the range unmapped and mapped again by another thread before the
+     * cache's watcher dropped it), and mlock does not nest. */
     struct san_range *in = san_range_lookup(&ctx->allocs, va);
     bool proxy = in && end <= san_range_end(in);
-    if (!g && !proxy && (err = san_ctx_pin_locked(ctx, start, end - start, access)))
+    if (!proxy && (err = san_ctx_pin_locked(ctx, start, end - start, access)))
         goto fail;
     san_proto_init(&req, SAN_OP_REGISTER, 0);
     req.u.register_req = (struct san_register_req){
         .va = va, .len = len, .access = access, .flags = rdma ? SAN_REG_RDMA : 0};
     if ((err = san_ctx_call_locked(ctx, &req, &rep, NULL)))
         goto fail_unpin;
+    /* The daemon says whether it is the same registration: its key. Another key means other
+     * memory behind the range now, and g (still held, until its references go) is not it. */
+    if (g && g->lkey != rep.u.register_rep.lkey)
+        g = NULL;
     if (!g) {
         g = fresh;
+        fresh = NULL;
         *g = (struct client_reg){.r = {.start = start, .len = end - start},
                                  .va = va,
                                  .len = len,
@@ -121,11 +128,12 @@ int san_ctx_register(struct san_ctx *ctx, void *addr, size_t len, unsigned acces
     ref->reg = g;
     san_list_insert_after(&ctx->refs, &ref->link);
     san_mutex_unlock(&ctx->lock);
+    free(fresh);
     *out = ref;
     return 0;
 
 fail_unpin:
-    if (!g && !proxy)
+    if (!proxy) /* what no registration of ours covers */
         san_ctx_unpin_uncovered_locked(ctx, start, end - start);
 fail:
     san_mutex_unlock(&ctx->lock);

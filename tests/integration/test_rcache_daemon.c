@@ -5,8 +5,11 @@
  * their rkey while idle and get a new one on a hit, explicit invalidation, the daemon's
  * registration limit makes the cache give up idle entries, a forked child gets -ECHILD and leaves
  * the parent's cache alone, part of a registered range unmapped leaves nothing locked, threads
- * churning mappings never see a stale key, and san_close leaves the daemon idle. */
+ * churning mappings never see a stale key, threads allocating, registering and freeing proxy
+ * memory read into it by RDMA the bytes a peer holds (never into an older allocation's frames
+ * at the same address), and san_close leaves the daemon idle. */
 #include "harness.h"
+#include "nic_pair.h"
 
 #include <malloc.h>
 #include <pthread.h>
@@ -486,6 +489,101 @@ static void threads(struct test_daemon *d, const struct san_stats_rep *idle)
     test_wait_idle(d, idle);
 }
 
+/* Threads of one context allocate proxy memory of varying sizes, register it, RDMA-read a peer's
+ * pattern into it, check every byte, deregister and free it. Another thread's san_alloc may get
+ * addresses inside an allocation being freed before the cache's watcher has heard of its unmap
+ * (the kernel reports it at the end of munmap, after the range is free): the cache must not serve
+ * the new memory with the old allocation's registration (its keys, its frames). Seen as EFAULT
+ * from the NIC within a few hundred rounds before san_free dropped the cache's entries first. */
+#define PROXY_THREADS 4
+#define PROXY_ROUNDS  800
+#define PROXY_MAX     (192 * KIB)
+
+struct proxy_churner {
+    struct san_ctx *ctx, *peer;
+    uint16_t port;
+    int bad;
+    char why[128];
+};
+
+static void *proxy_churn(void *arg)
+{
+    struct proxy_churner *c = arg;
+    struct san_ep *a, *b;
+    connect_pair(c->ctx, c->peer, c->port, &a, &b);
+    uint8_t *src, desc[SAN_RDMA_DESC_SIZE];
+    size_t dl = sizeof(desc);
+    struct san_mr *smr;
+    CHECK_EQ(san_alloc(c->peer, PROXY_MAX, 0, (void **)&src), 0);
+    for (size_t i = 0; i < PROXY_MAX; i++)
+        src[i] = (uint8_t)(i * 7 + c->port);
+    CHECK_EQ(san_register_rdma(c->peer, src, PROXY_MAX, SAN_MEM_READ, desc, &dl, &smr), 0);
+    for (int i = 0; i < PROXY_ROUNDS && !c->bad; i++) {
+        size_t len = (size_t)(i % 3 + 1) * (PROXY_MAX / 3);
+        uint8_t *m;
+        struct san_mr *mr;
+        int err = san_alloc(c->ctx, len, 0, (void **)&m);
+        if (!err) {
+            memset(m, 0, len);
+            err = san_register(c->ctx, m, len, SAN_MEM_READWRITE, &mr);
+            if (err)
+                san_free(c->ctx, m);
+        }
+        if (err) {
+            snprintf(c->why, sizeof(c->why), "round %d: alloc/register: %s", i, san_strerror(err));
+            c->bad++;
+            break;
+        }
+        struct san_sge sge = {.addr = m, .length = (uint32_t)len, .lkey = san_mr_lkey(mr)};
+        CHECK_EQ(san_rdma_read(a, (uint64_t)i, &sge, 1, desc, dl, 0, 0), 0);
+        struct san_wc wc = wait_one(a);
+        if (wc.status) {
+            snprintf(c->why, sizeof(c->why), "round %d: RDMA read into %zu bytes at %p: %s", i, len,
+                     (void *)m, san_strerror(wc.status));
+            c->bad++;
+        } else {
+            for (size_t k = 0; k < len; k++)
+                if (m[k] != src[k]) {
+                    snprintf(c->why, sizeof(c->why), "round %d: byte %zu of %zu differs", i, k,
+                             len);
+                    c->bad++;
+                    break;
+                }
+        }
+        CHECK_EQ(san_deregister(mr), 0);
+        CHECK_EQ(san_free(c->ctx, m), 0);
+    }
+    san_ep_close(a);
+    san_ep_close(b);
+    CHECK_EQ(san_deregister(smr), 0);
+    CHECK_EQ(san_free(c->peer, src), 0);
+    return NULL;
+}
+
+static void proxy_threads(struct test_daemon *d, const struct san_stats_rep *idle)
+{
+    struct san_ctx *ctx, *peer;
+    CHECK_EQ(san_open(NULL, &ctx), 0);
+    CHECK_EQ(san_open(NULL, &peer), 0);
+    struct proxy_churner c[PROXY_THREADS];
+    pthread_t t[PROXY_THREADS];
+    for (int i = 0; i < PROXY_THREADS; i++) {
+        c[i] = (struct proxy_churner){.ctx = ctx, .peer = peer, .port = (uint16_t)(5300 + i)};
+        CHECK(!pthread_create(&t[i], NULL, proxy_churn, &c[i]));
+    }
+    for (int i = 0; i < PROXY_THREADS; i++) {
+        pthread_join(t[i], NULL);
+        if (c[i].bad)
+            test_fail(__FILE__, __LINE__, "thread %d: %s", i, c[i].why);
+    }
+    printf("proxy churn: %d threads x %d rounds of alloc, register, RDMA read, free: every byte "
+           "right\n",
+           PROXY_THREADS, PROXY_ROUNDS);
+    san_close(peer);
+    san_close(ctx);
+    test_wait_idle(d, idle);
+}
+
 int main(void)
 {
     struct test_daemon d;
@@ -502,6 +600,7 @@ int main(void)
     partial_unmap(&d, &idle);
     two_contexts(&d, &idle);
     threads(&d, &idle);
+    proxy_threads(&d, &idle);
     CHECK_EQ(test_daemon_stop(&d), 0);
 
     test_daemon_start(&d, "[limits]\nregistrations = 4\n");
