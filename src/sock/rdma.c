@@ -8,20 +8,7 @@
 #include "sock/rdma.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <string.h>
-
-static pthread_mutex_t buffers_lock = PTHREAD_MUTEX_INITIALIZER;
-
-void sansock_buffers_lock(void)
-{
-    pthread_mutex_lock(&buffers_lock);
-}
-
-void sansock_buffers_unlock(void)
-{
-    pthread_mutex_unlock(&buffers_lock);
-}
 
 bool sansock_rdma_can_offer(const struct sansock_rdma *r)
 {
@@ -37,9 +24,7 @@ static int stage_setup_buffers(struct sansock_rdma *r, struct san_ctx *ctx);
 
 static int stage_setup(struct sansock_rdma *r, struct san_ctx *ctx)
 {
-    sansock_buffers_lock();
     int err = stage_setup_buffers(r, ctx);
-    sansock_buffers_unlock();
     return err;
 }
 
@@ -117,7 +102,6 @@ int sansock_rdma_on_offer(struct sansock_rdma *r, struct san_ctx *ctx, struct sa
     if (!r->sink_mem) {
         void *mem;
         int err = -ENOBUFS;
-        sansock_buffers_lock();
         if (!san_alloc(ctx, (size_t)RDMA_NBUF * RDMA_CHUNK, 0, &mem)) {
             if (!san_register(ctx, mem, (size_t)RDMA_NBUF * RDMA_CHUNK, SAN_MEM_READWRITE,
                               &r->sink_mr))
@@ -125,7 +109,6 @@ int sansock_rdma_on_offer(struct sansock_rdma *r, struct san_ctx *ctx, struct sa
             else
                 san_free(ctx, mem);
         }
-        sansock_buffers_unlock();
         if (err)
             return err;
         r->sink_mem = mem;
@@ -186,7 +169,6 @@ static int ssink_setup(struct sansock_rdma *r, struct san_ctx *ctx)
     void *mem;
     size_t dl = sizeof(r->ssink_desc);
     int err = 0;
-    sansock_buffers_lock(); /* as every buffer set-up: libsan's cache race (stage_setup) */
     if (san_alloc(ctx, SINK_STAGE, 0, &mem))
         err = -ENOBUFS;
     else if (san_register_rdma(ctx, mem, SINK_STAGE, SAN_MEM_READWRITE, r->ssink_desc, &dl,
@@ -194,7 +176,6 @@ static int ssink_setup(struct sansock_rdma *r, struct san_ctx *ctx)
         san_free(ctx, mem);
         err = -ENOBUFS;
     }
-    sansock_buffers_unlock();
     if (err)
         return err;
     r->ssink_desc_len = (uint32_t)dl;
@@ -303,7 +284,6 @@ int sansock_rdma_write_buf(struct sansock_rdma *r, struct san_ctx *ctx, uint32_t
     if (!r->wstage_mem) {
         void *mem;
         int err = 0;
-        sansock_buffers_lock();
         if (san_alloc(ctx, (size_t)WRITE_NBUF * RDMA_CHUNK, 0, &mem))
             err = -ENOBUFS;
         else if (san_register(ctx, mem, (size_t)WRITE_NBUF * RDMA_CHUNK, SAN_MEM_READ,
@@ -311,7 +291,6 @@ int sansock_rdma_write_buf(struct sansock_rdma *r, struct san_ctx *ctx, uint32_t
             san_free(ctx, mem);
             err = -ENOBUFS;
         }
-        sansock_buffers_unlock();
         if (err)
             return err;
         r->wstage_mem = mem;

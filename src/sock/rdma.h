@@ -181,11 +181,4 @@ void sansock_rdma_sink_answer(struct sansock_rdma *r, struct sansock_wire_done *
 /* Releases the buffers (after the endpoint is closed: no read is in flight any more). */
 void sansock_rdma_free(struct sansock_rdma *r, struct san_ctx *ctx);
 
-/* Serialises the switch's buffer allocation plus registration against deregistration plus
- * release (connections' buffers, RDMA staging buffers and sinks): libsan's registration cache
- * lets a range freed and deregistered in one thread meet a new allocation registered in another
- * (-EFAULT/-EACCES). Taken after a connection's lock, never before. */
-void sansock_buffers_lock(void);
-void sansock_buffers_unlock(void);
-
 #endif

@@ -661,15 +661,11 @@ static int setup_locked(struct sansock_conn *c)
 {
     size_t bytes = (size_t)(NRECV + NSEND) * c->slot_size;
     void *mem;
-    /* libsan's registration cache races a deregistration in one thread against a registration
-     * in another (EFAULT/EACCES): buffer setup and release are serialised process-wide. */
-    sansock_buffers_lock();
     int err = san_alloc(c->ctx, bytes, 0, &mem);
     if (!err) {
         c->mem = mem;
         err = san_register(c->ctx, mem, bytes, SAN_MEM_READWRITE, &c->mr);
     }
-    sansock_buffers_unlock();
     if (err)
         return err;
     c->lkey = san_mr_lkey(c->mr);
@@ -702,13 +698,11 @@ static int setup_locked(struct sansock_conn *c)
 static int embryo_setup_locked(struct sansock_conn *c)
 {
     void *mem;
-    sansock_buffers_lock();
     int err = san_alloc(c->ctx, EMB_RECV, 0, &mem);
     if (!err) {
         c->emb_mem = mem;
         err = san_register(c->ctx, mem, EMB_RECV, SAN_MEM_READWRITE, &c->emb_mr);
     }
-    sansock_buffers_unlock();
     if (err)
         return err;
     struct san_sge sge = {.addr = c->emb_mem, .length = EMB_RECV, .lkey = san_mr_lkey(c->emb_mr)};
@@ -721,12 +715,10 @@ static int embryo_setup_locked(struct sansock_conn *c)
 /* Frees an embryo's region once its receive completed (the NEGOTIATE is decoded). */
 static void emb_release_locked(struct sansock_conn *c)
 {
-    sansock_buffers_lock();
     if (c->emb_mr)
         san_deregister(c->emb_mr);
     if (c->emb_mem)
         san_free(c->ctx, c->emb_mem);
-    sansock_buffers_unlock();
     c->emb_mr = NULL;
     c->emb_mem = NULL;
 }
@@ -741,7 +733,6 @@ static void conn_free(struct sansock_conn *c)
     if (c->timerfd >= 0)
         REAL(close)(c->timerfd);
     pthread_mutex_destroy(&c->lock);
-    sansock_buffers_lock();
     sansock_rdma_free(&c->rdma, c->ctx);
     if (c->mr)
         san_deregister(c->mr);
@@ -751,7 +742,6 @@ static void conn_free(struct sansock_conn *c)
         san_deregister(c->emb_mr);
     if (c->emb_mem)
         san_free(c->ctx, c->emb_mem);
-    sansock_buffers_unlock();
     free(c);
 }
 
