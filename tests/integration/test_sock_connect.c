@@ -16,6 +16,10 @@
  *   in that order, as from TCP's backlog; before, a busy machine could deliver the second
  *   connection's NEGOTIATE first). A non-blocking connect is writable only once the listener's
  *   NEGOTIATE answered its own, which this raw listener never sends.
+ * - order (over the SAN and TCP): a client connects 16 times one after the other, writing its
+ *   index on each; the server accepts all 16, then finds index i on the i-th accepted (nic_bytes
+ *   grows by at least those bytes over the SAN, not at all over TCP). Run five times; the
+ *   arrival case above is what makes it hold on a loaded machine.
  * - silent peers: raw libsan connectors (san_connect_start) that never send NEGOTIATE: with 1 and
  *   with 100 of them (the listener waited on by poll; 100 also by edge-triggered epoll), a
  * non-blocking accept4 returns EAGAIN at once (< 50 ms for each peer its look sets up, 16 at most)
@@ -215,6 +219,31 @@ static void arrival(void)
     san_close(ctx);
 }
 
+static void order(const struct test_daemon *d, bool san)
+{
+    for (int round = 0; round < 5; round++) {
+        FILE *so, *si, *co;
+        int port;
+        uint64_t before = nic_bytes(d);
+        pid_t srv = start_server("order", san, &so, &si, &port);
+        pid_t cli = start_client("order", port, "", san, &co);
+        char line[256];
+        expect_line(so, "order server", "ok order", line, sizeof(line));
+        expect_line(co, "order client", "ok order", line, sizeof(line));
+        fclose(si);
+        fclose(so);
+        fclose(co);
+        CHECK_EQ(wait_exit(cli), 0);
+        CHECK_EQ(wait_exit(srv), 0);
+        uint64_t moved = nic_bytes(d) - before;
+        if (san ? moved < 16 : moved != 0)
+            test_fail(__FILE__, __LINE__, "order (%s): nic_bytes +%" PRIu64, san ? "SAN" : "TCP",
+                      moved);
+    }
+    printf("%s order: 5 x 16 connections accepted in the order they connected\n",
+           san ? "SAN" : "TCP");
+}
+
 /* One try of the silent peers' case: every check but the two times, which go to *eagain_ms (the
  * non-blocking accept4's) and *accepted_ms (the good client's wait). */
 static void silent_try(const struct test_daemon *d, int npeers, const char *mux, double *eagain_ms,
@@ -337,6 +366,8 @@ int main(void)
     }
     nb_no_daemon(&d);
     arrival();
+    order(&d, true);
+    order(&d, false);
     for (int i = 0; i < 3; i++)
         late(mux[i]);
     silent(&d, 1, "poll");

@@ -14,6 +14,11 @@
  *                               (the kernel's backlog): EALREADY and getpeername ENOTCONN
  *                               meanwhile, writable, SO_ERROR 0, getpeername
  *   client arrive HOST PORT     a blocking connect: "ok arrive ms=T" once it returned
+ *   server order                accepts ORDER_N connections, then reads one byte from each in
+ *                               the order accepted: byte i on the i-th ("ok order"), closes them
+ *   client order HOST PORT      connects ORDER_N times one after the other (blocking), writing
+ *                               byte i on the i-th as soon as it is connected, then waits for
+ *                               each one's end of file ("ok order")
  *   server accept [MUX]         a non-blocking listener (waited on by poll or epoll): reads "go" on
  * stdin, then one accept4 (EAGAIN, timed), prints "ready", then takes the first connection that
  * completes (poll, accept4) and reads "hello" from it */
@@ -200,6 +205,48 @@ static int listen_on(int flags, int backlog)
     return l;
 }
 
+/* Accept order: the connections of one client that connects one after the other come out of
+ * accept in the order its connects returned, as from TCP's backlog. */
+#define ORDER_N 16
+
+static void order_server(void)
+{
+    int l = listen_on(0, ORDER_N);
+    int s[ORDER_N];
+    for (int i = 0; i < ORDER_N; i++)
+        if ((s[i] = accept(l, NULL, NULL)) < 0)
+            FAIL("accept %d", i);
+    for (int i = 0; i < ORDER_N; i++) {
+        unsigned char b;
+        if (read(s[i], &b, 1) != 1)
+            FAIL("read from the connection accepted %d-th", i);
+        if (b != i)
+            FAIL("the connection accepted %d-th was the client's %d-th", i, b);
+    }
+    for (int i = 0; i < ORDER_N; i++)
+        close(s[i]);
+    close(l);
+    printf("ok order\n");
+}
+
+static void order_client(const char *host, int port)
+{
+    int s[ORDER_N];
+    for (int i = 0; i < ORDER_N; i++) {
+        s[i] = socket(AF_INET, SOCK_STREAM, 0);
+        unsigned char b = (unsigned char)i;
+        if (s[i] < 0 || start_connect(s[i], host, port, false) || write(s[i], &b, 1) != 1)
+            FAIL("connection %d", i);
+    }
+    for (int i = 0; i < ORDER_N; i++) {
+        char c;
+        if (read(s[i], &c, 1) != 0)
+            FAIL("connection %d: no end of file", i);
+        close(s[i]);
+    }
+    printf("ok order\n");
+}
+
 static void echo_server(void)
 {
     int l = listen_on(0, 4);
@@ -340,6 +387,8 @@ int main(int argc, char **argv)
             accept_server(arg ? arg : "poll");
         else if (!strcmp(role, "idle"))
             idle_server();
+        else if (!strcmp(role, "order"))
+            order_server();
         else
             FAIL("unknown role");
         return 0;
@@ -357,6 +406,8 @@ int main(int argc, char **argv)
             hello_client(argv[3], atoi(argv[4]));
         else if (!strcmp(role, "arrive"))
             arrive_client(argv[3], atoi(argv[4]));
+        else if (!strcmp(role, "order"))
+            order_client(argv[3], atoi(argv[4]));
         else
             FAIL("unknown role");
         return 0;
