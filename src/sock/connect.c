@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "sock/log.h"
 #include "sock/real.h"
 #include "sock/route.h"
 #include "sock/san.h"
@@ -52,12 +53,14 @@ static int local_name(int fd, const struct sockaddr *dst, socklen_t dlen,
 /* The SAN attempt on a socket that is no SAN socket yet: 0 with fd in the table (connected),
  * -EINPROGRESS (a non-blocking socket: in the table, connecting), or a negative errno and fd
  * untouched except maybe bound (a bound, unconnected socket still connects over TCP). */
-static int san_attempt(int fd, const struct sockaddr *addr, socklen_t len)
+static int san_attempt(int fd, const struct sockaddr *addr, socklen_t len, const char **why)
 {
     struct sockaddr_storage dst;
     socklen_t dlen;
-    if (!sansock_on_san(addr, len, &dst, &dlen) || !is_tcp(fd))
+    if (!sansock_on_san(addr, len, &dst, &dlen) || !is_tcp(fd)) {
+        *why = "not a SAN destination";
         return -ENETUNREACH;
+    }
     struct san_ctx *ctx;
     int err = sansock_ctx(&ctx);
     if (err)
@@ -92,6 +95,22 @@ static int san_attempt(int fd, const struct sockaddr *addr, socklen_t len)
     return err ? err : nonblock ? -EINPROGRESS : 0;
 }
 
+/* SANSOCK_LOG: where a connect to an IPv4 or IPv6 address went, and why not the SAN. */
+static void log_connect(const struct sockaddr *addr, socklen_t len, int err, const char *why)
+{
+    if (!addr || len < (socklen_t)sizeof(sa_family_t) ||
+        (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+        return;
+    char a[64];
+    sansock_log_addr(addr, len, a, sizeof(a));
+    if (!err)
+        sansock_log("connect to %s: over the SAN", a);
+    else if (err == -EINPROGRESS)
+        sansock_log("connect to %s: over the SAN, under way", a);
+    else
+        sansock_log("connect to %s: over TCP (%s)", a, why ? why : strerror(-err));
+}
+
 int sansock_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
     if (!sansock_cfg.disabled) {
@@ -108,7 +127,10 @@ int sansock_connect(int fd, const struct sockaddr *addr, socklen_t len)
         }
         if (!o) {
             int saved = errno;
-            int err = san_attempt(fd, addr, len);
+            const char *why = NULL;
+            int err = san_attempt(fd, addr, len, &why);
+            if (sansock_logging())
+                log_connect(addr, len, err, why);
             if (!err)
                 return 0;
             if (err == -EINPROGRESS) {

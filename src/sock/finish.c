@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sock/log.h"
 #include "sock/real.h"
 #include "sock/session.h"
 
@@ -91,6 +92,10 @@ static void release(struct item *it)
  * buffers freed now, as Linux drops an orphan over tcp_max_orphans with a RST. */
 static void drop_oldest(struct item *it)
 {
+    if (sansock_logging())
+        sansock_log("a closed connection reset: more than SANSOCK_MAX_ORPHANS=%u closed "
+                    "connections were still being finished",
+                    sansock_cfg.max_orphans);
     sansock_conn_set_abort(it->c, true);
     release(it);
 }
@@ -149,6 +154,10 @@ static void *finisher_main(void *arg)
             struct item it = mine[i];
             bool step = i >= old || it.fired || it.pi < 0 || sweep;
             bool room = np + 1 < pcap;
+            if (now >= it.deadline && sansock_logging())
+                sansock_log("a closed connection given up after SANSOCK_LINGER_MS=%u: its peer "
+                            "had not taken everything",
+                            sansock_cfg.linger_ms);
             if (now >= it.deadline ||
                 (step && sansock_conn_finish_step(it.c, it.fd < 0 && room ? &it.fd : NULL))) {
                 release(&it); /* done, or the bound is reached */

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "sock/log.h"
 #include "sock/real.h"
 #include "sock/route.h"
 #include "sock/san.h"
@@ -247,8 +248,14 @@ static void lsn_destroy(struct sansock_obj *o)
 static int san_listen_at(struct san_ctx *ctx, struct sansock_lsn *s, const struct sockaddr *sa,
                          socklen_t len, int backlog)
 {
-    if (s->n == LSN_MAX || san_listen(ctx, sa, len, backlog, &s->l[s->n]))
-        return -1;
+    int err = s->n == LSN_MAX ? -ENOSPC : san_listen(ctx, sa, len, backlog, &s->l[s->n]);
+    if (err) {
+        char a[64];
+        if (sansock_logging())
+            sansock_log("listen at %s: not on the SAN (%s)",
+                        sansock_log_addr(sa, len, a, sizeof(a)), strerror(-err));
+        return err;
+    }
     sansock_wire_addr_from(&s->addr[s->n], sa, len);
     int lfd = san_listener_fd(s->l[s->n]);
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = lfd};
@@ -308,9 +315,14 @@ int sansock_listen(int fd, int backlog)
     }
     if (!nat)
         goto out;
+    unsigned port = ntohs(((struct sockaddr_in *)&ss)->sin_port); /* sin6_port sits there too */
     struct san_ctx *ctx;
-    if (sansock_ctx(&ctx))
+    int err = sansock_ctx(&ctx);
+    if (err) {
+        if (sansock_logging())
+            sansock_log("listen on port %u: TCP only (the SAN: %s)", port, strerror(-err));
         goto out;
+    }
     struct sansock_lsn *s = calloc(1, sizeof(*s));
     if (!s)
         goto out;
@@ -343,6 +355,9 @@ int sansock_listen(int fd, int backlog)
                       bl);
     if (s->n)
         sansock_fd_set(fd, &s->obj);
+    if (sansock_logging())
+        sansock_log("listen on port %u: TCP and %d SAN address%s", port, s->n,
+                    s->n == 1 ? "" : "es");
     sansock_obj_put(&s->obj);
 out:
     errno = saved;

@@ -96,6 +96,7 @@ void sansock_config_load(void)
     /* A quarter of the daemon's default [limits] endpoints (256 per client): connections the
      * program closed never take more than that of what it may have open. */
     sansock_cfg.max_orphans = (unsigned)env_num("SANSOCK_MAX_ORPHANS", 64, 0, 1u << 20);
+    sansock_cfg.log = env_num("SANSOCK_LOG", 0, 0, 1) != 0;
 }
 
 bool sansock_nonblocking(int fd, int flags)

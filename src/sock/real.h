@@ -82,6 +82,7 @@ struct sansock_config {
     unsigned linger_ms;      /* SANSOCK_LINGER_MS: the most a closed connection is finished */
     unsigned max_orphans;    /* SANSOCK_MAX_ORPHANS: the most closed connections the finisher
                               * holds (0: no cap); over it the oldest is reset (finish.c) */
+    bool log;                /* SANSOCK_LOG=1: the switch says what it did on stderr (log.h) */
 };
 enum { SANSOCK_SINK_STAGED = 1, SANSOCK_SINK_PROGRAM = 2 };
 extern struct sansock_config sansock_cfg;

@@ -42,6 +42,7 @@
 #include "client/ep.h" /* san_ep_wait_arm: libsan's, for the switch only */
 #include "sock/copy.h"
 #include "sock/finish.h"
+#include "sock/log.h"
 #include "sock/rdma.h"
 #include "sock/real.h"
 #include "sock/san.h"
@@ -421,8 +422,12 @@ static void on_recv_locked(struct sansock_conn *c, uint32_t slot, uint32_t byte_
         .max_rdma = RDMA_CHUNK,
     };
     struct sansock_msg m;
-    if (sansock_wire_decode(emb ? c->emb_mem : recv_slot(c, slot), byte_len, &lim, &m) !=
-        SANSOCK_WERR_OK) {
+    enum sansock_wire_err werr =
+        sansock_wire_decode(emb ? c->emb_mem : recv_slot(c, slot), byte_len, &lim, &m);
+    if (werr != SANSOCK_WERR_OK) {
+        if (sansock_logging())
+            sansock_log("a connection reset: its peer broke the session protocol (%s)",
+                        sansock_wire_strerror(werr));
         reset_locked(c, -ECONNRESET);
         return;
     }
@@ -876,8 +881,14 @@ static bool complete_locked(struct sansock_conn *c)
         if (!err)
             c->phase = PHASE_READY;
     }
-    if (err)
+    if (err) {
+        char a[64];
+        if (sansock_logging())
+            sansock_log("connect to %s: over TCP (%s)",
+                        sansock_log_addr((struct sockaddr *)&c->to, c->tolen, a, sizeof(a)),
+                        strerror(-err));
         handover_locked(c);
+    }
     close_ep_locked(c); /* the timer, unless a waiter still polls it */
     c->seq++;
     sansock_waiters_wake(c->waiters);

@@ -20,11 +20,7 @@ start_daemon --config "$tmp/d.ini"
 
 # An echo server: python3 HOST (port 0), its port on stdout's first line, serving until killed;
 # it waits for connections in epoll (selectors), accepts without blocking, and serves each in
-# turn on the same thread (the clients here are sequential). One thread on purpose: libsan's
-# registration cache can hand a thread a registration another thread's unmap of the same
-# addresses is about to invalidate (a connection closed on one thread while the next is set up on
-# another: docs/rcache.md, "Limitations"), which is not what this test is
-# about.
+# turn on the same thread (the clients here are sequential).
 cat >"$tmp/server.py" <<'PY'
 import selectors, socket, sys
 s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
