@@ -5,9 +5,12 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "client/ep.h" /* san_ep_wait_arm: libsan's, for the switch only */
+#include "common/clock.h"
 #include "sock/log.h"
 #include "sock/real.h"
 #include "sock/route.h"
@@ -50,6 +53,43 @@ static int local_name(int fd, const struct sockaddr *dst, socklen_t dlen,
     return sansock_wire_addr_from(w, (struct sockaddr *)&ss, len);
 }
 
+/* A blocking SAN connect, at most SANSOCK_CONNECT_TIMEOUT_MS. It completes when the listener's
+ * switch takes the connection from the daemon (its accept, poll or epoll look): when that listener
+ * is this process's own, this thread looks at it too (sansock_listen_tend_for), so a program that
+ * connects to itself before it accepts does not wait for the timeout and TCP. */
+static int blocking_connect(struct san_ctx *ctx, const struct sockaddr *dst, socklen_t dlen,
+                            struct san_ep **out)
+{
+    struct sansock_wire_addr to;
+    if (sansock_wire_addr_from(&to, dst, dlen))
+        return san_connect(ctx, dst, dlen, sansock_cfg.connect_timeout_ms, out);
+    struct san_ep *ep;
+    int err = san_connect_start(ctx, dst, dlen, &ep);
+    if (err)
+        return err;
+    uint64_t deadline = san_now_ns() + (uint64_t)sansock_cfg.connect_timeout_ms * 1000000u;
+    bool local = true;
+    while ((err = san_connect_finish(ep)) == -EINPROGRESS) {
+        uint64_t now = san_now_ns();
+        if (now >= deadline)
+            break;
+        if (local)
+            local = sansock_listen_tend_for(&to);
+        /* The outcome makes the endpoint's descriptor readable; a local listener is looked at
+         * again every 10 ms (its look may have been full). */
+        uint64_t wait_ms = (deadline - now + 999999) / 1000000;
+        struct pollfd p = {.fd = san_ep_wait_arm(ep), .events = POLLIN};
+        REAL(poll)(&p, 1, local && wait_ms > 10 ? 10 : (int)wait_ms);
+        san_ep_wait_disarm(ep);
+    }
+    if (!err) {
+        *out = ep;
+        return 0;
+    }
+    san_ep_close(ep);
+    return err == -EINPROGRESS ? -ETIMEDOUT : -ECONNREFUSED;
+}
+
 /* The SAN attempt on a socket that is no SAN socket yet: 0 with fd in the table (connected),
  * -EINPROGRESS (a non-blocking socket: in the table, connecting), or a negative errno and fd
  * untouched except maybe bound (a bound, unconnected socket still connects over TCP). */
@@ -67,10 +107,8 @@ static int san_attempt(int fd, const struct sockaddr *addr, socklen_t len, const
         return err;
     bool nonblock = sansock_nonblocking(fd, 0);
     struct san_ep *ep;
-    if (nonblock)
-        err = san_connect_start(ctx, (struct sockaddr *)&dst, dlen, &ep);
-    else
-        err = san_connect(ctx, (struct sockaddr *)&dst, dlen, sansock_cfg.connect_timeout_ms, &ep);
+    err = nonblock ? san_connect_start(ctx, (struct sockaddr *)&dst, dlen, &ep)
+                   : blocking_connect(ctx, (struct sockaddr *)&dst, dlen, &ep);
     if (err)
         return err;
     struct sansock_wire_addr src, to;

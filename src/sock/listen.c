@@ -67,7 +67,14 @@ struct sansock_lsn {
     pthread_mutex_t lock;
     struct embryo *emb[EMBRYO_MAX]; /* oldest first; each allocated: its waiter is linked */
     int nemb;
+    struct sansock_lsn *next_local; /* in locals (below) while it has SAN listeners */
 };
+
+/* This process's listener objects with SAN listeners, for a connect to one of them from a thread
+ * that would otherwise wait for its own accept (sansock_listen_tend_for). locals_lock is taken
+ * before a listener's lock, never while one is held. */
+static pthread_mutex_t locals_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sansock_lsn *locals;
 
 static bool ours(const struct sansock_lsn *s)
 {
@@ -226,6 +233,13 @@ static void lsn_destroy(struct sansock_obj *o)
 {
     struct sansock_lsn *s = (struct sansock_lsn *)o;
     if (ours(s)) {
+        pthread_mutex_lock(&locals_lock);
+        for (struct sansock_lsn **p = &locals; *p; p = &(*p)->next_local)
+            if (*p == s) {
+                *p = s->next_local;
+                break;
+            }
+        pthread_mutex_unlock(&locals_lock);
         pthread_mutex_lock(&s->lock);
         while (s->nemb)
             embryo_drop_locked(s, s->nemb - 1);
@@ -353,8 +367,13 @@ int sansock_listen(int fd, int backlog)
                       at[i].ss_family == AF_INET ? sizeof(struct sockaddr_in)
                                                  : sizeof(struct sockaddr_in6),
                       bl);
-    if (s->n)
+    if (s->n) {
+        pthread_mutex_lock(&locals_lock);
+        s->next_local = locals;
+        locals = s;
+        pthread_mutex_unlock(&locals_lock);
         sansock_fd_set(fd, &s->obj);
+    }
     if (sansock_logging())
         sansock_log("listen on port %u: TCP and %d SAN address%s", port, s->n,
                     s->n == 1 ? "" : "es");
@@ -382,6 +401,33 @@ bool sansock_listener_ready(struct sansock_obj *o)
     bool ready = tend_locked(s);
     pthread_mutex_unlock(&s->lock);
     return ready;
+}
+
+bool sansock_listen_tend_for(const struct sansock_wire_addr *to)
+{
+    bool found = false;
+    pthread_mutex_lock(&locals_lock);
+    for (struct sansock_lsn *s = locals; s; s = s->next_local) {
+        bool here = false;
+        for (int i = 0; i < s->n && !here; i++)
+            here = s->addr[i].family == to->family && s->addr[i].port == to->port &&
+                   !memcmp(s->addr[i].addr, to->addr, sizeof(to->addr));
+        if (!here || !ours(s))
+            continue;
+        pthread_mutex_lock(&s->lock);
+        tend_locked(s);
+        pthread_mutex_unlock(&s->lock);
+        found = true;
+    }
+    pthread_mutex_unlock(&locals_lock);
+    return found;
+}
+
+void sansock_listen_atfork_child(void)
+{
+    /* The parent's listeners are inherited objects here (never tended: ours() fails). */
+    pthread_mutex_init(&locals_lock, NULL);
+    locals = NULL;
 }
 
 unsigned sansock_listener_accepts(struct sansock_obj *o)

@@ -14,6 +14,7 @@
 #include "sock/fdtab.h"
 #include "sock/finish.h"
 #include "sock/route.h"
+#include "sock/sock.h"
 #include "sock/wait.h"
 
 _Atomic unsigned sansock_fork_gen;
@@ -78,6 +79,7 @@ static void atfork_child(void)
     sansock_route_atfork_child();
     sansock_wait_atfork_child();
     sansock_finish_atfork_child();
+    sansock_listen_atfork_child();
 }
 
 void sansock_san_init(void)

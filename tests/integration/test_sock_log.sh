@@ -4,7 +4,9 @@
 # test's daemon: a listener says it listens on TCP and the SAN; a client's connect to it says
 # "over the SAN", one to a port nobody listens on "over TCP (Connection refused)"; a server
 # that closes two connections whose peers never read, with SANSOCK_MAX_ORPHANS=1, says it reset
-# one. The same runs without SANSOCK_LOG print no such line.
+# one. The same runs without SANSOCK_LOG print no such line. A single-threaded program that
+# connects to its own listener before it accepts goes over the SAN at once (its connect looks at
+# that listener itself), not over TCP after SANSOCK_CONNECT_TIMEOUT_MS.
 set -euo pipefail
 : "${SAN_BIN:?}"
 test=test_sock_log logs='*.err'
@@ -91,4 +93,26 @@ want on-server.err "a closed connection reset: more than SANSOCK_MAX_ORPHANS=1 "
 run 0 off
 ! grep -q 'sansock\[' "$tmp/off-server.err" "$tmp/off-client.err" ||
   fail "lines without SANSOCK_LOG: $(cat "$tmp/off-server.err" "$tmp/off-client.err")"
-echo "sock log: listen, connect over the SAN and over TCP, an orphan reset; nothing when off"
+# One thread: listen, connect to itself, accept, a byte each way.
+cat >"$tmp/self.py" <<'PY'
+import socket
+l = socket.socket()
+l.bind(("127.0.0.1", 0))
+l.listen(1)
+c = socket.create_connection(("127.0.0.1", l.getsockname()[1]))
+a, _ = l.accept()
+c.sendall(b"p")
+assert a.recv(1) == b"p"
+a.sendall(b"q")
+assert c.recv(1) == b"q"
+print("ok")
+PY
+before=$(nic_bytes)
+SANSOCK_LOG=1 timeout 60 "$SAN_BIN/sanrun" python3 "$tmp/self.py" >"$tmp/self.out" 2>"$tmp/self.err" ||
+  fail "self-connect: exit $? ($(cat "$tmp/self.err"))"
+grep -qx ok "$tmp/self.out" || fail "self-connect said '$(cat "$tmp/self.out")'"
+want self.err "connect to 127\.0\.0\.1:[0-9]+: over the SAN$" "a self-connect over the SAN"
+(($(nic_bytes) - before >= 2)) || fail "self-connect: nothing crossed the SAN"
+
+echo "sock log: listen, connect over the SAN and over TCP, an orphan reset; nothing when off; a" \
+  "single-threaded self-connect over the SAN"
