@@ -53,33 +53,30 @@ static int local_name(int fd, const struct sockaddr *dst, socklen_t dlen,
     return sansock_wire_addr_from(w, (struct sockaddr *)&ss, len);
 }
 
-/* A blocking SAN connect, at most SANSOCK_CONNECT_TIMEOUT_MS. It completes when the listener's
- * switch takes the connection from the daemon (its accept, poll or epoll look): when that listener
- * is this process's own, this thread looks at it too (sansock_listen_tend_for), so a program that
- * connects to itself before it accepts does not wait for the timeout and TCP. */
+/* A blocking SAN connect, at most SANSOCK_CONNECT_TIMEOUT_MS: libsan's san_connect, which
+ * completes when the listener's switch takes the connection from the daemon (its accept, poll or
+ * epoll look). When that listener is this process's own, the thread may be the one that would
+ * look: it looks itself (sansock_listen_tend_for) between short waits, so a program that connects
+ * to itself before it accepts does not wait for the timeout and TCP. */
 static int blocking_connect(struct san_ctx *ctx, const struct sockaddr *dst, socklen_t dlen,
                             struct san_ep **out)
 {
     struct sansock_wire_addr to;
-    if (sansock_wire_addr_from(&to, dst, dlen))
+    if (sansock_wire_addr_from(&to, dst, dlen) || !sansock_listen_local(&to))
         return san_connect(ctx, dst, dlen, sansock_cfg.connect_timeout_ms, out);
     struct san_ep *ep;
     int err = san_connect_start(ctx, dst, dlen, &ep);
     if (err)
         return err;
     uint64_t deadline = san_now_ns() + (uint64_t)sansock_cfg.connect_timeout_ms * 1000000u;
-    bool local = true;
-    while ((err = san_connect_finish(ep)) == -EINPROGRESS) {
-        uint64_t now = san_now_ns();
-        if (now >= deadline)
+    for (;;) {
+        sansock_listen_tend_for(&to);
+        if ((err = san_connect_finish(ep)) != -EINPROGRESS || san_now_ns() >= deadline)
             break;
-        if (local)
-            local = sansock_listen_tend_for(&to);
-        /* The outcome makes the endpoint's descriptor readable; a local listener is looked at
-         * again every 10 ms (its look may have been full). */
-        uint64_t wait_ms = (deadline - now + 999999) / 1000000;
+        /* The outcome makes the endpoint's descriptor readable; the listener is looked at again
+         * every 10 ms (a look takes 16 connections at most). */
         struct pollfd p = {.fd = san_ep_wait_arm(ep), .events = POLLIN};
-        REAL(poll)(&p, 1, local && wait_ms > 10 ? 10 : (int)wait_ms);
+        REAL(poll)(&p, 1, 10);
         san_ep_wait_disarm(ep);
     }
     if (!err) {
@@ -87,7 +84,7 @@ static int blocking_connect(struct san_ctx *ctx, const struct sockaddr *dst, soc
         return 0;
     }
     san_ep_close(ep);
-    return err == -EINPROGRESS ? -ETIMEDOUT : -ECONNREFUSED;
+    return err == -EINPROGRESS ? -ETIMEDOUT : -ECONNREFUSED; /* as san_connect's */
 }
 
 /* The SAN attempt on a socket that is no SAN socket yet: 0 with fd in the table (connected),

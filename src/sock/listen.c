@@ -403,24 +403,43 @@ bool sansock_listener_ready(struct sansock_obj *o)
     return ready;
 }
 
-bool sansock_listen_tend_for(const struct sansock_wire_addr *to)
+/* Whether s is this process's and listens on the SAN at to. */
+static bool local_at(const struct sansock_lsn *s, const struct sansock_wire_addr *to)
+{
+    for (int i = 0; i < s->n; i++)
+        if (s->addr[i].family == to->family && s->addr[i].port == to->port &&
+            !memcmp(s->addr[i].addr, to->addr, sizeof(to->addr)))
+            return ours(s);
+    return false;
+}
+
+/* The listeners of this process at to, each looked at when tend: whether there is one. */
+static bool locals_at(const struct sansock_wire_addr *to, bool tend)
 {
     bool found = false;
     pthread_mutex_lock(&locals_lock);
-    for (struct sansock_lsn *s = locals; s; s = s->next_local) {
-        bool here = false;
-        for (int i = 0; i < s->n && !here; i++)
-            here = s->addr[i].family == to->family && s->addr[i].port == to->port &&
-                   !memcmp(s->addr[i].addr, to->addr, sizeof(to->addr));
-        if (!here || !ours(s))
+    for (struct sansock_lsn *s = locals; s && (tend || !found); s = s->next_local) {
+        if (!local_at(s, to))
             continue;
-        pthread_mutex_lock(&s->lock);
-        tend_locked(s);
-        pthread_mutex_unlock(&s->lock);
         found = true;
+        if (tend) {
+            pthread_mutex_lock(&s->lock);
+            tend_locked(s);
+            pthread_mutex_unlock(&s->lock);
+        }
     }
     pthread_mutex_unlock(&locals_lock);
     return found;
+}
+
+bool sansock_listen_local(const struct sansock_wire_addr *to)
+{
+    return locals_at(to, false);
+}
+
+void sansock_listen_tend_for(const struct sansock_wire_addr *to)
+{
+    locals_at(to, true);
 }
 
 void sansock_listen_atfork_child(void)

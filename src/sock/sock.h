@@ -18,10 +18,12 @@
 int sansock_connect(int fd, const struct sockaddr *addr, socklen_t len);
 int sansock_listen(int fd, int backlog);
 struct sansock_wire_addr;
-/* A connect to one of this process's own SAN listeners (to, in the wire's form): looks at that
- * listener as accept would (takes the daemon's backlog into embryos), so that the connect
- * completes even when the thread that would accept is the one connecting. Whether one was there. */
-bool sansock_listen_tend_for(const struct sansock_wire_addr *to);
+/* Whether this process has a SAN listener at to (in the wire's form). */
+bool sansock_listen_local(const struct sansock_wire_addr *to);
+/* For a connect to one of this process's own SAN listeners: looks at the listeners at to as accept
+ * would (takes the daemon's backlog into embryos), so that the connect completes even when the
+ * thread that would accept is the one connecting. */
+void sansock_listen_tend_for(const struct sansock_wire_addr *to);
 void sansock_listen_atfork_child(void);
 /* accept4 on a listener of the switch. */
 int sansock_accept(int fd, struct sansock_obj *lsn, struct sockaddr *addr, socklen_t *len,

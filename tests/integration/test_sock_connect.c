@@ -49,16 +49,22 @@ static int read_port(FILE *out)
     return port;
 }
 
-/* The echo server's verdict, then both ends' exit status 0. */
-static void echo_done(FILE *so, FILE *si, FILE *co, pid_t srv, pid_t cli)
+/* The server's verdict (a line starting with want), then both ends' exit status 0. */
+static void pair_done(FILE *so, FILE *si, FILE *co, pid_t srv, pid_t cli, const char *who,
+                      const char *want)
 {
     char line[256];
-    expect_line(so, "echo server", "ok echo", line, sizeof(line));
+    expect_line(so, who, want, line, sizeof(line));
     fclose(si);
     fclose(so);
     fclose(co);
     CHECK_EQ(wait_exit(cli), 0);
     CHECK_EQ(wait_exit(srv), 0);
+}
+
+static void echo_done(FILE *so, FILE *si, FILE *co, pid_t srv, pid_t cli)
+{
+    pair_done(so, si, co, srv, cli, "echo server", "ok echo");
 }
 
 /* The server role srole (under sanrun if san) with stdin from a pipe (*in), its port in *port. */
@@ -228,13 +234,8 @@ static void order(const struct test_daemon *d, bool san)
         pid_t srv = start_server("order", san, &so, &si, &port);
         pid_t cli = start_client("order", port, "", san, &co);
         char line[256];
-        expect_line(so, "order server", "ok order", line, sizeof(line));
         expect_line(co, "order client", "ok order", line, sizeof(line));
-        fclose(si);
-        fclose(so);
-        fclose(co);
-        CHECK_EQ(wait_exit(cli), 0);
-        CHECK_EQ(wait_exit(srv), 0);
+        pair_done(so, si, co, srv, cli, "order server", "ok order");
         uint64_t moved = nic_bytes(d) - before;
         if (san ? moved < 16 : moved != 0)
             test_fail(__FILE__, __LINE__, "order (%s): nic_bytes +%" PRIu64, san ? "SAN" : "TCP",
