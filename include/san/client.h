@@ -31,7 +31,10 @@ SAN_API int san_open(const char *socket_path, struct san_ctx **out);
  * (every struct san_mr of it becomes invalid), the connection closed. NULL is a no-op. */
 SAN_API void san_close(struct san_ctx *ctx);
 
-enum { SAN_ALLOC_LOW = 1, SAN_ALLOC_CONTIGUOUS = 2 }; /* LOW: below 4 GiB, even on NOLOWMEM */
+/* LOW: below 4 GiB, even on NOLOWMEM. SHARED: a connected peer of this host that is given an RDMA
+ * descriptor of it for reading may map that range (san_rdma_map in nic.h); at most [limits]
+ * endpoints such allocations per client (-ENOBUFS). */
+enum { SAN_ALLOC_LOW = 1, SAN_ALLOC_CONTIGUOUS = 2, SAN_ALLOC_SHARED = 4 };
 /* Allocates proxy memory (frames of the emulated machine, physically contiguous, zeroed), rounded
  * up to whole pages and mapped read-write into this process. Unknown flags or bytes 0: -EINVAL;
  * no memory: -ENOMEM; over the per-client allocation limit: -ENOBUFS. Blocks for one round trip. */

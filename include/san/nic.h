@@ -106,6 +106,20 @@ SAN_API int san_rdma_read(struct san_ep *ep, uint64_t wr_id, const struct san_sg
                           unsigned nsge, const void *desc, size_t desc_len, uint64_t offset,
                           unsigned flags);
 
+/* An RDMA read without a copy by the NIC, on one host: maps the range of the peer's descriptor
+ * read-only into this process and sets *addr to its first byte and *len to its length (the
+ * descriptor's). The mapping is the peer's memory itself, valid until san_ep_close(ep): the
+ * peer's later writes show through it, and the peer deregistering or freeing the memory does not
+ * take it back (its pages stay, no other memory ever appears there). So a peer shares only memory
+ * whose contents this side may see for as long as the connection lasts; it agrees to by
+ * allocating it SAN_ALLOC_SHARED and giving the descriptor. Checked as the NIC checks an RDMA
+ * read (-EACCES: not a registration of the peer's for reading, or out of its range); -ENOTCONN
+ * not connected; -EOPNOTSUPP the peer is on another host or the range is not in its SHARED
+ * proxy memory (san_rdma_read works there); -ENOBUFS more than 8 allocations mapped for ep; bad
+ * arguments -EINVAL. One round trip, unless a mapping of the same allocation serves it. */
+SAN_API int san_rdma_map(struct san_ep *ep, const void *desc, size_t desc_len, const void **addr,
+                         size_t *len);
+
 enum { SAN_WC_SEND = 1, SAN_WC_RECV = 2, SAN_WC_RDMA_WRITE = 3, SAN_WC_RDMA_READ = 4 };
 struct san_wc {
     uint64_t wr_id;

@@ -42,6 +42,8 @@ struct san_listener {
     int efd;
 };
 
+#define EP_MAPS 8
+
 struct san_ep {
     struct san_ep *next;
     struct san_ctx *ctx;
@@ -57,6 +59,13 @@ struct san_ep {
     /* Made by san_connect_start and its outcome not yet taken by san_connect_finish (under
      * cq_lock): while the daemon's outcome waits for it the eventfd stays readable. */
     bool connecting;
+    /* san_rdma_map's mappings of the peer's allocations (under cq_lock), until ep_free. */
+    struct ep_map {
+        const uint8_t *base;
+        size_t bytes;
+        uint64_t id;
+    } maps[EP_MAPS];
+    unsigned nmaps;
 };
 
 int san_nic_objs_init(struct san_nic_objs *o)
@@ -68,6 +77,8 @@ int san_nic_objs_init(struct san_nic_objs *o)
 
 static void ep_free(struct san_ep *ep)
 {
+    for (unsigned i = 0; i < ep->nmaps; i++)
+        munmap((void *)ep->maps[i].base, ep->maps[i].bytes);
     munmap(ep->q, SAN_EPQ_SIZE);
     close(ep->efd);
     pthread_mutex_destroy(&ep->sq_lock);
@@ -561,6 +572,73 @@ int san_rdma_read(struct san_ep *ep, uint64_t wr_id, const struct san_sge *sge, 
                   const void *desc, size_t desc_len, uint64_t offset, unsigned flags)
 {
     return rdma(ep, SAN_EPQ_READ, wr_id, sge, nsge, desc, desc_len, offset, flags);
+}
+
+/* The descriptor's fields, checked as rdma() checks them. */
+static int desc_read(const void *desc, size_t desc_len, struct san_rdma_desc *d)
+{
+    if (!desc || desc_len < sizeof(*d))
+        return -EINVAL;
+    memcpy(d, desc, sizeof(*d));
+    return d->magic == SAN_DESC_MAGIC && d->version == SAN_DESC_VERSION && d->rkey ? 0 : -EINVAL;
+}
+
+/* ep's mapping of allocation id, or NULL (cq_lock held). */
+static const struct ep_map *map_find_locked(const struct san_ep *ep, uint64_t id)
+{
+    for (unsigned i = 0; i < ep->nmaps; i++)
+        if (ep->maps[i].id == id)
+            return &ep->maps[i];
+    return NULL;
+}
+
+int san_rdma_map(struct san_ep *ep, const void *desc, size_t desc_len, const void **addr,
+                 size_t *len)
+{
+    struct san_rdma_desc d;
+    if (!ep || !addr || !len || desc_read(desc, desc_len, &d) || !d.len || d.va + d.len < d.va)
+        return -EINVAL;
+    struct san_msg req, rep;
+    int fd = -1;
+    unsigned n = 0;
+    san_proto_init(&req, SAN_OP_RDMA_MAP, 0);
+    req.u.rdma_map_req = (struct san_rdma_map_req){
+        .handle = ep->handle, .host_id = d.host_id, .va = d.va, .len = d.len, .rkey = d.rkey};
+    int err = san_ctx_call(ep->ctx, &req, &rep, &fd, 1, &n);
+    if (err)
+        return err;
+    const struct san_rdma_map_rep *r = &rep.u.rdma_map_rep;
+    if (n != 1 || r->bytes > SIZE_MAX || d.len > r->bytes - r->offset) {
+        if (n)
+            close(fd);
+        return -EPROTO;
+    }
+    pthread_mutex_lock(&ep->cq_lock);
+    const struct ep_map *m = map_find_locked(ep, r->id);
+    pthread_mutex_unlock(&ep->cq_lock);
+    void *base = NULL;
+    if (!m) {
+        base = mmap(NULL, (size_t)r->bytes, PROT_READ, MAP_SHARED, fd, 0);
+        err = base == MAP_FAILED ? -ENOMEM : 0;
+    }
+    close(fd);
+    if (err)
+        return err;
+    pthread_mutex_lock(&ep->cq_lock);
+    if (!m && !(m = map_find_locked(ep, r->id)) && ep->nmaps < EP_MAPS) {
+        ep->maps[ep->nmaps] = (struct ep_map){.base = base, .bytes = (size_t)r->bytes, .id = r->id};
+        m = &ep->maps[ep->nmaps++];
+        base = NULL;
+    }
+    if (m)
+        *addr = m->base + r->offset;
+    pthread_mutex_unlock(&ep->cq_lock);
+    if (base) /* another thread mapped it meanwhile, or no room */
+        munmap(base, (size_t)r->bytes);
+    if (!m)
+        return -ENOBUFS;
+    *len = (size_t)d.len;
+    return 0;
 }
 
 int san_poll(struct san_ep *ep, struct san_wc *wc, unsigned max)

@@ -88,6 +88,7 @@ struct san_daemon_alloc {
     uint32_t dev_major, dev_minor; /* the memfd's device and inode: the client's mapping of it */
     uint64_t ino;
     uint32_t regs; /* backed registrations of it (under the registration table's lock) */
+    int share_fd;  /* SHARED: a read-only descriptor of its memfd, for RDMA_MAP; else -1 */
 };
 
 /* What all clients of one uid hold together ([limits] per_uid_*). */
@@ -122,6 +123,7 @@ struct san_client {
     uint64_t nr_allocs, alloc_bytes;
     struct san_keytab nic_objs; /* struct san_client_nic (listeners and endpoints) by handle */
     uint64_t nr_eps;
+    uint64_t nr_shared;             /* its allocations holding a share_fd */
     struct san_client *linger_next; /* in d->lingering once its process is gone */
     uint64_t linger_deadline;       /* CLOCK_MONOTONIC ns: its endpoints close then at last */
 };

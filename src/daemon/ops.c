@@ -66,6 +66,11 @@ static void alloc_unname(struct san_client *c, struct san_daemon_alloc *a)
 {
     san_keytab_free(&c->allocs, a->handle);
     a->handle = 0;
+    if (a->share_fd >= 0) { /* mappings made already stay; no new one */
+        close(a->share_fd);
+        a->share_fd = -1;
+        c->nr_shared--;
+    }
     if (!a->regs)
         alloc_retire(a);
 }
@@ -117,6 +122,16 @@ void san_daemon_drop_spares(struct san_daemon *d)
     }
 }
 
+/* A read-only descriptor of memfd (a new open file of it: a mapping made from it can never be
+ * made writable). */
+static int share_fd_of(int memfd, int *out)
+{
+    char path[32];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", memfd);
+    *out = open(path, O_RDONLY | O_CLOEXEC);
+    return *out < 0 ? -ENOBUFS : 0;
+}
+
 static int op_alloc(struct san_client *c, const struct san_alloc_req *q, struct san_alloc_rep *r,
                     int *fd)
 {
@@ -135,9 +150,14 @@ static int op_alloc(struct san_client *c, const struct san_alloc_req *q, struct 
     if ((mine && (bytes > mine || c->alloc_bytes > mine - bytes)) ||
         (ours && (bytes > ours || c->usage->alloc_bytes > ours - bytes)))
         return -ENOBUFS;
+    /* A SHARED allocation holds a descriptor here: at most [limits] endpoints of them. */
+    bool shared = q->flags & SAN_WIRE_ALLOC_SHARED;
+    if (shared && d->cfg.limit_endpoints && c->nr_shared >= d->cfg.limit_endpoints)
+        return -ENOBUFS;
     a = calloc(1, sizeof(*a));
     if (!a)
         return -ENOMEM;
+    a->share_fd = -1;
     /* Proxy memory is for the NIC: never above what its DMA reaches. Highest suitable memory
      * first; LOW asks for the zone below 4 GiB, which NOLOWMEM keeps for exactly such requests
      * (as it does for a 32-bit NIC's). Every allocation is physically contiguous, so CONTIGUOUS
@@ -161,8 +181,14 @@ static int op_alloc(struct san_client *c, const struct san_alloc_req *q, struct 
     a->dev_major = major(st.st_dev);
     a->dev_minor = minor(st.st_dev);
     a->ino = st.st_ino;
-    if ((err = san_keytab_alloc(&c->allocs, a, &a->handle)))
+    if (shared && (err = share_fd_of(*fd, &a->share_fd)))
         goto fail_export;
+    if ((err = san_keytab_alloc(&c->allocs, a, &a->handle))) {
+        if (a->share_fd >= 0)
+            close(a->share_fd);
+        goto fail_export;
+    }
+    c->nr_shared += shared;
     a->c = c;
     a->bytes = bytes;
     a->flags = q->flags;
@@ -620,6 +646,42 @@ static void list_endpoints(struct san_client *c, uint64_t cursor, struct san_end
     r->nr = (uint32_t)n;
 }
 
+/* RDMA_MAP: the range a descriptor of endpoint q->handle's peer names, checked as the NIC checks
+ * an RDMA read of it (this host's descriptor, the rkey current and the peer's, read access, the
+ * range inside the registration), and then in proxy memory the peer allocated SHARED: a
+ * read-only descriptor of that allocation's memfd and where the range starts in it. */
+static int op_rdma_map(struct san_client *c, const struct san_rdma_map_req *q,
+                       struct san_rdma_map_rep *r, int *fd)
+{
+    struct san_daemon *d = c->d;
+    struct san_client_nic *o = nic_obj(c, q->handle, false);
+    const struct san_regtab_set *peer;
+    struct san_nic_piece pc;
+    int err;
+    if (!o)
+        return -EINVAL;
+    if ((err = san_nic_ep_peer_set(o->ep, &peer)))
+        return err;
+    if (q->host_id != d->host_id)
+        return -EACCES;
+    if ((err = san_nic_remote(d->nic, peer, q->rkey, q->va, q->len, false, &pc)))
+        return err;
+    struct san_regtab_entry *e = pc.e;
+    struct san_daemon_alloc *a =
+        e->release == alloc_registration_gone ? (struct san_daemon_alloc *)e->release_arg : NULL;
+    san_paddr_t pa = 0;
+    err = !a || a->share_fd < 0 ? -EOPNOTSUPP
+                                : san_regtab_paddr(d->mr, e->set, e->lkey, q->va - e->r.start, &pa);
+    if (!err && (pa < a->paddr || pa - a->paddr > a->bytes || q->len > a->bytes - (pa - a->paddr)))
+        err = -EOPNOTSUPP;
+    if (!err && (*fd = fcntl(a->share_fd, F_DUPFD_CLOEXEC, 0)) < 0)
+        err = -ENOBUFS;
+    if (!err)
+        *r = (struct san_rdma_map_rep){.offset = pa - a->paddr, .bytes = a->bytes, .id = a->ino};
+    san_regtab_put(d->mr, e);
+    return err;
+}
+
 void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct san_msg *rep,
                        int *fds, unsigned *nfds)
 {
@@ -687,6 +749,9 @@ void san_daemon_handle(struct san_client *c, const struct san_msg *req, struct s
     case SAN_OP_ACCEPT:
     case SAN_OP_EP_CLOSE:
         err = op_nic(c, req, rep, fds, nfds);
+        break;
+    case SAN_OP_RDMA_MAP:
+        err = op_rdma_map(c, &req->u.rdma_map_req, &rep->u.rdma_map_rep, fd);
         break;
     case SAN_OP_CHECK_LOWMEM:
         rep->u.lowmem_rep = (struct san_lowmem_rep){.nolowmem = d->cfg.nolowmem};

@@ -515,6 +515,17 @@ int san_nic_accept(struct san_nic_listener *l, const struct san_nic_owner *owner
     return 0;
 }
 
+int san_nic_ep_peer_set(const struct san_nic_ep *ep, const struct san_regtab_set **set)
+{
+    if (ep->xc)
+        return -EOPNOTSUPP;
+    if (!ep->peer || atomic_load(&ep->state) != SAN_EPQ_CONNECTED ||
+        atomic_load(&ep->peer->closing))
+        return -ENOTCONN;
+    *set = ep->peer->set;
+    return 0;
+}
+
 void san_nic_ep_close(struct san_nic_ep *ep)
 {
     if (!ep)

@@ -140,6 +140,10 @@ void san_nic_ep_close(struct san_nic_ep *ep);
  * closes), ep lingers and true is returned: the owner still holds it (and its registrations);
  * close it once linger_over is set or at its deadline. Else false: close it now. */
 bool san_nic_ep_linger(struct san_nic_ep *ep);
+/* The registrations of ep's peer (the owner whose memory ep's RDMA reaches), for the loop: 0 while
+ * ep is connected to an endpoint of this host, -EOPNOTSUPP when its peer is on another host,
+ * -ENOTCONN otherwise. */
+int san_nic_ep_peer_set(const struct san_nic_ep *ep, const struct san_regtab_set **set);
 /* Readable when a lingering endpoint's linger_over was set (the loop drains it, then looks). */
 int san_nic_linger_fd(const struct san_nic *nic);
 

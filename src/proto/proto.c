@@ -21,7 +21,8 @@
 /* libsan passes its public values through unchanged: they must be the wire's. */
 static_assert(SAN_PAGE_SIZE == SAN_WIRE_PAGE_SIZE, "page size");
 static_assert(SAN_ALLOC_LOW == SAN_WIRE_ALLOC_LOW &&
-                  SAN_ALLOC_CONTIGUOUS == SAN_WIRE_ALLOC_CONTIGUOUS,
+                  SAN_ALLOC_CONTIGUOUS == SAN_WIRE_ALLOC_CONTIGUOUS &&
+                  SAN_ALLOC_SHARED == SAN_WIRE_ALLOC_SHARED,
               "alloc flags");
 static_assert(SAN_MEM_READ == SAN_WIRE_MEM_READ && SAN_MEM_WRITE == SAN_WIRE_MEM_WRITE &&
                   SAN_MEM_READWRITE == (SAN_WIRE_MEM_READ | SAN_WIRE_MEM_WRITE),
@@ -68,6 +69,8 @@ long san_proto_body_size(unsigned opcode)
         return reply ? sizeof(struct san_ep_rep) : sizeof(struct san_connect_req);
     case SAN_OP_ACCEPT:
         return reply ? sizeof(struct san_ep_rep) : sizeof(struct san_handle_req);
+    case SAN_OP_RDMA_MAP:
+        return reply ? sizeof(struct san_rdma_map_rep) : sizeof(struct san_rdma_map_req);
     default:
         return -1;
     }
@@ -94,6 +97,8 @@ uint32_t san_proto_request_reserved(const struct san_msg *m)
                m->u.listen_req.reserved;
     case SAN_OP_CONNECT:
         return m->u.connect_req.addr.reserved | m->u.connect_req.addr.reserved2;
+    case SAN_OP_RDMA_MAP:
+        return m->u.rdma_map_req.reserved;
     default:
         return 0;
     }
@@ -134,6 +139,10 @@ static int check_request(const struct san_msg *m)
     case SAN_OP_EP_CLOSE:
     case SAN_OP_ACCEPT:
         return m->u.handle_req.handle ? 0 : -EINVAL;
+    case SAN_OP_RDMA_MAP: {
+        const struct san_rdma_map_req *r = &m->u.rdma_map_req;
+        return r->handle && r->len && r->va + r->len >= r->va ? 0 : -EINVAL;
+    }
     default:
         return 0;
     }
@@ -221,6 +230,10 @@ static int check_reply(const struct san_msg *m)
         return m->u.alloc_rep.bytes && !(m->u.alloc_rep.bytes % SAN_WIRE_PAGE_SIZE) ? 0 : -EBADMSG;
     case SAN_OP_HELLO:
         return m->u.hello_rep.flags & ~SAN_HELLO_STATUS ? -EBADMSG : 0;
+    case SAN_OP_RDMA_MAP: {
+        const struct san_rdma_map_rep *r = &m->u.rdma_map_rep;
+        return r->bytes && !(r->bytes % SAN_WIRE_PAGE_SIZE) && r->offset < r->bytes ? 0 : -EBADMSG;
+    }
     default:
         return 0;
     }

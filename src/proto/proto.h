@@ -29,7 +29,8 @@
 #define SAN_WIRE_PAGE_SIZE        4096u /* of the emulated machine; hello reports it too */
 #define SAN_WIRE_ALLOC_LOW        1u    /* alloc flags: below 4 GiB */
 #define SAN_WIRE_ALLOC_CONTIGUOUS 2u    /* physically contiguous */
-#define SAN_ALLOC_FLAGS_ALL       (SAN_WIRE_ALLOC_LOW | SAN_WIRE_ALLOC_CONTIGUOUS)
+#define SAN_WIRE_ALLOC_SHARED     4u    /* connected peers of this host may map it (RDMA_MAP) */
+#define SAN_ALLOC_FLAGS_ALL       (SAN_WIRE_ALLOC_LOW | SAN_WIRE_ALLOC_CONTIGUOUS | SAN_WIRE_ALLOC_SHARED)
 #define SAN_WIRE_MEM_READ         1u /* register access: devices may read */
 #define SAN_WIRE_MEM_WRITE        2u /* devices may write */
 #define SAN_REG_RDMA              1u /* register flags: also usable by the connected peer (rkey) */
@@ -54,7 +55,8 @@ enum san_opcode {
     SAN_OP_ENDPOINTS = 17,    /* list the NIC's endpoints, a page at a time */
     SAN_OP_LINKS = 18,        /* list the links to other hosts' daemons, a page at a time */
     SAN_OP_NETWORKS = 19,     /* the SAN networks served: own and linked, with their generation */
-    SAN_OP_MAX = SAN_OP_NETWORKS,
+    SAN_OP_RDMA_MAP = 20,     /* a same-host peer's shared registration: reply carries a memfd */
+    SAN_OP_MAX = SAN_OP_RDMA_MAP,
 };
 #define SAN_OP_REPLY 0x8000u
 
@@ -182,6 +184,22 @@ struct san_handle_req {
 };
 struct san_connect_req {
     struct san_wire_addr addr;
+};
+/* RDMA_MAP: the range of the peer's RDMA descriptor (host_id, rkey, va, len) that endpoint handle's
+ * peer registered for reading, in proxy memory it allocated SHARED; the reply carries a read-only
+ * memfd of that allocation, bytes long, with va at offset. id names the allocation (the same for
+ * every range of it, never another's while the caller holds a mapping). */
+struct san_rdma_map_req {
+    uint64_t handle;
+    uint64_t host_id;
+    uint64_t va, len;
+    uint32_t rkey;
+    uint32_t reserved;
+};
+struct san_rdma_map_rep {
+    uint64_t offset;
+    uint64_t bytes;
+    uint64_t id;
 };
 /* CONNECT and ACCEPT: the region (proto/queue.h) and the eventfd of san_ep_fd come with it. */
 struct san_ep_rep {
@@ -340,6 +358,8 @@ static_assert(sizeof(struct san_handle_rep) == 8, "wire layout");
 static_assert(sizeof(struct san_handle_req) == 8, "wire layout");
 static_assert(sizeof(struct san_connect_req) == 24, "wire layout");
 static_assert(sizeof(struct san_ep_rep) == 40, "wire layout");
+static_assert(sizeof(struct san_rdma_map_req) == 40, "wire layout");
+static_assert(sizeof(struct san_rdma_map_rep) == 24, "wire layout");
 static_assert(sizeof(struct san_list_req) == 8, "wire layout");
 static_assert(sizeof(struct san_client_info) == 48, "wire layout");
 static_assert(sizeof(struct san_clients_rep) == 16 + 48 * SAN_LIST_MAX, "wire layout");
@@ -395,6 +415,8 @@ struct san_msg {
         struct san_handle_rep handle_rep;
         struct san_connect_req connect_req;
         struct san_ep_rep ep_rep;
+        struct san_rdma_map_req rdma_map_req;
+        struct san_rdma_map_rep rdma_map_rep;
     } u;
 };
 
