@@ -1,10 +1,12 @@
 /* RDMA read and write modes of the sockets switch (rdma.h). No locking of its own: the
  * connection's lock covers every call. Staging memory comes from san_alloc (proxy memory: the NIC
  * moves it with one memcpy, where a program's own pages cost it a copy through the process) on the
- * first large write or the first offer, so connections that never carry one never pay for it. A
- * write-mode sink is the staging sink, or the program's own receive buffer registered through
- * libsan's cache for the time the sink is out (the data lands where the program reads it, with no
- * copy out of a sink, for two round trips to the daemon: exposing and revoking its key). */
+ * first large write or the first offer, so connections that never carry one never pay for it. The
+ * read-mode staging is SHARED memory: a reader on the same host maps it (san_rdma_map) and the
+ * program's reads copy straight out of it, with no copy by the NIC. A write-mode sink is the
+ * staging sink, or the program's own receive buffer registered through libsan's cache for the time
+ * the sink is out (the data lands where the program reads it, with no copy out of a sink, for two
+ * round trips to the daemon: exposing and revoking its key). */
 #include "sock/rdma.h"
 
 #include <errno.h>
@@ -31,7 +33,11 @@ static int stage_setup(struct sansock_rdma *r, struct san_ctx *ctx)
 static int stage_setup_buffers(struct sansock_rdma *r, struct san_ctx *ctx)
 {
     void *mem;
-    if (san_alloc(ctx, (size_t)RDMA_NBUF * RDMA_CHUNK, 0, &mem))
+    /* SHARED, so that a reader on this host may map it (san_rdma_map): it only ever holds this
+     * connection's bytes, which the peer may see. Without (over the daemon's limit): plain. */
+    size_t bytes = (size_t)RDMA_NBUF * RDMA_CHUNK;
+    if ((!r->share || san_alloc(ctx, bytes, SAN_ALLOC_SHARED, &mem)) &&
+        san_alloc(ctx, bytes, 0, &mem))
         return -ENOBUFS;
     for (uint32_t i = 0; i < RDMA_NBUF; i++) {
         struct sansock_rdma_stage *s = &r->stage[i];
@@ -92,6 +98,42 @@ int sansock_rdma_on_done(struct sansock_rdma *r, const struct sansock_wire_done 
     return 0;
 }
 
+/* The bytes of offer o through a mapping of the peer's staging buffer: 0 and *src, 1 when this
+ * connection cannot map (the peer is on another host, or its staging is not shared), -EPROTO
+ * when the descriptor names nothing of the peer's (as the read of it would fail). */
+static int mapped_src(struct sansock_rdma *r, struct san_ep *ep, const struct sansock_wire_rdma *o,
+                      const uint8_t **src)
+{
+    for (uint32_t i = 0; i < r->nr_mapped; i++) {
+        const struct sansock_rdma_mapped *p = &r->mapped[i];
+        if (p->desc_len == o->desc_len && !memcmp(p->desc, o->desc, o->desc_len)) {
+            if (o->total_len > p->len)
+                return -EPROTO;
+            *src = p->bytes;
+            return 0;
+        }
+    }
+    if (r->nr_mapped == RDMA_NBUF) /* a peer that offers more buffers than it has */
+        return 1;
+    struct sansock_rdma_mapped *p = &r->mapped[r->nr_mapped];
+    const void *bytes;
+    int err = san_rdma_map(ep, o->desc, o->desc_len, &bytes, &p->len);
+    if (err == -EACCES || err == -EINVAL)
+        return -EPROTO;
+    if (err) {
+        r->no_map = true;
+        return 1;
+    }
+    if (o->total_len > p->len)
+        return -EPROTO;
+    memcpy(p->desc, o->desc, o->desc_len);
+    p->desc_len = o->desc_len;
+    p->bytes = bytes;
+    r->nr_mapped++;
+    *src = p->bytes;
+    return 0;
+}
+
 int sansock_rdma_on_offer(struct sansock_rdma *r, struct san_ctx *ctx, struct san_ep *ep,
                           const struct sansock_msg *m, uint32_t *sink)
 {
@@ -99,6 +141,22 @@ int sansock_rdma_on_offer(struct sansock_rdma *r, struct san_ctx *ctx, struct sa
     if (o->cookie != r->rx_next || r->rx_next - r->rx_done >= RDMA_NBUF ||
         o->total_len > RDMA_CHUNK)
         return -EPROTO;
+    /* On one host the bytes are read where the peer staged them, with no copy by the NIC: the
+     * program's read copies them out, and the DONE after it frees the staging buffer. */
+    const uint8_t *src;
+    int mapped = r->map && !r->no_map && !m->payload_len && ep ? mapped_src(r, ep, o, &src) : 1;
+    if (mapped < 0)
+        return mapped;
+    if (!mapped) {
+        uint32_t k = r->rx_next % RDMA_NBUF;
+        r->sink[k] =
+            (struct sansock_rdma_sink){.len = (uint32_t)o->total_len, .fetched = true, .src = src};
+        r->rx_pos += o->total_len;
+        r->mapped_bytes += o->total_len;
+        r->rx_next++;
+        *sink = k;
+        return 0;
+    }
     if (!r->sink_mem) {
         void *mem;
         int err = -ENOBUFS;
@@ -145,7 +203,8 @@ bool sansock_rdma_fetched(const struct sansock_rdma *r, uint32_t sink)
 
 const uint8_t *sansock_rdma_sink_data(const struct sansock_rdma *r, uint32_t sink)
 {
-    return r->sink_mem + (size_t)(sink % RDMA_NBUF) * RDMA_CHUNK;
+    const struct sansock_rdma_sink *k = &r->sink[sink % RDMA_NBUF];
+    return k->src ? k->src : r->sink_mem + (size_t)(sink % RDMA_NBUF) * RDMA_CHUNK;
 }
 
 void sansock_rdma_consumed(struct sansock_rdma *r, uint32_t sink)

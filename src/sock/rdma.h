@@ -67,8 +67,17 @@ struct sansock_rdma_stage {
 };
 
 struct sansock_rdma_sink {
-    uint32_t len; /* bytes of the transfer */
-    bool fetched; /* the read completed */
+    uint32_t len;       /* bytes of the transfer */
+    bool fetched;       /* the read completed */
+    const uint8_t *src; /* or the bytes are in the peer's staging, mapped here (not in sink_mem) */
+};
+
+/* A staging buffer of a same-host peer, mapped (san_rdma_map): its descriptor and its bytes. */
+struct sansock_rdma_mapped {
+    uint8_t desc[SANSOCK_DESC_MAX];
+    uint32_t desc_len;
+    const uint8_t *bytes;
+    size_t len;
 };
 
 struct sansock_rdma {
@@ -83,6 +92,13 @@ struct sansock_rdma {
     uint32_t rx_next, rx_done; /* cookies received, and DONE'd */
     uint32_t dones_due;        /* transfers read by the program, DONE not sent yet */
     uint32_t reads_posted;
+    /* share: stage in SHARED memory; map: read a peer's through a mapping of it (SANSOCK_MAP) */
+    bool share, map;
+    /* the peer's staging buffers mapped so far; no_map: it cannot be (another host, not shared) */
+    struct sansock_rdma_mapped mapped[RDMA_NBUF];
+    uint32_t nr_mapped;
+    bool no_map;
+    uint64_t mapped_bytes; /* received through a mapping (a counter for tests and docs) */
 
     uint64_t tx_pos, rx_pos; /* stream bytes sent, and received (every mode) */
     /* write mode, receiver: the sink this side advertised */
@@ -126,9 +142,11 @@ uint64_t sansock_rdma_outstanding_bytes(const struct sansock_rdma *r);
 /* The peer's DONE: 0, or -EPROTO for one that matches no offer (cookie, bytes, a status). */
 int sansock_rdma_on_done(struct sansock_rdma *r, const struct sansock_wire_done *d);
 
-/* An RDMA_OFFER (decoded: total within RDMA_CHUNK): puts its inline bytes into the next sink and
- * posts the read of the rest on ep. 0 and the sink in *sink; -EPROTO for an offer out of order
- * or with no sink free, -ENOBUFS without sink memory, or the read's posting error. */
+/* An RDMA_OFFER (decoded: total within RDMA_CHUNK): the next sink is the peer's staging buffer
+ * mapped here when the peer is on this host and shares it (map; fetched at once), else its
+ * inline bytes go into the next sink and the read of the rest is posted on ep. 0 and the sink in
+ * *sink; -EPROTO for an offer out of order, with no sink free, or naming nothing of the peer's,
+ * -ENOBUFS without sink memory, or the read's posting error. */
 int sansock_rdma_on_offer(struct sansock_rdma *r, struct san_ctx *ctx, struct san_ep *ep,
                           const struct sansock_msg *m, uint32_t *sink);
 /* The completion of the read into sink (status 0 or the NIC's error). */

@@ -89,6 +89,7 @@ void sansock_config_load(void)
     sansock_cfg.rdma = env_num("SANSOCK_RDMA", 1, 0, 1) != 0;
     /* Write mode is off by default: slower than read mode here (docs/sock.md, performance). */
     sansock_cfg.rdma_write = (unsigned)env_num("SANSOCK_RDMA_WRITE", 0, 0, 2);
+    sansock_cfg.map = env_num("SANSOCK_MAP", 1, 0, 1) != 0;
     sansock_cfg.coalesce = env_num("SANSOCK_COALESCE", 0, 0, 1) != 0;
     sansock_cfg.connect_timeout_ms =
         (int)env_num("SANSOCK_CONNECT_TIMEOUT_MS", 5000, 1, 3600 * 1000);

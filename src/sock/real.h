@@ -76,6 +76,8 @@ struct sansock_config {
                                 are the staging sink (SANSOCK_SINK_STAGED) or the program's
                                 buffer (SANSOCK_SINK_PROGRAM) */
     int connect_timeout_ms;  /* SANSOCK_CONNECT_TIMEOUT_MS */
+    bool map;                /* SANSOCK_MAP=0 off: read mode reads a same-host peer's staging
+                              * through a mapping of it (san_rdma_map), without the NIC's copy */
     bool coalesce;           /* SANSOCK_COALESCE=1: a write without a credit joins the pending slot
                               * and returns (docs/sock.md, coalescing: lost if the process dies
                               * by _exit or a signal before the slot is posted) */

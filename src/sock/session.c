@@ -648,6 +648,7 @@ static int conn_alloc(struct san_ctx *ctx, struct san_ep *ep, const struct sanso
     c->ctx = ctx;
     c->ep = ep;
     c->kfd = c->timerfd = -1;
+    c->rdma.share = c->rdma.map = sansock_cfg.map;
     /* Inline data up to the threshold, in pieces of at most SLOT_DATA: a high threshold does not
      * make every connection's slots (64 of them) large. */
     uint32_t data = sansock_cfg.rdma_threshold < SLOT_DATA ? sansock_cfg.rdma_threshold : SLOT_DATA;

@@ -83,7 +83,7 @@ static int await(struct san_ep *ep, uint8_t *slots, uint32_t slot, uint8_t type,
  * 64 KiB registration of its own, honestly or with the lie given. HONEST: 0 when the server's
  * DONE names the offer (cookie 0, the bytes, status 0). A lie: the first error status its
  * endpoint sees (the server reset the connection: -ECONNRESET). */
-static int offer_peer(int port, enum lie lie)
+static int offer_peer(int port, enum lie lie, bool shared)
 {
     enum { SLOT = 8192, NSLOT = 6, REG = 65536 };
     struct san_ctx *ctx;
@@ -92,7 +92,7 @@ static int offer_peer(int port, enum lie lie)
     struct san_ep *ep;
     CHECK_EQ(san_connect(ctx, (struct sockaddr *)&sa, sizeof(sa), 10000, &ep), 0);
     void *mem;
-    CHECK_EQ(san_alloc(ctx, 1 << 20, 0, &mem), 0);
+    CHECK_EQ(san_alloc(ctx, 1 << 20, shared ? SAN_ALLOC_SHARED : 0, &mem), 0);
     uint8_t *b = mem, *slots = b, *out = b + NSLOT * SLOT, *data = b + (512 << 10);
     struct san_mr *mr, *rmr;
     CHECK_EQ(san_register(ctx, b, 1 << 20, SAN_MEM_READWRITE, &mr), 0);
@@ -629,6 +629,20 @@ int main(void)
         printf("%zu x %u, read by %zu: ok, %" PRIu64 " NIC ops\n", cases[i].size, cases[i].count,
                cases[i].rd, ops);
     }
+    /* On one host the reader maps the writer's staging (san_rdma_map): the NIC carries offers and
+     * DONEs but not the bytes; with SANSOCK_MAP=0 it reads them, as across hosts. */
+    for (int map = 1; map >= 0; map--) {
+        setenv("SANSOCK_MAP", map ? "1" : "0", 1);
+        uint64_t before = nic_bytes(&d), total = 8u << 20;
+        run_stream(&d, 1 << 20, 8, 70000);
+        uint64_t moved = nic_bytes(&d) - before;
+        if (map ? moved >= total / 8 : moved < total)
+            test_fail(__FILE__, __LINE__, "SANSOCK_MAP=%d: the NIC moved %" PRIu64 " of %" PRIu64,
+                      map, moved, total);
+        printf("1 MiB writes, SANSOCK_MAP=%d: the NIC moved %" PRIu64 " bytes of %" PRIu64 "\n",
+               map, moved, total);
+    }
+    unsetenv("SANSOCK_MAP");
     /* The default threshold (256 KiB): 256 KiB writes inline, in 16 KiB pieces; larger by RDMA. */
     unsetenv("SANSOCK_RDMA_THRESHOLD");
     uint64_t at = nic_ops(&d);
@@ -658,18 +672,23 @@ int main(void)
     int port;
     CHECK(fgets(line, sizeof(line), srv));
     CHECK(sscanf(line, "port %d", &port) == 1);
-    CHECK_EQ(offer_peer(port, HONEST), 0);
     static const char *const names[] = {"",
                                         "garbage descriptor",
                                         "length beyond the registration",
                                         "cookie out of order",
                                         "length beyond max_rdma",
                                         "DONE for nothing"};
-    for (int lie = BAD_DESC; lie <= DONE_NOTHING; lie++) {
-        int st = offer_peer(port, (enum lie)lie);
-        if (st != -ECONNRESET)
-            test_fail(__FILE__, __LINE__, "%s: status %d, want ECONNRESET", names[lie], st);
-        printf("%s: reset\n", names[lie]);
+    /* Staging in plain proxy memory (the server reads it by RDMA) and in SHARED memory (the
+     * server maps it): the same answers. */
+    for (int shared = 0; shared <= 1; shared++) {
+        CHECK_EQ(offer_peer(port, HONEST, shared), 0);
+        for (int lie = BAD_DESC; lie <= DONE_NOTHING; lie++) {
+            int st = offer_peer(port, (enum lie)lie, shared);
+            if (st != -ECONNRESET)
+                test_fail(__FILE__, __LINE__, "%s%s: status %d, want ECONNRESET", names[lie],
+                          shared ? " (shared)" : "", st);
+            printf("%s%s: reset\n", names[lie], shared ? " (shared)" : "");
+        }
     }
     /* The server still serves, by RDMA too. */
     serves_then_quits(d.sock, port, srv, srv_pid);
