@@ -9,7 +9,7 @@
 
 struct sansock_real sansock_real_fns;
 /* The threshold's default comes from sanperf sock's crossover (docs/sock.md). */
-struct sansock_config sansock_cfg = {.rdma_threshold = 256u << 10,
+struct sansock_config sansock_cfg = {.rdma_threshold = 32u << 10,
                                      .rdma = true,
                                      .rdma_write = 0,
                                      .connect_timeout_ms = 5000,
@@ -85,7 +85,7 @@ void sansock_config_load(void)
     const char *d = getenv("SANSOCK_DISABLE");
     sansock_cfg.disabled = d && *d && strcmp(d, "0") != 0;
     sansock_cfg.rdma_threshold =
-        (unsigned)env_num("SANSOCK_RDMA_THRESHOLD", 256u << 10, 64, 64u << 20);
+        (unsigned)env_num("SANSOCK_RDMA_THRESHOLD", 32u << 10, 64, 64u << 20);
     sansock_cfg.rdma = env_num("SANSOCK_RDMA", 1, 0, 1) != 0;
     /* Write mode is off by default: slower than read mode here (docs/sock.md, performance). */
     sansock_cfg.rdma_write = (unsigned)env_num("SANSOCK_RDMA_WRITE", 0, 0, 2);

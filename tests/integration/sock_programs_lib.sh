@@ -1,8 +1,8 @@
 # What the switch's program tests share (sourced, not run): set test (the script's name) and logs
 # (globs of the files in $tmp that fail shows, besides the daemon's log) first. Gives skip, fail, a temporary directory
 # $tmp removed at exit with every pid in pids killed, a daemon of the test's own started with
-# start_daemon [SANPROXYD ARGS...] (SANPROXY_SOCKET exported), nic_bytes (the bytes its NIC has moved)
-# and free_port.
+# start_daemon [SANPROXYD ARGS...] (SANPROXY_SOCKET exported), nic_bytes (the bytes its NIC has moved),
+# san_carried (the most the SAN can have carried) and free_port.
 : "${SAN_BIN:?}" "${test:?}"
 skip() {
   echo "$test: $*"
@@ -24,6 +24,14 @@ fail() {
 }
 nic_bytes() {
   "$SAN_BIN/sanctl" --socket "$tmp/s.sock" stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["nic_bytes"])'
+}
+# The most the SAN can have carried, ever: the NIC's bytes, and 128 KiB for each of its operations.
+# On one host a reader maps the writer's staging (docs/sock.md), and the NIC then moves an offer
+# and a DONE, two operations, for each transfer of at most 256 KiB, but none of its bytes. A stream
+# that went over TCP instead grows neither.
+san_carried() {
+  "$SAN_BIN/sanctl" --socket "$tmp/s.sock" stats --json |
+    python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["nic_bytes"] + s["nic_ops"] * 131072)'
 }
 start_daemon() {
   mkfifo "$tmp/ready"

@@ -1,10 +1,11 @@
 /* The sockets switch against the real daemon, both ends in separate processes: the echo server
  * and client of tests/sock/sock_echo.c (plain socket calls, no libsan) run under sanrun.
  * - Round trips from 1 byte to 4 MiB, checksummed by the client, really over the SAN: the
- *   daemon's nic_bytes grows by at least twice the bytes echoed; each side's getsockname is the
- *   other's getpeername; a client that sends nothing and shuts down reads EOF; MSG_PEEK shows
- *   the same first bytes twice and MSG_WAITALL then takes the whole echo in one call; a client
- *   that waits with select instead of poll.
+ *   daemon's NIC (san_carried: its bytes, and 128 KiB an operation for transfers the reader maps)
+ * carries at least twice the bytes echoed; each side's getsockname is the other's getpeername; a
+ * client that sends nothing and shuts down reads EOF; MSG_PEEK shows the same first bytes twice and
+ * MSG_WAITALL then takes the whole echo in one call; a client that waits with select instead of
+ * poll.
  * - A plain TCP client (not under sanrun) reaches the sanrun'd server, and moves nothing on the
  * SAN.
  * - A sanrun'd client with no daemon at its socket falls back to TCP without noticing; one with
@@ -127,7 +128,7 @@ int main(void)
 
     /* Over the SAN, both ends under sanrun. */
     static const size_t sizes[] = {0, 1, 100, 4096, 4097, 65536, 1000003, 4u << 20};
-    uint64_t before = nic_bytes(&d), echoed = 0;
+    uint64_t before = san_carried(&d), echoed = 0;
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
         char peer[80], local[80], cl_local[80], cl_peer[80];
         client(true, d.sock, port, sizes[i], line, sizeof(line));
@@ -138,19 +139,19 @@ int main(void)
                       cl_peer, local, peer);
         echoed += sizes[i];
     }
-    uint64_t after = nic_bytes(&d);
+    uint64_t after = san_carried(&d);
     if (after - before < 2 * echoed)
-        test_fail(__FILE__, __LINE__, "nic_bytes grew by %" PRIu64 ", want >= %" PRIu64,
+        test_fail(__FILE__, __LINE__, "san_carried grew by %" PRIu64 ", want >= %" PRIu64,
                   after - before, 2 * echoed);
-    printf("SAN: %" PRIu64 " bytes echoed, nic_bytes +%" PRIu64 "\n", echoed, after - before);
+    printf("SAN: %" PRIu64 " bytes echoed, san_carried +%" PRIu64 "\n", echoed, after - before);
 
     /* select instead of poll on a SAN socket. */
     {
         char p2[80], l2[80];
-        before = nic_bytes(&d);
+        before = san_carried(&d);
         client_as("client-select", true, d.sock, port, 1000003, line, sizeof(line));
         server_conn(srv, p2, l2);
-        CHECK(nic_bytes(&d) - before >= 2 * 1000003);
+        CHECK(san_carried(&d) - before >= 2 * 1000003);
         printf("select: ok\n");
     }
 
@@ -160,7 +161,7 @@ int main(void)
         snprintf(ps, sizeof(ps), "%d", port);
         char *peek_argv[] = {sanrun, echo, "peek", "127.0.0.1", ps, NULL};
         FILE *out;
-        before = nic_bytes(&d);
+        before = san_carried(&d);
         pid_t pid = spawn(peek_argv, d.sock, &out);
         if (!fgets(line, sizeof(line), out))
             line[0] = '\0';
@@ -169,7 +170,7 @@ int main(void)
         CHECK(!strncmp(line, "ok peek", 7));
         char p2[80], l2[80];
         server_conn(srv, p2, l2);
-        CHECK(nic_bytes(&d) - before >= 20000);
+        CHECK(san_carried(&d) - before >= 20000);
         printf("select timing out, MSG_PEEK, MSG_WAITALL: ok\n");
     }
 

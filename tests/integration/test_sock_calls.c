@@ -1,7 +1,7 @@
 /* The switch's call families beyond read and write (readv/writev/sendmsg/recvmsg/sendmmsg/
  * recvmmsg, sendfile, ioctl, getsockopt/setsockopt, the fortified entry points) against the real
  * daemon: tests/sock/sock_calls.c, server and client in separate processes, each role run twice:
- * both ends under sanrun (over the SAN: the daemon's nic_bytes grows by the bytes moved), and
+ * both ends under sanrun (over the SAN: san_carried grows by the bytes moved), and
  * both without it (the kernel's TCP on loopback: the expectations are TCP's, so the same program
  * passing on TCP shows they are not the switch's inventions).
  * - vec, peek, nonblock, epipe, closed, unread, afterclose, sendfile, sockopt, fortify: see
@@ -65,15 +65,15 @@ static void run(const struct test_daemon *d, const char *role, const char *arg, 
 {
     struct pair p;
     char line[256];
-    uint64_t before = nic_bytes(d);
+    uint64_t before = san_carried(d);
     start_pair(&p, role, arg, san);
     expect_role_line(p.cli_out, "client", role, "ok ", line, sizeof(line));
     printf("%s %s: client %s", san ? "SAN" : "TCP", role, line);
     expect_role_line(p.srv_out, "server", role, "ok ", line, sizeof(line));
     finish(&p, role, 0);
-    uint64_t moved = nic_bytes(d) - before;
+    uint64_t moved = san_carried(d) - before;
     if (san && moved < min_bytes)
-        test_fail(__FILE__, __LINE__, "%s: nic_bytes +%" PRIu64 ", want >= %" PRIu64, role, moved,
+        test_fail(__FILE__, __LINE__, "%s: san_carried +%" PRIu64 ", want >= %" PRIu64, role, moved,
                   min_bytes);
     if (!san && moved)
         test_fail(__FILE__, __LINE__, "%s over TCP moved %" PRIu64 " bytes on the SAN", role,

@@ -103,7 +103,7 @@ static void nb(const struct test_daemon *d, const char *mux, bool san)
 {
     FILE *so, *si, *co;
     int port;
-    uint64_t before = nic_bytes(d);
+    uint64_t before = san_carried(d);
     pid_t srv = start_server("echo", san, &so, &si, &port);
     pid_t cli = start_client("nb", port, mux, san, &co);
     char line[256];
@@ -112,9 +112,9 @@ static void nb(const struct test_daemon *d, const char *mux, bool san)
     if (san && !strstr(line, "inprogress=1"))
         test_fail(__FILE__, __LINE__, "SAN connect was not EINPROGRESS: %s", line);
     echo_done(so, si, co, srv, cli);
-    uint64_t moved = nic_bytes(d) - before;
+    uint64_t moved = san_carried(d) - before;
     if (san ? moved < 200000 : moved != 0)
-        test_fail(__FILE__, __LINE__, "nb %s: nic_bytes +%" PRIu64, mux, moved);
+        test_fail(__FILE__, __LINE__, "nb %s: san_carried +%" PRIu64, mux, moved);
 }
 
 /* No daemon: the switch's non-blocking connect is the kernel's (EINPROGRESS, data over TCP). */

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # nginx under sanrun against the real daemon: an event-driven server (epoll, non-blocking
 # accept4, sendfile from the file to the socket, writev of headers) serving a 32 MiB file. A sanrun'd
-# curl gets it over the SAN (the daemon's nic_bytes grows by at least the file's size), with
+# curl gets it over the SAN (san_carried, what the daemon's NIC carried, grows by at least the file's size), with
 # sendfile on and off, and a plain curl gets it over TCP from the same server; every copy equals
 # the file. nginx runs as one process (master_process off): a forked worker would inherit the
 # master's listener, which in a forked child listens on TCP only (docs/sock.md, "fork").
@@ -54,12 +54,12 @@ EOF
 
 for sf in on off; do
   start_nginx "$sf"
-  before=$(nic_bytes)
+  before=$(san_carried)
   timeout 120 "$SAN_BIN/sanrun" curl -sS -o "$tmp/san.bin" "http://127.0.0.1:$port/big.bin" ||
     fail "sanrun curl (sendfile $sf): exit $?"
-  after=$(nic_bytes)
+  after=$(san_carried)
   [[ $(sha256sum <"$tmp/san.bin") == "$want" ]] || fail "sanrun curl (sendfile $sf): the copy differs"
-  ((after - before >= 32 << 20)) || fail "sanrun curl (sendfile $sf): nic_bytes grew by $((after - before)) only"
+  ((after - before >= 32 << 20)) || fail "sanrun curl (sendfile $sf): san_carried grew by $((after - before)) only"
 
   before=$(nic_bytes)
   timeout 120 curl -sS -o "$tmp/tcp.bin" "http://127.0.0.1:$port/big.bin" || fail "plain curl: exit $?"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Unmodified programs under sanrun against the real daemon: python3 -m http.server (poll, accept4,
 # send/recv through Python's socket module) serving a 64 MiB file to curl. A sanrun'd curl gets
-# it over the SAN (the daemon's nic_bytes grows by at least the file's size), a plain curl over
+# it over the SAN (what the daemon's NIC carried, san_carried, grows by at least the file's size), a plain curl over
 # TCP from the same server; both copies equal the file. iperf3 (select, a control and a data
-# connection) under sanrun on both ends moves its stream over the SAN (nic_bytes grows by at
+# connection) under sanrun on both ends moves its stream over the SAN (san_carried grows by at
 # least what iperf3's receiver reports). Skipped when curl or iperf3 is missing
 # (scripts/install-deps installs them).
 set -euo pipefail
@@ -29,11 +29,11 @@ done
 [[ -n $port ]] || fail "http.server did not start"
 
 want=$(sha256sum <"$tmp/www/big.bin")
-before=$(nic_bytes)
+before=$(san_carried)
 timeout 120 "$SAN_BIN/sanrun" curl -sS -o "$tmp/san.bin" "http://127.0.0.1:$port/big.bin" || fail "sanrun curl: exit $?"
-after=$(nic_bytes)
+after=$(san_carried)
 [[ $(sha256sum <"$tmp/san.bin") == "$want" ]] || fail "sanrun curl: the copy differs"
-((after - before >= 64 << 20)) || fail "sanrun curl: nic_bytes grew by $((after - before)) only"
+((after - before >= 64 << 20)) || fail "sanrun curl: san_carried grew by $((after - before)) only"
 
 before=$(nic_bytes)
 timeout 120 curl -sS -o "$tmp/tcp.bin" "http://127.0.0.1:$port/big.bin" || fail "plain curl: exit $?"
@@ -50,11 +50,11 @@ for _ in $(seq 100); do
   grep -q "listening" "$tmp/iperf-s.out" 2>/dev/null && break
   sleep 0.1
 done
-before=$(nic_bytes)
+before=$(san_carried)
 timeout 60 "$SAN_BIN/sanrun" iperf3 -c 127.0.0.1 -p "$iport" -t 1 -J >"$tmp/iperf-c.json" ||
   fail "sanrun iperf3 client: exit $? ($(tail -3 "$tmp/iperf-c.json" "$tmp/iperf-s.out" 2>/dev/null))"
-after=$(nic_bytes)
+after=$(san_carried)
 got=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["end"]["sum_received"]["bytes"]))' "$tmp/iperf-c.json")
 ((got > 0)) || fail "iperf3 moved nothing"
-((after - before >= got)) || fail "iperf3: nic_bytes grew by $((after - before)), the receiver got $got"
+((after - before >= got)) || fail "iperf3: san_carried grew by $((after - before)), the receiver got $got"
 echo "sock programs: iperf3 under sanrun, $got bytes over the SAN"
