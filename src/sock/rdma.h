@@ -24,10 +24,10 @@
 #include "sock/wire.h"
 
 #ifndef RDMA_NBUF
-#define RDMA_NBUF 8u /* staging buffers per sender, sinks per receiver (a power of two) */
+#define RDMA_NBUF 4u /* staging buffers per sender, sinks per receiver (a power of two) */
 #endif
 #ifndef RDMA_CHUNK
-#define RDMA_CHUNK (256u << 10) /* bytes of each: the largest offer (NEGOTIATE's max_rdma) */
+#define RDMA_CHUNK (1024u << 10) /* bytes of each: the largest offer (NEGOTIATE's max_rdma) */
 #endif
 #define RDMA_TAG 0x200u /* wr_id of a read: RDMA_TAG | sink */
 

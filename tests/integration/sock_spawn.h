@@ -69,15 +69,15 @@ static inline uint64_t nic_ops(const struct test_daemon *d)
     return s.nic_ops;
 }
 
-/* The most the SAN can have carried, ever: the NIC's bytes, and 128 KiB for each of its
+/* The most the SAN can have carried, ever: the NIC's bytes, and 512 KiB for each of its
  * operations. On one host a reader maps the writer's staging (docs/sock.md), and the NIC then
- * moves an offer and a DONE, two operations, for each transfer of at most 256 KiB, but none of its
+ * moves an offer and a DONE, two operations, for each transfer of at most 1 MiB, but none of its
  * bytes. A stream that went over TCP instead grows neither. */
 static inline uint64_t san_carried(const struct test_daemon *d)
 {
     struct san_stats_rep s;
     test_stats(d, &s);
-    return s.nic_bytes + s.nic_ops * (128u << 10);
+    return s.nic_bytes + s.nic_ops * (512u << 10);
 }
 
 /* The daemon's figures for the client of process pid: open endpoints (not closing) and bytes of

@@ -357,8 +357,8 @@ static int run_pair(const struct transport *t, bool pingpong, uint32_t size, uin
             uint64_t need = (uint64_t)size * count / (pingpong ? 1 : 2);
             /* The bytes of a transfer the reader mapped (the writer's staging, san_rdma_map) do
              * not go through the NIC, but its offer and DONE do: two operations for at most
-             * 256 KiB. So the SAN carried at most the NIC's bytes and 128 KiB an operation. */
-            moved += (ops1 - ops0) * (128u << 10);
+             * 1 MiB. So the SAN carried at most the NIC's bytes and 512 KiB an operation. */
+            moved += (ops1 - ops0) * (512u << 10);
             if (got && !crc && !src && (!t->san || moved >= need)) {
                 *a = x;
                 *b = y;
