@@ -240,6 +240,9 @@ void san_close(struct san_ctx *ctx)
     }
     san_ctx_reap_dead(ctx);
     san_rcache_destroy(ctx->rc);
+    /* The watcher is gone: a release it was making as the close began (past its look at closing)
+     * left its reference here. */
+    san_ctx_free_dead(ctx);
     san_nic_forget_all(ctx, &ctx->nic);
     close(ctx->fd);
     if (ctx->status)

@@ -71,7 +71,7 @@ struct san_ctx {
     struct san_list refs;   /* struct client_ref held */
     struct san_rcache *rc;
     struct client_ref *dead; /* released by the cache, freed later (its thread never frees) */
-    bool closing;            /* san_close: the socket's end releases everything at once */
+    _Atomic bool closing;    /* san_close: the socket's end releases everything at once */
     struct san_nic_objs nic; /* endpoints and listeners (ep.c) */
 };
 
@@ -106,6 +106,9 @@ int san_ctx_register(struct san_ctx *ctx, void *addr, size_t len, unsigned acces
 int san_ctx_release(struct client_ref *ref, bool defer);
 /* Frees what was released with defer. Called without ctx->lock. */
 void san_ctx_reap_dead(struct san_ctx *ctx);
+/* The same in san_close, once the cache and its watcher are gone (no thread adds to ctx->dead any
+ * more): takes no lock. */
+void san_ctx_free_dead(struct san_ctx *ctx);
 /* Physical address of va in a registration the context holds: 0, -EINVAL (no registration holds
  * va), or the daemon's error. */
 int san_ctx_reg_paddr_locked(struct san_ctx *ctx, uint64_t va, san_paddr_t *pa);

@@ -196,6 +196,17 @@ out:
     return err;
 }
 
+static void free_dead(struct client_ref *list)
+{
+    while (list) {
+        struct client_ref *next = list->dead_next;
+        if (list->free_reg)
+            free(list->reg);
+        free(list);
+        list = next;
+    }
+}
+
 void san_ctx_reap_dead(struct san_ctx *ctx)
 {
     struct client_ref *list;
@@ -209,13 +220,13 @@ void san_ctx_reap_dead(struct san_ctx *ctx)
         ctx->dead = NULL;
         san_mutex_unlock(&ctx->lock);
     }
-    while (list) {
-        struct client_ref *next = list->dead_next;
-        if (list->free_reg)
-            free(list->reg);
-        free(list);
-        list = next;
-    }
+    free_dead(list);
+}
+
+void san_ctx_free_dead(struct san_ctx *ctx)
+{
+    free_dead(ctx->dead);
+    ctx->dead = NULL;
 }
 
 void san_ctx_drop_regs(struct san_ctx *ctx, bool child)
