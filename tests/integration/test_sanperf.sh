@@ -8,7 +8,8 @@
 # UCX baseline: "ucx" is "ok" with ucx_gb_per_s or ucx_one_way_ns (positive) and ucx_ratio, that
 # quotient too, or says why there is none ("not installed", or what failed).
 #
-# sanperf link runs too where it can (root), small.
+# sanperf link runs too where it can (root), small: two reps, each figure their median, between
+# the reps' smallest and largest.
 #
 # The sock rows of programs (iperf3, sockperf) carry "status": "ok" with their ratio, or why they
 # did not run (then no ratio).
@@ -66,7 +67,7 @@ fi
 if ((EUID == 0)) && command -v ip >/dev/null && ip netns list >/dev/null 2>&1; then
   # Other runs of sanperf link may come and go on this machine meanwhile (another build's test
   # suite, another clone's): ours are named by this script's pid, and only those are looked for.
-  perf 300 link --json --rounds 200 --mib 8 --tag $$
+  perf 300 link --json --rounds 200 --mib 8 --reps 2 --tag $$
   suites+=(link)
   what="$what, sanperf link"
   left=$(ip netns list | grep -o "^sanperf-link-$$-[^ ]*" || true)
@@ -110,6 +111,12 @@ for line in open(sys.argv[1]):
     if abs(row["ratio"] - want) > 0.006 + 0.01 * want:  # ratios print with two decimals
         print(f"FAIL: {what}: ratio {row['ratio']} is not {ours} / {base} = {want:.4f}")
         bad = 1
+    if row["suite"] == "link":  # medians of --reps 2 alternating runs, between their extremes
+        lo, hi = row.get(ours + "_min"), row.get(ours + "_max")
+        if row.get("reps") != 2 or lo is None or hi is None or not lo <= row[ours] <= hi:
+            print(f"FAIL: {what}: not the median of 2 reps between {ours}_min and _max: {line}",
+                  end="")
+            bad = 1
     if row["suite"] != "nic":
         continue
     ucx = row.get("ucx")

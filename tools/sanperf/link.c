@@ -13,7 +13,8 @@
  * fi_pingpong (libfabric-bin) missing or failing is said in the row ("fi_pingpong"), never fails
  * the suite. Needs root and ip(8): anything else says why and fails. Not part of `sanperf all`
  * (it changes the machine's network namespaces). Options: --rounds N (ping-pongs, default 2000),
- * --mib N (bandwidth volume, default 256), --tag N.
+ * --mib N (bandwidth volume, default 256), --reps N (runs of each, alternating; figures are
+ * medians, default 3), --tag N.
  *
  * Several runs may share the machine (two builds' test suites, two clones): every name this suite
  * makes is its own. The namespaces are sanperf-link-TAG-a and -b, TAG being --tag (a caller that
@@ -48,6 +49,7 @@
 #define SAN_PORT 7600
 #define TCP_PORT 7601
 #define LINK     7602
+#define MAX_REPS 99
 
 struct link_env {
     char ns[2][48], veth[2][16], dir[64], sock[2][96], exe_dir[PATH_MAX];
@@ -485,9 +487,73 @@ static int tcp_baseline(const struct link_env *e, unsigned rounds, unsigned mib,
     return err;
 }
 
+/* The median of n doubles (sorts them); 0 for none. */
+static double median(double *v, size_t n)
+{
+    for (size_t i = 1; i < n; i++) /* insertion sort: a handful of values */
+        for (size_t j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            double t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    return !n ? 0 : n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* The smallest and the largest of n doubles. */
+static void spread(const double *v, size_t n, double *lo, double *hi)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!i || v[i] < *lo)
+            *lo = v[i];
+        if (!i || v[i] > *hi)
+            *hi = v[i];
+    }
+}
+
+/* One figure of every rep: ours, kernel TCP's, fi_pingpong's (those that ran). */
+struct link_figures {
+    double ns[MAX_REPS], gbps[MAX_REPS], tcp_ns[MAX_REPS], tcp_gbps[MAX_REPS];
+    double fi_ns[MAX_REPS], fi_gbps[MAX_REPS];
+    size_t nr, nr_fi, nr_fi_big;
+    char fi_why[64], fi_big_why[64];
+};
+
+/* One rep: ours and the baselines, in the order given (reps alternate it, so that neither side
+ * always runs first on a machine whose load drifts). */
+static int one_rep(const struct link_env *e, unsigned rounds, unsigned mib, bool ours_first,
+                   struct link_figures *f)
+{
+    const char *socks[2] = {e->sock[0], e->sock[1]};
+    uint64_t ns = 0, tcp_ns = 0;
+    double gbps = 0, tcp_gbps = 0, usec = 0, mbps = 0, big_usec = 0, big_mbps = 0;
+    int err = 0;
+    for (int step = 0; step < 2 && !err; step++) {
+        if ((step == 0) == ours_first) {
+            if ((err = ours(socks, rounds, mib, &ns, &gbps)))
+                fprintf(stderr, "sanperf link: across the link: %s\n", san_strerror(err));
+            continue;
+        }
+        if ((err = tcp_baseline(e, rounds, mib, &tcp_ns, &tcp_gbps))) {
+            fprintf(stderr, "sanperf link: kernel TCP between the namespaces failed\n");
+            break;
+        }
+        if (!fi_pingpong(e, 64, rounds, &usec, &mbps, f->fi_why, sizeof(f->fi_why)))
+            f->fi_ns[f->nr_fi++] = usec * 1000;
+        if (!fi_pingpong(e, MIB, mib, &big_usec, &big_mbps, f->fi_big_why, sizeof(f->fi_big_why)))
+            f->fi_gbps[f->nr_fi_big++] = big_mbps / 1000; /* fi_pingpong's MB are 1e6 bytes */
+    }
+    if (err)
+        return err;
+    f->ns[f->nr] = (double)ns;
+    f->gbps[f->nr] = gbps;
+    f->tcp_ns[f->nr] = (double)tcp_ns;
+    f->tcp_gbps[f->nr++] = tcp_gbps;
+    return 0;
+}
+
 int perf_link(const struct perf_opts *o)
 {
-    unsigned rounds = 2000, mib = 256, tag = 0;
+    unsigned rounds = 2000, mib = 256, tag = 0, reps = 3;
     for (int i = 0; i + 1 < o->argc; i++) {
         if (!strcmp(o->argv[i], "--rounds"))
             rounds = (unsigned)strtoul(o->argv[++i], NULL, 10);
@@ -495,6 +561,8 @@ int perf_link(const struct perf_opts *o)
             mib = (unsigned)strtoul(o->argv[++i], NULL, 10);
         else if (!strcmp(o->argv[i], "--tag"))
             tag = (unsigned)strtoul(o->argv[++i], NULL, 10);
+        else if (!strcmp(o->argv[i], "--reps"))
+            reps = (unsigned)strtoul(o->argv[++i], NULL, 10);
     }
     if (geteuid()) {
         fprintf(stderr, "sanperf link: needs root (it makes two network namespaces)\n");
@@ -507,46 +575,48 @@ int perf_link(const struct perf_opts *o)
         teardown(&e);
         return 1;
     }
-    uint64_t ns = 0, tcp_ns = 0;
-    double gbps = 0, tcp_gbps = 0, fi_usec = 0, fi_mbps = 0, fi_big_usec = 0, fi_big_mbps = 0;
-    char fi_why[64] = "ok", fi_big_why[64] = "ok";
-    const char *socks[2] = {e.sock[0], e.sock[1]};
-    if ((err = ours(socks, rounds, mib, &ns, &gbps)))
-        fprintf(stderr, "sanperf link: across the link: %s\n", san_strerror(err));
-    if (!err && (err = tcp_baseline(&e, rounds, mib, &tcp_ns, &tcp_gbps)))
-        fprintf(stderr, "sanperf link: kernel TCP between the namespaces failed\n");
-    if (!err) {
-        fi_pingpong(&e, 64, rounds, &fi_usec, &fi_mbps, fi_why, sizeof(fi_why));
-        fi_pingpong(&e, MIB, mib, &fi_big_usec, &fi_big_mbps, fi_big_why, sizeof(fi_big_why));
+    struct link_figures f = {.fi_why = "ok", .fi_big_why = "ok"};
+    for (unsigned r = 0; r < reps && !err; r++) {
+        err = one_rep(&e, rounds, mib, r % 2 == 0, &f);
+        perf_progress("link: reps", r + 1, reps);
     }
     teardown(&e);
     if (err)
         return 1;
-    double fi_ns = fi_usec * 1000, fi_gbps = fi_big_mbps / 1000; /* fi_pingpong's MB are 1e6 */
+    /* Each figure is the median of its reps; the ratios are of the medians. A baseline that
+     * never ran (fi_pingpong missing) is 0 with its ratio. */
+    double lo_ns = 0, hi_ns = 0, lo_gbps = 0, hi_gbps = 0;
+    spread(f.ns, f.nr, &lo_ns, &hi_ns);
+    spread(f.gbps, f.nr, &lo_gbps, &hi_gbps);
+    double ns = median(f.ns, f.nr), gbps = median(f.gbps, f.nr);
+    double tcp_ns = median(f.tcp_ns, f.nr), tcp_gbps = median(f.tcp_gbps, f.nr);
+    double fi_ns = median(f.fi_ns, f.nr_fi), fi_gbps = median(f.fi_gbps, f.nr_fi_big);
+    double lat_ratio = fi_ns > 0 ? ns / fi_ns : 0, tcp_lat_ratio = tcp_ns > 0 ? ns / tcp_ns : 0;
+    double bw_ratio = tcp_gbps > 0 ? gbps / tcp_gbps : 0,
+           fi_bw_ratio = fi_gbps > 0 ? gbps / fi_gbps : 0;
     if (o->json) {
-        perf_json("\"suite\": \"link\", \"case\": \"rdma_lat_64b\", \"rounds\": %u, "
-                  "\"one_way_ns\": %llu, \"baseline\": \"fi_pingpong_rdm_64b\", "
-                  "\"baseline_one_way_ns\": %.0f, \"ratio\": %.3f, \"better\": \"lower\", "
-                  "\"fi_pingpong\": \"%s\", \"tcp_one_way_ns\": %llu, \"tcp_ratio\": %.3f",
-                  rounds, (unsigned long long)ns, fi_ns, fi_ns > 0 ? (double)ns / fi_ns : 0, fi_why,
-                  (unsigned long long)tcp_ns, tcp_ns ? (double)ns / (double)tcp_ns : 0);
-        perf_json("\"suite\": \"link\", \"case\": \"rdma_write_1m\", \"mib\": %u, \"inflight\": "
-                  "%d, \"gb_per_s\": %.3f, \"baseline\": \"tcp_netns_1m\", "
+        perf_json("\"suite\": \"link\", \"case\": \"rdma_lat_64b\", \"rounds\": %u, \"reps\": %zu, "
+                  "\"one_way_ns\": %.0f, \"one_way_ns_min\": %.0f, \"one_way_ns_max\": %.0f, "
+                  "\"baseline\": \"fi_pingpong_rdm_64b\", \"baseline_one_way_ns\": %.0f, "
+                  "\"ratio\": %.3f, \"better\": \"lower\", \"fi_pingpong\": \"%s\", "
+                  "\"tcp_one_way_ns\": %.0f, \"tcp_ratio\": %.3f",
+                  rounds, f.nr, ns, lo_ns, hi_ns, fi_ns, lat_ratio, f.fi_why, tcp_ns,
+                  tcp_lat_ratio);
+        perf_json("\"suite\": \"link\", \"case\": \"rdma_write_1m\", \"mib\": %u, \"reps\": %zu, "
+                  "\"inflight\": %d, \"gb_per_s\": %.3f, \"gb_per_s_min\": %.3f, "
+                  "\"gb_per_s_max\": %.3f, \"baseline\": \"tcp_netns_1m\", "
                   "\"baseline_gb_per_s\": %.3f, \"ratio\": %.3f, \"better\": \"higher\", "
                   "\"fi_pingpong\": \"%s\", \"fi_gb_per_s\": %.3f, \"fi_ratio\": %.3f",
-                  mib, INFLIGHT, gbps, tcp_gbps, tcp_gbps > 0 ? gbps / tcp_gbps : 0, fi_big_why,
-                  fi_gbps, fi_gbps > 0 ? gbps / fi_gbps : 0);
+                  mib, f.nr, INFLIGHT, gbps, lo_gbps, hi_gbps, tcp_gbps, bw_ratio, f.fi_big_why,
+                  fi_gbps, fi_bw_ratio);
     } else {
-        printf("link rdma_lat_64b: one way %llu ns; fi_pingpong RDM %.0f ns (ratio %.2f, %s); "
-               "kernel TCP %llu ns (ratio %.2f)\n",
-               (unsigned long long)ns, fi_ns, fi_ns > 0 ? (double)ns / fi_ns : 0, fi_why,
-               (unsigned long long)tcp_ns, tcp_ns ? (double)ns / (double)tcp_ns : 0);
-        printf("link rdma_write_1m: %.3f GB/s; kernel TCP %.3f GB/s (ratio %.2f); fi_pingpong "
-               "1 MiB %.3f GB/s (ratio %.2f, %s)\n",
-               gbps, tcp_gbps, tcp_gbps > 0 ? gbps / tcp_gbps : 0, fi_gbps,
-               fi_gbps > 0 ? gbps / fi_gbps : 0, fi_big_why);
+        printf("link rdma_lat_64b (median of %zu): one way %.0f ns (%.0f-%.0f); fi_pingpong RDM "
+               "%.0f ns (ratio %.2f, %s); kernel TCP %.0f ns (ratio %.2f)\n",
+               f.nr, ns, lo_ns, hi_ns, fi_ns, lat_ratio, f.fi_why, tcp_ns, tcp_lat_ratio);
+        printf("link rdma_write_1m (median of %zu): %.3f GB/s (%.3f-%.3f); kernel TCP %.3f GB/s "
+               "(ratio %.2f); fi_pingpong 1 MiB %.3f GB/s (ratio %.2f, %s)\n",
+               f.nr, gbps, lo_gbps, hi_gbps, tcp_gbps, bw_ratio, fi_gbps, fi_bw_ratio,
+               f.fi_big_why);
     }
-    (void)fi_big_usec;
-    (void)fi_mbps;
     return 0;
 }
