@@ -13,7 +13,7 @@
  * fi_pingpong (libfabric-bin) missing or failing is said in the row ("fi_pingpong"), never fails
  * the suite. Needs root and ip(8): anything else says why and fails. Not part of `sanperf all`
  * (it changes the machine's network namespaces). Options: --rounds N (ping-pongs, default 2000),
- * --mib N (bandwidth volume, default 256), --reps N (runs of each, alternating; figures are
+ * --mib N (bandwidth volume, default 1024), --reps N (runs of each, alternating; figures are
  * medians, default 3), --tag N.
  *
  * Several runs may share the machine (two builds' test suites, two clones): every name this suite
@@ -553,7 +553,7 @@ static int one_rep(const struct link_env *e, unsigned rounds, unsigned mib, bool
 
 int perf_link(const struct perf_opts *o)
 {
-    unsigned rounds = 2000, mib = 256, tag = 0, reps = 3;
+    unsigned rounds = 2000, mib = 1024, tag = 0, reps = 3;
     for (int i = 0; i + 1 < o->argc; i++) {
         if (!strcmp(o->argv[i], "--rounds"))
             rounds = (unsigned)strtoul(o->argv[++i], NULL, 10);

@@ -66,7 +66,7 @@ static const struct perf_option sock_options[] = {
 
 static const struct perf_option link_options[] = {
     {"--rounds", PERF_COUNT, 1, 100000000, NULL, "ping-pongs of the latency case (default 2000)"},
-    {"--mib", PERF_COUNT, 1, 1048576, NULL, "MiB the bandwidth case writes (default 256)"},
+    {"--mib", PERF_COUNT, 1, 1048576, NULL, "MiB the bandwidth case writes (default 1024)"},
     {"--reps", PERF_COUNT, 1, 99, NULL,
      "runs of every case and baseline, alternating; each figure their median (default 3)"},
     {"--tag", PERF_COUNT, 1, 99999999, NULL,
