@@ -24,8 +24,9 @@
 
 #include "nic/xmsg.h"
 
+/* Version 3: up to SAN_XCONN_READS reads in flight at once (version 2: one). */
 #define SAN_LINK_MAGIC   0x4c4e4153u /* "SANL" */
-#define SAN_LINK_VERSION 2u
+#define SAN_LINK_VERSION 3u
 #define SAN_LINK_NONCE   16
 #define SAN_LINK_MAC     32 /* HMAC-SHA256 */
 #define SAN_LINK_NETS    16 /* as [nic] addresses */

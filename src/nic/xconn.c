@@ -135,6 +135,7 @@ void san_xconn_fail_all(struct san_xconn *xc)
     struct san_nic_ep *ep = xc->ep;
     xc->dead = true;
     xc->rd_busy = false;
+    xc->rd_queued = 0;
     if (xc->phase == X_CONNECTING) {
         san_nic_set_state(ep, SAN_EPQ_REFUSED, -ECONNREFUSED);
         return;

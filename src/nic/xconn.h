@@ -19,9 +19,17 @@ struct xin {
     _Alignas(8) uint8_t data[];
 };
 
-#define SAN_XCONN_PIPE 16 /* requests of one endpoint in flight at a time */
+#define SAN_XCONN_PIPE  16 /* requests of one endpoint in flight at a time */
+#define SAN_XCONN_READS 4  /* of them reads not yet answered in full: the target holds as many */
 
 /* One of this endpoint's requests in flight. */
+/* A read of the peer's, as the target answers it. */
+struct xread {
+    uint64_t seq, va, total;
+    uint32_t rkey;
+    int32_t status; /* refused: the answer is this status alone */
+};
+
 struct xop {
     struct san_epq_wqe w;
     uint64_t seq, total, sent, got;
@@ -75,11 +83,11 @@ struct san_xconn {
     uint64_t in_total, in_got, in_va, in_host;
     uint32_t in_rkey;
     struct san_epq_wqe in_recv;
-    /* the peer's RDMA read being answered */
+    /* the peer's RDMA read being answered, and those that came after it, in order */
     bool rd_busy;
-    uint64_t rd_seq, rd_va, rd_total, rd_sent;
-    uint32_t rd_rkey;
-    int32_t rd_status; /* refused: the answer is this status alone */
+    struct xread rd, rd_next[SAN_XCONN_READS - 1];
+    uint32_t rd_queued;
+    uint64_t rd_sent;
 };
 
 enum { TAKEN, STALL }; /* what handling a message did: STALL leaves it first in the inbox */

@@ -226,60 +226,81 @@ static int on_write(struct san_xconn *xc, const struct san_xmsg *m, const void *
     return TAKEN;
 }
 
+/* A read of the peer's comes while one is answered: it waits behind it, up to SAN_XCONN_READS in
+ * all (the initiator ships no more, and nothing else until they are answered). */
 static int on_read(struct san_xconn *xc, const struct san_xmsg *m)
 {
-    if (xc->rd_busy || !next_op(xc, m)) {
+    if ((xc->rd_busy && xc->rd_queued == SAN_XCONN_READS - 1) || !next_op(xc, m)) {
         san_xconn_violation(xc);
         return TAKEN;
     }
     if (xc->in_dead)
         return TAKEN; /* after a failure of the peer's: dropped, as flushed there */
-    xc->rd_status = check_remote(xc, m->host, m->rkey, m->va, m->total, false);
+    struct xread rd = {.seq = m->seq,
+                       .va = m->va,
+                       .total = m->total,
+                       .rkey = m->rkey,
+                       .status = check_remote(xc, m->host, m->rkey, m->va, m->total, false)};
+    if (xc->rd_busy) {
+        xc->rd_next[xc->rd_queued++] = rd;
+        return TAKEN;
+    }
+    xc->rd = rd;
     xc->rd_busy = true; /* answered as credits allow */
-    xc->rd_seq = m->seq;
-    xc->rd_rkey = m->rkey;
-    xc->rd_va = m->va;
-    xc->rd_total = m->total;
     xc->rd_sent = 0;
     return TAKEN;
 }
 
-/* Answers the peer's RDMA read, a chunk per credit. */
+/* The read answered in full: the next one waiting, if any, is answered now. */
+static void next_read(struct san_xconn *xc)
+{
+    xc->rd_busy = xc->rd_queued > 0;
+    if (!xc->rd_busy)
+        return;
+    xc->rd = xc->rd_next[0];
+    xc->rd_queued--;
+    memmove(xc->rd_next, xc->rd_next + 1, xc->rd_queued * sizeof(xc->rd_next[0]));
+    xc->rd_sent = 0;
+}
+
+/* Answers the peer's RDMA reads in order, a chunk per credit. */
 bool san_xconn_answer(struct san_xconn *xc)
 {
     bool did = false;
     while (xc->rd_busy && xc->credits && !xc->dead) {
-        uint64_t n = xc->rd_total - xc->rd_sent;
+        struct xread *rd = &xc->rd;
+        uint64_t n = rd->total - xc->rd_sent;
         if (n > SAN_XMSG_CHUNK)
             n = SAN_XMSG_CHUNK;
         struct san_xmsg r = {.op = SAN_XMSG_RDATA,
-                             .seq = xc->rd_seq,
-                             .total = xc->rd_total,
+                             .seq = rd->seq,
+                             .total = rd->total,
                              .offset = xc->rd_sent,
-                             .status = xc->rd_status};
+                             .status = rd->status};
         xc->credits--;
         did = true;
         if (!r.status) {
             /* Checked again (the registration may have gone since the request came), and the
              * chunk goes from the memory straight into the message. */
             struct san_nic_piece pc;
-            int err = san_nic_remote(xc->nic, xc->ep->set, xc->rd_rkey, xc->rd_va, xc->rd_total,
-                                     false, &pc);
+            int err = san_nic_remote(xc->nic, xc->ep->set, rd->rkey, rd->va, rd->total, false, &pc);
             if (!err) {
                 err = san_xconn_send_from(xc, &r, &pc, 1, xc->rd_sent, n);
                 san_nic_put_pieces(xc->nic, &pc, 1);
             }
             if (!err) {
                 xc->rd_sent += n;
-                if (xc->rd_sent == xc->rd_total)
-                    xc->rd_busy = false;
+                if (xc->rd_sent == rd->total)
+                    next_read(xc);
                 continue;
             }
             if (xc->dead)
                 break; /* the connection failed */
             r.status = -EACCES;
         }
+        /* Refused: the reads behind it are dropped with the peer's later requests. */
         xc->rd_busy = false;
+        xc->rd_queued = 0;
         xc->in_dead = true;
         san_xconn_send_or_fail(xc, &r, NULL, 0);
     }
@@ -408,27 +429,31 @@ static int on_rdata(struct san_xconn *xc, const struct san_xmsg *m, const void *
     return TAKEN;
 }
 
-/* Whether a read shipped has not been answered in full. Nothing ships after a read until then,
- * so such a read is the last request shipped. */
-static bool read_unanswered(struct san_xconn *xc)
+/* Whether the next request may ship. Every answer (RDATA, DONE) must come in the order of the
+ * requests, and the target answers its reads in full, one after the other, while it goes on
+ * executing the requests after them: so reads follow reads, up to SAN_XCONN_READS (as many as the
+ * target holds) not yet answered in full, and a send or write goes only when none is. A read
+ * completes with its last RDATA, so the reads shipped and not answered are those of the ring not
+ * yet completed. */
+static bool may_ship(struct san_xconn *xc, unsigned op)
 {
-    return xc->op_ship != xc->op_head && op_at(xc, xc->op_ship - 1)->w.opcode == SAN_EPQ_READ;
+    unsigned reads = 0;
+    for (uint32_t i = xc->op_head; i != xc->op_ship; i++)
+        reads += op_at(xc, i)->w.opcode == SAN_EPQ_READ;
+    return op == SAN_EPQ_READ ? reads < SAN_XCONN_READS : reads == 0;
 }
 
-/* Ships the requests' messages in order, data a chunk per credit. Nothing goes after a read until
- * its answer is complete: the target answers one read at a time (a second while it answers one
- * is a violation), and every answer (DONE, RDATA) must come in the order of the requests, which a
- * DONE for a later send or write, given while the read's RDATA still streams, would break. A
- * request whose own pieces fail part way tells the target to drop it, and nothing after it goes:
- * it completes with -EFAULT when its turn comes, and the rest is flushed. */
+/* Ships the requests' messages in order (may_ship), data a chunk per credit. A request whose own
+ * pieces fail part way tells the target to drop it, and nothing after it goes: it completes with
+ * -EFAULT when its turn comes, and the rest is flushed. */
 bool san_xconn_ship(struct san_xconn *xc)
 {
     bool did = false;
     while (xc->op_ship != xc->op_tail && !xc->dead && !xc->flush_status && !xc->ship_stopped) {
-        if (read_unanswered(xc))
-            break;
         struct xop *o = op_at(xc, xc->op_ship);
         unsigned op = o->w.opcode;
+        if (!may_ship(xc, op))
+            break;
         if (op == SAN_EPQ_READ) {
             struct san_xmsg m = {.op = SAN_XMSG_READ,
                                  .seq = o->seq,

@@ -22,6 +22,7 @@
 
 #include <cmocka.h>
 
+#include "nic/xconn.h"
 #include "nic_test.h"
 
 #define BUF     (64 * 1024)
@@ -29,7 +30,7 @@
 #define PEER    0xa0a0u /* the peer daemon's */
 #define LINK    0
 #define SESSION 1
-#define MAXMSG  256
+#define MAXMSG  1024
 
 static struct {
     struct san_machine *m;
@@ -379,10 +380,11 @@ static void post_sq(struct san_nic_ep *ep, struct san_epq_wqe w)
     san_nic_kick(ep);
 }
 
-/* The initiator: nothing ships after a read until its answer is complete (the target answers one
- * read at a time, and answers must come in the order of the requests): of a read, a write and a
- * read posted at once, the first read goes alone; once its RDATA came, the write and the second
- * read; every completion in order with its bytes. */
+/* The initiator: reads follow reads, and nothing else goes while one is not answered in full
+ * (the target answers its reads one after the other while it executes what follows, and answers
+ * must come in the order of the requests): of a read, a read, a write and a read posted at once,
+ * the two reads go; the write waits for both answers, the last read goes with it; every
+ * completion in order with its bytes. */
 static void test_reads_in_order(void **state)
 {
     (void)state;
@@ -397,12 +399,17 @@ static void test_reads_in_order(void **state)
     wr.sge[0].va = (uintptr_t)t.bbuf + 2000;
     rd.wr_id = 1;
     post_sq(ep, rd);
-    wr.wr_id = 2;
+    rd.wr_id = 2;
+    rd.sge[0].va = (uintptr_t)t.bbuf + 1500;
+    post_sq(ep, rd);
+    wr.wr_id = 3;
     post_sq(ep, wr);
-    rd.wr_id = 3;
+    rd.wr_id = 4;
     rd.sge[0].va = (uintptr_t)t.bbuf + 3000;
     post_sq(ep, rd);
     struct san_xmsg r1 = wait_sent(SAN_XMSG_READ, &at, NULL);
+    struct san_xmsg r2 = wait_sent(SAN_XMSG_READ, &at, NULL);
+    assert_true(r1.seq < r2.seq);
     usleep(200000);
     assert_int_equal(count_sent(SAN_XMSG_READ, at) + count_sent(SAN_XMSG_WRITE, at), 0);
 
@@ -412,31 +419,131 @@ static void test_reads_in_order(void **state)
         m = {
             .op = SAN_XMSG_RDATA, .conn = conn, .from = 301, .seq = r1.seq, .total = 16, .len = 16};
     assert_int_equal(deliver(&m, payload, &reply), 0);
+    usleep(100000);
+    assert_int_equal(count_sent(SAN_XMSG_READ, at) + count_sent(SAN_XMSG_WRITE, at), 0);
+    m.seq = r2.seq;
+    assert_int_equal(deliver(&m, payload, &reply), 0);
     struct san_xmsg w = wait_sent(SAN_XMSG_WRITE, &at, reply_data);
-    struct san_xmsg r3 = wait_sent(SAN_XMSG_READ, &at, NULL);
-    assert_true(r1.seq < w.seq && w.seq < r3.seq);
+    struct san_xmsg r4 = wait_sent(SAN_XMSG_READ, &at, NULL);
+    assert_true(r2.seq < w.seq && w.seq < r4.seq);
     m = (struct san_xmsg){
         .op = SAN_XMSG_DONE, .conn = conn, .from = 301, .seq = w.seq, .total = 16};
     assert_int_equal(deliver(&m, NULL, &reply), 0);
     m = (struct san_xmsg){
-        .op = SAN_XMSG_RDATA, .conn = conn, .from = 301, .seq = r3.seq, .total = 16, .len = 16};
+        .op = SAN_XMSG_RDATA, .conn = conn, .from = 301, .seq = r4.seq, .total = 16, .len = 16};
     assert_int_equal(deliver(&m, payload, &reply), 0);
 
-    for (int i = 0; i < 5000 && atomic_load(&ep->q->cq_tail) - atomic_load(&ep->q->cq_head) < 3;
+    for (int i = 0; i < 5000 && atomic_load(&ep->q->cq_tail) - atomic_load(&ep->q->cq_head) < 4;
          i++)
         usleep(1000);
     uint32_t head = atomic_load(&ep->q->cq_head);
-    assert_int_equal(atomic_load(&ep->q->cq_tail) - head, 3);
-    for (uint32_t i = 0; i < 3; i++) {
+    assert_int_equal(atomic_load(&ep->q->cq_tail) - head, 4);
+    for (uint32_t i = 0; i < 4; i++) {
         const struct san_epq_cqe *c = &san_epq_cq(ep->q)[(head + i) & (SAN_EPQ_CQ - 1)];
         assert_int_equal(c->wr_id, i + 1);
         assert_int_equal(c->status, 0);
         assert_int_equal(c->byte_len, 16);
     }
-    atomic_store(&ep->q->cq_head, head + 3);
+    atomic_store(&ep->q->cq_head, head + 4);
     assert_memory_equal(t.bbuf + 1000, payload, 16);
+    assert_memory_equal(t.bbuf + 1500, payload, 16);
     assert_memory_equal(t.bbuf + 3000, payload, 16);
     assert_int_equal(atomic_load(&ep->q->state), SAN_EPQ_CONNECTED);
+    san_nic_ep_close(ep);
+}
+
+/* The seqs of the answers (RDATA, DONE) the daemon sent at or after from, up to max; the payload
+ * of the last in last_data. */
+static unsigned answers_sent(unsigned from, uint64_t *out, unsigned max, uint8_t last_data[64])
+{
+    unsigned n = 0;
+    pthread_mutex_lock(&t.lock);
+    for (unsigned j = from; j < t.nr_sent && n < max; j++)
+        if (t.sent[j].op == SAN_XMSG_RDATA || t.sent[j].op == SAN_XMSG_DONE) {
+            out[n++] = t.sent[j].seq;
+            memcpy(last_data, t.data[j], 64);
+        }
+    pthread_mutex_unlock(&t.lock);
+    return n;
+}
+
+/* The peer's reads on a connection of its own answered in full, one at a time, until they took
+ * every credit (their answers are not credited back): the seq of the last. */
+static uint64_t take_credits(uint64_t conn, uint64_t from)
+{
+    struct san_xmsg reply, r = {.op = SAN_XMSG_READ,
+                                .conn = conn,
+                                .from = from,
+                                .total = BUF, /* two chunks */
+                                .rkey = t.brkey,
+                                .va = (uintptr_t)t.bbuf,
+                                .host = HOST};
+    unsigned at = nr_sent();
+    for (r.seq = 1; r.seq <= SAN_XMSG_WINDOW / 2; r.seq++) {
+        assert_int_equal(deliver(&r, NULL, &reply), 0);
+        for (int i = 0; i < 5000 && count_sent(SAN_XMSG_RDATA, at) < 2 * r.seq; i++)
+            usleep(1000);
+        assert_int_equal(count_sent(SAN_XMSG_RDATA, at), 2 * r.seq);
+    }
+    return r.seq - 1;
+}
+
+/* As target: reads that come while one is answered wait behind it, up to SAN_XCONN_READS in all,
+ * and are answered in order with their bytes once credits come; one more is a violation. */
+static void test_target_reads_wait(void **state)
+{
+    (void)state;
+    uint64_t conn;
+    struct san_nic_ep *ep = connection(401, &conn);
+    uint64_t seq = take_credits(conn, 401);
+    unsigned at = nr_sent();
+    struct san_xmsg reply, r[SAN_XCONN_READS];
+    for (unsigned i = 0; i < SAN_XCONN_READS; i++) {
+        memset(t.bbuf + 200 + 16 * i, 0x20 + (int)i, 16);
+        r[i] = (struct san_xmsg){.op = SAN_XMSG_READ,
+                                 .conn = conn,
+                                 .from = 401,
+                                 .seq = ++seq,
+                                 .total = 16,
+                                 .rkey = t.brkey,
+                                 .va = (uintptr_t)t.bbuf + 200 + 16 * i,
+                                 .host = HOST};
+        assert_int_equal(deliver(&r[i], NULL, &reply), 0);
+    }
+    usleep(100000);
+    uint64_t seqs[8];
+    uint8_t data[64];
+    assert_int_equal(answers_sent(at, seqs, 8, data), 0); /* no credit: nothing answered */
+    struct san_xmsg c = {
+        .op = SAN_XMSG_CREDIT, .conn = conn, .from = 401, .chunks = SAN_XMSG_WINDOW};
+    assert_int_equal(deliver(&c, NULL, &reply), 0);
+    unsigned n = 0;
+    for (int k = 0; k < 5000 && (n = answers_sent(at, seqs, 8, data)) < SAN_XCONN_READS; k++)
+        usleep(1000);
+    assert_int_equal(n, SAN_XCONN_READS);
+    for (unsigned i = 0; i < SAN_XCONN_READS; i++) {
+        struct san_xmsg got = wait_sent(SAN_XMSG_RDATA, &at, data);
+        assert_int_equal(got.seq, r[i].seq);
+        assert_int_equal(got.status, 0);
+        for (unsigned b = 0; b < 16; b++)
+            assert_int_equal(data[b], 0x20 + i);
+    }
+    assert_int_equal(atomic_load(&ep->q->state), SAN_EPQ_CONNECTED);
+    san_nic_ep_close(ep);
+
+    /* One read more than the target holds. */
+    ep = connection(402, &conn);
+    seq = take_credits(conn, 402);
+    at = nr_sent();
+    for (unsigned i = 0; i <= SAN_XCONN_READS; i++) {
+        r[0].from = 402;
+        r[0].conn = conn;
+        r[0].seq = ++seq;
+        assert_int_equal(deliver(&r[0], NULL, &reply), 0);
+    }
+    struct san_xmsg close = wait_sent(SAN_XMSG_CLOSE, &at, NULL);
+    assert_int_equal(close.status, -EPROTO);
+    wait_error(ep, -ECONNRESET);
     san_nic_ep_close(ep);
 }
 
@@ -446,6 +553,7 @@ int main(void)
         cmocka_unit_test(test_target_checks),
         cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_reads_in_order),
+        cmocka_unit_test(test_target_reads_wait),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
