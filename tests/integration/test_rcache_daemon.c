@@ -55,6 +55,16 @@ static char *map_at(void *at, size_t len)
     return p;
 }
 
+/* LEN bytes mapped, a context opened and the bytes registered in it for read and write. */
+static char *open_registered(struct san_ctx **ctx, struct san_mr **mr)
+{
+    char *buf = map_at(NULL, LEN);
+    CHECK(buf);
+    CHECK_EQ(san_open(NULL, ctx), 0);
+    CHECK_EQ(san_register(*ctx, buf, LEN, SAN_MEM_READWRITE, mr), 0);
+    return buf;
+}
+
 static void hits(struct test_daemon *d, const struct san_stats_rep *idle)
 {
     struct san_ctx *ctx;
@@ -244,10 +254,7 @@ static void forked_child(struct test_daemon *d, const struct san_stats_rep *idle
 {
     struct san_ctx *ctx;
     struct san_mr *mr;
-    char *buf = map_at(NULL, LEN);
-    CHECK(buf);
-    CHECK_EQ(san_open(NULL, &ctx), 0);
-    CHECK_EQ(san_register(ctx, buf, LEN, SAN_MEM_READWRITE, &mr), 0);
+    char *buf = open_registered(&ctx, &mr);
     uint32_t lkey = san_mr_lkey(mr);
     CHECK_EQ(san_deregister(mr), 0);
 
@@ -384,10 +391,7 @@ static void close_while_unmapping(struct test_daemon *d, const struct san_stats_
     for (int round = 0; round < 300; round++) {
         struct san_ctx *ctx;
         struct san_mr *mr;
-        char *buf = map_at(NULL, LEN);
-        CHECK(buf);
-        CHECK_EQ(san_open(NULL, &ctx), 0);
-        CHECK_EQ(san_register(ctx, buf, LEN, SAN_MEM_READWRITE, &mr), 0);
+        char *buf = open_registered(&ctx, &mr);
         CHECK_EQ(san_deregister(mr), 0); /* cached: released by the watcher at the unmap */
         munmap(buf, LEN);
         san_close(ctx);
