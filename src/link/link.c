@@ -101,9 +101,11 @@ struct link_peer {
     bool old_rx;
     unsigned forged;       /* messages of this session whose MAC failed (FORGED_MAX ends it) */
     uint64_t mac_failures; /* every message from the peer's address whose MAC failed */
-    struct san_link_ratelog droplog; /* the lines about those */
-    struct san_link_ratelog uplog;   /* the "up" lines: a peer that restarts in a loop */
-    uint64_t last_host;              /* of the last session: another one is a restarted peer */
+    struct san_link_ratelog droplog;    /* the lines about those */
+    struct san_link_ratelog uplog;      /* the "up" lines: a link that flaps */
+    struct san_link_ratelog restartlog; /* those of a restarted peer (a peer that restarts in a
+                                         * loop), apart: a restart right after a flap is told */
+    uint64_t last_host;                 /* of the last session: another one is a restarted peer */
     struct san_nic_net nets[SAN_LINK_NETS];
     size_t nr_nets;
     uint64_t tx_seq;
@@ -424,7 +426,7 @@ static void proven(struct san_link *l, struct link_peer *p, const struct san_lin
     p->next_heartbeat = now + l->cfg.timeout_ns / 4;
     p->last_error[0] = 0;
     uint64_t held = 0;
-    if (san_link_ratelog_take(&p->uplog, now, &held)) {
+    if (san_link_ratelog_take(restarted ? &p->restartlog : &p->uplog, now, &held)) {
         char more[64] = "";
         if (held)
             snprintf(more, sizeof(more), " (%llu more sessions since the last line)",
