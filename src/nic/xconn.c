@@ -6,13 +6,14 @@
  * outcome (SAN_XMSG_DONE), never relying on the transport for any of it.
  *
  * One thread per connection (as engine.c), which owns the connection's state: it reads its
- * endpoint's queues, executes one request of each direction at a time (a send, write or read of
- * its own; a send, write or read of the peer), and processes the messages the transport delivered
- * into its inbox. Every message of the peer is checked against the connection's state: a message
- * out of order, beyond a credit or of an operation not in flight is a protocol violation and
- * resets the connection (the peer is told with CLOSE); it never costs anything else. Uses of
- * registrations are taken and dropped within one message (a registration deregistered between two
- * chunks of a transfer fails the rest of it), so nothing is held across a wait on the network.
+ * endpoint's queues, ships its own requests in order (up to SAN_XCONN_PIPE in flight), executes
+ * the peer's in order (holding up to SAN_XCONN_READS of its reads while it answers one), and
+ * processes the messages the transport delivered into its inbox. Every message of the peer is
+ * checked against the connection's state: a message out of order, beyond a credit or of an
+ * operation not in flight is a protocol violation and resets the connection (the peer is told with
+ * CLOSE); it never costs anything else. Uses of registrations are taken and dropped within one
+ * message (a registration deregistered between two chunks of a transfer fails the rest of it), so
+ * nothing is held across a wait on the network.
  *
  * The transport's thread runs a connection itself when the connection's thread is between
  * passes (its run lock free): a message of the peer is handled as it arrives, its bytes moved

@@ -22,7 +22,6 @@ struct xin {
 #define SAN_XCONN_PIPE  16 /* requests of one endpoint in flight at a time */
 #define SAN_XCONN_READS 4  /* of them reads not yet answered in full: the target holds as many */
 
-/* One of this endpoint's requests in flight. */
 /* A read of the peer's, as the target answers it. */
 struct xread {
     uint64_t seq, va, total;
@@ -30,6 +29,7 @@ struct xread {
     int32_t status; /* refused: the answer is this status alone */
 };
 
+/* One of this endpoint's requests in flight. */
 struct xop {
     struct san_epq_wqe w;
     uint64_t seq, total, sent, got;

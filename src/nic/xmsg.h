@@ -4,11 +4,12 @@
  *
  * Each daemon names its half of a connection by a number of its own (conn); a message names the
  * receiver's half (conn) and the sender's (from). Operations of one direction of a connection
- * are numbered (seq) and run one at a time, in order; the data of a send, an RDMA write or an
- * RDMA read's answer travels as DATA-like messages of at most SAN_XMSG_CHUNK bytes each, at most
- * SAN_XMSG_WINDOW of them unacknowledged per direction (CREDIT returns them), so a peer can make
- * a daemon hold at most a window of chunks per connection. A send needs one of the peer's posted
- * receives, which the peer advertises in CREDIT (recvs).
+ * are numbered (seq) and executed in order (reads pipeline among themselves, xops.c); the data of
+ * a send, an RDMA write or an RDMA read's answer travels as DATA-like messages of at most
+ * SAN_XMSG_CHUNK bytes each, at most SAN_XMSG_WINDOW of them unacknowledged per direction
+ * (CREDIT returns them), so a peer can make a daemon hold at most a window of chunks per
+ * connection. A send needs one of the peer's posted receives, which the peer advertises in
+ * CREDIT (recvs).
  *
  * The layout is pinned with static_assert; link/wire.c's decoder checks every field's domain
  * before anything reads a body. Little-endian, as the rest of the link protocol. */

@@ -430,9 +430,9 @@ static int on_rdata(struct san_xconn *xc, const struct san_xmsg *m, const void *
 }
 
 /* Whether the next request may ship. Every answer (RDATA, DONE) must come in the order of the
- * requests, and the target answers its reads in full, one after the other, while it goes on
- * executing the requests after them: so reads follow reads, up to SAN_XCONN_READS (as many as the
- * target holds) not yet answered in full, and a send or write goes only when none is. A read
+ * requests, and the target answers its reads in full, one after the other: so reads follow
+ * reads, up to SAN_XCONN_READS (as many as the target holds) not yet answered in full, and a send
+ * or write goes only when none is (the target resets a connection whose peer breaks this). A read
  * completes with its last RDATA, so the reads shipped and not answered are those of the ring not
  * yet completed. */
 static bool may_ship(struct san_xconn *xc, unsigned op)
@@ -587,6 +587,11 @@ int san_xconn_handle(struct san_xconn *xc, const struct san_xmsg *m, const void 
     }
     if (xc->dead)
         return TAKEN;
+    if ((m->op == SAN_XMSG_SEND || m->op == SAN_XMSG_WRITE) && xc->rd_busy) {
+        /* The initiator ships a send or write only once its reads are answered in full. */
+        san_xconn_violation(xc);
+        return TAKEN;
+    }
     switch (m->op) {
     case SAN_XMSG_SEND:
         return on_send(xc, m, data);

@@ -5,10 +5,10 @@
  * registration are done, a registration of another client of this host, a descriptor of a third
  * host and a range past the end are -EACCES with the memory untouched, and after a refusal the
  * peer's later requests are dropped (its queue is flushed at home); a hostile peer's message
- * out of order or beyond its credits resets that connection (CLOSE -EPROTO to the peer, the
- * endpoint in error with -ECONNRESET), a message for a connection not known here is answered
- * with CLOSE, a CONNECT nobody listens for with a refusal, and a session that ends resets its
- * connections. */
+ * out of order, beyond its credits or a write while a read of its is held resets that
+ * connection (CLOSE -EPROTO to the peer, the endpoint in error with -ECONNRESET), a message for
+ * a connection not known here is answered with CLOSE, a CONNECT nobody listens for with a
+ * refusal, and a session that ends resets its connections. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -381,8 +381,8 @@ static void post_sq(struct san_nic_ep *ep, struct san_epq_wqe w)
 }
 
 /* The initiator: reads follow reads, and nothing else goes while one is not answered in full
- * (the target answers its reads one after the other while it executes what follows, and answers
- * must come in the order of the requests): of a read, a read, a write and a read posted at once,
+ * (the target answers its reads one after the other, and answers must come in the order of the
+ * requests): of a read, a read, a write and a read posted at once,
  * the two reads go; the write waits for both answers, the last read goes with it; every
  * completion in order with its bytes. */
 static void test_reads_in_order(void **state)
@@ -547,13 +547,97 @@ static void test_target_reads_wait(void **state)
     san_nic_ep_close(ep);
 }
 
+/* The peer's read of 16 bytes at off in this endpoint's registration (or, refused, another
+ * client's). */
+static struct san_xmsg read_msg(uint64_t conn, uint64_t from, uint64_t seq, unsigned off,
+                                bool refused)
+{
+    return (struct san_xmsg){.op = SAN_XMSG_READ,
+                             .conn = conn,
+                             .from = from,
+                             .seq = seq,
+                             .total = 16,
+                             .rkey = refused ? t.crkey : t.brkey,
+                             .va = (uintptr_t)(refused ? t.cbuf : t.bbuf) + off,
+                             .host = HOST};
+}
+
+/* As target, with reads held: a refused one is answered with its status in its turn and the
+ * reads behind it are dropped (flushed at the initiator), the connection intact; a write that
+ * comes while a read is held is a violation (the initiator ships none then), the memory
+ * untouched; a session that ends with reads held resets the connection. */
+static void test_target_reads_held(void **state)
+{
+    (void)state;
+    uint64_t conn, seqs[8];
+    uint8_t data[64], payload[16];
+    struct san_xmsg reply, m;
+    struct san_nic_ep *ep = connection(501, &conn);
+    uint64_t seq = take_credits(conn, 501);
+    unsigned at = nr_sent();
+    memset(t.bbuf + 600, 0x31, 16);
+    uint64_t first = seq + 1;
+    for (unsigned i = 0; i < 3; i++) {
+        m = read_msg(conn, 501, ++seq, 600, i == 1);
+        assert_int_equal(deliver(&m, NULL, &reply), 0);
+    }
+    m = (struct san_xmsg){
+        .op = SAN_XMSG_CREDIT, .conn = conn, .from = 501, .chunks = SAN_XMSG_WINDOW};
+    assert_int_equal(deliver(&m, NULL, &reply), 0);
+    unsigned n = 0;
+    for (int k = 0; k < 5000 && (n = answers_sent(at, seqs, 8, data)) < 2; k++)
+        usleep(1000);
+    usleep(100000);
+    assert_int_equal(answers_sent(at, seqs, 8, data), 2); /* the third: dropped */
+    struct san_xmsg got = wait_sent(SAN_XMSG_RDATA, &at, data);
+    assert_int_equal(got.seq, first);
+    assert_int_equal(got.status, 0);
+    for (unsigned b = 0; b < 16; b++)
+        assert_int_equal(data[b], 0x31);
+    got = wait_sent(SAN_XMSG_RDATA, &at, NULL);
+    assert_int_equal(got.seq, first + 1);
+    assert_int_equal(got.status, -EACCES);
+    assert_int_equal(got.len, 0);
+    assert_int_equal(atomic_load(&ep->q->state), SAN_EPQ_CONNECTED);
+    san_nic_ep_close(ep);
+
+    /* A write while a read is held. */
+    ep = connection(502, &conn);
+    seq = take_credits(conn, 502);
+    at = nr_sent();
+    m = read_msg(conn, 502, ++seq, 0, false);
+    assert_int_equal(deliver(&m, NULL, &reply), 0);
+    memset(payload, 0x77, sizeof(payload));
+    m = write_msg(conn, 502, ++seq, t.brkey, (uintptr_t)t.bbuf + 700, HOST, 16);
+    assert_int_equal(deliver(&m, payload, &reply), 0);
+    got = wait_sent(SAN_XMSG_CLOSE, &at, NULL);
+    assert_int_equal(got.status, -EPROTO);
+    wait_error(ep, -ECONNRESET);
+    assert_int_equal((uint8_t)t.bbuf[700], 0x11);
+    assert_int_equal(count_sent(SAN_XMSG_DONE, at), 0);
+    san_nic_ep_close(ep);
+
+    /* The session ends with reads held. */
+    ep = connection(503, &conn);
+    seq = take_credits(conn, 503);
+    for (unsigned i = 0; i < SAN_XCONN_READS; i++) {
+        m = read_msg(conn, 503, ++seq, 16 * i, false);
+        assert_int_equal(deliver(&m, NULL, &reply), 0);
+    }
+    at = nr_sent();
+    san_nic_xreset(t.nic, LINK, SESSION);
+    wait_error(ep, -ECONNRESET);
+    usleep(100000);
+    assert_int_equal(count_sent(SAN_XMSG_RDATA, at), 0);
+    san_nic_ep_close(ep);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_target_checks),
-        cmocka_unit_test(test_hostile),
-        cmocka_unit_test(test_reads_in_order),
-        cmocka_unit_test(test_target_reads_wait),
+        cmocka_unit_test(test_target_checks),     cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_reads_in_order),    cmocka_unit_test(test_target_reads_wait),
+        cmocka_unit_test(test_target_reads_held),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
