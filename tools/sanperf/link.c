@@ -610,13 +610,22 @@ int perf_link(const struct perf_opts *o)
                   mib, f.nr, INFLIGHT, gbps, lo_gbps, hi_gbps, tcp_gbps, bw_ratio, f.fi_big_why,
                   fi_gbps, fi_bw_ratio);
     } else {
+        /* fi_pingpong's part: its figure, or why there is none. */
+        char fi[96], fi_big[96];
+        if (fi_ns > 0)
+            snprintf(fi, sizeof(fi), "%.0f ns (ratio %.2f)", fi_ns, lat_ratio);
+        else
+            snprintf(fi, sizeof(fi), "none (%s)", f.fi_why);
+        if (fi_gbps > 0)
+            snprintf(fi_big, sizeof(fi_big), "%.3f GB/s (ratio %.2f)", fi_gbps, fi_bw_ratio);
+        else
+            snprintf(fi_big, sizeof(fi_big), "none (%s)", f.fi_big_why);
         printf("link rdma_lat_64b (median of %zu): one way %.0f ns (%.0f-%.0f); fi_pingpong RDM "
-               "%.0f ns (ratio %.2f, %s); kernel TCP %.0f ns (ratio %.2f)\n",
-               f.nr, ns, lo_ns, hi_ns, fi_ns, lat_ratio, f.fi_why, tcp_ns, tcp_lat_ratio);
+               "%s; kernel TCP %.0f ns (ratio %.2f)\n",
+               f.nr, ns, lo_ns, hi_ns, fi, tcp_ns, tcp_lat_ratio);
         printf("link rdma_write_1m (median of %zu): %.3f GB/s (%.3f-%.3f); kernel TCP %.3f GB/s "
-               "(ratio %.2f); fi_pingpong 1 MiB %.3f GB/s (ratio %.2f, %s)\n",
-               f.nr, gbps, lo_gbps, hi_gbps, tcp_gbps, bw_ratio, fi_gbps, fi_bw_ratio,
-               f.fi_big_why);
+               "(ratio %.2f); fi_pingpong 1 MiB %s\n",
+               f.nr, gbps, lo_gbps, hi_gbps, tcp_gbps, bw_ratio, fi_big);
     }
     return 0;
 }
