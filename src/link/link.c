@@ -102,9 +102,9 @@ struct link_peer {
     unsigned forged;       /* messages of this session whose MAC failed (FORGED_MAX ends it) */
     uint64_t mac_failures; /* every message from the peer's address whose MAC failed */
     struct san_link_ratelog droplog;    /* the lines about those */
-    struct san_link_ratelog uplog;      /* the "up" lines: a link that flaps */
-    struct san_link_ratelog restartlog; /* those of a restarted peer (a peer that restarts in a
-                                         * loop), apart: a restart right after a flap is told */
+    struct san_link_ratelog uplog;      /* the "up" lines of a link that comes back */
+    struct san_link_ratelog restartlog; /* and of a restarted peer: one limit each, so that a
+                                         * restart right after the link came back is logged */
     uint64_t last_host;                 /* of the last session: another one is a restarted peer */
     struct san_nic_net nets[SAN_LINK_NETS];
     size_t nr_nets;
@@ -429,8 +429,8 @@ static void proven(struct san_link *l, struct link_peer *p, const struct san_lin
     if (san_link_ratelog_take(restarted ? &p->restartlog : &p->uplog, now, &held)) {
         char more[64] = "";
         if (held)
-            snprintf(more, sizeof(more), " (%llu more sessions since the last line)",
-                     (unsigned long long)held);
+            snprintf(more, sizeof(more), " (%llu more %s since the last line)",
+                     (unsigned long long)held, restarted ? "restarts" : "sessions");
         san_log(SAN_LOG_INFO, "link %s: up, peer host_id %016llx, %u networks%s%s%s", p->name,
                 (unsigned long long)p->peer_host, (unsigned)p->nr_nets,
                 restarted ? " (the peer restarted)" : "", was_up ? " (new session)" : "", more);
